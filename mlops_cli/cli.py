@@ -1,0 +1,261 @@
+"""The `mlops` command: thin commands over the library; the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from . import __version__
+from .errors import MlopsError
+from .stages import MODULES
+
+# Global options: accepted before or after the command name (`mlops --json status`, `mlops status --json`).
+_OPTIONS = {"workdir": None, "config": None, "json": False, "debug": False}
+
+
+def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value not in (None, False):
+            _OPTIONS[name] = value
+        return value
+    return callback
+
+
+def common_options(fn: Callable) -> Callable:
+    fn = click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), expose_value=False,
+                      callback=_remember("workdir"), help="Work directory holding state.json, bundles and logs [default: ./.mlops].")(fn)
+    fn = click.option("--config", type=click.Path(dir_okay=False, path_type=Path), expose_value=False,
+                      callback=_remember("config"), help="Config file [default: ./mlops.yaml if present].")(fn)
+    fn = click.option("--json", "json_", is_flag=True, expose_value=False, callback=_remember("json"),
+                      help="Print the result as JSON on stdout.")(fn)
+    fn = click.option("--debug", is_flag=True, expose_value=False, callback=_remember("debug"),
+                      help="Show tracebacks.")(fn)
+    return fn
+
+
+def settings_from(**flags: Any):
+    """Settings from defaults < mlops.yaml < MLOPS_* < these flags (None means not given)."""
+    from .config import load_settings
+
+    overrides: dict[str, Any] = {}
+    if _OPTIONS["workdir"] is not None:
+        overrides["workdir"] = _OPTIONS["workdir"]
+    for dotted, value in flags.items():
+        if value is None or value == () or value is False:
+            continue
+        node = overrides
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    return load_settings(_OPTIONS["config"], overrides)
+
+
+def emit(result: Any) -> None:
+    if _OPTIONS["json"]:
+        click.echo(json.dumps(result.model_dump(mode="json", by_alias=True), indent=2))
+    else:
+        for line in result.lines():
+            click.echo(line)
+
+
+def command(group: click.Group, name: str, **kwargs: Any) -> Callable:
+    """A subcommand with the common options."""
+    def decorate(fn: Callable) -> Callable:
+        return group.command(name, **kwargs)(common_options(fn))
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="mlops")
+@common_options
+def cli() -> None:
+    """Take a trained model to a monitored inference service, one stage at a time.
+
+    The stages, in pipeline order: unit-test, validate-model, assemble-server, build-image,
+    deploy-test, smoke-test, rolling-update. Each reads and writes WORKDIR/state.json, so each
+    can run as its own process (a Jenkins stage) or all at once with `mlops pipeline run`.
+    """
+
+
+def _stage(name: str) -> Callable[..., Any]:
+    return importlib.import_module(MODULES[name]).run
+
+
+@command(cli, "unit-test")
+@click.option("--project-dir", type=click.Path(file_okay=False, path_type=Path), help="The model's project; runs its tests/.")
+@click.option("--path", "paths", multiple=True, help="A test path for pytest (repeatable).")
+def unit_test(project_dir: Optional[Path], paths: tuple[str, ...]) -> None:
+    """Run the project's tests (default: the toolkit's smoke suite); JUnit XML in WORKDIR/reports."""
+    emit(_stage("unit-test")(settings_from(**{"unit_test.project_dir": project_dir, "unit_test.paths": paths})))
+
+
+@command(cli, "validate-model")
+@click.option("--model", help="Model reference, e.g. local:iris@1 [env MLOPS_MODEL].")
+@click.option("--allow-breaking", is_flag=True, help="Accept a breaking interface change against the deployed model.")
+def validate_model(model: Optional[str], allow_breaking: bool) -> None:
+    """Check metrics against thresholds, the validator tag, the artifact digest and the interface."""
+    emit(_stage("validate-model")(settings_from(model=model, **{"validation.allow_breaking": allow_breaking})))
+
+
+@command(cli, "assemble-server")
+def assemble_server() -> None:
+    """Fetch the validated model and render the server bundle (spec, Dockerfile, requirements)."""
+    emit(_stage("assemble-server")(settings_from()))
+
+
+@command(cli, "build-image")
+@click.option("--builder", help="Image builder name [config build.builder].")
+def build_image(builder: Optional[str]) -> None:
+    """Build and push the bundle's image; skipped while no builder is configured."""
+    emit(_stage("build-image")(settings_from(**{"build.builder": builder})))
+
+
+@command(cli, "deploy-test")
+def deploy_test() -> None:
+    """Deploy the bundle to the test environment and wait until it is ready."""
+    emit(_stage("deploy-test")(settings_from()))
+
+
+@command(cli, "smoke-test")
+def smoke_test() -> None:
+    """Send example and invalid requests to the test deployment; check answers and p95 latency."""
+    emit(_stage("smoke-test")(settings_from()))
+
+
+@command(cli, "rolling-update")
+def rolling_update() -> None:
+    """Replace production with the smoke-tested bundle, with no failed request; keeps the old one on failure."""
+    emit(_stage("rolling-update")(settings_from()))
+
+
+@cli.group()
+def pipeline() -> None:
+    """Run all stages in order."""
+
+
+@command(pipeline, "run")
+@click.option("--model", help="Model reference, e.g. local:iris@1 [env MLOPS_MODEL].")
+@click.option("--allow-breaking", is_flag=True, help="Accept a breaking interface change against the deployed model.")
+def pipeline_run(model: Optional[str], allow_breaking: bool) -> None:
+    """Run the seven stages, stop at the first failure, print each stage's status and time."""
+    from . import pipeline as pipeline_lib
+
+    result = pipeline_lib.run(settings_from(model=model, **{"validation.allow_breaking": allow_breaking}))
+    emit(result)
+    pipeline_lib.raise_if_failed(result)
+
+
+@cli.group()
+def model() -> None:
+    """Manage models in the local store."""
+
+
+def _metric(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
+    metrics = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        try:
+            metrics[key.strip()] = float(raw)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not NAME=NUMBER") from None
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not NAME=NUMBER")
+    return metrics
+
+
+@command(model, "register")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Model name.")
+@click.option("--framework", type=click.Choice(["sklearn", "python"]), help="Default: from the file's suffix.")
+@click.option("--task", type=click.Choice(["classification", "regression"]), default="classification", show_default=True)
+@click.option("--metrics", "metrics", multiple=True, callback=_metric, metavar="NAME=VALUE", help="A metric (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@click.option("--schema", "schema_file", type=click.Path(dir_okay=False, path_type=Path), help="JSON/YAML with inputs and outputs.")
+@click.option("--examples", "examples_file", type=click.Path(dir_okay=False, path_type=Path), help="JSON/YAML example requests.")
+@click.option("--reference", "reference_file", type=click.Path(dir_okay=False, path_type=Path), help="Training data CSV, or JSON statistics.")
+@click.option("--labels", help="Class labels in the model's class order, comma-separated.")
+@click.option("--class-name", help="For --framework python: the model class in the file.")
+def model_register(file: Path, **kwargs: Any) -> None:
+    """Store FILE content-addressed by sha256, with its metadata, as the next version of --name."""
+    from .register import RegisterRequest, register
+
+    labels = kwargs.pop("labels")
+    req = RegisterRequest(artifact=file, labels=[s.strip() for s in labels.split(",")] if labels else None,
+                          tags=list(kwargs.pop("tags")), **kwargs)
+    meta = register(settings_from(), req)
+    if _OPTIONS["json"]:
+        click.echo(meta.model_dump_json(by_alias=True, indent=2))
+    else:
+        click.echo(f"registered local:{meta.name}@{meta.version} (sha256:{meta.sha256[:12]})")
+
+
+@command(cli, "status")
+def status() -> None:
+    """Show the state: model, validation, bundle, deployments and stage history."""
+    from .status import status as status_lib
+
+    emit(status_lib(settings_from()))
+
+
+@command(cli, "stop")
+@click.option("--env", help="Stop only this environment (test or prod).")
+def stop(env: Optional[str]) -> None:
+    """Stop the servers the local target runs."""
+    from .status import stop as stop_lib
+
+    emit(stop_lib(settings_from(), env))
+
+
+@command(cli, "demo")
+def demo() -> None:
+    """Train a small iris model, register it and run the whole pipeline; leaves it serving."""
+    from . import demo as demo_lib
+    from .pipeline import raise_if_failed
+
+    result = demo_lib.run(settings_from())
+    emit(result)
+    raise_if_failed(result.pipeline)
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"error: {message}", err=True)
+    if _OPTIONS["json"]:
+        click.echo(json.dumps({"error": message, "exit_code": code}))
+    return code
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    for key in _OPTIONS:
+        _OPTIONS[key] = False if key in ("json", "debug") else None
+    try:
+        cli.main(args=argv, prog_name="mlops", standalone_mode=False)
+    except click.exceptions.Abort:
+        return _fail("aborted", 130)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except MlopsError as exc:
+        if _OPTIONS["debug"]:
+            traceback.print_exc()
+        return _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as exc:  # a bug, not a user error: say so, and how to see more
+        if _OPTIONS["debug"]:
+            traceback.print_exc()
+            return 70
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)", 70)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Typed settings. Precedence: defaults < mlops.yaml < MLOPS_* environment < command-line flags.
+
+Every key of the file has a field here with a docstring; an unknown or ill-typed key is an
+error that names the key and where it came from. Nested keys come from the environment as
+`MLOPS_<SECTION>__<KEY>`, e.g. `MLOPS_DEPLOY__TEST__PORT=9000`; list and mapping values as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "mlops.yaml"
+ENV_PREFIX = "MLOPS_"
+THRESHOLD_RE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d*)?([eE][-+]?\d+)?)\s*$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StoreSettings(Section):
+    path: Optional[Path] = None
+    """Directory of the local model store; default `<workdir>/store`."""
+
+
+class ValidationSettings(Section):
+    thresholds: dict[str, str] = Field(default_factory=dict)
+    """Metric name -> condition, e.g. `accuracy: ">= 0.9"`; every one must hold."""
+    validator_tag: Optional[str] = "validated"
+    """Tag the validator puts on a model that passed its checks; empty or null turns the check off."""
+    allow_breaking: bool = False
+    """Accept a breaking change of the input/output schema against the deployed model."""
+
+    @field_validator("thresholds")
+    @classmethod
+    def _conditions(cls, value: dict[str, str]) -> dict[str, str]:
+        for metric, condition in value.items():
+            if not isinstance(condition, str) or not THRESHOLD_RE.match(condition):
+                raise ValueError(
+                    f"threshold for {metric!r} must look like '>= 0.9' (one of >=, >, <=, <, ==)"
+                )
+        return value
+
+
+class UnitTestSettings(Section):
+    project_dir: Optional[Path] = None
+    """The model's project; its `tests/` run when `paths` is empty."""
+    paths: list[str] = Field(default_factory=list)
+    """Test paths for pytest; empty: the project's tests/, else the toolkit's own smoke suite."""
+    timeout_s: float = Field(900, gt=0)
+    """Give up on the test run after this many seconds."""
+
+
+class AssembleSettings(Section):
+    base_image: str = "python:3.11-slim"
+    """Base image the bundle's Dockerfile starts from."""
+    max_body_bytes: int = Field(1_048_576, gt=0)
+    """Largest request body the server accepts (413 above it)."""
+    drain_seconds: float = Field(1.0, ge=0)
+    """On shutdown, how long the server keeps answering (telling clients to reconnect) before it stops accepting."""
+
+
+class BuildSettings(Section):
+    builder: Optional[str] = None
+    """Image builder name; none configured: build-image is skipped and the local target runs the bundle."""
+
+
+class EnvironmentSettings(Section):
+    host: str = "127.0.0.1"
+    """Address the local target binds."""
+    port: int = Field(8700, ge=1, le=65535)
+    """Port the local target serves on."""
+
+
+class ProdEnvironmentSettings(EnvironmentSettings):
+    port: int = Field(8701, ge=1, le=65535)
+    """Port the local target serves on."""
+
+
+class DeploySettings(Section):
+    target: str = "local"
+    """Deploy target name."""
+    ready_timeout_s: float = Field(60.0, gt=0)
+    """How long a new server may take to become ready."""
+    stop_timeout_s: float = Field(30.0, gt=0)
+    """How long a server may take to drain and exit before it is killed."""
+    test: EnvironmentSettings = Field(default_factory=EnvironmentSettings)
+    """The test environment (deploy-test, smoke-test)."""
+    prod: ProdEnvironmentSettings = Field(default_factory=ProdEnvironmentSettings)
+    """The production environment (rolling-update)."""
+
+
+class SmokeSettings(Section):
+    requests: int = Field(20, ge=1, le=10_000)
+    """How many timed requests the latency budget is measured on."""
+    p95_ms: float = Field(500.0, gt=0)
+    """Latency budget: the 95th percentile of the timed requests, in milliseconds."""
+    timeout_s: float = Field(10.0, gt=0)
+    """Timeout of each request."""
+
+
+class Settings(Section):
+    workdir: Path = Path(".mlops")
+    """Where state.json, bundles, logs and reports live."""
+    model: Optional[str] = None
+    """Model reference, e.g. `local:iris@1`."""
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    unit_test: UnitTestSettings = Field(default_factory=UnitTestSettings)
+    assemble: AssembleSettings = Field(default_factory=AssembleSettings)
+    build: BuildSettings = Field(default_factory=BuildSettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
+    smoke: SmokeSettings = Field(default_factory=SmokeSettings)
+
+    @property
+    def store_path(self) -> Path:
+        return self.store.path if self.store.path is not None else self.workdir / "store"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _env_value(raw: str) -> Any:
+    if raw[:1] in "[{":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _read_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """MLOPS_A__B=v -> {"a": {"b": v}}; variables outside the known sections are not config."""
+    data: dict[str, Any] = {}
+    names: dict[tuple[str, ...], str] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        if path[0] not in Settings.model_fields:
+            continue
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another MLOPS_ variable")
+        node[path[-1]] = _env_value(raw)
+        names[path] = name
+    return data, names
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _has(data: dict[str, Any], loc: tuple[Any, ...]) -> bool:
+    node: Any = data
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _describe(exc: ValidationError, sources: list[tuple[str, dict[str, Any], Any]]) -> str:
+    err = exc.errors()[0]
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(loc) or "(top level)"
+    where = "defaults"
+    for label, data, naming in reversed(sources):
+        if _has(data, loc) or (err["type"] == "missing" and _has(data, loc[:-1])):
+            where = naming(loc) if callable(naming) else label
+            break
+    if err["type"] == "extra_forbidden":
+        parent = Settings
+        message = f"unknown key {key!r}"
+        for part in loc[:-1]:
+            field = parent.model_fields.get(part)
+            parent = field.annotation if field is not None else None
+            if not (isinstance(parent, type) and issubclass(parent, BaseModel)):
+                break
+        if isinstance(parent, type) and issubclass(parent, BaseModel):
+            message += f" (known here: {', '.join(parent.model_fields)})"
+    else:
+        message = f"{key}: {err['msg'].removeprefix('Value error, ')}"
+    more = len(exc.errors()) - 1
+    return f"{where}: {message}" + (f" (and {more} more)" if more else "")
+
+
+def load_settings(config_file: Optional[Path] = None, flags: Optional[dict[str, Any]] = None,
+                  environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """Build the settings from defaults, the config file, MLOPS_* variables and flags."""
+    environ = os.environ if environ is None else environ
+    if config_file is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        config_file = Path(DEFAULT_CONFIG_FILE)
+    elif config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} not found")
+    file_data = _read_file(config_file) if config_file is not None else {}
+    env_data, env_names = _read_env(environ)
+    flag_data = flags or {}
+
+    def env_name(loc: tuple[str, ...]) -> str:
+        for length in range(len(loc), 0, -1):
+            if loc[:length] in env_names:
+                return env_names[loc[:length]]
+        return "environment"
+
+    sources = [
+        (str(config_file), file_data, None),
+        ("environment", env_data, env_name),
+        ("command line", flag_data, None),
+    ]
+    merged: dict[str, Any] = {}
+    for _, data, _ in sources:
+        merged = _merge(merged, data)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, sources)) from None

@@ -1,0 +1,126 @@
+"""The local model store, the embedded default: artifacts content-addressed by sha256.
+
+    <store>/blobs/sha256/<hex>                   the artifact bytes
+    <store>/models/<name>/<version>.json         its metadata
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import ValidationError
+
+from ..errors import NotFoundError, StageFailed, UsageError
+from ..state import now
+from . import _LOCAL_RE, ModelMetadata, ModelRef, ModelSchema, sha256_file
+
+FRAMEWORKS_BY_SUFFIX = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".py": "python"}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+class LocalStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def blob(self, sha256: str) -> Path:
+        return self.root / "blobs" / "sha256" / sha256
+
+    def _model_dir(self, name: str) -> Path:
+        return self.root / "models" / name
+
+    def versions(self, name: str) -> list[str]:
+        folder = self._model_dir(name)
+        found = [p.stem for p in folder.glob("*.json")] if folder.is_dir() else []
+        return sorted(found, key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
+
+    def names(self) -> list[str]:
+        folder = self.root / "models"
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def register(self, artifact: Path, *, name: str, framework: Optional[str] = None,
+                 task: str = "classification", metrics: Optional[dict[str, float]] = None,
+                 tags: Optional[list[str]] = None, schema: Optional[dict[str, Any]] = None,
+                 examples: Optional[list[dict[str, Any]]] = None, reference: Optional[dict[str, Any]] = None,
+                 labels: Optional[list[Any]] = None, class_name: Optional[str] = None) -> ModelMetadata:
+        """Store the artifact by content and its metadata as the next version of `name`."""
+        artifact = Path(artifact)
+        if not _LOCAL_RE.match(name) or "@" in name:
+            raise UsageError(f"model name {name!r} is not valid", hint="use letters, digits, '.', '_' and '-'")
+        if not artifact.is_file():
+            raise NotFoundError(f"model file {artifact} not found")
+        framework = framework or FRAMEWORKS_BY_SUFFIX.get(artifact.suffix)
+        if framework is None:
+            raise UsageError(f"cannot tell the framework of {artifact.name}", hint="pass --framework sklearn|python")
+        sha = sha256_file(artifact)
+        existing = self.versions(name)
+        numeric = [int(v) for v in existing if v.isdigit()]
+        version = str(max(numeric, default=0) + 1)
+        try:
+            meta = ModelMetadata(
+                name=name, version=version, framework=framework, task=task, sha256=sha,
+                artifact_name=artifact.name, size=artifact.stat().st_size, created_at=now(),
+                metrics=metrics or {}, tags=tags or [],
+                schema=ModelSchema.model_validate(schema) if schema is not None else None,
+                labels=labels, class_name=class_name, examples=examples or [], reference=reference,
+            )
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise UsageError(f"invalid model metadata: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        blob = self.blob(sha)
+        if not blob.exists():
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=blob.parent)
+            os.close(fd)
+            shutil.copyfile(artifact, tmp)
+            os.replace(tmp, blob)
+        text = json.dumps(meta.model_dump(mode="json", by_alias=True), indent=2)
+        _write_atomic(self._model_dir(name) / f"{version}.json", text.encode())
+        return meta
+
+    def metadata(self, ref: ModelRef) -> ModelMetadata:
+        versions = self.versions(ref.name)
+        if not versions:
+            known = ", ".join(self.names()) or "none"
+            raise NotFoundError(f"model {ref} not found in the local store {self.root} (models: {known})",
+                                hint="register it with `mlops model register FILE --name NAME`")
+        version = ref.version or versions[-1]
+        path = self._model_dir(ref.name) / f"{version}.json"
+        if not path.is_file():
+            raise NotFoundError(f"model {ref} not found (versions of {ref.name}: {', '.join(versions)})")
+        try:
+            return ModelMetadata.model_validate_json(path.read_text(encoding="utf-8"))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(map(str, err["loc"])) or "(top level)"
+            raise StageFailed(f"metadata of model {ref} is invalid: {where}: {err['msg']}") from None
+
+
+class LocalSource:
+    """The ModelSource over a LocalStore."""
+
+    def __init__(self, settings):
+        self.store = LocalStore(settings.store_path)
+
+    def fetch_metadata(self, ref: ModelRef) -> ModelMetadata:
+        return self.store.metadata(ref)
+
+    def fetch_artifact(self, meta: ModelMetadata, dest_dir: Path) -> Path:
+        blob = self.store.blob(meta.sha256)
+        if not blob.is_file():
+            raise StageFailed(f"artifact of model {meta.name}@{meta.version} is missing from the store ({blob})")
+        dest = Path(dest_dir) / meta.artifact_name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(blob, dest)
+        return dest

@@ -1,0 +1,131 @@
+"""assemble-server: fetch the validated model and render a self-contained server bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import tempfile
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ..config import Settings
+from ..errors import StageFailed
+from ..sources import ModelMetadata, get_source, parse_ref, sha256_file
+from ..state import BundleRecord, State
+from ..ui import progress
+from .base import StageResult, stage
+
+CONTAINER_PORT = 8080
+RUNTIME_REQUIREMENTS = ("fastapi", "uvicorn", "prometheus-client", "numpy", "joblib")
+FRAMEWORK_REQUIREMENTS = {"sklearn": ("scikit-learn",), "python": ()}
+
+
+class AssembleResult(StageResult):
+    bundle_path: str
+    bundle_digest: str
+
+    def lines(self) -> list[str]:
+        return [f"bundle {self.bundle_path} (digest sha256:{self.bundle_digest[:12]})"]
+
+
+def _requirements(framework: str) -> str:
+    lines = []
+    for dist in RUNTIME_REQUIREMENTS + FRAMEWORK_REQUIREMENTS.get(framework, ()):
+        try:
+            lines.append(f"{dist}=={importlib_metadata.version(dist)}")
+        except importlib_metadata.PackageNotFoundError:
+            raise StageFailed(f"the serving runtime needs {dist}, which is not installed here",
+                              hint=f"pip install {dist}") from None
+    return "\n".join(lines) + "\n"
+
+
+def build_spec(meta: ModelMetadata, settings: Settings) -> dict[str, Any]:
+    """The server spec (docs/bundle.md): which modules run, in what order, with what settings."""
+    return {
+        "spec_version": 1,
+        "model": {
+            "name": meta.name, "version": meta.version, "framework": meta.framework, "task": meta.task,
+            "artifact": f"model/{meta.artifact_name}", "sha256": meta.sha256, "class_name": meta.class_name,
+        },
+        "schema": meta.schema_.model_dump(mode="json"),
+        "modules": [
+            {"name": "preprocessing", "settings": {}},
+            {"name": "model", "settings": {}},
+            {"name": "postprocessing", "settings": {"labels": meta.labels} if meta.labels else {}},
+        ],
+        "server": {"max_body_bytes": settings.assemble.max_body_bytes,
+                   "drain_seconds": settings.assemble.drain_seconds},
+    }
+
+
+def render_dockerfile(meta: ModelMetadata, base_image: str) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("mlops_cli", "templates"), undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
+    )
+    return env.get_template("Dockerfile.j2").render(
+        name=meta.name, version=meta.version, sha256=meta.sha256, base_image=base_image, port=CONTAINER_PORT)
+
+
+def tree_digest(root: Path) -> str:
+    """sha256 over every file's relative path and content: the bundle's identity."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + sha256_file(path).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _copy_serving(dest: Path) -> None:
+    spec = importlib.util.find_spec("serving")
+    if spec is None or not spec.submodule_search_locations:
+        raise StageFailed("the serving package is not importable", hint="reinstall mlops")
+    src = Path(list(spec.submodule_search_locations)[0])
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+@stage("assemble-server")
+def run(settings: Settings) -> AssembleResult:
+    state = State.load(settings.workdir)
+    model, _ = state.require_validated()
+    ref = parse_ref(model.ref)
+    source = get_source(ref.scheme, settings)
+    meta = source.fetch_metadata(ref)
+    if meta.sha256 != model.sha256:
+        raise StageFailed(f"model {model.ref} changed since validation (sha256:{meta.sha256[:12]}, "
+                          f"validated sha256:{model.sha256[:12]})", hint="run `mlops validate-model` again")
+    bundles = settings.workdir / "bundles"
+    bundles.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=bundles))
+    try:
+        progress(f"fetching model {model.ref}")
+        artifact = source.fetch_artifact(meta, tmp / "model")
+        actual = sha256_file(artifact)
+        if actual != model.sha256:
+            raise StageFailed(f"artifact of {model.ref} has sha256:{actual[:12]}, validated sha256:"
+                              f"{model.sha256[:12]}: corrupt or altered; nothing was assembled")
+        progress("rendering spec, Dockerfile and requirements")
+        (tmp / "spec.json").write_text(json.dumps(build_spec(meta, settings), indent=2) + "\n")
+        (tmp / "requirements.txt").write_text(_requirements(meta.framework))
+        (tmp / "Dockerfile").write_text(render_dockerfile(meta, settings.assemble.base_image))
+        (tmp / "examples.json").write_text(json.dumps(meta.examples, indent=2) + "\n")
+        (tmp / "reference.json").write_text(json.dumps(meta.reference, indent=2) + "\n")
+        _copy_serving(tmp / "serving")
+        digest = tree_digest(tmp)
+        final = bundles / f"{meta.name}-{meta.version}-{digest[:12]}"
+        if final.exists():  # the same content is there already, maybe serving: keep it
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    state.bundle = BundleRecord(path=str(final.resolve()), model_sha256=model.sha256, bundle_digest=digest)
+    state.image = state.smoke = None
+    state.save(settings.workdir)
+    return AssembleResult(stage="assemble-server", bundle_path=str(final.resolve()), bundle_digest=digest,
+                          message=f"bundle for {model.ref} assembled")

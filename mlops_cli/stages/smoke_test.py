@@ -1,0 +1,147 @@
+"""smoke-test: real queries against the test deployment: answers, refusals and latency."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..config import Settings
+from ..errors import StageFailed
+from ..state import SmokeRecord, State
+from ..ui import progress
+from .base import StageResult, stage
+
+TYPE_CHECKS = {
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+}
+
+
+class SmokeResult(StageResult):
+    url: str
+    requests: int
+    p95_ms: float
+    budget_ms: float
+
+    def lines(self) -> list[str]:
+        return [f"{self.url}: examples answered, invalid requests refused, "
+                f"p95 {self.p95_ms:.1f} ms over {self.requests} requests (budget {self.budget_ms:g} ms)"]
+
+
+def response_problems(body: Any, count: int, outputs: list[dict[str, Any]]) -> list[str]:
+    """Why a predict response does not match the output schema; empty when it does."""
+    if not isinstance(body, dict) or not isinstance(body.get("predictions"), list):
+        return ["response has no 'predictions' list"]
+    preds = body["predictions"]
+    if len(preds) != count:
+        return [f"{len(preds)} predictions for {count} instances"]
+    problems = []
+    for i, pred in enumerate(preds):
+        if not isinstance(pred, dict):
+            problems.append(f"prediction {i} is not an object")
+            continue
+        for field in outputs:
+            value = pred.get(field["name"])
+            if field["name"] not in pred or not TYPE_CHECKS[field["type"]](value):
+                problems.append(f"prediction {i}: {field['name']!r} should be {field['type']}, got {value!r}")
+    return problems[:5]
+
+
+def _examples(bundle: Path, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    examples = json.loads((bundle / "examples.json").read_text())
+    if examples:
+        return examples
+    reference = json.loads((bundle / "reference.json").read_text()) or {}
+    stats = reference.get("features", {})
+    if all(f["name"] in stats and "mean" in stats[f["name"]] for f in inputs):
+        row = {f["name"]: stats[f["name"]]["mean"] for f in inputs}
+        return [{"instances": [row]}]
+    raise StageFailed("the model has no example requests and no reference statistics to make one from",
+                      hint="register it with --examples FILE")
+
+
+def _invalid_requests(instance: Any, inputs: list[dict[str, Any]]) -> dict[str, bytes]:
+    names = [f["name"] for f in inputs]
+    row = dict(zip(names, instance)) if isinstance(instance, list) else dict(instance)
+    first = inputs[0]
+    wrong = 12345 if first["type"] == "string" else "not-a-number"
+    probes = {
+        "malformed JSON": b'{"instances": [',
+        "no instances": b'{"instances": []}',
+        "wrong feature count": json.dumps({"instances": [[row[n] for n in names][:-1]]}).encode(),
+        f"wrong type for {first['name']!r}": json.dumps({"instances": [{**row, first["name"]: wrong}]}).encode(),
+        "unknown feature": json.dumps({"instances": [{**row, "__not_a_feature__": 1}]}).encode(),
+    }
+    required = [f["name"] for f in inputs if f.get("required", True)]
+    if required:
+        missing = {k: v for k, v in row.items() if k != required[0]}
+        probes[f"missing feature {required[0]!r}"] = json.dumps({"instances": [missing]}).encode()
+    numeric = [f["name"] for f in inputs if f["type"] == "number"]
+    if numeric:
+        probes[f"NaN in {numeric[0]!r}"] = json.dumps({"instances": [{**row, numeric[0]: math.nan}]}).encode()
+    return probes
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+@stage("smoke-test")
+def run(settings: Settings) -> SmokeResult:
+    state = State.load(settings.workdir)
+    dep = state.require_deployment("test", "deploy-test")
+    bundle = Path(dep.bundle_path)
+    inputs, outputs = dep.schema_["inputs"], dep.schema_["outputs"]
+    examples = _examples(bundle, inputs)
+    cfg = settings.smoke
+    problems: list[str] = []
+    latencies: list[float] = []
+    headers = {"content-type": "application/json"}
+    with httpx.Client(base_url=dep.url, timeout=cfg.timeout_s, headers=headers) as client:
+        def post(content: bytes) -> httpx.Response:
+            try:
+                return client.post("/v1/predict", content=content)
+            except httpx.HTTPError as exc:
+                raise StageFailed(f"{dep.url} did not answer: {exc}") from exc
+
+        progress(f"sending {len(examples)} example request(s) to {dep.url}")
+        for i, example in enumerate(examples):
+            resp = post(json.dumps(example).encode())
+            if resp.status_code != 200:
+                problems.append(f"example {i}: status {resp.status_code}: {resp.text[:200]}")
+                continue
+            for p in response_problems(resp.json(), len(example.get("instances", [])), outputs):
+                problems.append(f"example {i}: {p}")
+        progress("sending invalid requests (each must be refused with 4xx)")
+        for name, content in _invalid_requests(examples[0]["instances"][0], inputs).items():
+            resp = post(content)
+            if not 400 <= resp.status_code < 500:
+                problems.append(f"invalid request ({name}) got status {resp.status_code}, expected 4xx")
+        progress(f"timing {cfg.requests} requests")
+        for i in range(cfg.requests):
+            body = json.dumps(examples[i % len(examples)]).encode()
+            start = time.perf_counter()
+            resp = post(body)
+            latencies.append((time.perf_counter() - start) * 1000)
+            if resp.status_code != 200:
+                problems.append(f"timed request {i}: status {resp.status_code}")
+    latency = p95(latencies)
+    if latency > cfg.p95_ms:
+        problems.append(f"p95 latency {latency:.1f} ms is over the budget of {cfg.p95_ms:g} ms (smoke.p95_ms)")
+    state.smoke = SmokeRecord(passed=not problems, url=dep.url, model_sha256=dep.model_sha256,
+                              bundle_digest=dep.bundle_digest, requests=len(latencies), p95_ms=round(latency, 3),
+                              problems=problems)
+    state.save(settings.workdir)
+    if problems:
+        more = f" (+{len(problems) - 1} more, see `mlops status`)" if len(problems) > 1 else ""
+        raise StageFailed(f"smoke test of {dep.url} failed: {problems[0]}{more}")
+    return SmokeResult(stage="smoke-test", url=dep.url, requests=len(latencies), p95_ms=round(latency, 3),
+                       budget_ms=cfg.p95_ms, message="smoke test passed")

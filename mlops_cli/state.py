@@ -1,0 +1,189 @@
+"""The pipeline state file `<workdir>/state.json`: what stages hand to one another.
+
+Jenkins runs each stage as a separate process, so everything a later stage needs is here.
+It is written atomically (temp file + os.replace): a killed stage never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError, PrerequisiteError
+
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ModelRecord(Record):
+    ref: str
+    name: str
+    version: str
+    framework: str
+    task: str
+    sha256: str
+    artifact_name: str
+    schema_: dict[str, Any] = Field(alias="schema")
+    labels: Optional[list[Any]] = None
+    class_name: Optional[str] = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class CheckRecord(Record):
+    name: str
+    passed: bool
+    detail: str
+
+
+class ValidationRecord(Record):
+    passed: bool
+    model_ref: str
+    model_sha256: Optional[str] = None
+    checks: list[CheckRecord] = Field(default_factory=list)
+    at: str = Field(default_factory=now)
+
+
+class BundleRecord(Record):
+    path: str
+    model_sha256: str
+    bundle_digest: str
+    at: str = Field(default_factory=now)
+
+
+class ImageRecord(Record):
+    reference: str
+    digest: Optional[str] = None
+
+
+class DeploymentRecord(Record):
+    env: str
+    target: str
+    url: str
+    model_ref: str
+    model_name: str
+    model_version: str
+    model_sha256: str
+    bundle_digest: str
+    bundle_path: str
+    schema_: dict[str, Any] = Field(alias="schema")
+    revision: int
+    previous_revision: Optional[int] = None
+    pid: Optional[int] = None
+    log_path: Optional[str] = None
+    at: str = Field(default_factory=now)
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class SmokeRecord(Record):
+    passed: bool
+    url: str
+    model_sha256: str
+    bundle_digest: str
+    requests: int
+    p95_ms: float
+    problems: list[str] = Field(default_factory=list)
+    at: str = Field(default_factory=now)
+
+
+class StageRecord(Record):
+    status: Literal["passed", "failed", "skipped", "running"]
+    started_at: str
+    duration_s: float = 0.0
+    message: str = ""
+
+
+class State(Record):
+    version: int = STATE_VERSION
+    model: Optional[ModelRecord] = None
+    validation: Optional[ValidationRecord] = None
+    bundle: Optional[BundleRecord] = None
+    image: Optional[ImageRecord] = None
+    deployments: dict[str, DeploymentRecord] = Field(default_factory=dict)
+    smoke: Optional[SmokeRecord] = None
+    stages: dict[str, StageRecord] = Field(default_factory=dict)
+
+    @staticmethod
+    def path(workdir: Path) -> Path:
+        return Path(workdir) / STATE_FILE
+
+    @classmethod
+    def load(cls, workdir: Path) -> "State":
+        path = cls.path(workdir)
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls()
+        try:
+            return cls.model_validate(json.loads(raw))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise ConfigError(
+                f"state file {path} is not valid ({type(exc).__name__})",
+                hint="move it aside and run the pipeline again from validate-model",
+            ) from exc
+
+    def save(self, workdir: Path) -> None:
+        path = self.path(workdir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True)
+        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    # What a stage needs from the ones before it; each says which stage to run first.
+    def require_validated(self) -> tuple[ModelRecord, ValidationRecord]:
+        if self.model is None or self.validation is None:
+            raise PrerequisiteError("no validated model in state", hint="run `mlops validate-model --model REF` first")
+        if not self.validation.passed or self.validation.model_sha256 != self.model.sha256:
+            raise PrerequisiteError(
+                f"model {self.validation.model_ref} did not pass validation",
+                hint="fix it and run `mlops validate-model` again",
+            )
+        return self.model, self.validation
+
+    def require_bundle(self) -> BundleRecord:
+        model, _ = self.require_validated()
+        if self.bundle is None or self.bundle.model_sha256 != model.sha256:
+            raise PrerequisiteError("no server bundle for the validated model", hint="run `mlops assemble-server` first")
+        if not (Path(self.bundle.path) / "spec.json").is_file():
+            raise PrerequisiteError(f"bundle {self.bundle.path} is gone", hint="run `mlops assemble-server` again")
+        return self.bundle
+
+    def require_deployment(self, env: str, stage: str) -> DeploymentRecord:
+        bundle = self.require_bundle()
+        dep = self.deployments.get(env)
+        if dep is None or dep.bundle_digest != bundle.bundle_digest:
+            raise PrerequisiteError(f"the current bundle is not deployed to {env}", hint=f"run `mlops {stage}` first")
+        return dep
+
+    def require_smoke_passed(self) -> SmokeRecord:
+        bundle = self.require_bundle()
+        smoke = self.smoke
+        if smoke is None or smoke.bundle_digest != bundle.bundle_digest:
+            raise PrerequisiteError("the current bundle has not been smoke-tested", hint="run `mlops smoke-test` first")
+        if not smoke.passed:
+            raise PrerequisiteError("the smoke test of the current bundle failed", hint="fix it and run `mlops smoke-test` again")
+        return smoke

@@ -1,0 +1,171 @@
+"""The local deploy target, the embedded default: the bundle as a background server process.
+
+A new revision starts on the same port with SO_REUSEPORT; once ready it takes every new
+connection (docs/bundle.md), then the old process drains and exits, so a rolling update on
+one machine fails no request. If the new one never becomes ready, it is stopped and the old
+one never noticed.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import httpx
+
+from ..config import Settings
+from ..errors import StageFailed, UsageError
+from ..state import DeploymentRecord
+from ..ui import progress
+from . import Rollout
+
+# Popen objects of the servers this process started: kept so they are reaped, not garbage.
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def _alive(pid: Optional[int], bundle_path: Optional[str] = None) -> bool:
+    """A live (not zombie) process that is one of our servers."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+        return False
+    return b"serving" in cmdline and (bundle_path is None or bundle_path.encode() in cmdline)
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    child = _CHILDREN.get(pid)
+    while time.monotonic() < deadline:
+        if child is not None and child.poll() is not None:
+            _CHILDREN.pop(pid, None)
+            return True
+        if child is None and not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def terminate(pid: int, timeout: float) -> None:
+    """SIGTERM (the server drains), then SIGKILL if it has not exited within timeout."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        _CHILDREN.pop(pid, None)
+        return
+    if not _wait_exit(pid, timeout):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _wait_exit(pid, 5)
+
+
+def _last_words(path: Path) -> str:
+    """The server's last log line and where the whole log is."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    return (f"last log line: {lines[-1]!r}; " if lines else "") + f"log: {path}"
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise UsageError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
+    return True
+
+
+class LocalTarget:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.run_dir = settings.workdir / "run"
+        self.log_dir = settings.workdir / "logs"
+
+    def is_running(self, current: DeploymentRecord) -> bool:
+        return _alive(current.pid, current.bundle_path)
+
+    def stop(self, current: DeploymentRecord) -> bool:
+        if not self.is_running(current):
+            return False
+        terminate(current.pid, self.settings.deploy.stop_timeout_s)
+        return True
+
+    def deploy(self, env: str, bundle: Path, current: Optional[DeploymentRecord]) -> Rollout:
+        env_cfg = getattr(self.settings.deploy, env)
+        host, port = env_cfg.host, env_cfg.port
+        old = current if current is not None and self.is_running(current) else None
+        same_port = old is not None and old.url == f"http://{host}:{port}"
+        if not same_port and not _port_free(host, port):
+            key = f"deploy.{env}.port"
+            raise UsageError(f"port {port} on {host} is already in use by another program",
+                             hint=f"stop it or choose another port with {key} / MLOPS_{key.upper().replace('.', '__')}")
+        revision = (current.revision if current is not None else 0) + 1
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        ready_file = self.run_dir / f"{env}-{revision}.ready"
+        ready_file.unlink(missing_ok=True)
+        log_path = self.log_dir / f"{env}-{revision}.log"
+        argv = [sys.executable, "-m", "serving", str(bundle), "--host", host, "--port", str(port),
+                "--ready-file", str(ready_file)]
+        environ = dict(os.environ, PYTHONPATH=str(bundle))
+        progress(f"starting revision {revision} of {env} on {host}:{port}")
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(argv, cwd=bundle, env=environ, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        _CHILDREN[proc.pid] = proc
+        url = f"http://{host}:{port}"
+        try:
+            self._wait_ready(proc, ready_file, log_path, url)
+        except BaseException:
+            terminate(proc.pid, 5)
+            raise
+        if old is not None:
+            progress(f"revision {revision} is ready; draining revision {old.revision} (pid {old.pid})")
+            terminate(old.pid, self.settings.deploy.stop_timeout_s)
+        return Rollout(url=url, revision=revision, previous_revision=old.revision if old else None,
+                       pid=proc.pid, log_path=str(log_path))
+
+    def _wait_ready(self, proc: subprocess.Popen, ready_file: Path, log_path: Path, url: str) -> None:
+        timeout = self.settings.deploy.ready_timeout_s
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                _CHILDREN.pop(proc.pid, None)
+                raise StageFailed(f"the server exited during start-up (exit code {proc.returncode}); "
+                                  f"{_last_words(log_path)}")
+            if ready_file.is_file():
+                try:
+                    info = json.loads(ready_file.read_text())
+                except (OSError, json.JSONDecodeError):
+                    info = {}
+                if info.get("pid") == proc.pid and self._healthy(url):
+                    return
+            time.sleep(0.1)
+        raise StageFailed(f"the server did not become ready within {timeout:g} s (deploy.ready_timeout_s); "
+                          f"it was stopped; {_last_words(log_path)}")
+
+    @staticmethod
+    def _healthy(url: str) -> bool:
+        try:
+            return httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from ..errors import NotFoundError, StageFailed, UsageError
 from ..state import now
-from . import _LOCAL_RE, ModelMetadata, ModelRef, ModelSchema, sha256_file
+from . import _LOCAL_RE, ModelMetadata, ModelRef, sha256_file
 
 FRAMEWORKS_BY_SUFFIX = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".py": "python"}
 
@@ -72,7 +72,7 @@ class LocalStore:
                 name=name, version=version, framework=framework, task=task, sha256=sha,
                 artifact_name=artifact.name, size=artifact.stat().st_size, created_at=now(),
                 metrics=metrics or {}, tags=tags or [],
-                schema=ModelSchema.model_validate(schema) if schema is not None else None,
+                schema=schema,
                 labels=labels, class_name=class_name, examples=examples or [], reference=reference,
             )
         except ValidationError as exc:

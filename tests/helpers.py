@@ -1,0 +1,69 @@
+"""Helpers the tests import: a real iris model's registration, the real CLI, ports, tools."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FEATURES = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
+IRIS_SCHEMA = {
+    "inputs": [{"name": f, "type": "number"} for f in FEATURES],
+    "outputs": [{"name": "label", "type": "string"}, {"name": "probability", "type": "number"}],
+}
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; skip without it, but fail under MLOPS_REQUIRE_INTEGRATION=1 (CI)."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed"
+        if os.environ.get("MLOPS_REQUIRE_INTEGRATION") == "1":
+            pytest.fail(message + " and MLOPS_REQUIRE_INTEGRATION=1")
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def register_iris(settings, artifact: Path, **overrides: Any) -> str:
+    """Register the iris model as a valid model would be; overrides make the failure modes."""
+    from mlops_cli.register import reference_stats
+    from mlops_cli.sources.local import LocalStore
+
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+    fields: dict[str, Any] = dict(
+        name="iris", framework="sklearn", task="classification",
+        metrics={"accuracy": 0.96}, tags=["validated"], schema=IRIS_SCHEMA,
+        examples=[{"instances": [dict(zip(FEATURES, r)) for r in rows]}, {"instances": [rows[0]]}],
+        reference=reference_stats({f: [r[i] for r in rows] for i, f in enumerate(FEATURES)}),
+        labels=["setosa", "versicolor", "virginica"],
+    )
+    fields.update(overrides)
+    meta = LocalStore(settings.store_path).register(artifact, **fields)
+    return f"local:{meta.name}@{meta.version}"
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real `mlops` command in a child process: real exit codes, real stdout/stderr."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    environ.update(env or {})
+    return subprocess.run([sys.executable, "-m", "mlops_cli.cli", *args], cwd=cwd, env=environ,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def read_state(workdir: Path) -> dict[str, Any]:
+    return json.loads((workdir / "state.json").read_text())

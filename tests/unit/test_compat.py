@@ -1,0 +1,30 @@
+import pytest
+
+from mlops_cli.compat import breaking_changes
+
+OLD = {
+    "inputs": [{"name": "a", "type": "number"}, {"name": "b", "type": "string", "required": False}],
+    "outputs": [{"name": "label", "type": "string"}],
+}
+
+
+def variant(inputs=None, outputs=None):
+    return {"inputs": inputs if inputs is not None else OLD["inputs"],
+            "outputs": outputs if outputs is not None else OLD["outputs"]}
+
+
+@pytest.mark.parametrize("new, expected", [
+    (variant(), []),
+    (variant(inputs=OLD["inputs"] + [{"name": "c", "type": "number", "required": False}]), []),
+    (variant(outputs=OLD["outputs"] + [{"name": "probability", "type": "number"}]), []),
+    (variant(inputs=[{"name": "a", "type": "number"}, {"name": "b", "type": "string"}]), ["input 'b' became required"]),
+    (variant(inputs=[{"name": "a", "type": "number"}, {"name": "b", "type": "string", "required": False},
+                     {"name": "c", "type": "number"}]), ["new required input 'c'"]),
+    (variant(inputs=[{"name": "a", "type": "integer"}, OLD["inputs"][1]]), ["input 'a' retyped number -> integer"]),
+    (variant(inputs=[{"name": "a2", "type": "number"}, OLD["inputs"][1]]),
+     ["input 'a' removed", "new required input 'a2'"]),
+    (variant(outputs=[{"name": "class", "type": "string"}]), ["output 'label' removed"]),
+    (variant(outputs=[{"name": "label", "type": "integer"}]), ["output 'label' retyped string -> integer"]),
+])
+def test_breaking_changes(new, expected):
+    assert breaking_changes(OLD, new) == expected

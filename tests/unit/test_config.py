@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from mlops_cli.config import load_settings
+from mlops_cli.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mlops.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_file_env_flags_in_order_of_precedence(tmp_path):
+    cfg = write(tmp_path, "deploy:\n  test:\n    port: 9001\n  prod:\n    port: 9002\nsmoke:\n  requests: 5\n")
+    env = {"MLOPS_DEPLOY__PROD__PORT": "9102", "MLOPS_SMOKE__REQUESTS": "7"}
+    settings = load_settings(cfg, {"smoke": {"requests": 9}}, environ=env)
+    assert settings.deploy.test.port == 9001          # file over default
+    assert settings.deploy.prod.port == 9102          # env over file
+    assert settings.smoke.requests == 9               # flag over env
+    assert settings.smoke.p95_ms == 500.0             # default
+    assert settings.deploy.test.host == "127.0.0.1"
+
+
+def test_env_lists_as_json_and_unrelated_mlops_variables_ignored(tmp_path):
+    env = {"MLOPS_UNIT_TEST__PATHS": '["a", "b"]', "MLOPS_REQUIRE_INTEGRATION": "1"}
+    assert load_settings(None, {}, environ=env).unit_test.paths == ["a", "b"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("deploy:\n  prot: 3\n", "unknown key 'deploy.prot'"),
+    ("colour: blue\n", "unknown key 'colour'"),
+    ("smoke:\n  p95_ms: fast\n", "smoke.p95_ms"),
+    ("validation:\n  thresholds:\n    accuracy: high\n", "threshold for 'accuracy' must look like '>= 0.9'"),
+    ("deploy: [1\n", "malformed YAML at line 2"),
+    ("- a\n- b\n", "top level must be a mapping"),
+])
+def test_bad_file_names_the_key_and_the_file(tmp_path, text, expected):
+    cfg = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, {}, environ={})
+    assert expected in str(info.value)
+    assert str(cfg) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_env_value_names_the_variable():
+    with pytest.raises(ConfigError, match=r"^MLOPS_DEPLOY__TEST__PORT: deploy.test.port"):
+        load_settings(None, {}, environ={"MLOPS_DEPLOY__TEST__PORT": "eighty"})
+
+
+def test_unknown_nested_env_key_is_an_error():
+    with pytest.raises(ConfigError, match="MLOPS_DEPLOY__PROT: unknown key 'deploy.prot'"):
+        load_settings(None, {}, environ={"MLOPS_DEPLOY__PROT": "1"})
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.yaml", {}, environ={})
+
+
+def test_empty_file_is_all_defaults(tmp_path):
+    assert load_settings(write(tmp_path, ""), {}, environ={}).deploy.target == "local"

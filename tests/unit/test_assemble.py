@@ -1,0 +1,74 @@
+import json
+
+import pytest
+
+from helpers import register_iris
+from mlops_cli.errors import PrerequisiteError, StageFailed
+from mlops_cli.sources import sha256_file
+from mlops_cli.sources.local import LocalStore
+from mlops_cli.stages import assemble_server, build_image, validate_model
+from mlops_cli.state import State
+
+
+@pytest.fixture
+def validated(settings, make_settings, iris_artifact):
+    ref = register_iris(settings, iris_artifact)
+    validate_model.run(make_settings(workdir=settings.workdir, model=ref))
+    return settings
+
+
+def test_assemble_needs_a_validated_model(settings):
+    with pytest.raises(PrerequisiteError, match="run `mlops validate-model --model REF` first"):
+        assemble_server.run(settings)
+    assert State.load(settings.workdir).stages["assemble-server"].status == "failed"
+
+
+def test_bundle_is_self_contained(validated, iris_artifact):
+    result = assemble_server.run(validated)
+    bundle = result.bundle_path
+    from pathlib import Path
+    bundle = Path(bundle)
+    spec = json.loads((bundle / "spec.json").read_text())
+    assert spec["model"]["sha256"] == sha256_file(bundle / spec["model"]["artifact"]) == sha256_file(iris_artifact)
+    assert [m["name"] for m in spec["modules"]] == ["preprocessing", "model", "postprocessing"]
+    assert spec["modules"][2]["settings"]["labels"] == ["setosa", "versicolor", "virginica"]
+    assert (bundle / "serving" / "__main__.py").is_file()
+    assert not list(bundle.rglob("__pycache__"))
+    reqs = (bundle / "requirements.txt").read_text().splitlines()
+    assert all("==" in line for line in reqs) and any(line.startswith("scikit-learn==") for line in reqs)
+    dockerfile = (bundle / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile
+    assert "USER 1001" in dockerfile and "chgrp -R 0 /app && chmod -R g=u /app" in dockerfile
+    assert dockerfile.index("requirements.txt") < dockerfile.index("COPY model/")  # deps layer first
+    assert f'io.mlops.model.sha256="{spec["model"]["sha256"]}"' in dockerfile
+    assert json.loads((bundle / "examples.json").read_text())[0]["instances"]
+    assert not any("mlops_cli" in p.read_text() for p in (bundle / "serving").rglob("*.py"))
+
+
+def test_same_content_gives_the_same_bundle(validated):
+    first = assemble_server.run(validated)
+    second = assemble_server.run(validated)
+    assert first.bundle_path == second.bundle_path and first.bundle_digest == second.bundle_digest
+    assert len(list((validated.workdir / "bundles").iterdir())) == 1  # no temp dirs left
+
+
+def test_artifact_altered_after_validation_is_refused(validated, iris_artifact):
+    blob = LocalStore(validated.store_path).blob(sha256_file(iris_artifact))
+    blob.write_bytes(b"not the model")
+    with pytest.raises(StageFailed, match="corrupt or altered; nothing was assembled"):
+        assemble_server.run(validated)
+    assert not (validated.workdir / "bundles").exists() or not list((validated.workdir / "bundles").iterdir())
+
+
+def test_build_image_is_skipped_visibly_without_a_builder(validated, make_settings):
+    assemble_server.run(validated)
+    result = build_image.run(validated)
+    assert (result.status, result.message) == ("skipped", "skipped: no image builder configured")
+    assert State.load(validated.workdir).stages["build-image"].status == "skipped"
+
+
+def test_unknown_builder_lists_the_known_ones(validated, make_settings):
+    from mlops_cli.errors import ConfigError
+    assemble_server.run(validated)
+    with pytest.raises(ConfigError, match="unknown image builder 'kaniko'; known: none yet"):
+        build_image.run(make_settings(workdir=validated.workdir, build={"builder": "kaniko"}))

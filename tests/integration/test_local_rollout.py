@@ -1,0 +1,183 @@
+"""Local deploy target: zero failed requests during a rolling update, and every way a start fails."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from helpers import read_state, register_iris
+from mlops_cli.errors import PrerequisiteError, StageFailed, UsageError
+from mlops_cli.stages import assemble_server, deploy_test, rolling_update, smoke_test, validate_model
+from mlops_cli.targets.local import _alive
+
+pytestmark = pytest.mark.integration
+
+SLOW_MODEL = """
+import time
+
+class Slow:
+    def __init__(self):
+        time.sleep(60)
+
+    def predict(self, X):
+        return [0] * len(X)
+"""
+
+
+def ship(make_settings, settings, ref, to_prod=True, **overrides):
+    """validate -> assemble -> deploy-test -> smoke-test [-> rolling-update] for ref."""
+    overrides.setdefault("deploy", settings.deploy.model_dump(mode="json"))
+    s = make_settings(workdir=settings.workdir, model=ref, **overrides)
+    for stage in (validate_model, assemble_server, deploy_test, smoke_test) + ((rolling_update,) if to_prod else ()):
+        stage.run(s)
+    return s
+
+
+def other_iris(tmp_path: Path) -> Path:
+    """A second, different iris model (other hyper-parameters, so another sha256)."""
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    data = load_iris()
+    path = tmp_path / "tree.joblib"
+    joblib.dump(DecisionTreeClassifier(max_depth=3, random_state=0).fit(data.data, data.target), path)
+    return path
+
+
+def test_rolling_update_fails_no_request(make_settings, settings, iris_artifact, tmp_path):
+    ship(make_settings, settings, register_iris(settings, iris_artifact))
+    url = read_state(settings.workdir)["deployments"]["prod"]["url"]
+    old_pid = read_state(settings.workdir)["deployments"]["prod"]["pid"]
+    stop = threading.Event()
+    counts = {"ok": 0, "failed": 0}
+    failures: list[str] = []
+    versions: set[str] = set()
+    lock = threading.Lock()
+
+    def client(keep_alive: bool) -> None:
+        body = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+        deadline = time.monotonic() + 120  # bounded even if the test body hangs
+        limits = httpx.Limits(max_keepalive_connections=1 if keep_alive else 0)
+        with httpx.Client(base_url=url, timeout=10, limits=limits) as http:
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    answer = http.post("/v1/predict", json=body)
+                    ok = answer.status_code == 200 and answer.json()["predictions"][0]["label"] == "setosa"
+                    detail = f"status {answer.status_code}"
+                except httpx.HTTPError as exc:
+                    ok, detail = False, repr(exc)
+                with lock:
+                    counts["ok" if ok else "failed"] += 1
+                    if not ok:
+                        failures.append(detail)
+
+    def watcher() -> None:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            while not stop.is_set():
+                try:
+                    versions.add(http.get("/health/ready").json().get("version"))
+                except (httpx.HTTPError, ValueError):
+                    pass
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=client, args=(i % 2 == 0,)) for i in range(6)] + [threading.Thread(target=watcher)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        before = counts["ok"]
+        ship(make_settings, settings, register_iris(settings, other_iris(tmp_path)))
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    prod = read_state(settings.workdir)["deployments"]["prod"]
+    assert failures == [] and counts["failed"] == 0
+    assert before > 0 and counts["ok"] > before + 50
+    assert (prod["revision"], prod["previous_revision"], prod["model_version"]) == (2, 1, "2")
+    assert {"1", "2"} <= versions  # both revisions answered on the same port
+    assert not _alive(old_pid)
+
+
+def test_port_in_use_by_another_program(make_settings, settings, iris_artifact):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", settings.deploy.test.port))
+        squatter.listen()
+        with pytest.raises(UsageError, match=rf"port {settings.deploy.test.port} on 127.0.0.1 is already in use"):
+            ship(make_settings, settings, register_iris(settings, iris_artifact), to_prod=False)
+    state = read_state(settings.workdir)
+    assert state["stages"]["deploy-test"]["status"] == "failed" and state["deployments"] == {}
+
+
+def test_server_that_never_becomes_ready_is_stopped(make_settings, settings, tmp_path):
+    model = tmp_path / "slow.py"
+    model.write_text(SLOW_MODEL)
+    ref = register_iris(settings, model, framework="python", class_name="Slow", labels=None, name="slow")
+    with pytest.raises(StageFailed, match=r"did not become ready within 3 s .*it was stopped; .*log: "):
+        ship(make_settings, settings, ref, to_prod=False, deploy={**settings.deploy.model_dump(mode="json"),
+                                                                  "ready_timeout_s": 3})
+    assert read_state(settings.workdir)["deployments"] == {}
+    with socket.socket() as probe:  # the port is free again: nothing was left running
+        probe.bind(("127.0.0.1", settings.deploy.test.port))
+
+
+def test_altered_bundle_exits_at_start_up_with_the_reason(make_settings, settings, iris_artifact):
+    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact),
+                      deploy=settings.deploy.model_dump(mode="json"))
+    validate_model.run(s)
+    bundle = Path(assemble_server.run(s).bundle_path)
+    artifact = bundle / "model" / "iris.joblib"
+    artifact.write_bytes(artifact.read_bytes() + b"tampered")
+    with pytest.raises(StageFailed, match=r"exited during start-up .*sha256 mismatch"):
+        deploy_test.run(s)
+
+
+def test_failed_rolling_update_leaves_the_old_revision_serving(make_settings, settings, iris_artifact, tmp_path):
+    ship(make_settings, settings, register_iris(settings, iris_artifact))
+    prod = read_state(settings.workdir)["deployments"]["prod"]
+    model = tmp_path / "slow.py"
+    model.write_text(SLOW_MODEL)
+    ref = register_iris(settings, model, framework="python", class_name="Slow", labels=None)
+    # Pretend the slow model passed its smoke test: what matters here is production's reaction.
+    s = make_settings(workdir=settings.workdir, model=ref,
+                      deploy={**settings.deploy.model_dump(mode="json"), "ready_timeout_s": 3})
+    validate_model.run(s)
+    assemble_server.run(s)
+    from mlops_cli.state import SmokeRecord, State
+    state = State.load(s.workdir)
+    state.smoke = SmokeRecord(passed=True, url="-", model_sha256=state.bundle.model_sha256,
+                              bundle_digest=state.bundle.bundle_digest, requests=1, p95_ms=1.0)
+    state.save(s.workdir)
+    with pytest.raises(StageFailed, match=r"rolling update failed, revision 1 \(local:iris@1\) still serves"):
+        rolling_update.run(s)
+    after = read_state(settings.workdir)["deployments"]["prod"]
+    assert after == prod and _alive(prod["pid"])
+    answer = httpx.post(prod["url"] + "/v1/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
+    assert answer.status_code == 200
+
+
+def test_smoke_test_enforces_the_latency_budget(make_settings, settings, iris_artifact):
+    with pytest.raises(StageFailed, match=r"p95 latency .* is over the budget of 0.001 ms"):
+        ship(make_settings, settings, register_iris(settings, iris_artifact), to_prod=False,
+             smoke={"p95_ms": 0.001, "requests": 5})
+    state = read_state(settings.workdir)
+    assert state["smoke"]["passed"] is False
+    with pytest.raises(PrerequisiteError, match="smoke test of the current bundle failed"):
+        rolling_update.run(make_settings(workdir=settings.workdir))
+
+
+def test_rolling_update_needs_a_smoke_test(make_settings, settings, iris_artifact):
+    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact),
+                      deploy=settings.deploy.model_dump(mode="json"))
+    validate_model.run(s)
+    assemble_server.run(s)
+    with pytest.raises(PrerequisiteError, match="run `mlops smoke-test` first"):
+        rolling_update.run(s)
+    assert "prod" not in read_state(settings.workdir)["deployments"]

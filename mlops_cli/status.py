@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .config import Settings
 from .errors import UsageError
+from .stages import STAGES
 from .state import State
 from .targets import get_target
 
@@ -39,7 +40,9 @@ class StatusResult(BaseModel):
             sm = s["smoke"]
             out.append(f"smoke      {'passed' if sm['passed'] else 'FAILED'}: p95 {sm['p95_ms']} ms over {sm['requests']} requests")
             out += [f"             {p}" for p in sm.get("problems", [])]
-        for name, rec in s.get("stages", {}).items():
+        stages = s.get("stages", {})
+        for name in [n for n in STAGES if n in stages]:
+            rec = stages[name]
             out.append(f"stage      {name:<16} {rec['status']:<8} {rec['duration_s']:7.1f}s  {rec['started_at']}")
         return out
 

@@ -23,8 +23,7 @@ class ValidateResult(StageResult):
     checks: list[CheckRecord]
 
     def lines(self) -> list[str]:
-        head = f"model {self.model_ref} passed validation, pinned at sha256:{self.sha256[:12]}"
-        return [head] + [f"  ok  {c.name}: {c.detail}" for c in self.checks]
+        return [self.message] + [f"  ok  {c.name}: {c.detail}" for c in self.checks]
 
 
 def _threshold_checks(meta: ModelMetadata, thresholds: dict[str, str]) -> list[CheckRecord]:
@@ -101,4 +100,5 @@ def run(settings: Settings) -> ValidateResult:
     if not passed:
         failed = "; ".join(c.detail for c in checks if not c.passed)
         raise StageFailed(f"model {pinned} failed validation: {failed}")
-    return ValidateResult(stage="validate-model", model_ref=pinned, sha256=meta.sha256, checks=checks)
+    return ValidateResult(stage="validate-model", model_ref=pinned, sha256=meta.sha256, checks=checks,
+                          message=f"{pinned} passed {len(checks)} checks, pinned at sha256:{meta.sha256[:12]}")

@@ -97,8 +97,8 @@ def _port_free(host: str, port: int) -> bool:
 class LocalTarget:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.run_dir = settings.workdir / "run"
-        self.log_dir = settings.workdir / "logs"
+        self.run_dir = settings.workdir.resolve() / "run"  # the server's cwd is its bundle
+        self.log_dir = settings.workdir.resolve() / "logs"
 
     def is_running(self, current: DeploymentRecord) -> bool:
         return _alive(current.pid, current.bundle_path)

@@ -52,10 +52,10 @@ def test_pipeline_stops_at_the_first_failure(make_settings, settings, iris_artif
 
 
 def test_demo_from_the_cli_answers_its_curl_line_and_stops(tmp_path):
-    work = tmp_path / "demo"
+    work = tmp_path / "demo"  # given relative, as in the README
     env = {"MLOPS_DEPLOY__TEST__PORT": str(free_port()), "MLOPS_DEPLOY__PROD__PORT": str(free_port())}
     try:
-        demo = run_cli("demo", "--workdir", str(work), env=env, timeout=600)
+        demo = run_cli("demo", "--workdir", "demo", env=env, cwd=tmp_path, timeout=600)
         assert demo.returncode == 0, demo.stderr
         curl_line = next(line.strip() for line in demo.stdout.splitlines() if line.strip().startswith("curl "))
         answered = subprocess.run(shlex.split(curl_line), capture_output=True, text=True, timeout=30)

@@ -99,6 +99,7 @@ def test_rolling_update_fails_no_request(make_settings, settings, iris_artifact,
         for t in threads:
             t.join(timeout=30)
     prod = read_state(settings.workdir)["deployments"]["prod"]
+    print(f"rolling update under load: {counts['ok']} answered, {counts['failed']} failed")
     assert failures == [] and counts["failed"] == 0
     assert before > 0 and counts["ok"] > before + 50
     assert (prod["revision"], prod["previous_revision"], prod["model_version"]) == (2, 1, "2")

@@ -1,5 +1,6 @@
 """The zero-failure handover (docs/bundle.md, last section), for real: server A serves a
-steady keep-alive load; server B starts on the same port; A gets SIGTERM, drains and exits;
+steady load (mostly keep-alive, some clients opening a connection per request); server B starts
+on the same port and, once ready, takes every new connection; A gets SIGTERM, drains and exits;
 not one request fails, and both A and B answered some (told apart by their model version)."""
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import pytest
 import serving_bundles as bundles
 
 pytestmark = pytest.mark.integration
-CLIENTS = 8
+CLIENTS = 8  # every fourth one opens a new connection per request
 BODY = {"instances": bundles.IRIS_ROWS}
 EXPECTED = ["setosa", "virginica", "versicolor"]
 
 
 class Load:
-    """CLIENTS threads, each with its own keep-alive httpx client, looping until stopped."""
+    """CLIENTS threads, each with its own httpx client, looping until stopped."""
 
     def __init__(self, url: str):
         self.url = url
@@ -31,10 +32,11 @@ class Load:
         self.sent = 0
         self.failures: list[str] = []
         self.versions: Counter[str] = Counter()
-        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(CLIENTS)]
+        self.threads = [threading.Thread(target=self._loop, args=(i % 4 == 3,), daemon=True) for i in range(CLIENTS)]
 
-    def _loop(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as client:
+    def _loop(self, close: bool) -> None:
+        headers = {"connection": "close"} if close else {}
+        with httpx.Client(base_url=self.url, timeout=10, headers=headers) as client:
             while not self.stop.is_set():
                 version, failure = None, None
                 try:
@@ -81,6 +83,9 @@ def test_handover_fails_no_request(start_server, tmp_path: Path, iris_model, por
         time.sleep(1.0)
         b = start_server(bundle_b, port)
         b.wait_ready()
+        # A's steering program sends every new connection to the newest listener, B
+        fresh = Counter(httpx.get(f"{a.url}/v1/schema", timeout=10).json()["version"] for _ in range(20))
+        assert fresh == {"2": 20}
         time.sleep(0.5)
         a.signal(signal.SIGTERM)
         assert a.wait_exit(timeout=20) == 0

@@ -1,0 +1,162 @@
+"""The ASGI app: ``create_app(spec, bundle_dir, registry)``; nothing is built at import time.
+
+Routes (docs/bundle.md): ``POST /v1/predict``, ``GET /v1/schema``, ``GET /health/live``,
+``GET /health/ready``, ``GET /metrics``. The model is loaded by the app's lifespan startup, so
+a server that runs the lifespan before listening (uvicorn does) never answers before the model
+is verified. Routes are plain Starlette routes and the predict body is read and decoded by the
+pipeline, not by FastAPI/pydantic (speed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from serving.errors import (
+    BadRequest,
+    BundleError,
+    NotReady,
+    PayloadTooLarge,
+    ServingError,
+    error_response,
+    install_error_handlers,
+    one_line,
+)
+from serving.metrics import Metrics
+from serving.middleware import HTTPMetricsMiddleware
+from serving.modules import build_modules
+from serving.pipeline import Batch, ModuleContext, Pipeline
+from serving.spec import Spec
+
+JSON = "application/json"
+
+
+class ServingState:
+    """Lifecycle flags read by the routes, the middleware and the server runner."""
+
+    def __init__(self) -> None:
+        self.ready = False  # the model is loaded and verified
+        self.draining = False  # a stop was asked for: ready answers 503, responses close
+        self.load_error: BundleError | None = None
+
+    def start_draining(self) -> None:
+        self.draining = True
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 once it is over ``limit`` bytes (declared or read)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest(f"invalid Content-Length {declared[:20]!r}") from None
+        if size > limit:
+            raise PayloadTooLarge(f"request body is {size} bytes; the limit is {limit}")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) -> FastAPI:
+    """Build the app for ``spec``; metrics go to ``registry``; the model loads at lifespan startup.
+
+    ``app.state.serving`` is the :class:`ServingState`, ``app.state.pipeline`` the chain.
+    Module settings and outputs are checked here (BundleError), the artifact at startup.
+    """
+    metrics = Metrics.create(registry)
+    pipeline = Pipeline(build_modules(ModuleContext(spec, Path(bundle_dir), metrics)), metrics.module_duration)
+    state = ServingState()
+    model = spec.model
+    limit = spec.server.max_body_bytes
+    ready_body = _json({"status": "ready", "name": model.name, "version": model.version, "sha256": model.sha256})
+    schema_body = _json(
+        {
+            "name": model.name,
+            "version": model.version,
+            "task": model.task,
+            "inputs": [f.model_dump() for f in spec.io.inputs],
+            "outputs": [f.model_dump() for f in spec.io.outputs],
+        }
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await pipeline.load()
+        except BundleError as exc:
+            state.load_error = exc
+            raise
+        except Exception as exc:
+            state.load_error = BundleError(f"cannot start: {type(exc).__name__}: {one_line(exc)}")
+            raise state.load_error from exc
+        state.ready = True
+        try:
+            yield
+        finally:
+            state.ready = False
+
+    async def predict(request: Request) -> Response:
+        if not state.ready:
+            raise NotReady("the model is not loaded yet")
+        batch = await pipeline.process(Batch(body=await read_body(request, limit)))
+        try:
+            body = _json({"predictions": batch.predictions})
+        except ValueError:
+            raise ServingError("the model produced a non-finite value", code="prediction_failed") from None
+        return Response(body, media_type=JSON)
+
+    async def schema(request: Request) -> Response:
+        return Response(schema_body, media_type=JSON)
+
+    async def live(request: Request) -> Response:
+        return Response(b'{"status":"alive"}', media_type=JSON)
+
+    async def ready(request: Request) -> Response:
+        if state.draining:
+            return error_response(503, "draining", "the server is draining and will stop shortly")
+        if not state.ready:
+            return error_response(503, "not_ready", "the model is not loaded yet")
+        return Response(ready_body, media_type=JSON)
+
+    async def prometheus(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+    routes = [
+        Route("/v1/predict", predict, methods=["POST"]),
+        Route("/v1/schema", schema, methods=["GET"]),
+        Route("/health/live", live, methods=["GET"]),
+        Route("/health/ready", ready, methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
+    ]
+    app = FastAPI(
+        title=f"{model.name} {model.version}",
+        routes=routes,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.serving = state
+    app.state.pipeline = pipeline
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(HTTPMetricsMiddleware, metrics=metrics, state=state, templates=[r.path for r in routes])
+    return app

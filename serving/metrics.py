@@ -1,0 +1,76 @@
+"""Prometheus metrics, always created on an injected :class:`CollectorRegistry`.
+
+Every metric name the runtime exposes is listed in :data:`METRIC_NAMES` (dashboards and alert
+rules refer only to these). Label values are bounded: routes are route templates or ``other``,
+methods are the standard verbs or ``other``, labels are the model's classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+HTTP_REQUESTS = "mlops_http_requests_total"
+HTTP_DURATION = "mlops_http_request_duration_seconds"
+HTTP_IN_FLIGHT = "mlops_http_requests_in_flight"
+MODULE_DURATION = "mlops_module_duration_seconds"
+MODEL_INFO = "mlops_model_info"
+PREDICTIONS = "mlops_predictions_total"
+METRIC_NAMES = (HTTP_REQUESTS, HTTP_DURATION, HTTP_IN_FLIGHT, MODULE_DURATION, MODEL_INFO, PREDICTIONS)
+
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MODULE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+def http_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram, Gauge]:
+    """Requests by route template, method and status; latency; requests in flight."""
+    requests = Counter(HTTP_REQUESTS, "HTTP requests answered.", ["route", "method", "status"], registry=registry)
+    duration = Histogram(
+        HTTP_DURATION, "HTTP request latency.", ["route", "method"], buckets=HTTP_BUCKETS, registry=registry
+    )
+    in_flight = Gauge(HTTP_IN_FLIGHT, "HTTP requests being answered.", registry=registry)
+    return requests, duration, in_flight
+
+
+def module_duration(registry: CollectorRegistry) -> Histogram:
+    """Time spent in each pipeline module, per request."""
+    return Histogram(
+        MODULE_DURATION, "Time spent in each pipeline module.", ["module"], buckets=MODULE_BUCKETS, registry=registry
+    )
+
+
+def model_info(registry: CollectorRegistry) -> Gauge:
+    """Always 1; the labels say which model is served."""
+    return Gauge(MODEL_INFO, "The served model.", ["name", "version", "sha256", "framework"], registry=registry)
+
+
+def predictions(registry: CollectorRegistry) -> Counter:
+    """Predictions by label (classification)."""
+    return Counter(PREDICTIONS, "Predictions returned, by label.", ["label"], registry=registry)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """All the runtime's metrics on one registry."""
+
+    registry: CollectorRegistry
+    http_requests: Counter
+    http_duration: Histogram
+    http_in_flight: Gauge
+    module_duration: Histogram
+    model_info: Gauge
+    predictions: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> Metrics:
+        requests, duration, in_flight = http_metrics(registry)
+        return cls(
+            registry=registry,
+            http_requests=requests,
+            http_duration=duration,
+            http_in_flight=in_flight,
+            module_duration=module_duration(registry),
+            model_info=model_info(registry),
+            predictions=predictions(registry),
+        )

@@ -1,0 +1,48 @@
+"""The built-in modules, by name, and the builder that turns ``spec.modules`` into a chain.
+
+A module class takes ``(ctx, settings)``, where ``settings`` is an instance of its own
+``Settings`` pydantic model (unknown keys refused). Adding a module is one class and one
+entry in :data:`MODULES`.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from serving.errors import BundleError
+from serving.modules.model import ModelModule
+from serving.modules.postprocessing import Postprocessing
+from serving.modules.preprocessing import Preprocessing
+from serving.pipeline import Module, ModuleContext
+
+MODULES: dict[str, type] = {
+    "preprocessing": Preprocessing,
+    "model": ModelModule,
+    "postprocessing": Postprocessing,
+}
+# every chain runs these, once each, in this order (other modules may sit between them)
+REQUIRED_ORDER = ("preprocessing", "model", "postprocessing")
+
+
+def build_modules(ctx: ModuleContext) -> list[Module]:
+    """Instantiate ``spec.modules`` in order; BundleError names the first problem."""
+    names = [m.name for m in ctx.spec.modules]
+    for i, name in enumerate(names):
+        if name not in MODULES:
+            raise BundleError(f"spec.json: modules.{i}.name: unknown module {name!r} (known: {', '.join(MODULES)})")
+    if [n for n in names if n in REQUIRED_ORDER] != list(REQUIRED_ORDER):
+        raise BundleError(
+            f"spec.json: modules: must include {', '.join(REQUIRED_ORDER)} once each, in that order; got {names}"
+        )
+    modules = []
+    for i, entry in enumerate(ctx.spec.modules):
+        cls = MODULES[entry.name]
+        try:
+            settings = cls.Settings.model_validate(entry.settings)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
+            raise BundleError(f"spec.json: modules.{i}.settings.{where}: {msg}") from None
+        modules.append(cls(ctx, settings))
+    return modules

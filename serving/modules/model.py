@@ -1,0 +1,148 @@
+"""Model: check the artifact's sha256, load it, and run it on the feature array.
+
+The artifact's bytes are read once, hashed, and only when the hash equals ``spec.model.sha256``
+are those same bytes loaded: ``sklearn`` with joblib, ``python`` by executing the ``.py`` file
+and instantiating ``class_name`` with no arguments. ``predict_proba`` is called only when the
+task is classification and ``probability`` is a declared output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from serving.errors import BundleError, ServingError, one_line
+from serving.pipeline import Batch, ModuleContext
+from serving.spec import ModelSpec
+
+log = logging.getLogger("serving")
+PYTHON_MODEL_MODULE = "mlops_bundle_model"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What the model module publishes in ``ctx.shared["model"]`` for later modules."""
+
+    estimator: Any
+    classes: list[Any] | None
+    has_proba: bool
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_verified(bundle_dir: Path, model: ModelSpec) -> bytes:
+    """The artifact's bytes, once their sha256 matches the spec; BundleError otherwise."""
+    path = Path(bundle_dir) / model.artifact
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"model artifact {model.artifact} not found in bundle {bundle_dir}") from None
+    except OSError as exc:
+        raise BundleError(f"cannot read model artifact {model.artifact}: {exc.strerror}") from None
+    got = sha256_hex(data)
+    if got != model.sha256:
+        raise BundleError(
+            f"model artifact {model.artifact} sha256 mismatch: expected {model.sha256[:12]}…, "
+            f"got {got[:12]}… (corrupt or altered artifact)"
+        )
+    return data
+
+
+def _load_sklearn(data: bytes, model: ModelSpec, path: Path) -> Any:
+    import joblib  # only the sklearn framework needs it
+
+    return joblib.load(io.BytesIO(data))
+
+
+def _load_python(data: bytes, model: ModelSpec, path: Path) -> Any:
+    module = types.ModuleType(PYTHON_MODEL_MODULE)
+    module.__file__ = str(path)
+    sys.modules[PYTHON_MODEL_MODULE] = module  # so dataclasses/pickle can find the class
+    exec(compile(data, str(path), "exec"), module.__dict__)
+    cls = getattr(module, str(model.class_name), None)
+    if not isinstance(cls, type):
+        raise BundleError(f"model artifact {model.artifact} defines no class {model.class_name!r}")
+    return cls()
+
+
+LOADERS = {"sklearn": _load_sklearn, "python": _load_python}
+
+
+def load_model(bundle_dir: Path, model: ModelSpec) -> Any:
+    """Verify and load the artifact; every failure is a one-line BundleError."""
+    data = read_verified(bundle_dir, model)
+    try:
+        estimator = LOADERS[model.framework](data, model, Path(bundle_dir) / model.artifact)
+    except BundleError:
+        raise
+    except Exception as exc:
+        raise BundleError(f"cannot load model artifact {model.artifact}: {type(exc).__name__}: {one_line(exc)}") from None
+    if not callable(getattr(estimator, "predict", None)):
+        raise BundleError(f"model artifact {model.artifact}: {type(estimator).__name__} has no predict method")
+    return estimator
+
+
+class Settings(BaseModel):
+    """The model module takes no settings yet; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelModule:
+    name = "model"
+    Settings = Settings
+
+    def __init__(self, ctx: ModuleContext, settings: Settings):
+        self.ctx = ctx
+        outputs = {o.name for o in ctx.spec.io.outputs}
+        self.want_proba = ctx.spec.model.task == "classification" and "probability" in outputs
+        self.estimator: Any = None
+
+    async def load(self) -> None:
+        spec = self.ctx.spec
+        estimator = load_model(self.ctx.bundle_dir, spec.model)
+        has_proba = callable(getattr(estimator, "predict_proba", None))
+        if self.want_proba and not has_proba:
+            raise BundleError("schema.outputs has 'probability' but the model has no predict_proba")
+        names = getattr(estimator, "feature_names_in_", None)
+        names = np.asarray(names).tolist() if names is not None else None
+        inputs = [f.name for f in spec.io.inputs]
+        if names is not None and names != inputs:
+            raise BundleError(f"the model was fitted on features {names} but schema.inputs are {inputs}")
+        classes = getattr(estimator, "classes_", None)
+        classes = np.asarray(classes).tolist() if classes is not None else None
+        self.estimator = estimator
+        self.ctx.shared["model"] = LoadedModel(estimator, classes, has_proba)
+        m = spec.model
+        self.ctx.metrics.model_info.labels(m.name, m.version, m.sha256, m.framework).set(1)
+        log.info("loaded model %s version %s (%s, sha256 %s…)", m.name, m.version, m.framework, m.sha256[:12])
+
+    async def process(self, batch: Batch) -> Batch:
+        features = batch.features
+        assert features is not None, "preprocessing must run before the model"
+        try:
+            prediction = np.asarray(self.estimator.predict(features))
+            proba = np.asarray(self.estimator.predict_proba(features)) if self.want_proba else None
+        except Exception as exc:
+            log.warning("model failed to predict: %s: %s", type(exc).__name__, one_line(exc))
+            raise ServingError(f"model failed to predict: {type(exc).__name__}: {one_line(exc)}",
+                               code="prediction_failed") from None
+        rows = len(features)
+        if prediction.ndim == 0 or len(prediction) != rows or (proba is not None and proba.shape[:1] != (rows,)):
+            raise ServingError(f"model returned {prediction.shape} predictions for {rows} instances",
+                               code="prediction_failed")
+        batch.outputs["prediction"] = prediction
+        if proba is not None:
+            batch.outputs["proba"] = proba
+        return batch

@@ -1,0 +1,130 @@
+"""Runs the app with uvicorn on a socket we bound, and hands the port over gracefully.
+
+Order of events: the lifespan loads and verifies the model (uvicorn runs it before listening);
+uvicorn listens on our socket; we steer new connections to the newest listener and write the
+ready file. On the first SIGTERM/SIGINT the server drains: ``/health/ready`` answers 503 and
+every response carries ``connection: close``; after ``drain_seconds`` uvicorn stops accepting,
+finishes in-flight requests and exits. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from serving.sockets import steer_to_newest
+
+log = logging.getLogger("serving")
+GRACEFUL_TIMEOUT_SECONDS = 30  # in-flight requests get this long once the listener is closed
+
+
+def write_ready_file(path: Path, info: dict[str, Any]) -> None:
+    """Write JSON atomically: a temp file in the same directory, then os.replace."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def remove_ready_file(path: Path) -> None:
+    """Remove the ready file if it is still ours (a newer server may have written the same path)."""
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+class _HideFailedStartup(logging.Filter):
+    """uvicorn logs a failed startup as a traceback; ``python -m serving`` prints one line instead."""
+
+    def __init__(self, state: Any):
+        super().__init__()
+        self.state = state
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.state.load_error is None
+
+
+class ServingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, state: Any, *, drain_seconds: float,
+                 ready_file: Path | None, ready_info: dict[str, Any]):
+        super().__init__(config)
+        self.state = state
+        self.drain_seconds = drain_seconds
+        self.ready_file = ready_file
+        self.ready_info = ready_info
+        self.drain_deadline: float | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)  # lifespan (model load), then listen
+        for sock in sockets or []:
+            try:
+                steer_to_newest(sock)
+            except OSError as exc:
+                log.warning("cannot steer new connections to the newest listener (%s); "
+                            "a replacement server will share connections by hash", exc)
+        info = self.ready_info
+        log.info("serving on http://%s:%d (pid %d, sha256 %s…)", info["host"], info["port"], info["pid"],
+                 str(info["sha256"])[:12])
+        if self.ready_file is not None and not self.state.draining:
+            write_ready_file(self.ready_file, info)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.drain_deadline is None and not self.should_exit:
+            self.state.start_draining()
+            self.drain_deadline = time.monotonic() + self.drain_seconds
+            log.info("%s: draining for %.1fs, then stopping", signal.Signals(sig).name, self.drain_seconds)
+        else:
+            log.info("%s again: stopping now", signal.Signals(sig).name)
+            self.should_exit = True
+            self.force_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_deadline is not None and time.monotonic() >= self.drain_deadline:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def serve(app: Any, sock: socket.socket, *, host: str, log_level: int, drain_seconds: float,
+          sha256: str, ready_file: Path | None = None) -> int:
+    """Serve ``app`` on the bound ``sock`` until stopped; 0 after a clean stop, 1 if startup failed."""
+    state = app.state.serving
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_config=None,
+        log_level=None,
+        access_log=log_level <= logging.DEBUG,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_TIMEOUT_SECONDS,
+    )
+    port = sock.getsockname()[1]
+    info = {"pid": os.getpid(), "host": host, "port": port, "sha256": sha256}
+    server = ServingServer(config, state, drain_seconds=drain_seconds, ready_file=ready_file, ready_info=info)
+    quiet = _HideFailedStartup(state)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addFilter(quiet)
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:
+        if state.load_error is None:
+            raise
+    finally:
+        uvicorn_log.removeFilter(quiet)
+        sock.close()
+        if ready_file is not None:
+            remove_ready_file(ready_file)
+    if state.load_error is not None:
+        return 1
+    log.info("stopped (pid %d)", os.getpid())
+    return 0

@@ -1,0 +1,168 @@
+"""spec.json: what a bundle runs, parsed and validated into frozen models (docs/bundle.md).
+
+Unknown keys and bad values are refused with one line naming the place, e.g.
+``spec.json: model.sha256: must be 64 lowercase hex characters``. Module settings are checked
+by the modules themselves when the chain is built (:mod:`serving.modules`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from serving.errors import BundleError
+
+SPEC_FILE = "spec.json"
+InputType = Literal["number", "integer", "string", "boolean"]
+NUMERIC_TYPES = frozenset({"number", "integer", "boolean"})
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def type_accepts(kind: str, value: Any) -> bool:
+    """Whether ``value`` (as json.loads returns it) is a valid ``kind`` value."""
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return kind == "number" or float(value).is_integer()
+
+
+class ModelSpec(_Frozen):
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    framework: Literal["sklearn", "python"]
+    task: Literal["classification", "regression"]
+    artifact: str = Field(min_length=1)
+    sha256: str
+    class_name: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        if len(value) != 64 or value.strip("0123456789abcdef"):
+            raise ValueError("must be 64 lowercase hex characters")
+        return value
+
+    @field_validator("artifact")
+    @classmethod
+    def _inside_bundle(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or "\\" in value:
+            raise ValueError("must be a relative path inside the bundle")
+        return value
+
+    @model_validator(mode="after")
+    def _class_name_for_python(self) -> ModelSpec:
+        if self.framework == "python" and not (self.class_name or "").isidentifier():
+            raise ValueError("framework 'python' needs class_name, a class defined in the artifact")
+        return self
+
+
+class InputSpec(_Frozen):
+    name: str = Field(min_length=1)
+    type: InputType
+    required: bool = True
+    default: Any = None
+
+    @model_validator(mode="after")
+    def _default_matches_type(self) -> InputSpec:
+        if not self.required and not type_accepts(self.type, self.default):
+            raise ValueError(f"optional input {self.name!r} needs a default of type {self.type}")
+        return self
+
+
+class OutputSpec(_Frozen):
+    name: str = Field(min_length=1)
+    type: InputType
+
+
+class SchemaSpec(_Frozen):
+    inputs: list[InputSpec] = Field(min_length=1)
+    outputs: list[OutputSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SchemaSpec:
+        for kind, fields in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [f.name for f in fields]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {kind} name(s): {', '.join(dupes)}")
+        return self
+
+    @property
+    def numeric(self) -> bool:
+        """All inputs are number/integer/boolean, so the model gets a float64 array."""
+        return all(f.type in NUMERIC_TYPES for f in self.inputs)
+
+
+class ModuleSpec(_Frozen):
+    name: str = Field(min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ServerSpec(_Frozen):
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    drain_seconds: float = Field(default=1.0, ge=0, le=3600)
+
+
+class Spec(_Frozen):
+    spec_version: Literal[1]
+    model: ModelSpec
+    io: SchemaSpec = Field(alias="schema")
+    modules: list[ModuleSpec] = Field(min_length=1)
+    server: ServerSpec = Field(default_factory=ServerSpec)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not valid JSON")
+
+
+def _one_line(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "missing required key"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {msg}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def parse_spec(data: Any, source: str = SPEC_FILE) -> Spec:
+    """Validate an already-decoded spec; raises :class:`BundleError` with one line."""
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise BundleError(_one_line(exc, source)) from None
+
+
+def load_spec(bundle_dir: str | Path) -> Spec:
+    """Read and validate ``BUNDLE/spec.json``."""
+    path = Path(bundle_dir) / SPEC_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BundleError(f"no {SPEC_FILE} in bundle {bundle_dir}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"cannot read {path}: {exc}") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise BundleError(f"{SPEC_FILE}: not valid JSON: {exc}") from None
+    return parse_spec(data)

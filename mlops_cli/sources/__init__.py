@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import UsageError
 from ..registry import load
@@ -21,12 +22,28 @@ SOURCES = {"local": "mlops_cli.sources.local:LocalSource"}
 InputType = Literal["number", "integer", "string", "boolean"]
 
 
+def _accepts(kind: str, value: Any) -> bool:
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return kind == "number" or float(value).is_integer()
+
+
 class Feature(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
     type: InputType = "number"
     required: bool = True
     default: Any = None
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> "Feature":
+        if not self.required and not _accepts(self.type, self.default):
+            raise ValueError(f"optional input {self.name!r} needs a default of type {self.type}")
+        return self
 
 
 class OutputField(BaseModel):

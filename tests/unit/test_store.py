@@ -74,3 +74,11 @@ def test_reference_stats():
     x = stats["features"]["x"]
     assert (x["count"], x["mean"], x["min"], x["max"]) == (4, 2.5, 1.0, 4.0)
     assert x["quantiles"][5] == 2.5 and len(x["quantiles"]) == 11
+
+
+def test_optional_input_needs_a_default_of_its_type(settings, iris_artifact):
+    schema = {"inputs": [{"name": "a", "type": "number", "required": False}], "outputs": [{"name": "label", "type": "string"}]}
+    with pytest.raises(UsageError, match="optional input 'a' needs a default of type number"):
+        register_iris(settings, iris_artifact, schema=schema)
+    schema["inputs"][0]["default"] = 0.5
+    assert register_iris(settings, iris_artifact, schema=schema) == "local:iris@1"

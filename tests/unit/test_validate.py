@@ -90,7 +90,7 @@ def test_breaking_change_against_deployed_model(settings, make_settings, iris_ar
 
 def test_added_optional_input_is_compatible(settings, make_settings, iris_artifact):
     _pretend_deployed(settings.workdir, IRIS_SCHEMA)
-    wider = {"inputs": IRIS_SCHEMA["inputs"] + [{"name": "note", "type": "string", "required": False}],
+    wider = {"inputs": IRIS_SCHEMA["inputs"] + [{"name": "note", "type": "string", "required": False, "default": ""}],
              "outputs": IRIS_SCHEMA["outputs"]}
     ref = register_iris(settings, iris_artifact, schema=wider)
     checks = validate(make_settings, ref, settings.workdir).checks

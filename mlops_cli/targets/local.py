@@ -73,12 +73,14 @@ def terminate(pid: int, timeout: float) -> None:
         _wait_exit(pid, 5)
 
 
-def _last_words(path: Path) -> str:
-    """The server's last log line and where the whole log is."""
+def _last_words(path: Path, show: int = 10) -> str:
+    """Show the server's last log lines as progress; return the last one and the log's path."""
     try:
         lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         lines = []
+    for line in lines[-show:]:
+        progress(f"server log | {line}")
     return (f"last log line: {lines[-1]!r}; " if lines else "") + f"log: {path}"
 
 

@@ -1,6 +1,8 @@
-"""Tests that protect the design: light CLI imports, serving standalone, Jenkinsfile = stages."""
+"""Tests that protect the design: light CLI imports, Jenkinsfile = stages.
 
-import ast
+(`serving` never importing mlops_cli is tests/unit/serving/test_runtime_package.py.)
+"""
+
 import re
 import subprocess
 import sys
@@ -16,20 +18,6 @@ def test_cli_import_pulls_in_no_heavy_client():
             "print(','.join(m for m in heavy if m in sys.modules))" % HEAVY)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
-
-
-def test_serving_never_imports_mlops_cli():
-    offenders = []
-    for path in (REPO / "serving").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "mlops_cli"]
-    assert offenders == []
-    assert len(list((REPO / "serving").rglob("*.py"))) >= 5
 
 
 def test_jenkinsfile_stages_are_the_cli_stages_in_order():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -16,7 +17,7 @@ from .errors import MlopsError
 from .stages import MODULES
 
 # Global options: accepted before or after the command name (`mlops --json status`, `mlops status --json`).
-_OPTIONS = {"workdir": None, "config": None, "json": False, "debug": False}
+_OPTIONS = {"workdir": None, "config": None, "json": False, "debug": False, "emitted": False}
 
 
 def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -58,6 +59,7 @@ def settings_from(**flags: Any):
 
 
 def emit(result: Any) -> None:
+    _OPTIONS["emitted"] = True
     if _OPTIONS["json"]:
         click.echo(json.dumps(result.model_dump(mode="json", by_alias=True), indent=2))
     else:
@@ -227,18 +229,23 @@ def demo() -> None:
 
 def _fail(message: str, code: int) -> int:
     click.echo(f"error: {message}", err=True)
-    if _OPTIONS["json"]:
+    if _OPTIONS["json"] and not _OPTIONS["emitted"]:  # a result already on stdout says it all
         click.echo(json.dumps({"error": message, "exit_code": code}))
     return code
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: a half-started server is stopped, state recorded
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     for key in _OPTIONS:
-        _OPTIONS[key] = False if key in ("json", "debug") else None
+        _OPTIONS[key] = False if key in ("json", "debug", "emitted") else None
+    signal.signal(signal.SIGTERM, _terminated)  # Jenkins aborts a build with SIGTERM
     try:
         cli.main(args=argv, prog_name="mlops", standalone_mode=False)
-    except click.exceptions.Abort:
-        return _fail("aborted", 130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return _fail("interrupted", 130)
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
@@ -248,8 +255,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         if _OPTIONS["debug"]:
             traceback.print_exc()
         return _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
     except Exception as exc:  # a bug, not a user error: say so, and how to see more
         if _OPTIONS["debug"]:
             traceback.print_exc()

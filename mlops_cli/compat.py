@@ -9,12 +9,17 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Each breaking difference from `old` to `new`, in words; empty when clients keep working.
 
     Breaking: an input or output removed (a rename is a removal plus an addition), retyped,
-    or a new input that is required. Not breaking: a new optional input, a new output, an
-    input that became optional.
+    or a new input that is required; an input at another position (clients may send rows as
+    lists in schema order). Not breaking: a new optional input
+    after the existing ones, a new output, an input that became optional.
     """
     problems: list[str] = []
     old_in = {f["name"]: f for f in old.get("inputs", [])}
     new_in = {f["name"]: f for f in new.get("inputs", [])}
+    old_pos = {n: i for i, n in enumerate(old_in)}
+    moved = [f"{n!r} {old_pos[n] + 1} -> {i + 1}" for i, n in enumerate(new_in) if n in old_pos and old_pos[n] != i]
+    if moved:
+        problems.append(f"input positions changed: {', '.join(moved)} (rows sent as lists would change meaning)")
     for name, field in old_in.items():
         if name not in new_in:
             problems.append(f"input {name!r} removed")

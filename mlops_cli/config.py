@@ -20,6 +20,7 @@ from .errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "mlops.yaml"
 ENV_PREFIX = "MLOPS_"
+NOT_CONFIG = {"MLOPS_REQUIRE_INTEGRATION"}  # MLOPS_ variables that are not settings (the test suite's)
 THRESHOLD_RE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d*)?([eE][-+]?\d+)?)\s*$")
 
 
@@ -155,15 +156,15 @@ def _env_value(raw: str) -> Any:
 
 
 def _read_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
-    """MLOPS_A__B=v -> {"a": {"b": v}}; variables outside the known sections are not config."""
+    """MLOPS_A__B=v -> {"a": {"b": v}}; an unknown MLOPS_ variable is an error (a typo must not pass)."""
     data: dict[str, Any] = {}
     names: dict[tuple[str, ...], str] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in NOT_CONFIG:
             continue
         path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
         if path[0] not in Settings.model_fields:
-            continue
+            raise ConfigError(f"{name}: unknown setting {path[0]!r} (known: {', '.join(Settings.model_fields)})")
         node = data
         for part in path[:-1]:
             node = node.setdefault(part, {})

@@ -20,6 +20,7 @@ DEMO_THRESHOLDS = {"accuracy": ">= 0.9", "f1_macro": ">= 0.9"}
 class DemoResult(BaseModel):
     model_config = ConfigDict(frozen=True)
     model_ref: str
+    workdir: str
     url: str | None
     curl: str | None
     pipeline: pipeline.PipelineResult
@@ -28,7 +29,7 @@ class DemoResult(BaseModel):
         out = self.pipeline.lines()
         if self.pipeline.passed:
             out += ["", f"{self.model_ref} is serving at {self.url}", "try it:", f"  {self.curl}",
-                    f"stop it: mlops stop --workdir <workdir>"]
+                    f"stop it: mlops stop --workdir {self.workdir}"]
         return out
 
 
@@ -79,4 +80,4 @@ def run(settings: Settings) -> DemoResult:
         url = f"http://{settings.deploy.prod.host}:{settings.deploy.prod.port}"
         body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]})
         curl = f"curl -s -X POST {url}/v1/predict -H 'content-type: application/json' -d '{body}'"
-    return DemoResult(model_ref=ref, url=url, curl=curl, pipeline=result)
+    return DemoResult(model_ref=ref, workdir=str(settings.workdir), url=url, curl=curl, pipeline=result)

@@ -43,9 +43,3 @@ class StageFailed(MlopsError):
     """A stage ran and its check failed (below threshold, smoke test failed, ...)."""
 
     exit_code = 1
-
-
-class TemporaryError(MlopsError):
-    """A failure worth retrying later (a server briefly down)."""
-
-    exit_code = 75

@@ -40,6 +40,8 @@ def _load_structured(path: Path, what: str) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read {what} file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} file {path} is not UTF-8 text") from None
     try:
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -81,17 +83,26 @@ def reference_stats(columns: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def _reference_from_csv(path: Path) -> dict[str, Any]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        columns: dict[str, list[float]] = {name: [] for name in reader.fieldnames or []}
-        for line, row in enumerate(reader, start=2):
-            for name, raw in row.items():
-                try:
-                    columns[name].append(float(raw))
-                except (TypeError, ValueError):
-                    columns[name].append(math.nan)
-    if not columns:
-        raise UsageError(f"reference file {path} has no header row")
+    """Statistics of a training-data CSV with a header row; non-numeric cells count as missing."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if not header:
+                raise UsageError(f"reference file {path} has no header row")
+            columns: dict[str, list[float]] = {name: [] for name in header}
+            for line, row in enumerate(reader, start=2):
+                if len(row) != len(header):
+                    raise UsageError(f"reference file {path}, line {line}: {len(row)} cells, header has {len(header)}")
+                for name, raw in zip(header, row):
+                    try:
+                        columns[name].append(float(raw))
+                    except ValueError:
+                        columns[name].append(math.nan)
+    except OSError as exc:
+        raise UsageError(f"cannot read reference file {path}: {exc.strerror}") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"reference file {path} is not a readable CSV: {exc}") from None
     return reference_stats(columns)
 
 

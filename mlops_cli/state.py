@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .digests import tree_digest
 from .errors import ConfigError, PrerequisiteError
 
 STATE_FILE = "state.json"
@@ -55,6 +56,7 @@ class ValidationRecord(Record):
     passed: bool
     model_ref: str
     model_sha256: Optional[str] = None
+    metadata_sha256: Optional[str] = None
     checks: list[CheckRecord] = Field(default_factory=list)
     at: str = Field(default_factory=now)
 
@@ -103,7 +105,7 @@ class SmokeRecord(Record):
 
 
 class StageRecord(Record):
-    status: Literal["passed", "failed", "skipped", "running"]
+    status: Literal["passed", "failed", "skipped"]
     started_at: str
     duration_s: float = 0.0
     message: str = ""
@@ -170,6 +172,9 @@ class State(Record):
             raise PrerequisiteError("no server bundle for the validated model", hint="run `mlops assemble-server` first")
         if not (Path(self.bundle.path) / "spec.json").is_file():
             raise PrerequisiteError(f"bundle {self.bundle.path} is gone", hint="run `mlops assemble-server` again")
+        if tree_digest(Path(self.bundle.path)) != self.bundle.bundle_digest:
+            raise PrerequisiteError(f"bundle {self.bundle.path} changed since it was assembled",
+                                    hint="run `mlops assemble-server` again")
         return self.bundle
 
     def require_deployment(self, env: str, stage: str) -> DeploymentRecord:

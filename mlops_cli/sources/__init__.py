@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..digests import sha256_file  # noqa: F401 (re-exported for the sources)
 from ..errors import UsageError
 from ..registry import load
 
@@ -115,11 +115,3 @@ class ModelSource(Protocol):
 
 def get_source(scheme: str, settings: "Settings") -> ModelSource:
     return load("model source", scheme, SOURCES)(settings)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

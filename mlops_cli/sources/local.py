@@ -63,6 +63,9 @@ class LocalStore:
         framework = framework or FRAMEWORKS_BY_SUFFIX.get(artifact.suffix)
         if framework is None:
             raise UsageError(f"cannot tell the framework of {artifact.name}", hint="pass --framework sklearn|python")
+        if framework == "python" and (artifact.suffix != ".py" or not class_name):
+            raise UsageError("a python model is a .py file with a model class",
+                             hint="pass the .py file and --class-name NAME")
         sha = sha256_file(artifact)
         existing = self.versions(name)
         numeric = [int(v) for v in existing if v.isdigit()]

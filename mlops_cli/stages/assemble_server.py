@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -15,10 +14,12 @@ import jinja2
 
 from ..config import Settings
 from ..errors import StageFailed
-from ..sources import ModelMetadata, get_source, parse_ref, sha256_file
+from ..digests import sha256_file, tree_digest
+from ..sources import ModelMetadata, get_source, parse_ref
 from ..state import BundleRecord, State
 from ..ui import progress
 from .base import StageResult, stage
+from .validate_model import metadata_digest
 
 CONTAINER_PORT = 8080
 RUNTIME_REQUIREMENTS = ("fastapi", "uvicorn", "prometheus-client", "numpy", "joblib")
@@ -72,14 +73,6 @@ def render_dockerfile(meta: ModelMetadata, base_image: str) -> str:
         name=meta.name, version=meta.version, sha256=meta.sha256, base_image=base_image, port=CONTAINER_PORT)
 
 
-def tree_digest(root: Path) -> str:
-    """sha256 over every file's relative path and content: the bundle's identity."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + sha256_file(path).encode() + b"\n")
-    return digest.hexdigest()
-
-
 def _copy_serving(dest: Path) -> None:
     spec = importlib.util.find_spec("serving")
     if spec is None or not spec.submodule_search_locations:
@@ -91,13 +84,13 @@ def _copy_serving(dest: Path) -> None:
 @stage("assemble-server")
 def run(settings: Settings) -> AssembleResult:
     state = State.load(settings.workdir)
-    model, _ = state.require_validated()
+    model, validation = state.require_validated()
     ref = parse_ref(model.ref)
     source = get_source(ref.scheme, settings)
     meta = source.fetch_metadata(ref)
-    if meta.sha256 != model.sha256:
-        raise StageFailed(f"model {model.ref} changed since validation (sha256:{meta.sha256[:12]}, "
-                          f"validated sha256:{model.sha256[:12]})", hint="run `mlops validate-model` again")
+    if meta.sha256 != model.sha256 or metadata_digest(meta) != validation.metadata_sha256:
+        raise StageFailed(f"model {model.ref} changed since it was validated (artifact or metadata)",
+                          hint="run `mlops validate-model` again")
     bundles = settings.workdir / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=bundles))
@@ -117,9 +110,13 @@ def run(settings: Settings) -> AssembleResult:
         _copy_serving(tmp / "serving")
         digest = tree_digest(tmp)
         final = bundles / f"{meta.name}-{meta.version}-{digest[:12]}"
-        if final.exists():  # the same content is there already, maybe serving: keep it
+        if final.exists() and tree_digest(final) == digest:  # the same content, maybe serving: keep it
             shutil.rmtree(tmp)
         else:
+            if final.exists():  # altered on disk since: replace it whole
+                stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=bundles))
+                final.rename(stale / final.name)
+                shutil.rmtree(stale)
             tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -50,7 +50,6 @@ def stage(name: str) -> Callable[[Callable[[Settings], R]], Callable[[Settings],
             _record(settings, name, result.status, started_at, start, result.message)
             return result
 
-        run.stage_name = name  # type: ignore[attr-defined]
         return run
 
     return decorate

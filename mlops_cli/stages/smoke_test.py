@@ -69,7 +69,8 @@ def _examples(bundle: Path, inputs: list[dict[str, Any]]) -> list[dict[str, Any]
 
 def _invalid_requests(instance: Any, inputs: list[dict[str, Any]]) -> dict[str, bytes]:
     names = [f["name"] for f in inputs]
-    row = dict(zip(names, instance)) if isinstance(instance, list) else dict(instance)
+    given = dict(zip(names, instance)) if isinstance(instance, list) else dict(instance)
+    row = {f["name"]: given.get(f["name"], f.get("default")) for f in inputs}  # complete, in schema order
     first = inputs[0]
     wrong = 12345 if first["type"] == "string" else "not-a-number"
     probes = {
@@ -112,13 +113,25 @@ def run(settings: Settings) -> SmokeResult:
             except httpx.HTTPError as exc:
                 raise StageFailed(f"{dep.url} did not answer: {exc}") from exc
 
+        try:
+            ready = client.get("/health/ready").json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise StageFailed(f"{dep.url}/health/ready did not answer with JSON: {exc}") from exc
+        if ready.get("sha256") != dep.model_sha256:
+            raise StageFailed(f"{dep.url} serves sha256:{str(ready.get('sha256'))[:12]}, not the deployed "
+                              f"sha256:{dep.model_sha256[:12]}", hint="run `mlops deploy-test` again")
         progress(f"sending {len(examples)} example request(s) to {dep.url}")
         for i, example in enumerate(examples):
             resp = post(json.dumps(example).encode())
             if resp.status_code != 200:
                 problems.append(f"example {i}: status {resp.status_code}: {resp.text[:200]}")
                 continue
-            for p in response_problems(resp.json(), len(example.get("instances", [])), outputs):
+            try:
+                answer = resp.json()
+            except ValueError:
+                problems.append(f"example {i}: the response is not JSON: {resp.text[:100]!r}")
+                continue
+            for p in response_problems(answer, len(example.get("instances", [])), outputs):
                 problems.append(f"example {i}: {p}")
         progress("sending invalid requests (each must be refused with 4xx)")
         for name, content in _invalid_requests(examples[0]["instances"][0], inputs).items():

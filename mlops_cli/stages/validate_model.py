@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import operator
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 from ..compat import breaking_changes
 from ..config import THRESHOLD_RE, Settings
 from ..errors import StageFailed, UsageError
-from ..sources import ModelMetadata, get_source, parse_ref, sha256_file
+from ..digests import json_digest, sha256_file
+from ..sources import ModelMetadata, get_source, parse_ref
 from ..state import CheckRecord, ModelRecord, State, ValidationRecord
 from ..ui import progress
 from .base import StageResult, stage
@@ -56,11 +58,21 @@ def _schema_check(meta: ModelMetadata, state: State, allow_breaking: bool) -> Op
     return CheckRecord(name="interface", passed=False, detail=detail + " (pass --allow-breaking to accept)")
 
 
+def metadata_digest(meta: ModelMetadata) -> str:
+    """What validation saw of the metadata: assemble-server refuses metadata that changed since."""
+    return json_digest(meta.model_dump(mode="json", by_alias=True))
+
+
 @stage("validate-model")
 def run(settings: Settings) -> ValidateResult:
     if not settings.model:
         raise UsageError("no model given", hint="pass --model REF, set MLOPS_MODEL or `model:` in mlops.yaml")
     ref = parse_ref(settings.model)
+    state = State.load(settings.workdir)
+    # Until this run passes, nothing validated before may go on to later stages.
+    state.validation = ValidationRecord(passed=False, model_ref=str(ref))
+    state.save(settings.workdir)
+
     source = get_source(ref.scheme, settings)
     progress(f"fetching metadata of {ref}")
     meta = source.fetch_metadata(ref)
@@ -68,17 +80,20 @@ def run(settings: Settings) -> ValidateResult:
     if meta.schema_ is None:
         raise StageFailed(f"model {pinned} has no input/output schema in its metadata",
                           hint="register it with --schema FILE")
-    state = State.load(settings.workdir)
     checks: list[CheckRecord] = []
-
     progress(f"downloading artifact {meta.artifact_name}")
-    artifact = source.fetch_artifact(meta, settings.workdir / "artifacts" / meta.sha256[:16])
-    actual = sha256_file(Path(artifact))
+    scratch = settings.workdir / "artifacts"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        actual = sha256_file(source.fetch_artifact(meta, Path(tmp)))
     checks.append(CheckRecord(
         name="artifact digest", passed=actual == meta.sha256,
         detail=f"sha256:{actual[:12]}" + ("" if actual == meta.sha256 else
                                           f" but metadata says sha256:{meta.sha256[:12]} (corrupt or altered artifact)")))
-    checks += _threshold_checks(meta, settings.validation.thresholds)
+    thresholds = settings.validation.thresholds
+    if not thresholds:
+        progress("warning: no metric thresholds configured (validation.thresholds); metrics are not checked")
+    checks += _threshold_checks(meta, thresholds)
     tag = settings.validation.validator_tag
     if tag:
         checks.append(CheckRecord(name="validator tag", passed=tag in meta.tags,
@@ -88,13 +103,14 @@ def run(settings: Settings) -> ValidateResult:
         checks.append(interface)
 
     passed = all(c.passed for c in checks)
-    state.validation = ValidationRecord(passed=passed, model_ref=pinned,
-                                        model_sha256=meta.sha256 if passed else None, checks=checks)
+    state.validation = ValidationRecord(passed=passed, model_ref=pinned, checks=checks,
+                                        model_sha256=meta.sha256 if passed else None,
+                                        metadata_sha256=metadata_digest(meta) if passed else None)
     if passed:
         state.model = ModelRecord(ref=pinned, name=meta.name, version=meta.version, framework=meta.framework,
                                   task=meta.task, sha256=meta.sha256, artifact_name=meta.artifact_name,
-                                  schema=meta.schema_.model_dump(mode="json"), labels=meta.labels, class_name=meta.class_name,
-                                  metrics=meta.metrics)
+                                  schema=meta.schema_.model_dump(mode="json"), labels=meta.labels,
+                                  class_name=meta.class_name, metrics=meta.metrics)
         state.bundle = state.image = state.smoke = None
     state.save(settings.workdir)
     if not passed:

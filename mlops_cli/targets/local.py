@@ -27,6 +27,8 @@ from ..state import DeploymentRecord
 from ..ui import progress
 from . import Rollout
 
+JENKINS_KILL_MARKERS = ("BUILD_ID", "JENKINS_NODE_COOKIE")
+
 # Popen objects of the servers this process started: kept so they are reaped, not garbage.
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
@@ -128,7 +130,10 @@ class LocalTarget:
         log_path = self.log_dir / f"{env}-{revision}.log"
         argv = [sys.executable, "-m", "serving", str(bundle), "--host", host, "--port", str(port),
                 "--ready-file", str(ready_file)]
-        environ = dict(os.environ, PYTHONPATH=str(bundle))
+        environ = dict(os.environ, PYTHONPATH=str(bundle), PYTHONDONTWRITEBYTECODE="1")  # the bundle stays as digested
+        for name in JENKINS_KILL_MARKERS:  # Jenkins kills processes that carry these after the build
+            if name in environ:
+                environ[name] = "dontKillMe"
         progress(f"starting revision {revision} of {env} on {host}:{port}")
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(argv, cwd=bundle, env=environ, stdin=subprocess.DEVNULL, stdout=log,

@@ -129,15 +129,13 @@ def test_server_that_never_becomes_ready_is_stopped(make_settings, settings, tmp
         probe.bind(("127.0.0.1", settings.deploy.test.port))
 
 
-def test_altered_bundle_exits_at_start_up_with_the_reason(make_settings, settings, iris_artifact):
-    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact),
-                      deploy=settings.deploy.model_dump(mode="json"))
-    validate_model.run(s)
-    bundle = Path(assemble_server.run(s).bundle_path)
-    artifact = bundle / "model" / "iris.joblib"
-    artifact.write_bytes(artifact.read_bytes() + b"tampered")
-    with pytest.raises(StageFailed, match=r"exited during start-up .*sha256 mismatch"):
-        deploy_test.run(s)
+def test_model_that_fails_to_load_exits_at_start_up_with_the_reason(make_settings, settings, tmp_path):
+    model = tmp_path / "broken.py"
+    model.write_text("class Broken:\n    def __init__(self):\n        raise RuntimeError('weights missing')\n")
+    ref = register_iris(settings, model, framework="python", class_name="Broken", labels=None, name="broken")
+    with pytest.raises(StageFailed, match=r"exited during start-up \(exit code 1\); last log line: .*weights missing"):
+        ship(make_settings, settings, ref, to_prod=False)
+    assert read_state(settings.workdir)["deployments"] == {}
 
 
 def test_failed_rolling_update_leaves_the_old_revision_serving(make_settings, settings, iris_artifact, tmp_path):
@@ -182,3 +180,34 @@ def test_rolling_update_needs_a_smoke_test(make_settings, settings, iris_artifac
     with pytest.raises(PrerequisiteError, match="run `mlops smoke-test` first"):
         rolling_update.run(s)
     assert "prod" not in read_state(settings.workdir)["deployments"]
+
+
+def test_sigterm_during_deploy_stops_the_half_started_server(make_settings, settings, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    model = tmp_path / "slow.py"
+    model.write_text(SLOW_MODEL)
+    ref = register_iris(settings, model, framework="python", class_name="Slow", labels=None, name="slow")
+    s = make_settings(workdir=settings.workdir, model=ref)
+    validate_model.run(s)
+    assemble_server.run(s)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env["MLOPS_DEPLOY__TEST__PORT"] = str(s.deploy.test.port)
+    cli = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "deploy-test", "--workdir", str(s.workdir)],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    bundle = read_state(s.workdir)["bundle"]["path"]
+    deadline = time.monotonic() + 30
+    server_pids: list[int] = []
+    while not server_pids and time.monotonic() < deadline:  # the server started, loading its slow model
+        server_pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and _alive(int(p), bundle)]
+        time.sleep(0.1)
+    assert len(server_pids) == 1
+    time.sleep(0.5)
+    cli.send_signal(signal.SIGTERM)
+    _, err = cli.communicate(timeout=30)
+    assert cli.returncode == 130 and "error: interrupted" in err and "Traceback" not in err
+    assert not _alive(server_pids[0])
+    assert read_state(s.workdir)["stages"]["deploy-test"]["status"] == "failed"

@@ -107,3 +107,36 @@ def test_register_then_validate_through_the_cli(tmp_path, iris_artifact):
 def test_register_bad_metrics(tmp_path, iris_artifact, args, message):
     result = run_cli("model", "register", str(iris_artifact), "--name", "x", *args, "--workdir", str(tmp_path))
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("missing.csv", None, "cannot read reference file"),
+    ("ragged.csv", "a,b\n1,2\n3,4,5\n", "line 3: 3 cells, header has 2"),
+    ("latin1.csv", "a,b\n1,\xe9\n".encode("latin-1"), "is not a readable CSV"),
+])
+def test_register_bad_reference_files(tmp_path, iris_artifact, name, content, message):
+    path = tmp_path / name
+    if isinstance(content, str):
+        path.write_text(content)
+    elif content is not None:
+        path.write_bytes(content)
+    result = run_cli("model", "register", str(iris_artifact), "--name", "x", "--reference", str(path),
+                     "--workdir", str(tmp_path / "w"))
+    assert message in one_line_error(result, 2)
+
+
+def test_register_non_utf8_schema(tmp_path, iris_artifact):
+    (tmp_path / "s.yaml").write_bytes(b"inputs: \xff\xfe\n")
+    result = run_cli("model", "register", str(iris_artifact), "--name", "x", "--schema", str(tmp_path / "s.yaml"),
+                     "--workdir", str(tmp_path / "w"))
+    assert "is not UTF-8 text" in one_line_error(result, 2)
+
+
+def test_failed_pipeline_with_json_prints_one_document(tmp_path, iris_artifact):
+    work = str(tmp_path / "w")
+    assert run_cli("model", "register", str(iris_artifact), "--name", "iris", "--workdir", work).returncode == 0
+    result = run_cli("pipeline", "run", "--model", "local:iris@1", "--workdir", work, "--json",
+                     env={"MLOPS_UNIT_TEST__PATHS": '["nope"]'})
+    assert result.returncode == 2
+    document = json.loads(result.stdout)  # exactly one JSON document
+    assert document["failed_stage"] == "unit-test" and document["stages"][1]["status"] == "not run"

@@ -28,3 +28,13 @@ def variant(inputs=None, outputs=None):
 ])
 def test_breaking_changes(new, expected):
     assert breaking_changes(OLD, new) == expected
+
+
+def test_order_matters_for_list_rows():
+    swapped = variant(inputs=[OLD["inputs"][1], OLD["inputs"][0]])
+    assert breaking_changes(OLD, swapped) == [
+        "input positions changed: 'b' 2 -> 1, 'a' 1 -> 2 (rows sent as lists would change meaning)"]
+    inserted = variant(inputs=[OLD["inputs"][0], {"name": "z", "type": "number", "required": False, "default": 0},
+                               OLD["inputs"][1]])
+    assert breaking_changes(OLD, inserted) == [
+        "input positions changed: 'b' 2 -> 3 (rows sent as lists would change meaning)"]

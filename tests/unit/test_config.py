@@ -23,9 +23,15 @@ def test_defaults_file_env_flags_in_order_of_precedence(tmp_path):
     assert settings.deploy.test.host == "127.0.0.1"
 
 
-def test_env_lists_as_json_and_unrelated_mlops_variables_ignored(tmp_path):
+def test_env_lists_as_json_and_the_test_suites_variable_is_not_config(tmp_path):
     env = {"MLOPS_UNIT_TEST__PATHS": '["a", "b"]', "MLOPS_REQUIRE_INTEGRATION": "1"}
     assert load_settings(None, {}, environ=env).unit_test.paths == ["a", "b"]
+
+
+@pytest.mark.parametrize("name", ["MLOPS_VALIDATON__THRESHOLDS", "MLOPS_MODLE"])
+def test_misspelled_env_variable_is_an_error(name):
+    with pytest.raises(ConfigError, match=rf"^{name}: unknown setting"):
+        load_settings(None, {}, environ={name: "x"})
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -1,8 +1,11 @@
 import json
+from pathlib import Path
 
 import pytest
 
-from mlops_cli.errors import ConfigError, PrerequisiteError
+from helpers import register_iris
+from mlops_cli.errors import ConfigError, PrerequisiteError, StageFailed
+from mlops_cli.stages import assemble_server, deploy_test, rolling_update, smoke_test, validate_model
 from mlops_cli.state import State, ValidationRecord
 
 
@@ -25,19 +28,56 @@ def test_corrupt_state_is_a_clear_error(tmp_path):
         State.load(tmp_path)
 
 
-@pytest.mark.parametrize("require, hint", [
-    (lambda s: s.require_validated(), "mlops validate-model"),
-    (lambda s: s.require_bundle(), "mlops validate-model"),
-    (lambda s: s.require_deployment("test", "deploy-test"), "mlops validate-model"),
-    (lambda s: s.require_smoke_passed(), "mlops validate-model"),
+def test_each_stage_names_the_stage_to_run_first(make_settings, settings, iris_artifact):
+    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact))
+    with pytest.raises(PrerequisiteError, match="run `mlops validate-model --model REF` first"):
+        assemble_server.run(s)
+    validate_model.run(s)
+    for stage in (deploy_test, smoke_test, rolling_update):
+        with pytest.raises(PrerequisiteError, match="run `mlops assemble-server` first"):
+            stage.run(s)
+    assemble_server.run(s)
+    with pytest.raises(PrerequisiteError, match="run `mlops deploy-test` first"):
+        smoke_test.run(s)
+    with pytest.raises(PrerequisiteError, match="run `mlops smoke-test` first"):
+        rolling_update.run(s)
+
+
+@pytest.mark.parametrize("bad_model", [
+    {"metrics": {"accuracy": 0.1}},       # fails a check
+    {"schema": None},                     # fails before the checks
+    {"name": "other", "tags": []},        # another model, missing its tag
 ])
-def test_missing_inputs_name_the_stage_to_run_first(require, hint):
-    with pytest.raises(PrerequisiteError) as info:
-        require(State())
-    assert hint in str(info.value)
+def test_a_failed_validation_blocks_what_passed_before(make_settings, settings, iris_artifact, bad_model):
+    good = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact),
+                         validation={"thresholds": {"accuracy": ">= 0.9"}})
+    validate_model.run(good)
+    assemble_server.run(good)
+    bad = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact, **bad_model),
+                        validation={"thresholds": {"accuracy": ">= 0.9"}})
+    with pytest.raises(StageFailed):
+        validate_model.run(bad)
+    for stage in (assemble_server, deploy_test, smoke_test, rolling_update):
+        with pytest.raises(PrerequisiteError, match="did not pass validation"):
+            stage.run(good)
 
 
-def test_failed_validation_blocks_later_stages():
-    state = State(validation=ValidationRecord(passed=False, model_ref="local:x@1"))
-    with pytest.raises(PrerequisiteError, match="no validated model"):
-        state.require_bundle()
+def test_a_bundle_changed_after_assembly_is_refused(make_settings, settings, iris_artifact):
+    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact))
+    validate_model.run(s)
+    bundle = Path(assemble_server.run(s).bundle_path)
+    (bundle / "serving" / "app.py").write_text("print('not the runtime')\n")
+    with pytest.raises(PrerequisiteError, match="changed since it was assembled"):
+        deploy_test.run(s)
+    assert Path(assemble_server.run(s).bundle_path) == bundle  # assembling again replaces it whole
+    assert "not the runtime" not in (bundle / "serving" / "app.py").read_text()
+    assert [p.name for p in bundle.parent.iterdir()] == [bundle.name]
+
+
+def test_metadata_changed_after_validation_is_refused(make_settings, settings, iris_artifact):
+    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact))
+    validate_model.run(s)
+    meta = settings.store_path / "models" / "iris" / "1.json"
+    meta.write_text(meta.read_text().replace('"setosa"', '"rose"'))
+    with pytest.raises(StageFailed, match="changed since it was validated"):
+        assemble_server.run(s)

@@ -82,3 +82,12 @@ def test_optional_input_needs_a_default_of_its_type(settings, iris_artifact):
         register_iris(settings, iris_artifact, schema=schema)
     schema["inputs"][0]["default"] = 0.5
     assert register_iris(settings, iris_artifact, schema=schema) == "local:iris@1"
+
+
+def test_python_model_needs_a_py_file_and_a_class(settings, iris_artifact, tmp_path):
+    with pytest.raises(UsageError, match="a python model is a .py file with a model class"):
+        register_iris(settings, iris_artifact, framework="python", class_name="M")
+    source = tmp_path / "m.py"
+    source.write_text("class M:\n    def predict(self, X):\n        return [0] * len(X)\n")
+    with pytest.raises(UsageError, match="--class-name"):
+        register_iris(settings, source, framework="python")

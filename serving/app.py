@@ -9,11 +9,9 @@ pipeline, not by FastAPI/pydantic (speed).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
@@ -21,20 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving.errors import (
-    BadRequest,
-    BundleError,
-    NotReady,
-    PayloadTooLarge,
-    ServingError,
-    error_response,
-    install_error_handlers,
-    one_line,
-)
+from serving.asgi import PredictEndpoint, ServingApp, dumps
+from serving.batching import Batcher
+from serving.errors import BundleError, error_response, install_error_handlers, one_line
 from serving.metrics import Metrics
 from serving.middleware import HTTPMetricsMiddleware
 from serving.modules import build_modules
-from serving.pipeline import Batch, ModuleContext, Pipeline
+from serving.openapi import openapi_document
+from serving.pipeline import ModuleContext, Pipeline
 from serving.spec import Spec
 
 JSON = "application/json"
@@ -52,29 +44,6 @@ class ServingState:
         self.draining = True
 
 
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 once it is over ``limit`` bytes (declared or read)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise BadRequest(f"invalid Content-Length {declared[:20]!r}") from None
-        if size > limit:
-            raise PayloadTooLarge(f"request body is {size} bytes; the limit is {limit}")
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) -> FastAPI:
     """Build the app for ``spec``; metrics go to ``registry``; the model loads at lifespan startup.
 
@@ -82,12 +51,15 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     Module settings and outputs are checked here (BundleError), the artifact at startup.
     """
     metrics = Metrics.create(registry)
-    pipeline = Pipeline(build_modules(ModuleContext(spec, Path(bundle_dir), metrics)), metrics.module_duration)
+    ctx = ModuleContext(spec, Path(bundle_dir), metrics)
+    pipeline = Pipeline(build_modules(ctx), metrics.module_duration)
+    server = spec.server
+    batcher = Batcher(pipeline, metrics, max_batch_requests=server.max_batch_requests,
+                      max_batch_wait_ms=server.max_batch_wait_ms, max_queue=server.max_queue)
     state = ServingState()
     model = spec.model
-    limit = spec.server.max_body_bytes
-    ready_body = _json({"status": "ready", "name": model.name, "version": model.version, "sha256": model.sha256})
-    schema_body = _json(
+    ready_body = dumps({"status": "ready", "name": model.name, "version": model.version, "sha256": model.sha256})
+    schema_body = dumps(
         {
             "name": model.name,
             "version": model.version,
@@ -107,21 +79,24 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
         except Exception as exc:
             state.load_error = BundleError(f"cannot start: {type(exc).__name__}: {one_line(exc)}")
             raise state.load_error from exc
+        batcher.start()
         state.ready = True
         try:
             yield
         finally:
             state.ready = False
+            await batcher.stop()
 
-    async def predict(request: Request) -> Response:
-        if not state.ready:
-            raise NotReady("the model is not loaded yet")
-        batch = await pipeline.process(Batch(body=await read_body(request, limit)))
-        try:
-            body = _json({"predictions": batch.predictions})
-        except ValueError:
-            raise ServingError("the model produced a non-finite value", code="prediction_failed") from None
-        return Response(body, media_type=JSON)
+    openapi_body = dumps(openapi_document(spec))
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_body, media_type=JSON)
+
+    async def drift(request: Request) -> Response:
+        report = ctx.shared.get("drift_report")
+        if report is None:
+            return error_response(404, "not_found", "the drift module is not in this bundle's chain")
+        return Response(dumps(report()), media_type=JSON)
 
     async def schema(request: Request) -> Response:
         return Response(schema_body, media_type=JSON)
@@ -139,14 +114,17 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
+    predict = PredictEndpoint(state, batcher, server.max_body_bytes)
     routes = [
         Route("/v1/predict", predict, methods=["POST"]),
         Route("/v1/schema", schema, methods=["GET"]),
+        Route("/v1/drift", drift, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/health/live", live, methods=["GET"]),
         Route("/health/ready", ready, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
     ]
-    app = FastAPI(
+    app = ServingApp(
         title=f"{model.name} {model.version}",
         routes=routes,
         lifespan=lifespan,
@@ -157,6 +135,9 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     app.state.serving = state
     app.state.pipeline = pipeline
     app.state.metrics = metrics
+    app.state.batcher = batcher
     install_error_handlers(app)
-    app.add_middleware(HTTPMetricsMiddleware, metrics=metrics, state=state, templates=[r.path for r in routes])
+    templates = [r.path for r in routes]
+    app.add_middleware(HTTPMetricsMiddleware, metrics=metrics, state=state, templates=templates)
+    app.fast_routes = {("POST", "/v1/predict"): HTTPMetricsMiddleware(predict, metrics, state, templates)}
     return app

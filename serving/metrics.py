@@ -17,10 +17,25 @@ HTTP_IN_FLIGHT = "mlops_http_requests_in_flight"
 MODULE_DURATION = "mlops_module_duration_seconds"
 MODEL_INFO = "mlops_model_info"
 PREDICTIONS = "mlops_predictions_total"
-METRIC_NAMES = (HTTP_REQUESTS, HTTP_DURATION, HTTP_IN_FLIGHT, MODULE_DURATION, MODEL_INFO, PREDICTIONS)
+BATCH_SIZE = "mlops_batch_size_rows"
+BATCH_REQUESTS = "mlops_batch_size_requests"
+QUEUE_WAIT = "mlops_batch_queue_wait_seconds"
+QUEUE_REJECTED = "mlops_batch_queue_rejected_total"
+METRIC_NAMES = (HTTP_REQUESTS, HTTP_DURATION, HTTP_IN_FLIGHT, MODULE_DURATION, MODEL_INFO, PREDICTIONS,
+                BATCH_SIZE, BATCH_REQUESTS, QUEUE_WAIT, QUEUE_REJECTED)
+# created only when their module is in the chain
+PREDICTION_VALUE = "mlops_prediction_value"  # regression
+OUTLIERS = "mlops_outliers_total"
+OUTLIER_INSTANCES = "mlops_outlier_instances_total"
+DRIFT_OBSERVATIONS = "mlops_drift_observations_total"
+DRIFT_REFERENCE_SHARE = "mlops_drift_reference_share"
+OPTIONAL_METRIC_NAMES = (PREDICTION_VALUE, OUTLIERS, OUTLIER_INSTANCES, DRIFT_OBSERVATIONS, DRIFT_REFERENCE_SHARE)
 
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 MODULE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+QUEUE_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+DEFAULT_PREDICTION_BUCKETS = (-1000.0, -100.0, -10.0, -1.0, 0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 
 
 def http_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram, Gauge]:
@@ -50,6 +65,31 @@ def predictions(registry: CollectorRegistry) -> Counter:
     return Counter(PREDICTIONS, "Predictions returned, by label.", ["label"], registry=registry)
 
 
+def batch_metrics(registry: CollectorRegistry) -> tuple[Histogram, Histogram, Histogram, Counter]:
+    """Rows and requests per batch, time a request waits for its batch, requests shed (503)."""
+    rows = Histogram(BATCH_SIZE, "Rows per batch run through the module chain.", buckets=BATCH_BUCKETS,
+                     registry=registry)
+    requests = Histogram(BATCH_REQUESTS, "Requests per batch run through the module chain.",
+                         buckets=BATCH_BUCKETS, registry=registry)
+    wait = Histogram(QUEUE_WAIT, "Time a request waited in the queue for its batch.", buckets=QUEUE_BUCKETS,
+                     registry=registry)
+    rejected = Counter(QUEUE_REJECTED, "Requests refused with 503 because the queue was full.", registry=registry)
+    return rows, requests, wait, rejected
+
+
+def prediction_histogram(registry: CollectorRegistry, buckets: list[float]) -> Histogram:
+    """Regression: the distribution of predicted values."""
+    return Histogram(PREDICTION_VALUE, "Predicted values (regression).", buckets=buckets, registry=registry)
+
+
+def outlier_metrics(registry: CollectorRegistry) -> tuple[Counter, Counter]:
+    """Values outside their reference bounds, by feature; instances with at least one."""
+    values = Counter(OUTLIERS, "Feature values outside the reference bounds.", ["feature"], registry=registry)
+    rows = Counter(OUTLIER_INSTANCES, "Instances flagged as outliers, by reason (bounds or detector).", ["reason"],
+                   registry=registry)
+    return values, rows
+
+
 @dataclass(frozen=True)
 class Metrics:
     """All the runtime's metrics on one registry."""
@@ -61,10 +101,15 @@ class Metrics:
     module_duration: Histogram
     model_info: Gauge
     predictions: Counter
+    batch_rows: Histogram
+    batch_requests: Histogram
+    queue_wait: Histogram
+    queue_rejected: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
         requests, duration, in_flight = http_metrics(registry)
+        rows, batch_requests, wait, rejected = batch_metrics(registry)
         return cls(
             registry=registry,
             http_requests=requests,
@@ -73,4 +118,8 @@ class Metrics:
             module_duration=module_duration(registry),
             model_info=model_info(registry),
             predictions=predictions(registry),
+            batch_rows=rows,
+            batch_requests=batch_requests,
+            queue_wait=wait,
+            queue_rejected=rejected,
         )

@@ -114,6 +114,9 @@ class ModuleSpec(_Frozen):
 class ServerSpec(_Frozen):
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     drain_seconds: float = Field(default=1.0, ge=0, le=3600)
+    max_batch_requests: int = Field(default=128, ge=1, le=65536)
+    max_batch_wait_ms: float = Field(default=0.0, ge=0, le=1000)
+    max_queue: int = Field(default=512, ge=1, le=1_000_000)
 
 
 class Spec(_Frozen):

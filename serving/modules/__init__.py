@@ -10,18 +10,24 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from serving.errors import BundleError
+from serving.modules.drift import Drift
 from serving.modules.model import ModelModule
+from serving.modules.outlier import Outlier
 from serving.modules.postprocessing import Postprocessing
 from serving.modules.preprocessing import Preprocessing
 from serving.pipeline import Module, ModuleContext
 
 MODULES: dict[str, type] = {
     "preprocessing": Preprocessing,
+    "outlier": Outlier,
+    "drift": Drift,
     "model": ModelModule,
     "postprocessing": Postprocessing,
 }
 # every chain runs these, once each, in this order (other modules may sit between them)
 REQUIRED_ORDER = ("preprocessing", "model", "postprocessing")
+# these watch the validated inputs, so they sit between preprocessing and the model
+BEFORE_MODEL = ("outlier", "drift")
 
 
 def build_modules(ctx: ModuleContext) -> list[Module]:
@@ -34,6 +40,12 @@ def build_modules(ctx: ModuleContext) -> list[Module]:
         raise BundleError(
             f"spec.json: modules: must include {', '.join(REQUIRED_ORDER)} once each, in that order; got {names}"
         )
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BundleError(f"spec.json: modules: {', '.join(twice)} listed more than once")
+    for name in BEFORE_MODEL:
+        if name in names and not names.index("preprocessing") < names.index(name) < names.index("model"):
+            raise BundleError(f"spec.json: modules: {name} must come after preprocessing and before model; got {names}")
     modules = []
     for i, entry in enumerate(ctx.spec.modules):
         cls = MODULES[entry.name]

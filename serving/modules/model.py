@@ -128,12 +128,11 @@ class ModelModule:
         self.ctx.metrics.model_info.labels(m.name, m.version, m.sha256, m.framework).set(1)
         log.info("loaded model %s version %s (%s, sha256 %s…)", m.name, m.version, m.framework, m.sha256[:12])
 
-    async def process(self, batch: Batch) -> Batch:
-        features = batch.features
-        assert features is not None, "preprocessing must run before the model"
+    def _predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         try:
-            prediction = np.asarray(self.estimator.predict(features))
-            proba = np.asarray(self.estimator.predict_proba(features)) if self.want_proba else None
+            with np.errstate(all="ignore"):  # extreme inputs: non-finite outputs are refused per instance later
+                prediction = np.asarray(self.estimator.predict(features))
+                proba = np.asarray(self.estimator.predict_proba(features)) if self.want_proba else None
         except Exception as exc:
             log.warning("model failed to predict: %s: %s", type(exc).__name__, one_line(exc))
             raise ServingError(f"model failed to predict: {type(exc).__name__}: {one_line(exc)}",
@@ -142,7 +141,43 @@ class ModelModule:
         if prediction.ndim == 0 or len(prediction) != rows or (proba is not None and proba.shape[:1] != (rows,)):
             raise ServingError(f"model returned {prediction.shape} predictions for {rows} instances",
                                code="prediction_failed")
+        return prediction, proba
+
+    async def process(self, batch: Batch) -> Batch:
+        """One model call for the whole batch; if it fails and the batch holds several requests,
+        each request is retried alone so only the ones the model cannot answer fail."""
+        features = batch.features
+        assert features is not None, "preprocessing must run before the model"
+        live = batch.live
+        try:
+            prediction, proba = self._predict(features)
+        except ServingError:
+            if len(live) == 1:
+                raise
+            prediction, proba = self._one_by_one(batch, live)
         batch.outputs["prediction"] = prediction
         if proba is not None:
             batch.outputs["proba"] = proba
         return batch
+
+    def _one_by_one(self, batch: Batch, live: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+        results = {}
+        for i in live:
+            lo, hi = batch.spans[i]
+            try:
+                results[i] = self._predict(batch.features[lo:hi])
+            except ServingError as exc:
+                batch.fail(i, exc)
+        if not results:
+            raise ServingError("model failed to predict", code="prediction_failed")
+        first_prediction, first_proba = next(iter(results.values()))
+
+        def rows(i: int, which: int, like: np.ndarray) -> np.ndarray:
+            if i in results:
+                return results[i][which]
+            lo, hi = batch.spans[i]  # a failed request's rows: dropped by the chain after this module
+            return np.zeros((hi - lo, *like.shape[1:]), dtype=like.dtype)
+
+        prediction = np.concatenate([rows(i, 0, first_prediction) for i in live])
+        proba = None if first_proba is None else np.concatenate([rows(i, 1, first_proba) for i in live])
+        return prediction, proba

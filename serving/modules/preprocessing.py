@@ -11,159 +11,16 @@ takes a string; ``boolean`` takes ``true``/``false`` only. A missing or null opt
 takes its default. A row is an object keyed by feature name or a list of every input in
 schema order. The array is float64 when all inputs are number/integer/boolean, object otherwise.
 """
-
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from serving.errors import BadRequest, InvalidInstance
+from serving.errors import ServingError
+from serving.modules.instances import InstanceValidator, decode_instances
 from serving.pipeline import Batch, ModuleContext
-from serving.spec import InputSpec
-
-_MISSING = object()
-_EXPECTED_BODY = 'expected a JSON object {"instances": [row, ...]}'
-
-
-class Reject(Exception):
-    """A value that does not fit its input type; the message says why."""
-
-
-def describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean {json.dumps(value)}"
-    if isinstance(value, (int, float)):
-        return f"number {value!r}"
-    if isinstance(value, str):
-        return f"string {value[:40]!r}" if len(value) <= 40 else f"string {value[:40]!r}..."
-    return "array" if isinstance(value, list) else "object"
-
-
-def _finite(value: float) -> float:
-    if math.isfinite(value):
-        return value
-    token = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    raise Reject(f"non-finite value {token} is not allowed")
-
-
-def _number(value: Any) -> Any:
-    kind = type(value)
-    if kind is float:
-        return _finite(value)
-    if kind is int:
-        try:
-            float(value)
-        except OverflowError:
-            raise Reject("number is too large for a 64-bit float") from None
-        return value
-    raise Reject(f"expected number, got {describe(value)}")
-
-
-def _integer(value: Any) -> Any:
-    kind = type(value)
-    if kind is int:
-        return _number(value)
-    if kind is float:
-        _finite(value)
-        if value.is_integer():
-            return int(value)
-    raise Reject(f"expected integer, got {describe(value)}")
-
-
-def _string(value: Any) -> Any:
-    if type(value) is str:
-        return value
-    raise Reject(f"expected string, got {describe(value)}")
-
-
-def _boolean(value: Any) -> Any:
-    if type(value) is bool:
-        return value
-    raise Reject(f"expected boolean, got {describe(value)}")
-
-
-CHECKS: dict[str, Callable[[Any], Any]] = {"number": _number, "integer": _integer, "string": _string, "boolean": _boolean}
-
-
-def decode_instances(body: bytes) -> list[Any]:
-    """Parse the body and return its non-empty ``instances`` list, or raise BadRequest."""
-    if not body.strip():
-        raise BadRequest(f"empty request body; {_EXPECTED_BODY}")
-    try:
-        payload = json.loads(body, parse_constant=float)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise BadRequest(f"{_EXPECTED_BODY}, got {describe(payload)}")
-    if "instances" not in payload:
-        raise BadRequest(f"missing 'instances'; {_EXPECTED_BODY}")
-    unknown = sorted(k for k in payload if k != "instances")
-    if unknown:
-        raise BadRequest(f"unknown key(s) {', '.join(map(repr, unknown))}; {_EXPECTED_BODY}")
-    instances = payload["instances"]
-    if not isinstance(instances, list):
-        raise BadRequest(f"'instances' must be a list of rows, got {describe(instances)}")
-    if not instances:
-        raise BadRequest("'instances' is empty; send at least one row")
-    return instances
-
-
-class InstanceValidator:
-    """Checks rows against the input schema and builds the model's 2-D array."""
-
-    def __init__(self, inputs: list[InputSpec]):
-        self.fields = [(f.name, CHECKS[f.type], f.required, f.default) for f in inputs]
-        self.names = {f.name for f in inputs}
-        self.dtype = np.float64 if all(f.type != "string" for f in inputs) else object
-        self._order = ", ".join(f.name for f in inputs)
-
-    def to_array(self, instances: list[Any]) -> np.ndarray:
-        rows = [self.row(i, row) for i, row in enumerate(instances)]
-        return np.array(rows, dtype=self.dtype)
-
-    def row(self, index: int, row: Any) -> list[Any]:
-        if isinstance(row, dict):
-            return self._from_object(index, row)
-        if isinstance(row, list):
-            return self._from_list(index, row)
-        raise InvalidInstance(
-            f"instance {index}: expected an object keyed by feature name or a list of "
-            f"{len(self.fields)} values in schema order, got {describe(row)}"
-        )
-
-    def _from_list(self, index: int, row: list[Any]) -> list[Any]:
-        if len(row) != len(self.fields):
-            raise InvalidInstance(
-                f"instance {index}: expected {len(self.fields)} values in schema order "
-                f"({self._order}), got {len(row)}"
-            )
-        return [self._value(index, spec, value) for spec, value in zip(self.fields, row)]
-
-    def _from_object(self, index: int, row: dict[str, Any]) -> list[Any]:
-        for key in row:
-            if key not in self.names:
-                raise InvalidInstance(f"instance {index}: unknown feature {key!r} (inputs: {self._order})")
-        return [self._value(index, spec, row.get(spec[0], _MISSING)) for spec in self.fields]
-
-    @staticmethod
-    def _value(index: int, spec: tuple, value: Any) -> Any:
-        name, check, required, default = spec
-        if value is _MISSING or value is None:
-            if required:
-                got = "missing" if value is _MISSING else "null"
-                raise InvalidInstance(f"instance {index}, feature {name!r}: required feature is {got}")
-            return default
-        try:
-            return check(value)
-        except Reject as exc:
-            raise InvalidInstance(f"instance {index}, feature {name!r}: {exc}") from None
 
 
 class Settings(BaseModel):
@@ -172,17 +29,92 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+_NUMBERS = frozenset({float, int})
+
+
 class Preprocessing:
+    """Decodes and validates every request of the batch, then stacks their rows.
+
+    Fast path (every input is a ``number``): a row whose values are all JSON floats/ints goes
+    straight into one float64 array; anything else, and any non-finite or too large value,
+    goes through :class:`InstanceValidator`, which names the problem."""
+
     name = "preprocessing"
     Settings = Settings
 
     def __init__(self, ctx: ModuleContext, settings: Settings):
         self.validator = InstanceValidator(ctx.spec.io.inputs)
+        inputs = ctx.spec.io.inputs
+        self.fast = all(f.type == "number" and f.required for f in inputs)
+        self.names = [f.name for f in inputs]
+        self.width = len(inputs)
 
     async def load(self) -> None:
         return None
 
+    def _quick(self, instances: list[Any]) -> list[list[Any]] | None:
+        """The rows when every value is a plain number, else None (then the validator decides)."""
+        width, rows = self.width, []
+        for row in instances:
+            if type(row) is dict:
+                if len(row) != width:
+                    return None
+                try:
+                    row = [row[name] for name in self.names]
+                except KeyError:
+                    return None
+            elif type(row) is not list or len(row) != width:
+                return None
+            if not set(map(type, row)) <= _NUMBERS:
+                return None
+            rows.append(row)
+        return rows
+
+    def _rows(self, body: bytes) -> tuple[list[list[Any]], bool]:
+        """The request's rows, and whether they still need the finiteness check."""
+        instances = decode_instances(body)
+        if self.fast:
+            rows = self._quick(instances)
+            if rows is not None:
+                return rows, True
+        return [self.validator.row(i, row) for i, row in enumerate(instances)], False
+
     async def process(self, batch: Batch) -> Batch:
-        batch.instances = decode_instances(batch.body)
-        batch.features = self.validator.to_array(batch.instances)
+        rows: list[list[Any]] = []
+        unchecked = False
+        for i, body in enumerate(batch.bodies):
+            try:
+                mine, quick = self._rows(body)
+            except ServingError as exc:
+                batch.fail(i, exc)
+                continue
+            batch.spans[i] = (len(rows), len(rows) + len(mine))
+            rows.extend(mine)
+            unchecked |= quick
+        if unchecked:
+            try:
+                features = np.array(rows, dtype=np.float64)
+                finite = bool(np.isfinite(features).all())
+            except OverflowError:
+                finite = False
+            if not finite:  # rare: find the requests at fault with the exact message
+                return self._recheck(batch)
+        else:
+            features = np.array(rows, dtype=self.validator.dtype) if rows else np.empty((0, self.width))
+        batch.features = features
+        return batch
+
+    def _recheck(self, batch: Batch) -> Batch:
+        rows: list[list[Any]] = []
+        for i, body in enumerate(batch.bodies):
+            if batch.errors[i] is not None:
+                continue
+            try:
+                mine = [self.validator.row(j, row) for j, row in enumerate(decode_instances(body))]
+            except ServingError as exc:
+                batch.fail(i, exc)
+                mine = []
+            batch.spans[i] = (len(rows), len(rows) + len(mine))
+            rows.extend(mine)
+        batch.features = np.array(rows, dtype=self.validator.dtype) if rows else np.empty((0, self.width))
         return batch

@@ -49,8 +49,14 @@ def make_spec(sha256: str, *, name: str = "iris", version: str = "1", framework:
               task: str = "classification", artifact: str = "model/model.joblib",
               class_name: str | None = None, inputs_: list[dict] | None = None,
               outputs: list[dict] | None = None, labels: list[Any] | None = None,
-              max_body_bytes: int = 1_048_576, drain_seconds: float = 1.0) -> dict[str, Any]:
-    """A spec.json document; the defaults describe the iris classifier."""
+              max_body_bytes: int = 1_048_576, drain_seconds: float = 1.0,
+              modules: list[str] | None = None, settings: dict[str, dict] | None = None,
+              server: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A spec.json document; the defaults describe the iris classifier. ``modules`` names the
+    chain (default: preprocessing, model, postprocessing); ``settings`` maps module -> settings."""
+    settings = dict(settings or {})
+    if labels:
+        settings.setdefault("postprocessing", {"labels": labels})
     if outputs is None:
         outputs = CLASSIFICATION_OUTPUTS if task == "classification" else REGRESSION_OUTPUTS
     return {
@@ -58,21 +64,45 @@ def make_spec(sha256: str, *, name: str = "iris", version: str = "1", framework:
         "model": {"name": name, "version": version, "framework": framework, "task": task,
                   "artifact": artifact, "sha256": sha256, "class_name": class_name},
         "schema": {"inputs": inputs_ if inputs_ is not None else inputs(IRIS_FEATURES), "outputs": outputs},
-        "modules": [
-            {"name": "preprocessing", "settings": {}},
-            {"name": "model", "settings": {}},
-            {"name": "postprocessing", "settings": {"labels": labels} if labels else {}},
-        ],
-        "server": {"max_body_bytes": max_body_bytes, "drain_seconds": drain_seconds},
+        "modules": [{"name": m, "settings": settings.get(m, {})}
+                    for m in modules or ["preprocessing", "model", "postprocessing"]],
+        "server": {"max_body_bytes": max_body_bytes, "drain_seconds": drain_seconds, **(server or {})},
     }
 
 
-def write_bundle(directory: Path, model: Any, **spec: Any) -> Path:
+LEVELS = [i / 10 for i in range(11)]
+
+
+def reference_stats(columns: dict[str, Any]) -> dict[str, Any]:
+    """reference.json as ``mlops assemble-server`` writes it, from training columns."""
+    import numpy as np
+
+    features = {}
+    for name, values in columns.items():
+        col = np.asarray(values, dtype=float)
+        features[name] = {"count": int(col.size), "mean": float(col.mean()), "std": float(col.std()),
+                          "min": float(col.min()), "max": float(col.max()),
+                          "quantiles": [float(q) for q in np.quantile(col, LEVELS)]}
+    return {"rows": max(len(v) for v in columns.values()), "quantile_levels": LEVELS, "features": features}
+
+
+def iris_reference() -> dict[str, Any]:
+    from sklearn.datasets import load_iris
+
+    data = load_iris().data
+    return reference_stats({name: data[:, i] for i, name in enumerate(IRIS_FEATURES)})
+
+
+def write_bundle(directory: Path, model: Any, *, reference: Any = "absent", **spec: Any) -> Path:
     """Write ``model`` (an estimator, dumped with joblib, or Python source text for the
-    ``python`` framework) and a matching spec.json into ``directory``; returns it."""
+    ``python`` framework) and a matching spec.json into ``directory``; returns it.
+    ``reference``: the content of reference.json (None writes ``null``; default: no file)."""
     import joblib
 
     directory = Path(directory)
+    if reference != "absent":
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "reference.json").write_text(json.dumps(reference))
     (directory / "model").mkdir(parents=True, exist_ok=True)
     if isinstance(model, str):
         spec.setdefault("framework", "python")

@@ -92,7 +92,17 @@ def test_missing_spec(tmp_path: Path) -> None:
 
 
 BAD_MODULES = [
-    (lambda d: d["modules"].append({"name": "drift"}), "unknown module 'drift' (known: preprocessing, model, postprocessing)"),
+    (lambda d: d["modules"].append({"name": "shap"}),
+     "unknown module 'shap' (known: preprocessing, outlier, drift, model, postprocessing)"),
+    (lambda d: d["modules"].append({"name": "drift"}), "drift must come after preprocessing and before model"),
+    (lambda d: d["modules"].__setitem__(slice(1, 1), [{"name": "drift"}] * 2), "drift listed more than once"),
+    (lambda d: d["modules"].insert(1, {"name": "outlier", "settings": {"method": "mad"}}),
+     "modules.1.settings.method: Input should be 'zscore' or 'iqr'"),
+    (lambda d: d["modules"].insert(1, {"name": "outlier", "settings": {"detector": "/etc/d.joblib",
+                                                                       "detector_sha256": "0" * 64}}),
+     "modules.1.settings.detector: Value error, must be a relative path inside the bundle"),
+    (lambda d: d["modules"].insert(1, {"name": "outlier", "settings": {"detector": "d.joblib"}}),
+     "detector and detector_sha256 go together"),
     (lambda d: d["modules"].pop(1), "must include preprocessing, model, postprocessing once each, in that order"),
     (lambda d: d["modules"].reverse(), "in that order"),
     (lambda d: d["modules"][0].update(settings={"scale": True}), "modules.0.settings.scale: unknown setting"),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
 
@@ -72,7 +72,43 @@ class AssembleSettings(Section):
 
 class BuildSettings(Section):
     builder: Optional[str] = None
-    """Image builder name; none configured: build-image is skipped and the local target runs the bundle."""
+    """Image builder: `buildah` or `docker`; none: build-image is skipped and the local target runs the bundle."""
+    registry: Optional[str] = None
+    """Registry to push to, `host[:port][/path]` (Artifactory speaks Docker Registry v2)."""
+    repository: Optional[str] = None
+    """Repository in the registry; default: the model's name."""
+    insecure: bool = False
+    """Talk plain HTTP / skip TLS verification to the registry. Only for a registry on this machine."""
+    username: Optional[str] = None
+    """Registry user (or MLOPS_BUILD__USERNAME)."""
+    password: Optional[SecretStr] = None
+    """Registry password or token (MLOPS_BUILD__PASSWORD); never printed, never stored in state."""
+    password_file: Optional[Path] = None
+    """A file holding the registry password, instead of `password`."""
+    retries: int = Field(3, ge=0, le=10)
+    """Extra attempts of a push that failed with a connection error or a 5xx, with backoff."""
+    retry_backoff_s: float = Field(1.0, ge=0)
+    """Wait before the first retry; doubles each time."""
+    timeout_s: float = Field(1800, gt=0)
+    """Give up on a build after this many seconds."""
+    storage_driver: Optional[str] = None
+    """buildah: `--storage-driver` (e.g. `vfs` where overlay is not available)."""
+    isolation: Optional[str] = None
+    """buildah: `--isolation` (`chroot` on agents without user namespaces)."""
+    docker_host: Optional[str] = None
+    """docker: the engine's API, e.g. `unix:///run/podman/podman.sock`; default: DOCKER_HOST or Docker's default."""
+    git_commit: Optional[str] = None
+    """Source git commit for the image label; default: `git rev-parse HEAD` of the current directory, if any."""
+
+    def registry_password(self) -> Optional[str]:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"build.password_file {self.password_file}: {exc.strerror}") from None
+        return None
 
 
 class EnvironmentSettings(Section):
@@ -89,7 +125,9 @@ class ProdEnvironmentSettings(EnvironmentSettings):
 
 class DeploySettings(Section):
     target: str = "local"
-    """Deploy target name."""
+    """Deploy target: `local` (the bundle as a process) or `container` (the built image, with podman)."""
+    podman: str = "podman"
+    """container target: the podman binary."""
     ready_timeout_s: float = Field(60.0, gt=0)
     """How long a new server may take to become ready."""
     stop_timeout_s: float = Field(30.0, gt=0)

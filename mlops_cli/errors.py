@@ -43,3 +43,9 @@ class StageFailed(MlopsError):
     """A stage ran and its check failed (below threshold, smoke test failed, ...)."""
 
     exit_code = 1
+
+
+class TemporaryError(MlopsError):
+    """A failure worth retrying with backoff (a registry briefly down, a 5xx)."""
+
+    exit_code = 75

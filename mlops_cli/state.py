@@ -69,8 +69,13 @@ class BundleRecord(Record):
 
 
 class ImageRecord(Record):
-    reference: str
-    digest: Optional[str] = None
+    reference: str          # repository@sha256:...: what later stages deploy, never a tag
+    repository: str
+    tag: str
+    digest: str
+    builder: str
+    bundle_digest: str
+    at: str = Field(default_factory=now)
 
 
 class DeploymentRecord(Record):
@@ -176,6 +181,12 @@ class State(Record):
             raise PrerequisiteError(f"bundle {self.bundle.path} changed since it was assembled",
                                     hint="run `mlops assemble-server` again")
         return self.bundle
+
+    def require_image(self) -> ImageRecord:
+        bundle = self.require_bundle()
+        if self.image is None or self.image.bundle_digest != bundle.bundle_digest:
+            raise PrerequisiteError("no image of the current bundle", hint="run `mlops build-image` first")
+        return self.image
 
     def require_deployment(self, env: str, stage: str) -> DeploymentRecord:
         bundle = self.require_bundle()

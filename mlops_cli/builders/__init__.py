@@ -1,31 +1,78 @@
 """Image builders, one module each behind the ImageBuilder protocol, chosen by `build.builder`.
 
-No builder ships yet: until one is configured, build-image reports `skipped` and the local
-deploy target runs the bundle directly.
+The build-image stage prepares the build context (the bundle plus the wheels of its pinned
+requirements, so the build needs no network), asks the builder to build and tag it, then to
+push it; the digest the registry returns is what every later stage deploys.
 """
 
 from __future__ import annotations
 
+import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
+from ..errors import MlopsError, StageFailed, TemporaryError
 from ..registry import load
+from ..ui import progress
 
 if TYPE_CHECKING:
     from ..config import Settings
 
-BUILDERS: dict[str, str] = {}
+BUILDERS = {
+    "buildah": "mlops_cli.builders.buildah:BuildahBuilder",
+    "docker": "mlops_cli.builders.docker:DockerBuilder",
+}
+
+AUTH_FAILURE = re.compile(r"unauthori[sz]ed|authentication required|\b40[13]\b|denied|forbidden", re.I)
+TRANSIENT_FAILURE = re.compile(
+    r"connection refused|connection reset|no such host|i/o timeout|timeout|\bEOF\b|dial tcp|"
+    r"\b50[0234]\b|service unavailable|bad gateway|temporar", re.I)
 
 
-class BuiltImage(Protocol):
-    reference: str
-    digest: str
+@dataclass(frozen=True)
+class BuildRequest:
+    context: Path           # holds Dockerfile, the bundle's files and wheels/
+    tag: str                # registry/repository:tag
+    labels: dict[str, str]
 
 
 class ImageBuilder(Protocol):
-    def build_and_push(self, bundle: Path, repository: str) -> BuiltImage:
-        """Build the bundle's Dockerfile, push it, return the reference and registry digest."""
+    def build(self, request: BuildRequest) -> None:
+        """Build the context's Dockerfile and tag it locally; StageFailed with the log's tail on failure."""
+
+    def push(self, tag: str) -> str:
+        """Push the tag; return the manifest digest (`sha256:...`) the registry stored.
+
+        Raise TemporaryError for what a retry may cure, StageFailed for what it cannot.
+        """
 
 
 def get_builder(name: str, settings: "Settings") -> ImageBuilder:
     return load("image builder", name, BUILDERS)(settings)
+
+
+def registry_failure(registry: str, output: str) -> MlopsError:
+    """The error for a failed push, from what the tool said: auth, transient, or other."""
+    last = next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "no output")
+    if AUTH_FAILURE.search(output):
+        return StageFailed(f"registry {registry} refused the credentials or access: {last}",
+                           hint="check build.username and MLOPS_BUILD__PASSWORD / build.password_file")
+    if TRANSIENT_FAILURE.search(output):
+        return TemporaryError(f"registry {registry} did not answer: {last}")
+    return StageFailed(f"push to {registry} failed: {last}")
+
+
+def with_retries(action: Callable[[], str], *, retries: int, backoff_s: float, what: str) -> str:
+    """Run action; on TemporaryError try again up to `retries` times, doubling the wait."""
+    for attempt in range(retries + 1):
+        try:
+            return action()
+        except TemporaryError as exc:
+            if attempt == retries:
+                raise TemporaryError(f"{exc.message} (gave up after {retries + 1} attempts)") from exc
+            delay = backoff_s * 2 ** attempt
+            progress(f"{what} failed ({exc.message}); retrying in {delay:g} s")
+            time.sleep(delay)
+    raise AssertionError("unreachable")

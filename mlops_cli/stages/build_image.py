@@ -1,12 +1,19 @@
-"""build-image: build the bundle into an image and push it, through the configured builder."""
+"""build-image: build the bundle into an image, push it, record the registry's digest."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Optional
 
-from ..builders import get_builder
+from ..builders import BuildRequest, get_builder
 from ..config import Settings
-from ..state import ImageRecord, State
+from ..errors import ConfigError, StageFailed
+from ..proc import run as run_program
+from ..state import BundleRecord, ImageRecord, ModelRecord, State
 from ..ui import progress
 from .base import StageResult, stage
 
@@ -16,16 +23,64 @@ class BuildResult(StageResult):
     digest: Optional[str] = None
 
 
+def _git_commit(settings: Settings) -> str:
+    if settings.build.git_commit:
+        return settings.build.git_commit
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def prepare_context(bundle: Path, context: Path, timeout: float) -> Path:
+    """A copy of the bundle plus the wheels of its requirements (pip's cache makes repeats fast)."""
+    if context.exists():
+        shutil.rmtree(context)
+    shutil.copytree(bundle, context)
+    progress("downloading the wheels of requirements.txt (the image build itself needs no network)")
+    done = run_program([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
+                        "-r", str(context / "requirements.txt"), "-d", str(context / "wheels")], timeout=timeout)
+    if done.returncode != 0:
+        raise StageFailed(f"pip could not download the wheels of requirements.txt: {done.tail(1)}")
+    return context
+
+
+def labels(model: ModelRecord, bundle: BundleRecord, settings: Settings) -> dict[str, str]:
+    return {
+        "org.opencontainers.image.title": model.name,
+        "org.opencontainers.image.version": model.version,
+        "org.opencontainers.image.revision": _git_commit(settings),
+        "org.opencontainers.image.created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "io.mlops.model.ref": model.ref,
+        "io.mlops.model.sha256": model.sha256,
+        "io.mlops.bundle.digest": bundle.bundle_digest,
+    }
+
+
 @stage("build-image")
 def run(settings: Settings) -> BuildResult:
     state = State.load(settings.workdir)
     bundle = state.require_bundle()
-    if not settings.build.builder:
+    cfg = settings.build
+    if not cfg.builder:
         return BuildResult(stage="build-image", status="skipped", message="skipped: no image builder configured")
-    builder = get_builder(settings.build.builder, settings)
-    progress(f"building {bundle.path} with {settings.build.builder}")
-    image = builder.build_and_push(bundle.path, repository=state.model.name)
-    state.image = ImageRecord(reference=image.reference, digest=image.digest)
+    builder = get_builder(cfg.builder, settings)
+    if not cfg.registry:
+        raise ConfigError("build.registry is not set", hint="set build.registry or MLOPS_BUILD__REGISTRY, e.g. artifactory.example.com/ml")
+    model = state.model
+    repository = f"{cfg.registry.rstrip('/')}/{cfg.repository or model.name}".lower()
+    tag = f"{repository}:{model.version}-{bundle.bundle_digest[:12]}"
+    context = prepare_context(Path(bundle.path), settings.workdir.resolve() / "build" / "context", cfg.timeout_s)
+    progress(f"building {tag} with {cfg.builder}")
+    builder.build(BuildRequest(context=context, tag=tag, labels=labels(model, bundle, settings)))
+    progress(f"pushing {tag}")
+    digest = builder.push(tag)
+    if not digest.startswith("sha256:"):
+        raise StageFailed(f"the registry returned no digest for {tag} (got {digest!r})")
+    state.image = ImageRecord(reference=f"{repository}@{digest}", repository=repository, tag=tag, digest=digest,
+                              builder=cfg.builder, bundle_digest=bundle.bundle_digest)
+    state.smoke = None
     state.save(settings.workdir)
-    return BuildResult(stage="build-image", reference=image.reference, digest=image.digest,
-                       message=f"image {image.reference}@{image.digest}")
+    return BuildResult(stage="build-image", reference=state.image.reference, digest=digest,
+                       message=f"pushed {state.image.reference}")

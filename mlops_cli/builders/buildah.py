@@ -1,0 +1,68 @@
+"""The buildah builder: daemonless, for agents with no Docker socket (OpenShift Jenkins agents).
+
+Credentials go to buildah in a temporary auth file (mode 0600), never on the command line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import ConfigError, StageFailed
+from ..proc import run
+from . import BuildRequest, registry_failure, with_retries
+
+
+class BuildahBuilder:
+    def __init__(self, settings: Settings):
+        self.cfg = settings.build
+        self.binary = shutil.which("buildah")
+        if self.binary is None:
+            raise ConfigError("buildah is not installed or not on PATH",
+                              hint="install it (Debian: apt-get install buildah) or set build.builder: docker")
+
+    def _argv(self, *args: str) -> list[str]:
+        argv = [self.binary]
+        if self.cfg.storage_driver:
+            argv += ["--storage-driver", self.cfg.storage_driver]
+        return argv + list(args)
+
+    def build(self, request: BuildRequest) -> None:
+        args = ["bud", "--layers", "-f", str(request.context / "Dockerfile"), "-t", request.tag]
+        if self.cfg.isolation:
+            args += ["--isolation", self.cfg.isolation]
+        for key, value in sorted(request.labels.items()):
+            args += ["--label", f"{key}={value}"]
+        done = run(self._argv(*args, str(request.context)), timeout=self.cfg.timeout_s)
+        if done.returncode != 0:
+            raise StageFailed(f"buildah bud failed (exit code {done.returncode}); last lines of its log:\n"
+                              f"{done.tail(15)}")
+
+    def push(self, tag: str) -> str:
+        registry = self.cfg.registry or tag.split("/")[0]
+        return with_retries(lambda: self._push_once(tag, registry), retries=self.cfg.retries,
+                            backoff_s=self.cfg.retry_backoff_s, what=f"push to {registry}")
+
+    def _push_once(self, tag: str, registry: str) -> str:
+        with tempfile.TemporaryDirectory(prefix="mlops-push-") as tmp:
+            digest_file = Path(tmp) / "digest"
+            args = ["push", "--retry", "0", "--digestfile", str(digest_file)]
+            if self.cfg.insecure:
+                args.append("--tls-verify=false")
+            password = self.cfg.registry_password()
+            if self.cfg.username and password is not None:
+                auth_file = Path(tmp) / "auth.json"
+                token = base64.b64encode(f"{self.cfg.username}:{password}".encode()).decode()
+                fd = os.open(auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    json.dump({"auths": {registry.split("/")[0]: {"auth": token}}}, fh)
+                args += ["--authfile", str(auth_file)]
+            done = run(self._argv(*args, tag, f"docker://{tag}"), timeout=self.cfg.timeout_s)
+            if done.returncode != 0:
+                raise registry_failure(registry, done.output)
+            return digest_file.read_text().strip()

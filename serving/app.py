@@ -19,9 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving.asgi import PredictEndpoint, ServingApp, dumps
+from serving.asgi import PredictEndpoint, ServingApp
 from serving.batching import Batcher
 from serving.errors import BundleError, error_response, install_error_handlers, one_line
+from serving.jsonio import dumps
 from serving.metrics import Metrics
 from serving.middleware import HTTPMetricsMiddleware
 from serving.modules import build_modules
@@ -139,5 +140,6 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     install_error_handlers(app)
     templates = [r.path for r in routes]
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics, state=state, templates=templates)
-    app.fast_routes = {("POST", "/v1/predict"): HTTPMetricsMiddleware(predict, metrics, state, templates)}
+    http = HTTPMetricsMiddleware(None, metrics, state, templates)  # its observe() only
+    app.fast_routes = {("POST", "/v1/predict"): PredictEndpoint(state, batcher, server.max_body_bytes, http)}
     return app

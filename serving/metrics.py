@@ -1,5 +1,8 @@
 """Prometheus metrics, always created on an injected :class:`CollectorRegistry`.
 
+The per-request and per-batch ones are :mod:`serving.loopmetrics` (no lock per update, same
+exposition); the rest are prometheus-client's own.
+
 Every metric name the runtime exposes is listed in :data:`METRIC_NAMES` (dashboards and alert
 rules refer only to these). Label values are bounded: routes are route templates or ``other``,
 methods are the standard verbs or ``other``, labels are the model's classes.
@@ -10,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from serving.loopmetrics import LoopCounter, LoopGauge, LoopHistogram
 
 HTTP_REQUESTS = "mlops_http_requests_total"
 HTTP_DURATION = "mlops_http_request_duration_seconds"
@@ -38,20 +43,21 @@ QUEUE_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 DEFAULT_PREDICTION_BUCKETS = (-1000.0, -100.0, -10.0, -1.0, 0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 
 
-def http_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram, Gauge]:
+def http_metrics(registry: CollectorRegistry) -> tuple[LoopCounter, LoopHistogram, LoopGauge]:
     """Requests by route template, method and status; latency; requests in flight."""
-    requests = Counter(HTTP_REQUESTS, "HTTP requests answered.", ["route", "method", "status"], registry=registry)
-    duration = Histogram(
+    requests = LoopCounter(HTTP_REQUESTS, "HTTP requests answered.", ["route", "method", "status"], registry=registry)
+    duration = LoopHistogram(
         HTTP_DURATION, "HTTP request latency.", ["route", "method"], buckets=HTTP_BUCKETS, registry=registry
     )
-    in_flight = Gauge(HTTP_IN_FLIGHT, "HTTP requests being answered.", registry=registry)
+    in_flight = LoopGauge(HTTP_IN_FLIGHT, "HTTP requests being answered.", registry=registry)
     return requests, duration, in_flight
 
 
-def module_duration(registry: CollectorRegistry) -> Histogram:
+def module_duration(registry: CollectorRegistry) -> LoopHistogram:
     """Time spent in each pipeline module, per request."""
-    return Histogram(
-        MODULE_DURATION, "Time spent in each pipeline module.", ["module"], buckets=MODULE_BUCKETS, registry=registry
+    return LoopHistogram(
+        MODULE_DURATION, "Time spent in each pipeline module, per batch.", ["module"], buckets=MODULE_BUCKETS,
+        registry=registry
     )
 
 
@@ -65,15 +71,16 @@ def predictions(registry: CollectorRegistry) -> Counter:
     return Counter(PREDICTIONS, "Predictions returned, by label.", ["label"], registry=registry)
 
 
-def batch_metrics(registry: CollectorRegistry) -> tuple[Histogram, Histogram, Histogram, Counter]:
+def batch_metrics(registry: CollectorRegistry) -> tuple[LoopHistogram, LoopHistogram, LoopHistogram, LoopCounter]:
     """Rows and requests per batch, time a request waits for its batch, requests shed (503)."""
-    rows = Histogram(BATCH_SIZE, "Rows per batch run through the module chain.", buckets=BATCH_BUCKETS,
-                     registry=registry)
-    requests = Histogram(BATCH_REQUESTS, "Requests per batch run through the module chain.",
-                         buckets=BATCH_BUCKETS, registry=registry)
-    wait = Histogram(QUEUE_WAIT, "Time a request waited in the queue for its batch.", buckets=QUEUE_BUCKETS,
-                     registry=registry)
-    rejected = Counter(QUEUE_REJECTED, "Requests refused with 503 because the queue was full.", registry=registry)
+    rows = LoopHistogram(BATCH_SIZE, "Rows per batch run through the module chain.", buckets=BATCH_BUCKETS,
+                         registry=registry)
+    requests = LoopHistogram(BATCH_REQUESTS, "Requests per batch run through the module chain.",
+                             buckets=BATCH_BUCKETS, registry=registry)
+    wait = LoopHistogram(QUEUE_WAIT, "Time a request waited in the queue for its batch.", buckets=QUEUE_BUCKETS,
+                         registry=registry)
+    rejected = LoopCounter(QUEUE_REJECTED, "Requests refused with 503 because the queue was full.",
+                           registry=registry)
     return rows, requests, wait, rejected
 
 
@@ -95,16 +102,16 @@ class Metrics:
     """All the runtime's metrics on one registry."""
 
     registry: CollectorRegistry
-    http_requests: Counter
-    http_duration: Histogram
-    http_in_flight: Gauge
-    module_duration: Histogram
+    http_requests: LoopCounter
+    http_duration: LoopHistogram
+    http_in_flight: LoopGauge
+    module_duration: LoopHistogram
     model_info: Gauge
     predictions: Counter
-    batch_rows: Histogram
-    batch_requests: Histogram
-    queue_wait: Histogram
-    queue_rejected: Counter
+    batch_rows: LoopHistogram
+    batch_requests: LoopHistogram
+    queue_wait: LoopHistogram
+    queue_rejected: LoopCounter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:

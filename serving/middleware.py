@@ -27,6 +27,7 @@ class HTTPMetricsMiddleware:
         self.templates = {t: t for t in templates}
         self.metrics = metrics
         self.state = state
+        self.in_flight = metrics.http_in_flight
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -52,9 +53,10 @@ class HTTPMetricsMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             in_flight.dec()
-            self._observe(scope, status, elapsed)
+            self.observe(scope, status, elapsed)
 
-    def _observe(self, scope: dict, status: int, elapsed: float) -> None:
+    def observe(self, scope: dict, status: int, elapsed: float) -> None:
+        """Count and time one answered request."""
         template = self.templates.get(scope["path"]) or getattr(scope.get("route"), "path", None) or "other"
         method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
         key = (template, method, status)

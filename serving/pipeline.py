@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from prometheus_client import Histogram
 
 from serving.errors import ServingError
 from serving.metrics import Metrics
@@ -113,7 +112,7 @@ class Module(Protocol):
 class Pipeline:
     """The modules in spec order, loaded once, then run in order for every batch."""
 
-    def __init__(self, modules: Sequence[Module], duration: Histogram):
+    def __init__(self, modules: Sequence[Module], duration: Any):
         self.modules = tuple(modules)
         self._timed = tuple((m, duration.labels(module=m.name)) for m in self.modules)
         self.loaded = False

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from serving import jsonio
 from serving.errors import BadRequest, InvalidInstance
 from serving.spec import InputSpec
 
@@ -86,7 +87,7 @@ def decode_instances(body: bytes) -> list[Any]:
     if not body.strip():
         raise BadRequest(f"empty request body; {_EXPECTED_BODY}")
     try:
-        payload = json.loads(body, parse_constant=float)
+        payload = jsonio.loads(body)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
     if not isinstance(payload, dict):

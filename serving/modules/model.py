@@ -8,6 +8,7 @@ task is classification and ``probability`` is a declared output.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -94,9 +95,13 @@ def load_model(bundle_dir: Path, model: ModelSpec) -> Any:
 
 
 class Settings(BaseModel):
-    """The model module takes no settings yet; unknown keys are refused."""
+    """``label_from_proba`` (classification, when ``probability`` is an output): the label is the
+    class with the highest probability, so the model runs once (``predict_proba``) instead of
+    twice. The same answer for models whose ``predict`` is that argmax (LogisticRegression,
+    tree ensembles, naive Bayes, ...), not for every model (e.g. SVC with Platt scaling)."""
 
     model_config = ConfigDict(extra="forbid")
+    label_from_proba: bool = False
 
 
 class ModelModule:
@@ -107,6 +112,10 @@ class ModelModule:
         self.ctx = ctx
         outputs = {o.name for o in ctx.spec.io.outputs}
         self.want_proba = ctx.spec.model.task == "classification" and "probability" in outputs
+        self.label_from_proba = settings.label_from_proba
+        if self.label_from_proba and not self.want_proba:
+            raise BundleError("model.label_from_proba needs a classification model with 'probability' in schema.outputs")
+        self.fast_config: Any = None
         self.estimator: Any = None
 
     async def load(self) -> None:
@@ -122,6 +131,14 @@ class ModelModule:
             raise BundleError(f"the model was fitted on features {names} but schema.inputs are {inputs}")
         classes = getattr(estimator, "classes_", None)
         classes = np.asarray(classes).tolist() if classes is not None else None
+        if self.label_from_proba and classes is None:
+            raise BundleError("model.label_from_proba is set but the model has no classes_")
+        self.classes = np.asarray(classes) if classes is not None else None
+        if spec.model.framework == "sklearn":
+            import sklearn
+
+            # the inputs are validated (finite, right shape): skip scikit-learn's own checks per call
+            self.fast_config = lambda: sklearn.config_context(assume_finite=True, skip_parameter_validation=True)
         self.estimator = estimator
         self.ctx.shared["model"] = LoadedModel(estimator, classes, has_proba)
         m = spec.model
@@ -130,9 +147,14 @@ class ModelModule:
 
     def _predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         try:
-            with np.errstate(all="ignore"):  # extreme inputs: non-finite outputs are refused per instance later
-                prediction = np.asarray(self.estimator.predict(features))
-                proba = np.asarray(self.estimator.predict_proba(features)) if self.want_proba else None
+            with np.errstate(all="ignore"), (self.fast_config() if self.fast_config else contextlib.nullcontext()):
+                # extreme inputs: non-finite outputs are refused per instance by postprocessing
+                if self.label_from_proba:
+                    proba = np.asarray(self.estimator.predict_proba(features))
+                    prediction = self.classes[proba.argmax(axis=1)] if proba.ndim == 2 else proba
+                else:
+                    prediction = np.asarray(self.estimator.predict(features))
+                    proba = np.asarray(self.estimator.predict_proba(features)) if self.want_proba else None
         except Exception as exc:
             log.warning("model failed to predict: %s: %s", type(exc).__name__, one_line(exc))
             raise ServingError(f"model failed to predict: {type(exc).__name__}: {one_line(exc)}",

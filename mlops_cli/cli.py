@@ -216,6 +216,17 @@ def stop(env: Optional[str]) -> None:
     emit(stop_lib(settings_from(), env))
 
 
+@command(cli, "base-image")
+@click.option("--name", default="localhost/mlops-python-base:bookworm", show_default=True, help="Image name to commit.")
+@click.option("--suite", default="bookworm", show_default=True, help="Debian suite for debootstrap.")
+@click.option("--mirror", help="Debian mirror URL for debootstrap [default: debootstrap's].")
+def base_image(name: str, suite: str, mirror: Optional[str]) -> None:
+    """Make a Python base image from Debian packages with debootstrap and buildah (no Docker Hub)."""
+    from .baseimage import build_base_image
+
+    emit(build_base_image(settings_from(), name=name, suite=suite, mirror=mirror))
+
+
 @command(cli, "demo")
 def demo() -> None:
     """Train a small iris model, register it and run the whole pipeline; leaves it serving."""

@@ -128,6 +128,8 @@ class DeploySettings(Section):
     """Deploy target: `local` (the bundle as a process) or `container` (the built image, with podman)."""
     podman: str = "podman"
     """container target: the podman binary."""
+    run_as: Optional[str] = None
+    """container target: `--user UID:GID`, e.g. `1000950000:0` to run as OpenShift does; default: the image's user."""
     ready_timeout_s: float = Field(60.0, gt=0)
     """How long a new server may take to become ready."""
     stop_timeout_s: float = Field(30.0, gt=0)

@@ -93,6 +93,8 @@ class DeploymentRecord(Record):
     previous_revision: Optional[int] = None
     pid: Optional[int] = None
     log_path: Optional[str] = None
+    handle: Optional[str] = None
+    image: Optional[str] = None
     at: str = Field(default_factory=now)
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Protocol
 
+from ..errors import UsageError
 from ..registry import load
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..state import DeploymentRecord
 
-TARGETS = {"local": "mlops_cli.targets.local:LocalTarget"}
+TARGETS = {
+    "local": "mlops_cli.targets.local:LocalTarget",
+    "container": "mlops_cli.targets.container:ContainerTarget",
+}
+
+
+@dataclass(frozen=True)
+class Release:
+    """What to run: the validated bundle and, once built, its image pinned by digest."""
+
+    bundle: Path
+    image: Optional[str] = None   # repository@sha256:...
 
 
 @dataclass(frozen=True)
@@ -24,11 +38,14 @@ class Rollout:
     previous_revision: Optional[int]
     pid: Optional[int] = None
     log_path: Optional[str] = None
+    handle: Optional[str] = None  # the target's own name for it (a container's name)
 
 
 class DeployTarget(Protocol):
-    def deploy(self, env: str, bundle: Path, current: Optional["DeploymentRecord"]) -> Rollout:
-        """Run the bundle in env, replacing `current` with no failed request; wait until ready.
+    needs_image: bool
+
+    def deploy(self, env: str, release: Release, current: Optional["DeploymentRecord"]) -> Rollout:
+        """Run the release in env, replacing `current` with no failed request; wait until ready.
 
         On failure the current revision keeps serving and a StageFailed says why.
         """
@@ -42,3 +59,23 @@ class DeployTarget(Protocol):
 
 def get_target(name: str, settings: "Settings") -> DeployTarget:
     return load("deploy target", name, TARGETS)(settings)
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a listener could bind host:port (TIME_WAIT leftovers do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise UsageError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
+    return True
+
+
+def check_port(env: str, host: str, port: int) -> None:
+    if not port_free(host, port):
+        key = f"deploy.{env}.port"
+        raise UsageError(f"port {port} on {host} is already in use by another program",
+                         hint=f"stop it or choose another port with {key} / MLOPS_{key.upper().replace('.', '__')}")

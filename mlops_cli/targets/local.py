@@ -8,11 +8,9 @@ one never noticed.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,10 +20,10 @@ from typing import Optional
 import httpx
 
 from ..config import Settings
-from ..errors import StageFailed, UsageError
+from ..errors import StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
-from . import Rollout
+from . import Release, Rollout, check_port
 
 JENKINS_KILL_MARKERS = ("BUILD_ID", "JENKINS_NODE_COOKIE")
 
@@ -86,19 +84,9 @@ def _last_words(path: Path, show: int = 10) -> str:
     return (f"last log line: {lines[-1]!r}; " if lines else "") + f"log: {path}"
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return False
-            raise UsageError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
-    return True
-
-
 class LocalTarget:
+    needs_image = False
+
     def __init__(self, settings: Settings):
         self.settings = settings
         self.run_dir = settings.workdir.resolve() / "run"  # the server's cwd is its bundle
@@ -113,15 +101,13 @@ class LocalTarget:
         terminate(current.pid, self.settings.deploy.stop_timeout_s)
         return True
 
-    def deploy(self, env: str, bundle: Path, current: Optional[DeploymentRecord]) -> Rollout:
+    def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord]) -> Rollout:
         env_cfg = getattr(self.settings.deploy, env)
         host, port = env_cfg.host, env_cfg.port
+        bundle = release.bundle
         old = current if current is not None and self.is_running(current) else None
-        same_port = old is not None and old.url == f"http://{host}:{port}"
-        if not same_port and not _port_free(host, port):
-            key = f"deploy.{env}.port"
-            raise UsageError(f"port {port} on {host} is already in use by another program",
-                             hint=f"stop it or choose another port with {key} / MLOPS_{key.upper().replace('.', '__')}")
+        if old is None or old.url != f"http://{host}:{port}":
+            check_port(env, host, port)
         revision = (current.revision if current is not None else 0) + 1
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,79 @@
+"""The docker builder: the `docker` Python SDK against any Docker-API engine (Docker itself, or
+podman's `podman system service` socket). Insecure registries are the engine's own setting
+(Docker's `insecure-registries`, podman's registries.conf), not the client's.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..config import Settings
+from ..errors import ConfigError, StageFailed, TemporaryError
+from . import BuildRequest, registry_failure, with_retries
+
+DIGEST_LINE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+class DockerBuilder:
+    def __init__(self, settings: Settings):
+        self.cfg = settings.build
+        try:
+            import docker
+        except ImportError as exc:
+            raise ConfigError("the docker builder needs the docker package", hint="pip install docker") from exc
+        self._errors = docker.errors
+        where = self.cfg.docker_host or "DOCKER_HOST or the default socket"
+        try:
+            self.client = (docker.DockerClient(base_url=self.cfg.docker_host, timeout=int(self.cfg.timeout_s))
+                           if self.cfg.docker_host else docker.from_env(timeout=int(self.cfg.timeout_s)))
+            self.client.ping()
+        except docker.errors.DockerException as exc:
+            raise ConfigError(f"no Docker-API engine answers at {where}: {str(exc).splitlines()[0][:200]}",
+                              hint="start Docker or `podman system service`, or set build.docker_host") from None
+
+    def build(self, request: BuildRequest) -> None:
+        lines: list[str] = []
+        try:
+            for event in self.client.api.build(path=str(request.context), dockerfile="Dockerfile", tag=request.tag,
+                                               labels=request.labels, rm=True, forcerm=True, decode=True):
+                lines += [line for line in str(event.get("stream", "")).splitlines() if line.strip()]
+                if "error" in event or "errorDetail" in event:
+                    lines.append(str(event.get("error") or event["errorDetail"].get("message")))
+                    raise StageFailed("the image build failed; last lines of its log:\n" + "\n".join(lines[-15:]))
+        except self._errors.APIError as exc:
+            raise StageFailed(f"the engine refused the build: {exc.explanation or exc}") from None
+        if not self.client.images.list(name=request.tag):
+            raise StageFailed("the engine reported no image after the build; last lines of its log:\n"
+                              + "\n".join(lines[-15:]))
+
+    def push(self, tag: str) -> str:
+        registry = self.cfg.registry or tag.split("/")[0]
+        return with_retries(lambda: self._push_once(tag, registry), retries=self.cfg.retries,
+                            backoff_s=self.cfg.retry_backoff_s, what=f"push to {registry}")
+
+    def _push_once(self, tag: str, registry: str) -> str:
+        repository, _, name = tag.rpartition(":")
+        auth: dict[str, Any] | None = None
+        password = self.cfg.registry_password()
+        if self.cfg.username and password is not None:
+            auth = {"username": self.cfg.username, "password": password}
+        digest = None
+        said: list[str] = []
+        try:
+            for event in self.client.api.push(repository, tag=name, auth_config=auth, stream=True, decode=True):
+                if "error" in event or "errorDetail" in event:
+                    said.append(str(event.get("error") or event["errorDetail"].get("message")))
+                    raise registry_failure(registry, "\n".join(said))
+                status = str(event.get("status", ""))
+                said.append(status)
+                # Docker sends the digest as aux and as "TAG: digest: sha256:... size: N"; podman only the latter
+                found = DIGEST_LINE.search(status)
+                digest = (event.get("aux") or {}).get("Digest") or (found.group(1) if found else digest)
+        except self._errors.APIError as exc:
+            raise registry_failure(registry, str(exc.explanation or exc)) from None
+        except self._errors.DockerException as exc:
+            raise TemporaryError(f"lost the engine while pushing to {registry}: {exc}") from None
+        if not digest:
+            raise StageFailed(f"the engine did not report the digest of {tag} after the push")
+        return digest

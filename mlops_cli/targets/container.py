@@ -1,0 +1,123 @@
+"""The container target: the built image, pinned by digest, run with podman on this machine.
+
+Host networking only, bound to the environment's host and port (127.0.0.1 by default): the
+server's SO_REUSEPORT handover works across containers exactly as across processes, so a
+new revision takes over the port before the old container drains and stops.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from typing import Optional
+
+import httpx
+
+from ..config import Settings
+from ..errors import ConfigError, StageFailed
+from ..state import DeploymentRecord
+from ..ui import progress
+from . import Release, Rollout, check_port
+
+READY_LINE = "serving on http://"
+
+
+class ContainerTarget:
+    needs_image = True
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.podman = shutil.which(settings.deploy.podman)
+        if self.podman is None:
+            raise ConfigError(f"{settings.deploy.podman} is not installed or not on PATH",
+                              hint="install podman (Debian: apt-get install podman runc) or use deploy.target: local")
+
+    def _podman(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run([self.podman, *args], capture_output=True, text=True, timeout=timeout, check=False,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise StageFailed(f"podman {args[0]} did not finish within {timeout:g} s") from exc
+
+    def _logs(self, name: str, lines: int = 10) -> list[str]:
+        done = self._podman("logs", "--tail", str(lines), name)
+        return [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+
+    def _running(self, name: str) -> Optional[bool]:
+        done = self._podman("inspect", "--type", "container", "--format", "{{.State.Running}}", name)
+        return None if done.returncode != 0 else done.stdout.strip() == "true"
+
+    def is_running(self, current: DeploymentRecord) -> bool:
+        return bool(current.handle) and self._running(current.handle) is True
+
+    def _remove(self, name: str) -> None:
+        self._podman("stop", "--time", str(int(self.settings.deploy.stop_timeout_s)), name,
+                     timeout=self.settings.deploy.stop_timeout_s + 30)
+        self._podman("rm", "--force", name)
+
+    def stop(self, current: DeploymentRecord) -> bool:
+        if not current.handle or self._running(current.handle) is None:
+            return False
+        was_running = self._running(current.handle)
+        self._remove(current.handle)
+        return bool(was_running)
+
+    def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord]) -> Rollout:
+        if not release.image or "@sha256:" not in release.image:
+            raise StageFailed("the container target runs images pinned by digest only", hint="run `mlops build-image`")
+        env_cfg = getattr(self.settings.deploy, env)
+        host, port = env_cfg.host, env_cfg.port
+        old = current if current is not None and current.target == "container" and self.is_running(current) else None
+        if old is None or old.url != f"http://{host}:{port}":
+            check_port(env, host, port)
+        revision = (current.revision if current is not None else 0) + 1
+        name = f"mlops-{env}-{revision}-{uuid.uuid4().hex[:8]}"
+        argv = ["run", "--detach", "--name", name, "--network", "host", "--read-only",
+                "--label", f"io.mlops.env={env}", "--label", f"io.mlops.workdir={self.settings.workdir.resolve()}"]
+        if self.settings.build.insecure:
+            argv.append("--tls-verify=false")
+        if self.settings.deploy.run_as:
+            argv += ["--user", self.settings.deploy.run_as]
+        argv += [release.image, "python", "-m", "serving", "/app", "--host", host, "--port", str(port)]
+        progress(f"starting {release.image} as {name} on {host}:{port}")
+        started = self._podman(*argv, timeout=600)
+        if started.returncode != 0:
+            self._podman("rm", "--force", name)
+            last = (started.stderr or started.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise StageFailed(f"podman could not start {release.image}: {last[0]}")
+        try:
+            self._wait_ready(name, f"http://{host}:{port}")
+        except BaseException:
+            self._podman("rm", "--force", name)
+            raise
+        if old is not None:
+            progress(f"{name} is ready; draining {old.handle}")
+            self._remove(old.handle)
+        return Rollout(url=f"http://{host}:{port}", revision=revision,
+                       previous_revision=old.revision if old else None, handle=name)
+
+    def _wait_ready(self, name: str, url: str) -> None:
+        timeout = self.settings.deploy.ready_timeout_s
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = self._running(name)
+            if running is False:
+                logs = self._logs(name)
+                for line in logs:
+                    progress(f"container log | {line}")
+                raise StageFailed(f"container {name} exited during start-up; last log line: "
+                                  f"{(logs or ['(none)'])[-1]!r}")
+            if any(READY_LINE in line for line in self._logs(name, 50)):
+                try:
+                    if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        logs = self._logs(name)
+        for line in logs:
+            progress(f"container log | {line}")
+        raise StageFailed(f"container {name} did not become ready within {timeout:g} s (deploy.ready_timeout_s); "
+                          f"it was removed; last log line: {(logs or ['(none)'])[-1]!r}")

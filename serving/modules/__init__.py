@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from serving.errors import BundleError
+from serving.errors import BundleError, one_line
 from serving.modules.drift import Drift
 from serving.modules.model import ModelModule
 from serving.modules.outlier import Outlier
 from serving.modules.postprocessing import Postprocessing
 from serving.modules.preprocessing import Preprocessing
+from serving.modules.user import is_user_module, load_user_class, settings_for
 from serving.pipeline import Module, ModuleContext
 
 MODULES: dict[str, type] = {
@@ -33,9 +34,15 @@ BEFORE_MODEL = ("outlier", "drift")
 def build_modules(ctx: ModuleContext) -> list[Module]:
     """Instantiate ``spec.modules`` in order; BundleError names the first problem."""
     names = [m.name for m in ctx.spec.modules]
+    classes: list[type] = []
     for i, name in enumerate(names):
-        if name not in MODULES:
-            raise BundleError(f"spec.json: modules.{i}.name: unknown module {name!r} (known: {', '.join(MODULES)})")
+        if name in MODULES:
+            classes.append(MODULES[name])
+        elif is_user_module(name):
+            classes.append(load_user_class(ctx.bundle_dir, name, f"spec.json: modules.{i}.name"))
+        else:
+            raise BundleError(f"spec.json: modules.{i}.name: unknown module {name!r} (known: {', '.join(MODULES)}; "
+                              "or a user module by dotted path, e.g. my_modules.enrich.AddRatio)")
     if [n for n in names if n in REQUIRED_ORDER] != list(REQUIRED_ORDER):
         raise BundleError(
             f"spec.json: modules: must include {', '.join(REQUIRED_ORDER)} once each, in that order; got {names}"
@@ -47,14 +54,22 @@ def build_modules(ctx: ModuleContext) -> list[Module]:
         if name in names and not names.index("preprocessing") < names.index(name) < names.index("model"):
             raise BundleError(f"spec.json: modules: {name} must come after preprocessing and before model; got {names}")
     modules = []
-    for i, entry in enumerate(ctx.spec.modules):
-        cls = MODULES[entry.name]
+    for i, (entry, cls) in enumerate(zip(ctx.spec.modules, classes)):
         try:
-            settings = cls.Settings.model_validate(entry.settings)
+            settings = settings_for(cls, entry.settings)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
             raise BundleError(f"spec.json: modules.{i}.settings.{where}: {msg}") from None
-        modules.append(cls(ctx, settings))
+        try:
+            module = cls(ctx, settings)
+        except BundleError:
+            raise
+        except Exception as exc:
+            raise BundleError(f"spec.json: modules.{i}: {entry.name} cannot be built: "
+                              f"{type(exc).__name__}: {one_line(exc)}") from None
+        if getattr(module, "name", None) != entry.name and is_user_module(entry.name):
+            module.name = entry.name  # the label it is timed under
+        modules.append(module)
     return modules

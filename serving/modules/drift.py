@@ -75,7 +75,8 @@ class Drift:
     async def load(self) -> None:
         reference = load_reference(self.ctx.bundle_dir, self.settings.reference, "drift")
         watched = numeric_columns(self.ctx, reference, self.settings.features, "drift")
-        self.columns = np.array([c for c, _ in watched])
+        columns = [c for c, _ in watched]
+        self.columns = None if columns == list(range(len(self.ctx.spec.io.inputs))) else np.array(columns)
         self.names = [n for _, n in watched]
         per_feature = [bins(reference.levels, reference.features[n]) for n in self.names]
         self.edges = [e for e, _ in per_feature]
@@ -85,17 +86,20 @@ class Drift:
         padded = np.full((len(self.names), max(width - 1, 1)), np.inf)
         for f, e in enumerate(self.edges):
             padded[f, :len(e)] = e
-        self.padded = padded
+        self.edges_by_rank = np.ascontiguousarray(padded.T)  # (edge rank, feature); +inf pads
         self.offsets = np.arange(len(self.names)) * width
         self.counts = np.zeros(len(self.names) * width, dtype=np.int64)
         self.ctx.metrics.registry.register(self)
         self.ctx.shared["drift_report"] = self.report
 
     async def process(self, batch: Batch) -> Batch:
-        x = batch.features[:, self.columns]
+        x = batch.features if self.columns is None else batch.features[:, self.columns]
         if x.dtype != np.float64:
             x = x.astype(np.float64)
-        index = (x[:, :, None] > self.padded[None, :, :]).sum(axis=2) + self.offsets
+        index = np.empty(x.shape, dtype=np.int64)
+        index[:] = self.offsets
+        for edge in self.edges_by_rank:  # one comparison per bin edge, over every row and feature
+            index += x > edge
         self.counts += np.bincount(index.ravel(), minlength=self.counts.size)
         return batch
 

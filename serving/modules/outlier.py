@@ -65,7 +65,8 @@ class Outlier:
         s = self.settings
         reference = load_reference(self.ctx.bundle_dir, s.reference, "outlier")
         watched = numeric_columns(self.ctx, reference, s.features, "outlier")
-        self.columns = np.array([c for c, _ in watched])
+        columns = [c for c, _ in watched]
+        self.columns = None if columns == list(range(len(self.ctx.spec.io.inputs))) else np.array(columns)
         self.names = [n for _, n in watched]
         lows, highs = [], []
         for name in self.names:
@@ -101,7 +102,7 @@ class Outlier:
         return detector
 
     async def process(self, batch: Batch) -> Batch:
-        x = batch.features[:, self.columns]
+        x = batch.features if self.columns is None else batch.features[:, self.columns]
         if x.dtype != np.float64:
             x = x.astype(np.float64)
         mask = (x < self.low) | (x > self.high)

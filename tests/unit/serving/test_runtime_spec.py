@@ -93,7 +93,7 @@ def test_missing_spec(tmp_path: Path) -> None:
 
 BAD_MODULES = [
     (lambda d: d["modules"].append({"name": "shap"}),
-     "unknown module 'shap' (known: preprocessing, outlier, drift, model, postprocessing)"),
+     "unknown module 'shap' (known: preprocessing, outlier, drift, model, postprocessing; or a user module by dotted path"),
     (lambda d: d["modules"].append({"name": "drift"}), "drift must come after preprocessing and before model"),
     (lambda d: d["modules"].__setitem__(slice(1, 1), [{"name": "drift"}] * 2), "drift listed more than once"),
     (lambda d: d["modules"].insert(1, {"name": "outlier", "settings": {"method": "mad"}}),

@@ -42,6 +42,9 @@ class ImageBuilder(Protocol):
     def build(self, request: BuildRequest) -> None:
         """Build the context's Dockerfile and tag it locally; StageFailed with the log's tail on failure."""
 
+    def close(self) -> None:
+        """Release the builder's connections."""
+
     def push(self, tag: str) -> str:
         """Push the tag; return the manifest digest (`sha256:...`) the registry stored.
 

@@ -32,6 +32,9 @@ class BuildahBuilder:
             argv += ["--storage-driver", self.cfg.storage_driver]
         return argv + list(args)
 
+    def close(self) -> None:
+        """Nothing to release: every call is its own process."""
+
     def build(self, request: BuildRequest) -> None:
         args = ["bud", "--layers", "-f", str(request.context / "Dockerfile"), "-t", request.tag]
         if self.cfg.isolation:

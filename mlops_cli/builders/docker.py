@@ -6,6 +6,7 @@ podman's `podman system service` socket). Insecure registries are the engine's o
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from ..config import Settings
@@ -24,13 +25,23 @@ class DockerBuilder:
             raise ConfigError("the docker builder needs the docker package", hint="pip install docker") from exc
         self._errors = docker.errors
         where = self.cfg.docker_host or "DOCKER_HOST or the default socket"
+        self.client = None
+        socket_path = Path(self.cfg.docker_host.removeprefix("unix://")) if (self.cfg.docker_host or "").startswith("unix://") else None
+        if socket_path is not None and not socket_path.exists():
+            raise ConfigError(f"no Docker-API engine answers at {self.cfg.docker_host}: the socket does not exist",
+                              hint="start Docker or `podman system service`, or set build.docker_host")
         try:
             self.client = (docker.DockerClient(base_url=self.cfg.docker_host, timeout=int(self.cfg.timeout_s))
                            if self.cfg.docker_host else docker.from_env(timeout=int(self.cfg.timeout_s)))
             self.client.ping()
         except docker.errors.DockerException as exc:
+            self.close()
             raise ConfigError(f"no Docker-API engine answers at {where}: {str(exc).splitlines()[0][:200]}",
                               hint="start Docker or `podman system service`, or set build.docker_host") from None
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
 
     def build(self, request: BuildRequest) -> None:
         lines: list[str] = []

@@ -65,17 +65,21 @@ def run(settings: Settings) -> BuildResult:
     cfg = settings.build
     if not cfg.builder:
         return BuildResult(stage="build-image", status="skipped", message="skipped: no image builder configured")
-    builder = get_builder(cfg.builder, settings)
-    if not cfg.registry:
-        raise ConfigError("build.registry is not set", hint="set build.registry or MLOPS_BUILD__REGISTRY, e.g. artifactory.example.com/ml")
-    model = state.model
-    repository = f"{cfg.registry.rstrip('/')}/{cfg.repository or model.name}".lower()
-    tag = f"{repository}:{model.version}-{bundle.bundle_digest[:12]}"
-    context = prepare_context(Path(bundle.path), settings.workdir.resolve() / "build" / "context", cfg.timeout_s)
-    progress(f"building {tag} with {cfg.builder}")
-    builder.build(BuildRequest(context=context, tag=tag, labels=labels(model, bundle, settings)))
-    progress(f"pushing {tag}")
-    digest = builder.push(tag)
+    builder = get_builder(cfg.builder, settings)  # an unknown or missing builder is named first
+    try:
+        if not cfg.registry:
+            raise ConfigError("build.registry is not set",
+                              hint="set build.registry or MLOPS_BUILD__REGISTRY, e.g. artifactory.example.com/ml")
+        model = state.model
+        repository = f"{cfg.registry.rstrip('/')}/{cfg.repository or model.name}".lower()
+        tag = f"{repository}:{model.version}-{bundle.bundle_digest[:12]}"
+        context = prepare_context(Path(bundle.path), settings.workdir.resolve() / "build" / "context", cfg.timeout_s)
+        progress(f"building {tag} with {cfg.builder}")
+        builder.build(BuildRequest(context=context, tag=tag, labels=labels(model, bundle, settings)))
+        progress(f"pushing {tag}")
+        digest = builder.push(tag)
+    finally:
+        builder.close()
     if not digest.startswith("sha256:"):
         raise StageFailed(f"the registry returned no digest for {tag} (got {digest!r})")
     state.image = ImageRecord(reference=f"{repository}@{digest}", repository=repository, tag=tag, digest=digest,

@@ -45,6 +45,13 @@ class ContainerTarget:
         done = self._podman("logs", "--tail", str(lines), name)
         return [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
 
+    def _show_logs(self, name: str) -> str:
+        """Show the container's last log lines as progress; return the last one."""
+        logs = self._logs(name) or ["(the server logged nothing)"]
+        for line in logs:
+            progress(f"container log | {line}")
+        return logs[-1]
+
     def _running(self, name: str) -> Optional[bool]:
         done = self._podman("inspect", "--type", "container", "--format", "{{.State.Running}}", name)
         return None if done.returncode != 0 else done.stdout.strip() == "true"
@@ -104,11 +111,7 @@ class ContainerTarget:
         while time.monotonic() < deadline:
             running = self._running(name)
             if running is False:
-                logs = self._logs(name)
-                for line in logs:
-                    progress(f"container log | {line}")
-                raise StageFailed(f"container {name} exited during start-up; last log line: "
-                                  f"{(logs or ['(none)'])[-1]!r}")
+                raise StageFailed(f"container {name} exited during start-up; last log line: {self._show_logs(name)!r}")
             if any(READY_LINE in line for line in self._logs(name, 50)):
                 try:
                     if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
@@ -116,8 +119,5 @@ class ContainerTarget:
                 except httpx.HTTPError:
                     pass
             time.sleep(0.2)
-        logs = self._logs(name)
-        for line in logs:
-            progress(f"container log | {line}")
         raise StageFailed(f"container {name} did not become ready within {timeout:g} s (deploy.ready_timeout_s); "
-                          f"it was removed; last log line: {(logs or ['(none)'])[-1]!r}")
+                          f"it was removed; last log line: {self._show_logs(name)!r}")

@@ -1,10 +1,11 @@
 """The ASGI app: ``create_app(spec, bundle_dir, registry)``; nothing is built at import time.
 
-Routes (docs/bundle.md): ``POST /v1/predict``, ``GET /v1/schema``, ``GET /health/live``,
-``GET /health/ready``, ``GET /metrics``. The model is loaded by the app's lifespan startup, so
-a server that runs the lifespan before listening (uvicorn does) never answers before the model
-is verified. Routes are plain Starlette routes and the predict body is read and decoded by the
-pipeline, not by FastAPI/pydantic (speed).
+Routes (docs/bundle.md): ``POST /v1/predict``, ``GET /v1/schema``, ``GET /v1/drift``,
+``GET /openapi.json``, ``GET /health/live``, ``GET /health/ready``, ``GET /metrics``. The model
+is loaded by the app's lifespan startup (which then starts the batcher), so a server that runs
+the lifespan before listening (uvicorn does) never answers before the model is verified.
+``POST /v1/predict`` is a plain ASGI endpoint served ahead of Starlette's stack
+(:mod:`serving.asgi`); its body is decoded by the chain, not by FastAPI/pydantic (speed).
 """
 
 from __future__ import annotations

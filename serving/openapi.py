@@ -18,9 +18,22 @@ def _json_body(ref: str) -> dict[str, Any]:
 
 def _row_schemas(spec: Spec) -> tuple[dict[str, Any], dict[str, Any]]:
     fields = spec.io.inputs
-    properties = {f.name: ({**_TYPES[f.type], "nullable": True} if not f.required else _TYPES[f.type]) for f in fields}
+    pre = next((m.settings for m in spec.modules if m.name == "preprocessing"), {})
+    keys = {name: key for key, name in pre.get("rename", {}).items()}
+    categories = pre.get("categories", {})
+
+    def prop(f: Any) -> dict[str, Any]:
+        schema = dict(_TYPES[f.type])
+        if f.name in categories:
+            schema["enum"] = list(categories[f.name])
+        if not f.required:
+            schema["nullable"] = True
+        return schema
+
+    properties = {keys.get(f.name, f.name): prop(f) for f in fields}
+    properties.update({key: {"description": "accepted and ignored"} for key in pre.get("ignore", [])})
     as_object = {"type": "object", "properties": properties, "additionalProperties": False,
-                 "required": [f.name for f in fields if f.required]}
+                 "required": [keys.get(f.name, f.name) for f in fields if f.required]}
     kinds = [_TYPES[t] for t in dict.fromkeys(f.type for f in fields)]
     as_list = {"type": "array", "minItems": len(fields), "maxItems": len(fields),
                "description": "values in schema order: " + ", ".join(f.name for f in fields),

@@ -106,13 +106,18 @@ def decode_instances(body: bytes) -> list[Any]:
 
 
 class InstanceValidator:
-    """Checks rows against the input schema and builds the model's 2-D array."""
+    """Checks rows against the input schema and builds the model's 2-D array.
 
-    def __init__(self, inputs: list[InputSpec]):
-        self.fields = [(f.name, CHECKS[f.type], f.required, f.default) for f in inputs]
-        self.names = {f.name for f in inputs}
+    ``keys`` ({input name: request key}) renames features in object rows; request keys in
+    ``ignore`` are accepted in object rows and dropped."""
+
+    def __init__(self, inputs: list[InputSpec], keys: dict[str, str] | None = None, ignore: Any = ()):
+        keys = keys or {}
+        self.fields = [(keys.get(f.name, f.name), CHECKS[f.type], f.required, f.default) for f in inputs]
+        self.names = {spec[0] for spec in self.fields}
+        self.ignore = frozenset(ignore)
         self.dtype = np.float64 if all(f.type != "string" for f in inputs) else object
-        self._order = ", ".join(f.name for f in inputs)
+        self._order = ", ".join(spec[0] for spec in self.fields)
 
     def to_array(self, instances: list[Any]) -> np.ndarray:
         rows = [self.row(i, row) for i, row in enumerate(instances)]
@@ -138,7 +143,7 @@ class InstanceValidator:
 
     def _from_object(self, index: int, row: dict[str, Any]) -> list[Any]:
         for key in row:
-            if key not in self.names:
+            if key not in self.names and key not in self.ignore:
                 raise InvalidInstance(f"instance {index}: unknown feature {key!r} (inputs: {self._order})")
         return [self._value(index, spec, row.get(spec[0], _MISSING)) for spec in self.fields]
 

@@ -16,17 +16,45 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from serving.errors import ServingError
+from serving.errors import BundleError, InvalidInstance, ServingError
 from serving.modules.instances import InstanceValidator, decode_instances
 from serving.pipeline import Batch, ModuleContext
 
 
 class Settings(BaseModel):
-    """Preprocessing takes no settings yet; unknown keys are refused."""
+    """``rename``: {request key: input name}, for object rows whose keys are not the input names
+    (the request key replaces the name); ``ignore``: request keys accepted in object rows and
+    dropped; ``categories``: {string input: [values]}, each value encoded as its position (a
+    float), so the model gets a float64 array; a value not listed answers 422."""
 
     model_config = ConfigDict(extra="forbid")
+    rename: dict[str, str] = Field(default_factory=dict)
+    ignore: list[str] = Field(default_factory=list)
+    categories: dict[str, list[StrictStr]] = Field(default_factory=dict)
+
+
+def _check(settings: Settings, inputs: list[Any]) -> None:
+    types = {f.name: f.type for f in inputs}
+    for key, name in settings.rename.items():
+        if name not in types:
+            raise BundleError(f"preprocessing.rename: {name!r} is not an input")
+    targets = list(settings.rename.values())
+    if len(set(targets)) != len(targets):
+        raise BundleError("preprocessing.rename: two request keys name the same input")
+    keys = [next((k for k, v in settings.rename.items() if v == n), n) for n in types]
+    clash = sorted(set(keys) & set(settings.ignore))
+    if len(set(keys)) != len(keys) or clash:
+        raise BundleError(f"preprocessing: request keys must be unique and not ignored: {clash or keys}")
+    for name, values in settings.categories.items():
+        if types.get(name) != "string":
+            raise BundleError(f"preprocessing.categories: {name!r} is not a string input")
+        if not values or len(set(values)) != len(values):
+            raise BundleError(f"preprocessing.categories.{name}: needs distinct values")
+        field = next(f for f in inputs if f.name == name)
+        if not field.required and field.default not in values:
+            raise BundleError(f"preprocessing.categories.{name}: the default {field.default!r} is not a category")
 
 
 _NUMBERS = frozenset({float, int})
@@ -43,11 +71,17 @@ class Preprocessing:
     Settings = Settings
 
     def __init__(self, ctx: ModuleContext, settings: Settings):
-        self.validator = InstanceValidator(ctx.spec.io.inputs)
         inputs = ctx.spec.io.inputs
+        _check(settings, inputs)
+        keys = {name: key for key, name in settings.rename.items()}
+        self.validator = InstanceValidator(inputs, keys, settings.ignore)
         self.fast = all(f.type == "number" and f.required for f in inputs)
-        self.names = [f.name for f in inputs]
+        self.names = [keys.get(f.name, f.name) for f in inputs]
         self.width = len(inputs)
+        self.encode = [(i, f.name, {v: float(j) for j, v in enumerate(settings.categories[f.name])})
+                       for i, f in enumerate(inputs) if f.name in settings.categories]
+        encoded = {name for _, name, _ in self.encode}
+        self.dtype = np.float64 if all(f.type != "string" or f.name in encoded for f in inputs) else object
 
     async def load(self) -> None:
         return None
@@ -77,7 +111,20 @@ class Preprocessing:
             rows = self._quick(instances)
             if rows is not None:
                 return rows, True
-        return [self.validator.row(i, row) for i, row in enumerate(instances)], False
+        rows = [self.validator.row(i, row) for i, row in enumerate(instances)]
+        if self.encode:
+            self._encode(rows)
+        return rows, False
+
+    def _encode(self, rows: list[list[Any]]) -> None:
+        for index, row in enumerate(rows):
+            for column, name, codes in self.encode:
+                code = codes.get(row[column])
+                if code is None:
+                    known = ", ".join(map(repr, list(codes)[:10]))
+                    raise InvalidInstance(f"instance {index}, feature {name!r}: unknown category "
+                                          f"{row[column]!r} (known: {known})")
+                row[column] = code
 
     async def process(self, batch: Batch) -> Batch:
         rows: list[list[Any]] = []
@@ -100,7 +147,7 @@ class Preprocessing:
             if not finite:  # rare: find the requests at fault with the exact message
                 return self._recheck(batch)
         else:
-            features = np.array(rows, dtype=self.validator.dtype) if rows else np.empty((0, self.width))
+            features = np.array(rows, dtype=self.dtype) if rows else np.empty((0, self.width))
         batch.features = features
         return batch
 
@@ -111,10 +158,12 @@ class Preprocessing:
                 continue
             try:
                 mine = [self.validator.row(j, row) for j, row in enumerate(decode_instances(body))]
+                if self.encode:
+                    self._encode(mine)
             except ServingError as exc:
                 batch.fail(i, exc)
                 mine = []
             batch.spans[i] = (len(rows), len(rows) + len(mine))
             rows.extend(mine)
-        batch.features = np.array(rows, dtype=self.validator.dtype) if rows else np.empty((0, self.width))
+        batch.features = np.array(rows, dtype=self.dtype) if rows else np.empty((0, self.width))
         return batch

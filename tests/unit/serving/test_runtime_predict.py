@@ -121,6 +121,10 @@ async def test_a_model_failing_at_predict_is_a_json_500(tmp_path: Path, served) 
     bundle = write_bundle(tmp_path, FAILING, class_name="Broken", outputs=[{"name": "label", "type": "string"}])
     async with served(bundle) as s:
         r = await s.client.post("/v1/predict", json={"instances": [IRIS_ROWS[0]]})
+        counted = s.registry.get_sample_value("mlops_http_requests_total",
+                                              {"route": "/v1/predict", "method": "POST", "status": "500"})
+        assert (await s.client.get("/health/ready")).status_code == 200  # still serving
+    assert counted == 1
     assert r.status_code == 500
     assert r.json() == {"error": {"code": "prediction_failed", "message": "model failed to predict: RuntimeError: weights missing"}}
 

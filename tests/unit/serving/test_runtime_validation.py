@@ -4,6 +4,7 @@ instance index and the feature; JSON error bodies, never a traceback."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,64 @@ async def test_unknown_route_and_wrong_method_are_json(iris) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     wrong = await iris.client.get("/v1/predict")
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+ENCODED = '''
+import numpy as np
+
+class Sum:
+    """Regression: the sum of the (encoded) inputs; records the array's dtype."""
+    def __init__(self):
+        self.dtypes = []
+
+    def predict(self, X):
+        self.dtypes.append(X.dtype)
+        return X.sum(axis=1)
+'''
+
+
+async def test_rename_ignore_and_categories(tmp_path: Path, served) -> None:
+    schema_inputs = [{"name": "size", "type": "number", "required": True, "default": None},
+                     {"name": "colour", "type": "string", "required": False, "default": "red"}]
+    settings = {"preprocessing": {"rename": {"Size (cm)": "size"}, "ignore": ["id"],
+                                  "categories": {"colour": ["red", "green", "blue"]}}}
+    bundle = write_bundle(tmp_path, ENCODED, class_name="Sum", task="regression", inputs_=schema_inputs,
+                          settings=settings)
+    async with served(bundle) as s:
+        ok = await s.client.post("/v1/predict", json={"instances": [
+            {"Size (cm)": 2.0, "colour": "blue", "id": 7}, {"Size (cm)": 1.0}, [5.0, "green"]]})
+        old_name = await s.client.post("/v1/predict", json={"instances": [{"size": 2.0}]})
+        unknown = await s.client.post("/v1/predict", json={"instances": [[1.0, "red"], [1.0, "pink"]]})
+        doc = (await s.client.get("/openapi.json")).json()
+        model = s.app.state.pipeline.modules[1].estimator
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == {"predictions": [{"prediction": 4.0}, {"prediction": 1.0}, {"prediction": 6.0}]}
+    assert model.dtypes == [np.dtype(np.float64)]
+    assert old_name.status_code == 422 and "unknown feature 'size'" in old_name.json()["error"]["message"]
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["message"] == (
+        "instance 1, feature 'colour': unknown category 'pink' (known: 'red', 'green', 'blue')")
+    row = doc["components"]["schemas"]["PredictRequest"]["properties"]["instances"]["items"]["oneOf"][0]
+    assert list(row["properties"]) == ["Size (cm)", "colour", "id"] and row["required"] == ["Size (cm)"]
+    assert row["properties"]["colour"]["enum"] == ["red", "green", "blue"]
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"rename": {"a": "nope"}}, "preprocessing.rename: 'nope' is not an input"),
+    ({"categories": {"size": ["x"]}}, "preprocessing.categories: 'size' is not a string input"),
+    ({"categories": {"colour": ["green"]}}, "preprocessing.categories.colour: the default 'red' is not a category"),
+    ({"ignore": ["size"]}, "request keys must be unique and not ignored: ['size']"),
+])
+def test_bad_preprocessing_settings_are_refused(tmp_path: Path, settings: dict, expected: str) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from serving.app import create_app
+    from serving.errors import BundleError
+    from serving.spec import load_spec
+
+    schema_inputs = [{"name": "size", "type": "number", "required": True, "default": None},
+                     {"name": "colour", "type": "string", "required": False, "default": "red"}]
+    bundle = write_bundle(tmp_path, ENCODED, class_name="Sum", task="regression", inputs_=schema_inputs,
+                          settings={"preprocessing": settings})
+    with pytest.raises(BundleError, match=re.escape(expected)):
+        create_app(load_spec(bundle), bundle, CollectorRegistry())

@@ -9,7 +9,8 @@ import pytest
 
 from helpers import read_state, register_iris
 from imagetools import image_layers, manifest_digest, podman
-from mlops_cli.stages import assemble_server, build_image, deploy_test, rolling_update, smoke_test, validate_model
+from mlops_cli import pipeline
+from mlops_cli.stages import assemble_server, build_image, validate_model
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +48,9 @@ def test_build_push_run_and_a_model_only_rebuild(builder, make_settings, setting
     name, build_extra = builder
     first = image_settings(make_settings, settings, name, registry, base_image, build=build_extra,
                            model=register_iris(settings, iris_artifact))
-    for stage in (validate_model, assemble_server, build_image, deploy_test, smoke_test, rolling_update):
-        stage.run(first)
+    result = pipeline.run(first)  # all seven stages, as `mlops pipeline run` runs them
+    assert result.passed, result.error
+    assert [row.status for row in result.stages] == ["passed"] * 7
     state = read_state(settings.workdir)
     image = state["image"]
     repository = f"iris-{name}"

@@ -22,7 +22,7 @@ from .base import StageResult, stage
 from .validate_model import metadata_digest
 
 CONTAINER_PORT = 8080
-RUNTIME_REQUIREMENTS = ("fastapi", "uvicorn", "prometheus-client", "numpy", "joblib")
+RUNTIME_REQUIREMENTS = ("fastapi", "uvicorn", "httptools", "uvloop", "orjson", "prometheus-client", "numpy", "joblib")
 FRAMEWORK_REQUIREMENTS = {"sklearn": ("scikit-learn",), "python": ()}
 
 
@@ -45,6 +45,12 @@ def _requirements(framework: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _monitorable(meta: ModelMetadata) -> bool:
+    """Outlier and drift monitoring need reference statistics of at least one numeric input."""
+    stats = (meta.reference or {}).get("features", {})
+    return any(f.type in ("number", "integer") and "quantiles" in stats.get(f.name, {}) for f in meta.schema_.inputs)
+
+
 def build_spec(meta: ModelMetadata, settings: Settings) -> dict[str, Any]:
     """The server spec (docs/bundle.md): which modules run, in what order, with what settings."""
     return {
@@ -56,6 +62,7 @@ def build_spec(meta: ModelMetadata, settings: Settings) -> dict[str, Any]:
         "schema": meta.schema_.model_dump(mode="json"),
         "modules": [
             {"name": "preprocessing", "settings": {}},
+            *([{"name": "outlier", "settings": {}}, {"name": "drift", "settings": {}}] if _monitorable(meta) else []),
             {"name": "model", "settings": {}},
             {"name": "postprocessing", "settings": {"labels": meta.labels} if meta.labels else {}},
         ],

@@ -118,6 +118,11 @@ class InstanceValidator:
         self.ignore = frozenset(ignore)
         self.dtype = np.float64 if all(f.type != "string" for f in inputs) else object
         self._order = ", ".join(spec[0] for spec in self.fields)
+        # A list row may leave out trailing optional inputs: a model that adds an optional input at
+        # the end keeps the clients that send lists working.
+        self.min_width = len(self.fields)
+        while self.min_width and not self.fields[self.min_width - 1][2]:
+            self.min_width -= 1
 
     def to_array(self, instances: list[Any]) -> np.ndarray:
         rows = [self.row(i, row) for i, row in enumerate(instances)]
@@ -134,12 +139,15 @@ class InstanceValidator:
         )
 
     def _from_list(self, index: int, row: list[Any]) -> list[Any]:
-        if len(row) != len(self.fields):
+        if not self.min_width <= len(row) <= len(self.fields):
+            expected = (f"{len(self.fields)}" if self.min_width == len(self.fields)
+                        else f"{self.min_width} to {len(self.fields)}")
             raise InvalidInstance(
-                f"instance {index}: expected {len(self.fields)} values in schema order "
+                f"instance {index}: expected {expected} values in schema order "
                 f"({self._order}), got {len(row)}"
             )
-        return [self._value(index, spec, value) for spec, value in zip(self.fields, row)]
+        padded = row + [_MISSING] * (len(self.fields) - len(row))
+        return [self._value(index, spec, value) for spec, value in zip(self.fields, padded)]
 
     def _from_object(self, index: int, row: dict[str, Any]) -> list[Any]:
         for key in row:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -25,13 +26,11 @@ def test_assemble_needs_a_validated_model(settings):
 
 def test_bundle_is_self_contained(validated, iris_artifact):
     result = assemble_server.run(validated)
-    bundle = result.bundle_path
-    from pathlib import Path
-    bundle = Path(bundle)
+    bundle = Path(result.bundle_path)
     spec = json.loads((bundle / "spec.json").read_text())
     assert spec["model"]["sha256"] == sha256_file(bundle / spec["model"]["artifact"]) == sha256_file(iris_artifact)
-    assert [m["name"] for m in spec["modules"]] == ["preprocessing", "model", "postprocessing"]
-    assert spec["modules"][2]["settings"]["labels"] == ["setosa", "versicolor", "virginica"]
+    assert [m["name"] for m in spec["modules"]] == ["preprocessing", "outlier", "drift", "model", "postprocessing"]
+    assert spec["modules"][4]["settings"]["labels"] == ["setosa", "versicolor", "virginica"]
     assert (bundle / "serving" / "__main__.py").is_file()
     assert not list(bundle.rglob("__pycache__"))
     reqs = (bundle / "requirements.txt").read_text().splitlines()
@@ -42,9 +41,16 @@ def test_bundle_is_self_contained(validated, iris_artifact):
     assert "pip install --no-index" in dockerfile  # no network during the build
     final = dockerfile[dockerfile.rindex("FROM python:3.11-slim\n"):]  # the final stage
     assert final.index("COPY --from=deps") < final.index("COPY --from=app")  # dependency layer first
-    assert f'io.mlops.model.sha256="{spec["model"]["sha256"]}"' in dockerfile
+    assert dockerfile.rstrip().endswith("COPY --from=app --chown=1001:0 /app/ /app/")  # the model layer last
     assert json.loads((bundle / "examples.json").read_text())[0]["instances"]
     assert not any("mlops_cli" in p.read_text() for p in (bundle / "serving").rglob("*.py"))
+
+
+def test_no_reference_statistics_no_monitoring_modules(settings, make_settings, iris_artifact):
+    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact, reference=None))
+    validate_model.run(s)
+    spec = json.loads((Path(assemble_server.run(s).bundle_path) / "spec.json").read_text())
+    assert [m["name"] for m in spec["modules"]] == ["preprocessing", "model", "postprocessing"]
 
 
 def test_same_content_gives_the_same_bundle(validated):

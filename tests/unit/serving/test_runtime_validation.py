@@ -219,3 +219,15 @@ def test_bad_preprocessing_settings_are_refused(tmp_path: Path, settings: dict, 
                           settings={"preprocessing": settings})
     with pytest.raises(BundleError, match=re.escape(expected)):
         create_app(load_spec(bundle), bundle, CollectorRegistry())
+
+
+def test_list_rows_may_leave_out_trailing_optional_inputs() -> None:
+    validator = InstanceValidator([InputSpec(name="a", type="number"),
+                                   InputSpec(name="b", type="number", required=False, default=0.5),
+                                   InputSpec(name="c", type="string", required=False, default="n/a")])
+    assert validator.row(0, [1.0]) == [1.0, 0.5, "n/a"]
+    assert validator.row(0, [1.0, 2.0]) == [1.0, 2.0, "n/a"]
+    assert validator.row(0, [1.0, 2.0, "x"]) == [1.0, 2.0, "x"]
+    for short_or_long in ([], [1.0, 2.0, "x", 4]):
+        with pytest.raises(InvalidInstance, match=r"expected 1 to 3 values in schema order \(a, b, c\)"):
+            validator.row(0, short_or_long)

@@ -1,6 +1,6 @@
 """Image figures with real tools: cold build, model-only rebuild + push, image size over the base.
 
-Starts Debian's docker-registry on 127.0.0.1 and uses buildah with a fresh vfs storage in a
+Starts Debian's docker-registry on 127.0.0.1 and uses buildah with a fresh overlay storage in a
 temp dir (so the first build is cold), the debootstrap base image (its rootfs tarball cached in
 ~/.cache/mlops), and the demo iris model; then retrains with other hyper-parameters and rebuilds.
 Needs root, buildah, podman, runc, docker-registry, debootstrap. Run: python bench/build_image.py
@@ -78,16 +78,16 @@ def main() -> None:
     from mlops_cli.state import State
 
     ui.set_quiet(True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         tmp = Path(tmp)
         (tmp / "containers.conf").write_text('[engine]\nruntime = "runc"\n')
-        (tmp / "storage.conf").write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{tmp / "graph"}"\n'
+        (tmp / "storage.conf").write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{tmp / "graph"}"\n'
                                           f'runroot = "{tmp / "run"}"\n')
         os.environ.update(CONTAINERS_CONF=str(tmp / "containers.conf"), CONTAINERS_STORAGE_CONF=str(tmp / "storage.conf"))
         registry_proc, registry = start_registry(tmp)
         try:
             flags = {"workdir": tmp / "work", "assemble": {"base_image": "localhost/mlops-python-base:bookworm"},
-                     "build": {"builder": "buildah", "registry": registry, "insecure": True, "storage_driver": "vfs",
+                     "build": {"builder": "buildah", "registry": registry, "insecure": True, "storage_driver": "overlay",
                                "isolation": "chroot"}}
             settings = load_settings(None, flags, environ={})
             build_base_image(settings, cache_dir=Path.home() / ".cache" / "mlops")

@@ -76,7 +76,7 @@ def _invalid_requests(instance: Any, inputs: list[dict[str, Any]]) -> dict[str, 
     probes = {
         "malformed JSON": b'{"instances": [',
         "no instances": b'{"instances": []}',
-        "wrong feature count": json.dumps({"instances": [[row[n] for n in names][:-1]]}).encode(),
+        "wrong feature count": json.dumps({"instances": [[row[n] for n in names] + [row[names[-1]]]]}).encode(),
         f"wrong type for {first['name']!r}": json.dumps({"instances": [{**row, first["name"]: wrong}]}).encode(),
         "unknown feature": json.dumps({"instances": [{**row, "__not_a_feature__": 1}]}).encode(),
     }

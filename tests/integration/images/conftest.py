@@ -1,5 +1,5 @@
 """Real container tooling, started by fixtures: a Docker Registry v2 on 127.0.0.1, buildah and
-podman on their own storage (vfs, cached between runs under ~/.cache/mlops-tests), runc, and a
+podman on their own storage (overlay, cached between runs under ~/.cache/mlops-tests), runc, and a
 Python base image made with debootstrap (no Docker Hub)."""
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from imagetools import BASE_IMAGE, CACHE
 
 @pytest.fixture(scope="session")
 def container_env(tmp_path_factory):
-    """containers.conf (runc, limits this machine permits), storage.conf (vfs) for buildah and podman."""
+    """containers.conf (runc, limits this machine permits), storage.conf (overlay) for buildah and podman."""
     for tool in ("buildah", "podman", "runc", "debootstrap", "docker-registry"):
         require_tool(tool)
     conf = tmp_path_factory.mktemp("containers")
     (conf / "containers.conf").write_text(
         '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n')
     (conf / "storage.conf").write_text(
-        f'[storage]\ndriver = "vfs"\ngraphroot = "{CACHE / "storage"}"\nrunroot = "{conf / "run"}"\n')
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{CACHE / "storage-overlay"}"\nrunroot = "{conf / "run"}"\n')
     (conf / "registries.conf").write_text('unqualified-search-registries = []\n')
     env = {"CONTAINERS_CONF": str(conf / "containers.conf"), "CONTAINERS_STORAGE_CONF": str(conf / "storage.conf"),
            "CONTAINERS_REGISTRIES_CONF": str(conf / "registries.conf")}

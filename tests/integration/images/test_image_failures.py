@@ -15,7 +15,7 @@ SLOW_MODEL = "import time\n\nclass Slow:\n    def __init__(self):\n        time.
 
 
 def assembled(make_settings, settings, artifact, base_image, build=None, **register):
-    build_cfg = {"builder": "buildah", "registry": "127.0.0.1:1", "insecure": True, "storage_driver": "vfs",
+    build_cfg = {"builder": "buildah", "registry": "127.0.0.1:1", "insecure": True, "storage_driver": "overlay",
                  "isolation": "chroot", "retries": 1, "retry_backoff_s": 0.1, **(build or {})}
     s = make_settings(workdir=settings.workdir, model=register_iris(settings, artifact, **register), build=build_cfg,
                       assemble={"base_image": base_image},

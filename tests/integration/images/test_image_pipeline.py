@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def image_settings(make_settings, settings, builder: str, registry: str, base_image: str, **extra):
     build = {"builder": builder, "registry": registry, "insecure": True, "repository": f"iris-{builder}"}
     if builder == "buildah":
-        build.update(storage_driver="vfs", isolation="chroot")
+        build.update(storage_driver="overlay", isolation="chroot")
     build.update(extra.pop("build", {}))
     return make_settings(workdir=settings.workdir, build=build, assemble={"base_image": base_image},
                          deploy={**settings.deploy.model_dump(mode="json"), "target": "container",

@@ -124,6 +124,7 @@ class ModelModule:
             raise BundleError("model.label_from_proba needs a classification model with 'probability' in schema.outputs")
         self.fast_config: Any = None
         self.estimator: Any = None
+        self.scaling = ctx.shared.get("model_input_scaling")  # preprocessing.scale, applied here
 
     async def load(self) -> None:
         spec = self.ctx.spec
@@ -156,6 +157,8 @@ class ModelModule:
         log.info("loaded model %s version %s (%s, sha256 %s…)", m.name, m.version, m.framework, m.sha256[:12])
 
     def _predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.scaling is not None:
+            features = self.scaling(features)
         try:
             with np.errstate(all="ignore"), (self.fast_config() if self.fast_config else contextlib.nullcontext()):
                 # extreme inputs: non-finite outputs are refused per instance by postprocessing

@@ -65,6 +65,11 @@ def test_build_push_run_and_a_model_only_rebuild(builder, make_settings, setting
     assert config["User"] == "1000950000:0"  # runs as OpenShift would, an arbitrary UID in group 0
     labels = config["Labels"]
     assert labels["io.mlops.model.sha256"] == state["model"]["sha256"]
+    # nothing the server does not need: no pip, no packages' test suites (the model answered without them)
+    leftovers = podman("run", "--rm", "--network", "none", image["tag"], "python", "-c",
+                       "import glob, importlib.util as u; print(u.find_spec('pip'), "
+                       "len(glob.glob('/opt/venv/lib/python3*/site-packages/*/**/tests', recursive=True)))")
+    assert leftovers.stdout.split() == ["None", "0"], leftovers.stdout
     assert labels["org.opencontainers.image.version"] == "1" and labels["org.opencontainers.image.created"]
 
     # Change only the model: only the layer holding the model (and its spec) may change.

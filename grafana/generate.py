@@ -149,9 +149,10 @@ def service() -> dict:
     b.panel("heatmap", "Predicted values (regression)", [(
         f"sum by (le) (increase(mlops_prediction_value_bucket{{{SEL}}}[{RATE}]))", "{{le}}")],
         calculate=False, yAxis={"unit": "short"})
-    b.panel("timeseries", "Mean predicted value (regression)", [(
-        f"sum by (job) (rate(mlops_prediction_value_sum{{{SEL}}}[{RATE}])) / sum by (job) "
-        f"(rate(mlops_prediction_value_count{{{SEL}}}[{RATE}]))", "{{job}}")])
+    # no _sum: prometheus-client leaves it out of histograms with negative buckets (the default ones)
+    b.panel("timeseries", "Predicted value quantiles (regression)", [
+        (f"histogram_quantile({q}, sum by (job, le) (rate(mlops_prediction_value_bucket{{{SEL}}}[{RATE}])))",
+         f"p{int(q * 100)} {{{{job}}}}") for q in (0.1, 0.5, 0.9)])
     return dashboard("mlops-service", "mlops / Service", b,
                      "Request rate, errors, latency, in-flight requests, replicas, module times, batches and "
                      "the prediction distribution of mlops model services.")

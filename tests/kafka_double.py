@@ -16,16 +16,21 @@ down); `start()` listens again on the same port. Anything else it is sent closes
 from __future__ import annotations
 
 import json
+import random
 import socket
 import struct
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from kafka.protocol.metadata.api_versions import ApiVersionsRequest, ApiVersionsResponse
-from kafka.protocol.metadata.metadata import MetadataRequest, MetadataResponse
-from kafka.protocol.producer.produce import ProduceRequest, ProduceResponse
-from kafka.record import MemoryRecords
+import warnings
+
+with warnings.catch_warnings():  # kafka-python 3.0 loads its schemas with importlib.resources.read_text,
+    warnings.simplefilter("ignore", DeprecationWarning)  # deprecated on Python 3.11-3.12 (not ours to fix)
+    from kafka.protocol.metadata.api_versions import ApiVersionsRequest, ApiVersionsResponse
+    from kafka.protocol.metadata.metadata import MetadataRequest, MetadataResponse
+    from kafka.protocol.producer.produce import ProduceRequest, ProduceResponse
+    from kafka.record import MemoryRecords
 
 NODE_ID = 1
 SUPPORTED = {  # api key -> (request, response, min version, max version)
@@ -63,9 +68,20 @@ class KafkaBrokerDouble:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> "KafkaBrokerDouble":
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
+        """Listen (again, on the same port after a stop). The port is chosen below the ephemeral range:
+        a client that keeps reconnecting to a local ephemeral port while nothing listens there can end
+        up connected to itself (TCP simultaneous open) and hold the port."""
+        for attempt in range(50):
+            port = self.port or random.randrange(20000, 32000)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                sock.close()
+                if self.port or attempt == 49:
+                    raise
         sock.listen(16)
         self.port = sock.getsockname()[1]
         self._listener = sock
@@ -75,6 +91,10 @@ class KafkaBrokerDouble:
     def stop(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(): the port is free
+            except OSError:
+                pass
             listener.close()
         with self._lock:
             conns, self._conns = self._conns, set()

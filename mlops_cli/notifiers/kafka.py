@@ -40,8 +40,10 @@ def producer_config(cfg: "KafkaSettings") -> dict[str, Any]:
         "acks": "all",
         "retries": 0,  # the caller (notify, the relay's queue) retries with backoff
         "enable_idempotence": False,  # with retries 0 it adds nothing but a round trip
+        "bootstrap_timeout_ms": timeout_ms,  # the first connection, when the producer is made
         "max_block_ms": timeout_ms,  # waiting for metadata when the brokers are unreachable
         "request_timeout_ms": timeout_ms,
+        "delivery_timeout_ms": timeout_ms + 1000,  # at least request_timeout_ms + linger_ms
         "reconnect_backoff_max_ms": 1000,
         "security_protocol": cfg.security_protocol,
     }
@@ -93,7 +95,7 @@ class KafkaNotifier:
             try:
                 future = self._producer.send(self.topic, value=value, key=key,
                                              headers=[("kind", note.kind.encode()), ("severity", note.severity.encode())])
-                future.get(timeout=self.cfg.timeout_s)
+                future.get(timeout=self.cfg.timeout_s * 2 + 1)
             except AuthorizationError as exc:
                 self._reset()
                 raise DeliveryError(f"kafka refused topic {self.topic}: {type(exc).__name__}", retryable=False) from None

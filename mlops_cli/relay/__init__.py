@@ -65,6 +65,7 @@ def run(settings: "Settings") -> None:
 
     app, notifiers, queue = build(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # its connection chatter; our lines say what failed
     pending = {name: queue.depth(name) for name in notifiers}
     logging.getLogger("mlops.relay").info(
         "relaying to %s on %s:%d (queue %s, waiting: %s)", ", ".join(notifiers), settings.relay.host,
@@ -73,9 +74,18 @@ def run(settings: "Settings") -> None:
         config = uvicorn.Config(app, host=settings.relay.host, port=settings.relay.port, log_level="warning",
                                 access_log=False, lifespan="on")
         server = uvicorn.Server(config)
-        server.run()
+        try:
+            server.run()
+        except KeyboardInterrupt:  # uvicorn re-raises SIGTERM/SIGINT once it has shut down: a normal stop
+            if not server.started:
+                raise
+        except SystemExit:  # uvicorn exits (3) when it cannot bind; its own log line says why
+            if server.started:
+                raise
         if not server.started:
             raise ConfigError(f"the relay could not listen on {settings.relay.host}:{settings.relay.port}")
+        logging.getLogger("mlops.relay").info("stopped; waiting on disk: %s", ", ".join(
+            f"{name} {queue.depth(name)}" for name in notifiers))
     finally:
         for notifier in notifiers.values():
             close = getattr(notifier, "close", None)

@@ -105,7 +105,7 @@ class Worker:
                 depth = self.queue.depth(self.name)
                 if self.failed == self.config.retries + 1:
                     self.metrics.up.labels(self.name).set(0)
-                    log.error("%s is down after %d attempts: %s; %d alerts kept on disk, retrying every %.0fs at most",
+                    log.error("%s is down after %d attempts: %s; %d alerts kept on disk, retrying every %gs at most",
                               self.name, self.failed, message, depth, self.config.max_backoff_s)
                 else:
                     log.warning("%s delivery failed (attempt %d, %d alerts queued, next in %.1fs): %s",
@@ -114,8 +114,8 @@ class Worker:
                 continue
             await asyncio.to_thread(self.queue.done, item)
             self.metrics.delivered.labels(self.name).inc()
-            if self.failed > self.config.retries:
-                log.warning("%s is back: delivering the queued alerts", self.name)
+            if self.failed:
+                log.warning("%s is back after %d failed attempts: delivering the queued alerts", self.name, self.failed)
             self.failed = 0
             self.metrics.up.labels(self.name).set(1)
 

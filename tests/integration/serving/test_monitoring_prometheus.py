@@ -261,3 +261,12 @@ def test_every_expression_returns_data_and_the_drift_alert_fires(servers, promet
     assert {a["labels"]["feature"] for a in alerts} == set(bundles.IRIS_FEATURES)
     assert all(a["labels"]["job"] == "iris" and a["annotations"]["runbook_url"].endswith("#mlopsfeaturedrift")
                for a in alerts)
+
+    # `mlops monitor` reads the same alerts from this Prometheus, critical and firing first
+    from mlops_cli.config import load_settings
+    from mlops_cli.monitor import snapshot
+
+    settings = load_settings(None, {"monitor": {"url": servers["iris"].url, "prometheus_url": prometheus}}, environ={})
+    seen = snapshot(settings, job="iris", top=3)
+    assert [(a.name, a.severity, a.state) for a in seen.alerts] == [("MlopsFeatureDrift", "critical", "firing")] * 3
+    assert seen.alerts_source == f"Prometheus {prometheus}" and len(seen.features) == 4

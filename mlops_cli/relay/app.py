@@ -83,8 +83,13 @@ class Worker:
     async def run(self) -> None:
         while True:
             self.wake.clear()  # before looking: an alert queued meanwhile sets it again
-            item = await asyncio.to_thread(self.queue.oldest, self.name)
-            self.metrics.depth.labels(self.name).set(await asyncio.to_thread(self.queue.depth, self.name))
+            try:
+                item = await asyncio.to_thread(self.queue.oldest, self.name)
+                self.metrics.depth.labels(self.name).set(await asyncio.to_thread(self.queue.depth, self.name))
+            except OSError as exc:  # the queue's disk: say so, keep the worker alive, look again later
+                log.error("%s queue unreadable in %s: %s", self.name, self.queue.directory, exc)
+                await asyncio.sleep(self.config.max_backoff_s)
+                continue
             if item is None:
                 await self.wake.wait()
                 continue

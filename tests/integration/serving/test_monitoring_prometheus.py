@@ -24,29 +24,25 @@ import httpx
 import pytest
 import serving_bundles as bundles
 import yaml
-from helpers import require_tool
-from promql_tools import (KUBE_DOUBLE, RULES, Expr, dashboard_exprs, exported_names, rule_exprs,
+from helpers import free_port, require_tool
+from promql_tools import (DASHBOARDS, KUBE_DOUBLE, RULES, Expr, dashboard_exprs, exported_names, rule_exprs,
                           unknown_metrics)
 
-from conftest import free_port
 
 pytestmark = pytest.mark.integration
 CHAIN = ["preprocessing", "outlier", "drift", "model", "postprocessing"]
 MONITORING = RULES.parent
 
 
-def test_rule_files_pass_promtool_check_and_unit_tests() -> None:
+def test_rule_files_pass_promtool_check_and_unit_tests(tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.returncode == 0 and "SUCCESS: 16 rules found" in check.stdout, check.stdout + check.stderr
     # the PrometheusRule object's groups, as a plain rule file
     obj = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
-    plain = MONITORING / "tests" / ".prometheusrule-groups.yml"
-    try:
-        plain.write_text(yaml.safe_dump({"groups": obj["spec"]["groups"]}))
-        check = subprocess.run([promtool, "check", "rules", str(plain)], capture_output=True, text=True, timeout=60)
-    finally:
-        plain.unlink(missing_ok=True)
+    plain = tmp_path / "prometheusrule-groups.yml"
+    plain.write_text(yaml.safe_dump({"groups": obj["spec"]["groups"]}))
+    check = subprocess.run([promtool, "check", "rules", str(plain)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     test = subprocess.run([promtool, "test", "rules", "mlops-rules-test.yml"], cwd=MONITORING / "tests",
                           capture_output=True, text=True, timeout=120)
@@ -116,7 +112,7 @@ def test_every_metric_name_is_exported_by_the_runtime(servers) -> None:
     exprs = dashboard_exprs() + rule_exprs()
     assert unknown_metrics(exprs, exported) == {}
     # a panel on a metric the runtime does not export fails
-    board = json.loads((Path(RULES.parents[2]) / "grafana" / "dashboards" / "mlops-service.json").read_text())
+    board = json.loads((DASHBOARDS / "mlops-service.json").read_text())
     board["panels"].append({"title": "typo", "targets": [
         {"refId": "A", "expr": 'sum(rate(mlops_http_request_total{job=~"$job"}[$__rate_interval]))'}]})
     assert unknown_metrics(dashboard_exprs(dashboards={"bad.json": board}), exported) == {

@@ -1,7 +1,7 @@
 """Image figures with real tools: cold build, model-only rebuild + push, image size over the base.
 
-Starts Debian's docker-registry on 127.0.0.1 and uses buildah with a fresh overlay storage in a
-temp dir (so the first build is cold), the debootstrap base image (its rootfs tarball cached in
+Starts Debian's docker-registry on 127.0.0.1 and uses buildah with a fresh overlay storage and a
+fresh wheel cache in a temp dir (so the first build is cold: pip downloads, every layer builds), the debootstrap base image (its rootfs tarball cached in
 ~/.cache/mlops), and the demo iris model; then retrains with other hyper-parameters and rebuilds.
 Needs root, buildah, podman, runc, docker-registry, debootstrap. Run: python bench/build_image.py
 """
@@ -88,7 +88,7 @@ def main() -> None:
         try:
             flags = {"workdir": tmp / "work", "assemble": {"base_image": "localhost/mlops-python-base:bookworm"},
                      "build": {"builder": "buildah", "registry": registry, "insecure": True, "storage_driver": "overlay",
-                               "isolation": "chroot"}}
+                               "isolation": "chroot", "wheel_cache": str(tmp / "wheels")}}
             settings = load_settings(None, flags, environ={})
             build_base_image(settings, cache_dir=Path.home() / ".cache" / "mlops")
             first = settings.model_copy(update={"model": train_and_register(settings)})

@@ -175,7 +175,7 @@ def _metric(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @command(model, "register")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Model name.")
-@click.option("--framework", type=click.Choice(["sklearn", "python"]), help="Default: from the file's suffix.")
+@click.option("--framework", type=click.Choice(["sklearn", "onnx", "python"]), help="Default: from the file's suffix.")
 @click.option("--task", type=click.Choice(["classification", "regression"]), default="classification", show_default=True,
               help="What the model predicts: a class or a number.")
 @click.option("--metrics", "metrics", multiple=True, callback=_metric, metavar="NAME=VALUE", help="A metric (repeatable).")

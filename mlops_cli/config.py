@@ -99,6 +99,18 @@ class BuildSettings(Section):
     """docker: the engine's API, e.g. `unix:///run/podman/podman.sock`; default: DOCKER_HOST or Docker's default."""
     git_commit: Optional[str] = None
     """Source git commit for the image label; default: `git rev-parse HEAD` of the current directory, if any."""
+    wheel_cache: Optional[Path] = None
+    """Where the wheels of each distinct pinned requirements.txt are kept between builds;
+    default: $XDG_CACHE_HOME/mlops/wheels or ~/.cache/mlops/wheels."""
+    cache_wheels: bool = True
+    """Reuse downloaded wheels (checked against their recorded sha256); false: download every build."""
+
+    def wheel_cache_dir(self) -> Optional[Path]:
+        if not self.cache_wheels:
+            return None
+        if self.wheel_cache is not None:
+            return self.wheel_cache
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops" / "wheels"
 
     def registry_password(self) -> Optional[str]:
         if self.password is not None:

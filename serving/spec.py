@@ -41,7 +41,7 @@ def type_accepts(kind: str, value: Any) -> bool:
 class ModelSpec(_Frozen):
     name: str = Field(min_length=1)
     version: str = Field(min_length=1)
-    framework: Literal["sklearn", "python"]
+    framework: Literal["sklearn", "onnx", "python"]
     task: Literal["classification", "regression"]
     artifact: str = Field(min_length=1)
     sha256: str

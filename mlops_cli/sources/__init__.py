@@ -64,7 +64,7 @@ class ModelMetadata(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, protected_namespaces=())
     name: str
     version: str
-    framework: Literal["sklearn", "python"] = "sklearn"
+    framework: Literal["sklearn", "onnx", "python"] = "sklearn"
     task: Literal["classification", "regression"] = "classification"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     artifact_name: str

@@ -19,7 +19,7 @@ from ..errors import NotFoundError, StageFailed, UsageError
 from ..state import now
 from . import _LOCAL_RE, ModelMetadata, ModelRef, sha256_file
 
-FRAMEWORKS_BY_SUFFIX = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".py": "python"}
+FRAMEWORKS_BY_SUFFIX = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".py": "python", ".onnx": "onnx"}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -23,7 +23,7 @@ from .validate_model import metadata_digest
 
 CONTAINER_PORT = 8080
 RUNTIME_REQUIREMENTS = ("fastapi", "uvicorn", "httptools", "uvloop", "orjson", "prometheus-client", "numpy", "joblib")
-FRAMEWORK_REQUIREMENTS = {"sklearn": ("scikit-learn",), "python": ()}
+FRAMEWORK_REQUIREMENTS = {"sklearn": ("scikit-learn",), "onnx": ("onnxruntime",), "python": ()}
 
 
 class AssembleResult(StageResult):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 from ..builders import BuildRequest, get_builder
 from ..config import Settings
+from ..digests import sha256_file
 from ..errors import ConfigError, StageFailed
 from ..proc import run as run_program
 from ..state import BundleRecord, ImageRecord, ModelRecord, State
@@ -33,16 +36,55 @@ def _git_commit(settings: Settings) -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def prepare_context(bundle: Path, context: Path, timeout: float) -> Path:
-    """A copy of the bundle plus the wheels of its requirements (pip's cache makes repeats fast)."""
+def _download_wheels(requirements: Path, dest: Path, timeout: float) -> None:
+    progress("downloading the wheels of requirements.txt (the image build itself needs no network)")
+    done = run_program([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
+                        "-r", str(requirements), "-d", str(dest)], timeout=timeout)
+    if done.returncode != 0:
+        raise StageFailed(f"pip could not download the wheels of requirements.txt: {done.tail(1)}")
+
+
+def _cached_wheels(requirements: Path, cache_root: Path, timeout: float) -> Path:
+    """The wheels of a pinned requirements.txt, downloaded once per distinct file.
+
+    The cache entry is keyed by the file's sha256 and holds a manifest of every wheel's sha256;
+    an entry whose wheels no longer match it (a disk error, a hand edit) is downloaded again.
+    """
+    entry = cache_root / sha256_file(requirements)
+    manifest = entry / "manifest.json"
+    if manifest.is_file():
+        try:
+            expected = json.loads(manifest.read_text(encoding="utf-8"))
+            wheels = entry / "wheels"
+            if expected and all(sha256_file(wheels / name) == digest for name, digest in expected.items()) \
+                    and sorted(p.name for p in wheels.iterdir()) == sorted(expected):
+                progress(f"reusing the wheels of this requirements.txt from {entry}")
+                return wheels
+        except (OSError, ValueError, AttributeError):
+            pass
+    cache_root.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=cache_root))
+    try:
+        _download_wheels(requirements, partial / "wheels", timeout)
+        digests = {p.name: sha256_file(p) for p in sorted((partial / "wheels").iterdir())}
+        (partial / "manifest.json").write_text(json.dumps(digests, indent=1), encoding="utf-8")
+        shutil.rmtree(entry, ignore_errors=True)
+        partial.replace(entry)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return entry / "wheels"
+
+
+def prepare_context(bundle: Path, context: Path, timeout: float, wheel_cache: Optional[Path] = None) -> Path:
+    """A copy of the bundle plus the wheels of its requirements, from the wheel cache when set."""
     if context.exists():
         shutil.rmtree(context)
     shutil.copytree(bundle, context)
-    progress("downloading the wheels of requirements.txt (the image build itself needs no network)")
-    done = run_program([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
-                        "-r", str(context / "requirements.txt"), "-d", str(context / "wheels")], timeout=timeout)
-    if done.returncode != 0:
-        raise StageFailed(f"pip could not download the wheels of requirements.txt: {done.tail(1)}")
+    requirements = context / "requirements.txt"
+    if wheel_cache is None:
+        _download_wheels(requirements, context / "wheels", timeout)
+    else:
+        shutil.copytree(_cached_wheels(requirements, wheel_cache, timeout), context / "wheels")
     return context
 
 
@@ -73,7 +115,8 @@ def run(settings: Settings) -> BuildResult:
         model = state.model
         repository = f"{cfg.registry.rstrip('/')}/{cfg.repository or model.name}".lower()
         tag = f"{repository}:{model.version}-{bundle.bundle_digest[:12]}"
-        context = prepare_context(Path(bundle.path), settings.workdir.resolve() / "build" / "context", cfg.timeout_s)
+        context = prepare_context(Path(bundle.path), settings.workdir.resolve() / "build" / "context", cfg.timeout_s,
+                                  cfg.wheel_cache_dir())
         progress(f"building {tag} with {cfg.builder}")
         builder.build(BuildRequest(context=context, tag=tag, labels=labels(model, bundle, settings)))
         progress(f"pushing {tag}")

@@ -1,8 +1,9 @@
 """Model: check the artifact's sha256, load it, and run it on the feature array.
 
 The artifact's bytes are read once, hashed, and only when the hash equals ``spec.model.sha256``
-are those same bytes loaded: ``sklearn`` with joblib, ``python`` by executing the ``.py`` file
-and instantiating ``class_name`` with no arguments. ``predict_proba`` is called only when the
+are those same bytes loaded: ``sklearn`` with joblib, ``onnx`` with onnxruntime
+(serving/modules/onnx.py), ``python`` by executing the ``.py`` file and instantiating
+``class_name`` with no arguments. ``predict_proba`` is called only when the
 task is classification and ``probability`` is a declared output.
 """
 
@@ -77,7 +78,13 @@ def _load_python(data: bytes, model: ModelSpec, path: Path) -> Any:
     return cls()
 
 
-LOADERS = {"sklearn": _load_sklearn, "python": _load_python}
+def _load_onnx(data: bytes, model: ModelSpec, path: Path) -> Any:
+    from serving.modules.onnx import load_onnx
+
+    return load_onnx(data, model.task)
+
+
+LOADERS = {"sklearn": _load_sklearn, "python": _load_python, "onnx": _load_onnx}
 
 
 def load_model(bundle_dir: Path, model: ModelSpec) -> Any:
@@ -117,6 +124,7 @@ class ModelModule:
             raise BundleError("model.label_from_proba needs a classification model with 'probability' in schema.outputs")
         self.fast_config: Any = None
         self.estimator: Any = None
+        self.scaling = ctx.shared.get("model_input_scaling")  # preprocessing.scale, applied here
 
     async def load(self) -> None:
         spec = self.ctx.spec
@@ -129,6 +137,9 @@ class ModelModule:
         inputs = [f.name for f in spec.io.inputs]
         if names is not None and names != inputs:
             raise BundleError(f"the model was fitted on features {names} but schema.inputs are {inputs}")
+        width = getattr(estimator, "n_features_in_", None)
+        if isinstance(width, int) and width != len(inputs):
+            raise BundleError(f"the model takes {width} features but schema.inputs has {len(inputs)}: {inputs}")
         classes = getattr(estimator, "classes_", None)
         classes = np.asarray(classes).tolist() if classes is not None else None
         if self.label_from_proba and classes is None:
@@ -146,6 +157,8 @@ class ModelModule:
         log.info("loaded model %s version %s (%s, sha256 %s…)", m.name, m.version, m.framework, m.sha256[:12])
 
     def _predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.scaling is not None:
+            features = self.scaling(features)
         try:
             with np.errstate(all="ignore"), (self.fast_config() if self.fast_config else contextlib.nullcontext()):
                 # extreme inputs: non-finite outputs are refused per instance by postprocessing

@@ -23,16 +23,27 @@ from serving.modules.instances import InstanceValidator, decode_instances
 from serving.pipeline import Batch, ModuleContext
 
 
+class Scaling(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    center: float = Field(0.0, allow_inf_nan=False)
+    scale: float = Field(1.0, gt=0, allow_inf_nan=False)
+
+
 class Settings(BaseModel):
     """``rename``: {request key: input name}, for object rows whose keys are not the input names
     (the request key replaces the name); ``ignore``: request keys accepted in object rows and
     dropped; ``categories``: {string input: [values]}, each value encoded as its position (a
-    float), so the model gets a float64 array; a value not listed answers 422."""
+    float), so the model gets a float64 array; a value not listed answers 422; ``scale``:
+    {numeric input: {center, scale}}, stored parameters (e.g. a StandardScaler's mean_ and
+    scale_ exported with the model): the model gets ``(x - center) / scale``. Scaling happens at
+    the model's door, so outlier, drift and user modules see the values as sent, in the units
+    the reference statistics describe."""
 
     model_config = ConfigDict(extra="forbid")
     rename: dict[str, str] = Field(default_factory=dict)
     ignore: list[str] = Field(default_factory=list)
     categories: dict[str, list[StrictStr]] = Field(default_factory=dict)
+    scale: dict[str, Scaling] = Field(default_factory=dict)
 
 
 def _check(settings: Settings, inputs: list[Any]) -> None:
@@ -55,9 +66,24 @@ def _check(settings: Settings, inputs: list[Any]) -> None:
         field = next(f for f in inputs if f.name == name)
         if not field.required and field.default not in values:
             raise BundleError(f"preprocessing.categories.{name}: the default {field.default!r} is not a category")
+    for name in settings.scale:
+        if types.get(name) not in ("number", "integer"):
+            raise BundleError(f"preprocessing.scale: {name!r} is not a number or integer input")
 
 
 _NUMBERS = frozenset({float, int})
+
+
+class InputScaling:
+    """``(x - center) / scale`` on some columns; the model module applies it to its own copy."""
+
+    def __init__(self, columns: np.ndarray, center: np.ndarray, scale: np.ndarray):
+        self.columns, self.center, self.scale = columns, center, scale
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        out = np.array(features, dtype=np.float64 if features.dtype != object else object)
+        out[:, self.columns] = (out[:, self.columns].astype(np.float64) - self.center) / self.scale
+        return out
 
 
 class Preprocessing:
@@ -82,6 +108,11 @@ class Preprocessing:
                        for i, f in enumerate(inputs) if f.name in settings.categories]
         encoded = {name for _, name, _ in self.encode}
         self.dtype = np.float64 if all(f.type != "string" or f.name in encoded for f in inputs) else object
+        if settings.scale:
+            columns = [i for i, f in enumerate(inputs) if f.name in settings.scale]
+            center = np.array([settings.scale[inputs[i].name].center for i in columns])
+            scale = np.array([settings.scale[inputs[i].name].scale for i in columns])
+            ctx.shared["model_input_scaling"] = InputScaling(np.array(columns), center, scale)
 
     async def load(self) -> None:
         return None

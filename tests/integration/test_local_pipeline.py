@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -39,6 +40,29 @@ def test_pipeline_runs_every_stage_and_serves(make_settings, settings, iris_arti
     assert state["validation"]["model_sha256"] == prod["model_sha256"]
     assert (settings.workdir / "reports" / "unit-test.xml").is_file()
     assert all(state["stages"][s]["duration_s"] >= 0 for s in STAGES)
+
+
+def test_an_onnx_model_travels_every_stage(make_settings, settings, iris_artifact, tmp_path):
+    """The iris pipeline exported with skl2onnx: registered by its .onnx suffix, served by onnxruntime."""
+    pytest.importorskip("onnxruntime")
+    skl2onnx = pytest.importorskip("skl2onnx")
+    import joblib
+    from skl2onnx.common.data_types import FloatTensorType
+
+    graph = skl2onnx.convert_sklearn(joblib.load(iris_artifact), initial_types=[("X", FloatTensorType([None, 4]))])
+    artifact = tmp_path / "iris.onnx"
+    artifact.write_bytes(graph.SerializeToString())
+    ref = register_iris(settings, artifact, framework=None)
+    result = pipeline.run(make_settings(workdir=settings.workdir, model=ref, deploy=settings.deploy.model_dump(mode="json")))
+    assert result.passed, result.error
+    state = read_state(settings.workdir)
+    bundle = Path(state["bundle"]["path"])
+    assert json.loads((bundle / "spec.json").read_text())["model"]["framework"] == "onnx"
+    requirements = (bundle / "requirements.txt").read_text()
+    assert "onnxruntime==" in requirements and "scikit-learn" not in requirements
+    answer = httpx.post(state["deployments"]["prod"]["url"] + "/v1/predict",
+                        json={"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
+    assert [p["label"] for p in answer.json()["predictions"]] == ["setosa", "virginica"]
 
 
 def test_pipeline_stops_at_the_first_failure(make_settings, settings, iris_artifact):

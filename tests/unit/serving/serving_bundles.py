@@ -94,8 +94,8 @@ def iris_reference() -> dict[str, Any]:
 
 
 def write_bundle(directory: Path, model: Any, *, reference: Any = "absent", **spec: Any) -> Path:
-    """Write ``model`` (an estimator, dumped with joblib, or Python source text for the
-    ``python`` framework) and a matching spec.json into ``directory``; returns it.
+    """Write ``model`` (an estimator, dumped with joblib, Python source text for the ``python``
+    framework, or ONNX bytes for ``onnx``) and a matching spec.json into ``directory``; returns it.
     ``reference``: the content of reference.json (None writes ``null``; default: no file)."""
     import joblib
 
@@ -104,7 +104,11 @@ def write_bundle(directory: Path, model: Any, *, reference: Any = "absent", **sp
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "reference.json").write_text(json.dumps(reference))
     (directory / "model").mkdir(parents=True, exist_ok=True)
-    if isinstance(model, str):
+    if isinstance(model, bytes):  # a serialized ONNX graph
+        spec.setdefault("framework", "onnx")
+        spec.setdefault("artifact", "model/model.onnx")
+        (directory / spec["artifact"]).write_bytes(model)
+    elif isinstance(model, str):
         spec.setdefault("framework", "python")
         spec.setdefault("artifact", "model/model.py")
         (directory / spec["artifact"]).write_text(model)

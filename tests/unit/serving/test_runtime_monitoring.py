@@ -57,6 +57,33 @@ async def test_reject_answers_422_for_that_request_only(tmp_path, iris_model, se
     assert error["message"] == "instance 1: outlier: 'petal_length_cm' outside the reference bounds (zscore, threshold 4)"
 
 
+async def test_scaling_from_stored_parameters_feeds_the_model_while_monitors_see_raw_values(
+        tmp_path, served) -> None:
+    """A model fitted on standardized features, served with the scaler's stored mean_ and scale_."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    features, target = load_iris(return_X_y=True)
+    scaler = StandardScaler().fit(features)
+    model = LogisticRegression(max_iter=1000).fit(scaler.transform(features), target)
+    scale = {name: {"center": float(c), "scale": float(s)}
+             for name, c, s in zip(IRIS_FEATURES, scaler.mean_, scaler.scale_)}
+    bundle = _bundle(tmp_path, model, preprocessing={"scale": scale}, outlier={"action": "reject"})
+    rows = features[::7]
+    async with served(bundle) as s:
+        r = await s.client.post("/v1/predict", json={"instances": rows.tolist()})
+        outlying = await s.client.post("/v1/predict", json={"instances": [HUGE_PETAL]})
+        drift = (await s.client.get("/v1/drift")).json()
+    assert r.status_code == 200, r.text  # raw rows are no outliers: the monitors see raw values
+    assert [p["label"] for p in r.json()["predictions"]] == [IRIS_LABELS[i] for i in model.predict(scaler.transform(rows))]
+    assert outlying.status_code == 422
+    petal = drift["features"]["petal_length_cm"]
+    # training rows binned in raw units spread over the bins (scaled values would all fall in the first)
+    assert petal["observations"] == len(rows)
+    assert max(b["observed_share"] for b in petal["bins"]) < 0.5
+
+
 async def test_a_detector_artifact_flags_whole_instances(tmp_path, iris_model, served) -> None:
     import joblib
     from sklearn.datasets import load_iris

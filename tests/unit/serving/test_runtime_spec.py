@@ -105,7 +105,7 @@ BAD_MODULES = [
      "detector and detector_sha256 go together"),
     (lambda d: d["modules"].pop(1), "must include preprocessing, model, postprocessing once each, in that order"),
     (lambda d: d["modules"].reverse(), "in that order"),
-    (lambda d: d["modules"][0].update(settings={"scale": True}), "modules.0.settings.scale: unknown setting"),
+    (lambda d: d["modules"][0].update(settings={"scaling": True}), "modules.0.settings.scaling: unknown setting"),
     (lambda d: d["modules"][2].update(settings={"labels": "setosa"}), "modules.2.settings.labels:"),
     (lambda d: d["modules"][2].update(settings={"labels": []}), "modules.2.settings.labels:"),
     (lambda d: d["schema"]["outputs"].append({"name": "prediction", "type": "number"}),

@@ -205,6 +205,10 @@ async def test_rename_ignore_and_categories(tmp_path: Path, served) -> None:
     ({"categories": {"size": ["x"]}}, "preprocessing.categories: 'size' is not a string input"),
     ({"categories": {"colour": ["green"]}}, "preprocessing.categories.colour: the default 'red' is not a category"),
     ({"ignore": ["size"]}, "request keys must be unique and not ignored: ['size']"),
+    ({"scale": {"colour": {"center": 1, "scale": 2}}}, "preprocessing.scale: 'colour' is not a number or integer input"),
+    ({"scale": {"weight": {"scale": 2}}}, "preprocessing.scale: 'weight' is not a number or integer input"),
+    ({"scale": {"size": {"scale": 0}}}, "modules.0.settings.scale.size.scale: Input should be greater than 0"),
+    ({"scale": {"size": {"center": "nan"}}}, "modules.0.settings.scale.size.center: Input should be a finite number"),
 ])
 def test_bad_preprocessing_settings_are_refused(tmp_path: Path, settings: dict, expected: str) -> None:
     from prometheus_client import CollectorRegistry

@@ -6,7 +6,8 @@ relay's tests run the real client library (kafka-python's KafkaProducer) against
 TCP on 127.0.0.1. It answers the requests a producer sends, in the versions it advertises:
 ApiVersions (key 18, v0-3), Metadata (key 3, v0-9: itself as the only broker, every topic asked
 for with one partition, created on demand as a broker with auto.create.topics.enable does) and
-Produce (key 0, v3-9: record batches v2 appended to an in-memory log, offsets returned). Frames
+Produce (key 0, v3-9: record batches v2 appended to an in-memory log, offsets returned;
+TOPIC_AUTHORIZATION_FAILED for a topic in `refused`). Frames
 are decoded and encoded with kafka-python's message classes, which are generated from Apache
 Kafka's own JSON message definitions; record batches are read with kafka-python's MemoryRecords
 (which checks their CRC). `stop()` closes the listener and every connection (a broker that went
@@ -39,6 +40,7 @@ SUPPORTED = {  # api key -> (request, response, min version, max version)
     0: (ProduceRequest, ProduceResponse, 3, 9),
 }
 UNSUPPORTED_VERSION = 35
+TOPIC_AUTHORIZATION_FAILED = 29
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Message:
 class KafkaBrokerDouble:
     def __init__(self) -> None:
         self.messages: list[Message] = []
+        self.refused: set[str] = set()  # topics whose produce requests get TOPIC_AUTHORIZATION_FAILED (29), as an ACL would
         self.requests: list[tuple[int, int]] = []  # (api key, version) of every request answered
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
@@ -187,6 +190,11 @@ class KafkaBrokerDouble:
         for topic in request.topic_data:
             parts = []
             for data in topic.partition_data:
+                if topic.name in self.refused:
+                    parts.append(part_cls(index=data.index, error_code=TOPIC_AUTHORIZATION_FAILED, base_offset=-1,
+                                          log_append_time_ms=-1, log_start_offset=-1, record_errors=[],
+                                          error_message=None, version=version))
+                    continue
                 records = MemoryRecords(bytes(data.records))
                 with self._lock:
                     base = sum(1 for m in self.messages if m.topic == topic.name and m.partition == data.index)

@@ -365,3 +365,14 @@ def test_bad_relay_configuration_is_one_line_and_exit_2(tmp_path: Path, slack) -
         run = run_cli("alert-relay", "--port", str(busy), "--sink", "slack", cwd=tmp_path, timeout=60,
                       env={"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url})
     assert run.returncode == 2 and "could not listen" in run.stderr, run.stderr
+
+
+def test_a_topic_kafka_refuses_becomes_a_dead_letter_and_slack_still_gets_it(make_relay, slack, kafka) -> None:
+    kafka.refused.add(TOPIC)
+    relay = make_relay().start()
+    assert relay.post(alertmanager(alert(fingerprint="k1"))).status_code == 202
+    wait_for(lambda: relay.metric("mlops_relay_dead_letters_total", sink="kafka") == 1, "not a dead letter")
+    assert relay.metric("mlops_relay_delivery_failures_total", sink="kafka", retryable="false") == 1
+    assert f"kafka refused topic {TOPIC}: TopicAuthorizationFailedError" in relay.log
+    wait_for(lambda: slack.received, "slack did not get it")
+    assert kafka.topic(TOPIC) == [] and relay.queued("kafka") == []

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import httpx
 import pytest
-from helpers import free_port
+from helpers import free_port, require_tool
 from kafka_double import KafkaBrokerDouble
 
 pytestmark = pytest.mark.integration
@@ -219,6 +219,10 @@ def test_alerts_reach_slack_as_block_kit_and_kafka_as_json_events(make_relay, sl
     assert relay.metric("mlops_relay_alerts_received_total", source="alertmanager") == 2
     assert relay.queued("slack") == relay.queued("kafka") == []
     assert TOKEN not in relay.log and SLACK_PATH not in relay.log
+    promtool = require_tool("promtool")  # the relay's own metrics are clean exposition too
+    check = subprocess.run([promtool, "check", "metrics"], input=httpx.get(f"{relay.url}/metrics").text,
+                           capture_output=True, text=True, timeout=30)
+    assert (check.returncode, check.stdout + check.stderr) == (0, "")
 
 
 def test_grafana_webhooks_are_relayed(make_relay, slack, kafka) -> None:

@@ -108,7 +108,12 @@ def scrape(url: str) -> str:
 
 def test_every_metric_name_is_exported_by_the_runtime(servers) -> None:
     send_traffic(servers)  # labelled series appear with their first observation
-    exported = exported_names(scrape(servers["iris"].url)) | exported_names(scrape(servers["diabetes"].url))
+    texts = [scrape(servers["iris"].url), scrape(servers["diabetes"].url)]
+    exported = exported_names(texts[0]) | exported_names(texts[1])
+    promtool = require_tool("promtool")
+    for text in texts:  # classification with outlier and drift, regression with the prediction histogram
+        check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        assert (check.returncode, check.stdout + check.stderr) == (0, "")
     exprs = dashboard_exprs() + rule_exprs()
     assert unknown_metrics(exprs, exported) == {}
     # a panel on a metric the runtime does not export fails

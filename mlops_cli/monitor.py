@@ -71,7 +71,8 @@ class MonitorResult(BaseModel):
             out.append(f"alerts     top {len(self.alerts)} ({self.alerts_source})")
             for a in self.alerts:
                 where = ", ".join(f"{k}={v}" for k, v in sorted(a.labels.items()) if k in ("job", "feature", "pod", "reason"))
-                out.append(f"  {a.state:<8} {a.severity:<8} {a.name} {where}: {a.summary}".rstrip(": "))
+                head = f"  {a.state:<8} {a.severity:<8} {a.name}" + (f" {where}" if where else "")
+                out.append(head + (f": {a.summary}" if a.summary else ""))
         return out
 
 

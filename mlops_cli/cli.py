@@ -238,6 +238,29 @@ def demo() -> None:
     raise_if_failed(result.pipeline)
 
 
+@command(cli, "alert-relay")
+@click.option("--host", help="Address to listen on [config relay.host, default 127.0.0.1].")
+@click.option("--port", type=int, help="Port to listen on [config relay.port, default 9095].")
+@click.option("--sink", "sinks", multiple=True, help="A notifier to forward to, e.g. slack, kafka (repeatable) [config relay.sinks].")
+def alert_relay(host: Optional[str], port: Optional[int], sinks: tuple[str, ...]) -> None:
+    """Receive Alertmanager/Grafana webhooks and forward them to Slack and Kafka; runs until stopped."""
+    from .relay import run
+
+    run(settings_from(**{"relay.host": host, "relay.port": port, "relay.sinks": sinks}))
+
+
+@command(cli, "monitor")
+@click.option("--url", help="The model server's base URL [config monitor.url, default: the prod deployment].")
+@click.option("--prometheus", "prometheus_url", help="Prometheus base URL to read firing alerts from [config monitor.prometheus_url].")
+@click.option("--job", help="With --prometheus: only the alerts of this job (service).")
+@click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True, help="How many alerts to show.")
+def monitor(url: Optional[str], prometheus_url: Optional[str], job: Optional[str], top: int) -> None:
+    """Print the live PSI per feature and the top alerts of a deployed model server."""
+    from .monitor import snapshot
+
+    emit(snapshot(settings_from(**{"monitor.url": url, "monitor.prometheus_url": prometheus_url}), job=job, top=top))
+
+
 def _fail(message: str, code: int) -> int:
     click.echo(f"error: {message}", err=True)
     if _OPTIONS["json"] and not _OPTIONS["emitted"]:  # a result already on stdout says it all

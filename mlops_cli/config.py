@@ -180,6 +180,43 @@ class SlackSettings(Section):
         return None
 
 
+class KafkaSettings(Section):
+    bootstrap_servers: list[str] = Field(default_factory=list)
+    """Kafka brokers, `host:port` each (a comma-separated string is accepted too)."""
+    topic: str = Field("mlops.alerts", min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    """Topic the kafka notifier publishes each notification to, as one JSON event."""
+    client_id: str = "mlops"
+    """Client id the broker sees (quotas, logs)."""
+    security_protocol: str = Field("PLAINTEXT", pattern=r"^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: Optional[str] = Field(None, pattern=r"^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$")
+    """With SASL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."""
+    sasl_username: Optional[str] = None
+    """SASL user name."""
+    sasl_password: Optional[SecretStr] = None
+    """SASL password (a secret: MLOPS_NOTIFY__KAFKA__SASL_PASSWORD)."""
+    ssl_cafile: Optional[Path] = None
+    """CA bundle to verify the brokers' certificates (SSL, SASL_SSL)."""
+    timeout_s: float = Field(10.0, gt=0)
+    """How long one publish may wait for the brokers (connection, metadata, acknowledgement)."""
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for server in value:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server!r} is not host:port")
+        return value
+
+
 class NotifySettings(Section):
     notifiers: list[str] = Field(default_factory=list)
     """Where rollout outcomes go, e.g. `[slack]`; empty: nowhere."""
@@ -189,6 +226,60 @@ class NotifySettings(Section):
     """First pause between retries; it doubles each time."""
     slack: SlackSettings = Field(default_factory=SlackSettings)
     """The slack notifier."""
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    """The kafka notifier (used by `mlops alert-relay`)."""
+
+
+class RelaySettings(Section):
+    host: str = "127.0.0.1"
+    """Address `mlops alert-relay` listens on (0.0.0.0 in a pod)."""
+    port: int = Field(9095, ge=1, le=65535)
+    """Port `mlops alert-relay` listens on."""
+    token: Optional[SecretStr] = None
+    """Shared token senders present as `Authorization: Bearer <token>` (a secret: MLOPS_RELAY__TOKEN); or token_file."""
+    token_file: Optional[Path] = None
+    """File holding the shared token (a mounted secret)."""
+    sinks: list[str] = Field(default_factory=list)
+    """Notifiers each alert goes to, e.g. `[slack, kafka]`; empty: notify.notifiers."""
+    queue_dir: Optional[Path] = None
+    """Where undelivered alerts wait on disk, one directory per sink; default `<workdir>/relay-queue`."""
+    queue_max: int = Field(10_000, ge=1)
+    """Most alerts waiting per sink; beyond it a webhook is refused with 503 (the sender retries)."""
+    retries: int = Field(3, ge=0, le=100)
+    """Failed attempts to a sink before it is reported down (logged, `mlops_relay_sink_up` 0); it is still retried."""
+    retry_backoff_s: float = Field(1.0, gt=0)
+    """First pause after a failed delivery; it doubles up to max_backoff_s."""
+    max_backoff_s: float = Field(60.0, gt=0)
+    """Longest pause between two attempts to a sink that is down."""
+    max_body_bytes: int = Field(1_048_576, gt=0)
+    """Largest webhook body accepted (413 above it)."""
+    runbook_base_url: Optional[str] = None
+    """Prefix for relative runbook_url annotations (e.g. the repository's web URL), so Slack links work."""
+
+    def token_value(self) -> Optional[str]:
+        if self.token is not None:
+            return self.token.get_secret_value().strip() or None
+        if self.token_file is not None:
+            try:
+                return self.token_file.read_text(encoding="utf-8").strip() or None
+            except OSError as exc:
+                raise ConfigError(f"relay.token_file {self.token_file}: {exc.strerror}") from None
+        return None
+
+
+class MonitorSettings(Section):
+    url: Optional[str] = None
+    """Base URL of the model server `mlops monitor` looks at; default: the prod deployment in state.json."""
+    prometheus_url: Optional[str] = None
+    """Prometheus to read the firing alerts from; none: alerts are computed from the server's own figures."""
+    psi_warning: float = Field(0.1, gt=0)
+    """PSI from which a feature counts as drifted (warning), as in deploy/monitoring."""
+    psi_critical: float = Field(0.25, gt=0)
+    """PSI from which a feature's drift is critical."""
+    min_observations: int = Field(100, ge=0)
+    """Fewer values than this: PSI is shown but raises no alert."""
+    timeout_s: float = Field(10.0, gt=0)
+    """Timeout of each request."""
 
 
 class Settings(Section):
@@ -204,6 +295,8 @@ class Settings(Section):
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    relay: RelaySettings = Field(default_factory=RelaySettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     @property
     def store_path(self) -> Path:

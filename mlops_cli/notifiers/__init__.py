@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 NOTIFIERS = {
     "slack": "mlops_cli.notifiers.slack:SlackNotifier",
+    "kafka": "mlops_cli.notifiers.kafka:KafkaNotifier",
 }
 
 Severity = Literal["info", "success", "warning", "critical"]
@@ -67,6 +68,8 @@ class Notifier(Protocol):
 
     def send(self, note: Notification) -> None:
         """Deliver once; raise DeliveryError (never with a secret in its message) when not delivered."""
+
+    # optional: close() -> None, releasing connections (the relay calls it at shutdown)
 
 
 def get_notifier(name: str, settings: "Settings") -> Notifier:

@@ -70,11 +70,14 @@ class SlackNotifier:
         if not self.url.startswith(("https://", "http://")):
             raise ConfigError("notify.slack.webhook_url is not an http(s) URL")
         self.timeout = cfg.timeout_s
-
-    def send(self, note: Notification) -> None:
+        # imported here, not in send(): a missing package is a configuration error at start,
+        # not a delivery failure retried forever (the registry turns it into a one-line hint)
         from slack_sdk.webhook import WebhookClient
 
-        client = WebhookClient(self.url, timeout=max(1, round(self.timeout)), logger=_QUIET, retry_handlers=[])
+        self._client_class = WebhookClient
+
+    def send(self, note: Notification) -> None:
+        client = self._client_class(self.url, timeout=max(1, round(self.timeout)), logger=_QUIET, retry_handlers=[])
         try:
             resp = client.send_dict(render(note))
         except Exception as exc:  # urllib's URLError, timeouts, TLS errors: the sink is unreachable

@@ -16,11 +16,6 @@ from ..registry import load
 if TYPE_CHECKING:
     from ..config import Settings
 
-# The sinks the relay can use: the notifiers of mlops_cli.notifiers.NOTIFIERS, and kafka
-# (kept here until the registry lists it).
-SINKS = {"kafka": "mlops_cli.notifiers.kafka:KafkaNotifier"}
-
-
 def make_notifiers(settings: "Settings") -> dict:
     from ..notifiers import NOTIFIERS
 
@@ -30,8 +25,7 @@ def make_notifiers(settings: "Settings") -> dict:
                           hint="set relay.sinks, e.g. [slack, kafka] (or notify.notifiers)")
     if len(set(names)) != len(names):
         raise ConfigError(f"relay.sinks names a sink twice: {', '.join(names)}")
-    table = {**NOTIFIERS, **SINKS}
-    return {name: load("notifier", name, table)(settings) for name in names}
+    return {name: load("notifier", name, NOTIFIERS)(settings) for name in names}
 
 
 def build(settings: "Settings"):

@@ -118,7 +118,7 @@ def test_missing_or_unknown_notifiers_are_reported_not_raised(make_settings, tmp
     settings = make_settings(notify={"notifiers": ["slack", "pager"]})
     slack, pager = notify(settings, NOTE)
     assert not slack.delivered and "has no webhook URL" in slack.error
-    assert not pager.delivered and pager.error == "unknown notifier 'pager'; known: slack"
+    assert not pager.delivered and pager.error == "unknown notifier 'pager'; known: kafka, slack"
     missing = make_settings(notify={"notifiers": ["slack"], "slack": {"webhook_url_file": str(tmp_path / "nope")}})
     [result] = notify(missing, NOTE)
     assert "webhook_url_file" in result.error and "No such file" in result.error

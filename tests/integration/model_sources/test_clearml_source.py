@@ -1,0 +1,157 @@
+"""The ClearML source through the real clearml SDK, against the ClearML API test double, with the
+model files on a real SeaweedFS S3 server; the pipeline end to end and each bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from helpers import free_port, read_state
+from sourcetools import BUCKET, add_clearml_model, run_mlops, source_env
+
+pytestmark = pytest.mark.integration
+
+
+def one_line_error(done, *needles: str) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_pipeline_run_from_clearml_tags_the_model_and_records_the_audit(clearml_api, s3_server, tmp_path,
+                                                                        iris_artifact):
+    model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, metrics_on_task={"accuracy": 0.97})
+    work = tmp_path / "w"
+    env = source_env(clearml_api, s3_server, work, MLOPS_VALIDATION__THRESHOLDS='{"accuracy": ">= 0.9"}')
+    try:
+        done = run_mlops("pipeline", "run", "--model", f"clearml:{model.id}", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        state = read_state(work)
+        assert {k: v["status"] for k, v in state["stages"].items()}["rolling-update"] == "passed"
+        assert state["validation"]["model_ref"] == f"clearml:{model.id}"
+        # the metric came from the parent task's single values, not from the model's metadata
+        assert any(c["detail"] == "accuracy = 0.97, needs >= 0.9" for c in state["validation"]["checks"])
+        # verdict and deployments written back to the model through the SDK (models.edit, add_or_update_metadata)
+        assert {"mlops:validated", "deployed:test", "deployed:prod"} <= set(model.tags)
+        meta = model.metadata
+        assert meta["mlops.validation.verdict"]["value"] == "passed"
+        assert meta["mlops.deployed.test.digest"]["value"].startswith("bundle sha256:")
+        assert meta["mlops.deployed.prod.model_sha256"]["value"] == state["model"]["sha256"]
+        assert meta["mlops.deployed.prod.at"]["value"][:4].isdigit()
+        audit = {a["env"]: a for a in state["audit"]}
+        assert audit["test"]["written_back"] and audit["prod"]["tag"] == "deployed:prod"
+        assert audit["prod"]["digest"] == meta["mlops.deployed.prod.digest"]["value"]
+        status = run_mlops("status", env=env)
+        assert f"audit      prod: clearml:{model.id} tag deployed:prod, bundle sha256:" in status.stdout
+        # nothing secret in state or output
+        text = (work / "state.json").read_text() + done.stdout + done.stderr + status.stdout
+        assert "clearml-secret-for-tests" not in text and "s3-secret-for-tests" not in text
+        assert clearml_api.unknown == []
+        for endpoint in ("auth.login", "models.get_by_id", "tasks.get_by_id", "events.get_task_single_value_metrics",
+                         "events.scalar_metrics_iter_histogram", "models.edit", "models.add_or_update_metadata"):
+            assert endpoint in clearml_api.calls, endpoint
+
+        # a second model rolled out to prod takes the deployed:prod tag from the first
+        second = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, metrics_on_task={"accuracy": 0.98})
+        again = run_mlops("pipeline", "run", "--model", f"clearml:{second.id}", env=env)
+        assert again.returncode == 0, again.stderr
+        assert "deployed:prod" in second.tags and "deployed:prod" not in model.tags
+        assert "mlops.deployed.prod.until" in model.metadata
+    finally:
+        run_mlops("stop", env=env)
+
+
+def test_a_failed_validation_is_tagged_rejected(clearml_api, s3_server, tmp_path, iris_artifact):
+    model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, metrics_on_task={"accuracy": 0.5})
+    env = source_env(clearml_api, s3_server, tmp_path / "w", MLOPS_VALIDATION__THRESHOLDS='{"accuracy": ">= 0.9"}')
+    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=env)
+    assert done.returncode == 1
+    one_line_error(done, "accuracy = 0.5, needs >= 0.9")
+    assert "mlops:rejected" in model.tags and model.metadata["mlops.validation.verdict"]["value"] == "failed"
+
+
+def test_unknown_model_id_names_the_id_and_the_server(clearml_api, s3_server, tmp_path):
+    done = run_mlops("validate-model", "--model", "clearml:0123456789abcdef0123456789abcdef",
+                     env=source_env(clearml_api, s3_server, tmp_path / "w"))
+    assert done.returncode == 2
+    one_line_error(done, "0123456789abcdef0123456789abcdef", clearml_api.host, "not found")
+
+
+def test_a_model_with_no_file(clearml_api, s3_server, tmp_path, iris_artifact):
+    model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, uri="")
+    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=source_env(clearml_api, s3_server, tmp_path / "w"))
+    assert done.returncode == 1
+    one_line_error(done, model.id, "has no file")
+
+
+def test_a_model_whose_file_is_gone_from_s3(clearml_api, s3_server, tmp_path, iris_artifact):
+    uri = f"s3://{s3_server.endpoint.removeprefix('http://')}/{BUCKET}/nowhere/iris.joblib"
+    model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, uri=uri)
+    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=source_env(clearml_api, s3_server, tmp_path / "w"))
+    assert done.returncode == 1
+    one_line_error(done, model.id, "could not be downloaded", uri)
+
+
+def test_digest_mismatch_after_download(clearml_api, s3_server, tmp_path, iris_artifact):
+    model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, body=iris_artifact.read_bytes() + b"x")
+    work = tmp_path / "w"
+    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=source_env(clearml_api, s3_server, work))
+    assert done.returncode == 1
+    one_line_error(done, "corrupt or altered artifact")
+    assert read_state(work)["validation"]["passed"] is False
+
+
+def test_a_model_without_sha256_in_its_metadata(clearml_api, s3_server, tmp_path, iris_artifact):
+    model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, drop=("sha256",))
+    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=source_env(clearml_api, s3_server, tmp_path / "w"))
+    assert done.returncode == 1
+    one_line_error(done, "no sha256")
+
+
+def test_metric_named_in_a_threshold_but_missing_from_the_task(clearml_api, s3_server, tmp_path, iris_artifact):
+    model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, metrics_on_task={"accuracy": 0.97})
+    env = source_env(clearml_api, s3_server, tmp_path / "w", MLOPS_VALIDATION__THRESHOLDS='{"f1": ">= 0.9"}')
+    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=env)
+    assert done.returncode == 1
+    one_line_error(done, "f1 is not reported by the model's task or metadata", "reported: accuracy")
+
+
+def test_unreachable_clearml_fails_within_ten_seconds(s3_server, tmp_path):
+    pytest.importorskip("clearml")
+    closed = free_port()
+    env = source_env(None, s3_server, tmp_path / "w", CLEARML_API_HOST=f"http://127.0.0.1:{closed}",
+                     CLEARML_API_ACCESS_KEY="k", CLEARML_API_SECRET_KEY="s")
+    started = time.monotonic()
+    done = run_mlops("validate-model", "--model", "clearml:abc123", env=env, timeout=60)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 75, done.stderr
+    one_line_error(done, f"127.0.0.1:{closed}", "unreachable")
+    assert elapsed <= 10, elapsed
+
+
+def test_wrong_clearml_credentials(clearml_api, s3_server, tmp_path):
+    env = source_env(clearml_api, s3_server, tmp_path / "w", CLEARML_API_SECRET_KEY="not-the-secret")
+    done = run_mlops("validate-model", "--model", "clearml:abc123", env=env, timeout=60)
+    assert done.returncode == 2, done.stderr
+    one_line_error(done, "refused the credentials")
+    assert "not-the-secret" not in done.stderr
+
+
+def test_no_clearml_server_configured(s3_server, tmp_path):
+    done = run_mlops("validate-model", "--model", "clearml:abc123", env=source_env(None, s3_server, tmp_path / "w"))
+    assert done.returncode == 2
+    one_line_error(done, "no ClearML server configured")
+
+
+def test_json_output_stays_clean(clearml_api, s3_server, tmp_path, iris_artifact):
+    model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact)
+    done = run_mlops("validate-model", "--json", "--model", f"clearml:{model.id}",
+                     env=source_env(clearml_api, s3_server, tmp_path / "w"))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["model_ref"] == f"clearml:{model.id}" and result["written_back"]

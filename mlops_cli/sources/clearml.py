@@ -104,7 +104,7 @@ def prepare_sdk(settings: Any) -> str:
     env = {"CLEARML_CONFIG_FILE": path, "CLEARML_API_HOST": host,
            "CLEARML_NO_DEFAULT_SERVER": "1",          # never fall back to the public demo server
            "CLEARML_DISABLE_VAULT_SUPPORT": "1",      # one call less; vaults could override our retries
-           "CLEARML_LOG_LEVEL": os.environ.get("CLEARML_LOG_LEVEL", "ERROR")}
+           "CLEARML_LOG_LEVEL": "CRITICAL"}  # its failures become one-line errors here; its log goes to stdout
     if cfg.files_host:
         env["CLEARML_FILES_HOST"] = cfg.files_host
     if cfg.access_key:
@@ -133,7 +133,10 @@ def quiet_sdk() -> None:
     """The SDK logs its failures to stdout (which --json keeps clean); mlops reports them as one line."""
     for name in list(logging.Logger.manager.loggerDict):
         if name == "clearml" or name.startswith("clearml."):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.CRITICAL)
+            for handler in logger.handlers:  # records of loggers made later propagate to these
+                handler.setLevel(logging.CRITICAL)
 
 
 def probe(host: str, timeout_s: float) -> None:

@@ -156,3 +156,12 @@ def source_env(api: ClearMLApiDouble | None, s3: SeaweedS3, work: Path, **extra:
                     "CLEARML_API_SECRET_KEY": CLEARML_SECRET})
     env.update(extra)
     return env
+
+
+def one_line_error(done, *needles: str) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

@@ -9,18 +9,9 @@ import time
 import pytest
 
 from helpers import free_port, read_state
-from sourcetools import BUCKET, add_clearml_model, run_mlops, source_env
+from sourcetools import BUCKET, add_clearml_model, one_line_error, run_mlops, source_env
 
 pytestmark = pytest.mark.integration
-
-
-def one_line_error(done, *needles: str) -> str:
-    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def test_pipeline_run_from_clearml_tags_the_model_and_records_the_audit(clearml_api, s3_server, tmp_path,
@@ -80,6 +71,7 @@ def test_unknown_model_id_names_the_id_and_the_server(clearml_api, s3_server, tm
                      env=source_env(clearml_api, s3_server, tmp_path / "w"))
     assert done.returncode == 2
     one_line_error(done, "0123456789abcdef0123456789abcdef", clearml_api.host, "not found")
+    assert done.stdout == ""  # the SDK's own log (to stdout) is kept quiet
 
 
 def test_a_model_with_no_file(clearml_api, s3_server, tmp_path, iris_artifact):

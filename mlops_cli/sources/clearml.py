@@ -197,12 +197,12 @@ class ClearMLSource:
 
     def _connect(self) -> Any:
         if self._sdk is None:
-            self.host = prepare_sdk(self.settings)
-            probe(self.host, self.settings.clearml.timeout_s)
+            self.host = prepare_sdk(self.settings)  # before the import: the SDK reads its config from the env
             try:
                 import clearml
             except ImportError:
                 raise missing_client("clearml", "clearml") from None
+            probe(self.host, self.settings.clearml.timeout_s)
             self._sdk = clearml
         quiet_sdk()
         return self._sdk

@@ -147,3 +147,27 @@ def test_json_output_stays_clean(clearml_api, s3_server, tmp_path, iris_artifact
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["model_ref"] == f"clearml:{model.id}" and result["written_back"]
+
+
+def test_schema_examples_and_reference_from_the_task_artifacts(clearml_api, s3_server, tmp_path, iris_artifact):
+    from sourcetools import iris_metadata
+
+    meta = iris_metadata(tmp_path, iris_artifact)
+    host = s3_server.endpoint.removeprefix("http://")
+    model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, drop=("schema", "examples", "reference"))
+    task = clearml_api.tasks[model.task]
+    for name in ("schema", "examples", "reference"):
+        key = f"artifacts/{task.id}/{name}.json"
+        s3_server.client().put_object(Bucket=BUCKET, Key=key, Body=json.dumps(meta[name]).encode())
+        task.artifacts[name] = f"s3://{host}/{BUCKET}/{key}"
+    work = tmp_path / "w"
+    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=source_env(clearml_api, s3_server, work))
+    assert done.returncode == 0, done.stderr
+    assert read_state(work)["model"]["schema"] == meta["schema"]
+    assembled = run_mlops("assemble-server", env=source_env(clearml_api, s3_server, work))
+    assert assembled.returncode == 0, assembled.stderr
+    bundle = read_state(work)["bundle"]["path"]
+    with open(f"{bundle}/examples.json") as fh:
+        assert json.load(fh) == meta["examples"]
+    with open(f"{bundle}/reference.json") as fh:
+        assert json.load(fh) == meta["reference"]

@@ -47,7 +47,8 @@ class SeaweedS3:
         (self.root / "data").mkdir()
         args = [weed_binary(), "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-s3.config={config}", f"-s3.port={self.port}", "-admin.ui=false", "-webdav=false",
-                "-master.telemetry=false"]
+                "-master.telemetry=false", f"-s3.localSocket={self.root / 's3.sock'}",
+                f"-filer.localSocket={self.root / 'filer.sock'}"]  # not /tmp/seaweedfs-*.sock, left behind
         # every listener on a free port of our own: grpc ports default to port+10000, which may be taken
         for flag in ("s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
                      "filer.port", "filer.port.grpc", "debug.port", "s3.port.iceberg", "s3.port.lance",

@@ -60,6 +60,10 @@ def _config_text(settings: Any, user_conf: Optional[Path]) -> str:
         lines.append(f"api.api_server: {_hocon(cfg.api_host)}")
     if cfg.files_host:
         lines.append(f"api.files_server: {_hocon(cfg.files_host)}")
+    if cfg.access_key:
+        lines.append(f"api.credentials.access_key: {_hocon(cfg.access_key)}")
+    if cfg.secret_key is not None:
+        lines.append(f"api.credentials.secret_key: {_hocon(cfg.secret_key.get_secret_value())}")
     if s3.endpoint_url:
         endpoint = urlparse(s3.endpoint_url)
         entry = {"host": endpoint.netloc, "secure": endpoint.scheme == "https", "multipart": False,
@@ -86,7 +90,9 @@ def _user_conf(settings: Any) -> Optional[Path]:
 
 
 def prepare_sdk(settings: Any) -> str:
-    """Put the config and environment the SDK needs in place (once per process); return the API host."""
+    """Put the config and environment the SDK needs in place (once per process); return the API host.
+
+    Keys given as settings go into the private config file only, never into the environment."""
     cfg = settings.clearml
     if _prepared:
         return _prepared["host"]
@@ -107,11 +113,10 @@ def prepare_sdk(settings: Any) -> str:
            "CLEARML_LOG_LEVEL": "CRITICAL"}  # its failures become one-line errors here; its log goes to stdout
     if cfg.files_host:
         env["CLEARML_FILES_HOST"] = cfg.files_host
-    if cfg.access_key:
-        env["CLEARML_API_ACCESS_KEY"] = cfg.access_key
-    if cfg.secret_key is not None:
-        env["CLEARML_API_SECRET_KEY"] = cfg.secret_key.get_secret_value()
-    os.environ.update(env)  # this process and its children only; nothing of it goes to state or logs
+    for name, value in (("CLEARML_API_ACCESS_KEY", cfg.access_key), ("CLEARML_API_SECRET_KEY", cfg.secret_key)):
+        if value is not None:  # the settings' keys are in the private config file; the SDK prefers the env's
+            os.environ.pop(name, None)
+    os.environ.update(env)  # no secret here: servers this process starts inherit the environment
     _prepared.update(host=host.rstrip("/"), path=path)
     return _prepared["host"]
 

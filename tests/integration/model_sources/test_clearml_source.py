@@ -9,7 +9,7 @@ import time
 import pytest
 
 from helpers import free_port, read_state
-from sourcetools import BUCKET, add_clearml_model, one_line_error, run_mlops, source_env
+from sourcetools import BUCKET, CLEARML_KEY, CLEARML_SECRET, add_clearml_model, one_line_error, run_mlops, source_env
 
 pytestmark = pytest.mark.integration
 
@@ -18,11 +18,17 @@ def test_pipeline_run_from_clearml_tags_the_model_and_records_the_audit(clearml_
                                                                         iris_artifact):
     model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, metrics_on_task={"accuracy": 0.97})
     work = tmp_path / "w"
-    env = source_env(clearml_api, s3_server, work, MLOPS_VALIDATION__THRESHOLDS='{"accuracy": ">= 0.9"}')
+    env = source_env(None, s3_server, work, MLOPS_VALIDATION__THRESHOLDS='{"accuracy": ">= 0.9"}',
+                     MLOPS_CLEARML__API_HOST=clearml_api.host, MLOPS_CLEARML__ACCESS_KEY=CLEARML_KEY,
+                     MLOPS_CLEARML__SECRET_KEY=CLEARML_SECRET)
     try:
         done = run_mlops("pipeline", "run", "--model", f"clearml:{model.id}", env=env)
         assert done.returncode == 0, done.stdout + done.stderr
         state = read_state(work)
+        for dep in state["deployments"].values():  # mlops put no ClearML key in the servers' environment
+            with open(f"/proc/{dep['pid']}/environ", "rb") as fh:
+                environ = fh.read().split(b"\0")
+            assert not [v for v in environ if v.startswith((b"CLEARML_API_SECRET_KEY=", b"CLEARML_API_ACCESS_KEY="))]
         assert {k: v["status"] for k, v in state["stages"].items()}["rolling-update"] == "passed"
         assert state["validation"]["model_ref"] == f"clearml:{model.id}"
         # the metric came from the parent task's single values, not from the model's metadata

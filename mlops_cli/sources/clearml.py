@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
-from ..errors import ConfigError, NotFoundError, StageFailed, TemporaryError
+from ..errors import ConfigError, MlopsError, NotFoundError, StageFailed, TemporaryError
 from . import ModelMetadata, ModelRef, missing_client
 
 FRAMEWORKS = {"scikitlearn": "sklearn", "scikit-learn": "sklearn", "sklearn": "sklearn", "joblib": "sklearn",
@@ -149,7 +149,8 @@ def probe(host: str, timeout_s: float) -> None:
     import httpx
 
     try:
-        httpx.get(f"{host}/debug.ping", timeout=min(timeout_s, 10.0))
+        budget = min(timeout_s, 10.0) / 2  # connect and read each get half: the whole probe stays within it
+        httpx.get(f"{host}/debug.ping", timeout=httpx.Timeout(budget))
     except httpx.HTTPError as exc:
         raise TemporaryError(f"ClearML server {host} is unreachable: {type(exc).__name__}"
                              + (f": {exc}" if str(exc) else ""),
@@ -243,17 +244,17 @@ class ClearMLSource:
             raw_meta = {k: _value(v) for k, v in (model.get_all_metadata() or {}).items() if isinstance(v, dict)}
             task = self._task(model)
             metrics = _task_metrics(task) if task is not None else {}
-        except (NotFoundError, ConfigError):
+            for name in ("schema", "examples", "reference"):  # the task's JSON artifacts, where metadata has none
+                if name not in raw_meta and task is not None:
+                    found = self._task_json(task, name)
+                    if found is not None:
+                        raw_meta[name] = found
+        except MlopsError:
             raise
         except Exception as exc:
             raise self._failure(exc, ref.name) from None
         metrics.update({k[len("metrics."):]: float(v) for k, v in raw_meta.items()
                         if k.startswith("metrics.") and isinstance(v, (int, float))})
-        for name in ("schema", "examples", "reference"):
-            if name not in raw_meta and task is not None:
-                found = self._task_json(task, name)
-                if found is not None:
-                    raw_meta[name] = found
         uri = model.url or ""
         if not uri.strip():
             raise StageFailed(f"ClearML model {ref.name} on {self.host} has no file (its URI is empty)",
@@ -336,7 +337,7 @@ class ClearMLSource:
                 entries = {k: {"value": v, "type": "str"} for k, v in metadata.items()}
                 if not model.set_all_metadata(entries, replace=False):  # models.add_or_update_metadata
                     raise StageFailed(f"ClearML server {self.host} did not store the metadata of model {ref.name}")
-        except (StageFailed, NotFoundError):
+        except MlopsError:
             raise
         except Exception as exc:
             raise self._failure(exc, ref.name) from None

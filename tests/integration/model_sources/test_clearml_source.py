@@ -177,3 +177,21 @@ def test_schema_examples_and_reference_from_the_task_artifacts(clearml_api, s3_s
         assert json.load(fh) == meta["examples"]
     with open(f"{bundle}/reference.json") as fh:
         assert json.load(fh) == meta["reference"]
+
+
+def test_a_server_that_accepts_but_never_answers_fails_in_time(s3_server, tmp_path):
+    import socket
+
+    pytest.importorskip("clearml")
+    with socket.socket() as hung:  # listens, so connecting works; never reads nor answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        host = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        env = source_env(None, s3_server, tmp_path / "w", MLOPS_CLEARML__API_HOST=host,
+                         MLOPS_CLEARML__ACCESS_KEY="k", MLOPS_CLEARML__SECRET_KEY="s", MLOPS_CLEARML__TIMEOUT_S="4")
+        started = time.monotonic()
+        done = run_mlops("validate-model", "--model", "clearml:abc123", env=env, timeout=60)
+        elapsed = time.monotonic() - started
+    assert done.returncode == 75
+    one_line_error(done, host, "unreachable", "ReadTimeout")
+    assert elapsed <= 10, elapsed

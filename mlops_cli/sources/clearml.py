@@ -231,11 +231,12 @@ class ClearMLSource:
         lowered = text.lower()
         if "not found" in lowered or "invalid model id" in lowered or "404" in lowered:
             return NotFoundError(f"ClearML model {model_id} not found on {self.host}")
-        if "401" in lowered or "unauthorized" in lowered or "login" in lowered or "credentials" in lowered:
+        if any(s in lowered for s in ("max retries", "too many", "connection", "timed out", "error 50")):
+            return TemporaryError(f"ClearML server {self.host} is unreachable or failing: {text}",
+                                  hint=f"gave up after {self.settings.clearml.retries} retries (clearml.retries)")
+        if "401" in lowered or "unauthorized" in lowered or "credentials" in lowered:
             return ConfigError(f"ClearML server {self.host} refused the credentials",
                                hint="check clearml.access_key / CLEARML_API_ACCESS_KEY and the secret key")
-        if "max retries" in lowered or "connection" in lowered or "timed out" in lowered:
-            return TemporaryError(f"ClearML server {self.host} is unreachable: {text}")
         return StageFailed(f"ClearML server {self.host} failed on model {model_id}: {text}")
 
     def fetch_metadata(self, ref: ModelRef) -> ModelMetadata:

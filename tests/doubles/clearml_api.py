@@ -139,6 +139,7 @@ class ClearMLApiDouble:
         self.tasks: dict[str, FakeTask] = {}
         self.calls: list[str] = []
         self.unknown: list[str] = []
+        self.unavailable: set[str] = set()   # endpoints answering 503, as a server behind a failing proxy
         self._key = uuid.uuid4().bytes
         self._tokens: set[str] = set()
         self._lock = threading.Lock()
@@ -209,6 +210,8 @@ class ClearMLApiDouble:
             return self._send(handler, endpoint, 400, {}, 3, "Invalid request body: not JSON")
         with self._lock:
             self.calls.append(endpoint)
+        if endpoint in self.unavailable:
+            return self._send(handler, endpoint, 503, {}, 0, "Service Unavailable")
         if endpoint == "debug.ping":
             return self._send(handler, endpoint, 200, {"msg": "ClearML server"})
         if endpoint == "auth.login":

@@ -195,3 +195,24 @@ def test_a_server_that_accepts_but_never_answers_fails_in_time(s3_server, tmp_pa
     assert done.returncode == 75
     one_line_error(done, host, "unreachable", "ReadTimeout")
     assert elapsed <= 10, elapsed
+
+
+def test_the_sdk_retries_are_bounded_by_the_generated_config(s3_server, tmp_path):
+    """A server that answers 503 to auth.login: the SDK's default would retry 240 times with backoff."""
+    from doubles.clearml_api import ClearMLApiDouble
+
+    failing = ClearMLApiDouble(CLEARML_KEY, CLEARML_SECRET)
+    failing.unavailable.add("auth.login")
+    failing.start(free_port())
+    try:
+        env = source_env(None, s3_server, tmp_path / "w", MLOPS_CLEARML__API_HOST=failing.host,
+                         MLOPS_CLEARML__ACCESS_KEY=CLEARML_KEY, MLOPS_CLEARML__SECRET_KEY=CLEARML_SECRET)
+        started = time.monotonic()
+        done = run_mlops("validate-model", "--model", "clearml:abc123", env=env, timeout=120)
+        elapsed = time.monotonic() - started
+    finally:
+        failing.stop()
+    assert done.returncode == 75, done.stderr
+    one_line_error(done, failing.host, "unreachable or failing", "gave up after 2 retries")
+    assert failing.calls.count("auth.login") == 3  # the first try and clearml.retries (2) more
+    assert elapsed <= 10, elapsed

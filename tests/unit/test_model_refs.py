@@ -74,3 +74,10 @@ def test_a_missing_client_library_names_the_pip_extra(tmp_path, package, ref, ex
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"pip install 'mlops[{extra}]'" in errors[0] and "Traceback" not in done.stderr
+
+
+def test_the_source_modules_load_their_clients_only_when_used():
+    code = ("import sys, mlops_cli.sources.clearml, mlops_cli.sources.s3, mlops_cli.audit, mlops_cli.holdout; "
+            "print(','.join(m for m in ('clearml', 'boto3', 'botocore', 'pyarrow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""

@@ -106,3 +106,24 @@ def test_unreachable_s3_endpoint(s3_server, tmp_path):
     done = run_mlops("validate-model", "--model", "s3://models/iris/1", env=env, timeout=60)
     assert done.returncode == 75
     one_line_error(done, "unreachable")
+
+
+def test_credentials_from_aws_variables_and_from_a_profile(s3_server, tmp_path, iris_artifact):
+    ref = upload_s3_model(s3_server, tmp_path, iris_artifact)
+    from sourcetools import ACCESS_KEY
+
+    by_env = source_env(None, s3_server, tmp_path / "a", AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+    del by_env["MLOPS_S3__ACCESS_KEY_ID"], by_env["MLOPS_S3__SECRET_ACCESS_KEY"]
+    done = run_mlops("validate-model", "--model", ref, env=by_env)
+    assert done.returncode == 0, done.stderr
+
+    creds = tmp_path / "aws-credentials"
+    creds.write_text(f"[models-reader]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n")
+    by_profile = dict(by_env, AWS_SHARED_CREDENTIALS_FILE=str(creds), MLOPS_S3__PROFILE="models-reader")
+    del by_profile["AWS_ACCESS_KEY_ID"], by_profile["AWS_SECRET_ACCESS_KEY"]
+    done = run_mlops("validate-model", "--model", ref, env=dict(by_profile, MLOPS_WORKDIR=str(tmp_path / "b")))
+    assert done.returncode == 0, done.stderr
+
+    missing = run_mlops("validate-model", "--model", ref, env=dict(by_profile, MLOPS_S3__PROFILE="nobody"))
+    assert missing.returncode == 2
+    one_line_error(missing, "AWS profile 'nobody' not found")

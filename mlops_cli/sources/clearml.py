@@ -95,6 +95,10 @@ def prepare_sdk(settings: Any) -> str:
     Keys given as settings go into the private config file only, never into the environment."""
     cfg = settings.clearml
     if _prepared:
+        wanted = (cfg.api_host or _prepared["host"]).rstrip("/")
+        if wanted != _prepared["host"]:
+            raise ConfigError(f"this process already talks to ClearML at {_prepared['host']}, not {wanted}",
+                              hint="run one mlops command per ClearML server")
         return _prepared["host"]
     user_conf = _user_conf(settings)
     host = cfg.api_host or os.environ.get("CLEARML_API_HOST") or _host_from_conf(user_conf)
@@ -125,7 +129,8 @@ def _host_from_conf(conf: Optional[Path]) -> Optional[str]:
     if conf is None:
         return None
     try:
-        from pyhocon import ConfigFactory  # comes with clearml
+        # the SDK's own HOCON parser; importing it does not load the SDK's config yet (that is lazy)
+        from clearml.utilities.pyhocon import ConfigFactory
     except ImportError:
         raise missing_client("clearml", "clearml") from None
     try:

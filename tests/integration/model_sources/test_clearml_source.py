@@ -216,3 +216,20 @@ def test_the_sdk_retries_are_bounded_by_the_generated_config(s3_server, tmp_path
     one_line_error(done, failing.host, "unreachable or failing", "gave up after 2 retries")
     assert failing.calls.count("auth.login") == 3  # the first try and clearml.retries (2) more
     assert elapsed <= 10, elapsed
+
+
+def test_host_and_keys_from_the_users_clearml_conf(clearml_api, s3_server, tmp_path, iris_artifact):
+    model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact)
+    conf = tmp_path / "clearml.conf"
+    conf.write_text('api {\n  api_server: "%s"\n  credentials { access_key: "%s", secret_key: "%s" }\n'
+                    '  http.retries { total: 240 }\n}\n' % (clearml_api.host, CLEARML_KEY, CLEARML_SECRET))
+    env = source_env(None, s3_server, tmp_path / "w", CLEARML_CONFIG_FILE=str(conf))
+    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "mlops:validated" in model.tags
+    broken = tmp_path / "broken.conf"
+    broken.write_text("api { api_server: \n")
+    done = run_mlops("validate-model", "--model", f"clearml:{model.id}",
+                     env=dict(env, CLEARML_CONFIG_FILE=str(broken)))
+    assert done.returncode == 2
+    one_line_error(done, "cannot read", "broken.conf")

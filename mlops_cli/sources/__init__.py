@@ -24,12 +24,14 @@ SOURCES = {
 }
 
 
-def missing_client(package: str, extra: str) -> "ConfigError":
+def missing_client(package: str, extra: str) -> Exception:
     """The one-line error for an optional client library that is not installed."""
     from ..errors import ConfigError
 
-    return ConfigError(f"this model source needs the {package!r} package, which is not installed",
+    what = {"s3": "S3 access", "clearml": "the ClearML source"}.get(extra, f"the {extra} extra")
+    return ConfigError(f"{what} needs the {package!r} package, which is not installed",
                        hint=f"pip install 'mlops[{extra}]'")
+
 
 InputType = Literal["number", "integer", "string", "boolean"]
 

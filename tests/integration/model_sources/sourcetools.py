@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from doubles.clearml_api import ClearMLApiDouble, FakeModel, FakeTask
 from helpers import free_port, require_tool

@@ -52,7 +52,7 @@ def test_a_model_worse_than_prod_is_refused_on_the_same_holdout(make_settings, s
     with pytest.raises(StageFailed) as info:
         validate_model.run(make_settings(workdir=settings.workdir, model=weak, deploy=deploy, validation=rules))
     message = str(info.value)
-    assert f"holdout accuracy = 0.3" in message and f"for {good} in prod" in message and "at most 0.02 allowed" in message
+    assert "holdout accuracy = 0.3" in message and f"for {good} in prod" in message and "at most 0.02 allowed" in message
     # the same model again is not worse than itself
     again = validate_model.run(make_settings(workdir=settings.workdir, model=good, deploy=deploy, validation=rules))
     assert any(c.name == "against prod accuracy" and "not worse by 0" in c.detail for c in again.checks)

@@ -75,6 +75,13 @@ def _config_text(settings: Any, user_conf: Optional[Path]) -> str:
         if s3.profile:
             entry["profile"] = s3.profile
         lines.append(f"sdk.aws.s3.credentials: [{json.dumps(entry)}]")
+    elif s3.access_key_id and s3.secret_access_key is not None:  # AWS itself: the default keys for every bucket
+        lines.append(f"sdk.aws.s3.key: {_hocon(s3.access_key_id)}")
+        lines.append(f"sdk.aws.s3.secret: {_hocon(s3.secret_access_key.get_secret_value())}")
+    if not s3.endpoint_url and s3.region:
+        lines.append(f"sdk.aws.s3.region: {_hocon(s3.region)}")
+    if not s3.endpoint_url and s3.profile:
+        lines.append(f"sdk.aws.s3.profile: {_hocon(s3.profile)}")
     return "\n".join(lines) + "\n"
 
 

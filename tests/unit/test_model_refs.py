@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -81,3 +82,23 @@ def test_the_source_modules_load_their_clients_only_when_used():
             "print(','.join(m for m in ('clearml', 'boto3', 'botocore', 'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def test_the_generated_clearml_config_bounds_retries_and_carries_the_s3_endpoint(make_settings, tmp_path):
+    from mlops_cli.sources.clearml import _config_text
+
+    user = tmp_path / "clearml.conf"
+    user.write_text("api { api_server: \"http://x\" }\n")
+    settings = make_settings(clearml={"api_host": "http://127.0.0.1:1", "retries": 1, "access_key": "K",
+                                      "secret_key": "S"},
+                             s3={"endpoint_url": "https://minio.example:9000", "access_key_id": "A",
+                                 "secret_access_key": "B", "verify_tls": False})
+    text = _config_text(settings, user)
+    assert text.splitlines()[0] == f'include file("{user}")'  # the user's settings first, ours on top
+    assert "api.http.retries { total: 1, connect: 1, read: 1, redirect: 1, status: 1" in text
+    assert 'api.credentials.secret_key: "S"' in text
+    entry = json.loads(text.split("sdk.aws.s3.credentials: [", 1)[1].rsplit("]", 1)[0])
+    assert entry == {"host": "minio.example:9000", "secure": True, "multipart": False, "verify": False,
+                     "key": "A", "secret": "B"}
+    aws = _config_text(make_settings(s3={"access_key_id": "A", "secret_access_key": "B", "region": "eu-west-1"}), None)
+    assert 'sdk.aws.s3.key: "A"' in aws and 'sdk.aws.s3.region: "eu-west-1"' in aws and "include" not in aws

@@ -24,6 +24,10 @@ DENIED = {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "Invali
           "AllAccessDisabled", "403", "Forbidden", "InvalidSecurity", "AuthorizationHeaderMalformed"}
 
 
+class NoSuchBucket(NotFoundError):
+    """The bucket itself does not exist (as opposed to a key in it)."""
+
+
 def split_url(url: str) -> tuple[str, str]:
     """`s3://bucket/key` -> (bucket, key)."""
     bucket, _, key = url[len("s3://"):].partition("/")
@@ -66,7 +70,7 @@ class S3Client:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code == "NoSuchBucket":
-                return NotFoundError(f"S3 bucket {bucket!r} does not exist at {self.endpoint}")
+                return NoSuchBucket(f"S3 bucket {bucket!r} does not exist at {self.endpoint}")
             if code in ("NoSuchKey", "404", "NotFound") or status == 404:
                 return NotFoundError(f"{where} not found at {self.endpoint}")
             if code in DENIED or status == 403:
@@ -129,9 +133,9 @@ class S3Source:
         bucket, _, prefix = ref.name.partition("/")
         try:
             raw = self.s3.read(bucket, f"{prefix}/{METADATA_FILE}")
-        except NotFoundError as exc:
-            if "bucket" in exc.message:
-                raise
+        except NoSuchBucket:
+            raise
+        except NotFoundError:
             present = self.s3.keys(bucket, prefix + "/")
             what = f"holds {', '.join(k.rsplit('/', 1)[-1] for k in present[:5])}" if present else "is empty"
             raise NotFoundError(f"model {ref}: no {METADATA_FILE} under it at {self.s3.endpoint} (the prefix {what})",
@@ -153,9 +157,9 @@ class S3Source:
             raise StageFailed(f"artifact_name {meta.artifact_name!r} of {ref} is not a plain file name")
         try:
             return self.s3.download(bucket, f"{prefix}/{name}", Path(dest_dir) / name)
-        except NotFoundError as exc:
-            if "bucket" in exc.message:
-                raise
+        except NoSuchBucket:
+            raise
+        except NotFoundError:
             raise StageFailed(f"model s3://{ref} has no file: s3://{ref}/{name} not found at {self.s3.endpoint}") from None
 
     @staticmethod

@@ -345,7 +345,8 @@ class ClearMLSource:
         try:
             tags = [t for t in (model.tags or []) if t not in remove_tags and t not in add_tags] + add_tags
             if tags != list(model.tags or []):
-                model.tags = tags                       # models.edit
+                # models.edit with the tags alone (the `tags` setter would keep the old ones for an empty list)
+                model._get_base_model().edit(tags=tags)
             if metadata:
                 entries = {k: {"value": v, "type": "str"} for k, v in metadata.items()}
                 if not model.set_all_metadata(entries, replace=False):  # models.add_or_update_metadata

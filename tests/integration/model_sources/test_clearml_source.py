@@ -233,3 +233,26 @@ def test_host_and_keys_from_the_users_clearml_conf(clearml_api, s3_server, tmp_p
                      env=dict(env, CLEARML_CONFIG_FILE=str(broken)))
     assert done.returncode == 2
     one_line_error(done, "cannot read", "broken.conf")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK's own use of pyparsing
+def test_write_back_can_take_the_last_tag_off(clearml_api, s3_server, tmp_path, iris_artifact, make_settings,
+                                              monkeypatch):
+    """In this process: the source's write-back as the audit uses it (models.edit, add_or_update_metadata)."""
+    import os
+
+    from mlops_cli.sources import get_source, parse_ref
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # what the source sets for the SDK stays in this test
+
+    model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact)
+    model.tags = ["deployed:prod"]
+    settings = make_settings(clearml={"api_host": clearml_api.host, "access_key": CLEARML_KEY,
+                                      "secret_key": CLEARML_SECRET}, s3=s3_server.settings())
+    source = get_source("clearml", settings)
+    ref = parse_ref(f"clearml:{model.id}")
+    assert source.write_back(ref, add_tags=[], remove_tags=["deployed:prod"], metadata={"mlops.deployed.prod.until": "t"})
+    assert model.tags == []
+    assert model.metadata["mlops.deployed.prod.until"] == {"value": "t", "type": "str"}
+    assert source.write_back(ref, add_tags=["a", "b"], remove_tags=[], metadata={})
+    assert model.tags == ["a", "b"]

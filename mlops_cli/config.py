@@ -11,7 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -40,6 +40,13 @@ class ValidationSettings(Section):
     """Tag the validator puts on a model that passed its checks; empty or null turns the check off."""
     allow_breaking: bool = False
     """Accept a breaking change of the input/output schema against the deployed model."""
+    holdout: Optional["HoldoutSettings"] = None
+    """Evaluate the model on a holdout dataset (CSV or Parquet, a local path or s3://bucket/key)."""
+    max_regression: dict[str, float] = Field(default_factory=dict)
+    """Metric -> largest allowed drop against the model now in prod, e.g. `accuracy: 0.01` (holdout scores when
+    a holdout is configured, else reported metrics); lower-is-better metrics (rmse, mae) may rise by at most it."""
+    verdict_tags: dict[str, str] = Field(default_factory=lambda: {"passed": "mlops:validated", "failed": "mlops:rejected"})
+    """Tags written back to the source (ClearML) with the verdict: `passed` and `failed`; empty values write none."""
 
     @field_validator("thresholds")
     @classmethod
@@ -50,6 +57,76 @@ class ValidationSettings(Section):
                     f"threshold for {metric!r} must look like '>= 0.9' (one of >=, >, <=, <, ==)"
                 )
         return value
+
+
+HOLDOUT_METRICS = {"classification": ("accuracy", "f1", "roc_auc"), "regression": ("rmse", "mae", "r2")}
+
+
+class HoldoutSettings(Section):
+    path: str = Field(min_length=1)
+    """The dataset: a local path or `s3://bucket/key` (read with the `s3` settings), `.csv` or `.parquet`."""
+    target: str = "target"
+    """The column holding the true value (a class label or index, or a number); every other column is an input."""
+    format: Optional[Literal["csv", "parquet"]] = None
+    """Default: from the file's suffix."""
+    thresholds: dict[str, str] = Field(default_factory=dict)
+    """Holdout metric -> condition: accuracy, f1 (macro), roc_auc (one-vs-rest) or rmse, mae, r2."""
+
+    @field_validator("thresholds")
+    @classmethod
+    def _conditions(cls, value: dict[str, str]) -> dict[str, str]:
+        known = sorted({m for names in HOLDOUT_METRICS.values() for m in names})
+        for metric, condition in value.items():
+            if metric not in known:
+                raise ValueError(f"unknown holdout metric {metric!r}; known: {', '.join(known)}")
+            if not isinstance(condition, str) or not THRESHOLD_RE.match(condition):
+                raise ValueError(f"threshold for {metric!r} must look like '>= 0.9' (one of >=, >, <=, <, ==)")
+        return value
+
+
+class ClearMLSettings(Section):
+    api_host: Optional[str] = None
+    """ClearML API server, e.g. `https://api.clear.ml`; default: CLEARML_API_HOST or the clearml.conf."""
+    files_host: Optional[str] = None
+    """ClearML files server; default: CLEARML_FILES_HOST or the clearml.conf."""
+    access_key: Optional[str] = None
+    """API access key; default: CLEARML_API_ACCESS_KEY or the clearml.conf."""
+    secret_key: Optional[SecretStr] = None
+    """API secret key (MLOPS_CLEARML__SECRET_KEY); default: CLEARML_API_SECRET_KEY or the clearml.conf. Never printed."""
+    config_file: Optional[Path] = None
+    """An existing clearml.conf to start from; default: CLEARML_CONFIG_FILE, else ~/clearml.conf if present."""
+    retries: int = Field(2, ge=0, le=10)
+    """HTTP retries of a failed API call (the SDK's own default retries for minutes)."""
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    """Give up on an unreachable ClearML server after about this long."""
+    write_back: bool = True
+    """Write the verdict and deployments back to the model as tags and metadata."""
+
+
+class S3Settings(Section):
+    endpoint_url: Optional[str] = None
+    """S3 endpoint, e.g. `http://minio.example:9000`; default: AWS."""
+    region: Optional[str] = None
+    """Region; default: AWS_DEFAULT_REGION or the profile's, else us-east-1."""
+    access_key_id: Optional[str] = None
+    """Access key; default: AWS_ACCESS_KEY_ID or the profile's."""
+    secret_access_key: Optional[SecretStr] = None
+    """Secret key (MLOPS_S3__SECRET_ACCESS_KEY); default: AWS_SECRET_ACCESS_KEY or the profile's. Never printed."""
+    profile: Optional[str] = None
+    """A profile of ~/.aws/credentials; default: AWS_PROFILE."""
+    addressing_style: Literal["path", "virtual", "auto"] = "path"
+    """Path-style (MinIO, SeaweedFS) or virtual-hosted buckets."""
+    verify_tls: bool = True
+    """Check the endpoint's TLS certificate."""
+    retries: int = Field(2, ge=0, le=10)
+    """Extra attempts of a request that failed with a connection error or a 5xx."""
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    """Connect and read timeout of each request."""
+
+
+class AuditSettings(Section):
+    deployed_tags: dict[str, str] = Field(default_factory=lambda: {"test": "deployed:test", "prod": "deployed:prod"})
+    """Environment -> tag put on the model (in its source, e.g. ClearML) once it is deployed there."""
 
 
 class UnitTestSettings(Section):
@@ -297,6 +374,9 @@ class Settings(Section):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    clearml: ClearMLSettings = Field(default_factory=ClearMLSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @property
     def store_path(self) -> Path:
@@ -425,3 +505,6 @@ def load_settings(config_file: Optional[Path] = None, flags: Optional[dict[str, 
         return Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, sources)) from None
+
+
+ValidationSettings.model_rebuild()

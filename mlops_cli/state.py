@@ -111,6 +111,19 @@ class SmokeRecord(Record):
     at: str = Field(default_factory=now)
 
 
+class AuditRecord(Record):
+    """A deployment as the audit trail keeps it: what was deployed where, since when, and the write-back."""
+    env: str
+    model_ref: str
+    model_sha256: str
+    digest: str             # the image reference (repository@sha256:...) or the bundle's sha256
+    target: str
+    tag: Optional[str] = None
+    written_back: bool = False
+    detail: str = ""
+    at: str = Field(default_factory=now)
+
+
 class StageRecord(Record):
     status: Literal["passed", "failed", "skipped"]
     started_at: str
@@ -127,6 +140,7 @@ class State(Record):
     deployments: dict[str, DeploymentRecord] = Field(default_factory=dict)
     smoke: Optional[SmokeRecord] = None
     stages: dict[str, StageRecord] = Field(default_factory=dict)
+    audit: list[AuditRecord] = Field(default_factory=list)
 
     @staticmethod
     def path(workdir: Path) -> Path:

@@ -36,6 +36,10 @@ class StatusResult(BaseModel):
         for env, dep in sorted(s.get("deployments", {}).items()):
             alive = "running" if self.running.get(env) else "NOT RUNNING"
             out.append(f"{env:<10} {dep['model_ref']} revision {dep['revision']} at {dep['url']} ({alive}, since {dep['at']})")
+        latest = {a["env"]: a for a in s.get("audit", [])}
+        for env, rec in sorted(latest.items()):
+            tag = f"tag {rec['tag']}, " if rec.get("tag") else ""
+            out.append(f"audit      {env}: {rec['model_ref']} {tag}{rec['digest']} since {rec['at']} ({rec['detail']})")
         if s.get("smoke"):
             sm = s["smoke"]
             out.append(f"smoke      {'passed' if sm['passed'] else 'FAILED'}: p95 {sm['p95_ms']} ms over {sm['requests']} requests")

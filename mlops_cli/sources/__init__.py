@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from ..digests import sha256_file  # noqa: F401 (re-exported for the sources)
 from ..errors import UsageError
@@ -17,7 +17,21 @@ from ..registry import load
 if TYPE_CHECKING:
     from ..config import Settings
 
-SOURCES = {"local": "mlops_cli.sources.local:LocalSource"}
+SOURCES = {
+    "local": "mlops_cli.sources.local:LocalSource",
+    "clearml": "mlops_cli.sources.clearml:ClearMLSource",
+    "s3": "mlops_cli.sources.s3:S3Source",
+}
+
+
+def missing_client(package: str, extra: str) -> Exception:
+    """The one-line error for an optional client library that is not installed."""
+    from ..errors import ConfigError
+
+    what = {"s3": "S3 access", "clearml": "the ClearML source"}.get(extra, f"the {extra} extra")
+    return ConfigError(f"{what} needs the {package!r} package, which is not installed",
+                       hint=f"pip install 'mlops[{extra}]'")
+
 
 InputType = Literal["number", "integer", "string", "boolean"]
 
@@ -77,28 +91,64 @@ class ModelMetadata(BaseModel):
     class_name: Optional[str] = None
     examples: list[dict[str, Any]] = Field(default_factory=list)
     reference: Optional[dict[str, Any]] = None
+    _ref: Optional[str] = PrivateAttr(default=None)  # where the source found it (not part of the digest)
+    _extras: dict[str, Any] = PrivateAttr(default_factory=dict)  # source-specific details (ClearML: task, uri)
 
 
 @dataclass(frozen=True)
 class ModelRef:
+    """`local:NAME[@VERSION]`, `clearml:MODEL_ID` (name is the ID) or `s3://BUCKET/PREFIX` (name is BUCKET/PREFIX)."""
+
     scheme: str
     name: str
     version: Optional[str] = None
 
     def __str__(self) -> str:
+        if self.scheme == "s3":
+            return f"s3://{self.name}"
         return f"{self.scheme}:{self.name}" + (f"@{self.version}" if self.version else "")
+
+    def pinned(self, version: str) -> "ModelRef":
+        """The reference naming this exact version: local names a version; ClearML IDs and S3 prefixes already do."""
+        if self.scheme != "local" or self.version:
+            return self
+        return ModelRef(self.scheme, self.name, version)
 
 
 _LOCAL_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(@(?P<version>[A-Za-z0-9._-]+))?$")
+_CLEARML_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_FORMS = "local:NAME[@VERSION], clearml:MODEL_ID or s3://BUCKET/PREFIX"
+
+
+def _parse_s3(text: str) -> ModelRef:
+    bucket, _, prefix = text[len("s3://"):].partition("/")
+    prefix = prefix.strip("/")
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise UsageError(f"malformed model reference {text!r}: {bucket!r} is not an S3 bucket name",
+                         hint="expected s3://BUCKET/PREFIX")
+    if not prefix or any(part in ("", ".", "..") for part in prefix.split("/")) or any(c in prefix for c in "\\\n\r\0"):
+        raise UsageError(f"malformed model reference {text!r}: needs a key prefix under the bucket",
+                         hint="expected s3://BUCKET/PREFIX, the prefix holding metadata.json and the artifact")
+    return ModelRef("s3", f"{bucket}/{prefix}")
 
 
 def parse_ref(text: str) -> ModelRef:
-    """`local:NAME[@VERSION]`; an unknown scheme lists the known ones."""
+    """`local:NAME[@VERSION]`, `clearml:MODEL_ID`, `s3://BUCKET/PREFIX`; an unknown scheme lists the known ones."""
+    text = text.strip()
+    if text.startswith("s3://"):
+        return _parse_s3(text)
     scheme, sep, rest = text.partition(":")
     if not sep:
-        raise UsageError(f"model reference {text!r} has no scheme", hint=f"write local:{text}")
+        raise UsageError(f"model reference {text!r} has no scheme", hint=f"write local:{text}; forms: {_FORMS}")
     if scheme not in SOURCES:
         raise UsageError(f"unknown model source {scheme!r} in {text!r}; known: {', '.join(sorted(SOURCES))}")
+    if scheme == "s3":
+        raise UsageError(f"malformed model reference {text!r}", hint="expected s3://BUCKET/PREFIX")
+    if scheme == "clearml":
+        if not _CLEARML_RE.match(rest):
+            raise UsageError(f"malformed model reference {text!r}", hint="expected clearml:MODEL_ID (the model's ID, no version)")
+        return ModelRef("clearml", rest)
     match = _LOCAL_RE.match(rest)
     if not match:
         raise UsageError(f"malformed model reference {text!r}", hint="expected local:NAME[@VERSION]")
@@ -111,6 +161,11 @@ class ModelSource(Protocol):
 
     def fetch_artifact(self, meta: ModelMetadata, dest_dir: Path) -> Path:
         """Put the artifact in dest_dir and return its path (not yet checked against sha256)."""
+
+    def write_back(self, ref: ModelRef, *, add_tags: list[str], remove_tags: list[str],
+                   metadata: dict[str, str]) -> bool:
+        """Record on the model itself (tags, metadata) what the pipeline did with it; False where the
+        source keeps no such record (the state file still does). Never changes what validation digested."""
 
 
 def get_source(scheme: str, settings: "Settings") -> ModelSource:

@@ -127,3 +127,8 @@ class LocalSource:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(blob, dest)
         return dest
+
+    def write_back(self, ref: ModelRef, *, add_tags: list[str], remove_tags: list[str],
+                   metadata: dict[str, str]) -> bool:
+        """The local store keeps a version's metadata as registered: the state file is its record."""
+        return False

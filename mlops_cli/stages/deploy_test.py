@@ -7,6 +7,7 @@ from typing import Optional
 from ..config import Settings
 from ..deploying import deploy_bundle
 from ..state import State
+from ..audit import record_deployment
 from .base import StageResult, stage
 
 
@@ -27,5 +28,6 @@ def run(settings: Settings) -> DeployResult:
     dep = deploy_bundle(settings, state, "test")
     state.smoke = None
     state.save(settings.workdir)
+    record_deployment(settings, "test")  # audit trail: tag + metadata on the model, state.audit
     return DeployResult(stage="deploy-test", env="test", url=dep.url, revision=dep.revision,
                         previous_revision=dep.previous_revision, message=f"{dep.model_ref} serving at {dep.url}")

@@ -10,6 +10,7 @@ from ..config import Settings
 from ..deploying import deploy_bundle
 from ..errors import StageFailed
 from ..state import State
+from ..audit import record_deployment
 from .base import stage
 from .deploy_test import DeployResult
 
@@ -27,5 +28,6 @@ def run(settings: Settings) -> DeployResult:
                               f"({previous.model_ref}) still serves: {exc.message}") from exc
         raise
     state.save(settings.workdir)
+    record_deployment(settings, "prod")  # audit trail: tag + metadata on the model, state.audit
     return DeployResult(stage="rolling-update", env="prod", url=dep.url, revision=dep.revision,
                         previous_revision=dep.previous_revision, message=f"{dep.model_ref} serving at {dep.url}")

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import operator
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ..compat import breaking_changes
-from ..config import THRESHOLD_RE, Settings
-from ..errors import StageFailed, UsageError
+from ..config import HOLDOUT_METRICS, THRESHOLD_RE, Settings
+from ..errors import ConfigError, MlopsError, StageFailed, UsageError
 from ..digests import json_digest, sha256_file
-from ..sources import ModelMetadata, get_source, parse_ref
-from ..state import CheckRecord, ModelRecord, State, ValidationRecord
+from ..sources import ModelMetadata, ModelRef, get_source, parse_ref
+from ..state import CheckRecord, DeploymentRecord, ModelRecord, State, ValidationRecord, now
 from ..ui import progress
 from .base import StageResult, stage
 
@@ -23,9 +24,12 @@ class ValidateResult(StageResult):
     model_ref: str
     sha256: str
     checks: list[CheckRecord]
+    holdout: dict[str, float] = {}
+    written_back: Optional[str] = None
 
     def lines(self) -> list[str]:
-        return [self.message] + [f"  ok  {c.name}: {c.detail}" for c in self.checks]
+        out = [self.message] + [f"  ok  {c.name}: {c.detail}" for c in self.checks]
+        return out + ([f"  verdict written back: {self.written_back}"] if self.written_back else [])
 
 
 def _threshold_checks(meta: ModelMetadata, thresholds: dict[str, str]) -> list[CheckRecord]:
@@ -35,7 +39,11 @@ def _threshold_checks(meta: ModelMetadata, thresholds: dict[str, str]) -> list[C
         op, bound = match.group(1), float(match.group(2))
         value = meta.metrics.get(metric)
         if value is None:
-            checks.append(CheckRecord(name=f"metric {metric}", passed=False, detail=f"{metric} is not reported by the model"))
+            known = ", ".join(sorted(meta.metrics)) or "none"
+            checks.append(CheckRecord(name=f"metric {metric}", passed=False,
+                                      detail=f"{metric} is not reported by the model's "
+                                             f"{'task or metadata' if meta._extras.get('task') else 'metadata'} "
+                                             f"(a threshold names it; reported: {known})"))
         else:
             ok = OPS[op](value, bound)
             checks.append(CheckRecord(name=f"metric {metric}", passed=ok,
@@ -59,8 +67,109 @@ def _schema_check(meta: ModelMetadata, state: State, allow_breaking: bool) -> Op
 
 
 def metadata_digest(meta: ModelMetadata) -> str:
-    """What validation saw of the metadata: assemble-server refuses metadata that changed since."""
-    return json_digest(meta.model_dump(mode="json", by_alias=True))
+    """What validation saw of the metadata: assemble-server refuses metadata that changed since.
+
+    Tags are left out: the pipeline itself writes the verdict and deployed:* tags back to the model."""
+    return json_digest(meta.model_dump(mode="json", by_alias=True, exclude={"tags"}))
+
+
+def _condition_checks(prefix: str, values: dict[str, float], thresholds: dict[str, str]) -> list[CheckRecord]:
+    checks = []
+    for metric, condition in sorted(thresholds.items()):
+        match = THRESHOLD_RE.match(condition)
+        op, bound = match.group(1), float(match.group(2))
+        value = values[metric]
+        checks.append(CheckRecord(name=f"{prefix} {metric}", passed=OPS[op](value, bound),
+                                  detail=f"{prefix} {metric} = {value:.4g}, needs {op} {bound:g}"))
+    return checks
+
+
+def _holdout(meta: ModelMetadata, artifact: Path, settings: Settings) -> dict[str, float]:
+    from ..holdout import evaluate
+
+    holdout = settings.validation.holdout
+    wrong = sorted(set(holdout.thresholds) - set(HOLDOUT_METRICS[meta.task]))
+    if wrong:
+        raise ConfigError(f"validation.holdout.thresholds: {', '.join(wrong)} do not apply to a {meta.task} model "
+                          f"(its metrics: {', '.join(HOLDOUT_METRICS[meta.task])})")
+    progress(f"evaluating on holdout {holdout.path}")
+    scores = evaluate(meta, artifact, holdout, settings.s3)
+    missing = sorted(set(holdout.thresholds) - set(scores))
+    if missing:
+        raise StageFailed(f"holdout {', '.join(missing)} cannot be computed for model {meta.name} "
+                          "(roc_auc needs predict_proba and at least two classes in the target)")
+    return scores
+
+
+def _prod_meta(dep: DeploymentRecord) -> tuple[ModelMetadata, Optional[Path]]:
+    """The model now in prod, from its bundle's spec and artifact (digest-checked), as validation saw it."""
+    bundle = Path(dep.bundle_path)
+    try:
+        spec = json.loads((bundle / "spec.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise StageFailed(f"the bundle of the model in prod ({dep.bundle_path}) is gone: cannot compare with it",
+                          hint="remove validation.max_regression or deploy prod again") from None
+    model = spec["model"]
+    labels = next((m["settings"].get("labels") for m in spec.get("modules", []) if m["name"] == "postprocessing"), None)
+    meta = ModelMetadata(name=model["name"], version=model["version"], framework=model["framework"],
+                         task=model["task"], sha256=model["sha256"], artifact_name=Path(model["artifact"]).name,
+                         schema=dep.schema_, labels=labels, class_name=model.get("class_name"))
+    artifact = bundle / model["artifact"]
+    if not artifact.is_file() or sha256_file(artifact) != dep.model_sha256:
+        raise StageFailed(f"the artifact of the model in prod ({artifact}) is missing or altered")
+    return meta, artifact
+
+
+def _regression_checks(meta: ModelMetadata, holdout: dict[str, float], state: State,
+                       settings: Settings) -> list[CheckRecord]:
+    """Not worse than the model now in prod by more than the allowed drop, metric by metric."""
+    from ..holdout import LOWER_IS_BETTER, evaluate
+
+    limits = settings.validation.max_regression
+    prod = state.deployments.get("prod")
+    if not limits:
+        return []
+    if prod is None:
+        return [CheckRecord(name="against prod", passed=True, detail="no model in prod yet: nothing to compare with")]
+    where = f"{prod.model_ref} in prod"
+    if holdout:
+        prod_meta, artifact = _prod_meta(prod)
+        progress(f"evaluating {where} on the same holdout")
+        theirs, kind = evaluate(prod_meta, artifact, settings.validation.holdout, settings.s3), "holdout"
+        ours = holdout
+    else:
+        ref = parse_ref(prod.model_ref)
+        theirs, kind = get_source(ref.scheme, settings).fetch_metadata(ref).metrics, "reported"
+        ours = meta.metrics
+    checks = []
+    for metric, allowed in sorted(limits.items()):
+        if metric not in ours or metric not in theirs:
+            side = "this model" if metric not in ours else where
+            checks.append(CheckRecord(name=f"against prod {metric}", passed=False,
+                                      detail=f"{kind} {metric} is not known for {side}: cannot compare"))
+            continue
+        new, old = ours[metric], theirs[metric]
+        worse = (new - old) if metric in LOWER_IS_BETTER else (old - new)
+        checks.append(CheckRecord(name=f"against prod {metric}", passed=worse <= allowed + 1e-12,
+                                  detail=f"{kind} {metric} = {new:.4g} vs {old:.4g} for {where} "
+                                         f"({'worse' if worse > 0 else 'not worse'} by {max(worse, 0):.4g}, "
+                                         f"at most {allowed:g} allowed)"))
+    return checks
+
+
+def _write_verdict(source: Any, ref: ModelRef, passed: bool, sha256: str, settings: Settings) -> Optional[str]:
+    """The verdict as a tag (and metadata) on the model in its source; a failure here is a warning only."""
+    tags = settings.validation.verdict_tags
+    mine, other = (tags.get("passed"), tags.get("failed")) if passed else (tags.get("failed"), tags.get("passed"))
+    metadata = {"mlops.validation.verdict": "passed" if passed else "failed", "mlops.validation.at": now(),
+                "mlops.validation.sha256": sha256}
+    try:
+        done = source.write_back(ref, add_tags=[mine] if mine else [], remove_tags=[other] if other else [],
+                                 metadata=metadata)
+    except MlopsError as exc:
+        progress(f"warning: could not write the verdict back to {ref}: {exc}")
+        return None
+    return f"tag {mine!r} on {ref}" if done and mine else None
 
 
 @stage("validate-model")
@@ -76,7 +185,7 @@ def run(settings: Settings) -> ValidateResult:
     source = get_source(ref.scheme, settings)
     progress(f"fetching metadata of {ref}")
     meta = source.fetch_metadata(ref)
-    pinned = str(ref if ref.version else ref.__class__(ref.scheme, ref.name, meta.version))
+    pinned = str(ref.pinned(meta.version))
     if meta.schema_ is None:
         raise StageFailed(f"model {pinned} has no input/output schema in its metadata",
                           hint="register it with --schema FILE")
@@ -84,12 +193,18 @@ def run(settings: Settings) -> ValidateResult:
     progress(f"downloading artifact {meta.artifact_name}")
     scratch = settings.workdir / "artifacts"
     scratch.mkdir(parents=True, exist_ok=True)
+    holdout: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-        actual = sha256_file(source.fetch_artifact(meta, Path(tmp)))
-    checks.append(CheckRecord(
-        name="artifact digest", passed=actual == meta.sha256,
-        detail=f"sha256:{actual[:12]}" + ("" if actual == meta.sha256 else
-                                          f" but metadata says sha256:{meta.sha256[:12]} (corrupt or altered artifact)")))
+        artifact = source.fetch_artifact(meta, Path(tmp))
+        actual = sha256_file(artifact)
+        checks.append(CheckRecord(
+            name="artifact digest", passed=actual == meta.sha256,
+            detail=f"sha256:{actual[:12]}" + ("" if actual == meta.sha256 else
+                                              f" but metadata says sha256:{meta.sha256[:12]} (corrupt or altered artifact)")))
+        # Only a digest-checked artifact is ever loaded: unpickling runs code.
+        if settings.validation.holdout is not None and actual == meta.sha256:
+            holdout = _holdout(meta, artifact, settings)
+            checks += _condition_checks("holdout", holdout, settings.validation.holdout.thresholds)
     thresholds = settings.validation.thresholds
     if not thresholds:
         progress("warning: no metric thresholds configured (validation.thresholds); metrics are not checked")
@@ -101,6 +216,8 @@ def run(settings: Settings) -> ValidateResult:
     interface = _schema_check(meta, state, settings.validation.allow_breaking)
     if interface is not None:
         checks.append(interface)
+    if actual == meta.sha256:
+        checks += _regression_checks(meta, holdout, state, settings)
 
     passed = all(c.passed for c in checks)
     state.validation = ValidationRecord(passed=passed, model_ref=pinned, checks=checks,
@@ -113,8 +230,10 @@ def run(settings: Settings) -> ValidateResult:
                                   class_name=meta.class_name, metrics=meta.metrics)
         state.bundle = state.image = state.smoke = None
     state.save(settings.workdir)
+    written = _write_verdict(source, ref, passed, actual, settings)
     if not passed:
         failed = "; ".join(c.detail for c in checks if not c.passed)
         raise StageFailed(f"model {pinned} failed validation: {failed}")
     return ValidateResult(stage="validate-model", model_ref=pinned, sha256=meta.sha256, checks=checks,
+                          holdout=holdout, written_back=written,
                           message=f"{pinned} passed {len(checks)} checks, pinned at sha256:{meta.sha256[:12]}")

@@ -84,6 +84,19 @@ def _last_words(path: Path, show: int = 10) -> str:
     return (f"last log line: {lines[-1]!r}; " if lines else "") + f"log: {path}"
 
 
+# What the toolkit needs and the server does not: its settings and the credentials of the
+# model sources, registries and notifiers. A server (like the image) gets none of them.
+_NOT_FOR_SERVERS = ("MLOPS_", "CLEARML_", "AWS_", "TRAINS_")
+_SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "ACCESS_KEY", "PRIVATE_KEY")
+
+
+def server_environ(environ: "os._Environ[str] | dict[str, str]") -> dict[str, str]:
+    """The environment a local server starts with: the toolkit's own, minus settings and secrets."""
+    return {name: value for name, value in environ.items()
+            if not name.upper().startswith(_NOT_FOR_SERVERS)
+            and not any(word in name.upper() for word in _SECRET_WORDS)}
+
+
 class LocalTarget:
     needs_image = False
 
@@ -116,7 +129,8 @@ class LocalTarget:
         log_path = self.log_dir / f"{env}-{revision}.log"
         argv = [sys.executable, "-m", "serving", str(bundle), "--host", host, "--port", str(port),
                 "--ready-file", str(ready_file)]
-        environ = dict(os.environ, PYTHONPATH=str(bundle), PYTHONDONTWRITEBYTECODE="1")  # the bundle stays as digested
+        environ = dict(server_environ(os.environ), PYTHONPATH=str(bundle),
+                       PYTHONDONTWRITEBYTECODE="1")  # the bundle stays as digested
         for name in JENKINS_KILL_MARKERS:  # Jenkins kills processes that carry these after the build
             if name in environ:
                 environ[name] = "dontKillMe"

@@ -19,7 +19,9 @@ from mlops_cli.targets.local import _alive
 pytestmark = pytest.mark.integration
 
 
-def test_pipeline_runs_every_stage_and_serves(make_settings, settings, iris_artifact):
+def test_pipeline_runs_every_stage_and_serves(make_settings, settings, iris_artifact, monkeypatch):
+    for name in ("AWS_SECRET_ACCESS_KEY", "CLEARML_API_SECRET_KEY", "MLOPS_BUILD__PASSWORD", "SLACK_BOT_TOKEN"):
+        monkeypatch.setenv(name, "s3cr3t-value")  # the toolkit's credentials: never handed to a server
     ref = register_iris(settings, iris_artifact)
     run_settings = make_settings(workdir=settings.workdir, model=ref, deploy=settings.deploy.model_dump(mode="json"),
                                  validation={"thresholds": {"accuracy": ">= 0.9"}})
@@ -37,6 +39,8 @@ def test_pipeline_runs_every_stage_and_serves(make_settings, settings, iris_arti
     assert answer.status_code == 200
     assert [p["label"] for p in answer.json()["predictions"]] == ["setosa", "virginica"]
     assert state["smoke"]["passed"] and state["smoke"]["requests"] == 20
+    server_env = Path(f"/proc/{prod['pid']}/environ").read_bytes()
+    assert b"s3cr3t-value" not in server_env and b"PATH=" in server_env
     assert state["validation"]["model_sha256"] == prod["model_sha256"]
     assert (settings.workdir / "reports" / "unit-test.xml").is_file()
     assert all(state["stages"][s]["duration_s"] >= 0 for s in STAGES)

@@ -239,6 +239,36 @@ class SmokeSettings(Section):
     """Timeout of each request."""
 
 
+class SlackSettings(Section):
+    webhook_url: Optional[SecretStr] = None
+    """Slack incoming webhook URL (a secret: never printed); or use webhook_url_file."""
+    webhook_url_file: Optional[Path] = None
+    """File holding the webhook URL (e.g. a mounted Kubernetes/Jenkins secret)."""
+    timeout_s: float = Field(10.0, gt=0)
+    """Timeout of one webhook request."""
+
+    def url(self) -> Optional[str]:
+        if self.webhook_url is not None:
+            return self.webhook_url.get_secret_value().strip() or None
+        if self.webhook_url_file is not None:
+            try:
+                return self.webhook_url_file.read_text(encoding="utf-8").strip() or None
+            except OSError as exc:
+                raise ConfigError(f"notify.slack.webhook_url_file {self.webhook_url_file}: {exc.strerror}") from None
+        return None
+
+
+class NotifySettings(Section):
+    notifiers: list[str] = Field(default_factory=list)
+    """Where rollout outcomes go, e.g. `[slack]`; empty: nowhere."""
+    retries: int = Field(3, ge=0, le=10)
+    """Retries of a delivery that failed for a reason worth retrying (unreachable, 429, 5xx)."""
+    retry_backoff_s: float = Field(1.0, ge=0)
+    """First pause between retries; it doubles each time."""
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    """The slack notifier."""
+
+
 class Settings(Section):
     workdir: Path = Path(".mlops")
     """Where state.json, bundles, logs and reports live."""
@@ -251,6 +281,7 @@ class Settings(Section):
     build: BuildSettings = Field(default_factory=BuildSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @property

@@ -1,0 +1,115 @@
+"""Notifiers: where rollout outcomes and relayed alerts go, one module per backend.
+
+A notifier turns a `Notification` into one delivery (a Slack message, a Kafka event, ...).
+`send` raises `DeliveryError`, whose `retryable` flag separates a sink that is briefly down
+(connection refused, 429, 5xx) from one that will never accept the message (bad URL, 4xx).
+`notify` is what stages call: it delivers to every configured notifier with bounded retries
+and never fails the stage; an undelivered outcome is reported back, not raised.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Protocol
+
+from ..errors import MlopsError
+from ..registry import load
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+NOTIFIERS = {
+    "slack": "mlops_cli.notifiers.slack:SlackNotifier",
+}
+
+Severity = Literal["info", "success", "warning", "critical"]
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One thing worth telling people, in a shape every backend can render."""
+
+    title: str
+    """One line, e.g. "rolling-update of iris@3 to prod succeeded"."""
+    text: str = ""
+    """Details in plain text (backends escape it for their own markup)."""
+    severity: Severity = "info"
+    kind: str = "event"
+    """What produced it: `rollout`, `rollback`, `alert`, ..."""
+    fields: Mapping[str, str] = field(default_factory=dict)
+    """Short key/value facts shown side by side (model, version, digest, environment)."""
+    link: Optional[str] = None
+    """Where to look next (a runbook, a dashboard, a Jenkins build)."""
+    event: Mapping[str, Any] = field(default_factory=dict)
+    """Machine-readable payload for sinks that other programs read (Kafka, webhooks)."""
+    time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def as_event(self) -> dict[str, Any]:
+        """The JSON-able form: every field, `fields` and `event` as plain dicts."""
+        data = asdict(self)
+        data["fields"] = dict(self.fields)
+        data["event"] = dict(self.event)
+        return data
+
+
+class DeliveryError(MlopsError):
+    """A notification that did not arrive; `retryable` when trying again may help."""
+
+    def __init__(self, message: str, *, retryable: bool, hint: Optional[str] = None):
+        super().__init__(message, hint=hint)
+        self.retryable = retryable
+
+
+class Notifier(Protocol):
+    name: str
+
+    def send(self, note: Notification) -> None:
+        """Deliver once; raise DeliveryError (never with a secret in its message) when not delivered."""
+
+
+def get_notifier(name: str, settings: "Settings") -> Notifier:
+    return load("notifier", name, NOTIFIERS)(settings)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    notifier: str
+    delivered: bool
+    attempts: int
+    error: Optional[str] = None
+
+
+def send_with_retries(notifier: Notifier, note: Notification, *, retries: int, backoff_s: float,
+                      sleep: Callable[[float], None] = time.sleep) -> Delivery:
+    """Send, retrying a retryable failure up to `retries` times with exponential backoff."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            notifier.send(note)
+            return Delivery(notifier.name, True, attempt)
+        except DeliveryError as exc:
+            if not exc.retryable or attempt > retries:
+                return Delivery(notifier.name, False, attempt, str(exc))
+            sleep(backoff_s * 2 ** (attempt - 1))
+
+
+def notify(settings: "Settings", note: Notification,
+           sleep: Callable[[float], None] = time.sleep) -> list[Delivery]:
+    """Deliver `note` to every notifier in `notify.notifiers`; failures come back, never raise.
+
+    A misconfigured notifier (unknown name, missing webhook URL) is reported the same way:
+    telling people about a rollout must not turn a good rollout into a failed stage.
+    """
+    results = []
+    for name in settings.notify.notifiers:
+        try:
+            notifier = get_notifier(name, settings)
+        except MlopsError as exc:
+            results.append(Delivery(name, False, 0, str(exc)))
+            continue
+        results.append(send_with_retries(notifier, note, retries=settings.notify.retries,
+                                         backoff_s=settings.notify.retry_backoff_s, sleep=sleep))
+    return results

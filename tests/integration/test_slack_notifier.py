@@ -1,0 +1,129 @@
+"""The slack notifier through the real slack_sdk against a stand-in for Slack's incoming webhook.
+
+The stand-in is a real HTTP server on 127.0.0.1 that answers as Slack's incoming webhooks do
+(https://docs.slack.dev/messaging/sending-messages-using-incoming-webhooks/): `200 ok` for a
+good message, `400 invalid_payload`, `404 no_service`, `429` with Retry-After, `500`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from mlops_cli.notifiers import Notification, notify
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.integration
+
+SECRET_PATH = "/services/T000/B000/s3cr3t-token"
+
+
+class SlackWebhookDouble:
+    """Answers POSTs on SECRET_PATH with the next scripted (status, body); records what arrived."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.script: list[tuple[int, str]] = []
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path != SECRET_PATH:
+                    status, text = 404, "no_service"
+                else:
+                    status, text = double.script.pop(0) if double.script else (200, "ok")
+                    if status == 200:
+                        double.received.append(json.loads(body))
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html")
+                if status == 429:
+                    self.send_header("Retry-After", "1")
+                self.end_headers()
+                self.wfile.write(text.encode())
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}{SECRET_PATH}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def slack():
+    double = SlackWebhookDouble()
+    yield double
+    double.close()
+
+
+def _settings(make_settings, url: str, **notify):
+    return make_settings(notify={"notifiers": ["slack"], "slack": {"webhook_url": url}, **notify})
+
+
+NOTE = Notification(title="rolling-update of iris@3 to prod succeeded", severity="success", kind="rollout",
+                    text="revision 4 replaced revision 3 <no failed requests> & no restarts",
+                    fields={"model": "iris@3", "digest": "sha256:abc"}, link="https://jenkins.example/job/1")
+
+
+def test_delivers_a_block_kit_message(make_settings, slack):
+    results = notify(_settings(make_settings, slack.url), NOTE)
+    assert [(r.notifier, r.delivered, r.attempts) for r in results] == [("slack", True, 1)]
+    [message] = slack.received
+    assert message["text"].endswith(NOTE.title)
+    header, section, fields, context = message["blocks"]
+    assert header == {"type": "header", "text": {"type": "plain_text", "text": NOTE.title, "emoji": True}}
+    assert section["text"]["text"] == "revision 4 replaced revision 3 &lt;no failed requests&gt; &amp; no restarts"
+    assert [f["text"] for f in fields["fields"]] == ["*model*\niris@3", "*digest*\nsha256:abc"]
+    assert "<https://jenkins.example/job/1|details>" in context["elements"][0]["text"]
+
+
+def test_retries_5xx_and_429_then_delivers(make_settings, slack):
+    slack.script = [(500, "internal_error"), (429, "rate_limited")]
+    pauses: list[float] = []
+    results = notify(_settings(make_settings, slack.url, retry_backoff_s=0.5), NOTE, sleep=pauses.append)
+    assert [(r.delivered, r.attempts) for r in results] == [(True, 3)]
+    assert pauses == [0.5, 1.0]
+    assert len(slack.received) == 1
+
+
+def test_a_rejected_message_is_not_retried_and_the_url_stays_secret(make_settings, slack):
+    slack.script = [(400, "invalid_payload")]
+    pauses: list[float] = []
+    [result] = notify(_settings(make_settings, slack.url), NOTE, sleep=pauses.append)
+    assert not result.delivered and result.attempts == 1 and pauses == []
+    assert result.error == "slack webhook answered 400 invalid_payload"
+    assert slack.received == []
+
+
+def test_an_unreachable_webhook_is_retried_then_reported(make_settings, capfd):
+    url = f"http://127.0.0.1:{free_port()}{SECRET_PATH}"
+    pauses: list[float] = []
+    [result] = notify(_settings(make_settings, url, retries=2), NOTE, sleep=pauses.append)
+    assert not result.delivered and result.attempts == 3 and len(pauses) == 2
+    assert result.error.startswith("slack webhook unreachable:") and "s3cr3t" not in result.error
+    out, err = capfd.readouterr()
+    assert "s3cr3t" not in out + err
+
+
+def test_missing_or_unknown_notifiers_are_reported_not_raised(make_settings, tmp_path):
+    settings = make_settings(notify={"notifiers": ["slack", "pager"]})
+    slack, pager = notify(settings, NOTE)
+    assert not slack.delivered and "has no webhook URL" in slack.error
+    assert not pager.delivered and pager.error == "unknown notifier 'pager'; known: slack"
+    missing = make_settings(notify={"notifiers": ["slack"], "slack": {"webhook_url_file": str(tmp_path / "nope")}})
+    [result] = notify(missing, NOTE)
+    assert "webhook_url_file" in result.error and "No such file" in result.error
+
+
+def test_the_webhook_url_never_prints_with_the_settings(make_settings, slack):
+    settings = _settings(make_settings, slack.url)
+    assert "s3cr3t" not in repr(settings) and "s3cr3t" not in settings.model_dump_json()

@@ -116,7 +116,7 @@ class KubernetesTarget:
             restored = self._roll_back(namespace, name, exc)
             raise RolledBack(f"{namespace}/{name}: the new revision failed ({exc.message}); rolled back to the "
                              f"previous revision, which serves again as revision {restored.revision}",
-                             restored=restored, failed_revision=revision(applied["Deployment"]) or None) from exc
+                             restored=restored, failed_revision=restored.previous_revision) from exc
         except BaseException:  # interrupted (Jenkins abort): leave the previous revision serving, not half of each
             if previous:
                 progress(f"interrupted: rolling {namespace}/{name} back to the previous revision")

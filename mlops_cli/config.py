@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "mlops.yaml"
 ENV_PREFIX = "MLOPS_"
 NOT_CONFIG = {"MLOPS_REQUIRE_INTEGRATION"}  # MLOPS_ variables that are not settings (the test suite's)
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 THRESHOLD_RE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d*)?([eE][-+]?\d+)?)\s*$")
 
 
@@ -146,6 +147,14 @@ class KubeNamespaces(Section):
     prod: str = "mlops-prod"
     """Namespace (OpenShift project) of production; it must exist."""
 
+    @field_validator("test", "prod")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not DNS_LABEL_RE.match(value) or len(value) > 63:
+            raise ValueError(f"{value!r} is not a namespace name (lower-case letters, digits and '-', at most 63, "
+                             "starting and ending with a letter or digit)")
+        return value
+
 
 class KubeResources(Section):
     cpu_request: str = "250m"
@@ -228,6 +237,20 @@ class KubernetesSettings(Section):
     """Kubernetes version the rendered manifests are validated against (OpenShift 4.17 is 1.30)."""
     allow_tag: bool = False
     """Accept an image given by a moving tag for prod (`--allow-tag`); by default prod takes digests only."""
+
+    @field_validator("hosts")
+    @classmethod
+    def _known_envs(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - {"test", "prod"})
+        if unknown:
+            raise ValueError(f"unknown environment(s) {', '.join(unknown)}; known: test, prod")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "KubernetesSettings":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        return self
 
 
 class SmokeSettings(Section):

@@ -89,8 +89,6 @@ def _label(value: str) -> str:
 
 def context(settings: Settings, state: State, env: str, image: str, change_cause: str) -> dict[str, Any]:
     k = settings.kubernetes
-    if k.min_replicas > k.max_replicas:
-        raise ConfigError(f"kubernetes.min_replicas ({k.min_replicas}) is above kubernetes.max_replicas ({k.max_replicas})")
     model, _ = state.require_validated()
     name = app_name(settings, model.name)
     selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}

@@ -23,6 +23,8 @@ SKIP_ON_UNDO = {"kubectl.kubernetes.io/last-applied-configuration", REVISION,
                 "deployment.kubernetes.io/revision-history", "deployment.kubernetes.io/desired-replicas",
                 "deployment.kubernetes.io/max-replicas", "deprecated.deployment.rollback.to"}
 
+OBSERVING = "waiting for the deployment spec update to be observed"
+
 
 class RolloutFailed(StageFailed):
     """The rollout stopped making progress or did not finish in time."""
@@ -48,7 +50,7 @@ def rollout_status(dep: dict[str, Any], written_generation: int) -> Status:
     spec, status = dep.get("spec") or {}, dep.get("status") or {}
     generation = max(written_generation, dep["metadata"].get("generation") or 0)
     if (status.get("observedGeneration") or 0) < generation:
-        return Status(False, "waiting for the deployment spec update to be observed")
+        return Status(False, OBSERVING)
     progressing = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), None)
     if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
         return Status(False, f"deployment {name!r} exceeded its progress deadline", failed=True)
@@ -123,8 +125,8 @@ def wait(kube: Any, namespace: str, name: str, written_generation: int, *, timeo
         if status.done:
             progress(status.message)
             return dep
-        stuck = _stuck(kube, dep) if status.failed or status.message.endswith("available") or \
-            "updated" in status.message else []
+        observed = status.message != OBSERVING
+        stuck = _stuck(kube, dep) if observed else []  # the new ReplicaSet is known once the spec is observed
         if (status.message, *stuck) != shown:
             shown = (status.message, *stuck)
             progress(f"{namespace}/{name}: {status.message}" + "".join(f"\n      {s}" for s in stuck))

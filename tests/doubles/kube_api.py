@@ -507,8 +507,9 @@ class KubeApiDouble:
             return copy.deepcopy(self.objects[("apps", "deployments", ns, name)])
 
     def running_images(self, ns: str, name: str) -> list[str]:
-        """Images of the ready pods of the Deployment."""
+        """Images of the ready pods of the Deployment, once the controller has caught up with the last write."""
         with self.lock:
+            self.reconcile()
             dep = self.objects[("apps", "deployments", ns, name)]
             return sorted(p["spec"]["containers"][0]["image"] for rs in self.owned(ns, "replicasets", dep["metadata"]["uid"])
                           for p in self._pods(ns, rs) if self._pod_ready(p))

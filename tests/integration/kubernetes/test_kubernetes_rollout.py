@@ -193,3 +193,16 @@ def test_rollback_with_no_earlier_revision_fails_cleanly(kube, shipped):
     with pytest.raises(StageFailed, match="no previous revision to roll back to"):
         rollback.run(shipped, "prod")
     assert kube.running_images(PROD, "iris") == [digest_ref("a")] * 2
+
+
+def test_status_reads_the_deployment_and_stop_scales_it_to_zero(kube, shipped):
+    from mlops_cli.status import status, stop
+
+    to_prod(shipped)
+    shown = status(shipped)
+    assert shown.running == {"test": True, "prod": True}
+    assert any(line.startswith("prod") and "running" in line for line in shown.lines())
+    assert stop(shipped, "prod").stopped == ["prod"]
+    assert kube.deployment(PROD, "iris")["spec"]["replicas"] == 0
+    assert kube.running_images(PROD, "iris") == []
+    assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2

@@ -36,6 +36,9 @@ class StatusResult(BaseModel):
         for env, dep in sorted(s.get("deployments", {}).items()):
             alive = "running" if self.running.get(env) else "NOT RUNNING"
             out.append(f"{env:<10} {dep['model_ref']} revision {dep['revision']} at {dep['url']} ({alive}, since {dep['at']})")
+        for env, ro in sorted(s.get("rollouts", {}).items()):
+            revisions = f"revision {ro.get('from_revision') or 'none'} -> {ro.get('to_revision') or 'none'}"
+            out.append(f"rollout    {env}: {ro['outcome']} ({revisions}) at {ro['at']}")
         if s.get("smoke"):
             sm = s["smoke"]
             out.append(f"smoke      {'passed' if sm['passed'] else 'FAILED'}: p95 {sm['p95_ms']} ms over {sm['requests']} requests")

@@ -196,7 +196,13 @@ class Kube:
         return self.call("create", resource, namespace, fn, namespace, body)
 
     def patch(self, kind: str, namespace: str, name: str, body: Any) -> dict[str, Any]:
-        """A list body is a JSON patch; a dict a strategic merge patch (merge patch for custom kinds)."""
+        """A list body is a JSON patch; a dict a strategic merge patch (merge patch for custom kinds).
+
+        The content type is always given: the client's own choice depends on its version (v34+
+        picks json-patch+json and then rewrites it to strategic merge for a dict body), and the
+        API server refuses strategic merge for custom resources (415), so a ServiceMonitor
+        patch must say merge-patch+json.
+        """
         resource, fn, lead = self._resolve(kind, "patch")
         content = "application/json-patch+json" if isinstance(body, list) else MERGE if kind in CUSTOM else STRATEGIC
         if kind in CUSTOM:

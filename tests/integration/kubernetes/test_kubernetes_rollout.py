@@ -41,11 +41,13 @@ def test_deploy_test_applies_every_object_and_records_the_route_url(kube, shippe
 def test_rolling_update_replaces_the_image_with_no_pod_short_and_records_revisions(kube, shipped):
     to_prod(shipped)
     assert read_state(shipped.workdir)["rollouts"]["prod"]["to_revision"] == 1
+    kube.objects[("apps", "deployments", PROD, "iris")]["spec"]["replicas"] = 3  # as the HPA scales it
     set_image(shipped, digest_ref("b"))
     to_prod(shipped)
     dep = kube.deployment(PROD, "iris")
     assert dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
-    assert kube.running_images(PROD, "iris") == [digest_ref("b")] * 2
+    assert dep["spec"]["replicas"] == 3  # the rollout left the HPA's count alone
+    assert kube.running_images(PROD, "iris") == [digest_ref("b")] * 3
     rollout = read_state(shipped.workdir)["rollouts"]["prod"]
     assert (rollout["outcome"], rollout["from_revision"], rollout["to_revision"]) == ("succeeded", 1, 2)
     assert (rollout["image"], rollout["previous_image"]) == (digest_ref("b"), digest_ref("a"))
@@ -202,6 +204,7 @@ def test_status_reads_the_deployment_and_stop_scales_it_to_zero(kube, shipped):
     shown = status(shipped)
     assert shown.running == {"test": True, "prod": True}
     assert any(line.startswith("prod") and "running" in line for line in shown.lines())
+    assert "rollout    prod: succeeded (revision none -> 1)" in "\n".join(shown.lines())
     assert stop(shipped, "prod").stopped == ["prod"]
     assert kube.deployment(PROD, "iris")["spec"]["replicas"] == 0
     assert kube.running_images(PROD, "iris") == []

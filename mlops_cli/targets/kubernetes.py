@@ -20,8 +20,9 @@ from . import Release, RolledBack, Rollout
 from .kubeapi import Conflict, Kube, NotFound
 from .rollout import RolloutFailed, revision, undo, wait
 
-APPLY_ORDER = ("Service", "Deployment", "Route", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-               "ServiceMonitor")
+# The Deployment last: when another object is refused (RBAC, a missing CRD) no new revision has started.
+APPLY_ORDER = ("Service", "Route", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
+               "Deployment")
 
 
 class KubernetesTarget:

@@ -209,3 +209,20 @@ def test_status_reads_the_deployment_and_stop_scales_it_to_zero(kube, shipped):
     assert kube.deployment(PROD, "iris")["spec"]["replicas"] == 0
     assert kube.running_images(PROD, "iris") == []
     assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
+
+
+def test_a_cluster_without_the_servicemonitor_crd_changes_no_deployment(shipped, kube_settings):
+    from doubles.kube_api import KubeApiDouble
+
+    plain = KubeApiDouble(crds=False)
+    url = plain.start()
+    try:
+        settings = kube_settings(model=shipped.model, kubernetes={"server": url, "token": plain.token})
+        with pytest.raises(StageFailed, match=r"does not serve ServiceMonitor.*service_monitor: false"):
+            deploy_test.run(settings)
+        assert not [p for m, p, _ in plain.requests if m == "POST" and p.endswith("/deployments")]
+        quiet = kube_settings(model=shipped.model, kubernetes={"server": url, "token": plain.token,
+                                                               "service_monitor": False})
+        assert deploy_test.run(quiet).revision == 1
+    finally:
+        plain.stop()

@@ -14,7 +14,7 @@ from ..errors import PrerequisiteError, StageFailed, UsageError
 from ..outcomes import announce
 from ..render import check_env
 from ..state import RolloutRecord, State
-from ..targets import get_target
+from ..targets import RolledBack, get_target
 from .base import StageResult, stage
 
 
@@ -23,10 +23,11 @@ class RollbackResult(StageResult):
     revision: int
     previous_revision: Optional[int] = None
     image: Optional[str] = None
+    note: str = ""
 
     def lines(self) -> list[str]:
         return [f"{self.env}: rolled back; revision {self.revision} ({self.image or 'image unknown'}) serves "
-                f"instead of revision {self.previous_revision}"]
+                f"instead of revision {self.previous_revision}"] + ([self.note] if self.note else [])
 
 
 def run(settings: Settings, env: str) -> RollbackResult:
@@ -47,6 +48,8 @@ def _rollback(settings: Settings, env: str) -> RollbackResult:
     try:
         restored = target.rollback(env, current)
     except StageFailed as exc:
+        if isinstance(exc, RolledBack):  # what served before serves again, under a new revision number
+            record_rollback(state, env, exc.restored, exc.failed_revision)
         state.rollouts[env] = RolloutRecord(env=env, outcome="failed", from_revision=current.revision,
                                             previous_image=current.image, message=exc.message)
         state.save(settings.workdir)
@@ -61,5 +64,7 @@ def _rollback(settings: Settings, env: str) -> RollbackResult:
     state.save(settings.workdir)
     # success recorded
     announce(settings, state, "rollback", state.rollouts[env])
+    note = "" if env in state.deployments else \
+        f"state holds no record of the bundle behind {restored.image}, so it names no deployment for {env}"
     return RollbackResult(stage="rollback", env=env, revision=restored.revision, previous_revision=current.revision,
-                          image=restored.image, message=f"{env} rolled back to revision {restored.revision}")
+                          image=restored.image, note=note, message=f"{env} rolled back to revision {restored.revision}")

@@ -25,6 +25,10 @@ APPLY_ORDER = ("Service", "Route", "Ingress", "HorizontalPodAutoscaler", "PodDis
                "Deployment")
 
 
+class RollbackFailed(StageFailed):
+    """The previous revision did not come back either."""
+
+
 class KubernetesTarget:
     needs_image = True
 
@@ -134,8 +138,8 @@ class KubernetesTarget:
             dep = wait(self.kube, namespace, name, patched["metadata"].get("generation") or 0,
                        timeout_s=self.k.rollout_timeout_s, poll_s=self.k.poll_interval_s)
         except MlopsError as exc:
-            raise StageFailed(f"{namespace}/{name}: rolling back to revision {to_revision} failed too: {exc.message}",
-                              hint="look at the pods with `oc get pods` / `kubectl get pods`") from exc
+            raise RollbackFailed(f"{namespace}/{name}: rolling back to revision {to_revision} failed: {exc.message}",
+                                 hint="look at the pods with `oc get pods` / `kubectl get pods`") from exc
         image = ((dep["metadata"].get("annotations") or {}).get("mlops.io/image")
                  or dep["spec"]["template"]["spec"]["containers"][0]["image"])
         return Rollout(url="", revision=revision(dep), previous_revision=revision(before), handle=f"{namespace}/{name}",
@@ -144,7 +148,12 @@ class KubernetesTarget:
     def rollback(self, env: str, current: DeploymentRecord) -> Rollout:
         """`mlops rollback`: back to the revision before the current one, then wait until it serves."""
         namespace, name = self._where(env, current)
-        restored = self._roll_back(namespace, name, StageFailed("requested"))
+        try:
+            restored = self._roll_back(namespace, name, StageFailed("requested"))
+        except RollbackFailed as exc:  # the revision that served before must serve again, not the broken one
+            back = self._roll_back(namespace, name, exc)
+            raise RolledBack(f"{exc.message}; the revision that served before serves again as revision {back.revision}",
+                             restored=back, failed_revision=back.previous_revision) from exc
         return Rollout(url=current.url, revision=restored.revision, previous_revision=restored.previous_revision,
                        handle=restored.handle, image=restored.image)
 

@@ -31,6 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlparse
 
+from .kube_patch import ApiError, json_patch, merge_patch, strategic_merge
+
 REVISION = "deployment.kubernetes.io/revision"
 SKIP_TO_RS = {"kubectl.kubernetes.io/last-applied-configuration", REVISION, "deployment.kubernetes.io/revision-history",
               "deployment.kubernetes.io/desired-replicas", "deployment.kubernetes.io/max-replicas"}
@@ -45,82 +47,7 @@ BUILTIN = {("", "v1", "services"): "Service", ("", "v1", "pods"): "Pod",
            ("policy", "v1", "poddisruptionbudgets"): "PodDisruptionBudget"}
 OPENSHIFT = {("route.openshift.io", "v1", "routes"): "Route"}  # aggregated API: takes strategic merge
 CRDS = {("monitoring.coreos.com", "v1", "servicemonitors"): "ServiceMonitor"}
-MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
-              "volumeMounts": "mountPath", "ports": "containerPort", "imagePullSecrets": "name"}
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-
-def status_body(code: int, reason: str, message: str, details: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """A metav1.Status, as every API error body is."""
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
-    if details is not None:
-        body["details"] = details
-    return body
-
-
-class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str, details: Optional[dict[str, Any]] = None):
-        super().__init__(message)
-        self.body = status_body(code, reason, message, details)
-        self.code = code
-
-
-def strategic_merge(live: Any, patch: Any, key: str = "") -> Any:
-    """The strategic merge patch of the fields mlops sends: maps merge, null deletes, keyed lists merge by key."""
-    if isinstance(patch, dict) and isinstance(live, dict):
-        out = dict(live)
-        for k, v in patch.items():
-            if v is None:
-                out.pop(k, None)
-            else:
-                out[k] = strategic_merge(live.get(k), v, k)
-        return out
-    merge_key = "port" if key == "ports" and isinstance(patch, list) and patch and "port" in patch[0] else MERGE_KEYS.get(key)
-    if isinstance(patch, list) and isinstance(live, list) and merge_key and all(isinstance(i, dict) for i in patch):
-        out = [copy.deepcopy(i) for i in live]
-        for item in patch:
-            match = next((i for i, old in enumerate(out) if old.get(merge_key) == item.get(merge_key)), None)
-            if match is None:
-                out.append(copy.deepcopy(item))
-            else:
-                out[match] = strategic_merge(out[match], item)
-        return out
-    return copy.deepcopy(patch)
-
-
-def merge_patch(live: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(live) if isinstance(live, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = merge_patch(out.get(k), v)
-    return out
-
-
-def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
-    """RFC 6902 add/replace/remove/test on the object."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        parent = doc
-        for part in parts[:-1]:
-            parent = parent[int(part)] if isinstance(parent, list) else parent.setdefault(part, {})
-        leaf = parts[-1]
-        if op["op"] in ("add", "replace"):
-            if op["op"] == "replace" and isinstance(parent, dict) and leaf not in parent:
-                raise ApiError(422, "Invalid", f"the server rejected our request: replace operation does not apply: "
-                                               f"doc is missing key: {op['path']}")
-            parent[leaf] = copy.deepcopy(op["value"])
-        elif op["op"] == "remove":
-            parent.pop(leaf, None)
-        elif op["op"] == "test" and parent.get(leaf) != op["value"]:
-            raise ApiError(422, "Invalid", f"testing value {op['path']} failed")
-    return doc
 
 
 def template_hash(template: dict[str, Any]) -> str:
@@ -218,7 +145,8 @@ class KubeApiDouble:
                 "DELETE": "delete"}[method]
         if (verb, plural) in self.forbidden:
             scope = f'in API group "{group}" in the namespace "{ns}"'
-            raise ApiError(403, "Forbidden", f'{resource} "{name or ""}" is forbidden: User "{self.user}" cannot {verb} '
+            who = f'{resource} "{name}"' if name else resource
+            raise ApiError(403, "Forbidden", f'{who} is forbidden: User "{self.user}" cannot {verb} '
                                              f'resource "{plural}" {scope}', {"name": name or "", "group": group, "kind": plural})
         api_version = f"{group}/{version}" if group else version
         if verb == "list":

@@ -72,7 +72,7 @@ def test_failed_rollout_rolls_back_to_the_previous_digest(kube, shipped, mode, r
     with pytest.raises(StageFailed) as failed:
         rolling_update.run(shipped)
     message = failed.value.message
-    assert "exceeded its progress deadline" in message and reason in message and f"pod iris-" in message
+    assert "exceeded its progress deadline" in message and reason in message and "pod iris-" in message
     assert kube.running_images(PROD, "iris") == [digest_ref("a")] * 2
     dep = kube.deployment(PROD, "iris")
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == digest_ref("a")

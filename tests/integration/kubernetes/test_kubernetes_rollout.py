@@ -226,3 +226,16 @@ def test_a_cluster_without_the_servicemonitor_crd_changes_no_deployment(shipped,
         assert deploy_test.run(quiet).revision == 1
     finally:
         plain.stop()
+
+
+def test_an_unreachable_slack_does_not_fail_a_good_rollout(kube, shipped, kube_settings, capsys):
+    from helpers import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/services/T/B/X"
+    settings = kube_settings(model=shipped.model,
+                             notify={"notifiers": ["slack"], "retries": 0, "slack": {"webhook_url": dead}})
+    to_prod(settings)
+    assert read_state(settings.workdir)["rollouts"]["prod"]["outcome"] == "succeeded"
+    err = capsys.readouterr().err
+    assert "warning: could not notify slack: slack webhook unreachable" in err
+    assert dead not in err   # the webhook URL is a secret

@@ -18,7 +18,7 @@ from ..state import DeploymentRecord, State
 from ..ui import progress
 from . import Release, RolledBack, Rollout
 from .kubeapi import Conflict, Kube, NotFound
-from .rollout import RolloutFailed, revision, undo, wait
+from .rollout import RolloutFailed, restore, revision, undo, wait
 
 # The Deployment last: when another object is refused (RBAC, a missing CRD) no new revision has started.
 APPLY_ORDER = ("Service", "Route", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
@@ -118,22 +118,32 @@ class KubernetesTarget:
             if not previous:
                 raise StageFailed(f"{namespace}/{name}: the first rollout failed and there is no previous "
                                   f"revision to go back to: {exc.message}") from exc
-            restored = self._roll_back(namespace, name, exc)
+            if written <= (before["metadata"].get("generation") or 0):
+                raise StageFailed(f"{namespace}/{name}: {exc.message} (the pod template did not change, so there "
+                                  "is nothing to roll back)") from exc
+            restored = self._roll_back(namespace, name, exc, before)
             raise RolledBack(f"{namespace}/{name}: the new revision failed ({exc.message}); rolled back to the "
                              f"previous revision, which serves again as revision {restored.revision}",
                              restored=restored, failed_revision=restored.previous_revision) from exc
         except BaseException:  # interrupted (Jenkins abort): leave the previous revision serving, not half of each
-            if previous:
+            if previous and written > (before["metadata"].get("generation") or 0):
                 progress(f"interrupted: rolling {namespace}/{name} back to the previous revision")
-                undo(self.kube, namespace, name)
+                self._undo(namespace, name, before)
             raise
         return Rollout(url=self._url(rendered, applied), revision=revision(dep), previous_revision=previous,
                        handle=f"{namespace}/{name}", image=release.image)
 
-    def _roll_back(self, namespace: str, name: str, cause: Exception) -> Rollout:
+    def _undo(self, namespace: str, name: str, replaced: Optional[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+        """`kubectl rollout undo`; if the controller never made our change a revision, put `replaced` back."""
+        if replaced is not None and revision(self.kube.get("Deployment", namespace, name)) <= revision(replaced):
+            return restore(self.kube, namespace, name, replaced)
+        return undo(self.kube, namespace, name)
+
+    def _roll_back(self, namespace: str, name: str, cause: Exception,
+                   replaced: Optional[dict[str, Any]] = None) -> Rollout:
         progress(f"rolling {namespace}/{name} back: {getattr(cause, 'message', cause)}")
         before = self.kube.get("Deployment", namespace, name)
-        patched, to_revision = undo(self.kube, namespace, name)
+        patched, to_revision = self._undo(namespace, name, replaced)
         try:
             dep = wait(self.kube, namespace, name, patched["metadata"].get("generation") or 0,
                        timeout_s=self.k.rollout_timeout_s, poll_s=self.k.poll_interval_s)

@@ -158,3 +158,13 @@ def undo(kube: Any, namespace: str, name: str) -> tuple[dict[str, Any], int]:
     patch = [{"op": "replace", "path": "/spec/template", "value": template},
              {"op": "replace", "path": "/metadata/annotations", "value": annotations}]
     return kube.patch("Deployment", namespace, name, patch), revision(previous)
+
+
+def restore(kube: Any, namespace: str, name: str, before: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Put back the pod template and annotations we replaced, when the controller never took up our change
+
+    (no new revision yet, so `undo` would go one revision too far back).
+    """
+    patch = [{"op": "replace", "path": "/spec/template", "value": before["spec"]["template"]},
+             {"op": "replace", "path": "/metadata/annotations", "value": before["metadata"].get("annotations") or {}}]
+    return kube.patch("Deployment", namespace, name, patch), revision(before)

@@ -68,6 +68,7 @@ class KubeApiDouble:
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}  # (group, plural, ns, name) -> object
         self.image_modes: dict[str, str] = {}
         self.forbidden: set[tuple[str, str]] = set()   # (verb, plural) answered 403
+        self.stalled = False                           # the controller does nothing until the next JSON patch
         self.conflicts: dict[str, int] = {}            # plural -> writes to come that meet a concurrent writer (409)
         self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
         self.clock = 0.0
@@ -227,6 +228,7 @@ class KubeApiDouble:
             if not isinstance(body, list):
                 raise ApiError(400, "BadRequest", "json: cannot unmarshal object into Go value of type jsonpatch.Patch")
             new = json_patch(live, body)
+            self.stalled = False
         else:
             raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - {content_type}")
         wanted_rv = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
@@ -261,6 +263,8 @@ class KubeApiDouble:
                 and any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences", []))]
 
     def reconcile(self) -> None:
+        if self.stalled:
+            return
         for (group, plural, ns, name), dep in list(self.objects.items()):
             if plural == "deployments":
                 self._reconcile_deployment(ns, dep)

@@ -239,3 +239,28 @@ def test_an_unreachable_slack_does_not_fail_a_good_rollout(kube, shipped, kube_s
     err = capsys.readouterr().err
     assert "warning: could not notify slack: slack webhook unreachable" in err
     assert dead not in err   # the webhook URL is a secret
+
+
+def test_a_change_the_controller_never_took_up_is_put_back_not_undone_too_far(kube, shipped, kube_settings):
+    to_prod(shipped)
+    kube.stalled = True  # the Deployment controller is stuck: our new template never becomes a revision
+    slow = kube_settings(model=shipped.model, kubernetes={"rollout_timeout_s": 0.3})
+    set_image(slow, digest_ref("b"))
+    set_smoke_passed(slow)
+    with pytest.raises(StageFailed) as failed:
+        rolling_update.run(slow)
+    assert "waiting for the deployment spec update to be observed" in failed.value.message
+    assert "rolled back" in failed.value.message
+    dep = kube.deployment(PROD, "iris")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == digest_ref("a")
+    assert dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+    assert kube.running_images(PROD, "iris") == [digest_ref("a")] * 2
+
+
+def test_a_failing_rollout_of_the_same_template_rolls_nothing_back(kube, shipped):
+    deploy_test.run(shipped)
+    kube.image_modes["sha256:" + "a" * 8] = "crash-loop"  # the running pods start crashing
+    with pytest.raises(StageFailed, match="CrashLoopBackOff.*the pod template did not change, so there is nothing "
+                                          "to roll back"):
+        deploy_test.run(shipped)
+    assert not [p for m, p, c in kube.requests if c == "application/json-patch+json"]

@@ -8,6 +8,7 @@ Bodies and answers are plain dicts (the API's JSON), so the rollout logic reads 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -26,6 +27,7 @@ try:
 except ImportError as exc:  # the registry turns this into "pip install ..."
     raise ImportError(f"the kubernetes target needs the kubernetes client ({exc})", name="kubernetes") from exc
 
+JSON_PATCH = "application/json-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -196,19 +198,25 @@ class Kube:
         return self.call("create", resource, namespace, fn, namespace, body)
 
     def patch(self, kind: str, namespace: str, name: str, body: Any) -> dict[str, Any]:
-        """A list body is a JSON patch; a dict a strategic merge patch (merge patch for custom kinds).
+        """A list body is a JSON patch; a dict a strategic merge patch, or a merge patch for custom kinds.
 
-        The content type is always given: the client's own choice depends on its version (v34+
-        picks json-patch+json and then rewrites it to strategic merge for a dict body), and the
-        API server refuses strategic merge for custom resources (415), so a ServiceMonitor
-        patch must say merge-patch+json.
+        Client versions differ here: from v34 the patch methods take `_content_type` (and custom
+        objects default to merge-patch+json); v30-v33 take none, choose json-patch+json for a
+        list and strategic-merge-patch+json for a dict on built-in kinds, and always send
+        merge-patch+json for custom objects. So the type is given wherever the method takes it,
+        and custom resources, which refuse strategic merge (415), get merge patches only.
         """
         resource, fn, lead = self._resolve(kind, "patch")
-        content = "application/json-patch+json" if isinstance(body, list) else MERGE if kind in CUSTOM else STRATEGIC
         if kind in CUSTOM:
-            return self.call("patch", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], name, body,
-                             _content_type=content)
-        return self.call("patch", resource, namespace, fn, name, namespace, body, _content_type=content)
+            if not isinstance(body, dict):
+                raise ValueError("custom resources take a merge patch (a mapping)")
+            content = MERGE
+        else:
+            content = JSON_PATCH if isinstance(body, list) else STRATEGIC
+        extra = {"_content_type": content} if "_content_type" in inspect.signature(fn).parameters else {}
+        if kind in CUSTOM:
+            return self.call("patch", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], name, body, **extra)
+        return self.call("patch", resource, namespace, fn, name, namespace, body, **extra)
 
     def list(self, kind: str, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
@@ -219,3 +227,4 @@ class Kube:
         else:
             raise ValueError(kind)
         return self.call("list", resource, namespace, fn, namespace, label_selector=label_selector).get("items") or []
+

@@ -61,7 +61,7 @@ class KubernetesTarget:
                 body = copy.deepcopy(manifest)
                 if kind == "Deployment" and (live.get("spec") or {}).get("replicas"):
                     body["spec"].pop("replicas", None)  # the HPA owns the replica count of a live Deployment
-                body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
+                body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]  # precondition: 409 if changed
                 return self.kube.patch(kind, namespace, name, body)
             except Conflict as exc:
                 progress(f"{kind} {namespace}/{name} changed while we wrote it ({exc}); reading it again")

@@ -68,7 +68,7 @@ class KubeApiDouble:
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}  # (group, plural, ns, name) -> object
         self.image_modes: dict[str, str] = {}
         self.forbidden: set[tuple[str, str]] = set()   # (verb, plural) answered 403
-        self.stalled = False                           # the controller does nothing until the next JSON patch
+        self.stalled = False                           # the controller does nothing until a Deployment's next JSON patch
         self.conflicts: dict[str, int] = {}            # plural -> writes to come that meet a concurrent writer (409)
         self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
         self.clock = 0.0
@@ -223,16 +223,18 @@ class KubeApiDouble:
                 raise ApiError(400, "BadRequest", "json: cannot unmarshal array into Go value of type map[string]interface {}")
             new = strategic_merge(live, body)
         elif content_type == "application/merge-patch+json":
+            if not isinstance(body, dict):
+                raise ApiError(400, "BadRequest", "json: cannot unmarshal array into Go value of type map[string]interface {}")
             new = merge_patch(live, body)
         elif content_type == "application/json-patch+json":
             if not isinstance(body, list):
                 raise ApiError(400, "BadRequest", "json: cannot unmarshal object into Go value of type jsonpatch.Patch")
             new = json_patch(live, body)
-            self.stalled = False
+            self.stalled = self.stalled and key[1] != "deployments"
         else:
             raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - {content_type}")
-        wanted_rv = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
-        if wanted_rv is not None and wanted_rv != live["metadata"]["resourceVersion"]:
+        # the patched object's resourceVersion, if the patch set one, is a precondition (any patch type)
+        if (new.get("metadata") or {}).get("resourceVersion") != live["metadata"]["resourceVersion"]:
             raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {resource} "{name}": the object has been '
                                             "modified; please apply your changes to the latest version and try again",
                            {"name": name, "group": key[0], "kind": key[1]})

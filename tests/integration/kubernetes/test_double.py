@@ -57,21 +57,25 @@ def test_patch_flavours_and_preconditions(apps, kube):
                              "application/json-patch+json", f"Bearer {kube.token}", b"{}")
     assert code == 400 and body["reason"] == "BadRequest"
     patched = deployments.patch_namespaced_deployment(
-        "web", "mlops-test", {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}},
-        _content_type="application/strategic-merge-patch+json")
+        "web", "mlops-test", {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}})
     assert patched.metadata.generation == 2 and patched.spec.template.spec.containers[0].image == image
     stale = {"metadata": {"resourceVersion": live.metadata.resource_version}, "spec": {"replicas": 2}}
     with pytest.raises(ApiException) as conflict:
-        deployments.patch_namespaced_deployment("web", "mlops-test", stale,
-                                                _content_type="application/strategic-merge-patch+json")
+        deployments.patch_namespaced_deployment("web", "mlops-test", stale)
     assert conflict.value.status == 409 and "the object has been modified" in status_of(conflict.value)["message"]
     monitor = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "web"},
                "spec": {"selector": {"matchLabels": {"app": "web"}}, "endpoints": [{"port": "http"}]}}
     custom.create_namespaced_custom_object("monitoring.coreos.com", "v1", "mlops-test", "servicemonitors", monitor)
-    with pytest.raises(ApiException) as unsupported:
-        custom.patch_namespaced_custom_object("monitoring.coreos.com", "v1", "mlops-test", "servicemonitors", "web",
-                                              {"spec": {}}, _content_type="application/strategic-merge-patch+json")
-    assert unsupported.value.status == 415
+    # a custom resource takes no strategic merge patch; a merge patch must be an object
+    path = "/apis/monitoring.coreos.com/v1/namespaces/mlops-test/servicemonitors/web"
+    code, body = kube.handle("PATCH", path, "application/strategic-merge-patch+json", f"Bearer {kube.token}", b"{}")
+    assert (code, body["reason"]) == (415, "UnsupportedMediaType")
+    code, body = kube.handle("PATCH", path, "application/merge-patch+json", f"Bearer {kube.token}", b"[]")
+    assert (code, body["reason"]) == (400, "BadRequest")
+    code, body = kube.handle("PATCH", path, "application/merge-patch+json", f"Bearer {kube.token}",
+                             b'{"spec": {"endpoints": [{"port": "web"}]}}')
+    assert code == 200 and body["spec"]["endpoints"] == [{"port": "web"}]
+    assert body["spec"]["selector"] == {"matchLabels": {"app": "web"}}
 
 
 def test_forbidden_names_user_verb_and_resource(apps, kube):

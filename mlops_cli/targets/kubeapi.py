@@ -48,11 +48,11 @@ CUSTOM = {
 }
 
 
-class NotFound(Exception):
+class NotFound(StageFailed):
     """The object (not its namespace) does not exist."""
 
 
-class Conflict(Exception):
+class Conflict(StageFailed):
     """409: the object changed under us, or already exists; read it again and retry."""
 
 
@@ -167,7 +167,7 @@ class Kube:
             return UsageError(f"namespace {details.get('name') or namespace} does not exist on {self.server}",
                               hint="create it (oc new-project) or fix kubernetes.namespaces")
         if exc.status == 404:
-            return NotFound(message)
+            return NotFound(f"{message} in namespace {namespace}" if namespace else message)
         if exc.status == 409:
             return Conflict(message)
         if exc.status == 429 or (exc.status or 0) >= 500:

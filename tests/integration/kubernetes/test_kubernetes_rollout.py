@@ -264,3 +264,11 @@ def test_a_failing_rollout_of_the_same_template_rolls_nothing_back(kube, shipped
                                           "to roll back"):
         deploy_test.run(shipped)
     assert not [p for m, p, c in kube.requests if c == "application/json-patch+json" and "deployments" in p]
+
+
+def test_rollback_of_a_deployment_deleted_behind_our_back_is_one_clear_error(kube, shipped):
+    to_prod(shipped)
+    del kube.objects[("apps", "deployments", PROD, "iris")]
+    with pytest.raises(StageFailed, match='deployments.apps "iris" not found in namespace mlops-prod'):
+        rollback.run(shipped, "prod")
+    assert read_state(shipped.workdir)["rollouts"]["prod"]["outcome"] == "failed"

@@ -145,3 +145,9 @@ def test_unknown_environment_and_flavour(shipped, kube_settings, tmp_path):
         render.run(shipped, "stage", tmp_path / "out")
     with pytest.raises(ConfigError, match="kubernetes.flavour"):
         kube_settings(kubernetes={"flavour": "nomad"})
+
+
+def test_out_must_be_a_directory(shipped, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="--out .* is not a directory"):
+        render.run(shipped, "prod", tmp_path / "file")

@@ -28,7 +28,7 @@ def run(settings: Settings) -> DeployResult:
     except RolledBack as exc:
         record_rollback(state, "prod", exc.restored, exc.failed_revision)
         state.rollouts["prod"] = RolloutRecord(
-            env="prod", outcome="rolled-back", from_revision=exc.restored.previous_revision,
+            env="prod", outcome="rolled-back", from_revision=previous.revision if previous else None,
             to_revision=exc.restored.revision, failed_revision=exc.failed_revision, image=exc.restored.image,
             previous_image=previous.image if previous else None, message=exc.message)
         state.save(settings.workdir)

@@ -82,7 +82,8 @@ def test_failed_rollout_rolls_back_to_the_previous_digest(kube, shipped, mode, r
     assert state["deployments"]["prod"]["image"] == digest_ref("a")
     assert state["deployments"]["prod"]["revision"] == 3
     rollout = state["rollouts"]["prod"]
-    assert (rollout["outcome"], rollout["failed_revision"], rollout["to_revision"]) == ("rolled-back", 2, 3)
+    assert (rollout["outcome"], rollout["from_revision"], rollout["failed_revision"], rollout["to_revision"]) == \
+        ("rolled-back", 1, 2, 3)
     assert state["stages"]["rolling-update"]["status"] == "failed"
     undo = [ctype for method, path, ctype in kube.requests if method == "PATCH" and path == f"/apis/apps/v1/namespaces/{PROD}/deployments/iris"]
     assert undo[-1] == "application/json-patch+json"  # kubectl rollout undo's patch

@@ -137,6 +137,27 @@ def rolling_update() -> None:
     emit(_stage("rolling-update")(settings_from()))
 
 
+
+@command(cli, "rollback")
+@click.option("--env", required=True, type=click.Choice(["test", "prod"]), help="The environment to roll back.")
+def rollback(env: str) -> None:
+    """Run the environment's previous revision again, as `kubectl rollout undo` (kubernetes target)."""
+    from .stages import rollback as rollback_stage
+
+    emit(rollback_stage.run(settings_from(), env))
+
+
+@command(cli, "render")
+@click.option("--env", required=True, type=click.Choice(["test", "prod"]), help="The environment to render for.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write into.")
+@click.option("--image", help="REPOSITORY@sha256:DIGEST to deploy [default: the image in state].")
+@click.option("--allow-tag", is_flag=True, help="Accept --image as a moving tag for prod.")
+def render(env: str, out: Path, image: Optional[str], allow_tag: bool) -> None:
+    """Write the environment's validated Kubernetes/OpenShift manifests (for GitOps)."""
+    from . import render as render_lib
+
+    emit(render_lib.run(settings_from(), env, out, image=image, allow_tag=allow_tag))
+
 @cli.group()
 def pipeline() -> None:
     """Run all stages in order."""

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "mlops.yaml"
 ENV_PREFIX = "MLOPS_"
 NOT_CONFIG = {"MLOPS_REQUIRE_INTEGRATION"}  # MLOPS_ variables that are not settings (the test suite's)
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 THRESHOLD_RE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d*)?([eE][-+]?\d+)?)\s*$")
 
 
@@ -214,7 +215,7 @@ class ProdEnvironmentSettings(EnvironmentSettings):
 
 class DeploySettings(Section):
     target: str = "local"
-    """Deploy target: `local` (the bundle as a process) or `container` (the built image, with podman)."""
+    """Deploy target: `local` (the bundle as a process), `container` (the built image, with podman) or `kubernetes`."""
     podman: str = "podman"
     """container target: the podman binary."""
     run_as: Optional[str] = None
@@ -227,6 +228,118 @@ class DeploySettings(Section):
     """The test environment (deploy-test, smoke-test)."""
     prod: ProdEnvironmentSettings = Field(default_factory=ProdEnvironmentSettings)
     """The production environment (rolling-update)."""
+
+
+class KubeNamespaces(Section):
+    test: str = "mlops-test"
+    """Namespace (OpenShift project) of the test environment; it must exist."""
+    prod: str = "mlops-prod"
+    """Namespace (OpenShift project) of production; it must exist."""
+
+    @field_validator("test", "prod")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not DNS_LABEL_RE.match(value) or len(value) > 63:
+            raise ValueError(f"{value!r} is not a namespace name (lower-case letters, digits and '-', at most 63, "
+                             "starting and ending with a letter or digit)")
+        return value
+
+
+class KubeResources(Section):
+    cpu_request: str = "250m"
+    """CPU the scheduler reserves for each pod (also the base of the HPA's CPU percentage)."""
+    memory_request: str = "256Mi"
+    """Memory the scheduler reserves for each pod."""
+    cpu_limit: str = "1"
+    """CPU limit of each pod."""
+    memory_limit: str = "512Mi"
+    """Memory limit of each pod (the model must fit)."""
+
+
+class KubeCustomMetric(Section):
+    name: str
+    """Pods metric served by a Prometheus adapter, e.g. `mlops_requests_per_second`."""
+    target_average_value: str
+    """Target average value per pod, as a Kubernetes quantity, e.g. `20`."""
+
+
+class KubernetesSettings(Section):
+    flavour: Literal["openshift", "kubernetes"] = "openshift"
+    """`openshift` (a Route with TLS edge) or `kubernetes` (an Ingress)."""
+    name: Optional[str] = None
+    """Name of the Deployment, Service, Route/Ingress, HPA, PDB and ServiceMonitor; default: the model's name."""
+    namespaces: KubeNamespaces = Field(default_factory=KubeNamespaces)
+    """Namespace per environment."""
+    kubeconfig: Optional[Path] = None
+    """Kubeconfig file; default: KUBECONFIG, else ~/.kube/config. Not used when `server` is set or in a cluster."""
+    context: Optional[str] = None
+    """Kubeconfig context; default: the file's current-context."""
+    server: Optional[str] = None
+    """API server URL, used with `token` instead of a kubeconfig (MLOPS_KUBERNETES__SERVER)."""
+    token: Optional[SecretStr] = None
+    """Bearer token for `server` (MLOPS_KUBERNETES__TOKEN); never printed, never stored in state."""
+    ca_file: Optional[Path] = None
+    """CA bundle that signs `server`'s certificate; default: the system's."""
+    insecure: bool = False
+    """Skip TLS verification of `server`. Only for a test cluster."""
+    hosts: dict[str, str] = Field(default_factory=dict)
+    """Route/Ingress host per environment, e.g. `{prod: iris.apps.example.com}`; OpenShift picks one when unset."""
+    ingress_class: Optional[str] = None
+    """kubernetes flavour: the Ingress's ingressClassName."""
+    tls_secret: Optional[str] = None
+    """kubernetes flavour: a Secret with the Ingress's TLS certificate."""
+    replicas: int = Field(2, ge=1, le=1000)
+    """Replicas of a new Deployment (the HPA changes them later)."""
+    min_replicas: int = Field(2, ge=1, le=1000)
+    """Lower bound of the HorizontalPodAutoscaler."""
+    max_replicas: int = Field(5, ge=1, le=1000)
+    """Upper bound of the HorizontalPodAutoscaler."""
+    cpu_target_percent: int = Field(70, ge=1, le=1000)
+    """HPA target: average CPU use as a percentage of the request."""
+    custom_metric: Optional[KubeCustomMetric] = None
+    """An extra HPA metric from Prometheus (through a custom metrics adapter)."""
+    resources: KubeResources = Field(default_factory=KubeResources)
+    """Requests and limits of each pod."""
+    port: int = Field(8080, ge=1024, le=65535)
+    """Port the server listens on inside the pod (non-root: above 1023)."""
+    startup_timeout_s: int = Field(300, ge=10)
+    """How long the startup probe lets a pod load its model before the kubelet restarts it."""
+    termination_grace_s: int = Field(30, ge=1)
+    """terminationGracePeriodSeconds: time for the pod to finish in-flight requests."""
+    prestop_sleep_s: int = Field(5, ge=0)
+    """preStop pause so the endpoints controller and routers stop sending before the server drains."""
+    progress_deadline_s: int = Field(300, ge=10)
+    """progressDeadlineSeconds: a rollout with no progress this long fails (ProgressDeadlineExceeded)."""
+    rollout_timeout_s: float = Field(600.0, gt=0)
+    """Overall bound on waiting for a rollout (or a rollback)."""
+    poll_interval_s: float = Field(2.0, gt=0)
+    """How often the rollout's state is read while waiting."""
+    api_timeout_s: float = Field(10.0, gt=0)
+    """Timeout of each API request (connect and read)."""
+    api_retries: int = Field(3, ge=0, le=10)
+    """Extra attempts when the API server cannot be reached or answers 409 Conflict, 429 or 5xx."""
+    retry_backoff_s: float = Field(1.0, ge=0)
+    """Wait before the first retry; doubles each time."""
+    service_monitor: bool = True
+    """Render a ServiceMonitor (needs the Prometheus Operator's CRD in the cluster)."""
+    kubernetes_version: str = Field("1.30", pattern=r"^1\.\d+$")
+    """Kubernetes version the rendered manifests are validated against (OpenShift 4.17 is 1.30)."""
+    allow_tag: bool = False
+    """Accept an image given by a moving tag for prod (`--allow-tag`); by default prod takes digests only."""
+
+    @field_validator("hosts")
+    @classmethod
+    def _known_envs(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - {"test", "prod"})
+        if unknown:
+            raise ValueError(f"unknown environment(s) {', '.join(unknown)}; known: test, prod")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "KubernetesSettings":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        return self
 
 
 class SmokeSettings(Section):
@@ -377,6 +490,7 @@ class Settings(Section):
     clearml: ClearMLSettings = Field(default_factory=ClearMLSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @property
     def store_path(self) -> Path:

@@ -124,6 +124,20 @@ class AuditRecord(Record):
     at: str = Field(default_factory=now)
 
 
+class RolloutRecord(Record):
+    """The last rolling update or rollback of an environment: which revisions, and how it ended."""
+
+    env: str
+    outcome: Literal["succeeded", "rolled-back", "failed"]
+    from_revision: Optional[int] = None   # what served before
+    to_revision: Optional[int] = None     # what serves now (after a rollback: the restored one's new number)
+    failed_revision: Optional[int] = None
+    image: Optional[str] = None           # the image that serves now
+    previous_image: Optional[str] = None
+    message: str = ""
+    at: str = Field(default_factory=now)
+
+
 class StageRecord(Record):
     status: Literal["passed", "failed", "skipped"]
     started_at: str
@@ -141,6 +155,8 @@ class State(Record):
     smoke: Optional[SmokeRecord] = None
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     audit: list[AuditRecord] = Field(default_factory=list)
+    previous_deployments: dict[str, DeploymentRecord] = Field(default_factory=dict)
+    rollouts: dict[str, RolloutRecord] = Field(default_factory=dict)
 
     @staticmethod
     def path(workdir: Path) -> Path:

@@ -40,6 +40,9 @@ class StatusResult(BaseModel):
         for env, rec in sorted(latest.items()):
             tag = f"tag {rec['tag']}, " if rec.get("tag") else ""
             out.append(f"audit      {env}: {rec['model_ref']} {tag}{rec['digest']} since {rec['at']} ({rec['detail']})")
+        for env, ro in sorted(s.get("rollouts", {}).items()):
+            revisions = f"revision {ro.get('from_revision') or 'none'} -> {ro.get('to_revision') or 'none'}"
+            out.append(f"rollout    {env}: {ro['outcome']} ({revisions}) at {ro['at']}")
         if s.get("smoke"):
             sm = s["smoke"]
             out.append(f"smoke      {'passed' if sm['passed'] else 'FAILED'}: p95 {sm['p95_ms']} ms over {sm['requests']} requests")

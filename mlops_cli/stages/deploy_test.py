@@ -1,13 +1,19 @@
-"""deploy-test: run the validated bundle in the test environment and wait until it is ready."""
+"""deploy-test: run the validated bundle in the test environment and wait until it is ready.
+
+With the kubernetes target: the image by digest into the test namespace, waited for as
+`kubectl rollout status` does; the Route/Ingress URL is recorded for smoke-test. A failed
+rollout is undone, so the test environment keeps its previous revision.
+"""
 
 from __future__ import annotations
 
 from typing import Optional
 
 from ..config import Settings
-from ..deploying import deploy_bundle
+from ..deploying import deploy_bundle, record_rollback
 from ..state import State
 from ..audit import record_deployment
+from ..targets import RolledBack
 from .base import StageResult, stage
 
 
@@ -25,9 +31,15 @@ class DeployResult(StageResult):
 @stage("deploy-test")
 def run(settings: Settings) -> DeployResult:
     state = State.load(settings.workdir)
-    dep = deploy_bundle(settings, state, "test")
+    try:
+        dep = deploy_bundle(settings, state, "test")
+    except RolledBack as exc:
+        record_rollback(state, "test", exc.restored, exc.failed_revision)
+        state.save(settings.workdir)
+        raise
     state.smoke = None
     state.save(settings.workdir)
+    # success recorded
     record_deployment(settings, "test")  # audit trail: tag + metadata on the model, state.audit
     return DeployResult(stage="deploy-test", env="test", url=dep.url, revision=dep.revision,
                         previous_revision=dep.previous_revision, message=f"{dep.model_ref} serving at {dep.url}")

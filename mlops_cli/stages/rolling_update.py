@@ -1,16 +1,20 @@
 """rolling-update: replace production with the smoke-tested bundle, with no failed request.
 
-If the new revision does not become ready, the target stops it and the previous revision
-keeps serving: the rollback is automatic and the state still names the old revision.
+If the new revision does not become ready, the target goes back to the previous one (the
+local and container targets stop the new process; the kubernetes target undoes the rollout
+as `kubectl rollout undo` does and waits until the previous revision serves again). The
+outcome, with old and new revisions, is recorded in state and sent to the notifiers.
 """
 
 from __future__ import annotations
 
 from ..config import Settings
-from ..deploying import deploy_bundle
+from ..deploying import deploy_bundle, record_rollback
 from ..errors import StageFailed
-from ..state import State
 from ..audit import record_deployment
+from ..outcomes import announce
+from ..state import RolloutRecord, State
+from ..targets import RolledBack
 from .base import stage
 from .deploy_test import DeployResult
 
@@ -22,12 +26,32 @@ def run(settings: Settings) -> DeployResult:
     previous = state.deployments.get("prod")
     try:
         dep = deploy_bundle(settings, state, "prod")
+    except RolledBack as exc:
+        record_rollback(state, "prod", exc.restored, exc.failed_revision)
+        state.rollouts["prod"] = RolloutRecord(
+            env="prod", outcome="rolled-back", from_revision=previous.revision if previous else None,
+            to_revision=exc.restored.revision, failed_revision=exc.failed_revision, image=exc.restored.image,
+            previous_image=previous.image if previous else None, message=exc.message)
+        state.save(settings.workdir)
+        announce(settings, state, "rolling-update", state.rollouts["prod"])
+        raise
     except StageFailed as exc:
+        state.rollouts["prod"] = RolloutRecord(env="prod", outcome="failed",
+                                               from_revision=previous.revision if previous else None,
+                                               previous_image=previous.image if previous else None, message=exc.message)
+        state.save(settings.workdir)
+        announce(settings, state, "rolling-update", state.rollouts["prod"])
         if previous is not None:
             raise StageFailed(f"rolling update failed, revision {previous.revision} "
                               f"({previous.model_ref}) still serves: {exc.message}") from exc
         raise
+    state.rollouts["prod"] = RolloutRecord(env="prod", outcome="succeeded", from_revision=dep.previous_revision,
+                                           to_revision=dep.revision, image=dep.image,
+                                           previous_image=previous.image if previous else None,
+                                           message=f"{dep.model_ref} serving at {dep.url}")
     state.save(settings.workdir)
+    # success recorded
     record_deployment(settings, "prod")  # audit trail: tag + metadata on the model, state.audit
+    announce(settings, state, "rolling-update", state.rollouts["prod"])
     return DeployResult(stage="rolling-update", env="prod", url=dep.url, revision=dep.revision,
                         previous_revision=dep.previous_revision, message=f"{dep.model_ref} serving at {dep.url}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Protocol
 
-from ..errors import UsageError
+from ..errors import StageFailed, UsageError
 from ..registry import load
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 TARGETS = {
     "local": "mlops_cli.targets.local:LocalTarget",
     "container": "mlops_cli.targets.container:ContainerTarget",
+    "kubernetes": "mlops_cli.targets.kubernetes:KubernetesTarget",
 }
 
 
@@ -38,7 +39,17 @@ class Rollout:
     previous_revision: Optional[int]
     pid: Optional[int] = None
     log_path: Optional[str] = None
-    handle: Optional[str] = None  # the target's own name for it (a container's name)
+    handle: Optional[str] = None  # the target's own name for it (a container's name, namespace/deployment)
+    image: Optional[str] = None   # the image that serves, when the target knows it
+
+
+class RolledBack(StageFailed):
+    """The new revision failed and the target went back to the previous one, which serves again."""
+
+    def __init__(self, message: str, *, restored: Rollout, failed_revision: Optional[int], hint: Optional[str] = None):
+        super().__init__(message, hint=hint)
+        self.restored = restored
+        self.failed_revision = failed_revision
 
 
 class DeployTarget(Protocol):
@@ -55,6 +66,13 @@ class DeployTarget(Protocol):
 
     def is_running(self, current: "DeploymentRecord") -> bool:
         """Whether the deployment still serves."""
+
+
+class CanRollBack(Protocol):
+    """A target that keeps earlier revisions (kubernetes) can go back to one on request."""
+
+    def rollback(self, env: str, current: "DeploymentRecord") -> Rollout:
+        """Run the revision before the current one again and wait until it serves."""
 
 
 def get_target(name: str, settings: "Settings") -> DeployTarget:

@@ -1,0 +1,230 @@
+"""The Kubernetes API through the official client: connection, bounded retries, one-line errors.
+
+Credentials, first match wins: `kubernetes.server` + `kubernetes.token` (e.g. from Jenkins
+credentials as MLOPS_KUBERNETES__SERVER/TOKEN); the pod's service account when running in a
+cluster; a kubeconfig (`kubernetes.kubeconfig`, KUBECONFIG, ~/.kube/config) and its context.
+Bodies and answers are plain dicts (the API's JSON), so the rollout logic reads like the API docs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..config import KubernetesSettings
+from ..errors import ConfigError, StageFailed, TemporaryError, UsageError
+from ..ui import progress
+
+try:
+    import urllib3
+    from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
+    from kubernetes.config.config_exception import ConfigException
+except ImportError as exc:  # the registry turns this into "pip install ..."
+    raise ImportError(f"the kubernetes target needs the kubernetes client ({exc})", name="kubernetes") from exc
+
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"
+MERGE = "application/merge-patch+json"
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+# kind -> (resource as RBAC names it, API class, method suffix) for the built-in kinds we apply
+BUILTIN = {
+    "Deployment": ("deployments.apps", "AppsV1Api", "namespaced_deployment"),
+    "Service": ("services", "CoreV1Api", "namespaced_service"),
+    "Ingress": ("ingresses.networking.k8s.io", "NetworkingV1Api", "namespaced_ingress"),
+    "HorizontalPodAutoscaler": ("horizontalpodautoscalers.autoscaling", "AutoscalingV2Api",
+                                "namespaced_horizontal_pod_autoscaler"),
+    "PodDisruptionBudget": ("poddisruptionbudgets.policy", "PolicyV1Api", "namespaced_pod_disruption_budget"),
+}
+# kind -> (group, version, plural) for custom resources (no strategic merge for these: merge patch)
+CUSTOM = {
+    "Route": ("route.openshift.io", "v1", "routes"),
+    "ServiceMonitor": ("monitoring.coreos.com", "v1", "servicemonitors"),
+}
+
+
+class NotFound(StageFailed):
+    """The object (not its namespace) does not exist."""
+
+
+class Conflict(StageFailed):
+    """409: the object changed under us, or already exists; read it again and retry."""
+
+
+def _status(exc: ApiException) -> dict[str, Any]:
+    """The metav1.Status the API server sends with an error (or an empty one)."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def kubeconfig_path(settings: KubernetesSettings) -> Path:
+    if settings.kubeconfig is not None:
+        return settings.kubeconfig.expanduser()
+    env = os.environ.get("KUBECONFIG", "")
+    first = next((p for p in env.split(os.pathsep) if p), None)
+    return Path(first).expanduser() if first else Path("~/.kube/config").expanduser()
+
+
+def _configuration(settings: KubernetesSettings) -> tuple[Any, Optional[str]]:
+    """A client Configuration and the bearer token to send (None when the config carries its own auth)."""
+    cfg = client.Configuration()
+    if settings.server:
+        if settings.token is None:
+            raise ConfigError("kubernetes.server is set but no token",
+                              hint="set MLOPS_KUBERNETES__TOKEN (a service account token)")
+        cfg.host = settings.server.rstrip("/")
+        cfg.verify_ssl = not settings.insecure
+        if settings.ca_file is not None:
+            cfg.ssl_ca_cert = str(settings.ca_file)
+        return cfg, settings.token.get_secret_value()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and SERVICE_ACCOUNT.is_file():
+        config.load_incluster_config(client_configuration=cfg)
+        return cfg, None
+    path = kubeconfig_path(settings)
+    if not path.is_file():
+        raise ConfigError(f"no Kubernetes credentials: no kubeconfig at {path}, not running in a cluster, "
+                          "and kubernetes.server is not set",
+                          hint="run `oc login` / set KUBECONFIG, or set MLOPS_KUBERNETES__SERVER and __TOKEN")
+    try:
+        contexts, current = config.list_kube_config_contexts(config_file=str(path))
+    except (ConfigException, OSError, ValueError) as exc:
+        raise ConfigError(f"kubeconfig {path} is not usable: {str(exc).splitlines()[0]}") from None
+    names = [c["name"] for c in contexts or []]
+    wanted = settings.context or (current or {}).get("name")
+    if not wanted:
+        raise ConfigError(f"kubeconfig {path} has no current context", hint="set kubernetes.context or `kubectl config use-context`")
+    if wanted not in names:
+        raise ConfigError(f"context {wanted!r} is not in kubeconfig {path} (known: {', '.join(names) or 'none'})")
+    try:
+        config.load_kube_config(config_file=str(path), context=wanted, client_configuration=cfg, persist_config=False)
+    except (ConfigException, OSError, ValueError) as exc:
+        raise ConfigError(f"kubeconfig {path}, context {wanted!r}: {str(exc).splitlines()[0]}") from None
+    return cfg, None
+
+
+class Kube:
+    """A few verbs on a few kinds, with bounded retries and errors a person can act on."""
+
+    def __init__(self, settings: KubernetesSettings):
+        self.settings = settings
+        cfg, token = _configuration(settings)
+        cfg.retries = False  # our own bounded retries, with backoff and a message
+        self.server = cfg.host
+        if token is not None:
+            self.api = client.ApiClient(cfg, header_name="Authorization", header_value=f"Bearer {token}")
+        else:
+            self.api = client.ApiClient(cfg)
+
+    def close(self) -> None:
+        self.api.close()
+
+    def _api(self, name: str) -> Any:
+        return getattr(client, name)(self.api)
+
+    def call(self, verb: str, resource: str, namespace: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """fn(*args) as JSON-like data; bounded retries of what a retry may cure; one-line errors."""
+        kwargs.setdefault("_request_timeout", (self.settings.api_timeout_s, self.settings.api_timeout_s))
+        attempts = self.settings.api_retries + 1
+        for attempt in range(attempts):
+            try:
+                answer = fn(*args, **kwargs)
+                return answer if isinstance(answer, (dict, list)) else self.api.sanitize_for_serialization(answer)
+            except ApiException as exc:
+                error = self._error(exc, verb, resource, namespace)
+            except urllib3.exceptions.HTTPError as exc:
+                reason = getattr(exc, "reason", None) or exc
+                error = TemporaryError(f"cannot reach the Kubernetes API server at {self.server}: {reason}")
+            if not isinstance(error, TemporaryError):
+                raise error
+            if attempt == attempts - 1:
+                raise TemporaryError(f"{error.message} (gave up after {attempts} attempts)",
+                                     hint="check kubernetes.server / the kubeconfig's cluster and the network")
+            delay = self.settings.retry_backoff_s * 2 ** attempt
+            progress(f"{verb} {resource}: {error.message}; retrying in {delay:g} s")
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _error(self, exc: ApiException, verb: str, resource: str, namespace: str) -> Exception:
+        status = _status(exc)
+        message = status.get("message") or exc.reason or f"HTTP {exc.status}"
+        details = status.get("details") or {}
+        where = f"in namespace {namespace}" if namespace else "cluster-wide"
+        if exc.status == 401:
+            return StageFailed(f"the API server at {self.server} rejected the credentials (401 Unauthorized)",
+                               hint="the token or kubeconfig user has expired or is wrong")
+        if exc.status == 403:
+            return StageFailed(f"forbidden: not allowed to {verb} {resource} {where} ({message})",
+                               hint=f"grant the verb {verb!r} on {resource!r} to this user or service account (RBAC)")
+        if exc.status == 404 and details.get("kind") == "namespaces":
+            return UsageError(f"namespace {details.get('name') or namespace} does not exist on {self.server}",
+                              hint="create it (oc new-project) or fix kubernetes.namespaces")
+        if exc.status == 404:
+            return NotFound(f"{message} in namespace {namespace}" if namespace else message)
+        if exc.status == 409:
+            return Conflict(message)
+        if exc.status == 429 or (exc.status or 0) >= 500:
+            return TemporaryError(f"the API server answered {exc.status} to {verb} {resource}: {message}")
+        return StageFailed(f"the API server refused to {verb} {resource} {where}: {exc.status} {message}")
+
+    # --- the verbs the target uses ---------------------------------------------------------------
+
+    def _resolve(self, kind: str, verb: str) -> tuple[str, Callable[..., Any], tuple[Any, ...]]:
+        if kind in CUSTOM:
+            group, version, plural = CUSTOM[kind]
+            fn = {"get": "get", "create": "create", "patch": "patch"}[verb] + "_namespaced_custom_object"
+            return f"{plural}.{group}", getattr(self._api("CustomObjectsApi"), fn), (group, version)
+        resource, api, suffix = BUILTIN[kind]
+        fn = {"get": "read", "create": "create", "patch": "patch"}[verb] + "_" + suffix
+        return resource, getattr(self._api(api), fn), ()
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        resource, fn, lead = self._resolve(kind, "get")
+        if kind in CUSTOM:
+            return self.call("get", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], name)
+        return self.call("get", resource, namespace, fn, name, namespace)
+
+    def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        resource, fn, lead = self._resolve(kind, "create")
+        if kind in CUSTOM:
+            return self.call("create", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], body)
+        return self.call("create", resource, namespace, fn, namespace, body)
+
+    def patch(self, kind: str, namespace: str, name: str, body: Any) -> dict[str, Any]:
+        """A list body is a JSON patch; a dict a strategic merge patch, or a merge patch for custom kinds.
+
+        Client versions differ here: from v34 the patch methods take `_content_type` (and custom
+        objects default to merge-patch+json); v30-v33 take none, choose json-patch+json for a
+        list and strategic-merge-patch+json for a dict on built-in kinds, and always send
+        merge-patch+json for custom objects. So the type is given wherever the method takes it,
+        and custom resources, which refuse strategic merge (415), get merge patches only.
+        """
+        resource, fn, lead = self._resolve(kind, "patch")
+        if kind in CUSTOM:
+            if not isinstance(body, dict):
+                raise ValueError("custom resources take a merge patch (a mapping)")
+            content = MERGE
+        else:
+            content = JSON_PATCH if isinstance(body, list) else STRATEGIC
+        extra = {"_content_type": content} if "_content_type" in inspect.signature(fn).parameters else {}
+        if kind in CUSTOM:
+            return self.call("patch", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], name, body, **extra)
+        return self.call("patch", resource, namespace, fn, name, namespace, body, **extra)
+
+    def list(self, kind: str, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        if kind == "ReplicaSet":
+            fn, resource = self._api("AppsV1Api").list_namespaced_replica_set, "replicasets.apps"
+        elif kind == "Pod":
+            fn, resource = self._api("CoreV1Api").list_namespaced_pod, "pods"
+        else:
+            raise ValueError(kind)
+        return self.call("list", resource, namespace, fn, namespace, label_selector=label_selector).get("items") or []
+

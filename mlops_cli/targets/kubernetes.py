@@ -1,0 +1,194 @@
+"""The kubernetes target: the image, by digest, as a Deployment on OpenShift or plain Kubernetes.
+
+deploy: render and validate the environment's manifests (mlops_cli/render.py), apply them
+(create, else patch with the resourceVersion we read, re-read and retried on 409), wait as
+`kubectl rollout status` does, and when the rollout fails or times out undo it as
+`kubectl rollout undo` does, then wait for the previous revision to serve again.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Optional
+
+from ..config import Settings
+from ..errors import MlopsError, StageFailed
+from ..render import Rendered, render, validate
+from ..state import DeploymentRecord, State
+from ..ui import progress
+from . import Release, RolledBack, Rollout
+from .kubeapi import Conflict, Kube, NotFound
+from .rollout import RolloutFailed, restore, revision, undo, wait
+
+# The Deployment last: when another object is refused (RBAC, a missing CRD) no new revision has started.
+APPLY_ORDER = ("Service", "Route", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
+               "Deployment")
+
+
+class RollbackFailed(StageFailed):
+    """The previous revision did not come back either."""
+
+
+class KubernetesTarget:
+    needs_image = True
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.k = settings.kubernetes
+        self._kube: Optional[Kube] = None
+
+    @property
+    def kube(self) -> Kube:
+        if self._kube is None:
+            self._kube = Kube(self.k)
+        return self._kube
+
+    # --- applying ------------------------------------------------------------------------------
+
+    def _apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create the object, or patch it on the version we read; a 409 means read again and retry."""
+        kind, namespace, name = manifest["kind"], manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        for attempt in range(self.k.api_retries + 1):
+            try:
+                try:
+                    live = self.kube.get(kind, namespace, name)
+                except NotFound:
+                    try:
+                        return self.kube.create(kind, namespace, manifest)
+                    except NotFound as exc:  # the namespace exists (else UsageError): the kind is not served
+                        raise StageFailed(f"the cluster does not serve {kind} ({manifest['apiVersion']}): {exc}",
+                                          hint=self._missing_kind_hint(kind)) from None
+                body = copy.deepcopy(manifest)
+                if kind == "Deployment" and (live.get("spec") or {}).get("replicas"):
+                    body["spec"].pop("replicas", None)  # the HPA owns the replica count of a live Deployment
+                body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]  # precondition: 409 if changed
+                return self.kube.patch(kind, namespace, name, body)
+            except Conflict as exc:
+                progress(f"{kind} {namespace}/{name} changed while we wrote it ({exc}); reading it again")
+        raise StageFailed(f"{kind} {namespace}/{name} kept changing under us: {self.k.api_retries + 1} writes "
+                          "met 409 Conflict", hint="is another pipeline or controller writing it?")
+
+    @staticmethod
+    def _missing_kind_hint(kind: str) -> str:
+        return {"Route": "not OpenShift? set kubernetes.flavour: kubernetes",
+                "ServiceMonitor": "no Prometheus Operator? set kubernetes.service_monitor: false"}.get(
+                    kind, "check the cluster's Kubernetes version")
+
+    def _url(self, rendered: Rendered, applied: dict[str, dict[str, Any]]) -> str:
+        route = applied.get("Route")
+        if route is not None:
+            host = (route.get("spec") or {}).get("host")
+            if not host:
+                ingress = ((route.get("status") or {}).get("ingress") or [{}])[0]
+                host = ingress.get("host")
+            if host:
+                return f"https://{host}"
+        ingress = applied.get("Ingress")
+        if ingress is not None:
+            rules = (ingress.get("spec") or {}).get("rules") or []
+            host = next((r["host"] for r in rules if r.get("host")), None)
+            if host:
+                return f"{'https' if (ingress.get('spec') or {}).get('tls') else 'http'}://{host}"
+        return f"http://{rendered.name}.{rendered.namespace}.svc"
+
+    # --- the DeployTarget protocol -------------------------------------------------------------
+
+    def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord]) -> Rollout:
+        if not release.image:
+            raise StageFailed("the kubernetes target runs images only", hint="run `mlops build-image` first")
+        rendered = render(self.settings, State.load(self.settings.workdir), env, image=release.image)
+        validate(rendered.manifests, self.k.kubernetes_version)
+        namespace, name = rendered.namespace, rendered.name
+        try:
+            before = self.kube.get("Deployment", namespace, name)
+        except NotFound:
+            before = None
+        previous = revision(before) if before is not None else None
+        progress(f"applying {len(rendered.manifests)} objects to namespace {namespace} on {self.kube.server}")
+        applied: dict[str, dict[str, Any]] = {}
+        for kind in APPLY_ORDER:
+            manifest = rendered.get(kind)
+            if manifest is not None:
+                applied[kind] = self._apply(manifest)
+        written = applied["Deployment"]["metadata"].get("generation") or 0
+        try:
+            dep = wait(self.kube, namespace, name, written, timeout_s=self.k.rollout_timeout_s,
+                       poll_s=self.k.poll_interval_s)
+        except (RolloutFailed, MlopsError) as exc:
+            if not previous:
+                raise StageFailed(f"{namespace}/{name}: the first rollout failed and there is no previous "
+                                  f"revision to go back to: {exc.message}") from exc
+            if written <= (before["metadata"].get("generation") or 0):
+                raise StageFailed(f"{namespace}/{name}: {exc.message} (the pod template did not change, so there "
+                                  "is nothing to roll back)") from exc
+            restored = self._roll_back(namespace, name, exc, before)
+            raise RolledBack(f"{namespace}/{name}: the new revision failed ({exc.message}); rolled back to the "
+                             f"previous revision, which serves again as revision {restored.revision}",
+                             restored=restored, failed_revision=restored.previous_revision) from exc
+        except BaseException:  # interrupted (Jenkins abort): leave the previous revision serving, not half of each
+            if previous and written > (before["metadata"].get("generation") or 0):
+                progress(f"interrupted: rolling {namespace}/{name} back to the previous revision")
+                self._undo(namespace, name, before)
+            raise
+        return Rollout(url=self._url(rendered, applied), revision=revision(dep), previous_revision=previous,
+                       handle=f"{namespace}/{name}", image=release.image)
+
+    def _undo(self, namespace: str, name: str, replaced: Optional[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+        """`kubectl rollout undo`; if the controller never made our change a revision, put `replaced` back."""
+        if replaced is not None and revision(self.kube.get("Deployment", namespace, name)) <= revision(replaced):
+            return restore(self.kube, namespace, name, replaced)
+        return undo(self.kube, namespace, name)
+
+    def _roll_back(self, namespace: str, name: str, cause: Exception,
+                   replaced: Optional[dict[str, Any]] = None) -> Rollout:
+        progress(f"rolling {namespace}/{name} back: {getattr(cause, 'message', cause)}")
+        before = self.kube.get("Deployment", namespace, name)
+        patched, to_revision = self._undo(namespace, name, replaced)
+        try:
+            dep = wait(self.kube, namespace, name, patched["metadata"].get("generation") or 0,
+                       timeout_s=self.k.rollout_timeout_s, poll_s=self.k.poll_interval_s)
+        except MlopsError as exc:
+            raise RollbackFailed(f"{namespace}/{name}: rolling back to revision {to_revision} failed: {exc.message}",
+                                 hint="look at the pods with `oc get pods` / `kubectl get pods`") from exc
+        image = ((dep["metadata"].get("annotations") or {}).get("mlops.io/image")
+                 or dep["spec"]["template"]["spec"]["containers"][0]["image"])
+        return Rollout(url="", revision=revision(dep), previous_revision=revision(before), handle=f"{namespace}/{name}",
+                       image=image)
+
+    def rollback(self, env: str, current: DeploymentRecord) -> Rollout:
+        """`mlops rollback`: back to the revision before the current one, then wait until it serves."""
+        namespace, name = self._where(env, current)
+        try:
+            restored = self._roll_back(namespace, name, StageFailed("requested"))
+        except RollbackFailed as exc:  # the revision that served before must serve again, not the broken one
+            back = self._roll_back(namespace, name, exc)
+            raise RolledBack(f"{exc.message}; the revision that served before serves again as revision {back.revision}",
+                             restored=back, failed_revision=back.previous_revision) from exc
+        return Rollout(url=current.url, revision=restored.revision, previous_revision=restored.previous_revision,
+                       handle=restored.handle, image=restored.image)
+
+    def _where(self, env: str, current: Optional[DeploymentRecord]) -> tuple[str, str]:
+        if current is not None and current.handle and "/" in current.handle:
+            namespace, name = current.handle.split("/", 1)
+            return namespace, name
+        raise StageFailed(f"state names no Kubernetes deployment for {env}", hint="run deploy-test / rolling-update first")
+
+    def is_running(self, current: DeploymentRecord) -> bool:
+        namespace, name = self._where(current.env, current)
+        try:
+            dep = self.kube.get("Deployment", namespace, name)
+        except (NotFound, MlopsError):
+            return False
+        return ((dep.get("status") or {}).get("availableReplicas") or 0) > 0
+
+    def stop(self, current: DeploymentRecord) -> bool:
+        """Scale the Deployment to zero (the HPA leaves a Deployment at zero alone); False if it ran none."""
+        namespace, name = self._where(current.env, current)
+        try:
+            dep = self.kube.get("Deployment", namespace, name)
+        except NotFound:
+            return False
+        if not (dep.get("spec") or {}).get("replicas"):
+            return False
+        self.kube.patch("Deployment", namespace, name, {"spec": {"replicas": 0}})
+        return True

@@ -1,0 +1,83 @@
+"""How the target reaches the API server: kubeconfig and context, server + token, and each bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import digest_ref
+from helpers import run_cli
+from mlops_cli.errors import ConfigError
+from mlops_cli.stages import deploy_test
+
+pytestmark = pytest.mark.integration
+
+
+def kubeconfig(path: Path, server: str, token: str, contexts=("ci",), current="ci") -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": current,
+        "clusters": [{"name": "double", "cluster": {"server": server}}],
+        "users": [{"name": "jenkins", "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "double", "user": "jenkins", "namespace": "mlops-test"}}
+                     for name in contexts],
+    }))
+    return path
+
+
+def test_kubeconfig_and_its_context_reach_the_server(kube, shipped, kube_settings, tmp_path):
+    config = kubeconfig(tmp_path / "config", kube.url, kube.token, contexts=("other", "ci"), current="other")
+    settings = kube_settings(model=shipped.model, kubernetes={"server": None, "token": None,
+                                                              "kubeconfig": str(config), "context": "ci"})
+    assert deploy_test.run(settings).revision == 1
+    assert kube.running_images("mlops-test", "iris") == [digest_ref("a")] * 2
+
+
+def test_context_not_in_the_kubeconfig_names_the_known_ones(kube, shipped, kube_settings, tmp_path):
+    config = kubeconfig(tmp_path / "config", kube.url, kube.token, contexts=("dev", "ci"))
+    settings = kube_settings(model=shipped.model, kubernetes={"server": None, "token": None,
+                                                              "kubeconfig": str(config), "context": "prod"})
+    with pytest.raises(ConfigError, match=r"context 'prod' is not in kubeconfig .* \(known: dev, ci\)"):
+        deploy_test.run(settings)
+
+
+def test_server_without_token_is_a_config_error(shipped, kube_settings):
+    with pytest.raises(ConfigError, match="kubernetes.server is set but no token"):
+        deploy_test.run(kube_settings(model=shipped.model, kubernetes={"token": None}))
+
+
+def test_no_kubeconfig_is_one_line_with_exit_code_2(shipped, tmp_path):
+    done = run_cli("deploy-test", "--workdir", str(shipped.workdir),
+                   env={"MLOPS_DEPLOY__TARGET": "kubernetes", "KUBECONFIG": str(tmp_path / "missing"),
+                        "KUBERNETES_SERVICE_HOST": "", "HOME": str(tmp_path)})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: no Kubernetes credentials: no kubeconfig at {tmp_path / 'missing'}")
+    assert "Traceback" not in done.stderr
+
+
+def test_unreachable_server_from_the_cli_is_one_line(shipped, tmp_path):
+    from helpers import free_port
+
+    done = run_cli("deploy-test", "--workdir", str(shipped.workdir),
+                   env={"MLOPS_DEPLOY__TARGET": "kubernetes", "MLOPS_KUBERNETES__SERVER": f"http://127.0.0.1:{free_port()}",
+                        "MLOPS_KUBERNETES__TOKEN": "s3cret-token", "MLOPS_KUBERNETES__API_RETRIES": "1",
+                        "MLOPS_KUBERNETES__RETRY_BACKOFF_S": "0.01"})
+    assert done.returncode == 75
+    assert done.stderr.strip().splitlines()[-1].startswith("error: cannot reach the Kubernetes API server")
+    assert "gave up after 2 attempts" in done.stderr
+    assert "s3cret-token" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("namespace", ["Bad_NS", "-x", "a" * 64])
+def test_wrong_namespace_name_is_a_config_error(kube_settings, namespace):
+    with pytest.raises(ConfigError, match=f"kubernetes.namespaces.prod: '{namespace}' is not a namespace name"):
+        kube_settings(kubernetes={"namespaces": {"prod": namespace}})
+
+
+def test_rollback_needs_a_target_that_keeps_revisions(shipped, tmp_path):
+    done = run_cli("rollback", "--workdir", str(shipped.workdir), "--env", "prod")
+    assert done.returncode == 3 and "nothing is deployed to prod" in done.stderr
+    bad = run_cli("rollback", "--workdir", str(shipped.workdir), "--env", "stage")
+    assert bad.returncode == 2 and "'stage' is not one of 'test', 'prod'" in bad.stderr

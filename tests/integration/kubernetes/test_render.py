@@ -1,0 +1,153 @@
+"""`mlops render`: manifests for both flavours, strictly valid, carrying what the issue asks of them."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes_validate import utils as kv
+
+from conftest import REPOSITORY, digest_ref
+from helpers import run_cli
+from mlops_cli import render
+from mlops_cli.errors import PrerequisiteError, StageFailed, UsageError
+from mlops_cli.state import State
+
+pytestmark = pytest.mark.integration
+
+
+def load_dir(out: Path) -> dict[str, dict]:
+    docs = {}
+    for path in sorted(out.glob("0*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        docs[doc["kind"]] = doc
+    return docs
+
+
+@pytest.mark.parametrize("flavour, front", [("openshift", "Route"), ("kubernetes", "Ingress")])
+def test_render_writes_strictly_valid_manifests_for_both_flavours(shipped, kube_settings, tmp_path, flavour, front):
+    settings = kube_settings(model=shipped.model, kubernetes={"flavour": flavour, "hosts": {"prod": "iris.example.com"}})
+    result = render.run(settings, "prod", tmp_path / "out")
+    docs = load_dir(tmp_path / "out")
+    assert set(docs) == {"Deployment", "Service", front, "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"}
+    for kind, doc in docs.items():
+        assert doc["metadata"]["namespace"] == "mlops-prod"
+        if kind not in ("Route", "ServiceMonitor"):
+            assert kv.validate(doc, settings.kubernetes.kubernetes_version, strict=True)  # again, from the files
+    kustomization = yaml.safe_load((tmp_path / "out" / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == [Path(f).name for f in result.files[:-1]]
+    if front == "Route":
+        assert docs["Route"]["spec"]["tls"] == {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}
+        assert docs["Route"]["spec"]["host"] == "iris.example.com"
+    else:
+        assert docs["Ingress"]["spec"]["rules"][0]["host"] == "iris.example.com"
+
+
+def test_deployment_rolls_with_no_gap_and_passes_restricted_v2(shipped, kube_settings, tmp_path):
+    render.run(shipped, "test", tmp_path / "out")
+    dep = load_dir(tmp_path / "out")["Deployment"]
+    spec = dep["spec"]
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == digest_ref("a")
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 300
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert pod["terminationGracePeriodSeconds"] > 5
+    assert set(container["resources"]) == {"requests", "limits"}
+    # OpenShift's restricted-v2 SCC: non-root with no fixed UID, no escalation, no capabilities, RuntimeDefault seccomp
+    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    sc = container["securityContext"]
+    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                  "capabilities": {"drop": ["ALL"]}}
+    assert "runAsUser" not in str(dep)
+    assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "256Mi"}} in pod["volumes"]
+    state = State.load(shipped.workdir)
+    notes = dep["metadata"]["annotations"]
+    assert notes["mlops.io/model-name"] == "iris" and notes["mlops.io/model-version"] == state.model.version
+    assert notes["mlops.io/model-sha256"] == state.model.sha256
+    assert state.model.ref in notes["kubernetes.io/change-cause"]
+
+
+def test_hpa_on_cpu_and_optionally_a_prometheus_metric(shipped, kube_settings, tmp_path):
+    settings = kube_settings(model=shipped.model, kubernetes={
+        "min_replicas": 3, "max_replicas": 9, "custom_metric": {"name": "mlops_requests_per_second", "target_average_value": "20"}})
+    render.run(settings, "prod", tmp_path / "out")
+    hpa = load_dir(tmp_path / "out")["HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 9)
+    cpu, custom = hpa["spec"]["metrics"]
+    assert cpu["resource"]["name"] == "cpu" and cpu["resource"]["target"]["averageUtilization"] == 70
+    assert custom["pods"]["metric"]["name"] == "mlops_requests_per_second"
+    monitor = load_dir(tmp_path / "out")["ServiceMonitor"]
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_validation_catches_what_kubectl_would_refuse(shipped):
+    rendered = render.render(shipped, State.load(shipped.workdir), "prod")
+    render.validate(rendered.manifests, "1.30")
+    broken = copy.deepcopy(rendered.manifests)
+    broken[0]["spec"]["strategy"]["rollingUpdate"]["maxSurgee"] = 1            # an unknown field (strict)
+    with pytest.raises(StageFailed, match="Deployment/iris: spec.strategy.rollingUpdate: Additional properties"):
+        render.validate(broken, "1.30")
+    route = next(m for m in copy.deepcopy(rendered.manifests) if m["kind"] == "Route")
+    route["spec"]["host"] = "Not A Host"
+    with pytest.raises(StageFailed, match="Route/iris: spec.host"):
+        render.validate([route], "1.30")
+    monitor = next(m for m in copy.deepcopy(rendered.manifests) if m["kind"] == "ServiceMonitor")
+    del monitor["spec"]["endpoints"]
+    with pytest.raises(StageFailed, match="ServiceMonitor/iris: spec: 'endpoints' is a required property"):
+        render.validate([monitor], "1.30")
+
+
+def test_image_override_by_digest_and_moving_tags(shipped, tmp_path):
+    other = f"{REPOSITORY}@sha256:{'f' * 64}"
+    assert render.run(shipped, "prod", tmp_path / "a", image=other).image == other
+    with pytest.raises(UsageError, match="moving tag: production takes an image pinned by digest.*--allow-tag"):
+        render.run(shipped, "prod", tmp_path / "b", image=f"{REPOSITORY}:latest")
+    assert render.run(shipped, "prod", tmp_path / "c", image=f"{REPOSITORY}:latest", allow_tag=True).image.endswith(":latest")
+    assert render.run(shipped, "test", tmp_path / "d", image=f"{REPOSITORY}:1.2").image.endswith(":1.2")
+    with pytest.raises(UsageError, match="is not an image reference"):
+        render.run(shipped, "test", tmp_path / "e", image="Not An Image@x")
+
+
+def test_cli_refuses_a_moving_tag_for_prod_in_one_line(shipped, tmp_path):
+    args = ["render", "--workdir", str(shipped.workdir), "--env", "prod", "--out", str(tmp_path / "out")]
+    refused = run_cli(*args, "--image", f"{REPOSITORY}:latest")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in refused.stderr
+    assert "--allow-tag" in refused.stderr
+    allowed = run_cli(*args, "--image", f"{REPOSITORY}:latest", "--allow-tag", "--json")
+    assert allowed.returncode == 0, allowed.stderr
+    assert (tmp_path / "out" / "01-deployment.yaml").is_file()
+
+
+def test_no_image_in_state_says_to_run_build_image(shipped, tmp_path):
+    state = State.load(shipped.workdir)
+    state.image = None
+    state.save(shipped.workdir)
+    with pytest.raises(PrerequisiteError, match="run `mlops build-image` first"):
+        render.run(shipped, "prod", tmp_path / "out")
+    done = run_cli("deploy-test", "--workdir", str(shipped.workdir), env={"MLOPS_DEPLOY__TARGET": "kubernetes",
+                                                                        "KUBECONFIG": str(tmp_path / "none")})
+    assert done.returncode == 3 and "run `mlops build-image` first" in done.stderr
+
+
+def test_unknown_environment_and_flavour(shipped, kube_settings, tmp_path):
+    from mlops_cli.errors import ConfigError
+
+    with pytest.raises(UsageError, match="unknown environment 'stage'"):
+        render.run(shipped, "stage", tmp_path / "out")
+    with pytest.raises(ConfigError, match="kubernetes.flavour"):
+        kube_settings(kubernetes={"flavour": "nomad"})
+
+
+def test_out_must_be_a_directory(shipped, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="--out .* is not a directory"):
+        render.run(shipped, "prod", tmp_path / "file")

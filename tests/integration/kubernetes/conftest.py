@@ -13,14 +13,7 @@ import pytest
 from doubles.kube_api import KubeApiDouble
 from helpers import register_iris
 from mlops_cli.config import load_settings
-from mlops_cli.state import ImageRecord, SmokeRecord, State
-
-REPOSITORY = "registry.example.test/ml/iris"
-
-
-def digest_ref(char: str) -> str:
-    return f"{REPOSITORY}@sha256:{char * 64}"
-
+from kubetools import digest_ref, set_image
 
 @pytest.fixture
 def kube() -> KubeApiDouble:
@@ -43,23 +36,6 @@ def kube_settings(tmp_path: Path, kube: KubeApiDouble) -> Callable[..., Any]:
         return load_settings(None, flags, environ={})
 
     return build
-
-
-def set_image(settings, reference: str) -> None:
-    """What build-image records after a push (the double pulls any image; its mode decides what happens)."""
-    state = State.load(settings.workdir)
-    repository, _, digest = reference.partition("@")
-    state.image = ImageRecord(reference=reference, repository=repository, tag=f"{repository}:1", digest=digest,
-                              builder="buildah", bundle_digest=state.bundle.bundle_digest)
-    state.save(settings.workdir)
-
-
-def set_smoke_passed(settings) -> None:
-    """What smoke-test records when the test deployment answered (no pod really serves in the double)."""
-    state = State.load(settings.workdir)
-    state.smoke = SmokeRecord(passed=True, url=state.deployments["test"].url, model_sha256=state.model.sha256,
-                              bundle_digest=state.bundle.bundle_digest, requests=20, p95_ms=3.0)
-    state.save(settings.workdir)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import digest_ref
+from kubetools import digest_ref
 from helpers import run_cli
 from mlops_cli.errors import ConfigError
 from mlops_cli.stages import deploy_test

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import digest_ref, set_image, set_smoke_passed
+from kubetools import digest_ref, set_image, set_smoke_passed
 from helpers import read_state, run_cli
 
 pytestmark = pytest.mark.integration

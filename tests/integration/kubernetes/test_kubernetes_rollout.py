@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import digest_ref, set_image, set_smoke_passed
+from kubetools import digest_ref, set_image, set_smoke_passed
 from helpers import read_state
 from mlops_cli.errors import StageFailed, TemporaryError, UsageError
 from mlops_cli.stages import deploy_test, rollback, rolling_update

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv
 
-from conftest import REPOSITORY, digest_ref
+from kubetools import REPOSITORY, digest_ref
 from helpers import run_cli
 from mlops_cli import render
 from mlops_cli.errors import PrerequisiteError, StageFailed, UsageError

@@ -242,11 +242,21 @@ def demo() -> None:
 @click.option("--host", help="Address to listen on [config relay.host, default 127.0.0.1].")
 @click.option("--port", type=int, help="Port to listen on [config relay.port, default 9095].")
 @click.option("--sink", "sinks", multiple=True, help="A notifier to forward to, e.g. slack, kafka (repeatable) [config relay.sinks].")
-def alert_relay(host: Optional[str], port: Optional[int], sinks: tuple[str, ...]) -> None:
+@click.option("--requeue-dead", is_flag=True, help="Move the dead letters back into the queue and exit (a running relay sends them).")
+def alert_relay(host: Optional[str], port: Optional[int], sinks: tuple[str, ...], requeue_dead: bool) -> None:
     """Receive Alertmanager/Grafana webhooks and forward them to Slack and Kafka; runs until stopped."""
     from .relay import run
 
-    run(settings_from(**{"relay.host": host, "relay.port": port, "relay.sinks": sinks}))
+    settings = settings_from(**{"relay.host": host, "relay.port": port, "relay.sinks": sinks})
+    if requeue_dead:
+        from .relay import requeue_dead as requeue
+
+        moved = requeue(settings)
+        _OPTIONS["emitted"] = True
+        click.echo(json.dumps({"requeued": moved}) if _OPTIONS["json"]
+                   else ", ".join(f"{name}: {n} dead letters requeued" for name, n in moved.items()))
+        return
+    run(settings)
 
 
 @command(cli, "monitor")

@@ -95,6 +95,36 @@ def test_prometheusrule_object_holds_the_plain_rules() -> None:
     obj = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
     assert obj["apiVersion"] == "monitoring.coreos.com/v1" and obj["kind"] == "PrometheusRule"
     assert obj["spec"]["groups"] == rule_groups(RULES)
+    spec = importlib.util.spec_from_file_location("gen_rule", MONITORING / "generate_prometheusrule.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (MONITORING / "prometheusrule.yaml").read_text() == module.render(), "run generate_prometheusrule.py"
+
+
+def test_the_file_comments_name_the_test_file_that_exists() -> None:
+    for path in (MONITORING / "prometheusrule.yaml", UNIT_TESTS):
+        for name in re.findall(r"tests/unit/\w+\.py", path.read_text()):
+            assert (REPO / name).is_file(), (path.name, name)
+
+
+def test_model_not_ready_finds_serving_targets_by_up_not_by_a_series_that_vanishes() -> None:
+    rule = next(a for a in alerts() if a["alert"] == "MlopsModelNotReady")
+    names = metric_names(rule["expr"])
+    assert "mlops_model_info" not in names and "up" in names and 'mlops_role="serving"' in rule["expr"]
+    assert "min by (namespace, pod) (kube_pod_container_status_ready)" in rule["expr"]
+    assert "{{ $labels.job }}{{ $labels.pod }}" not in rule["annotations"]["summary"]
+
+
+def test_alertmanager_relay_example_fits_max_alerts_into_the_relay_s_body_limit() -> None:
+    """Alertmanager does not retry a 413: a group it sends must fit relay.max_body_bytes."""
+    from mlops_cli.config import RelaySettings
+
+    config = yaml.safe_load((MONITORING / "alertmanager-relay.yml").read_text())
+    limit = RelaySettings().max_body_bytes
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            # a generous 4 KiB per alert (labels, annotations, URLs) plus the group's own fields
+            assert 0 < hook["max_alerts"] and hook["max_alerts"] * 4096 + 16384 <= limit, hook
 
 
 def alerts() -> list[dict]:
@@ -106,7 +136,8 @@ def test_every_alert_has_a_severity_annotations_and_a_runbook_section() -> None:
     anchors = {"#" + h.lower().replace(" ", "-") for h in re.findall(r"^## (.+)$", runbooks, re.M)}
     names = {a["alert"] for a in alerts()}
     assert names == {"MlopsHighErrorRatio", "MlopsLatencySLOBreached", "MlopsFeatureDrift", "MlopsHighOutlierRate",
-                     "MlopsNoTraffic", "MlopsPodRestarts", "MlopsModelNotReady"}
+                     "MlopsNoTraffic", "MlopsPodRestarts", "MlopsModelNotReady", "MlopsRelaySinkDown",
+                     "MlopsRelayDeadLetters", "MlopsRelayQueueFilling"}
     for rule in alerts():
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]

@@ -264,11 +264,14 @@ def alert_relay(host: Optional[str], port: Optional[int], sinks: tuple[str, ...]
 @click.option("--prometheus", "prometheus_url", help="Prometheus base URL to read firing alerts from [config monitor.prometheus_url].")
 @click.option("--job", help="With --prometheus: only the alerts of this job (service).")
 @click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True, help="How many alerts to show.")
-def monitor(url: Optional[str], prometheus_url: Optional[str], job: Optional[str], top: int) -> None:
+@click.option("--window", "window_s", type=click.FloatRange(0.1, 3600), help="Without --prometheus: seconds between the two scrapes the figures come from [config monitor.window_s, default 10].")
+def monitor(url: Optional[str], prometheus_url: Optional[str], job: Optional[str], top: int,
+            window_s: Optional[float]) -> None:
     """Print the live PSI per feature and the top alerts of a deployed model server."""
     from .monitor import snapshot
 
-    emit(snapshot(settings_from(**{"monitor.url": url, "monitor.prometheus_url": prometheus_url}), job=job, top=top))
+    emit(snapshot(settings_from(**{"monitor.url": url, "monitor.prometheus_url": prometheus_url,
+                                   "monitor.window_s": window_s}), job=job, top=top))
 
 
 def _fail(message: str, code: int) -> int:

@@ -35,6 +35,8 @@ HEADER_MAX, TEXT_MAX, FIELDS_MAX, FIELD_MAX = 150, 3000, 10, 2000
 _QUIET = logging.getLogger("mlops.notifiers.slack.sdk")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
+_QUIET.setLevel(logging.CRITICAL + 1)  # its lines quote the URL (a secret): drop them whatever logging is set up
+_QUIET.disabled = True
 
 
 def escape(text: str) -> str:

@@ -68,6 +68,22 @@ def test_the_issue_s_panels_are_there() -> None:
         assert name in exprs, name
 
 
+def test_dashboards_keep_services_apart_and_pods_that_stopped_answering() -> None:
+    boards = {p.name: json.loads(p.read_text()) for p in (REPO / "grafana" / "dashboards").glob("*.json")}
+    for board in boards.values():
+        job = next(v for v in board["templating"]["list"] if v["name"] == "job")
+        assert job["query"]["query"] == 'label_values(mlops_model_info{namespace=~"$namespace"}, job)'
+    panels = {p["title"]: p["targets"][0]["expr"] for p in boards["mlops-drift.json"]["panels"] if p.get("targets")}
+    assert panels["Observed share per bin"].startswith("sum by (namespace, job, feature, bin, upper)")
+    assert "group_left sum by (namespace, job, feature)" in panels["Observed share per bin"]
+    assert "/ on (namespace, job) group_left sum by (namespace, job)" in panels["Outlier instances per row scored"]
+    for panel in boards["mlops-resources.json"]["panels"]:
+        for target in panel.get("targets", []):
+            # the pods are found by `up` (written on every scrape), never by a series the server must answer with
+            assert "mlops_model_info" not in target["expr"] and "* on (namespace, pod)" not in target["expr"]
+            assert target["expr"].endswith('and on (namespace, pod) up{mlops_role="serving", namespace=~"$namespace", job=~"$job"}')
+
+
 def test_every_expression_parses() -> None:
     exprs = dashboard_exprs() + rule_exprs()
     assert len(exprs) > 40

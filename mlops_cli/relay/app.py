@@ -56,7 +56,7 @@ class RelayMetrics:
                                 ["source"], registry=registry)
         self.delivered = Counter("mlops_relay_deliveries_total", "Alerts delivered, by sink.", ["sink"],
                                  registry=registry)
-        self.failures = Counter("mlops_relay_delivery_failures_total", "Failed delivery attempts, by sink and kind.",
+        self.failures = Counter("mlops_relay_delivery_failures_total", "Failed delivery attempts, by sink; retryable=false: the alert became a dead letter.",
                                 ["sink", "retryable"], registry=registry)
         self.dead = Counter("mlops_relay_dead_letters_total", "Alerts a sink refused for good (kept in dead/).",
                             ["sink"], registry=registry)

@@ -118,6 +118,7 @@ class Worker:
         self.name, self.notifier, self.queue, self.config, self.metrics = name, notifier, queue, config, metrics
         self.wake = asyncio.Event()
         self.failed = 0  # failures in a row
+        self.down = False  # reported down (logged once per outage)
 
     async def run(self) -> None:
         while True:
@@ -152,6 +153,7 @@ class Worker:
         if self.failed:
             log.warning("%s is back after %d failed attempts: delivering the queued alerts", self.name, self.failed)
         self.failed = 0
+        self.down = False
         self.metrics.up.labels(self.name).set(1)
 
     async def failed_delivery(self, item: Item, exc: Exception) -> None:
@@ -164,18 +166,20 @@ class Worker:
             await asyncio.to_thread(self.queue.bury, item)
             self.metrics.dead.labels(self.name).inc()
             self.metrics.up.labels(self.name).set(1)
-            self.failed = 0
+            self.failed, self.down = 0, False
             log.error("%s refused %r for good (kept in %s): %s", self.name, item.note.title,
                       item.path.parent / "dead", message)
             return
         self.failed += 1
         delay = min(self.config.retry_backoff_s * 2 ** (self.failed - 1), self.config.max_backoff_s)
         depth = await asyncio.to_thread(self.queue.depth, self.name)
-        if sink_down and self.failed == 1:  # refuses every message: down now, no point waiting for retries
+        if sink_down and not self.down:  # refuses every message: down now, no point waiting for retries
+            self.down = True
             self.metrics.up.labels(self.name).set(0)
             log.error("%s is down: it refuses every message (%s); %d alerts kept on disk, retrying every %gs at most",
                       self.name, message, depth, self.config.max_backoff_s)
-        elif self.failed == self.config.retries + 1 and not sink_down:
+        elif self.failed >= self.config.retries + 1 and not self.down:
+            self.down = True
             self.metrics.up.labels(self.name).set(0)
             log.error("%s is down after %d attempts: %s; %d alerts kept on disk, retrying every %gs at most",
                       self.name, self.failed, message, depth, self.config.max_backoff_s)

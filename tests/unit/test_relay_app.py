@@ -62,7 +62,8 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 10) -> Any:
 def make(tmp_path: Path, sink: Sink, **config: Any) -> tuple[TestClient, DiskQueue, CollectorRegistry]:
     queue = DiskQueue(tmp_path / "q", ["sink"], config.pop("queue_max", 100), dead_max=config.pop("dead_max", 1000))
     registry = CollectorRegistry()
-    cfg = RelayConfig(token=TOKEN, retries=1, retry_backoff_s=0.01, max_backoff_s=0.05, **config)
+    config = {"retries": 1, **config}
+    cfg = RelayConfig(token=TOKEN, retry_backoff_s=0.01, max_backoff_s=0.05, **config)
     return TestClient(create_app(cfg, {"sink": sink}, queue, registry)), queue, registry
 
 
@@ -258,3 +259,17 @@ def test_unreadable_items_are_logged_counted_and_set_aside(tmp_path: Path, caplo
         assert q.oldest("a").note.title == "good"
     assert seen == ["a"] and q.dead("a") == 1
     assert any("unreadable" in r.message for r in caplog.records)
+
+
+def test_a_sink_that_starts_refusing_everything_after_other_failures_is_reported_down(tmp_path: Path) -> None:
+    sink = Sink()
+    sink.error = DeliveryError("slack webhook answered 503", retryable=True)
+    client, queue, registry = make(tmp_path, sink, retries=100)
+    with client:
+        assert client.post("/v1/alertmanager", json=hook(), headers=AUTH).status_code == 202
+        wait_for(lambda: (metric(registry, "mlops_relay_delivery_failures_total", sink="sink", retryable="true") or 0) >= 2,
+                 "no retries")
+        assert metric(registry, "mlops_relay_sink_up", sink="sink") == 1  # 2 of 100 retries: not down yet
+        sink.error = DeliveryError("slack webhook answered 403 invalid_token", retryable=False, sink_down=True)
+        wait_for(lambda: metric(registry, "mlops_relay_sink_up", sink="sink") == 0, "not reported down")
+        assert queue.depth("sink") == 1

@@ -34,17 +34,17 @@ def psi(window: str) -> str:
 
 
 def variables(extra: list[dict] | None = None) -> dict:
-    def query_var(name: str, label: str) -> dict:
+    def query_var(name: str, label: str, series: str = "mlops_model_info") -> dict:
         return {"name": name, "label": label, "type": "query", "datasource": DS, "refresh": 2,
-                "query": {"query": f"label_values(mlops_model_info, {name})", "refId": name},
-                "definition": f"label_values(mlops_model_info, {name})",
+                "query": {"query": f"label_values({series}, {name})", "refId": name},
+                "definition": f"label_values({series}, {name})",
                 "includeAll": True, "multi": True, "allValue": ".*" if name == "namespace" else ".+",
                 "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "sort": 1}
     return {"list": [
         {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
          "current": {}, "hide": 0, "refresh": 1, "regex": ""},
         query_var("namespace", "Namespace"),
-        query_var("job", "Service"),
+        query_var("job", "Service", 'mlops_model_info{namespace=~"$namespace"}'),  # the services of those namespaces
         *(extra or []),
     ]}
 
@@ -173,48 +173,57 @@ def drift() -> dict:
                                                       {"color": "orange", "value": 0.1},
                                                       {"color": "red", "value": 0.25}]})
     b.panel("bargauge", "PSI now", [(psi("$window"), "{{feature}}")], w=8, h=9)
+    # per service (namespace, job): two services with a feature of the same name are not mixed up
     b.panel("timeseries", "Observed share per bin", [(
-        f"sum by (feature, bin, upper) (increase(mlops_drift_observations_total{{{SEL}}}[$window])) / ignoring (bin, upper) "
-        f"group_left sum by (feature) (increase(mlops_drift_observations_total{{{SEL}}}[$window]))",
-        "{{feature}} ≤ {{upper}}")], unit="percentunit")
+        f"sum by (namespace, job, feature, bin, upper) (increase(mlops_drift_observations_total{{{SEL}}}[$window])) "
+        f"/ ignoring (bin, upper) group_left "
+        f"sum by (namespace, job, feature) (increase(mlops_drift_observations_total{{{SEL}}}[$window]))",
+        "{{job}} {{feature}} ≤ {{upper}}")], unit="percentunit")
     b.panel("table", "Reference share per bin", [(
-        f"max by (feature, bin, upper) (mlops_drift_reference_share{{{SEL}}})", "{{feature}} ≤ {{upper}}")])
+        f"max by (namespace, job, feature, bin, upper) (mlops_drift_reference_share{{{SEL}}})",
+        "{{job}} {{feature}} ≤ {{upper}}")])
     b.panel("timeseries", "Values counted per feature", [(
-        f"sum by (feature) (rate(mlops_drift_observations_total{{{SEL}}}[{RATE}]))", "{{feature}}")], unit="ops")
+        f"sum by (namespace, job, feature) (rate(mlops_drift_observations_total{{{SEL}}}[{RATE}]))",
+        "{{job}} {{feature}}")], unit="ops")
     b.row("Outliers")
     b.panel("timeseries", "Outlying values by feature", [(
-        f"sum by (feature) (rate(mlops_outliers_total{{{SEL}}}[{RATE}]))", "{{feature}}")], unit="ops")
+        f"sum by (namespace, job, feature) (rate(mlops_outliers_total{{{SEL}}}[{RATE}]))", "{{job}} {{feature}}")],
+        unit="ops")
     b.panel("timeseries", "Outlier instances per row scored", [(
-        f"sum by (job, reason) (rate(mlops_outlier_instances_total{{{SEL}}}[{RATE}])) / on (job) group_left "
-        f"sum by (job) (rate(mlops_batch_size_rows_sum{{{SEL}}}[{RATE}]))", "{{job}} {{reason}}")], unit="percentunit")
+        f"sum by (namespace, job, reason) (rate(mlops_outlier_instances_total{{{SEL}}}[{RATE}])) "
+        f"/ on (namespace, job) group_left "
+        f"sum by (namespace, job) (rate(mlops_batch_size_rows_sum{{{SEL}}}[{RATE}]))", "{{job}} {{reason}}")],
+        unit="percentunit")
     return dashboard("mlops-drift", "mlops / Drift and outliers", b,
                      "Per-feature drift (PSI from the reference-quantile bins) and outliers of mlops model services.",
                      [WINDOW])
 
 
 def resources() -> dict:
-    # Pods that serve a model: those exporting mlops_model_info (the serving pods carry namespace and pod
-    # labels when scraped through a ServiceMonitor/PodMonitor).
-    pods = f"on (namespace, pod) group_left max by (namespace, pod) (mlops_model_info{{{SEL}}})"
+    # Pods that serve a model: the serving targets (labelled mlops_role="serving" by the scrape config or
+    # ServiceMonitor, with namespace and pod labels; see deploy/monitoring/README.md). `up` is written on
+    # every scrape, answered or not, so a pod that stopped answering (crash-looping, OOM) stays on the
+    # panels; `and` keeps the left-hand value, whatever `up` is.
+    pods = f'on (namespace, pod) up{{mlops_role="serving", {SEL}}}'
     b = Board()
     b.row("Resources (cAdvisor, kube-state-metrics)")
     b.panel("timeseries", "CPU per pod (cores)", [(
         f"sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{{container!=\"\", container!=\"POD\"}}[{RATE}])) "
-        f"* {pods}", "{{pod}}")])
+        f"and {pods}", "{{pod}}")])
     b.panel("timeseries", "CPU throttled", [(
         f"sum by (namespace, pod) (rate(container_cpu_cfs_throttled_periods_total{{container!=\"\"}}[{RATE}])) / "
-        f"sum by (namespace, pod) (rate(container_cpu_cfs_periods_total{{container!=\"\"}}[{RATE}])) * {pods}", "{{pod}}")],
+        f"sum by (namespace, pod) (rate(container_cpu_cfs_periods_total{{container!=\"\"}}[{RATE}])) and {pods}", "{{pod}}")],
         unit="percentunit")
     b.panel("timeseries", "Memory working set per pod", [(
-        f"sum by (namespace, pod) (container_memory_working_set_bytes{{container!=\"\", container!=\"POD\"}}) * {pods}",
+        f"sum by (namespace, pod) (container_memory_working_set_bytes{{container!=\"\", container!=\"POD\"}}) and {pods}",
         "{{pod}}")], unit="bytes")
     b.panel("timeseries", "Memory limit per pod", [(
-        f"sum by (namespace, pod) (kube_pod_container_resource_limits{{resource=\"memory\"}}) * {pods}", "{{pod}}")],
+        f"sum by (namespace, pod) (kube_pod_container_resource_limits{{resource=\"memory\"}}) and {pods}", "{{pod}}")],
         unit="bytes")
     b.panel("timeseries", "Container restarts (1h)", [(
-        f"sum by (namespace, pod) (increase(kube_pod_container_status_restarts_total[1h])) * {pods}", "{{pod}}")])
+        f"sum by (namespace, pod) (increase(kube_pod_container_status_restarts_total[1h])) and {pods}", "{{pod}}")])
     b.panel("timeseries", "Pods ready", [(
-        f"sum by (namespace, pod) (kube_pod_container_status_ready) * {pods}", "{{pod}}")])
+        f"sum by (namespace, pod) (kube_pod_container_status_ready) and {pods}", "{{pod}}")])
     return dashboard("mlops-resources", "mlops / Resources", b,
                      "CPU, memory and restarts of the pods serving mlops models (cAdvisor and kube-state-metrics).")
 

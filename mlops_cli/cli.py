@@ -263,11 +263,21 @@ def demo() -> None:
 @click.option("--host", help="Address to listen on [config relay.host, default 127.0.0.1].")
 @click.option("--port", type=int, help="Port to listen on [config relay.port, default 9095].")
 @click.option("--sink", "sinks", multiple=True, help="A notifier to forward to, e.g. slack, kafka (repeatable) [config relay.sinks].")
-def alert_relay(host: Optional[str], port: Optional[int], sinks: tuple[str, ...]) -> None:
+@click.option("--requeue-dead", is_flag=True, help="Move the dead letters back into the queue and exit (a running relay sends them).")
+def alert_relay(host: Optional[str], port: Optional[int], sinks: tuple[str, ...], requeue_dead: bool) -> None:
     """Receive Alertmanager/Grafana webhooks and forward them to Slack and Kafka; runs until stopped."""
     from .relay import run
 
-    run(settings_from(**{"relay.host": host, "relay.port": port, "relay.sinks": sinks}))
+    settings = settings_from(**{"relay.host": host, "relay.port": port, "relay.sinks": sinks})
+    if requeue_dead:
+        from .relay import requeue_dead as requeue
+
+        moved = requeue(settings)
+        _OPTIONS["emitted"] = True
+        click.echo(json.dumps({"requeued": moved}) if _OPTIONS["json"]
+                   else ", ".join(f"{name}: {n} dead letters requeued" for name, n in moved.items()))
+        return
+    run(settings)
 
 
 @command(cli, "monitor")
@@ -275,11 +285,14 @@ def alert_relay(host: Optional[str], port: Optional[int], sinks: tuple[str, ...]
 @click.option("--prometheus", "prometheus_url", help="Prometheus base URL to read firing alerts from [config monitor.prometheus_url].")
 @click.option("--job", help="With --prometheus: only the alerts of this job (service).")
 @click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True, help="How many alerts to show.")
-def monitor(url: Optional[str], prometheus_url: Optional[str], job: Optional[str], top: int) -> None:
+@click.option("--window", "window_s", type=click.FloatRange(0.1, 3600), help="Without --prometheus: seconds between the two scrapes the figures come from [config monitor.window_s, default 10].")
+def monitor(url: Optional[str], prometheus_url: Optional[str], job: Optional[str], top: int,
+            window_s: Optional[float]) -> None:
     """Print the live PSI per feature and the top alerts of a deployed model server."""
     from .monitor import snapshot
 
-    emit(snapshot(settings_from(**{"monitor.url": url, "monitor.prometheus_url": prometheus_url}), job=job, top=top))
+    emit(snapshot(settings_from(**{"monitor.url": url, "monitor.prometheus_url": prometheus_url,
+                                   "monitor.window_s": window_s}), job=job, top=top))
 
 
 def _fail(message: str, code: int) -> int:

@@ -445,6 +445,8 @@ class RelaySettings(Section):
     """Largest webhook body accepted (413 above it)."""
     runbook_base_url: Optional[str] = None
     """Prefix for relative runbook_url annotations (e.g. the repository's web URL), so Slack links work."""
+    dead_max: int = Field(1000, ge=1)
+    """Most dead letters kept per sink (in <queue_dir>/<sink>/dead); beyond it the oldest are deleted, each logged."""
 
     def token_value(self) -> Optional[str]:
         if self.token is not None:
@@ -470,6 +472,14 @@ class MonitorSettings(Section):
     """Fewer values than this: PSI is shown but raises no alert."""
     timeout_s: float = Field(10.0, gt=0)
     """Timeout of each request."""
+    window_s: float = Field(10.0, gt=0, le=3600)
+    """Without a Prometheus: seconds between the two scrapes of the server's counters that PSI is computed from."""
+
+    @model_validator(mode="after")
+    def _psi_levels_in_order(self) -> "MonitorSettings":
+        if self.psi_warning >= self.psi_critical:
+            raise ValueError(f"psi_warning ({self.psi_warning:g}) must be below psi_critical ({self.psi_critical:g})")
+        return self
 
 
 class Settings(Section):

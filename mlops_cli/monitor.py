@@ -1,15 +1,21 @@
 """`mlops monitor`: the live PSI per feature and the top alerts of a model server, in a terminal.
 
-PSI, values counted and outliers per feature come from the server itself (`GET /v1/drift`, since
-it started, and `GET /metrics`). Alerts come from Prometheus' `/api/v1/alerts` when a Prometheus
-is given (firing before pending, critical before warning); without one they are computed from the
-same figures with the thresholds of deploy/monitoring (drift PSI, outlier share, 5xx ratio), so an
-engineer without Grafana still sees what would page.
+Live figures, never "since the server started": with a Prometheus, PSI and values per feature are
+the last hour's, read from the recording rules of deploy/monitoring
+(`namespace_job_feature:mlops_drift_psi:1h`, `...:mlops_drift_observations:increase1h`) for the
+server's job (--job, or the job whose `mlops_model_info` names the server's model), and requests and
+outliers are the last hour's increases. Without one, the server's `/metrics` is scraped twice
+`window_s` seconds apart and PSI, values, outliers and the 5xx ratio come from the difference of the
+counters. The output names the window. Alerts come from Prometheus' `/api/v1/alerts` when a
+Prometheus is given (firing before pending, critical before warning); without one they are computed
+from the same figures with the thresholds of deploy/monitoring, so an engineer without Grafana
+still sees what would page.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+import time
+from typing import Any, Callable, Literal, Optional
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -85,9 +91,11 @@ def server_url(settings: Settings) -> str:
     return prod.url.rstrip("/")
 
 
-def _get(client: httpx.Client, url: str, what: str) -> httpx.Response:
+def _get(client: httpx.Client, url: str, what: str, params: Optional[dict] = None) -> httpx.Response:
     try:
-        return client.get(url)
+        return client.get(url, params=params)
+    except httpx.InvalidURL:  # not an httpx.HTTPError: a malformed --url/--prometheus is the user's input
+        raise UsageError(f"not a valid URL for {what}: {url}") from None
     except httpx.HTTPError as exc:
         raise TemporaryError(f"cannot reach {what} at {url}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
 
@@ -96,7 +104,7 @@ def _metrics(text: str) -> dict[str, Any]:
     from prometheus_client.parser import text_string_to_metric_families
 
     out: dict[str, Any] = {"requests": 0, "errors": 0, "outliers": {}, "outlier_rows": 0.0, "rows": 0.0,
-                           "model": None}
+                           "model": None, "bins": {}, "shares": {}}
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError as exc:
@@ -115,6 +123,11 @@ def _metrics(text: str) -> dict[str, Any]:
                 out["rows"] = s.value
             elif s.name == "mlops_model_info" and s.value == 1:
                 out["model"] = f"{s.labels.get('name')}@{s.labels.get('version')}"
+                out["model_labels"] = {"name": s.labels.get("name", ""), "version": s.labels.get("version", "")}
+            elif s.name == "mlops_drift_observations_total":
+                out["bins"].setdefault(s.labels.get("feature", ""), {})[int(s.labels.get("bin", 0))] = s.value
+            elif s.name == "mlops_drift_reference_share":
+                out["shares"].setdefault(s.labels.get("feature", ""), {})[int(s.labels.get("bin", 0))] = s.value
     return out
 
 
@@ -157,34 +170,126 @@ def _computed_alerts(features: list[FeatureDrift], m: dict[str, Any], settings: 
     return sorted(out, key=lambda a: SEVERITY_ORDER.get(a.severity, 3))
 
 
-def snapshot(settings: Settings, job: Optional[str] = None, top: int = 5) -> MonitorResult:
+def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The counters' increase between two scrapes (a restart in between: the later values, as Prometheus does)."""
+    def inc(a: float, b: float) -> float:
+        return b - a if b >= a else b
+
+    out = dict(after)
+    out["requests"] = int(inc(before["requests"], after["requests"]))
+    out["errors"] = int(inc(before["errors"], after["errors"]))
+    out["outlier_rows"] = inc(before["outlier_rows"], after["outlier_rows"])
+    out["rows"] = inc(before["rows"], after["rows"])
+    out["outliers"] = {f: int(inc(before["outliers"].get(f, 0), v)) for f, v in after["outliers"].items()}
+    out["bins"] = {f: {b: inc(before["bins"].get(f, {}).get(b, 0), v) for b, v in bins.items()}
+                   for f, bins in after["bins"].items()}
+    return out
+
+
+def _scraped_features(m: dict[str, Any], settings: Settings) -> list[FeatureDrift]:
+    from serving.modules.drift import psi
+
+    features = []
+    for name in sorted(m["shares"]):
+        shares = m["shares"][name]
+        counts = [int(round(m["bins"].get(name, {}).get(b, 0))) for b in sorted(shares)]
+        value = psi(counts, [shares[b] for b in sorted(shares)])
+        features.append(FeatureDrift(feature=name, psi=value, observations=sum(counts),
+                                     outliers=m["outliers"].get(name, 0),
+                                     level=_level(value, sum(counts), settings)))
+    return features
+
+
+def _promql(client: httpx.Client, base: str, expr: str) -> list[dict]:
+    r = _get(client, f"{base.rstrip('/')}/api/v1/query", "Prometheus", params={"query": expr})
+    try:
+        body = r.json()
+        if r.status_code != 200 or body["status"] != "success":
+            raise ValueError
+        return body["data"]["result"]
+    except (ValueError, KeyError, TypeError):
+        raise TemporaryError(f"Prometheus at {base} answered {r.status_code} to a query, without a result") from None
+
+
+def _prometheus_job(client: httpx.Client, base: str, m: dict[str, Any], job: Optional[str]) -> str:
+    if job:
+        return job
+    labels = m.get("model_labels")
+    if not labels:
+        raise UsageError("the server names no model (mlops_model_info): pass --job to read its figures from Prometheus")
+    found = {r["metric"].get("job", "") for r in _promql(
+        client, base, f'max by (job) (mlops_model_info{{name="{_esc(labels["name"])}", version="{_esc(labels["version"])}"}})')}
+    if len(found) != 1:
+        raise UsageError(f"Prometheus has {len(found) or 'no'} jobs serving {m['model']}"
+                         + (f" ({', '.join(sorted(found))})" if found else "") + ": pass --job")
+    return found.pop()
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _prometheus_figures(client: httpx.Client, base: str, job: str, m: dict[str, Any],
+                        settings: Settings) -> tuple[dict[str, Any], list[FeatureDrift]]:
+    sel = f'job="{_esc(job)}"'
+
+    def by(expr: str, label: str) -> dict[str, float]:
+        return {r["metric"].get(label, ""): float(r["value"][1]) for r in _promql(client, base, expr)}
+
+    def one(expr: str) -> float:
+        values = by(expr, "job")
+        return sum(values.values())
+
+    psi = by(f"namespace_job_feature:mlops_drift_psi:1h{{{sel}}}", "feature")
+    seen = by(f"namespace_job_feature:mlops_drift_observations:increase1h{{{sel}}}", "feature")
+    outliers = by(f"sum by (feature) (increase(mlops_outliers_total{{{sel}}}[1h]))", "feature")
+    figures = dict(m)
+    figures["requests"] = int(round(one(f'sum by (job) (increase(mlops_http_requests_total{{{sel}, route="/v1/predict"}}[1h]))')))
+    figures["errors"] = int(round(one(
+        f'sum by (job) (increase(mlops_http_requests_total{{{sel}, route="/v1/predict", status=~"5.."}}[1h]))')))
+    figures["outlier_rows"] = one(f"sum by (job) (increase(mlops_outlier_instances_total{{{sel}}}[1h]))")
+    figures["rows"] = one(f"sum by (job) (increase(mlops_batch_size_rows_sum{{{sel}}}[1h]))")
+    features = []
+    for name in sorted(set(m["shares"]) | set(psi)):
+        value = psi.get(name)
+        count = int(round(seen.get(name, 0)))
+        features.append(FeatureDrift(feature=name, psi=value, observations=count,
+                                     outliers=int(round(outliers.get(name, 0))), level=_level(value, count, settings)))
+    return figures, features
+
+
+def snapshot(settings: Settings, job: Optional[str] = None, top: int = 5,
+             sleep: Callable[[float], None] = time.sleep) -> MonitorResult:
     url = server_url(settings)
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--url must be an http(s) URL, got {url!r}")
+    prom = settings.monitor.prometheus_url
+    if prom and not prom.startswith(("http://", "https://")):
+        raise UsageError(f"--prometheus must be an http(s) URL, got {prom!r}")
+
     with httpx.Client(timeout=settings.monitor.timeout_s) as client:
-        metrics_r = _get(client, f"{url}/metrics", "the model server")
-        if metrics_r.status_code != 200:
-            raise TemporaryError(f"{url}/metrics answered {metrics_r.status_code}: is this an mlops model server?")
-        m = _metrics(metrics_r.text)
-        drift_r = _get(client, f"{url}/v1/drift", "the model server")
-        features: list[FeatureDrift] = []
-        if drift_r.status_code == 200:
-            try:
-                report = drift_r.json()["features"]
-                for name, f in report.items():
-                    features.append(FeatureDrift(feature=name, psi=f["psi"], observations=f["observations"],
-                                                 outliers=m["outliers"].get(name, 0),
-                                                 level=_level(f["psi"], f["observations"], settings)))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise TemporaryError(f"{url}/v1/drift answered something that is not a drift report") from None
-        elif drift_r.status_code != 404:
-            raise TemporaryError(f"{url}/v1/drift answered {drift_r.status_code}")
-        if settings.monitor.prometheus_url:
-            alerts = _prometheus_alerts(client, settings.monitor.prometheus_url, job)
-            source = f"Prometheus {settings.monitor.prometheus_url}"
+        def scrape() -> dict[str, Any]:
+            r = _get(client, f"{url}/metrics", "the model server")
+            if r.status_code != 200:
+                raise TemporaryError(f"{url}/metrics answered {r.status_code}: is this an mlops model server?")
+            return _metrics(r.text)
+
+        first = scrape()
+        drift_module = bool(first["shares"])
+        if prom:
+            service = _prometheus_job(client, prom, first, job)
+            m, features = _prometheus_figures(client, prom, service, first, settings)
+            window = f"last 1h, Prometheus job {service}"
+            alerts = _prometheus_alerts(client, prom, job or service)
+            source = f"Prometheus {prom}"
         else:
+            window_s = settings.monitor.window_s
+            sleep(window_s)
+            m = _delta(first, scrape())
+            features = _scraped_features(m, settings)
+            window = f"last {window_s:g}s"
             alerts = _computed_alerts(features, m, settings)
-            source = "computed from the server's figures since it started; give --prometheus for the real ones"
-    return MonitorResult(url=url, model=m["model"], window="since the server started", features=features,
-                         drift_module=drift_r.status_code == 200, predict_requests=m["requests"],
+            source = f"computed from the server's counters over the last {window_s:g}s; give --prometheus for the real ones"
+    return MonitorResult(url=url, model=m["model"], window=window, features=features,
+                         drift_module=drift_module, predict_requests=m["requests"],
                          predict_5xx=m["errors"], alerts=alerts[:top], alerts_source=source)

@@ -1,7 +1,9 @@
 """KafkaBrokerDouble: a single-node Kafka broker test double that speaks the Kafka wire protocol.
 
 No real broker can run on this machine (Apache Kafka is a JVM application that is neither in
-Debian nor on PyPI/npm, and the tools that fetch it download a tarball from apache.org), so the
+Debian nor on PyPI/npm, and the tools that fetch it download a tarball from apache.org; Java 17
+and mvn are here, but `mvn dependency:copy-dependencies` of org.apache.kafka:kafka_2.13:4.4.0 fails
+at once with "Unknown host" for Maven Central, which neither this machine nor CI reaches), so the
 relay's tests run the real client library (kafka-python's KafkaProducer) against this double over
 TCP on 127.0.0.1. It answers the requests a producer sends, in the versions it advertises:
 ApiVersions (key 18, v0-3), Metadata (key 3, v0-9: itself as the only broker, every topic asked

@@ -52,7 +52,7 @@ def dashboard_exprs(directory: Path = DASHBOARDS, dashboards: dict[str, dict] | 
         for var in board["templating"]["list"]:
             if var["type"] == "query":
                 query = var["query"]["query"]
-                selector = re.fullmatch(r"label_values\((\w+), *\w+\)", query)
+                selector = re.fullmatch(r"label_values\((\w+(?:\{[^}]*\})?), *\w+\)", query)
                 assert selector, f"{name}: variable {var['name']}: unexpected query {query}"
                 out.append(Expr(f"{name}: variable {var['name']}", "panel", selector.group(1)))
     return out

@@ -2,7 +2,10 @@
 
 A notifier turns a `Notification` into one delivery (a Slack message, a Kafka event, ...).
 `send` raises `DeliveryError`, whose `retryable` flag separates a sink that is briefly down
-(connection refused, 429, 5xx) from one that will never accept the message (bad URL, 4xx).
+(connection refused, 429, 5xx) from one that will never accept the message (bad URL, 4xx), and
+whose `sink_down` flag marks a refusal of every message (a revoked Slack webhook, an archived
+channel, a Kafka topic the credentials may not write): not this message's fault, so the relay
+keeps it queued and reports the sink down rather than dead-lettering everything.
 `notify` is what stages call: it delivers to every configured notifier with bounded retries
 and never fails the stage; an undelivered outcome is reported back, not raised.
 """
@@ -58,9 +61,10 @@ class Notification:
 class DeliveryError(MlopsError):
     """A notification that did not arrive; `retryable` when trying again may help."""
 
-    def __init__(self, message: str, *, retryable: bool, hint: Optional[str] = None):
+    def __init__(self, message: str, *, retryable: bool, hint: Optional[str] = None, sink_down: bool = False):
         super().__init__(message, hint=hint)
         self.retryable = retryable
+        self.sink_down = sink_down
 
 
 class Notifier(Protocol):

@@ -4,8 +4,10 @@ The value is `Notification.as_event()` as UTF-8 JSON (title, text, severity, kin
 event, time); the key is the alert's fingerprint when there is one, so every update of one alert
 lands on the same partition, in order. The producer is made on first use and kept; after a
 failure it is closed and made again on the next send. A broker that cannot be reached, a timeout
-or a retriable broker error is a retryable DeliveryError; an authorization or a configuration
-error is not. The SASL password never appears in a message.
+or a retriable broker error is a retryable DeliveryError; a message the broker refuses as such
+(too large, an invalid record) is a permanent one; an authorization or a configuration error, or
+any other broker refusal, refuses every message: `sink_down` (the relay keeps the alerts queued
+and reports the sink down). The SASL password never appears in a message.
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ def producer_config(cfg: "KafkaSettings") -> dict[str, Any]:
     return config
 
 
+def _message_errors() -> tuple[type, ...]:
+    """Broker refusals of one message (it will never be accepted as it is), not of the sink."""
+    from kafka import errors
+
+    return tuple(getattr(errors, n) for n in ("MessageSizeTooLargeError", "RecordListTooLargeError",
+                                               "InvalidRecordError", "CorruptRecordError") if hasattr(errors, n))
+
+
 class KafkaNotifier:
     name = "kafka"
 
@@ -77,7 +87,7 @@ class KafkaNotifier:
         try:
             return KafkaProducer(**producer_config(self.cfg))
         except KafkaConfigurationError as exc:
-            raise DeliveryError(f"kafka: bad configuration: {exc}", retryable=False) from None
+            raise DeliveryError(f"kafka: bad configuration: {exc}", retryable=False, sink_down=True) from None
         except KafkaError as exc:  # NoBrokersAvailable and friends
             raise DeliveryError(f"kafka brokers {','.join(self.cfg.bootstrap_servers)} unreachable: "
                                 f"{type(exc).__name__}", retryable=True) from None
@@ -88,6 +98,7 @@ class KafkaNotifier:
     def send(self, note: Notification) -> None:
         from kafka.errors import AuthorizationError, KafkaError
 
+        MESSAGE_ERRORS = _message_errors()
         key, value = event_bytes(note)
         with self._lock:
             if self._producer is None:
@@ -98,13 +109,15 @@ class KafkaNotifier:
                 future.get(timeout=self.cfg.timeout_s * 2 + 1)
             except AuthorizationError as exc:
                 self._reset()
-                raise DeliveryError(f"kafka refused topic {self.topic}: {type(exc).__name__}", retryable=False) from None
+                raise DeliveryError(f"kafka refused topic {self.topic}: {type(exc).__name__}", retryable=False,
+                                    sink_down=True) from None
             except KafkaError as exc:
                 self._reset()
                 retryable = bool(getattr(exc, "retriable", False)) or "Timeout" in type(exc).__name__ \
                     or "Connection" in type(exc).__name__
+                this_message = isinstance(exc, MESSAGE_ERRORS)
                 raise DeliveryError(f"kafka publish to {self.topic} failed: {type(exc).__name__} {exc}".rstrip(),
-                                    retryable=retryable) from None
+                                    retryable=retryable, sink_down=not retryable and not this_message) from None
 
     def _reset(self) -> None:
         producer, self._producer = self._producer, None

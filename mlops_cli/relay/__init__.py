@@ -45,13 +45,30 @@ def build(settings: "Settings"):
     notifiers = make_notifiers(settings)
     queue_dir = relay.queue_dir if relay.queue_dir is not None else settings.workdir / "relay-queue"
     try:
-        queue = DiskQueue(queue_dir, notifiers, relay.queue_max)
+        queue = DiskQueue(queue_dir, notifiers, relay.queue_max, dead_max=relay.dead_max)
     except OSError as exc:
         raise ConfigError(f"relay queue directory {queue_dir}: {exc.strerror}") from None
     config = RelayConfig(token=token, retries=relay.retries, retry_backoff_s=relay.retry_backoff_s,
                          max_backoff_s=relay.max_backoff_s, max_body_bytes=relay.max_body_bytes,
                          runbook_base_url=relay.runbook_base_url)
     return create_app(config, notifiers, queue, CollectorRegistry()), notifiers, queue
+
+
+def requeue_dead(settings: "Settings") -> dict[str, int]:
+    """Move every sink's dead letters back into its queue (a running relay picks them up within
+    relay.max_backoff_s); how many per sink. Needs no token and contacts no sink."""
+    from .queue import DiskQueue
+
+    relay = settings.relay
+    names = relay.sinks or settings.notify.notifiers
+    if not names:
+        raise ConfigError("the relay has no sinks: nothing to requeue", hint="set relay.sinks, e.g. [slack, kafka]")
+    queue_dir = relay.queue_dir if relay.queue_dir is not None else settings.workdir / "relay-queue"
+    try:
+        queue = DiskQueue(queue_dir, names, relay.queue_max, dead_max=relay.dead_max)
+        return {name: queue.requeue_dead(name) for name in names}
+    except OSError as exc:
+        raise ConfigError(f"relay queue directory {queue_dir}: {exc.strerror or type(exc).__name__}") from None
 
 
 def run(settings: "Settings") -> None:

@@ -1,23 +1,31 @@
 """A bounded on-disk queue of notifications, one directory per sink, oldest first.
 
-Each item is one JSON file written to a temporary name, fsynced and renamed into place, so a
-crash never leaves half an item and nothing accepted is lost across a restart. Names sort by
-arrival time. A sink's queue holds at most `max_items`; `put` refuses (QueueFull) rather than
-dropping anything, and the relay answers 503 so the sender (Alertmanager, Grafana) retries.
-Items a sink will never accept (a permanent error) move to `<sink>/dead/` and stay there.
+Each item is one JSON file written to a temporary name and fsynced; a `put` writes every item for
+every sink first and renames them into place only once all are written, so a full disk or a crash
+never leaves half an alert group queued, and nothing accepted is lost across a restart. Names are
+a persisted monotonic counter (`<dir>/seq`), so they sort in arrival order whatever the clock does.
+A sink's queue holds at most `max_items`; `put` refuses (QueueFull) rather than dropping anything,
+and the relay answers 503 so the sender (Alertmanager, Grafana) retries.
+Items a sink will never accept (a permanent error), and files that cannot be read back, move to
+`<sink>/dead/`, which keeps at most `dead_max` items (the oldest are dropped, each with a log line).
+`requeue_dead` moves dead letters back into the queue.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
+import logging
 import os
-import time
+import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from ..notifiers import Notification
+
+log = logging.getLogger("mlops.relay")
+_NUMBERED = re.compile(r"^(\d+)")
 
 
 class QueueFull(Exception):
@@ -32,15 +40,50 @@ class Item:
 
 
 class DiskQueue:
-    def __init__(self, directory: Path, sinks: Iterable[str], max_items: int):
+    def __init__(self, directory: Path, sinks: Iterable[str], max_items: int, dead_max: int = 1000,
+                 on_unreadable: Optional[Callable[[str], None]] = None,
+                 on_dropped: Optional[Callable[[str], None]] = None):
         self.directory = Path(directory)
         self.max_items = max_items
+        self.dead_max = dead_max
         self.sinks = list(sinks)
-        self._seq = itertools.count()
+        self.on_unreadable = on_unreadable
+        self.on_dropped = on_dropped
+        self._lock = threading.Lock()
         for sink in self.sinks:
             (self.directory / sink / "dead").mkdir(parents=True, exist_ok=True)
             for stale in (self.directory / sink).glob(".*.tmp"):  # a write cut short by a crash
                 stale.unlink(missing_ok=True)
+        self._seq_file = self.directory / "seq"
+        self._next = self._load_seq()
+
+    def _load_seq(self) -> int:
+        try:
+            stored = int(self._seq_file.read_text().strip() or 0)
+        except FileNotFoundError:
+            stored = 0
+        except ValueError:
+            log.error("relay queue counter %s unreadable: starting after the newest item", self._seq_file)
+            stored = 0
+        newest = -1
+        for sink in self.sinks:
+            for path in [*(self.directory / sink).glob("*.json"), *(self.directory / sink / "dead").glob("*.json")]:
+                m = _NUMBERED.match(path.name)
+                if m:
+                    newest = max(newest, int(m.group(1)))
+        return max(stored, newest + 1)
+
+    def _reserve(self, count: int) -> int:
+        """`count` new sequence numbers, persisted before any is used (never handed out twice)."""
+        first = self._next
+        tmp = self._seq_file.with_name(".seq.tmp")
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(str(first + count))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._seq_file)
+        self._next = first + count
+        return first
 
     def _items(self, sink: str) -> list[Path]:
         return sorted(p for p in (self.directory / sink).glob("*.json"))
@@ -52,39 +95,76 @@ class DiskQueue:
         return len(list((self.directory / sink / "dead").glob("*.json")))
 
     def put(self, notes: list[Notification]) -> None:
-        """Queue every note for every sink, or nothing at all (QueueFull)."""
-        for sink in self.sinks:
-            if self.depth(sink) + len(notes) > self.max_items:
-                raise QueueFull(f"the {sink} queue holds {self.depth(sink)} alerts (max {self.max_items})")
-        for sink in self.sinks:
-            for note in notes:
-                self._write(sink, note)
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _write(self, sink: str, note: Notification) -> None:
-        name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._seq):06d}.json"
-        tmp = self.directory / sink / f".{name}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(note.as_event(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.directory / sink / name)
+        """Queue every note for every sink, or nothing at all (QueueFull, or the OSError of the disk)."""
+        with self._lock:
+            for sink in self.sinks:
+                depth = self.depth(sink)
+                if depth + len(notes) > self.max_items:
+                    raise QueueFull(f"the {sink} queue holds {depth} alerts (max {self.max_items})")
+            first = self._reserve(len(notes))
+            written: list[tuple[Path, Path]] = []
+            placed: list[Path] = []
+            try:
+                for sink in self.sinks:
+                    for i, note in enumerate(notes):
+                        name = f"{first + i:020d}.json"
+                        tmp = self.directory / sink / f".{name}.tmp"
+                        written.append((tmp, tmp.with_name(name)))
+                        with open(tmp, "w", encoding="utf-8") as f:
+                            json.dump(note.as_event(), f)
+                            f.flush()
+                            os.fsync(f.fileno())
+                for tmp, final in written:
+                    os.replace(tmp, final)
+                    placed.append(final)
+                for sink in self.sinks:
+                    fd = os.open(self.directory / sink, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            except BaseException:
+                for path in placed + [tmp for tmp, _ in written]:
+                    try:
+                        path.unlink(missing_ok=True)
+                    except OSError:
+                        pass
+                raise
 
     def oldest(self, sink: str) -> Optional[Item]:
         for path in self._items(sink):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 return Item(sink, path, Notification(**data))
-            except (OSError, ValueError, TypeError):  # unreadable: keep it aside, never lose it silently
-                path.rename(path.parent / "dead" / path.name)
+            except FileNotFoundError:  # requeued or removed meanwhile
+                continue
+            except (OSError, ValueError, TypeError) as exc:  # unreadable: keep it aside, never lose it silently
+                log.error("%s queue item %s unreadable (%s): moved to dead/", sink, path.name, type(exc).__name__)
+                self._to_dead(sink, path)
+                if self.on_unreadable is not None:
+                    self.on_unreadable(sink)
         return None
 
     def done(self, item: Item) -> None:
         item.path.unlink(missing_ok=True)
 
     def bury(self, item: Item) -> None:
-        item.path.rename(item.path.parent / "dead" / item.path.name)
+        self._to_dead(item.sink, item.path)
+
+    def _to_dead(self, sink: str, path: Path) -> None:
+        dead = self.directory / sink / "dead"
+        path.rename(dead / path.name)
+        letters = sorted(dead.glob("*.json"))
+        for old in letters[: max(0, len(letters) - self.dead_max)]:
+            old.unlink(missing_ok=True)
+            log.error("%s dead letters over relay.dead_max (%d): dropped the oldest, %s", sink, self.dead_max, old.name)
+            if self.on_dropped is not None:
+                self.on_dropped(sink)
+
+    def requeue_dead(self, sink: str) -> int:
+        """Move the sink's dead letters back into its queue (in their original order); how many."""
+        with self._lock:
+            letters = sorted((self.directory / sink / "dead").glob("*.json"))
+            for path in letters:
+                os.replace(path, self.directory / sink / path.name)
+            return len(letters)

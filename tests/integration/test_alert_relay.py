@@ -371,12 +371,45 @@ def test_bad_relay_configuration_is_one_line_and_exit_2(tmp_path: Path, slack) -
     assert run.returncode == 2 and "could not listen" in run.stderr, run.stderr
 
 
-def test_a_topic_kafka_refuses_becomes_a_dead_letter_and_slack_still_gets_it(make_relay, slack, kafka) -> None:
+def test_a_topic_kafka_refuses_is_kafka_down_the_alert_kept_and_slack_still_gets_it(make_relay, slack, kafka) -> None:
+    """An authorization error refuses every message: the sink is down (not a dead letter) until the ACL is fixed."""
     kafka.refused.add(TOPIC)
     relay = make_relay().start()
     assert relay.post(alertmanager(alert(fingerprint="k1"))).status_code == 202
-    wait_for(lambda: relay.metric("mlops_relay_dead_letters_total", sink="kafka") == 1, "not a dead letter")
-    assert relay.metric("mlops_relay_delivery_failures_total", sink="kafka", retryable="false") == 1
-    assert f"kafka refused topic {TOPIC}: TopicAuthorizationFailedError" in relay.log
+    wait_for(lambda: relay.metric("mlops_relay_sink_up", sink="kafka") == 0, "kafka not reported down")
+    assert relay.metric("mlops_relay_dead_letters_total", sink="kafka") == 0
+    assert relay.metric("mlops_relay_delivery_failures_total", sink="kafka", retryable="true") >= 1
+    assert f"kafka is down: it refuses every message (kafka refused topic {TOPIC}: TopicAuthorizationFailedError)" \
+        in relay.log
     wait_for(lambda: slack.received, "slack did not get it")
-    assert kafka.topic(TOPIC) == [] and relay.queued("kafka") == []
+    assert kafka.topic(TOPIC) == [] and len(relay.queued("kafka")) == 1
+    kafka.refused.discard(TOPIC)  # the ACL is fixed: the kept alert goes out
+    wait_for(lambda: [m.key for m in kafka.topic(TOPIC)] == [b"k1"], "not delivered once allowed", timeout=60)
+    wait_for(lambda: relay.metric("mlops_relay_sink_up", sink="kafka") == 1, "kafka not reported back")
+
+
+def test_a_revoked_slack_webhook_is_slack_down_and_the_alert_is_kept(make_relay, slack, kafka) -> None:
+    slack.answer = (403, "invalid_token")
+    relay = make_relay().start()
+    assert relay.post(alertmanager(alert(fingerprint="s1"))).status_code == 202
+    wait_for(lambda: relay.metric("mlops_relay_sink_up", sink="slack") == 0, "slack not reported down")
+    assert relay.metric("mlops_relay_dead_letters_total", sink="slack") == 0 and len(relay.queued("slack")) == 1
+    assert "slack is down: it refuses every message (slack webhook answered 403 invalid_token)" in relay.log
+    assert "s3cret" not in relay.log
+    slack.answer = (200, "ok")
+    wait_for(lambda: len(slack.received) == 1, "not delivered once the webhook works", timeout=60)
+
+
+def test_dead_letters_are_requeued_by_the_cli_and_delivered(make_relay, slack, kafka) -> None:
+    from helpers import run_cli
+
+    slack.answer = (400, "invalid_blocks")
+    relay = make_relay().start()
+    assert relay.post(alertmanager(alert(fingerprint="r1"))).status_code == 202
+    wait_for(lambda: relay.metric("mlops_relay_dead_letters_total", sink="slack") == 1, "not a dead letter")
+    slack.answer = (200, "ok")
+    env = {k: v for k, v in relay.env.items() if k.startswith("MLOPS_RELAY__")}
+    run = run_cli("alert-relay", "--requeue-dead", cwd=relay.tmp, env=env, timeout=60)
+    assert run.returncode == 0 and "slack: 1 dead letters requeued, kafka: 0 dead letters requeued" in run.stdout, \
+        run.stderr
+    wait_for(lambda: len(slack.received) == 1, "requeued dead letter not delivered", timeout=60)

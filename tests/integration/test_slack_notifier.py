@@ -8,12 +8,13 @@ good message, `400 invalid_payload`, `404 no_service`, `429` with Retry-After, `
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mlops_cli.notifiers import Notification, notify
+from mlops_cli.notifiers import DeliveryError, Notification, notify
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
@@ -127,3 +128,49 @@ def test_missing_or_unknown_notifiers_are_reported_not_raised(make_settings, tmp
 def test_the_webhook_url_never_prints_with_the_settings(make_settings, slack):
     settings = _settings(make_settings, slack.url)
     assert "s3cr3t" not in repr(settings) and "s3cr3t" not in settings.model_dump_json()
+
+
+@pytest.mark.parametrize("bad", [f"http://127.0.0.1:9{SECRET_PATH[:-3]} x{SECRET_PATH[-3:]}",
+                                 f"https://hooks.slack.com{SECRET_PATH}\x07", f"http://127.0.0.1:abc{SECRET_PATH}",
+                                 f"ftp://hooks.slack.com{SECRET_PATH}", f"https://{SECRET_PATH}"])
+def test_a_malformed_webhook_url_is_a_config_error_that_does_not_echo_it(make_settings, bad, caplog, capfd):
+    from mlops_cli.errors import ConfigError
+    from mlops_cli.notifiers.slack import SlackNotifier
+
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(ConfigError) as info:
+            SlackNotifier(_settings(make_settings, bad))
+        [result] = notify(_settings(make_settings, bad), NOTE)
+    assert not result.delivered and "webhook_url" in result.error
+    out, err = capfd.readouterr()
+    for text in (str(info.value), info.value.hint or "", result.error, caplog.text, out, err):
+        assert "s3cr3t" not in text and "/services/" not in text
+
+
+def test_send_reports_no_url_even_when_the_http_library_quotes_it(make_settings, slack, caplog, capfd):
+    """http.client refuses a URL with a space with "URL can't contain control characters. '<path>'"."""
+    from mlops_cli.notifiers.slack import SlackNotifier
+
+    notifier = SlackNotifier(_settings(make_settings, slack.url))
+    notifier.url = slack.url.replace("s3cr3t", "s3 cr3t")  # whatever gets past the check at construction
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(DeliveryError) as info:
+            notifier.send(NOTE)
+    assert info.value.retryable and str(info.value).startswith("slack webhook unreachable:")
+    out, err = capfd.readouterr()
+    for text in (str(info.value), caplog.text, out, err):
+        assert "s3" not in text and "/services/" not in text, text
+
+
+@pytest.mark.parametrize("status,body,sink_down,retryable", [
+    (403, "invalid_token", True, False), (404, "no_service", True, False), (410, "channel_is_archived", True, False),
+    (400, "invalid_blocks", False, False), (400, "invalid_payload", False, False), (413, "", False, False),
+    (500, "rollup_error", False, True), (429, "rate_limited", False, True)])
+def test_refusals_of_every_message_are_sink_down_not_dead_letters(make_settings, slack, status, body, sink_down,
+                                                                  retryable):
+    from mlops_cli.notifiers.slack import SlackNotifier
+
+    slack.script = [(status, body)]
+    with pytest.raises(DeliveryError) as info:
+        SlackNotifier(_settings(make_settings, slack.url)).send(NOTE)
+    assert (info.value.sink_down, info.value.retryable) == (sink_down, retryable)

@@ -98,3 +98,23 @@ def test_the_cli_imports_no_relay_server_or_kafka_client() -> None:
             "print(','.join(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def test_monitor_psi_levels_must_be_in_order() -> None:
+    for warning, critical in ((0.3, 0.25), (0.25, 0.25)):
+        with pytest.raises(ConfigError, match="psi_warning .* must be below psi_critical"):
+            load_settings(None, {"monitor": {"psi_warning": warning, "psi_critical": critical}}, environ={})
+    assert load_settings(None, {"monitor": {"psi_warning": 0.2, "psi_critical": 0.3}}, environ={}).monitor.psi_warning == 0.2
+
+
+def test_packages_the_relay_imports_are_installed_with_mlops() -> None:
+    import configparser
+
+    from helpers import REPO
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    required = {line.split(">")[0].split("=")[0].split(";")[0].strip().lower()
+                for line in cfg["options"]["install_requires"].splitlines() if line.strip() and not line.startswith("#")}
+    for package in ("starlette", "uvicorn", "prometheus-client", "slack_sdk"):
+        assert package in required, package

@@ -37,7 +37,7 @@ MONITORING = RULES.parent
 def test_rule_files_pass_promtool_check_and_unit_tests(tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
-    assert check.returncode == 0 and "SUCCESS: 16 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "SUCCESS: 19 rules found" in check.stdout, check.stdout + check.stderr
     # the PrometheusRule object's groups, as a plain rule file
     obj = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
     plain = tmp_path / "prometheusrule-groups.yml"
@@ -106,10 +106,48 @@ def scrape(url: str) -> str:
     return r.text
 
 
-def test_every_metric_name_is_exported_by_the_runtime(servers) -> None:
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[str]:
+    """A real `mlops alert-relay` (its sink never called: no alert is sent to it), for its /metrics:
+    the relay's alerts (group mlops.relay) are on its own series."""
+    import os
+    import sys
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env.update({"MLOPS_RELAY__TOKEN": "t", "MLOPS_RELAY__PORT": str(port), "MLOPS_RELAY__SINKS": '["slack"]',
+                "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "relay-queue"),
+                "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/services/T/B/x"})
+    log = open(tmp_path / "relay.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "alert-relay"], cwd=tmp_path, env=env,
+                            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / "relay.log").read_text()
+            try:
+                if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "relay.log").read_text()
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        log.close()
+
+
+def test_every_metric_name_is_exported_by_the_runtime(servers, relay: str) -> None:
     send_traffic(servers)  # labelled series appear with their first observation
-    texts = [scrape(servers["iris"].url), scrape(servers["diabetes"].url)]
-    exported = exported_names(texts[0]) | exported_names(texts[1])
+    texts = [scrape(servers["iris"].url), scrape(servers["diabetes"].url), scrape(relay)]
+    exported = exported_names(texts[0]) | exported_names(texts[1]) | exported_names(texts[2])
     promtool = require_tool("promtool")
     for text in texts:  # classification with outlier and drift, regression with the prediction histogram
         check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
@@ -149,7 +187,7 @@ def kube_double() -> Iterator[str]:
 
 
 @pytest.fixture
-def prometheus(servers, kube_double: str, tmp_path: Path) -> Iterator[str]:
+def prometheus(servers, kube_double: str, relay: str, tmp_path: Path) -> Iterator[str]:
     binary = require_tool("prometheus")
     rules = yaml.safe_load(RULES.read_text())
     for group in rules["groups"]:
@@ -160,13 +198,15 @@ def prometheus(servers, kube_double: str, tmp_path: Path) -> Iterator[str]:
 
     def target(name: str) -> dict:
         return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{servers[name].port}"],
-                                                      "labels": {"namespace": "mlops-test", "pod": f"{name}-0"}}]}
+                                                      "labels": {"namespace": "mlops-test", "pod": f"{name}-0",
+                                                                 "mlops_role": "serving"}}]}
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(tmp_path / "rules.yml")],
         "scrape_configs": [target("iris"), target("diabetes"),
                            {"job_name": "kube-state-metrics", "honor_labels": True,
-                            "static_configs": [{"targets": [kube_double]}]}],
+                            "static_configs": [{"targets": [kube_double]}]},
+                           {"job_name": "mlops-alert-relay", "static_configs": [{"targets": [relay.split("//")[1]]}]}],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     check = subprocess.run([require_tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml")],
@@ -234,7 +274,7 @@ def send_traffic(servers) -> None:
 
 def test_every_expression_returns_data_and_the_drift_alert_fires(servers, prometheus: str) -> None:
     # traffic only once Prometheus has a sample of every target, so increases see all of it
-    wait_for(lambda: len(query(prometheus, "up == 1")) == 3, 60, "targets not scraped")
+    wait_for(lambda: len(query(prometheus, "up == 1")) == 4, 60, "targets not scraped")
     send_traffic(servers)
     exprs: list[Expr] = dashboard_exprs() + rule_exprs()
     assert len(exprs) > 40
@@ -267,7 +307,12 @@ def test_every_expression_returns_data_and_the_drift_alert_fires(servers, promet
     from mlops_cli.config import load_settings
     from mlops_cli.monitor import snapshot
 
+    # and the last hour's PSI from the recording rule, the job found by the server's model (no --job)
     settings = load_settings(None, {"monitor": {"url": servers["iris"].url, "prometheus_url": prometheus}}, environ={})
-    seen = snapshot(settings, job="iris", top=3)
+    seen = snapshot(settings, top=3, sleep=lambda s: pytest.fail("no waiting with a Prometheus"))
     assert [(a.name, a.severity, a.state) for a in seen.alerts] == [("MlopsFeatureDrift", "critical", "firing")] * 3
-    assert seen.alerts_source == f"Prometheus {prometheus}" and len(seen.features) == 4
+    assert seen.alerts_source == f"Prometheus {prometheus}" and seen.window == "last 1h, Prometheus job iris"
+    recorded = {r["metric"]["feature"]: float(r["value"][1])
+                for r in query(prometheus, 'namespace_job_feature:mlops_drift_psi:1h{job="iris"}')}
+    assert {f.feature: f.psi for f in seen.features} == pytest.approx(recorded, rel=0.2)
+    assert all(f.level == "critical" and f.observations > 0 for f in seen.features) and len(seen.features) == 4

@@ -14,7 +14,7 @@ from ..errors import StageFailed
 from ..audit import record_deployment
 from ..outcomes import announce
 from ..state import RolloutRecord, State
-from ..targets import RolledBack
+from ..targets import RollbackFailed, RolledBack
 from .base import stage
 from .deploy_test import DeployResult
 
@@ -41,6 +41,9 @@ def run(settings: Settings) -> DeployResult:
                                                previous_image=previous.image if previous else None, message=exc.message)
         state.save(settings.workdir)
         announce(settings, state, "rolling-update", state.rollouts["prod"])
+        if isinstance(exc, RollbackFailed):  # neither revision is known to serve: say so, claim nothing
+            raise StageFailed(f"rolling update failed and so did the rollback; production may not be serving: "
+                              f"{exc.message}", hint=exc.hint) from exc
         if previous is not None:
             raise StageFailed(f"rolling update failed, revision {previous.revision} "
                               f"({previous.model_ref}) still serves: {exc.message}") from exc

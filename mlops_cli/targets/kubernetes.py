@@ -16,17 +16,13 @@ from ..errors import MlopsError, StageFailed
 from ..render import Rendered, render, validate
 from ..state import DeploymentRecord, State
 from ..ui import progress
-from . import Release, RolledBack, Rollout
+from . import Release, RollbackFailed, RolledBack, Rollout
 from .kubeapi import Conflict, Kube, NotFound
 from .rollout import RolloutFailed, restore, revision, undo, wait
 
 # The Deployment last: when another object is refused (RBAC, a missing CRD) no new revision has started.
 APPLY_ORDER = ("Service", "Route", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
                "Deployment")
-
-
-class RollbackFailed(StageFailed):
-    """The previous revision did not come back either."""
 
 
 class KubernetesTarget:

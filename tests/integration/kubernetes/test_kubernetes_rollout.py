@@ -273,3 +273,18 @@ def test_rollback_of_a_deployment_deleted_behind_our_back_is_one_clear_error(kub
     with pytest.raises(StageFailed, match='deployments.apps "iris" not found in namespace mlops-prod'):
         rollback.run(shipped, "prod")
     assert read_state(shipped.workdir)["rollouts"]["prod"]["outcome"] == "failed"
+
+
+def test_a_rollback_that_fails_too_does_not_claim_the_previous_revision_serves(kube, shipped):
+    to_prod(shipped)
+    kube.image_modes["sha256:" + "b" * 8] = "crash-loop"
+    kube.image_modes["sha256:" + "a" * 8] = "crash-loop"  # the previous image no longer starts either
+    set_image(shipped, digest_ref("b"))
+    set_smoke_passed(shipped)
+    with pytest.raises(StageFailed) as failed:
+        rolling_update.run(shipped)
+    message = failed.value.message
+    assert "so did the rollback" in message and "rolling back to revision 1 failed" in message
+    assert "still serves" not in message
+    rollout = read_state(shipped.workdir)["rollouts"]["prod"]
+    assert rollout["outcome"] == "failed"

@@ -288,3 +288,16 @@ def test_a_rollback_that_fails_too_does_not_claim_the_previous_revision_serves(k
     assert "still serves" not in message
     rollout = read_state(shipped.workdir)["rollouts"]["prod"]
     assert rollout["outcome"] == "failed"
+
+
+def test_a_user_who_may_not_list_pods_still_gets_a_good_rollout(kube, shipped):
+    kube.forbidden.add(("list", "pods"))  # naming stuck pods is a courtesy; the outcome is the Deployment's
+    result = deploy_test.run(shipped)
+    assert result.revision == 1
+    assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
+    kube.image_modes["sha256:" + "b" * 8] = "crash-loop"
+    set_image(shipped, digest_ref("b"))
+    with pytest.raises(StageFailed) as failed:  # a failing one still fails, by the progress deadline
+        deploy_test.run(shipped)
+    assert "exceeded its progress deadline" in failed.value.message and "rolled back" in failed.value.message
+    assert "cannot name stuck pods: forbidden: not allowed to list pods" in failed.value.message

@@ -327,6 +327,16 @@ class KubernetesSettings(Section):
     allow_tag: bool = False
     """Accept an image given by a moving tag for prod (`--allow-tag`); by default prod takes digests only."""
 
+    @field_validator("server")
+    @classmethod
+    def _server_url(cls, value: Optional[str]) -> Optional[str]:
+        if not value:
+            return None
+        if not re.match(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$", value):
+            raise ValueError(f"{value!r} is not an API server URL (https://HOST[:PORT], as `oc whoami --show-server` "
+                             "prints it)")
+        return value
+
     @field_validator("hosts")
     @classmethod
     def _known_envs(cls, value: dict[str, str]) -> dict[str, str]:

@@ -81,3 +81,20 @@ def test_rollback_needs_a_target_that_keeps_revisions(shipped, tmp_path):
     assert done.returncode == 3 and "nothing is deployed to prod" in done.stderr
     bad = run_cli("rollback", "--workdir", str(shipped.workdir), "--env", "stage")
     assert bad.returncode == 2 and "'stage' is not one of 'test', 'prod'" in bad.stderr
+
+
+@pytest.mark.parametrize("server", ["not a url", "127.0.0.1:6443", "ftp://api.example.test", "https://user:pw@api.example.test"])
+def test_a_server_that_is_no_url_is_a_config_error_not_a_network_retry(shipped, kube_settings, server):
+    with pytest.raises(ConfigError, match=r"kubernetes.server: .* is not an API server URL"):
+        kube_settings(kubernetes={"server": server})
+    done = run_cli("deploy-test", "--workdir", str(shipped.workdir),
+                   env={"MLOPS_DEPLOY__TARGET": "kubernetes", "MLOPS_KUBERNETES__SERVER": server,
+                        "MLOPS_KUBERNETES__TOKEN": "s3cret-token"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip().splitlines()[-1]]  # one line, no warning
+    assert "is not an API server URL" in done.stderr and "retrying" not in done.stderr
+
+
+def test_server_url_with_a_path_and_port_is_accepted(kube_settings):
+    assert kube_settings(kubernetes={"server": "https://api.example.test:6443/k8s"}).kubernetes.server == \
+        "https://api.example.test:6443/k8s"

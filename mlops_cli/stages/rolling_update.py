@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..config import Settings
 from ..deploying import deploy_bundle, record_rollback
-from ..errors import StageFailed
+from ..errors import StageFailed, TemporaryError
 from ..audit import record_deployment
 from ..outcomes import announce
 from ..state import RolloutRecord, State
@@ -47,6 +47,14 @@ def run(settings: Settings) -> DeployResult:
         if previous is not None:
             raise StageFailed(f"rolling update failed, revision {previous.revision} "
                               f"({previous.model_ref}) still serves: {exc.message}") from exc
+        raise
+    except TemporaryError as exc:  # the API server went away part-way: what serves is not known, so tell people
+        state.rollouts["prod"] = RolloutRecord(env="prod", outcome="failed",
+                                               from_revision=previous.revision if previous else None,
+                                               previous_image=previous.image if previous else None,
+                                               message=f"interrupted, production's state is unknown: {exc.message}")
+        state.save(settings.workdir)
+        announce(settings, state, "rolling-update", state.rollouts["prod"])
         raise
     state.rollouts["prod"] = RolloutRecord(env="prod", outcome="succeeded", from_revision=dep.previous_revision,
                                            to_revision=dep.revision, image=dep.image,

@@ -301,3 +301,18 @@ def test_a_user_who_may_not_list_pods_still_gets_a_good_rollout(kube, shipped):
         deploy_test.run(shipped)
     assert "exceeded its progress deadline" in failed.value.message and "rolled back" in failed.value.message
     assert "cannot name stuck pods: forbidden: not allowed to list pods" in failed.value.message
+
+
+def test_an_api_server_lost_mid_rollout_is_recorded_and_announced(kube, shipped, kube_settings, slack):
+    settings = kube_settings(model=shipped.model, notify={"notifiers": ["slack"], "slack": {"webhook_url": slack.url}},
+                             kubernetes={"api_retries": 1})
+    to_prod(settings)
+    kube.image_modes["sha256:" + "c" * 8] = "never-ready"
+    set_image(settings, digest_ref("c"))
+    set_smoke_passed(settings)
+    kube.down_after = 20  # the rollout starts, then the API server stops answering (503)
+    with pytest.raises(TemporaryError, match="answered 503"):
+        rolling_update.run(settings)
+    rollout = read_state(settings.workdir)["rollouts"]["prod"]
+    assert rollout["outcome"] == "failed" and "state is unknown" in rollout["message"]
+    assert slack.posts[-1]["text"] == ":rotating_light: rolling-update of iris@1 to prod failed"

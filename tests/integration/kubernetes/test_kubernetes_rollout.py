@@ -316,3 +316,12 @@ def test_an_api_server_lost_mid_rollout_is_recorded_and_announced(kube, shipped,
     rollout = read_state(settings.workdir)["rollouts"]["prod"]
     assert rollout["outcome"] == "failed" and "state is unknown" in rollout["message"]
     assert slack.posts[-1]["text"] == ":rotating_light: rolling-update of iris@1 to prod failed"
+
+
+def test_deploying_the_same_image_again_says_unchanged_not_replaced(kube, shipped):
+    first = deploy_test.run(shipped)
+    again = deploy_test.run(shipped)
+    assert (again.revision, again.previous_revision) == (first.revision, first.revision)  # what served before it
+    assert again.lines() == [f"test: revision 1 ready at {again.url} (unchanged)"]
+    set_image(shipped, digest_ref("b"))
+    assert deploy_test.run(shipped).lines()[0].endswith("(replaced revision 1)")

@@ -349,6 +349,8 @@ class KubernetesSettings(Section):
     def _bounds(self) -> "KubernetesSettings":
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        if self.replicas > self.max_replicas:  # the HPA would scale a new Deployment down at once
+            raise ValueError(f"replicas ({self.replicas}) is above max_replicas ({self.max_replicas})")
         return self
 
 

@@ -179,3 +179,12 @@ def test_grace_period_must_outlast_the_prestop_pause_and_the_servers_drain(shipp
     ok = kube_settings(model=shipped.model, kubernetes={"prestop_sleep_s": 10, "termination_grace_s": 20})
     render.run(ok, "test", tmp_path / "c")
     assert load_dir(tmp_path / "c")["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 20
+
+
+def test_replicas_must_lie_within_the_autoscalers_bounds(kube_settings):
+    from mlops_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"replicas \(6\) is above max_replicas \(5\)"):
+        kube_settings(kubernetes={"replicas": 6})
+    with pytest.raises(ConfigError, match=r"min_replicas \(3\) is above max_replicas \(2\)"):
+        kube_settings(kubernetes={"min_replicas": 3, "max_replicas": 2, "replicas": 2})

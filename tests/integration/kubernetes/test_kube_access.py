@@ -98,3 +98,19 @@ def test_a_server_that_is_no_url_is_a_config_error_not_a_network_retry(shipped, 
 def test_server_url_with_a_path_and_port_is_accepted(kube_settings):
     assert kube_settings(kubernetes={"server": "https://api.example.test:6443/k8s"}).kubernetes.server == \
         "https://api.example.test:6443/k8s"
+
+
+def test_a_kubeconfig_wins_over_the_pods_service_account_as_with_kubectl(kube, shipped, kube_settings, tmp_path,
+                                                                         monkeypatch):
+    from mlops_cli.targets import kubeapi
+
+    account = tmp_path / "serviceaccount-token"
+    account.write_text("the-agent-pods-own-token")
+    monkeypatch.setattr(kubeapi, "SERVICE_ACCOUNT", account)  # as in a Jenkins agent pod
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "1")
+    config = kubeconfig(tmp_path / "config", kube.url, kube.token)
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    settings = kube_settings(model=shipped.model, kubernetes={"server": None, "token": None})
+    assert deploy_test.run(settings).revision == 1  # the kubeconfig's cluster, not the pod's own
+    assert kube.running_images("mlops-test", "iris") == [digest_ref("a")] * 2

@@ -104,8 +104,15 @@ class KubernetesTarget:
         applied: dict[str, dict[str, Any]] = {}
         for kind in APPLY_ORDER:
             manifest = rendered.get(kind)
-            if manifest is not None:
+            if manifest is None:
+                continue
+            try:
                 applied[kind] = self._apply(manifest)
+            except (KeyboardInterrupt, SystemExit):  # aborted as the Deployment's write went out: it may have landed
+                if kind == "Deployment" and before is not None and previous:
+                    progress(f"interrupted: putting {namespace}/{name} back as it was")
+                    self._undo(namespace, name, before)
+                raise
         written = applied["Deployment"]["metadata"].get("generation") or 0
         try:
             dep = wait(self.kube, namespace, name, written, timeout_s=self.k.rollout_timeout_s,

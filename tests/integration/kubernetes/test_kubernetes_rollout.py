@@ -325,3 +325,23 @@ def test_deploying_the_same_image_again_says_unchanged_not_replaced(kube, shippe
     assert again.lines() == [f"test: revision 1 ready at {again.url} (unchanged)"]
     set_image(shipped, digest_ref("b"))
     assert deploy_test.run(shipped).lines()[0].endswith("(replaced revision 1)")
+
+
+def test_an_abort_just_as_the_deployment_is_written_puts_it_back(kube, shipped, monkeypatch):
+    from mlops_cli.targets.kubeapi import Kube
+
+    deploy_test.run(shipped)
+    template = kube.deployment(TEST, "iris")["spec"]["template"]
+    real_patch = Kube.patch
+
+    def patch_then_abort(self, kind, namespace, name, body):
+        answer = real_patch(self, kind, namespace, name, body)
+        if kind == "Deployment" and isinstance(body, dict):  # our write landed; Jenkins' SIGTERM arrives now
+            raise KeyboardInterrupt
+        return answer
+
+    monkeypatch.setattr(Kube, "patch", patch_then_abort)
+    set_image(shipped, digest_ref("b"))
+    with pytest.raises(KeyboardInterrupt):
+        deploy_test.run(shipped)
+    assert kube.deployment(TEST, "iris")["spec"]["template"] == template  # the controller brings pods of it back

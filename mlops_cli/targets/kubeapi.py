@@ -164,6 +164,11 @@ class Kube:
         message = status.get("message") or exc.reason or f"HTTP {exc.status}"
         details = status.get("details") or {}
         where = f"in namespace {namespace}" if namespace else "cluster-wide"
+        if not exc.status and str(exc.reason or "").startswith("SSLError"):  # the client's wrapping of urllib3's
+            detail = [line for line in str(exc.reason).splitlines()[1:] if line.strip()] or ["SSLError"]
+            return ConfigError(f"TLS verification of the Kubernetes API server at {self.server} failed: {detail[-1]}",
+                               hint="set kubernetes.ca_file to the cluster's CA bundle "
+                                    "(kubernetes.insecure: true only for a test cluster)")
         if exc.status == 401:
             return StageFailed(f"the API server at {self.server} rejected the credentials (401 Unauthorized)",
                                hint="the token or kubeconfig user has expired or is wrong")

@@ -114,3 +114,32 @@ def test_a_kubeconfig_wins_over_the_pods_service_account_as_with_kubectl(kube, s
     settings = kube_settings(model=shipped.model, kubernetes={"server": None, "token": None})
     assert deploy_test.run(settings).revision == 1  # the kubeconfig's cluster, not the pod's own
     assert kube.running_images("mlops-test", "iris") == [digest_ref("a")] * 2
+
+
+def test_an_untrusted_certificate_is_one_config_error_not_retried(shipped, kube_settings, tmp_path):
+    import ssl
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from helpers import require_tool
+
+    openssl = require_tool("openssl")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.handle_error = lambda *args: None  # the client hangs up on the handshake, as it should
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = kube_settings(model=shipped.model, kubernetes={
+            "server": f"https://127.0.0.1:{server.server_address[1]}", "api_retries": 3, "retry_backoff_s": 5})
+        with pytest.raises(ConfigError, match=r"TLS verification of the Kubernetes API server at https://127\.0\.0\.1:"
+                                              r"\d+ failed: .*CERTIFICATE_VERIFY_FAILED.*kubernetes.ca_file"):
+            deploy_test.run(settings)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -327,6 +327,16 @@ class KubernetesSettings(Section):
     allow_tag: bool = False
     """Accept an image given by a moving tag for prod (`--allow-tag`); by default prod takes digests only."""
 
+    @field_validator("server")
+    @classmethod
+    def _server_url(cls, value: Optional[str]) -> Optional[str]:
+        if not value:
+            return None
+        if not re.match(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$", value):
+            raise ValueError(f"{value!r} is not an API server URL (https://HOST[:PORT], as `oc whoami --show-server` "
+                             "prints it)")
+        return value
+
     @field_validator("hosts")
     @classmethod
     def _known_envs(cls, value: dict[str, str]) -> dict[str, str]:
@@ -339,6 +349,8 @@ class KubernetesSettings(Section):
     def _bounds(self) -> "KubernetesSettings":
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        if self.replicas > self.max_replicas:  # the HPA would scale a new Deployment down at once
+            raise ValueError(f"replicas ({self.replicas}) is above max_replicas ({self.max_replicas})")
         return self
 
 

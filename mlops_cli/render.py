@@ -87,8 +87,36 @@ def _label(value: str) -> str:
     return value if LABEL_VALUE.match(value) else ""
 
 
+def drain_seconds(settings: Settings, state: State) -> float:
+    """How long the image's server drains after SIGTERM: the bundle's spec.json, else assemble.drain_seconds."""
+    if state.bundle is not None:
+        try:
+            spec = json.loads((Path(state.bundle.path) / "spec.json").read_text(encoding="utf-8"))
+            return float(spec["server"]["drain_seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return settings.assemble.drain_seconds
+
+
+def check_grace(settings: Settings, state: State) -> None:
+    """The kubelet's grace period covers the preStop pause, the server's drain and finishing in-flight requests.
+
+    The server stops accepting only after its drain, so a grace period not longer than both kills
+    requests mid-flight (SIGKILL), which a zero-downtime rollout must not do.
+    """
+    k = settings.kubernetes
+    drain = drain_seconds(settings, state)
+    needed = k.prestop_sleep_s + drain
+    if k.termination_grace_s <= needed:
+        raise ConfigError(f"kubernetes.termination_grace_s ({k.termination_grace_s}) must be longer than "
+                          f"kubernetes.prestop_sleep_s ({k.prestop_sleep_s}) plus the server's drain ({drain:g} s): "
+                          "in-flight requests would be killed",
+                          hint=f"set kubernetes.termination_grace_s to at least {math.floor(needed) + 10}")
+
+
 def context(settings: Settings, state: State, env: str, image: str, change_cause: str) -> dict[str, Any]:
     k = settings.kubernetes
+    check_grace(settings, state)
     model, _ = state.require_validated()
     name = app_name(settings, model.name)
     selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
@@ -103,6 +131,8 @@ def context(settings: Settings, state: State, env: str, image: str, change_cause
         raise ConfigError(f"kubernetes.tls_secret needs a host for {env}", hint=f"set kubernetes.hosts.{env}")
     return dict(
         name=name, namespace=getattr(k.namespaces, env), labels=labels, selector=selector, image=image,
+        # a tag may point elsewhere than a node's cached copy of it: pull it each time; a digest cannot move
+        image_pull_policy="IfNotPresent" if DIGEST_REF.match(image) else "Always",
         annotations={**model_annotations, CHANGE_CAUSE: change_cause}, pod_annotations=model_annotations,
         replicas=max(k.replicas, k.min_replicas), port=k.port, resources=k.resources.model_dump(),
         command=["python", "-m", "serving", "/app", "--host", "0.0.0.0", "--port", str(k.port)],

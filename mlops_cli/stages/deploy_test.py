@@ -24,6 +24,8 @@ class DeployResult(StageResult):
     previous_revision: Optional[int] = None
 
     def lines(self) -> list[str]:
+        if self.previous_revision == self.revision:  # the same template again: nothing was replaced
+            return [f"{self.env}: revision {self.revision} ready at {self.url} (unchanged)"]
         was = f" (replaced revision {self.previous_revision})" if self.previous_revision else ""
         return [f"{self.env}: revision {self.revision} ready at {self.url}{was}"]
 

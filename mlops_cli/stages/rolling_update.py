@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from ..config import Settings
 from ..deploying import deploy_bundle, record_rollback
-from ..errors import StageFailed
+from ..errors import StageFailed, TemporaryError
 from ..audit import record_deployment
 from ..outcomes import announce
 from ..state import RolloutRecord, State
-from ..targets import RolledBack
+from ..targets import RollbackFailed, RolledBack
 from .base import stage
 from .deploy_test import DeployResult
 
@@ -41,9 +41,20 @@ def run(settings: Settings) -> DeployResult:
                                                previous_image=previous.image if previous else None, message=exc.message)
         state.save(settings.workdir)
         announce(settings, state, "rolling-update", state.rollouts["prod"])
+        if isinstance(exc, RollbackFailed):  # neither revision is known to serve: say so, claim nothing
+            raise StageFailed(f"rolling update failed and so did the rollback; production may not be serving: "
+                              f"{exc.message}", hint=exc.hint) from exc
         if previous is not None:
             raise StageFailed(f"rolling update failed, revision {previous.revision} "
                               f"({previous.model_ref}) still serves: {exc.message}") from exc
+        raise
+    except TemporaryError as exc:  # the API server went away part-way: what serves is not known, so tell people
+        state.rollouts["prod"] = RolloutRecord(env="prod", outcome="failed",
+                                               from_revision=previous.revision if previous else None,
+                                               previous_image=previous.image if previous else None,
+                                               message=f"interrupted, production's state is unknown: {exc.message}")
+        state.save(settings.workdir)
+        announce(settings, state, "rolling-update", state.rollouts["prod"])
         raise
     state.rollouts["prod"] = RolloutRecord(env="prod", outcome="succeeded", from_revision=dep.previous_revision,
                                            to_revision=dep.revision, image=dep.image,

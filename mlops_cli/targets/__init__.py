@@ -52,6 +52,10 @@ class RolledBack(StageFailed):
         self.failed_revision = failed_revision
 
 
+class RollbackFailed(StageFailed):
+    """The new revision failed and going back to the previous one failed too: nothing serves for sure."""
+
+
 class DeployTarget(Protocol):
     needs_image: bool
 

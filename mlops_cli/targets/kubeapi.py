@@ -1,8 +1,9 @@
 """The Kubernetes API through the official client: connection, bounded retries, one-line errors.
 
 Credentials, first match wins: `kubernetes.server` + `kubernetes.token` (e.g. from Jenkins
-credentials as MLOPS_KUBERNETES__SERVER/TOKEN); the pod's service account when running in a
-cluster; a kubeconfig (`kubernetes.kubeconfig`, KUBECONFIG, ~/.kube/config) and its context.
+credentials as MLOPS_KUBERNETES__SERVER/TOKEN); a kubeconfig (`kubernetes.kubeconfig`,
+KUBECONFIG, ~/.kube/config) and its context, when one is given or exists; else, as kubectl
+does, the pod's service account when running in a cluster.
 Bodies and answers are plain dicts (the API's JSON), so the rollout logic reads like the API docs.
 """
 
@@ -85,10 +86,16 @@ def _configuration(settings: KubernetesSettings) -> tuple[Any, Optional[str]]:
         if settings.ca_file is not None:
             cfg.ssl_ca_cert = str(settings.ca_file)
         return cfg, settings.token.get_secret_value()
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and SERVICE_ACCOUNT.is_file():
-        config.load_incluster_config(client_configuration=cfg)
-        return cfg, None
     path = kubeconfig_path(settings)
+    explicit = settings.kubeconfig is not None or settings.context is not None or bool(os.environ.get("KUBECONFIG"))
+    # as kubectl: a kubeconfig that is there (or asked for) wins; the pod's service account only without one,
+    # else a Jenkins agent pod would silently deploy with its own account to the cluster it runs in
+    if not explicit and not path.is_file() and os.environ.get("KUBERNETES_SERVICE_HOST") and SERVICE_ACCOUNT.is_file():
+        try:
+            config.load_incluster_config(client_configuration=cfg)
+        except ConfigException as exc:
+            raise ConfigError(f"in-cluster credentials are not usable: {str(exc).splitlines()[0]}") from None
+        return cfg, None
     if not path.is_file():
         raise ConfigError(f"no Kubernetes credentials: no kubeconfig at {path}, not running in a cluster, "
                           "and kubernetes.server is not set",
@@ -157,6 +164,11 @@ class Kube:
         message = status.get("message") or exc.reason or f"HTTP {exc.status}"
         details = status.get("details") or {}
         where = f"in namespace {namespace}" if namespace else "cluster-wide"
+        if not exc.status and str(exc.reason or "").startswith("SSLError"):  # the client's wrapping of urllib3's
+            detail = [line for line in str(exc.reason).splitlines()[1:] if line.strip()] or ["SSLError"]
+            return ConfigError(f"TLS verification of the Kubernetes API server at {self.server} failed: {detail[-1]}",
+                               hint="set kubernetes.ca_file to the cluster's CA bundle "
+                                    "(kubernetes.insecure: true only for a test cluster)")
         if exc.status == 401:
             return StageFailed(f"the API server at {self.server} rejected the credentials (401 Unauthorized)",
                                hint="the token or kubeconfig user has expired or is wrong")

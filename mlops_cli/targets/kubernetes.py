@@ -16,17 +16,13 @@ from ..errors import MlopsError, StageFailed
 from ..render import Rendered, render, validate
 from ..state import DeploymentRecord, State
 from ..ui import progress
-from . import Release, RolledBack, Rollout
+from . import Release, RollbackFailed, RolledBack, Rollout
 from .kubeapi import Conflict, Kube, NotFound
 from .rollout import RolloutFailed, restore, revision, undo, wait
 
 # The Deployment last: when another object is refused (RBAC, a missing CRD) no new revision has started.
 APPLY_ORDER = ("Service", "Route", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
                "Deployment")
-
-
-class RollbackFailed(StageFailed):
-    """The previous revision did not come back either."""
 
 
 class KubernetesTarget:
@@ -108,8 +104,15 @@ class KubernetesTarget:
         applied: dict[str, dict[str, Any]] = {}
         for kind in APPLY_ORDER:
             manifest = rendered.get(kind)
-            if manifest is not None:
+            if manifest is None:
+                continue
+            try:
                 applied[kind] = self._apply(manifest)
+            except (KeyboardInterrupt, SystemExit):  # aborted as the Deployment's write went out: it may have landed
+                if kind == "Deployment" and before is not None and previous:
+                    progress(f"interrupted: putting {namespace}/{name} back as it was")
+                    self._undo(namespace, name, before)
+                raise
         written = applied["Deployment"]["metadata"].get("generation") or 0
         try:
             dep = wait(self.kube, namespace, name, written, timeout_s=self.k.rollout_timeout_s,

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..errors import StageFailed
+from ..errors import MlopsError, StageFailed
 from ..ui import progress
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -107,6 +107,18 @@ def stuck_pods(pods: list[dict[str, Any]], template_hash: Optional[str] = None) 
 
 
 def _stuck(kube: Any, dep: dict[str, Any]) -> list[str]:
+    """Stuck pods of the new ReplicaSet, best effort: the rollout's outcome is read from the Deployment alone
+
+    (as kubectl does), so a user who may not list pods or ReplicaSets (RBAC) or an API blip here
+    must not fail, and so roll back, a rollout that is going well.
+    """
+    try:
+        return _stuck_pods_of(kube, dep)
+    except MlopsError as exc:
+        return [f"(cannot name stuck pods: {exc.message})"]
+
+
+def _stuck_pods_of(kube: Any, dep: dict[str, Any]) -> list[str]:
     namespace = dep["metadata"]["namespace"]
     selector = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     new = new_replicaset(dep, kube.list("ReplicaSet", namespace, selector))

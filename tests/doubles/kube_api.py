@@ -71,6 +71,7 @@ class KubeApiDouble:
         self.stalled = False                           # the controller does nothing until a Deployment's next JSON patch
         self.conflicts: dict[str, int] = {}            # plural -> writes to come that meet a concurrent writer (409)
         self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
+        self.down_after: Optional[int] = None          # after this many more requests, answer 503 (the API goes away)
         self.clock = 0.0
         self.lock = threading.RLock()
         self._rv = itertools.count(1000)
@@ -118,6 +119,10 @@ class KubeApiDouble:
             self.requests.append((method, url.path, content_type.split(";")[0]))
             self.clock += self.tick
             try:
+                if self.down_after is not None:
+                    if self.down_after <= 0:
+                        raise ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
+                    self.down_after -= 1
                 if auth != f"Bearer {self.token}":
                     raise ApiError(401, "Unauthorized", "Unauthorized")
                 self.reconcile()

@@ -81,3 +81,65 @@ def test_rollback_needs_a_target_that_keeps_revisions(shipped, tmp_path):
     assert done.returncode == 3 and "nothing is deployed to prod" in done.stderr
     bad = run_cli("rollback", "--workdir", str(shipped.workdir), "--env", "stage")
     assert bad.returncode == 2 and "'stage' is not one of 'test', 'prod'" in bad.stderr
+
+
+@pytest.mark.parametrize("server", ["not a url", "127.0.0.1:6443", "ftp://api.example.test", "https://user:pw@api.example.test"])
+def test_a_server_that_is_no_url_is_a_config_error_not_a_network_retry(shipped, kube_settings, server):
+    with pytest.raises(ConfigError, match=r"kubernetes.server: .* is not an API server URL"):
+        kube_settings(kubernetes={"server": server})
+    done = run_cli("deploy-test", "--workdir", str(shipped.workdir),
+                   env={"MLOPS_DEPLOY__TARGET": "kubernetes", "MLOPS_KUBERNETES__SERVER": server,
+                        "MLOPS_KUBERNETES__TOKEN": "s3cret-token"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip().splitlines()[-1]]  # one line, no warning
+    assert "is not an API server URL" in done.stderr and "retrying" not in done.stderr
+
+
+def test_server_url_with_a_path_and_port_is_accepted(kube_settings):
+    assert kube_settings(kubernetes={"server": "https://api.example.test:6443/k8s"}).kubernetes.server == \
+        "https://api.example.test:6443/k8s"
+
+
+def test_a_kubeconfig_wins_over_the_pods_service_account_as_with_kubectl(kube, shipped, kube_settings, tmp_path,
+                                                                         monkeypatch):
+    from mlops_cli.targets import kubeapi
+
+    account = tmp_path / "serviceaccount-token"
+    account.write_text("the-agent-pods-own-token")
+    monkeypatch.setattr(kubeapi, "SERVICE_ACCOUNT", account)  # as in a Jenkins agent pod
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "1")
+    config = kubeconfig(tmp_path / "config", kube.url, kube.token)
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    settings = kube_settings(model=shipped.model, kubernetes={"server": None, "token": None})
+    assert deploy_test.run(settings).revision == 1  # the kubeconfig's cluster, not the pod's own
+    assert kube.running_images("mlops-test", "iris") == [digest_ref("a")] * 2
+
+
+def test_an_untrusted_certificate_is_one_config_error_not_retried(shipped, kube_settings, tmp_path):
+    import ssl
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from helpers import require_tool
+
+    openssl = require_tool("openssl")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.handle_error = lambda *args: None  # the client hangs up on the handshake, as it should
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = kube_settings(model=shipped.model, kubernetes={
+            "server": f"https://127.0.0.1:{server.server_address[1]}", "api_retries": 3, "retry_backoff_s": 5})
+        with pytest.raises(ConfigError, match=r"TLS verification of the Kubernetes API server at https://127\.0\.0\.1:"
+                                              r"\d+ failed: .*CERTIFICATE_VERIFY_FAILED.*kubernetes.ca_file"):
+            deploy_test.run(settings)
+    finally:
+        server.shutdown()
+        server.server_close()

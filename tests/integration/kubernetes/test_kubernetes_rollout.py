@@ -273,3 +273,75 @@ def test_rollback_of_a_deployment_deleted_behind_our_back_is_one_clear_error(kub
     with pytest.raises(StageFailed, match='deployments.apps "iris" not found in namespace mlops-prod'):
         rollback.run(shipped, "prod")
     assert read_state(shipped.workdir)["rollouts"]["prod"]["outcome"] == "failed"
+
+
+def test_a_rollback_that_fails_too_does_not_claim_the_previous_revision_serves(kube, shipped):
+    to_prod(shipped)
+    kube.image_modes["sha256:" + "b" * 8] = "crash-loop"
+    kube.image_modes["sha256:" + "a" * 8] = "crash-loop"  # the previous image no longer starts either
+    set_image(shipped, digest_ref("b"))
+    set_smoke_passed(shipped)
+    with pytest.raises(StageFailed) as failed:
+        rolling_update.run(shipped)
+    message = failed.value.message
+    assert "so did the rollback" in message and "rolling back to revision 1 failed" in message
+    assert "still serves" not in message
+    rollout = read_state(shipped.workdir)["rollouts"]["prod"]
+    assert rollout["outcome"] == "failed"
+
+
+def test_a_user_who_may_not_list_pods_still_gets_a_good_rollout(kube, shipped):
+    kube.forbidden.add(("list", "pods"))  # naming stuck pods is a courtesy; the outcome is the Deployment's
+    result = deploy_test.run(shipped)
+    assert result.revision == 1
+    assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
+    kube.image_modes["sha256:" + "b" * 8] = "crash-loop"
+    set_image(shipped, digest_ref("b"))
+    with pytest.raises(StageFailed) as failed:  # a failing one still fails, by the progress deadline
+        deploy_test.run(shipped)
+    assert "exceeded its progress deadline" in failed.value.message and "rolled back" in failed.value.message
+    assert "cannot name stuck pods: forbidden: not allowed to list pods" in failed.value.message
+
+
+def test_an_api_server_lost_mid_rollout_is_recorded_and_announced(kube, shipped, kube_settings, slack):
+    settings = kube_settings(model=shipped.model, notify={"notifiers": ["slack"], "slack": {"webhook_url": slack.url}},
+                             kubernetes={"api_retries": 1})
+    to_prod(settings)
+    kube.image_modes["sha256:" + "c" * 8] = "never-ready"
+    set_image(settings, digest_ref("c"))
+    set_smoke_passed(settings)
+    kube.down_after = 20  # the rollout starts, then the API server stops answering (503)
+    with pytest.raises(TemporaryError, match="answered 503"):
+        rolling_update.run(settings)
+    rollout = read_state(settings.workdir)["rollouts"]["prod"]
+    assert rollout["outcome"] == "failed" and "state is unknown" in rollout["message"]
+    assert slack.posts[-1]["text"] == ":rotating_light: rolling-update of iris@1 to prod failed"
+
+
+def test_deploying_the_same_image_again_says_unchanged_not_replaced(kube, shipped):
+    first = deploy_test.run(shipped)
+    again = deploy_test.run(shipped)
+    assert (again.revision, again.previous_revision) == (first.revision, first.revision)  # what served before it
+    assert again.lines() == [f"test: revision 1 ready at {again.url} (unchanged)"]
+    set_image(shipped, digest_ref("b"))
+    assert deploy_test.run(shipped).lines()[0].endswith("(replaced revision 1)")
+
+
+def test_an_abort_just_as_the_deployment_is_written_puts_it_back(kube, shipped, monkeypatch):
+    from mlops_cli.targets.kubeapi import Kube
+
+    deploy_test.run(shipped)
+    template = kube.deployment(TEST, "iris")["spec"]["template"]
+    real_patch = Kube.patch
+
+    def patch_then_abort(self, kind, namespace, name, body):
+        answer = real_patch(self, kind, namespace, name, body)
+        if kind == "Deployment" and isinstance(body, dict):  # our write landed; Jenkins' SIGTERM arrives now
+            raise KeyboardInterrupt
+        return answer
+
+    monkeypatch.setattr(Kube, "patch", patch_then_abort)
+    set_image(shipped, digest_ref("b"))
+    with pytest.raises(KeyboardInterrupt):
+        deploy_test.run(shipped)
+    assert kube.deployment(TEST, "iris")["spec"]["template"] == template  # the controller brings pods of it back

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,39 @@ def test_out_must_be_a_directory(shipped, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError, match="--out .* is not a directory"):
         render.run(shipped, "prod", tmp_path / "file")
+
+
+def test_a_moving_tag_is_pulled_every_time_a_digest_only_when_missing(shipped, tmp_path):
+    def pull_policy(out, image):
+        render.run(shipped, "test", out, image=image)
+        return load_dir(out)["Deployment"]["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"]
+
+    assert pull_policy(tmp_path / "tag", f"{REPOSITORY}:1.2") == "Always"  # a node's cached 1.2 may be stale
+    assert pull_policy(tmp_path / "digest", digest_ref("a")) == "IfNotPresent"
+
+
+def test_grace_period_must_outlast_the_prestop_pause_and_the_servers_drain(shipped, kube_settings, tmp_path):
+    from mlops_cli.errors import ConfigError
+
+    spec = json.loads((Path(State.load(shipped.workdir).bundle.path) / "spec.json").read_text())
+    drain = spec["server"]["drain_seconds"]
+    short = kube_settings(model=shipped.model, kubernetes={"prestop_sleep_s": 10, "termination_grace_s": 10})
+    with pytest.raises(ConfigError, match=r"termination_grace_s \(10\) must be longer than .*prestop_sleep_s \(10\) "
+                                          rf"plus the server's drain \({drain:g} s\)"):
+        render.run(short, "test", tmp_path / "a")
+    done = run_cli("render", "--workdir", str(shipped.workdir), "--env", "test", "--out", str(tmp_path / "b"),
+                   env={"MLOPS_KUBERNETES__PRESTOP_SLEEP_S": "30", "MLOPS_KUBERNETES__TERMINATION_GRACE_S": "30"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: kubernetes.termination_grace_s (30)")
+    ok = kube_settings(model=shipped.model, kubernetes={"prestop_sleep_s": 10, "termination_grace_s": 20})
+    render.run(ok, "test", tmp_path / "c")
+    assert load_dir(tmp_path / "c")["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 20
+
+
+def test_replicas_must_lie_within_the_autoscalers_bounds(kube_settings):
+    from mlops_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"replicas \(6\) is above max_replicas \(5\)"):
+        kube_settings(kubernetes={"replicas": 6})
+    with pytest.raises(ConfigError, match=r"min_replicas \(3\) is above max_replicas \(2\)"):
+        kube_settings(kubernetes={"min_replicas": 3, "max_replicas": 2, "replicas": 2})

@@ -11,7 +11,7 @@ import yaml
 from kubernetes_validate import utils as kv
 
 from kubetools import REPOSITORY, digest_ref
-from helpers import run_cli
+from helpers import REPO, run_cli
 from mlops_cli import render
 from mlops_cli.errors import PrerequisiteError, StageFailed, UsageError
 from mlops_cli.state import State
@@ -87,6 +87,11 @@ def test_hpa_on_cpu_and_optionally_a_prometheus_metric(shipped, kube_settings, t
     assert custom["pods"]["metric"]["name"] == "mlops_requests_per_second"
     monitor = load_dir(tmp_path / "out")["ServiceMonitor"]
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    # the label deploy/monitoring's rules select serving targets by (up{mlops_role="serving"})
+    assert {"action": "replace", "targetLabel": "mlops_role", "replacement": "serving"} in \
+        monitor["spec"]["endpoints"][0]["relabelings"]
+    rules = (REPO / "deploy" / "monitoring" / "mlops-rules.yml").read_text()
+    assert 'mlops_role="serving"' in rules
 
 
 def test_validation_catches_what_kubectl_would_refuse(shipped):

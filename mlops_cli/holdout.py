@@ -18,7 +18,29 @@ from typing import Any, Optional
 
 from .errors import ConfigError, StageFailed, UsageError
 
-LOWER_IS_BETTER = {"rmse", "mae"}
+# Which way is better, for metrics known by name; a prefixed name (`val/rmse`, `val_loss`, `test-mae`) counts
+# as its last part. A metric in neither table needs validation.metric_directions.
+LOWER_IS_BETTER = {"loss", "log_loss", "logloss", "cross_entropy", "nll", "mse", "rmse", "mae", "mape", "smape",
+                   "msle", "rmsle", "error", "error_rate", "err", "brier", "brier_score", "hinge", "hamming_loss",
+                   "zero_one_loss", "perplexity", "wer", "cer", "fpr", "fnr", "far", "frr", "latency", "eer"}
+HIGHER_IS_BETTER = {"accuracy", "acc", "balanced_accuracy", "f1", "f1_score", "f1_macro", "f1_micro",
+                    "f1_weighted", "precision", "recall", "roc_auc", "auc", "pr_auc", "average_precision", "ap",
+                    "r2", "explained_variance", "mcc", "kappa", "cohen_kappa", "iou", "map", "ndcg", "bleu",
+                    "rouge", "tpr", "tnr", "specificity", "sensitivity", "top5", "top1", "top_5", "top_1"}
+
+
+def direction(metric: str, declared: dict[str, str]) -> Optional[str]:
+    """"lower" or "higher" (is better) for the metric: as declared, else by its name; None when unknown."""
+    if metric in declared:
+        return declared[metric]
+    base = metric.rsplit("/", 1)[-1].strip().lower().replace(" ", "_")
+    candidates = [base] + [base.split(sep, 1)[1] for sep in ("_", "-", ".") if sep in base]
+    for name in candidates + [base.rsplit(sep, 1)[-1] for sep in ("_", "-", ".") if sep in base]:
+        if name in LOWER_IS_BETTER:
+            return "lower"
+        if name in HIGHER_IS_BETTER:
+            return "higher"
+    return None
 
 
 def _cell(text: str) -> Any:

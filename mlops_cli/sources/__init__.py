@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ..digests import sha256_file  # noqa: F401 (re-exported for the sources)
 from ..errors import UsageError
@@ -72,6 +72,17 @@ class ModelSchema(BaseModel):
     outputs: list[OutputField] = Field(min_length=1)
 
 
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")      # as a local model name (_LOCAL_RE)
+VERSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")    # an image tag's characters
+
+
+def invalid_metadata(exc: ValidationError) -> str:
+    """The first problem of invalid metadata in one line: `where: what`."""
+    err = exc.errors()[0]
+    where = ".".join(map(str, err["loc"])) or "(top level)"
+    return f"{where}: {str(err['msg']).removeprefix('Value error, ')}"
+
+
 class ModelMetadata(BaseModel):
     """What a source knows about one model version: the same fields for every source."""
 
@@ -93,6 +104,23 @@ class ModelMetadata(BaseModel):
     reference: Optional[dict[str, Any]] = None
     _ref: Optional[str] = PrivateAttr(default=None)  # where the source found it (not part of the digest)
     _extras: dict[str, Any] = PrivateAttr(default_factory=dict)  # source-specific details (ClearML: task, uri)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # the name becomes a directory name (bundles/NAME-VERSION-...) and an image repository: whatever the source
+        if not NAME_RE.match(value):
+            raise ValueError(f"model name {value!r} cannot name a bundle or an image: use letters, digits, "
+                             "'.', '_' and '-', starting with a letter or digit")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _plain_version(cls, value: str) -> str:
+        if not VERSION_RE.match(value):
+            raise ValueError(f"model version {value!r} cannot name a bundle or an image tag: use letters, digits, "
+                             "'.', '_' and '-', starting with a letter, digit or '_'")
+        return value
 
 
 @dataclass(frozen=True)
@@ -166,6 +194,10 @@ class ModelSource(Protocol):
                    metadata: dict[str, str]) -> bool:
         """Record on the model itself (tags, metadata) what the pipeline did with it; False where the
         source keeps no such record (the state file still does). Never changes what validation digested."""
+
+    def tagged(self, tag: str) -> list[ModelRef]:
+        """Every model of the source carrying the tag (the audit takes deployed:* tags off all but one);
+        empty where the source keeps no tags."""
 
 
 def get_source(scheme: str, settings: "Settings") -> ModelSource:

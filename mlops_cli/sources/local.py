@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from ..errors import NotFoundError, StageFailed, UsageError
 from ..state import now
-from . import _LOCAL_RE, ModelMetadata, ModelRef, sha256_file
+from . import _LOCAL_RE, ModelMetadata, ModelRef, invalid_metadata, sha256_file
 
 FRAMEWORKS_BY_SUFFIX = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".py": "python", ".onnx": "onnx"}
 
@@ -105,9 +105,7 @@ class LocalStore:
         try:
             return ModelMetadata.model_validate_json(path.read_text(encoding="utf-8"))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(map(str, err["loc"])) or "(top level)"
-            raise StageFailed(f"metadata of model {ref} is invalid: {where}: {err['msg']}") from None
+            raise StageFailed(f"metadata of model {ref} is invalid: {invalid_metadata(exc)}") from None
 
 
 class LocalSource:
@@ -132,3 +130,6 @@ class LocalSource:
                    metadata: dict[str, str]) -> bool:
         """The local store keeps a version's metadata as registered: the state file is its record."""
         return False
+
+    def tagged(self, tag: str) -> list[ModelRef]:
+        return []  # no tags are written here

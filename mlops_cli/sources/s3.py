@@ -17,7 +17,7 @@ from typing import Any, Optional
 from pydantic import ValidationError
 
 from ..errors import ConfigError, NotFoundError, StageFailed, TemporaryError, UsageError
-from . import ModelMetadata, ModelRef, missing_client
+from . import ModelMetadata, ModelRef, invalid_metadata, missing_client
 
 METADATA_FILE = "metadata.json"
 DENIED = {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken",
@@ -143,9 +143,7 @@ class S3Source:
         try:
             meta = ModelMetadata.model_validate_json(raw)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(map(str, err["loc"])) or "(top level)"
-            raise StageFailed(f"{ref}/{METADATA_FILE} is invalid: {where}: {err['msg']}") from None
+            raise StageFailed(f"{ref}/{METADATA_FILE} is invalid: {invalid_metadata(exc)}") from None
         meta._ref = ref.name
         return meta
 
@@ -172,3 +170,6 @@ class S3Source:
                    metadata: dict[str, str]) -> bool:
         """An S3 prefix's metadata.json is what was validated: it is not rewritten; the state file records."""
         return False
+
+    def tagged(self, tag: str) -> list[ModelRef]:
+        return []  # no tags are written here

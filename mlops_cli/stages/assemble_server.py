@@ -98,6 +98,10 @@ def run(settings: Settings) -> AssembleResult:
     if meta.sha256 != model.sha256 or metadata_digest(meta) != validation.metadata_sha256:
         raise StageFailed(f"model {model.ref} changed since it was validated (artifact or metadata)",
                           hint="run `mlops validate-model` again")
+    tag = settings.validation.validator_tag
+    if tag and tag not in meta.tags:  # tags are outside the metadata digest: the validator may have withdrawn it
+        raise StageFailed(f"model {model.ref} no longer carries the validator tag {tag!r}: nothing was assembled",
+                          hint="have the validator tag it again and run `mlops validate-model`")
     bundles = settings.workdir / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=bundles))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from helpers import free_port, read_state
+from helpers import free_port, read_state, require_module
 from sourcetools import BUCKET, CLEARML_KEY, CLEARML_SECRET, add_clearml_model, one_line_error, run_mlops, source_env
 
 pytestmark = pytest.mark.integration
@@ -120,7 +120,7 @@ def test_metric_named_in_a_threshold_but_missing_from_the_task(clearml_api, s3_s
 
 
 def test_unreachable_clearml_fails_within_ten_seconds(s3_server, tmp_path):
-    pytest.importorskip("clearml")
+    require_module("clearml")
     closed = free_port()
     env = source_env(None, s3_server, tmp_path / "w", CLEARML_API_HOST=f"http://127.0.0.1:{closed}",
                      CLEARML_API_ACCESS_KEY="k", CLEARML_API_SECRET_KEY="s")
@@ -182,7 +182,7 @@ def test_schema_examples_and_reference_from_the_task_artifacts(clearml_api, s3_s
 def test_a_server_that_accepts_but_never_answers_fails_in_time(s3_server, tmp_path):
     import socket
 
-    pytest.importorskip("clearml")
+    require_module("clearml")
     with socket.socket() as hung:  # listens, so connecting works; never reads nor answers
         hung.bind(("127.0.0.1", 0))
         hung.listen(8)

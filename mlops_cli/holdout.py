@@ -176,6 +176,13 @@ def evaluate(meta: Any, artifact: Path, holdout: Any, s3_settings: Any) -> dict[
 
     columns = read_table(holdout.path, holdout.format, s3_settings)
     X = np.asarray(_features(columns, meta, holdout.target, holdout.path), dtype=float)
+    pre = meta.modules.preprocessing if getattr(meta, "modules", None) else None
+    if pre is not None and pre.scale:  # as the server does at the model's door (preprocessing.scale)
+        names = [f.name for f in meta.schema_.inputs]
+        for name, scaling in pre.scale.items():
+            if name in names:
+                j = names.index(name)
+                X[:, j] = (X[:, j] - scaling.center) / scaling.scale
     y = columns[holdout.target]
     if any(v is None for v in y):
         raise UsageError(f"holdout {holdout.path}: the target column {holdout.target!r} has empty cells")

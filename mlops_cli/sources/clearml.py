@@ -38,11 +38,11 @@ from urllib.parse import urlparse
 from pydantic import ValidationError
 
 from ..errors import ConfigError, MlopsError, NotFoundError, StageFailed, TemporaryError
-from . import ModelMetadata, ModelRef, invalid_metadata, missing_client
+from . import ModelMetadata, ModelRef, ModuleFile, invalid_metadata, missing_client
 
 FRAMEWORKS = {"scikitlearn": "sklearn", "scikit-learn": "sklearn", "sklearn": "sklearn", "joblib": "sklearn",
               "python": "python", "custom": "python", "onnx": "onnx"}
-JSON_FIELDS = ("schema", "examples", "reference", "labels")
+JSON_FIELDS = ("schema", "examples", "reference", "labels", "modules")
 _prepared: dict[str, Any] = {}
 # result_subcode of a 400 for an unknown ID (clearml-server apiserver/apierrors/errors.conf, bad_request)
 NOT_FOUND_SUBCODES = {"task": 101, "model": 201}
@@ -341,7 +341,7 @@ class ClearMLSource:
             raw_meta = {k: _value(v) for k, v in (model.get_all_metadata() or {}).items() if isinstance(v, dict)}
             task = self._task(model)
             metrics = _task_metrics(task) if task is not None else {}
-            for name in ("schema", "examples", "reference"):  # the task's JSON artifacts, where metadata has none
+            for name in ("schema", "examples", "reference", "modules"):  # the task's JSON artifacts, where metadata has none
                 if name not in raw_meta and task is not None:
                     found = self._task_json(task, name)
                     if found is not None:
@@ -373,7 +373,7 @@ class ClearMLSource:
             "artifact_name": Path(urlparse(uri).path).name or "model", "metrics": metrics,
             "tags": list(model.tags or []), "schema": raw_meta.get("schema"), "labels": labels,
             "class_name": raw_meta.get("class_name"), "examples": raw_meta.get("examples") or [],
-            "reference": raw_meta.get("reference"), "created_at": str(getattr(model._get_model_data(), "created", "") or ""),
+            "reference": raw_meta.get("reference"), "modules": raw_meta.get("modules"), "created_at": str(getattr(model._get_model_data(), "created", "") or ""),
         }
         if not fields["sha256"]:
             raise StageFailed(f"ClearML model {ref.name} has no sha256 in its metadata: its file cannot be verified",
@@ -423,6 +423,31 @@ class ClearMLSource:
             raise StageFailed(f"the file of ClearML model {meta._ref} could not be downloaded from {model.url}",
                               hint="check that it exists and the storage credentials (s3.* settings for S3/MinIO)")
         dest = Path(dest_dir) / meta.artifact_name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, dest)
+        return dest
+
+    def fetch_module(self, meta: ModelMetadata, file: ModuleFile, dest: Path) -> Path:
+        """A URI (s3://, https://, file://) in the metadata, or an artifact of the model's task by that name."""
+        sdk = self._connect()
+        where = f"module file {file.file!r} of ClearML model {meta._ref}"
+        if "://" in file.file:
+            local = self._sdk_call(f"downloading {file.file}", str(meta._ref),
+                                   lambda: sdk.StorageManager.get_local_copy(remote_url=file.file, extract_archive=False))
+        else:
+            task_id = meta._extras.get("task")
+            if not task_id:
+                raise StageFailed(f"{where}: the model has no task to hold it as an artifact")
+            task = self._sdk_call(f"reading task {task_id}", str(meta._ref), sdk.Task.get_task, task_id=task_id)
+            artifact = (task.artifacts or {}).get(file.file)
+            if artifact is None:
+                known = ", ".join(sorted(task.artifacts or {})) or "none"
+                raise StageFailed(f"{where}: task {task_id} has no such artifact (artifacts: {known})")
+            local = self._sdk_call(f"downloading artifact {file.file}", str(meta._ref),
+                                   lambda: artifact.get_local_copy(extract_archive=False, raise_on_error=False))
+        if not local or not Path(local).is_file():
+            raise StageFailed(f"{where} could not be downloaded",
+                              hint="check that it exists and the storage credentials (s3.* settings for S3/MinIO)")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, dest)
         return dest

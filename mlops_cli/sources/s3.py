@@ -17,7 +17,7 @@ from typing import Any, Optional
 from pydantic import ValidationError
 
 from ..errors import ConfigError, NotFoundError, StageFailed, TemporaryError, UsageError
-from . import ModelMetadata, ModelRef, invalid_metadata, missing_client
+from . import ModelMetadata, ModelRef, ModuleFile, invalid_metadata, missing_client
 
 METADATA_FILE = "metadata.json"
 DENIED = {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken",
@@ -159,6 +159,20 @@ class S3Source:
             raise
         except NotFoundError:
             raise StageFailed(f"model s3://{ref} has no file: s3://{ref}/{name} not found at {self.s3.endpoint}") from None
+
+    def fetch_module(self, meta: ModelMetadata, file: ModuleFile, dest: Path) -> Path:
+        """A module file lives under the model's prefix: s3://BUCKET/PREFIX/<file>."""
+        ref = self._ref_of(meta)
+        bucket, _, prefix = ref.partition("/")
+        if "://" in file.file:
+            raise StageFailed(f"module file {file.file!r} of s3://{ref}: name a file under the prefix, not a URL")
+        try:
+            return self.s3.download(bucket, f"{prefix}/{file.file}", dest)
+        except NoSuchBucket:
+            raise
+        except NotFoundError:
+            raise StageFailed(f"module file s3://{ref}/{file.file} of model s3://{ref} not found at "
+                              f"{self.s3.endpoint}") from None
 
     @staticmethod
     def _ref_of(meta: ModelMetadata) -> str:

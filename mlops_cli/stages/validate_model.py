@@ -12,6 +12,7 @@ from ..compat import breaking_changes
 from ..config import HOLDOUT_METRICS, THRESHOLD_RE, Settings
 from ..errors import ConfigError, MlopsError, StageFailed, UsageError
 from ..digests import json_digest, sha256_file
+from ..module_files import fetch_verified, mismatches
 from ..sources import ModelMetadata, ModelRef, get_source, parse_ref
 from ..state import CheckRecord, DeploymentRecord, ModelRecord, State, ValidationRecord, now
 from ..ui import progress
@@ -228,6 +229,12 @@ def _checks(meta: ModelMetadata, source: Any, ref: ModelRef, state: State, setti
             name="artifact digest", passed=actual == meta.sha256,
             detail=f"sha256:{actual[:12]}" + ("" if actual == meta.sha256 else
                                               f" but metadata says sha256:{meta.sha256[:12]} (corrupt or altered artifact)")))
+        if meta.modules and meta.modules.files():
+            progress(f"downloading {len(meta.modules.files())} module file(s)")
+            fetched = fetch_verified(source, meta, Path(tmp) / "modules")
+            wrong = mismatches(fetched)
+            checks.append(CheckRecord(name="module files", passed=not wrong, detail="; ".join(wrong) or
+                                      ", ".join(f"{f.file} sha256:{a[:12]}" for f, _, a in fetched)))
         # Only a digest-checked artifact is ever loaded: unpickling runs code.
         if settings.validation.holdout is not None and actual == meta.sha256:
             holdout = _holdout(meta, artifact, settings)

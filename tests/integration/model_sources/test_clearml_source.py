@@ -328,3 +328,40 @@ def test_a_clearml_config_file_variable_naming_no_file(clearml_api, s3_server, t
     done = run_mlops("validate-model", "--model", "clearml:abc123", env=env)
     assert done.returncode == 2
     one_line_error(done, "CLEARML_CONFIG_FILE", "missing.conf", "not a file")
+
+
+def test_module_files_from_the_tasks_artifacts_and_uris(clearml_api, s3_server, tmp_path, iris_artifact):
+    """`modules` in the model's metadata: the detector is an artifact of its task, the user module a URI."""
+    import hashlib
+
+    host = s3_server.endpoint.removeprefix("http://")
+    detector, user = b"a detector (not loaded before the server starts)", b"class Tag:\n    pass\n"
+    model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact)
+    task = clearml_api.tasks[model.task]
+    for key, body in ((f"artifacts/{task.id}/detector.joblib", detector), (f"modules/{task.id}/enrich.py", user)):
+        s3_server.client().put_object(Bucket=BUCKET, Key=key, Body=body)
+    task.artifacts["detector.joblib"] = f"s3://{host}/{BUCKET}/artifacts/{task.id}/detector.joblib"
+    model.metadata["modules"] = {
+        "preprocessing": {"scale": {"petal_length_cm": {"center": 3.7, "scale": 1.7}}},
+        "outlier_detector": {"file": "detector.joblib", "sha256": hashlib.sha256(detector).hexdigest()},
+        "user_modules": [{"file": f"s3://{host}/{BUCKET}/modules/{task.id}/enrich.py", "class": "mods.enrich.Tag",
+                          "sha256": hashlib.sha256(user).hexdigest()}]}
+    work = tmp_path / "w"
+    env = source_env(clearml_api, s3_server, work)
+    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "module files" in {c["name"] for c in read_state(work)["validation"]["checks"]}
+    done = run_mlops("assemble-server", env=env)
+    assert done.returncode == 0, done.stderr
+    bundle = read_state(work)["bundle"]["path"]
+    with open(f"{bundle}/spec.json") as fh:
+        spec = {m["name"]: m["settings"] for m in json.load(fh)["modules"]}
+    assert spec["preprocessing"] == {"scale": {"petal_length_cm": {"center": 3.7, "scale": 1.7}}}
+    assert spec["outlier"]["detector"] == "modules/outlier/detector.joblib" and "mods.enrich.Tag" in spec
+    with open(f"{bundle}/mods/enrich.py", "rb") as fh:
+        assert fh.read() == user
+
+    model.metadata["modules"]["outlier_detector"]["sha256"] = "0" * 64  # the metadata no longer matches the file
+    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=env)
+    assert done.returncode == 1
+    one_line_error(done, "module file detector.joblib has sha256:", "but metadata says sha256:000000000000")

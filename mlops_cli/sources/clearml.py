@@ -8,13 +8,16 @@ What a ClearML model gives (names as in the SDK):
 The model's metadata carries what the local store keeps per version: `sha256` (required: validation pins
 it), `schema`, `examples`, `reference`, `labels`, `class_name`, `task`, `framework`, `version` (JSON values).
 Metrics: the task's scalars (`title/series`, and `title` alone where title == series), its single values,
-and `metrics.NAME` entries of the metadata, later ones winning in that order.
+and `metrics.NAME` entries of the metadata for what the task does not report (a disagreement fails).
+`modules` (metadata or task JSON artifact): extra modules; their files are task artifacts or URIs.
 
 Connection: host and keys from the `clearml` settings, else CLEARML_API_HOST, CLEARML_API_ACCESS_KEY,
 CLEARML_API_SECRET_KEY, CLEARML_FILES_HOST, else a clearml.conf. The SDK's default retries an unreachable
 server for minutes, so this module writes a config that includes the user's clearml.conf and bounds
 `api.http.retries`, hands it to the SDK through CLEARML_CONFIG_FILE (a private temp file, removed at exit,
-never logged), and probes the server once, within `clearml.timeout_s`, before the SDK talks to it.
+never logged), and probes the server once, within `clearml.timeout_s`, before the SDK talks to it. After
+that, every SDK call is bounded by `clearml.timeout_s` too: the SDK's HTTP timeouts are set from it, and each
+call runs under that deadline (the SDK's own send loop retries a failing server without end).
 Models stored on S3 (MinIO) download through the `s3` settings. The SDK reads its configuration once per
 process: one process talks to one ClearML server.
 """

@@ -190,7 +190,6 @@ def write_python_model(tmp_path, body):
      r"^the model predicted NaN or infinity as a class on the holdout data$"),
 ])
 def test_a_misbehaving_model_is_one_line(settings, make_settings, tmp_path, body, needle):
-
     ref = register_iris(settings, write_python_model(tmp_path, body), framework="python", class_name="Odd",
                         labels=None)
     path = write_csv(tmp_path / "holdout.csv", iris_rows(label=lambda t: t))

@@ -196,3 +196,23 @@ def test_an_altered_module_file_fails_validation(s3_server, tmp_path, iris_artif
     done = run_mlops("validate-model", "--model", ref, env=source_env(None, s3_server, work))
     assert done.returncode == 1
     one_line_error(done, "module file detector.joblib has sha256:", "(corrupt or altered)")
+
+
+def test_the_seaweedfs_fixture_retries_on_fresh_ports(tmp_path):
+    """The S3 port it picked is taken before weed binds it: the start-up is tried again on other ports."""
+    import socket
+
+    from sourcetools import SeaweedS3
+
+    server = SeaweedS3(tmp_path)
+    taken = server.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen(1)
+        try:
+            server.start()
+            assert server.port != taken
+            assert BUCKET in [b["Name"] for b in server.client().list_buckets()["Buckets"]]
+        finally:
+            server.stop()
+    assert server.proc.poll() is not None

@@ -476,8 +476,6 @@ class ClearMLSource:
 
     def tagged(self, tag: str) -> list[ModelRef]:
         """Every model carrying the tag, archived ones too: models.get_all with tags=[tag] (Model.query_models)."""
-        if not self.settings.clearml.write_back:
-            return []
         sdk = self._connect()
         found = self._sdk_call(f"looking up models tagged {tag!r}", f"tagged {tag}",
                                sdk.Model.query_models, tags=[tag], include_archived=True)

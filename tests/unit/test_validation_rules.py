@@ -132,3 +132,30 @@ def test_assembly_refuses_a_model_whose_validator_tag_was_taken_off(settings, ma
     path.write_text(json.dumps(meta))
     with pytest.raises(StageFailed, match="no longer carries the validator tag 'validated'"):
         assemble_server.run(settings)
+
+
+class ProdTaggedSource(TaggingSource):
+    """The local source, as if some of its models carried deployed:prod (as ClearML models do)."""
+
+    def __init__(self, inner, tagged_refs):
+        super().__init__(inner)
+        self.tagged_refs = tagged_refs
+
+    def tagged(self, tag):
+        from mlops_cli.sources import parse_ref
+
+        return [parse_ref(r) for r in self.tagged_refs] if tag == "deployed:prod" else []
+
+
+def test_without_prod_in_state_the_model_tagged_deployed_prod_is_compared(settings, make_settings, iris_artifact,
+                                                                          monkeypatch):
+    prod = register_iris(settings, iris_artifact, metrics={"accuracy": 0.97})
+    ref = register_iris(settings, iris_artifact, metrics={"accuracy": 0.90})
+    real = validate_model.get_source
+    tagged = [prod]
+    monkeypatch.setattr(validate_model, "get_source", lambda scheme, s: ProdTaggedSource(real(scheme, s), tagged))
+    with pytest.raises(StageFailed, match=r"accuracy = 0.9 vs 0.97 for local:iris@1 in prod \(by its tag\)"):
+        run(make_settings, settings.workdir, ref, max_regression={"accuracy": 0.01})
+    tagged.append(ref)
+    with pytest.raises(StageFailed, match="2 models carry the tag 'deployed:prod' in local: cannot tell which"):
+        run(make_settings, settings.workdir, ref, max_regression={"accuracy": 0.01})

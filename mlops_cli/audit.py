@@ -15,7 +15,7 @@ from typing import Optional
 
 from .config import Settings
 from .errors import MlopsError
-from .sources import get_source, parse_ref
+from .sources import ModelRef, ModelSource, get_source, parse_ref
 from .state import AuditRecord, State, now
 from .ui import progress
 
@@ -47,11 +47,8 @@ def record_deployment(settings: Settings, env: str) -> Optional[AuditRecord]:
         record.written_back = source.write_back(ref, add_tags=[tag] if tag else [], remove_tags=[], metadata=metadata)
         record.detail = (f"tag {tag!r} and metadata written to {ref}" if record.written_back
                          else f"recorded in state (the {ref.scheme} source keeps no tags)")
-        if before is not None and tag and record.written_back and parse_ref(before.model_ref).scheme == ref.scheme:
-            old = parse_ref(before.model_ref)
-            if old != ref and not _still_deployed(state, env, before.model_ref):
-                source.write_back(old, add_tags=[], remove_tags=[tag],
-                                  metadata={f"mlops.deployed.{env}.until": record.at})
+        if tag and record.written_back:
+            _take_tag_off_others(settings, state, source, env, ref, tag, before, record.at)
     except MlopsError as exc:
         record.detail = f"not written to {ref}: {exc}"
         progress(f"warning: the audit trail of {ref} was not written back: {exc}")
@@ -61,9 +58,30 @@ def record_deployment(settings: Settings, env: str) -> Optional[AuditRecord]:
     return record
 
 
-def _still_deployed(state: State, env: str, model_ref: str) -> bool:
+def _take_tag_off_others(settings: Settings, state: State, source: ModelSource, env: str, ref: ModelRef, tag: str,
+                         before: Optional[AuditRecord], at: str) -> None:
+    """Every other model carrying the tag loses it: the one this workdir deployed before, and (where the source
+    can search by tag, as ClearML can) any other, e.g. deployed from another workdir or whose write-back failed."""
+    holders: list[ModelRef] = []
+    if before is not None and parse_ref(before.model_ref).scheme == ref.scheme:
+        holders.append(parse_ref(before.model_ref))
+    try:
+        holders += [h for h in source.tagged(tag) if h not in holders]
+    except MlopsError as exc:
+        progress(f"warning: could not look up other models tagged {tag!r}: {exc}")
+    for old in holders:
+        if old == ref or _still_deployed(settings, state, env, str(old), tag):
+            continue
+        try:
+            source.write_back(old, add_tags=[], remove_tags=[tag], metadata={f"mlops.deployed.{env}.until": at})
+        except MlopsError as exc:
+            progress(f"warning: could not take the tag {tag!r} off {old}: {exc}")
+
+
+def _still_deployed(settings: Settings, state: State, env: str, model_ref: str, tag: str) -> bool:
     """Another environment sharing the same tag name still runs the old model."""
-    return any(d.model_ref == model_ref and name != env for name, d in state.deployments.items())
+    return any(d.model_ref == model_ref and name != env and settings.audit.deployed_tags.get(name) == tag
+               for name, d in state.deployments.items())
 
 
 def history(state: State, env: Optional[str] = None) -> list[AuditRecord]:

@@ -206,6 +206,8 @@ def _metric(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--reference", "reference_file", type=click.Path(dir_okay=False, path_type=Path), help="Training data CSV, or JSON statistics.")
 @click.option("--labels", help="Class labels in the model's class order, comma-separated.")
 @click.option("--class-name", help="For --framework python: the model class in the file.")
+@click.option("--modules", "modules_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON/YAML: preprocessing settings, outlier_detector, user_modules (files relative to it).")
 def model_register(file: Path, **kwargs: Any) -> None:
     """Store FILE content-addressed by sha256, with its metadata, as the next version of --name."""
     from .register import RegisterRequest, register

@@ -46,6 +46,12 @@ class ValidationSettings(Section):
     max_regression: dict[str, float] = Field(default_factory=dict)
     """Metric -> largest allowed drop against the model now in prod, e.g. `accuracy: 0.01` (holdout scores when
     a holdout is configured, else reported metrics); lower-is-better metrics (rmse, mae) may rise by at most it."""
+    metric_directions: dict[str, Literal["higher", "lower"]] = Field(default_factory=dict)
+    """Metric -> which way is better (`higher` or `lower`), for a metric in max_regression whose direction mlops
+    does not know by name (known: accuracy, f1, roc_auc, r2, precision, recall...; lower: loss, log_loss, mse,
+    rmse, mae, error..., also with a prefix such as `val/rmse`, `val_loss`); declared here wins."""
+    allow_no_prod: bool = False
+    """With max_regression set: pass when no model is in prod yet (else that fails: nothing to compare with)."""
     verdict_tags: dict[str, str] = Field(default_factory=lambda: {"passed": "mlops:validated", "failed": "mlops:rejected"})
     """Tags written back to the source (ClearML) with the verdict: `passed` and `failed`; empty values write none."""
 

@@ -22,7 +22,7 @@ def deploy_bundle(settings: Settings, state: State, env: str) -> DeploymentRecor
         model_version=model.version, model_sha256=model.sha256, bundle_digest=bundle.bundle_digest,
         bundle_path=bundle.path, schema=model.schema_, revision=rollout.revision,
         previous_revision=rollout.previous_revision, pid=rollout.pid, log_path=rollout.log_path,
-        handle=rollout.handle, image=image,
+        handle=rollout.handle, image=image, metrics=dict(model.metrics),
     )
     old = state.deployments.get(env)
     if old is not None and (old.revision, old.handle, old.image) != (record.revision, record.handle, record.image):

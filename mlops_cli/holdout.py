@@ -13,12 +13,35 @@ import io
 import math
 import sys
 import types
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 from .errors import ConfigError, StageFailed, UsageError
 
-LOWER_IS_BETTER = {"rmse", "mae"}
+# Which way is better, for metrics known by name; a prefixed name (`val/rmse`, `val_loss`, `test-mae`) counts
+# as its last part. A metric in neither table needs validation.metric_directions.
+LOWER_IS_BETTER = {"loss", "log_loss", "logloss", "cross_entropy", "nll", "mse", "rmse", "mae", "mape", "smape",
+                   "msle", "rmsle", "error", "error_rate", "err", "brier", "brier_score", "hinge", "hamming_loss",
+                   "zero_one_loss", "perplexity", "wer", "cer", "fpr", "fnr", "far", "frr", "latency", "eer"}
+HIGHER_IS_BETTER = {"accuracy", "acc", "balanced_accuracy", "f1", "f1_score", "f1_macro", "f1_micro",
+                    "f1_weighted", "precision", "recall", "roc_auc", "auc", "pr_auc", "average_precision", "ap",
+                    "r2", "explained_variance", "mcc", "kappa", "cohen_kappa", "iou", "map", "ndcg", "bleu",
+                    "rouge", "tpr", "tnr", "specificity", "sensitivity", "top5", "top1", "top_5", "top_1"}
+
+
+def direction(metric: str, declared: dict[str, str]) -> Optional[str]:
+    """"lower" or "higher" (is better) for the metric: as declared, else by its name; None when unknown."""
+    if metric in declared:
+        return declared[metric]
+    base = metric.rsplit("/", 1)[-1].strip().lower().replace(" ", "_")
+    candidates = [base] + [base.split(sep, 1)[1] for sep in ("_", "-", ".") if sep in base]
+    for name in candidates + [base.rsplit(sep, 1)[-1] for sep in ("_", "-", ".") if sep in base]:
+        if name in LOWER_IS_BETTER:
+            return "lower"
+        if name in HIGHER_IS_BETTER:
+            return "higher"
+    return None
 
 
 def _cell(text: str) -> Any:
@@ -150,10 +173,17 @@ def _label(value: Any) -> str:
 def evaluate(meta: Any, artifact: Path, holdout: Any, s3_settings: Any) -> dict[str, float]:
     """The holdout metrics of the model (those its task has)."""
     import numpy as np
-    from sklearn import metrics as skm
+    from sklearn.exceptions import UndefinedMetricWarning
 
     columns = read_table(holdout.path, holdout.format, s3_settings)
     X = np.asarray(_features(columns, meta, holdout.target, holdout.path), dtype=float)
+    pre = meta.modules.preprocessing if getattr(meta, "modules", None) else None
+    if pre is not None and pre.scale:  # as the server does at the model's door (preprocessing.scale)
+        names = [f.name for f in meta.schema_.inputs]
+        for name, scaling in pre.scale.items():
+            if name in names:
+                j = names.index(name)
+                X[:, j] = (X[:, j] - scaling.center) / scaling.scale
     y = columns[holdout.target]
     if any(v is None for v in y):
         raise UsageError(f"holdout {holdout.path}: the target column {holdout.target!r} has empty cells")
@@ -161,17 +191,60 @@ def evaluate(meta: Any, artifact: Path, holdout: Any, s3_settings: Any) -> dict[
     try:
         predicted = list(model.predict(X))
     except Exception as exc:  # the model's own code
-        raise StageFailed(f"the model failed on the holdout data: {type(exc).__name__}: {exc}") from None
-    if meta.task == "regression":
-        try:
-            truth = np.asarray(y, dtype=float)
-        except (TypeError, ValueError):
-            raise UsageError(f"holdout {holdout.path}: the target {holdout.target!r} is not numeric (a regression model)") from None
+        raise StageFailed(f"the model failed on the holdout data: {type(exc).__name__}: {_first_line(exc)}") from None
+    if len(predicted) != len(X):
+        raise StageFailed(f"the model gave {len(predicted)} predictions for {len(X)} holdout rows")
+    with warnings.catch_warnings():  # an undefined score is reported as such below, not as a warning
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        scores = _regression(y, predicted, holdout) if meta.task == "regression" else \
+            _classification(meta, model, X, y, predicted, holdout)
+    return {name: value for name, value in scores.items() if value is not None}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _finite(name: str, value: float, why: str) -> float:
+    if not math.isfinite(value):
+        raise StageFailed(f"holdout {name} cannot be computed ({why})")
+    return float(value)
+
+
+def _regression(y: list[Any], predicted: list[Any], holdout: Any) -> dict[str, Optional[float]]:
+    import numpy as np
+    from sklearn import metrics as skm
+
+    try:
+        truth = np.asarray(y, dtype=float)
+    except (TypeError, ValueError):
+        raise UsageError(f"holdout {holdout.path}: the target {holdout.target!r} is not numeric (a regression model)") from None
+    if not np.isfinite(truth).all():
+        raise UsageError(f"holdout {holdout.path}: the target {holdout.target!r} has NaN or infinite values")
+    try:
         pred = np.asarray(predicted, dtype=float)
-        return {"rmse": float(math.sqrt(skm.mean_squared_error(truth, pred))),
-                "mae": float(skm.mean_absolute_error(truth, pred)), "r2": float(skm.r2_score(truth, pred))}
+    except (TypeError, ValueError):
+        raise StageFailed("the model's predictions on the holdout data are not numbers") from None
+    if not np.isfinite(pred).all():
+        bad = int((~np.isfinite(pred)).sum())
+        raise StageFailed(f"the model predicted NaN or infinity for {bad} of {len(pred)} holdout rows")
+    r2 = float(skm.r2_score(truth, pred)) if len(truth) > 1 else math.nan
+    return {"rmse": float(math.sqrt(skm.mean_squared_error(truth, pred))),
+            "mae": float(skm.mean_absolute_error(truth, pred)),
+            "r2": r2 if math.isfinite(r2) else None}  # undefined for a constant target: left out, named if needed
+
+def _classification(meta: Any, model: Any, X: Any, y: list[Any], predicted: list[Any],
+                    holdout: Any) -> dict[str, Optional[float]]:
+    import numpy as np
+    from sklearn import metrics as skm
 
     labels = meta.labels
+    if any(isinstance(v, float) and not math.isfinite(v) for v in y):
+        raise UsageError(f"holdout {holdout.path}: the target {holdout.target!r} has NaN or infinite values")
+    if any(isinstance(v, (float, np.floating)) and not math.isfinite(float(v)) for v in predicted):
+        raise StageFailed("the model predicted NaN or infinity as a class on the holdout data")
+
     def name(value: Any) -> str:  # a class index becomes its label where the model has labels
         if labels and isinstance(value, (int, np.integer, float, np.floating)) and float(value).is_integer() \
                 and 0 <= int(value) < len(labels):
@@ -187,13 +260,32 @@ def evaluate(meta: Any, artifact: Path, holdout: Any, s3_settings: Any) -> dict[
     proba = getattr(model, "predict_proba", None)
     classes = getattr(model, "classes_", None)
     if callable(proba) and classes is not None and len(set(truth)) > 1:
-        scores = np.asarray(proba(X), dtype=float)
+        try:
+            scores = np.asarray(proba(X), dtype=float)
+        except Exception as exc:  # the model's own code
+            raise StageFailed(f"the model's predict_proba failed on the holdout data: {type(exc).__name__}: "
+                              f"{_first_line(exc)}") from None
         names = [name(c) for c in classes]
         if not set(truth) <= set(names):
             raise UsageError(f"holdout {holdout.path}: target values {sorted(set(truth) - set(names))} "
                              f"are not classes of the model ({', '.join(names)})")
-        if len(names) == 2:
-            out["roc_auc"] = float(skm.roc_auc_score([t == names[1] for t in truth], scores[:, 1]))
-        else:
-            out["roc_auc"] = float(skm.roc_auc_score(truth, scores, multi_class="ovr", labels=names))
+        if scores.shape != (len(truth), len(names)):
+            raise StageFailed(f"the model's predict_proba gave shape {scores.shape} for {len(truth)} holdout rows "
+                              f"and {len(names)} classes")
+        if not np.isfinite(scores).all():
+            raise StageFailed("the model's predict_proba gave NaN or infinity on the holdout data")
+        missing = sorted(set(names) - set(truth))
+        try:
+            if len(names) == 2:
+                auc = float(skm.roc_auc_score([t == names[1] for t in truth], scores[:, 1]))
+            else:
+                auc = float(skm.roc_auc_score(truth, scores, multi_class="ovr", labels=names))
+        except ValueError as exc:
+            auc = math.nan
+            missing = missing or [_first_line(exc)]
+        if math.isfinite(auc):
+            out["roc_auc"] = auc
+        elif "roc_auc" in holdout.thresholds:
+            raise StageFailed(f"holdout roc_auc cannot be computed (the holdout target has no rows of class "
+                              f"{', '.join(missing)})" if missing else "holdout roc_auc cannot be computed")
     return out

@@ -33,6 +33,25 @@ class RegisterRequest:
     reference_file: Optional[Path] = None
     labels: Optional[list[str]] = None
     class_name: Optional[str] = None
+    modules_file: Optional[Path] = None
+
+
+def _load_modules(path: Path) -> dict[str, Any]:
+    """The modules description (README: extra modules); each `file` relative to the description's folder."""
+    data = _load_structured(path, "modules")
+    if not isinstance(data, dict):
+        raise UsageError(f"modules file {path} must be a mapping (preprocessing, outlier_detector, user_modules)")
+
+    def resolved(entry: Any) -> Any:
+        if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+            return {**entry, "file": str(path.parent / entry["file"])}
+        return entry
+
+    if data.get("outlier_detector") is not None:
+        data["outlier_detector"] = resolved(data["outlier_detector"])
+    if isinstance(data.get("user_modules"), list):
+        data["user_modules"] = [resolved(m) for m in data["user_modules"]]
+    return data
 
 
 def _load_structured(path: Path, what: str) -> Any:
@@ -118,5 +137,5 @@ def register(settings: Settings, req: RegisterRequest) -> ModelMetadata:
     return LocalStore(settings.store_path).register(
         req.artifact, name=req.name, framework=req.framework, task=req.task, metrics=req.metrics,
         tags=req.tags, schema=schema, examples=examples, reference=reference, labels=req.labels,
-        class_name=req.class_name,
+        class_name=req.class_name, modules=_load_modules(req.modules_file) if req.modules_file else None,
     )

@@ -96,6 +96,7 @@ class DeploymentRecord(Record):
     handle: Optional[str] = None
     image: Optional[str] = None
     at: str = Field(default_factory=now)
+    metrics: Optional[dict[str, float]] = None   # the reported metrics the model was validated with
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 

@@ -32,6 +32,19 @@ def require_tool(name: str) -> str:
     return path
 
 
+def require_module(name: str, reason: str = ""):
+    """The imported module; skip without it, but fail under MLOPS_REQUIRE_INTEGRATION=1 (CI)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        message = f"the Python module {name} is not installed" + (f" ({reason})" if reason else "")
+        if os.environ.get("MLOPS_REQUIRE_INTEGRATION") == "1":
+            pytest.fail(message + " and MLOPS_REQUIRE_INTEGRATION=1")
+        pytest.skip(message)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ..digests import sha256_file  # noqa: F401 (re-exported for the sources)
 from ..errors import UsageError
@@ -72,6 +72,91 @@ class ModelSchema(BaseModel):
     outputs: list[OutputField] = Field(min_length=1)
 
 
+_FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")  # relative, no '..'
+_SHA256 = r"^[0-9a-f]{64}$"
+
+
+def _plain_file(value: str) -> str:
+    if not _FILE_RE.match(value) or ".." in value.split("/"):
+        raise ValueError(f"{value!r} is not a plain relative file name (letters, digits, '.', '_', '-', '/')")
+    return value
+
+
+class Scaling(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    center: float = Field(0.0, allow_inf_nan=False)
+    scale: float = Field(1.0, gt=0, allow_inf_nan=False)
+
+
+class PreprocessingModule(BaseModel):
+    """The serving preprocessing module's settings (docs/bundle.md), e.g. a StandardScaler's mean_/scale_."""
+
+    model_config = ConfigDict(extra="forbid")
+    rename: dict[str, str] = Field(default_factory=dict)
+    ignore: list[str] = Field(default_factory=list)
+    categories: dict[str, list[str]] = Field(default_factory=dict)
+    scale: dict[str, Scaling] = Field(default_factory=dict)
+
+
+class ModuleFile(BaseModel):
+    """A file the source keeps beside the model (local store: by digest; S3: under the prefix; ClearML: a task
+    artifact of that name or a URI), checked against sha256 in validate-model and again in assemble-server."""
+
+    model_config = ConfigDict(extra="forbid")
+    file: str = Field(min_length=1)
+    sha256: str = Field(pattern=_SHA256)
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str) -> str:
+        return value if "://" in value else _plain_file(value)
+
+
+class UserModule(ModuleFile):
+    """Custom Python code run in the chain (before the model): `class` is the dotted path the bundle uses,
+    `pkg.file.ClassName` -> the file goes to BUNDLE/pkg/file.py."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    class_: str = Field(alias="class", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("class_")
+    @classmethod
+    def _not_the_bundles_own(cls, value: str) -> str:
+        if value.split(".")[0] in ("serving", "model", "modules"):
+            raise ValueError(f"user module {value!r}: its top package would clash with the bundle's own "
+                             "(serving, model, modules)")
+        return value
+
+    @property
+    def bundle_file(self) -> str:
+        return "/".join(self.class_.split(".")[:-1]) + ".py"
+
+
+class ExtraModules(BaseModel):
+    """What runs around the model besides the built-ins: preprocessing settings, an outlier detector (a joblib
+    file whose predict() returns -1 for an outlier, e.g. a fitted IsolationForest), user modules."""
+
+    model_config = ConfigDict(extra="forbid")
+    preprocessing: Optional[PreprocessingModule] = None
+    outlier_detector: Optional[ModuleFile] = None
+    user_modules: list[UserModule] = Field(default_factory=list)
+
+    def files(self) -> list[ModuleFile]:
+        return ([self.outlier_detector] if self.outlier_detector else []) + list(self.user_modules)
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")      # as a local model name (_LOCAL_RE)
+VERSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")    # an image tag's characters
+
+
+def invalid_metadata(exc: ValidationError) -> str:
+    """The first problem of invalid metadata in one line: `where: what`."""
+    err = exc.errors()[0]
+    where = ".".join(map(str, err["loc"])) or "(top level)"
+    return f"{where}: {str(err['msg']).removeprefix('Value error, ')}"
+
+
 class ModelMetadata(BaseModel):
     """What a source knows about one model version: the same fields for every source."""
 
@@ -91,8 +176,26 @@ class ModelMetadata(BaseModel):
     class_name: Optional[str] = None
     examples: list[dict[str, Any]] = Field(default_factory=list)
     reference: Optional[dict[str, Any]] = None
+    modules: Optional[ExtraModules] = None
     _ref: Optional[str] = PrivateAttr(default=None)  # where the source found it (not part of the digest)
     _extras: dict[str, Any] = PrivateAttr(default_factory=dict)  # source-specific details (ClearML: task, uri)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # the name becomes a directory name (bundles/NAME-VERSION-...) and an image repository: whatever the source
+        if not NAME_RE.match(value):
+            raise ValueError(f"model name {value!r} cannot name a bundle or an image: use letters, digits, "
+                             "'.', '_' and '-', starting with a letter or digit")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _plain_version(cls, value: str) -> str:
+        if not VERSION_RE.match(value):
+            raise ValueError(f"model version {value!r} cannot name a bundle or an image tag: use letters, digits, "
+                             "'.', '_' and '-', starting with a letter, digit or '_'")
+        return value
 
 
 @dataclass(frozen=True)
@@ -166,6 +269,13 @@ class ModelSource(Protocol):
                    metadata: dict[str, str]) -> bool:
         """Record on the model itself (tags, metadata) what the pipeline did with it; False where the
         source keeps no such record (the state file still does). Never changes what validation digested."""
+
+    def fetch_module(self, meta: ModelMetadata, file: ModuleFile, dest: Path) -> Path:
+        """Put one of the model's module files (meta.modules) at dest (not yet checked against its sha256)."""
+
+    def tagged(self, tag: str) -> list[ModelRef]:
+        """Every model of the source carrying the tag (the audit takes deployed:* tags off all but one);
+        empty where the source keeps no tags."""
 
 
 def get_source(scheme: str, settings: "Settings") -> ModelSource:

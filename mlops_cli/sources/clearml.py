@@ -8,13 +8,16 @@ What a ClearML model gives (names as in the SDK):
 The model's metadata carries what the local store keeps per version: `sha256` (required: validation pins
 it), `schema`, `examples`, `reference`, `labels`, `class_name`, `task`, `framework`, `version` (JSON values).
 Metrics: the task's scalars (`title/series`, and `title` alone where title == series), its single values,
-and `metrics.NAME` entries of the metadata, later ones winning in that order.
+and `metrics.NAME` entries of the metadata for what the task does not report (a disagreement fails).
+`modules` (metadata or task JSON artifact): extra modules; their files are task artifacts or URIs.
 
 Connection: host and keys from the `clearml` settings, else CLEARML_API_HOST, CLEARML_API_ACCESS_KEY,
 CLEARML_API_SECRET_KEY, CLEARML_FILES_HOST, else a clearml.conf. The SDK's default retries an unreachable
 server for minutes, so this module writes a config that includes the user's clearml.conf and bounds
 `api.http.retries`, hands it to the SDK through CLEARML_CONFIG_FILE (a private temp file, removed at exit,
-never logged), and probes the server once, within `clearml.timeout_s`, before the SDK talks to it.
+never logged), and probes the server once, within `clearml.timeout_s`, before the SDK talks to it. After
+that, every SDK call is bounded by `clearml.timeout_s` too: the SDK's HTTP timeouts are set from it, and each
+call runs under that deadline (the SDK's own send loop retries a failing server without end).
 Models stored on S3 (MinIO) download through the `s3` settings. The SDK reads its configuration once per
 process: one process talks to one ClearML server.
 """
@@ -25,9 +28,12 @@ import ast
 import atexit
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
@@ -35,12 +41,14 @@ from urllib.parse import urlparse
 from pydantic import ValidationError
 
 from ..errors import ConfigError, MlopsError, NotFoundError, StageFailed, TemporaryError
-from . import ModelMetadata, ModelRef, missing_client
+from . import ModelMetadata, ModelRef, ModuleFile, invalid_metadata, missing_client
 
 FRAMEWORKS = {"scikitlearn": "sklearn", "scikit-learn": "sklearn", "sklearn": "sklearn", "joblib": "sklearn",
               "python": "python", "custom": "python", "onnx": "onnx"}
-JSON_FIELDS = ("schema", "examples", "reference", "labels")
+JSON_FIELDS = ("schema", "examples", "reference", "labels", "modules")
 _prepared: dict[str, Any] = {}
+# result_subcode of a 400 for an unknown ID (clearml-server apiserver/apierrors/errors.conf, bad_request)
+NOT_FOUND_SUBCODES = {"task": 101, "model": 201}
 
 
 def _hocon(value: str) -> str:
@@ -90,10 +98,14 @@ def _user_conf(settings: Any) -> Optional[Path]:
         if not settings.clearml.config_file.is_file():
             raise ConfigError(f"clearml.config_file {settings.clearml.config_file} not found")
         return settings.clearml.config_file.resolve()
-    for candidate in (os.environ.get("CLEARML_CONFIG_FILE"), os.path.expanduser("~/clearml.conf")):
-        if candidate and Path(candidate).is_file() and candidate != _prepared.get("path"):
-            return Path(candidate).resolve()
-    return None
+    named = os.environ.get("CLEARML_CONFIG_FILE")
+    if named and named != _prepared.get("path"):
+        if not Path(named).is_file():
+            raise ConfigError(f"CLEARML_CONFIG_FILE names {named}, which is not a file",
+                              hint="point it at an existing clearml.conf or unset it")
+        return Path(named).resolve()
+    home = os.path.expanduser("~/clearml.conf")
+    return Path(home).resolve() if Path(home).is_file() else None
 
 
 def prepare_sdk(settings: Any) -> str:
@@ -169,6 +181,45 @@ def probe(host: str, timeout_s: float) -> None:
                              hint="check clearml.api_host / CLEARML_API_HOST and that the server is up") from None
 
 
+def bound_sdk_timeouts(timeout_s: float, retries: int) -> tuple[float, float]:
+    """Every HTTP attempt of the SDK within timeout_s / (retries + 1), so a call with its retries stays within
+    timeout_s. The SDK's own are 10 s for the first request and 300 s (read) after (session.py)."""
+    from clearml.backend_api.session import Session
+
+    per_attempt = timeout_s / (retries + 1)
+    pair = (per_attempt / 2, per_attempt / 2)  # connect, read
+    Session._session_initial_timeout = pair
+    Session._session_timeout = pair
+    Session._write_session_timeout = pair
+    return pair
+
+
+class _Deadline(Exception):
+    pass
+
+
+def within(timeout_s: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """fn(*args, **kwargs), given up on after timeout_s: the SDK retries a failing server in a loop of its own
+    (backend_interface/base.py `_send`), which no HTTP setting bounds. A call given up on is left to finish in
+    a daemon thread; the command fails at once."""
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=call, name="mlops-clearml-call", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise _Deadline()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 def _value(entry: dict[str, Any]) -> Any:
     raw = entry.get("value")
     if not isinstance(raw, str):
@@ -220,54 +271,96 @@ class ClearMLSource:
                 import clearml
             except ImportError:
                 raise missing_client("clearml", "clearml") from None
+            bound_sdk_timeouts(self.settings.clearml.timeout_s, self.settings.clearml.retries)
             probe(self.host, self.settings.clearml.timeout_s)
             self._sdk = clearml
         quiet_sdk()
         return self._sdk
 
-    def _model(self, model_id: str) -> Any:
-        sdk = self._connect()
-        model = sdk.Model(model_id)
+    def _sdk_call(self, what: str, model_id: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """One SDK operation within clearml.timeout_s; its failures as one-line errors."""
+        timeout = self.settings.clearml.timeout_s
         try:
-            data = model._get_model_data()  # the SDK's own lazy load: models.get_by_id
+            return within(timeout, fn, *args, **kwargs)
+        except MlopsError:
+            raise
+        except _Deadline:
+            raise TemporaryError(f"ClearML server {self.host} did not answer within {timeout:g} s ({what})",
+                                 hint="check the server; clearml.timeout_s bounds each call") from None
         except Exception as exc:
             raise self._failure(exc, model_id) from None
         finally:
             quiet_sdk()
+
+    def _model(self, model_id: str) -> Any:
+        sdk = self._connect()
+        model = sdk.Model(model_id)
+        # the SDK's own lazy load: models.get_by_id (and auth.login first)
+        data = self._sdk_call(f"reading model {model_id}", model_id, model._get_model_data)
         if data is None or not getattr(data, "id", None):
             raise NotFoundError(f"ClearML model {model_id} not found on {self.host}")
         return model
 
     def _failure(self, exc: Exception, model_id: str) -> Exception:
+        """Classified by what the SDK reports: the API's result code and subcode (a SendError's CallResult), the
+        HTTP status of a failed login, or the type of the network error; never by words of the message."""
+        import requests
+
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        lowered = text.lower()
-        if "not found" in lowered or "invalid model id" in lowered or "404" in lowered:
-            return NotFoundError(f"ClearML model {model_id} not found on {self.host}")
-        if any(s in lowered for s in ("max retries", "too many", "connection", "timed out", "error 50")):
-            return TemporaryError(f"ClearML server {self.host} is unreachable or failing: {text}",
-                                  hint=f"gave up after {self.settings.clearml.retries} retries (clearml.retries)")
-        if "401" in lowered or "unauthorized" in lowered or "credentials" in lowered:
-            return ConfigError(f"ClearML server {self.host} refused the credentials",
-                               hint="check clearml.access_key / CLEARML_API_ACCESS_KEY and the secret key")
+        unreachable = TemporaryError(f"ClearML server {self.host} is unreachable or failing: {text}",
+                                     hint=f"gave up after {self.settings.clearml.retries} retries (clearml.retries)")
+        refused = ConfigError(f"ClearML server {self.host} refused the credentials",
+                              hint="check clearml.access_key / CLEARML_API_ACCESS_KEY and the secret key")
+        meta = getattr(getattr(exc, "result", None), "meta", None)  # clearml.backend_interface.session.SendError
+        if meta is not None:
+            code, subcode = int(meta.result_code or 0), int(meta.result_subcode or 0)
+            message = meta.result_msg or text
+            if code == 400 and subcode in (NOT_FOUND_SUBCODES["model"], NOT_FOUND_SUBCODES["task"]):
+                what = "model" if subcode == NOT_FOUND_SUBCODES["model"] else "task of model"
+                return NotFoundError(f"ClearML {what} {model_id} not found on {self.host}")
+            if code in (401, 403):
+                return refused
+            if code >= 500:
+                return TemporaryError(f"ClearML server {self.host} is failing: {code} {message}")
+            return StageFailed(f"ClearML server {self.host} failed on model {model_id}: {code}/{subcode} {message}")
+        cause = exc.__cause__ or exc.__context__
+        for err in (exc, cause):
+            if isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                                requests.exceptions.RetryError)):
+                return unreachable
+        if type(exc).__name__ == "LoginError":  # "Failed getting token (error <status> from <host>): ..."
+            match = re.search(r"\(error (\d{3}) from ", text)
+            status = int(match.group(1)) if match else 0
+            if status in (401, 403):
+                return refused
+            if status >= 500:
+                return unreachable
         return StageFailed(f"ClearML server {self.host} failed on model {model_id}: {text}")
 
     def fetch_metadata(self, ref: ModelRef) -> ModelMetadata:
         model = self._model(ref.name)
-        try:
+
+        def read() -> tuple[dict[str, Any], Any, dict[str, float]]:
             raw_meta = {k: _value(v) for k, v in (model.get_all_metadata() or {}).items() if isinstance(v, dict)}
             task = self._task(model)
             metrics = _task_metrics(task) if task is not None else {}
-            for name in ("schema", "examples", "reference"):  # the task's JSON artifacts, where metadata has none
+            for name in ("schema", "examples", "reference", "modules"):  # the task's JSON artifacts, where metadata has none
                 if name not in raw_meta and task is not None:
                     found = self._task_json(task, name)
                     if found is not None:
                         raw_meta[name] = found
-        except MlopsError:
-            raise
-        except Exception as exc:
-            raise self._failure(exc, ref.name) from None
-        metrics.update({k[len("metrics."):]: float(v) for k, v in raw_meta.items()
-                        if k.startswith("metrics.") and isinstance(v, (int, float))})
+            return raw_meta, task, metrics
+
+        raw_meta, task, metrics = self._sdk_call(f"reading model {ref.name} and its task", ref.name, read)
+        for key, value in sorted(raw_meta.items()):  # `metrics.NAME` entries: what the task does not report
+            if not key.startswith("metrics.") or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            name = key[len("metrics."):]
+            if name in metrics and not math.isclose(metrics[name], float(value), rel_tol=1e-9, abs_tol=1e-12):
+                raise StageFailed(f"ClearML model {ref.name}: metric {name} is {metrics[name]:g} on its task but "
+                                  f"{float(value):g} in the model's metadata ({key}): they disagree",
+                                  hint=f"remove or correct the model's {key} metadata; the task's value counts")
+            metrics.setdefault(name, float(value))
         uri = model.url or ""
         if not uri.strip():
             raise StageFailed(f"ClearML model {ref.name} on {self.host} has no file (its URI is empty)",
@@ -283,7 +376,7 @@ class ClearMLSource:
             "artifact_name": Path(urlparse(uri).path).name or "model", "metrics": metrics,
             "tags": list(model.tags or []), "schema": raw_meta.get("schema"), "labels": labels,
             "class_name": raw_meta.get("class_name"), "examples": raw_meta.get("examples") or [],
-            "reference": raw_meta.get("reference"), "created_at": str(getattr(model._get_model_data(), "created", "") or ""),
+            "reference": raw_meta.get("reference"), "modules": raw_meta.get("modules"), "created_at": str(getattr(model._get_model_data(), "created", "") or ""),
         }
         if not fields["sha256"]:
             raise StageFailed(f"ClearML model {ref.name} has no sha256 in its metadata: its file cannot be verified",
@@ -291,9 +384,7 @@ class ClearMLSource:
         try:
             meta = ModelMetadata.model_validate(fields)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(map(str, err["loc"])) or "(top level)"
-            raise StageFailed(f"metadata of ClearML model {ref.name} is invalid: {where}: {err['msg']}") from None
+            raise StageFailed(f"metadata of ClearML model {ref.name} is invalid: {invalid_metadata(exc)}") from None
         meta._ref = ref.name
         meta._extras.update(uri=uri, task=getattr(task, "id", None))
         return meta
@@ -329,10 +420,37 @@ class ClearMLSource:
             local = None
         except Exception as exc:
             raise self._failure(exc, meta._ref) from None
+        finally:
+            quiet_sdk()
         if not local or not Path(local).is_file():
             raise StageFailed(f"the file of ClearML model {meta._ref} could not be downloaded from {model.url}",
                               hint="check that it exists and the storage credentials (s3.* settings for S3/MinIO)")
         dest = Path(dest_dir) / meta.artifact_name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, dest)
+        return dest
+
+    def fetch_module(self, meta: ModelMetadata, file: ModuleFile, dest: Path) -> Path:
+        """A URI (s3://, https://, file://) in the metadata, or an artifact of the model's task by that name."""
+        sdk = self._connect()
+        where = f"module file {file.file!r} of ClearML model {meta._ref}"
+        if "://" in file.file:
+            local = self._sdk_call(f"downloading {file.file}", str(meta._ref),
+                                   lambda: sdk.StorageManager.get_local_copy(remote_url=file.file, extract_archive=False))
+        else:
+            task_id = meta._extras.get("task")
+            if not task_id:
+                raise StageFailed(f"{where}: the model has no task to hold it as an artifact")
+            task = self._sdk_call(f"reading task {task_id}", str(meta._ref), sdk.Task.get_task, task_id=task_id)
+            artifact = (task.artifacts or {}).get(file.file)
+            if artifact is None:
+                known = ", ".join(sorted(task.artifacts or {})) or "none"
+                raise StageFailed(f"{where}: task {task_id} has no such artifact (artifacts: {known})")
+            local = self._sdk_call(f"downloading artifact {file.file}", str(meta._ref),
+                                   lambda: artifact.get_local_copy(extract_archive=False, raise_on_error=False))
+        if not local or not Path(local).is_file():
+            raise StageFailed(f"{where} could not be downloaded",
+                              hint="check that it exists and the storage credentials (s3.* settings for S3/MinIO)")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, dest)
         return dest
@@ -342,7 +460,8 @@ class ClearMLSource:
         if not self.settings.clearml.write_back:
             return False
         model = self._model(ref.name)
-        try:
+
+        def write() -> None:
             tags = [t for t in (model.tags or []) if t not in remove_tags and t not in add_tags] + add_tags
             if tags != list(model.tags or []):
                 # models.edit with the tags alone (the `tags` setter would keep the old ones for an empty list)
@@ -351,8 +470,13 @@ class ClearMLSource:
                 entries = {k: {"value": v, "type": "str"} for k, v in metadata.items()}
                 if not model.set_all_metadata(entries, replace=False):  # models.add_or_update_metadata
                     raise StageFailed(f"ClearML server {self.host} did not store the metadata of model {ref.name}")
-        except MlopsError:
-            raise
-        except Exception as exc:
-            raise self._failure(exc, ref.name) from None
+
+        self._sdk_call(f"writing tags and metadata of model {ref.name}", ref.name, write)
         return True
+
+    def tagged(self, tag: str) -> list[ModelRef]:
+        """Every model carrying the tag, archived ones too: models.get_all with tags=[tag] (Model.query_models)."""
+        sdk = self._connect()
+        found = self._sdk_call(f"looking up models tagged {tag!r}", f"tagged {tag}",
+                               sdk.Model.query_models, tags=[tag], include_archived=True)
+        return [ModelRef("clearml", m.id) for m in found or []]

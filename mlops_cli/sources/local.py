@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from ..errors import NotFoundError, StageFailed, UsageError
 from ..state import now
-from . import _LOCAL_RE, ModelMetadata, ModelRef, sha256_file
+from . import _LOCAL_RE, ModelMetadata, ModelRef, ModuleFile, invalid_metadata, sha256_file
 
 FRAMEWORKS_BY_SUFFIX = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".py": "python", ".onnx": "onnx"}
 
@@ -53,8 +53,12 @@ class LocalStore:
                  task: str = "classification", metrics: Optional[dict[str, float]] = None,
                  tags: Optional[list[str]] = None, schema: Optional[dict[str, Any]] = None,
                  examples: Optional[list[dict[str, Any]]] = None, reference: Optional[dict[str, Any]] = None,
-                 labels: Optional[list[Any]] = None, class_name: Optional[str] = None) -> ModelMetadata:
-        """Store the artifact by content and its metadata as the next version of `name`."""
+                 labels: Optional[list[Any]] = None, class_name: Optional[str] = None,
+                 modules: Optional[dict[str, Any]] = None) -> ModelMetadata:
+        """Store the artifact by content and its metadata as the next version of `name`.
+
+        `modules` has the shape of ModelMetadata.modules, with `file` a local path and no sha256: each file is
+        stored by content like the artifact, and its digest and base name recorded."""
         artifact = Path(artifact)
         if not _LOCAL_RE.match(name) or "@" in name:
             raise UsageError(f"model name {name!r} is not valid", hint="use letters, digits, '.', '_' and '-'")
@@ -67,6 +71,7 @@ class LocalStore:
             raise UsageError("a python model is a .py file with a model class",
                              hint="pass the .py file and --class-name NAME")
         sha = sha256_file(artifact)
+        modules, module_files = self._module_files(modules)
         existing = self.versions(name)
         numeric = [int(v) for v in existing if v.isdigit()]
         version = str(max(numeric, default=0) + 1)
@@ -77,20 +82,48 @@ class LocalStore:
                 metrics=metrics or {}, tags=tags or [],
                 schema=schema,
                 labels=labels, class_name=class_name, examples=examples or [], reference=reference,
+                modules=modules,
             )
         except ValidationError as exc:
             err = exc.errors()[0]
             raise UsageError(f"invalid model metadata: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-        blob = self.blob(sha)
+        for path, digest in [(artifact, sha)] + module_files:
+            self._store_blob(path, digest)
+        text = json.dumps(meta.model_dump(mode="json", by_alias=True), indent=2)
+        _write_atomic(self._model_dir(name) / f"{version}.json", text.encode())
+        return meta
+
+    def _store_blob(self, path: Path, digest: str) -> None:
+        blob = self.blob(digest)
         if not blob.exists():
             blob.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=blob.parent)
             os.close(fd)
-            shutil.copyfile(artifact, tmp)
+            shutil.copyfile(path, tmp)
             os.replace(tmp, blob)
-        text = json.dumps(meta.model_dump(mode="json", by_alias=True), indent=2)
-        _write_atomic(self._model_dir(name) / f"{version}.json", text.encode())
-        return meta
+
+    @staticmethod
+    def _module_files(modules: Optional[dict[str, Any]]) -> tuple[Optional[dict[str, Any]], list[tuple[Path, str]]]:
+        """The modules description with each local file replaced by its name and digest, and the files to store."""
+        if not modules:
+            return None, []
+        out = json.loads(json.dumps(modules))
+        files: list[tuple[Path, str]] = []
+
+        def stored(entry: Any, where: str) -> Any:
+            if not isinstance(entry, dict) or not isinstance(entry.get("file"), (str, Path)):
+                raise UsageError(f"modules.{where} needs a `file`")
+            path = Path(entry["file"])
+            if not path.is_file():
+                raise NotFoundError(f"modules.{where}: file {path} not found")
+            digest = sha256_file(path)
+            files.append((path, digest))
+            return {**entry, "file": path.name, "sha256": digest}
+
+        if out.get("outlier_detector") is not None:
+            out["outlier_detector"] = stored(out["outlier_detector"], "outlier_detector")
+        out["user_modules"] = [stored(m, f"user_modules.{i}") for i, m in enumerate(out.get("user_modules") or [])]
+        return out, files
 
     def metadata(self, ref: ModelRef) -> ModelMetadata:
         versions = self.versions(ref.name)
@@ -105,9 +138,7 @@ class LocalStore:
         try:
             return ModelMetadata.model_validate_json(path.read_text(encoding="utf-8"))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(map(str, err["loc"])) or "(top level)"
-            raise StageFailed(f"metadata of model {ref} is invalid: {where}: {err['msg']}") from None
+            raise StageFailed(f"metadata of model {ref} is invalid: {invalid_metadata(exc)}") from None
 
 
 class LocalSource:
@@ -128,7 +159,18 @@ class LocalSource:
         shutil.copyfile(blob, dest)
         return dest
 
+    def fetch_module(self, meta: ModelMetadata, file: ModuleFile, dest: Path) -> Path:
+        blob = self.store.blob(file.sha256)  # stored by content: a missing or altered one fails its digest check
+        if not blob.is_file():
+            raise StageFailed(f"module file {file.file} of model {meta.name}@{meta.version} is missing from the store")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(blob, dest)
+        return dest
+
     def write_back(self, ref: ModelRef, *, add_tags: list[str], remove_tags: list[str],
                    metadata: dict[str, str]) -> bool:
         """The local store keeps a version's metadata as registered: the state file is its record."""
         return False
+
+    def tagged(self, tag: str) -> list[ModelRef]:
+        return []  # no tags are written here

@@ -17,7 +17,7 @@ from typing import Any, Optional
 from pydantic import ValidationError
 
 from ..errors import ConfigError, NotFoundError, StageFailed, TemporaryError, UsageError
-from . import ModelMetadata, ModelRef, missing_client
+from . import ModelMetadata, ModelRef, ModuleFile, invalid_metadata, missing_client
 
 METADATA_FILE = "metadata.json"
 DENIED = {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken",
@@ -143,9 +143,7 @@ class S3Source:
         try:
             meta = ModelMetadata.model_validate_json(raw)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(map(str, err["loc"])) or "(top level)"
-            raise StageFailed(f"{ref}/{METADATA_FILE} is invalid: {where}: {err['msg']}") from None
+            raise StageFailed(f"{ref}/{METADATA_FILE} is invalid: {invalid_metadata(exc)}") from None
         meta._ref = ref.name
         return meta
 
@@ -162,6 +160,20 @@ class S3Source:
         except NotFoundError:
             raise StageFailed(f"model s3://{ref} has no file: s3://{ref}/{name} not found at {self.s3.endpoint}") from None
 
+    def fetch_module(self, meta: ModelMetadata, file: ModuleFile, dest: Path) -> Path:
+        """A module file lives under the model's prefix: s3://BUCKET/PREFIX/<file>."""
+        ref = self._ref_of(meta)
+        bucket, _, prefix = ref.partition("/")
+        if "://" in file.file:
+            raise StageFailed(f"module file {file.file!r} of s3://{ref}: name a file under the prefix, not a URL")
+        try:
+            return self.s3.download(bucket, f"{prefix}/{file.file}", dest)
+        except NoSuchBucket:
+            raise
+        except NotFoundError:
+            raise StageFailed(f"module file s3://{ref}/{file.file} of model s3://{ref} not found at "
+                              f"{self.s3.endpoint}") from None
+
     @staticmethod
     def _ref_of(meta: ModelMetadata) -> str:
         if not meta._ref:
@@ -172,3 +184,6 @@ class S3Source:
                    metadata: dict[str, str]) -> bool:
         """An S3 prefix's metadata.json is what was validated: it is not rewritten; the state file records."""
         return False
+
+    def tagged(self, tag: str) -> list[ModelRef]:
+        return []  # no tags are written here

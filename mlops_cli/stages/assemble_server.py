@@ -15,6 +15,7 @@ import jinja2
 from ..config import Settings
 from ..errors import StageFailed
 from ..digests import sha256_file, tree_digest
+from ..module_files import fetch_verified, mismatches, spec_modules
 from ..sources import ModelMetadata, get_source, parse_ref
 from ..state import BundleRecord, State
 from ..ui import progress
@@ -60,12 +61,7 @@ def build_spec(meta: ModelMetadata, settings: Settings) -> dict[str, Any]:
             "artifact": f"model/{meta.artifact_name}", "sha256": meta.sha256, "class_name": meta.class_name,
         },
         "schema": meta.schema_.model_dump(mode="json"),
-        "modules": [
-            {"name": "preprocessing", "settings": {}},
-            *([{"name": "outlier", "settings": {}}, {"name": "drift", "settings": {}}] if _monitorable(meta) else []),
-            {"name": "model", "settings": {}},
-            {"name": "postprocessing", "settings": {"labels": meta.labels} if meta.labels else {}},
-        ],
+        "modules": spec_modules(meta, _monitorable(meta), meta.labels),
         "server": {"max_body_bytes": settings.assemble.max_body_bytes,
                    "drain_seconds": settings.assemble.drain_seconds},
     }
@@ -98,6 +94,10 @@ def run(settings: Settings) -> AssembleResult:
     if meta.sha256 != model.sha256 or metadata_digest(meta) != validation.metadata_sha256:
         raise StageFailed(f"model {model.ref} changed since it was validated (artifact or metadata)",
                           hint="run `mlops validate-model` again")
+    tag = settings.validation.validator_tag
+    if tag and tag not in meta.tags:  # tags are outside the metadata digest: the validator may have withdrawn it
+        raise StageFailed(f"model {model.ref} no longer carries the validator tag {tag!r}: nothing was assembled",
+                          hint="have the validator tag it again and run `mlops validate-model`")
     bundles = settings.workdir / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=bundles))
@@ -108,6 +108,11 @@ def run(settings: Settings) -> AssembleResult:
         if actual != model.sha256:
             raise StageFailed(f"artifact of {model.ref} has sha256:{actual[:12]}, validated sha256:"
                               f"{model.sha256[:12]}: corrupt or altered; nothing was assembled")
+        if meta.modules and meta.modules.files():
+            progress(f"fetching {len(meta.modules.files())} module file(s)")
+        wrong = mismatches(fetch_verified(source, meta, tmp))
+        if wrong:
+            raise StageFailed(f"model {model.ref}: {wrong[0]}; nothing was assembled")
         progress("rendering spec, Dockerfile and requirements")
         (tmp / "spec.json").write_text(json.dumps(build_spec(meta, settings), indent=2) + "\n")
         (tmp / "requirements.txt").write_text(_requirements(meta.framework))

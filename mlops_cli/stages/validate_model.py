@@ -12,6 +12,7 @@ from ..compat import breaking_changes
 from ..config import HOLDOUT_METRICS, THRESHOLD_RE, Settings
 from ..errors import ConfigError, MlopsError, StageFailed, UsageError
 from ..digests import json_digest, sha256_file
+from ..module_files import fetch_verified, mismatches
 from ..sources import ModelMetadata, ModelRef, get_source, parse_ref
 from ..state import CheckRecord, DeploymentRecord, ModelRecord, State, ValidationRecord, now
 from ..ui import progress
@@ -120,27 +121,62 @@ def _prod_meta(dep: DeploymentRecord) -> tuple[ModelMetadata, Optional[Path]]:
     return meta, artifact
 
 
-def _regression_checks(meta: ModelMetadata, holdout: dict[str, float], state: State,
+def _prod_in_source(settings: Settings, ref: ModelRef) -> Optional[ModelRef]:
+    """No prod in this workdir's state: the model its source tags as in prod (ClearML: deployed:prod), if any."""
+    tag = settings.audit.deployed_tags.get("prod")
+    if not tag:
+        return None
+    found = [r for r in get_source(ref.scheme, settings).tagged(tag)]
+    if len(found) > 1:
+        raise StageFailed(f"{len(found)} models carry the tag {tag!r} in {ref.scheme}: cannot tell which is in prod",
+                          hint=f"take {tag!r} off all but the model in prod")
+    return found[0] if found else None
+
+
+def _regression_checks(meta: ModelMetadata, ref: ModelRef, holdout: dict[str, float], state: State,
                        settings: Settings) -> list[CheckRecord]:
     """Not worse than the model now in prod by more than the allowed drop, metric by metric."""
-    from ..holdout import LOWER_IS_BETTER, evaluate
+    from ..holdout import direction, evaluate
 
     limits = settings.validation.max_regression
-    prod = state.deployments.get("prod")
     if not limits:
         return []
+    declared = settings.validation.metric_directions
+    unknown = sorted(m for m in limits if direction(m, declared) is None)
+    if unknown:
+        raise ConfigError(f"validation.max_regression: which way is better for {', '.join(unknown)} is not known",
+                          hint="declare it in validation.metric_directions, e.g. {%r: lower}" % unknown[0])
+    prod = state.deployments.get("prod")
+    theirs: dict[str, float] = {}
     if prod is None:
-        return [CheckRecord(name="against prod", passed=True, detail="no model in prod yet: nothing to compare with")]
-    where = f"{prod.model_ref} in prod"
-    if holdout:
+        found = _prod_in_source(settings, ref)
+        if found is None:
+            detail = "no model in prod yet: nothing to compare with"
+            if settings.validation.allow_no_prod:
+                return [CheckRecord(name="against prod", passed=True, detail=detail + " (allowed by allow_no_prod)")]
+            return [CheckRecord(name="against prod", passed=False,
+                                detail=detail + " (set validation.allow_no_prod to pass without one)")]
+        if holdout:
+            return [CheckRecord(name="against prod", passed=False,
+                                detail=f"{found} is in prod by its {ref.scheme} tag, but not deployed from this workdir: "
+                                       "its holdout scores cannot be computed here")]
+        where, kind = f"{found} in prod (by its tag)", "reported"
+        theirs, ours = get_source(found.scheme, settings).fetch_metadata(found).metrics, meta.metrics
+    elif holdout:
+        where = f"{prod.model_ref} in prod"
         prod_meta, artifact = _prod_meta(prod)
         progress(f"evaluating {where} on the same holdout")
         theirs, kind = evaluate(prod_meta, artifact, settings.validation.holdout, settings.s3), "holdout"
         ours = holdout
     else:
-        ref = parse_ref(prod.model_ref)
-        theirs, kind = get_source(ref.scheme, settings).fetch_metadata(ref).metrics, "reported"
-        ours = meta.metrics
+        where, kind, ours = f"{prod.model_ref} in prod", "reported", meta.metrics
+        if prod.metrics is not None:
+            theirs = prod.metrics  # what prod was validated with
+        else:
+            old = parse_ref(prod.model_ref)
+            progress(f"the deployment record of prod has no metrics: reading those of {old} from its source now")
+            theirs = get_source(old.scheme, settings).fetch_metadata(old).metrics
+            where += " (metrics read from its source now: not recorded when it was deployed)"
     checks = []
     for metric, allowed in sorted(limits.items()):
         if metric not in ours or metric not in theirs:
@@ -148,21 +184,24 @@ def _regression_checks(meta: ModelMetadata, holdout: dict[str, float], state: St
             checks.append(CheckRecord(name=f"against prod {metric}", passed=False,
                                       detail=f"{kind} {metric} is not known for {side}: cannot compare"))
             continue
-        new, old = ours[metric], theirs[metric]
-        worse = (new - old) if metric in LOWER_IS_BETTER else (old - new)
+        new, old_value = ours[metric], theirs[metric]
+        lower = direction(metric, declared) == "lower"
+        worse = (new - old_value) if lower else (old_value - new)
         checks.append(CheckRecord(name=f"against prod {metric}", passed=worse <= allowed + 1e-12,
-                                  detail=f"{kind} {metric} = {new:.4g} vs {old:.4g} for {where} "
-                                         f"({'worse' if worse > 0 else 'not worse'} by {max(worse, 0):.4g}, "
+                                  detail=f"{kind} {metric} = {new:.4g} vs {old_value:.4g} for {where} "
+                                         f"({'lower' if lower else 'higher'} is better; "
+                                         f"{'worse' if worse > 0 else 'not worse'} by {max(worse, 0):.4g}, "
                                          f"at most {allowed:g} allowed)"))
     return checks
 
 
-def _write_verdict(source: Any, ref: ModelRef, passed: bool, sha256: str, settings: Settings) -> Optional[str]:
+def _write_verdict(source: Any, ref: ModelRef, passed: bool, sha256: Optional[str], settings: Settings) -> Optional[str]:
     """The verdict as a tag (and metadata) on the model in its source; a failure here is a warning only."""
     tags = settings.validation.verdict_tags
     mine, other = (tags.get("passed"), tags.get("failed")) if passed else (tags.get("failed"), tags.get("passed"))
-    metadata = {"mlops.validation.verdict": "passed" if passed else "failed", "mlops.validation.at": now(),
-                "mlops.validation.sha256": sha256}
+    metadata = {"mlops.validation.verdict": "passed" if passed else "failed", "mlops.validation.at": now()}
+    if sha256:
+        metadata["mlops.validation.sha256"] = sha256
     try:
         done = source.write_back(ref, add_tags=[mine] if mine else [], remove_tags=[other] if other else [],
                                  metadata=metadata)
@@ -172,20 +211,9 @@ def _write_verdict(source: Any, ref: ModelRef, passed: bool, sha256: str, settin
     return f"tag {mine!r} on {ref}" if done and mine else None
 
 
-@stage("validate-model")
-def run(settings: Settings) -> ValidateResult:
-    if not settings.model:
-        raise UsageError("no model given", hint="pass --model REF, set MLOPS_MODEL or `model:` in mlops.yaml")
-    ref = parse_ref(settings.model)
-    state = State.load(settings.workdir)
-    # Until this run passes, nothing validated before may go on to later stages.
-    state.validation = ValidationRecord(passed=False, model_ref=str(ref))
-    state.save(settings.workdir)
-
-    source = get_source(ref.scheme, settings)
-    progress(f"fetching metadata of {ref}")
-    meta = source.fetch_metadata(ref)
-    pinned = str(ref.pinned(meta.version))
+def _checks(meta: ModelMetadata, source: Any, ref: ModelRef, state: State, settings: Settings,
+            pinned: str) -> tuple[list[CheckRecord], dict[str, float], str]:
+    """Every check of the model; raises where one cannot be made at all."""
     if meta.schema_ is None:
         raise StageFailed(f"model {pinned} has no input/output schema in its metadata",
                           hint="register it with --schema FILE")
@@ -201,6 +229,12 @@ def run(settings: Settings) -> ValidateResult:
             name="artifact digest", passed=actual == meta.sha256,
             detail=f"sha256:{actual[:12]}" + ("" if actual == meta.sha256 else
                                               f" but metadata says sha256:{meta.sha256[:12]} (corrupt or altered artifact)")))
+        if meta.modules and meta.modules.files():
+            progress(f"downloading {len(meta.modules.files())} module file(s)")
+            fetched = fetch_verified(source, meta, Path(tmp) / "modules")
+            wrong = mismatches(fetched)
+            checks.append(CheckRecord(name="module files", passed=not wrong, detail="; ".join(wrong) or
+                                      ", ".join(f"{f.file} sha256:{a[:12]}" for f, _, a in fetched)))
         # Only a digest-checked artifact is ever loaded: unpickling runs code.
         if settings.validation.holdout is not None and actual == meta.sha256:
             holdout = _holdout(meta, artifact, settings)
@@ -217,8 +251,31 @@ def run(settings: Settings) -> ValidateResult:
     if interface is not None:
         checks.append(interface)
     if actual == meta.sha256:
-        checks += _regression_checks(meta, holdout, state, settings)
+        checks += _regression_checks(meta, ref, holdout, state, settings)
 
+    return checks, holdout, actual
+
+
+@stage("validate-model")
+def run(settings: Settings) -> ValidateResult:
+    if not settings.model:
+        raise UsageError("no model given", hint="pass --model REF, set MLOPS_MODEL or `model:` in mlops.yaml")
+    ref = parse_ref(settings.model)
+    state = State.load(settings.workdir)
+    # Until this run passes, nothing validated before may go on to later stages.
+    state.validation = ValidationRecord(passed=False, model_ref=str(ref))
+    state.save(settings.workdir)
+
+    source = get_source(ref.scheme, settings)
+    progress(f"fetching metadata of {ref}")
+    meta = source.fetch_metadata(ref)
+    pinned = str(ref.pinned(meta.version))
+    try:
+        checks, holdout, actual = _checks(meta, source, ref, state, settings, pinned)
+    except MlopsError:
+        # a check that could not be made fails the model: no verdict written earlier may outlive this run
+        _write_verdict(source, ref, False, None, settings)
+        raise
     passed = all(c.passed for c in checks)
     state.validation = ValidationRecord(passed=passed, model_ref=pinned, checks=checks,
                                         model_sha256=meta.sha256 if passed else None,

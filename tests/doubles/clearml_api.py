@@ -130,6 +130,35 @@ class FakeTask:
         }
 
 
+def tags_match(tags: list[str], query: list[str]) -> bool:
+    """The server's tag filter as the SDK documents it (clearml/model.py `Model.query_models`, param `tags`):
+    plain tags are ORed, `-tag` excludes; `__$all` switches to AND and `__$or` back to OR for the tags that
+    follow, `__$not` negates the next tag."""
+    mode, negate = "or", False
+    any_of: list[bool] = []
+    all_of: list[bool] = []
+    for item in query:
+        if item in ("__$all", "__$and"):
+            mode = "all"
+            continue
+        if item == "__$or":
+            mode = "or"
+            continue
+        if item == "__$not":
+            negate = True
+            continue
+        exclude = negate or item.startswith("-")
+        name = item[1:] if item.startswith("-") else item
+        negate = False
+        if exclude:
+            all_of.append(name not in tags)
+        elif mode == "all":
+            all_of.append(name in tags)
+        else:
+            any_of.append(name in tags)
+    return all(all_of) and (any(any_of) if any_of else True)
+
+
 class ClearMLApiDouble:
     """Start with `start()`, stop with `stop()`; `host` is the API URL to give the SDK."""
 
@@ -140,6 +169,8 @@ class ClearMLApiDouble:
         self.calls: list[str] = []
         self.unknown: list[str] = []
         self.unavailable: set[str] = set()   # endpoints answering 503, as a server behind a failing proxy
+        self.stalled: set[str] = set()       # endpoints that never answer (a hung server behind a live proxy)
+        self._stopping = threading.Event()
         self._key = uuid.uuid4().bytes
         self._tokens: set[str] = set()
         self._lock = threading.Lock()
@@ -180,6 +211,7 @@ class ClearMLApiDouble:
         return self.host
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -210,6 +242,9 @@ class ClearMLApiDouble:
             return self._send(handler, endpoint, 400, {}, 3, "Invalid request body: not JSON")
         with self._lock:
             self.calls.append(endpoint)
+        if endpoint in self.stalled:
+            self._stopping.wait()  # holds the connection open without an answer until the double stops
+            return None
         if endpoint in self.unavailable:
             return self._send(handler, endpoint, 503, {}, 0, "Service Unavailable")
         if endpoint == "debug.ping":
@@ -254,12 +289,22 @@ class ClearMLApiDouble:
         return 200, {"model": model.document()}, 0, "OK", None
 
     def _models__get_all(self, body: dict) -> tuple:
-        # models.get_all -> {"models": [Model]} filtered by id / uri / tags as the SDK asks
+        # models.get_all -> {"models": [Model]} filtered by id / uri / tags / system_tags, paged by page and
+        # page_size, ordered by `created` (services/v2_23/models.py GetAllRequest; Model.query_models sends
+        # tags=[...], system_tags=["-archived"], order_by=["-created"], page, page_size, only_fields)
         found = list(self.models.values())
         if body.get("id"):
             found = [m for m in found if m.id in body["id"]]
         if body.get("uri"):
             found = [m for m in found if m.uri in body["uri"]]
+        if body.get("tags"):
+            found = [m for m in found if tags_match(m.tags, body["tags"])]
+        if body.get("system_tags"):
+            found = [m for m in found if tags_match([], body["system_tags"])]  # no model here has system tags
+        found.sort(key=lambda m: m.created, reverse="-created" in (body.get("order_by") or []))
+        if body.get("page_size") is not None:
+            page, size = int(body.get("page") or 0), int(body["page_size"])
+            found = found[page * size:(page + 1) * size]
         return 200, {"models": [m.document() for m in found]}, 0, "OK", None
 
     def _models__edit(self, body: dict) -> tuple:

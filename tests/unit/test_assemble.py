@@ -80,3 +80,38 @@ def test_unknown_builder_lists_the_known_ones(validated, make_settings):
     assemble_server.run(validated)
     with pytest.raises(ConfigError, match="unknown image builder 'kaniko'; known: buildah, docker"):
         build_image.run(make_settings(workdir=validated.workdir, build={"builder": "kaniko"}))
+
+
+def test_module_files_registered_with_the_cli_reach_the_bundle(settings, make_settings, iris_artifact, tmp_path):
+    """`mlops model register --modules FILE`: preprocessing settings and a user module by dotted path."""
+    from helpers import IRIS_SCHEMA, run_cli
+
+    (tmp_path / "enrich.py").write_text("class Tag:\n    def __init__(self, ctx, settings):\n        pass\n"
+                                        "    async def load(self):\n        pass\n"
+                                        "    async def process(self, batch):\n        return batch\n")
+    (tmp_path / "schema.json").write_text(json.dumps(IRIS_SCHEMA))
+    (tmp_path / "modules.yaml").write_text(
+        "preprocessing: {rename: {sl: sepal_length_cm}}\n"
+        "user_modules: [{file: enrich.py, class: team_mods.enrich.Tag, settings: {level: 2}}]\n")
+    done = run_cli("model", "register", str(iris_artifact), "--name", "iris", "--tag", "validated",
+                   "--schema", str(tmp_path / "schema.json"), "--modules", str(tmp_path / "modules.yaml"),
+                   "--workdir", str(settings.workdir))
+    assert done.returncode == 0, done.stderr
+    validate_model.run(make_settings(workdir=settings.workdir, model="local:iris@1"))
+    bundle = Path(assemble_server.run(settings).bundle_path)
+    spec = json.loads((bundle / "spec.json").read_text())
+    assert [m["name"] for m in spec["modules"]] == ["preprocessing", "team_mods.enrich.Tag", "model", "postprocessing"]
+    assert spec["modules"][0]["settings"] == {"rename": {"sl": "sepal_length_cm"}}
+    assert spec["modules"][1]["settings"] == {"level": 2}
+    assert (bundle / "team_mods" / "enrich.py").read_text() == (tmp_path / "enrich.py").read_text()
+
+
+def test_an_altered_module_file_in_the_store_is_refused_at_assembly(settings, make_settings, iris_artifact, tmp_path):
+    detector = tmp_path / "detector.joblib"
+    detector.write_bytes(b"a detector")
+    ref = register_iris(settings, iris_artifact, modules={"outlier_detector": {"file": str(detector)}})
+    validate_model.run(make_settings(workdir=settings.workdir, model=ref))
+    LocalStore(settings.store_path).blob(sha256_file(detector)).write_bytes(b"swapped after validation")
+    with pytest.raises(StageFailed, match="module file detector.joblib has sha256:.*corrupt or altered"):
+        assemble_server.run(settings)
+    assert not [p for p in (settings.workdir / "bundles").iterdir() if not p.name.startswith(".")]

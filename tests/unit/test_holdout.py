@@ -157,3 +157,41 @@ def test_bad_holdouts_from_the_cli_are_one_line(tmp_path, iris_artifact, columns
     assert len(errors) == 1 and needle in errors[0] and "Traceback" not in done.stderr
     if code == 1:
         assert "needs >= 0.9" in errors[0]
+
+
+def test_roc_auc_with_a_class_missing_from_the_holdout_cannot_be_computed(settings, make_settings, iris_artifact,
+                                                                          tmp_path):
+    ref = register_iris(settings, iris_artifact)
+    rows = [r for r in iris_rows() if r["species"] != "virginica"]
+    path = write_csv(tmp_path / "two-classes.csv", rows)
+    with pytest.raises(StageFailed, match=r"^holdout roc_auc cannot be computed \(the holdout target has no rows "
+                                          r"of class virginica\)$"):
+        validate(make_settings, settings.workdir, ref, {"path": str(path), "target": "species",
+                                                        "thresholds": {"roc_auc": ">= 0.9"}})
+    result = validate(make_settings, settings.workdir, ref, {"path": str(path), "target": "species",
+                                                             "thresholds": {"accuracy": ">= 0.9"}})
+    assert "roc_auc" not in result.holdout  # not asked for: left out, without a warning (filterwarnings=error)
+
+
+def write_python_model(tmp_path, body):
+    path = tmp_path / "odd.py"
+    path.write_text("import numpy as np\n\nclass Odd:\n    classes_ = np.array([0, 1, 2])\n" + body)
+    return path
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("    def predict(self, X):\n        return np.zeros(len(X))\n"
+     "    def predict_proba(self, X):\n        raise RuntimeError('proba broke\\nsecond line')\n",
+     r"^the model's predict_proba failed on the holdout data: RuntimeError: proba broke$"),
+    ("    def predict(self, X):\n        return np.zeros(len(X))\n"
+     "    def predict_proba(self, X):\n        return np.full((len(X), 3), np.nan)\n",
+     r"^the model's predict_proba gave NaN or infinity on the holdout data$"),
+    ("    def predict(self, X):\n        return np.full(len(X), np.nan)\n",
+     r"^the model predicted NaN or infinity as a class on the holdout data$"),
+])
+def test_a_misbehaving_model_is_one_line(settings, make_settings, tmp_path, body, needle):
+    ref = register_iris(settings, write_python_model(tmp_path, body), framework="python", class_name="Odd",
+                        labels=None)
+    path = write_csv(tmp_path / "holdout.csv", iris_rows(label=lambda t: t))
+    with pytest.raises(StageFailed, match=needle):
+        validate(make_settings, settings.workdir, ref, {"path": str(path), "target": "species"})

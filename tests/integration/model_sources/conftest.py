@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from doubles.clearml_api import ClearMLApiDouble
-from helpers import free_port
+from helpers import free_port, require_module
 from sourcetools import CLEARML_KEY, CLEARML_SECRET, SeaweedS3
 
 
@@ -21,7 +21,7 @@ def s3_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def clearml_api(s3_server):
-    pytest.importorskip("clearml", reason="the clearml SDK (pip install 'mlops[clearml]')")
+    require_module("clearml", "the clearml SDK: pip install 'mlops[clearml]'")
     double = ClearMLApiDouble(CLEARML_KEY, CLEARML_SECRET)
     double.start(free_port())
     yield double

@@ -28,12 +28,25 @@ def weed_binary() -> str:
 
 class SeaweedS3:
     def __init__(self, root: Path):
-        self.root = root
+        self.base = self.root = root
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, attempts: int = 3) -> None:
+        """Start weed; a start-up that fails (e.g. a free port taken meanwhile) is retried on fresh ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(self.base / f"try{attempt}")
+            except RuntimeError:
+                if attempt == attempts:
+                    raise
+                self.port = free_port()
+                self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def _start_once(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
         config = self.root / "s3.json"
         config.write_text(json.dumps({"identities": [
             {"name": "admin", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
@@ -53,7 +66,11 @@ class SeaweedS3:
             args.append(f"-{flag}={free_port()}")
         self.log = open(self.root / "weed.log", "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.root)
-        client = self.client()
+        try:
+            client = self.client()
+        except BaseException:
+            self.stop()  # never leave weed running behind a failed fixture
+            raise
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -82,7 +99,8 @@ class SeaweedS3:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
+        if getattr(self, "log", None) is not None:
+            self.log.close()
 
     def settings(self, **over: Any) -> dict[str, Any]:
         return {"endpoint_url": self.endpoint, "access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY,

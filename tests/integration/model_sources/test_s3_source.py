@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,91 @@ def test_credentials_from_aws_variables_and_from_a_profile(s3_server, tmp_path, 
     missing = run_mlops("validate-model", "--model", ref, env=dict(by_profile, MLOPS_S3__PROFILE="nobody"))
     assert missing.returncode == 2
     one_line_error(missing, "AWS profile 'nobody' not found")
+
+
+def test_preprocessing_scale_and_an_outlier_detector_from_the_source_reach_the_server(s3_server, tmp_path):
+    """A model trained on standardized inputs, its scaler's parameters and an IsolationForest kept beside it on
+    S3: validate-model checks the detector's digest, the bundle's spec carries both, the server answers as the
+    model does on scaled inputs and counts the detector's outliers."""
+    import hashlib
+    import urllib.request
+
+    import joblib
+    import numpy as np
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import IsolationForest
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    data = load_iris()
+    scaler = StandardScaler().fit(data.data)
+    model = LogisticRegression(max_iter=500).fit(scaler.transform(data.data), data.target)
+    artifact, detector = tmp_path / "scaled.joblib", tmp_path / "detector.joblib"
+    joblib.dump(model, artifact)
+    joblib.dump(IsolationForest(random_state=0).fit(data.data), detector)  # on values as sent
+    scale = {f: {"center": float(c), "scale": float(s)} for f, c, s in zip(FEATURES, scaler.mean_, scaler.scale_)}
+    modules = {"preprocessing": {"scale": scale}, "outlier_detector": {"file": str(detector)}}
+    ref = upload_s3_model(s3_server, tmp_path, artifact, modules=modules)
+    prefix = ref.removeprefix(f"s3://{BUCKET}/")
+    s3_server.client().put_object(Bucket=BUCKET, Key=f"{prefix}/detector.joblib", Body=detector.read_bytes())
+    work = tmp_path / "w"
+    env = source_env(None, s3_server, work)
+    try:
+        done = run_mlops("pipeline", "run", "--model", ref, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        state = read_state(work)
+        checks = {c["name"]: c["detail"] for c in state["validation"]["checks"]}
+        assert checks["module files"].startswith("detector.joblib sha256:")
+        spec = json.loads((Path(state["bundle"]["path"]) / "spec.json").read_text())
+        settings = {m["name"]: m["settings"] for m in spec["modules"]}
+        assert settings["preprocessing"]["scale"]["petal_length_cm"]["center"] == pytest.approx(scaler.mean_[2])
+        digest = hashlib.sha256(detector.read_bytes()).hexdigest()
+        assert settings["outlier"] == {"detector": "modules/outlier/detector.joblib", "detector_sha256": digest}
+        rows = data.data[::10]
+        url = state["deployments"]["prod"]["url"]
+        request = urllib.request.Request(f"{url}/v1/predict", method="POST", headers={"Content-Type": "application/json"},
+                                         data=json.dumps({"instances": rows.tolist() + [[40, 40, 40, 40]]}).encode())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answers = json.load(response)["predictions"]
+        expected = [["setosa", "versicolor", "virginica"][i] for i in model.predict(scaler.transform(rows))]
+        assert [a["label"] for a in answers[:-1]] == expected
+        unscaled = [["setosa", "versicolor", "virginica"][i] for i in model.predict(np.asarray(rows))]
+        assert unscaled != expected  # the scaling mattered
+        with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+            metrics = response.read().decode()
+        line = [m for m in metrics.splitlines() if m.startswith('mlops_outlier_instances_total{reason="detector"}')]
+        assert line and float(line[0].split()[-1]) >= 1, line
+    finally:
+        run_mlops("stop", env=env)
+
+
+def test_an_altered_module_file_fails_validation(s3_server, tmp_path, iris_artifact):
+    detector = tmp_path / "detector.joblib"
+    detector.write_bytes(b"a detector")
+    ref = upload_s3_model(s3_server, tmp_path, iris_artifact, modules={"outlier_detector": {"file": str(detector)}})
+    s3_server.client().put_object(Bucket=BUCKET, Key=f"{ref.removeprefix(f's3://{BUCKET}/')}/detector.joblib",
+                                  Body=b"another detector")
+    work = tmp_path / "w"
+    done = run_mlops("validate-model", "--model", ref, env=source_env(None, s3_server, work))
+    assert done.returncode == 1
+    one_line_error(done, "module file detector.joblib has sha256:", "(corrupt or altered)")
+
+
+def test_the_seaweedfs_fixture_retries_on_fresh_ports(tmp_path):
+    """The S3 port it picked is taken before weed binds it: the start-up is tried again on other ports."""
+    import socket
+
+    from sourcetools import SeaweedS3
+
+    server = SeaweedS3(tmp_path)
+    taken = server.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen(1)
+        try:
+            server.start()
+            assert server.port != taken
+            assert BUCKET in [b["Name"] for b in server.client().list_buckets()["Buckets"]]
+        finally:
+            server.stop()
+    assert server.proc.poll() is not None

@@ -41,12 +41,12 @@ def test_a_model_worse_than_prod_is_refused_on_the_same_holdout(make_settings, s
                                                                  weak_artifact, tmp_path):
     good = register_iris(settings, iris_artifact)
     holdout = {"path": holdout_csv(tmp_path / "holdout.csv"), "target": "species"}
-    rules = {"holdout": holdout, "max_regression": {"accuracy": 0.02, "roc_auc": 0.02}}
+    rules = {"holdout": holdout, "max_regression": {"accuracy": 0.02, "roc_auc": 0.02}, "allow_no_prod": True}
     deploy = settings.deploy.model_dump(mode="json")
     first = pipeline.run(make_settings(workdir=settings.workdir, model=good, deploy=deploy, validation=rules))
     assert first.passed, first.error
     checks = {c["name"]: c["detail"] for c in read_state(settings.workdir)["validation"]["checks"]}
-    assert checks["against prod"] == "no model in prod yet: nothing to compare with"
+    assert checks["against prod"] == "no model in prod yet: nothing to compare with (allowed by allow_no_prod)"
 
     weak = register_iris(settings, weak_artifact)
     with pytest.raises(StageFailed) as info:
@@ -63,7 +63,7 @@ def test_reported_metrics_are_compared_without_a_holdout(make_settings, settings
     deploy = settings.deploy.model_dump(mode="json")
     assert pipeline.run(make_settings(workdir=settings.workdir, model=good, deploy=deploy)).passed
     worse = register_iris(settings, iris_artifact, metrics={"accuracy": 0.90})
-    with pytest.raises(StageFailed, match=r"reported accuracy = 0.9 vs 0.96 for local:iris@1 in prod \(worse by 0.06, at most 0.05 allowed"):
+    with pytest.raises(StageFailed, match=r"reported accuracy = 0.9 vs 0.96 for local:iris@1 in prod \(higher is better; worse by 0.06, at most 0.05 allowed"):
         validate_model.run(make_settings(workdir=settings.workdir, model=worse, deploy=deploy,
                                          validation={"max_regression": {"accuracy": 0.05}}))
     with pytest.raises(StageFailed, match="reported f1 is not known for this model: cannot compare"):

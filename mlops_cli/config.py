@@ -25,6 +25,18 @@ DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 THRESHOLD_RE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d*)?([eE][-+]?\d+)?)\s*$")
 
 
+def secret_value(value: Optional[SecretStr], file: Optional[Path], key: str) -> Optional[str]:
+    """A secret given inline or in a file (a mounted secret), stripped; None when neither or empty."""
+    if value is not None:
+        return value.get_secret_value().strip() or None
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise ConfigError(f"{key} {file}: {exc.strerror}") from None
+    return None
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -378,14 +390,7 @@ class SlackSettings(Section):
     """Timeout of one webhook request."""
 
     def url(self) -> Optional[str]:
-        if self.webhook_url is not None:
-            return self.webhook_url.get_secret_value().strip() or None
-        if self.webhook_url_file is not None:
-            try:
-                return self.webhook_url_file.read_text(encoding="utf-8").strip() or None
-            except OSError as exc:
-                raise ConfigError(f"notify.slack.webhook_url_file {self.webhook_url_file}: {exc.strerror}") from None
-        return None
+        return secret_value(self.webhook_url, self.webhook_url_file, "notify.slack.webhook_url_file")
 
 
 class KafkaSettings(Section):
@@ -467,14 +472,7 @@ class RelaySettings(Section):
     """Most dead letters kept per sink (in <queue_dir>/<sink>/dead); beyond it the oldest are deleted, each logged."""
 
     def token_value(self) -> Optional[str]:
-        if self.token is not None:
-            return self.token.get_secret_value().strip() or None
-        if self.token_file is not None:
-            try:
-                return self.token_file.read_text(encoding="utf-8").strip() or None
-            except OSError as exc:
-                raise ConfigError(f"relay.token_file {self.token_file}: {exc.strerror}") from None
-        return None
+        return secret_value(self.token, self.token_file, "relay.token_file")
 
 
 class MonitorSettings(Section):

@@ -1,0 +1,74 @@
+"""`status` and `models` as Slack text: what serves where (from the workdir's state and the chatops audit
+log, which knows who asked), and the latest validated model versions in the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..errors import MlopsError
+from ..state import State
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+
+def status_text(workdir: Path, env: Optional[str], audit: list[dict[str, Any]]) -> str:
+    state = State.load(workdir)
+    lines = []
+    for name in [env] if env else ["test", "prod"]:
+        dep = state.deployments.get(name)
+        if dep is None:
+            lines.append(f"*{name}*: nothing deployed")
+            continue
+        record = next((a for a in reversed(state.audit) if a.env == name and a.model_ref == dep.model_ref), None)
+        digest = record.digest if record else (dep.image or f"bundle sha256:{dep.bundle_digest}")
+        asked = next((a for a in reversed(audit) if a.get("event") == "released" and a.get("env") == name
+                      and a.get("model") in (dep.model_ref, dep.model_ref.rsplit("@", 1)[0])), None)
+        by = f", requested by <@{asked['user']}>" if asked else ""
+        lines.append(f"*{name}*: `{dep.model_ref}` ({dep.model_name} version {dep.model_version}) since {dep.at}"
+                     f"{by}, digest `{digest}`, at {dep.url}")
+    return "\n".join(lines)
+
+
+def models_text(settings: "Settings", name: Optional[str], limit: int = 20) -> str:
+    """The newest validated version of each model (or of NAME) in the local store; the ClearML source lists
+    the models carrying the passed-verdict tag."""
+    source = settings.chatops.models_source
+    if source == "clearml":
+        from ..sources import get_source
+
+        tag = settings.validation.verdict_tags.get("passed") or "mlops:validated"
+        try:
+            refs = get_source("clearml", settings).tagged(tag)
+        except MlopsError as exc:
+            return f"cannot list the ClearML models: {exc}"
+        shown = [str(r) for r in refs if name is None or name in str(r)][:limit]
+        return "\n".join(f"• `{r}`" for r in shown) or f"no ClearML model is tagged {tag!r}"
+    from ..sources.local import LocalStore
+
+    store = LocalStore(settings.store_path)
+    tag = settings.validation.validator_tag
+    names = [name] if name else store.names()
+    lines = []
+    for model in names[:limit]:
+        for version in reversed(store.versions(model)):
+            try:
+                meta = store.metadata(_ref(model, version))
+            except MlopsError:
+                continue
+            if tag and tag not in meta.tags:
+                continue
+            metrics = ", ".join(f"{k} {v:g}" for k, v in sorted(meta.metrics.items()))
+            lines.append(f"• `local:{model}@{version}` {meta.framework}, {metrics or 'no metrics'}, "
+                         f"sha256 {meta.sha256[:12]}")
+            break
+    if not lines:
+        return f"no validated version of {name!r}" if name else "no validated model in the store"
+    return "\n".join(lines)
+
+
+def _ref(name: str, version: str):
+    from ..sources import ModelRef
+
+    return ModelRef("local", name, version)

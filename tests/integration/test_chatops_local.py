@@ -1,0 +1,96 @@
+"""End to end on one machine, no Jenkins: `mlops chatops --executor local` as its own process; a signed
+`/mlops deploy local:iris-demo` runs the seven stages (each its own `mlops` process) and leaves the
+model serving; the release thread (Slack Web API double) receives each stage's outcome and ends
+with what serves and its digest."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from doubles.slack_web import SlackSender, SlackWebDouble
+from helpers import free_port, read_state, register_iris, run_cli
+from mlops_cli.stages import STAGES
+
+pytestmark = pytest.mark.integration
+SECRET = "local-e2e-signing-secret-77ab"
+
+
+def test_a_signed_deploy_runs_the_pipeline_locally_and_the_thread_hears_every_stage(tmp_path, iris_artifact):
+    from mlops_cli.config import load_settings
+
+    work = tmp_path / "work"
+    register_iris(load_settings(None, {"workdir": work}, environ={}), iris_artifact, name="iris-demo")
+    slack = SlackWebDouble(channels=("C_RELEASES",))
+    slack.start()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env.update({"MLOPS_WORKDIR": str(work), "MLOPS_DEPLOY__TEST__PORT": str(free_port()),
+                "MLOPS_DEPLOY__PROD__PORT": str(free_port()), "MLOPS_CHATOPS__PORT": str(port),
+                "MLOPS_CHATOPS__SIGNING_SECRET": SECRET, "MLOPS_CHATOPS__BOT_TOKEN": slack.token,
+                "MLOPS_CHATOPS__SLACK_API_URL": slack.api_url,
+                "MLOPS_CHATOPS__RESPONSE_URL_PREFIX": slack.url + "/response/",
+                "MLOPS_CHATOPS__USERS": json.dumps({"U_DEP": ["deployer"]})})
+    log = open(tmp_path / "chatops.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "chatops", "--executor", "local"], env=env,
+                            stdout=log, stderr=log, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / "chatops.log").read_text()
+            try:
+                if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "chatops did not become ready"
+            time.sleep(0.1)
+        sender = SlackSender(SECRET)
+        body = sender.command("deploy local:iris-demo", "U_DEP", slack.response_url())
+        answer = httpx.post(url + "/slack/commands", content=body.encode(), headers=sender.sign(body), timeout=10)
+        assert answer.status_code == 200 and "deploying `local:iris-demo` to prod" in answer.json()["text"]
+        root = slack.wait(lambda: slack.roots(), timeout=30)[0]
+
+        def finished() -> list[str]:
+            lines = slack.thread(root["ts"])
+            return lines if lines and lines[-1].startswith((":tada:", ":x:", ":warning:")) else []
+
+        lines = slack.wait(finished, timeout=480)
+        assert lines[-1].startswith(":tada:"), "\n".join(lines)
+        assert len(lines) == len(STAGES) + 1
+        for index, (stage, line) in enumerate(zip(STAGES, lines), start=1):
+            expected = "skipped" if stage == "build-image" else "passed"
+            assert f"[{index}/{len(STAGES)}] {stage} {expected} (" in line, line
+        state = read_state(work)
+        prod = state["deployments"]["prod"]
+        assert f"`{prod['model_ref']}`" in lines[-1] and prod["model_ref"] == "local:iris-demo@1"
+        assert f"bundle sha256:{prod['bundle_digest']}" in lines[-1] and prod["url"] in lines[-1]
+        served = httpx.post(prod["url"] + "/v1/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}, timeout=10)
+        assert served.json()["predictions"][0]["label"] == "setosa"
+        environ = Path(f"/proc/{prod['pid']}/environ").read_bytes()
+        assert SECRET.encode() not in environ and slack.token.encode() not in environ  # chatops' secrets stay its own
+        # status tells what serves, and who asked for it
+        status_url = slack.response_url()
+        body = sender.command("status prod", "U_DEP", status_url)
+        httpx.post(url + "/slack/commands", content=body.encode(), headers=sender.sign(body), timeout=10)
+        status = slack.wait(lambda: slack.answers(status_url))[0]["text"]
+        assert status.startswith("*prod*: `local:iris-demo@1` (iris-demo version 1)") and "requested by <@U_DEP>" in status
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        slack.stop()
+        run_cli("stop", env={"MLOPS_WORKDIR": str(work)})

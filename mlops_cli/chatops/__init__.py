@@ -44,6 +44,10 @@ def build(settings: "Settings", config_file: Optional[str] = None):
                           hint="set chatops.users (Slack user ID -> [viewer, deployer, approver]) or chatops.groups")
     if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
         raise ConfigError("chatops.tls_cert_file and chatops.tls_key_file go together")
+    for key in ("tls_cert_file", "tls_key_file"):
+        path = getattr(cfg, key)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"chatops.{key} {path} does not exist")
     executor = get_executor(cfg.executor, settings, config_file)
     workdir = cfg.local.workdir or settings.workdir
     audit = AuditLog(cfg.audit_log or default_audit_path(settings.workdir))

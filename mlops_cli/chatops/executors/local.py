@@ -110,7 +110,11 @@ class LocalExecutor:
             reason = next((l[len("error: "):] for l in reversed(err.splitlines()) if l.startswith("error: ")),
                           f"exit code {code}")
             raise ExecutorError(f"rollback of {release.env} failed: {reason}")
-        say(f":rewind: {release.env} rolled back: {_first_line(json.loads(out).get('message', '') or 'done')}")
+        try:
+            detail = _first_line(json.loads(out).get("message", ""))
+        except (ValueError, AttributeError):
+            detail = ""
+        say(f":rewind: {release.env} rolled back" + (f": {detail}" if detail else ""))
 
     def approval(self, value: str) -> Approval:
         raise ExecutorError("this service runs releases locally (chatops.executor: local): there is no approval "

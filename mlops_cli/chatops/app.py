@@ -398,8 +398,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
     async def ready(request: Request) -> Response:
         if not tasks or any(t.done() for t in tasks):
             return JSONResponse({"status": "not ready", "reason": "workers not running"}, status_code=503)
-        if queue.full():
-            return JSONResponse({"status": "not ready", "reason": "the queue is full"}, status_code=503)
+        # a full queue keeps the pod ready: Slack should hear "busy", not meet a closed door
         return JSONResponse({"status": "ready", "queued": queue.qsize(), "executor": executor.name})
 
     @asynccontextmanager

@@ -342,3 +342,27 @@ def test_health_ready_and_metrics(served):
     assert httpx.get(served.url + "/health/ready").json() == {"status": "ready", "queued": 0, "executor": "jenkins"}
     metrics = httpx.get(served.url + "/metrics").text
     assert "mlops_chatops_queue_depth 0.0" in metrics and "mlops_chatops_ack_seconds" in metrics
+
+
+def test_a_full_queue_answers_busy_and_runs_nothing(tmp_path, slack):
+    jenkins = JenkinsApiDouble(start_after=10_000)  # builds stay queued: the one worker is kept busy
+    jenkins.start()
+    server = Served(chatops_settings(tmp_path, slack, {"url": jenkins.url, "user": jenkins.user, "api_token": jenkins.token,
+                                                       "queue_timeout_s": 2}, workers=1, queue_max=1))
+    try:
+        sender = SlackSender(SECRET)
+        first, _, _ = deploy(server, slack, sender, "deploy local:iris@1")
+        slack.wait(lambda: jenkins.triggered())  # the worker follows the first build's queue item
+        second, _, _ = deploy(server, slack, sender, "deploy local:iris@2")
+        third, _, _ = deploy(server, slack, sender, "deploy local:iris@3")
+        assert "deploying" in first.json()["text"] and "deploying" in second.json()["text"]
+        assert third.json()["text"].startswith("busy: 1 commands are waiting; nothing was started")
+        roots = slack.wait(lambda: len(slack.roots()) == 2 and all(slack.thread(r["ts"]) for r in slack.roots())
+                           and slack.roots(), timeout=30)
+        for root in roots:
+            assert "not started after 2s" in slack.thread(root["ts"])[0]
+        assert sorted(t["parameters"]["MODEL_REF"] for t in jenkins.triggered()) == ["local:iris@1", "local:iris@2"]
+        assert [e["reason"] for e in audit_lines(tmp_path) if e["event"] == "refused"] == ["busy"]
+    finally:
+        server.stop()
+        jenkins.stop()

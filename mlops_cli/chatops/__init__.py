@@ -50,6 +50,8 @@ def build(settings: "Settings", config_file: Optional[str] = None):
             raise ConfigError(f"chatops.{key} {path} does not exist")
     executor = get_executor(cfg.executor, settings, config_file)
     workdir = cfg.local.workdir or settings.workdir
+    # with the kubernetes target and a fixed Deployment name, `status` asks the cluster; else the workdir's state
+    cluster = settings.deploy.target == "kubernetes" and bool(settings.kubernetes.name)
     audit = AuditLog(cfg.audit_log or default_audit_path(settings.workdir))
     service = Service(
         guard=RequestGuard(secret),
@@ -58,7 +60,8 @@ def build(settings: "Settings", config_file: Optional[str] = None):
         slack=Slack(token, cfg.slack_api_url, cfg.response_url_prefix),
         audit=audit, default_env=cfg.default_env, queue_max=cfg.queue_max, workers=cfg.workers,
         max_body_bytes=cfg.max_body_bytes, group_refresh_s=cfg.group_refresh_s,
-        status=lambda env: views.status_text(workdir, env, audit.entries()),
+        status=lambda env: (views.cluster_status_text(settings, env, audit.entries()) if cluster
+                            else views.status_text(workdir, env, audit.entries())),
         models=lambda name: views.models_text(settings, name),
     )
     return create_app(service, CollectorRegistry()), service

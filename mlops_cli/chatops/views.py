@@ -13,6 +13,40 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 
+def _asked(audit: list[dict[str, Any]], env: str, model_ref: str) -> str:
+    asked = next((a for a in reversed(audit) if a.get("event") == "released" and a.get("env") == env
+                  and a.get("model") in (model_ref, model_ref.rsplit("@", 1)[0])), None)
+    return f", requested by <@{asked['user']}>" if asked else ""
+
+
+def cluster_status_text(settings: "Settings", env: Optional[str], audit: list[dict[str, Any]]) -> str:
+    """What the cluster runs: the Deployment `kubernetes.name` in each environment's namespace, as the
+    kubernetes target annotates it (model ref, version, sha256, image by digest)."""
+    from ..targets.kubeapi import Kube, NotFound
+
+    kube = Kube(settings.kubernetes)
+    name = settings.kubernetes.name
+    lines = []
+    for env_name in [env] if env else ["test", "prod"]:
+        namespace = getattr(settings.kubernetes.namespaces, env_name)
+        try:
+            dep = kube.get("Deployment", namespace, name)
+        except NotFound:
+            lines.append(f"*{env_name}*: no Deployment {name} in {namespace}")
+            continue
+        notes = (dep.get("metadata") or {}).get("annotations") or {}
+        template = ((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        notes = {**notes, **(template.get("annotations") or {})}
+        ref = notes.get("mlops.io/model-ref", "unknown model")
+        ready = ((dep.get("status") or {}).get("availableReplicas") or 0)
+        since = next((c.get("lastUpdateTime") for c in (dep.get("status") or {}).get("conditions") or []
+                      if c.get("type") == "Progressing"), None) or (dep.get("metadata") or {}).get("creationTimestamp")
+        lines.append(f"*{env_name}*: `{ref}` ({notes.get('mlops.io/model-name', '?')} version "
+                     f"{notes.get('mlops.io/model-version', '?')}) since {since}{_asked(audit, env_name, ref)}, digest "
+                     f"`{notes.get('mlops.io/image', '?')}`, {ready} pods available in {namespace}")
+    return "\n".join(lines)
+
+
 def status_text(workdir: Path, env: Optional[str], audit: list[dict[str, Any]]) -> str:
     state = State.load(workdir)
     lines = []
@@ -23,9 +57,7 @@ def status_text(workdir: Path, env: Optional[str], audit: list[dict[str, Any]]) 
             continue
         record = next((a for a in reversed(state.audit) if a.env == name and a.model_ref == dep.model_ref), None)
         digest = record.digest if record else (dep.image or f"bundle sha256:{dep.bundle_digest}")
-        asked = next((a for a in reversed(audit) if a.get("event") == "released" and a.get("env") == name
-                      and a.get("model") in (dep.model_ref, dep.model_ref.rsplit("@", 1)[0])), None)
-        by = f", requested by <@{asked['user']}>" if asked else ""
+        by = _asked(audit, name, dep.model_ref)
         lines.append(f"*{name}*: `{dep.model_ref}` ({dep.model_name} version {dep.model_version}) since {dep.at}"
                      f"{by}, digest `{digest}`, at {dep.url}")
     return "\n".join(lines)

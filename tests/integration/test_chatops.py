@@ -366,3 +366,23 @@ def test_a_full_queue_answers_busy_and_runs_nothing(tmp_path, slack):
     finally:
         server.stop()
         jenkins.stop()
+
+
+def test_the_jobs_remote_trigger_token_is_sent_and_a_wrong_one_starts_nothing(tmp_path, slack):
+    jenkins = JenkinsApiDouble(build_tokens={"mlops-release": "job-trigger-t0ken"}, start_after=0)
+    jenkins.start()
+    try:
+        for given, expected in [("wrong-trigger-token", "Jenkins refused (403)"), ("job-trigger-t0ken", "mlops-release #1")]:
+            server = Served(chatops_settings(tmp_path, slack, {"url": jenkins.url, "user": jenkins.user,
+                                                               "api_token": jenkins.token, "build_token": given}))
+            try:
+                before = len(slack.roots())
+                deploy(server, slack, SlackSender(SECRET))
+                root = slack.wait(lambda: len(slack.roots()) > before and slack.roots()[-1])
+                line = slack.wait(lambda: slack.thread(root["ts"]))[0]
+            finally:
+                server.stop()
+            assert expected in line and given not in line
+        assert len(jenkins.triggered()) == 1
+    finally:
+        jenkins.stop()

@@ -94,3 +94,54 @@ def test_a_signed_deploy_runs_the_pipeline_locally_and_the_thread_hears_every_st
         log.close()
         slack.stop()
         run_cli("stop", env={"MLOPS_WORKDIR": str(work)})
+
+
+def test_chatops_serves_https_with_its_own_certificate(tmp_path):
+    import subprocess as sp
+
+    from helpers import require_tool
+
+    openssl = require_tool("openssl")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    sp.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    import ssl
+
+    trust = ssl.create_default_context(cafile=str(cert))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env.update({"MLOPS_WORKDIR": str(tmp_path / "work"), "MLOPS_CHATOPS__PORT": str(port),
+                "MLOPS_CHATOPS__SIGNING_SECRET": SECRET, "MLOPS_CHATOPS__BOT_TOKEN": "xoxb-unused",
+                "MLOPS_CHATOPS__USERS": json.dumps({"U_VIEW": ["viewer"]}),
+                "MLOPS_CHATOPS__TLS_CERT_FILE": str(cert), "MLOPS_CHATOPS__TLS_KEY_FILE": str(key)})
+    log = open(tmp_path / "chatops.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "chatops", "--executor", "local"], env=env,
+                            stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / "chatops.log").read_text()
+            try:
+                if httpx.get(f"https://127.0.0.1:{port}/health/live", verify=trust, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "chatops did not serve HTTPS"
+            time.sleep(0.1)
+        sender = SlackSender(SECRET)
+        body = sender.command("help", "U_VIEW", "https://hooks.slack.com/commands/T/1/x")
+        answer = httpx.post(f"https://127.0.0.1:{port}/slack/commands", content=body.encode(),
+                            headers=sender.sign(body), verify=trust, timeout=10)
+        assert "deploy MODEL_REF" in answer.json()["text"]
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2)  # no plain HTTP beside it
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "chatops.log").read_text()
+    assert SECRET not in (tmp_path / "chatops.log").read_text()

@@ -82,12 +82,19 @@ class JenkinsExecutor:
             if missing and "does not exist" in str(exc):  # get_job_info/get_build_info's word for a 404
                 raise ExecutorError(missing) from None
             status = re.search(r"\[(\d{3})\]", str(exc))
-            if status and status.group(1) in ("401", "403"):
-                raise ExecutorError(f"{what}: Jenkins refused the credentials ({status.group(1)}): check "
+            if status and status.group(1) == "401":
+                raise ExecutorError(f"{what}: Jenkins refused the credentials (401): check "
                                     "chatops.jenkins.user and its API token") from None
+            if status and status.group(1) == "403":
+                raise ExecutorError(f"{what}: Jenkins refused (403): the user {self.cfg.user!r} may not do this, or "
+                                    "the job's build token (chatops.jenkins.build_token) is wrong") from None
             if status:
                 raise ExecutorError(f"{what}: Jenkins answered {status.group(1)}") from None
-            raise ExecutorError(f"{what}: {str(exc).splitlines()[0][:200]}") from None
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            for secret in (self.token, self.build_token):  # never let a URL's token reach the thread
+                if secret:
+                    first = first.replace(secret, "***")
+            raise ExecutorError(f"{what}: {first}") from None
 
     def _parameters(self, server: Any, job: str) -> set[str]:
         info = self._call("reading the job", server.get_job_info, job,

@@ -386,3 +386,42 @@ def test_the_jobs_remote_trigger_token_is_sent_and_a_wrong_one_starts_nothing(tm
         assert len(jenkins.triggered()) == 1
     finally:
         jenkins.stop()
+
+
+def test_slacks_certificate_check_is_answered_and_does_nothing(served, slack, jenkins_double):
+    answer = served.post("/slack/commands", "ssl_check=1&token=deprecated", {"Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 200 and answer.content == b""
+    # a command dressed up with ssl_check is still a command: unsigned, refused
+    body = "ssl_check=1&command=%2Fmlops&text=deploy+local%3Airis%403&user_id=U_DEP&team_id=T_TEAM&channel_id=C_RELEASES"
+    assert served.post("/slack/commands", body, {"Content-Type": "application/x-www-form-urlencoded"}).status_code == 401
+    time.sleep(0.3)
+    assert slack.messages == [] and jenkins_double.requests == []
+
+
+def test_a_channel_the_app_cannot_post_in_is_told_through_the_response_url_and_nothing_starts(tmp_path, slack,
+                                                                                           jenkins_double):
+    server = Served(chatops_settings(tmp_path, slack, {"url": jenkins_double.url, "user": jenkins_double.user,
+                                                       "api_token": jenkins_double.token}, channels=[]))
+    try:
+        _, _, response_url = deploy(server, slack, SlackSender(SECRET), channel="C_NOT_INVITED")
+        text = slack.wait(lambda: slack.answers(response_url))[0]["text"]
+    finally:
+        server.stop()
+    assert "cannot post in this channel (Slack refused chat_postMessage: channel_not_found)" in text
+    assert "nothing was started" in text and jenkins_double.requests == []
+
+
+def test_a_job_without_the_release_parameters_starts_nothing(tmp_path, slack):
+    jenkins = JenkinsApiDouble(jobs={"mlops-release": ("MODEL_ID", "TARGET")})  # today's Jenkinsfile's parameters
+    jenkins.start()
+    server = Served(chatops_settings(tmp_path, slack, {"url": jenkins.url, "user": jenkins.user,
+                                                       "api_token": jenkins.token}))
+    try:
+        deploy(server, slack, SlackSender(SECRET), "deploy local:iris@3 to prod kubernetes")
+        root = slack.wait(lambda: slack.roots())[0]
+        line = slack.wait(lambda: slack.thread(root["ts"]))[0]
+    finally:
+        server.stop()
+        jenkins.stop()
+    assert "takes no parameter MODEL_REF, REQUESTED_BY, SLACK_CHANNEL, SLACK_THREAD_TS, so nothing was started" in line
+    assert jenkins.triggered() == []

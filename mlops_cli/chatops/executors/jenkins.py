@@ -109,11 +109,11 @@ class JenkinsExecutor:
         """Trigger the job; follow its queue item to the build: (number, url)."""
         server = self._server()
         taken = self._parameters(server, job)
-        missing = [p for p in required if p not in taken]
+        missing = [p for p in (*required, *(k for k in parameters if k not in required)) if p not in taken]
         if missing:
-            raise ExecutorError(f"the Jenkins job {job!r} takes no parameter {', '.join(missing)}: "
-                                "is it the mlops release pipeline? Nothing was started")
-        parameters = {k: v for k, v in parameters.items() if k in taken}
+            raise ExecutorError(f"the Jenkins job {job!r} takes no parameter {', '.join(missing)}, so nothing was "
+                                "started (a pipeline job learns the parameters of its Jenkinsfile on its first build: "
+                                "run it once in Jenkins, or define them in the job)")
         queue_id = self._call("starting the job", server.build_job, job, parameters, token=self.build_token,
                               missing=f"Jenkins has no job {job!r} (chatops.jenkins.job)")
         deadline = time.monotonic() + self.cfg.queue_timeout_s

@@ -282,6 +282,18 @@ def alert_relay(host: Optional[str], port: Optional[int], sinks: tuple[str, ...]
     run(settings)
 
 
+@command(cli, "chatops")
+@click.option("--host", help="Address to listen on [config chatops.host, default 127.0.0.1].")
+@click.option("--port", type=int, help="Port to listen on [config chatops.port, default 3000].")
+@click.option("--executor", type=click.Choice(["jenkins", "local"]), help="Who runs releases [config chatops.executor].")
+def chatops(host: Optional[str], port: Optional[int], executor: Optional[str]) -> None:
+    """Serve the Slack app: /mlops commands and approval buttons in, releases out; runs until stopped."""
+    from .chatops import run
+
+    run(settings_from(**{"chatops.host": host, "chatops.port": port, "chatops.executor": executor}),
+        str(_OPTIONS["config"]) if _OPTIONS["config"] else None)
+
+
 @command(cli, "monitor")
 @click.option("--url", help="The model server's base URL [config monitor.url, default: the prod deployment].")
 @click.option("--prometheus", "prometheus_url", help="Prometheus base URL to read firing alerts from [config monitor.prometheus_url].")

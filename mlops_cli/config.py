@@ -498,6 +498,104 @@ class MonitorSettings(Section):
         return self
 
 
+class ChatOpsJenkinsSettings(Section):
+    url: Optional[str] = None
+    """Jenkins' base URL, e.g. `https://jenkins.example.com/`; approval buttons must point under it."""
+    user: Optional[str] = None
+    """The Jenkins user whose API token the service uses."""
+    api_token: Optional[SecretStr] = None
+    """That user's API token (a secret: MLOPS_CHATOPS__JENKINS__API_TOKEN); or api_token_file."""
+    api_token_file: Optional[Path] = None
+    """File holding the API token (a mounted secret)."""
+    build_token: Optional[SecretStr] = None
+    """The job's "Trigger builds remotely" token, when the job has one (MLOPS_CHATOPS__JENKINS__BUILD_TOKEN)."""
+    job: str = "mlops-release"
+    """The release job (`folder/name` in folders): parameters MODEL_REF, TARGET, REQUESTED_BY, SLACK_CHANNEL,
+    SLACK_THREAD_TS; approvals from Slack are accepted for its builds only."""
+    test_job: Optional[str] = None
+    """A job that deploys to test only, for `deploy REF to test`; none: `to test` is refused."""
+    rollback_job: Optional[str] = None
+    """The job `rollback prod` triggers (parameters ENV, REQUESTED_BY, SLACK_CHANNEL, SLACK_THREAD_TS)."""
+    input_id: str = "ReleaseApproval"
+    """The id of the Jenkinsfile's `input` step that Approve/Reject answer."""
+    timeout_s: float = Field(10.0, gt=0)
+    """Timeout of each request to Jenkins."""
+    queue_timeout_s: float = Field(600.0, gt=0)
+    """How long to follow a queued build until it starts (gets a number)."""
+    poll_s: float = Field(2.0, gt=0)
+    """How often the queue item is read while waiting."""
+
+    def token_value(self) -> Optional[str]:
+        return secret_value(self.api_token, self.api_token_file, "chatops.jenkins.api_token_file")
+
+
+class ChatOpsLocalSettings(Section):
+    workdir: Optional[Path] = None
+    """Work directory the local executor runs the pipeline in; default: the service's workdir."""
+    stage_timeout_s: float = Field(3600.0, gt=0)
+    """Give up on one stage after this long."""
+
+
+class ChatOpsSettings(Section):
+    host: str = "127.0.0.1"
+    """Address `mlops chatops` listens on (0.0.0.0 in a pod)."""
+    port: int = Field(3000, ge=1, le=65535)
+    """Port `mlops chatops` listens on."""
+    tls_cert_file: Optional[Path] = None
+    """Serve HTTPS with this certificate (PEM); none: plain HTTP (behind an OpenShift edge Route)."""
+    tls_key_file: Optional[Path] = None
+    """The certificate's private key (PEM)."""
+    signing_secret: Optional[SecretStr] = None
+    """The Slack app's signing secret (MLOPS_CHATOPS__SIGNING_SECRET); or signing_secret_file."""
+    signing_secret_file: Optional[Path] = None
+    """File holding the signing secret (a mounted secret)."""
+    bot_token: Optional[SecretStr] = None
+    """The app's bot token, `xoxb-...` (MLOPS_CHATOPS__BOT_TOKEN), for chat.postMessage/chat.update; or bot_token_file."""
+    bot_token_file: Optional[Path] = None
+    """File holding the bot token (a mounted secret)."""
+    slack_api_url: str = "https://slack.com/api/"
+    """Slack Web API base URL."""
+    response_url_prefix: str = "https://hooks.slack.com/"
+    """Replies go only to response_url values under this prefix."""
+    team_id: Optional[str] = None
+    """The Slack workspace (team ID, `T...`) allowed to send commands; none: any that knows the signing secret."""
+    channels: list[str] = Field(default_factory=list)
+    """Channel IDs (`C...`) commands and approvals are accepted in; empty: any channel."""
+    users: dict[str, list[Literal["viewer", "deployer", "approver"]]] = Field(default_factory=dict)
+    """Slack user ID -> roles (`viewer`: status, models; `deployer`: deploy, rollback; `approver`: approve)."""
+    groups: dict[str, list[Literal["viewer", "deployer", "approver"]]] = Field(default_factory=dict)
+    """Slack user group ID (`S...`) -> roles of its members (read with usergroups.users.list, refreshed regularly)."""
+    group_refresh_s: float = Field(300.0, gt=0)
+    """How often user group members are read again."""
+    four_eyes: bool = True
+    """The approver of a release must not be the person who requested it."""
+    executor: Literal["jenkins", "local"] = "jenkins"
+    """Who runs a release: `jenkins` (the release job) or `local` (`mlops` stages run by the service itself)."""
+    default_env: Literal["test", "prod"] = "prod"
+    """The environment of `deploy REF` without `to test|prod`."""
+    jenkins: ChatOpsJenkinsSettings = Field(default_factory=ChatOpsJenkinsSettings)
+    """The jenkins executor."""
+    local: ChatOpsLocalSettings = Field(default_factory=ChatOpsLocalSettings)
+    """The local executor."""
+    queue_max: int = Field(1000, ge=1)
+    """Most commands waiting for a worker; beyond it a command is answered `busy, try again` and not run."""
+    workers: int = Field(8, ge=1, le=64)
+    """Commands worked on at once (the local executor still runs one release at a time per workdir)."""
+    models_source: Literal["local", "clearml"] = "local"
+    """Where `models` looks: the local store (latest version carrying validation.validator_tag) or ClearML
+    (models carrying validation.verdict_tags.passed)."""
+    audit_log: Optional[Path] = None
+    """JSON-lines file of every decision (accepted, refused, approved, rejected); default `<workdir>/chatops-audit.jsonl`."""
+    max_body_bytes: int = Field(65_536, gt=0)
+    """Largest request body accepted from Slack (413 above it)."""
+
+    def signing_secret_value(self) -> Optional[str]:
+        return secret_value(self.signing_secret, self.signing_secret_file, "chatops.signing_secret_file")
+
+    def bot_token_value(self) -> Optional[str]:
+        return secret_value(self.bot_token, self.bot_token_file, "chatops.bot_token_file")
+
+
 class Settings(Section):
     workdir: Path = Path(".mlops")
     """Where state.json, bundles, logs and reports live."""
@@ -512,6 +610,7 @@ class Settings(Section):
     smoke: SmokeSettings = Field(default_factory=SmokeSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
+    chatops: ChatOpsSettings = Field(default_factory=ChatOpsSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     clearml: ClearMLSettings = Field(default_factory=ClearMLSettings)
     s3: S3Settings = Field(default_factory=S3Settings)

@@ -1,0 +1,179 @@
+"""chatops without servers: command words, the request guard on a controlled clock, roles, the approval
+button's checks, configuration errors, and the OpenShift manifests under deploy/openshift/chatops/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import REPO, require_module
+from mlops_cli.chatops.auth import Authoriser
+from mlops_cli.chatops.commands import Command, parse
+from mlops_cli.chatops.guard import RequestGuard
+from mlops_cli.config import load_settings
+from mlops_cli.errors import ConfigError, UsageError
+
+SECRET = "unit-signing-secret"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", Command("help")),
+    ("help", Command("help")),
+    ("deploy local:iris@3", Command("deploy", model="local:iris@3", env="prod")),
+    ("deploy clearml:abc123 to test", Command("deploy", model="clearml:abc123", env="test")),
+    ("deploy <s3://models/iris/v3> to prod kubernetes", Command("deploy", model="s3://models/iris/v3", env="prod",
+                                                                target="kubernetes")),
+    ("deploy local:iris container", Command("deploy", model="local:iris", env="prod", target="container")),
+    ("status", Command("status")),
+    ("status test", Command("status", env="test")),
+    ("rollback prod", Command("rollback", env="prod")),
+    ("models iris", Command("models", name="iris")),
+])
+def test_commands_parse(text, expected):
+    assert parse(text, "prod") == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("deploy", "usage: deploy MODEL_REF"),
+    ("deploy iris", "has no scheme"),
+    ("deploy local:iris to staging", "after `to` comes test or prod"),
+    ("deploy local:iris to prod mainframe", "the target is one of local, container, kubernetes"),
+    ("rollback", "usage: rollback prod"),
+    ("status everywhere", "usage: status [test|prod]"),
+    ("launch", "unknown command 'launch'"),
+])
+def test_bad_commands_are_one_line_usage_errors(text, message):
+    with pytest.raises(UsageError) as err:
+        parse(text, "prod")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def signed(body: bytes, timestamp: int, secret: str = SECRET) -> dict[str, str]:
+    from slack_sdk.signature import SignatureVerifier
+
+    return {"x-slack-request-timestamp": str(timestamp),
+            "x-slack-signature": SignatureVerifier(secret).generate_signature(timestamp=str(timestamp), body=body)}
+
+
+def test_the_guard_checks_signature_age_replay_and_forgets_after_the_window():
+    clock = [1_800_000_000.0]
+    guard = RequestGuard(SECRET, now=lambda: clock[0])
+    body = b"command=%2Fmlops&text=deploy+local%3Airis"
+    headers = signed(body, int(clock[0]))
+    assert guard.check(body, headers) == "ok"
+    assert guard.check(body, headers) == "replayed"
+    assert guard.check(body, {**headers, "x-slack-retry-num": "1"}) == "retry"
+    assert guard.check(body + b"x", headers) == "forged"
+    assert guard.check(body, signed(body, int(clock[0]), "other-secret")) == "forged"
+    assert guard.check(body, {"x-slack-request-timestamp": "soon", "x-slack-signature": "v0=00"}) == "forged"
+    assert guard.check(body, {}) == "unsigned"
+    assert guard.check(body, signed(body, int(clock[0]) - 301)) == "stale"
+    assert guard.check(body, signed(body, int(clock[0]) - 299)) == "ok"
+    clock[0] += 301  # the first request is now stale: its replay is refused by age, and it is forgotten
+    assert guard.check(body, headers) == "stale"
+    assert guard.first_time("t1") and not guard.first_time("t1") and guard.first_time(None)
+
+
+def test_roles_groups_team_channel_and_four_eyes():
+    auth = Authoriser({"U1": ["deployer"], "U2": ["approver"]}, {"S1": ["approver"]}, "T1", ["C1"], four_eyes=True)
+    auth.refresh(lambda group: ["U1"])
+    assert auth.roles("U1") == {"deployer", "approver", "viewer"}
+    assert auth.roles("U9") == set()
+    assert auth.where("T1", "C1") is None
+    assert auth.where("T2", "C1").reason == "other-team" and auth.where("T1", "C2").reason == "other-channel"
+    assert auth.allow("U2", "viewer", "x") is None and auth.allow("U9", "viewer", "x").reason == "unauthorised"
+    assert auth.may_approve("U1", "slack:U1").reason == "own-release"
+    assert auth.may_approve("U1", "slack:U2") is None
+    assert auth.may_approve("U1", "jenkins:pm") is None
+    no_four_eyes = Authoriser({"U1": ["approver"]}, {}, None, [], four_eyes=False)
+    assert no_four_eyes.may_approve("U1", "slack:U1") is None and no_four_eyes.where("T9", "C9") is None
+
+    def down(group: str) -> list[str]:
+        raise OSError("unreachable")
+
+    auth.refresh(down)  # Slack unreachable: the last known members keep their roles
+    assert "approver" in auth.roles("U1")
+
+
+def jenkins_executor(**jenkins):
+    from mlops_cli.chatops.executors.jenkins import JenkinsExecutor
+
+    section = {"url": "https://jenkins.example.com/ci", "user": "bot", "api_token": "t0ken", **jenkins}
+    return JenkinsExecutor(load_settings(None, {"chatops": {"jenkins": section}}, environ={}))
+
+
+def test_the_approval_button_must_name_the_release_job_on_the_configured_jenkins():
+    from mlops_cli.chatops.executors import ExecutorError
+
+    executor = jenkins_executor(job="ml/mlops-release")
+    good = {"job": "ml/mlops-release", "build": 7, "build_url": "https://jenkins.example.com/ci/job/ml/job/mlops-release/7/",
+            "input_id": "ReleaseApproval", "requested_by": "slack:U1", "model": "local:iris@3", "digest": "sha256:ab"}
+    approval = executor.approval(json.dumps(good))
+    assert approval.build == 7 and approval.key == "ml/mlops-release#7" and approval.requested_by == "slack:U1"
+    for change, message in [({"job": "other"}, "not the release job"), ({"build": "7"}, "no build number"),
+                            ({"build": True}, "no build number"), ({"input_id": "Other"}, "not 'ReleaseApproval'"),
+                            ({"build_url": "https://evil.example/ci/job/ml/job/mlops-release/7/"}, "build URL is not"),
+                            ({"build_url": "https://jenkins.example.com/ci/job/ml/job/mlops-release/8/"}, "build URL is not"),
+                            ({"requested_by": None}, "incomplete")]:
+        with pytest.raises(ExecutorError, match=message):
+            executor.approval(json.dumps({**good, **change}))
+    for value in ("", "[1]", "not json"):
+        with pytest.raises(ExecutorError, match="no release data"):
+            executor.approval(value)
+
+
+@pytest.mark.parametrize("chatops, message", [
+    ({}, "needs the Slack app's signing secret"),
+    ({"signing_secret": "s"}, "needs the Slack app's bot token"),
+    ({"signing_secret": "s", "bot_token": "xoxb-1"}, "gives nobody a role"),
+    ({"signing_secret": "s", "bot_token": "xoxb-1", "users": {"U1": ["viewer"]}}, "needs chatops.jenkins.url"),
+    ({"signing_secret": "s", "bot_token": "xoxb-1", "users": {"U1": ["viewer"]},
+      "jenkins": {"url": "https://j.example/"}}, "needs chatops.jenkins.user and its API token"),
+    ({"signing_secret": "s", "bot_token": "xoxb-1", "users": {"U1": ["viewer"]}, "executor": "local",
+      "tls_cert_file": "/nonexistent/cert.pem", "tls_key_file": "/nonexistent/key.pem"}, "does not exist"),
+])
+def test_configuration_errors_are_one_line(tmp_path, chatops, message):
+    from mlops_cli.chatops import build
+
+    with pytest.raises(ConfigError, match=message):
+        build(load_settings(None, {"workdir": tmp_path, "chatops": chatops}, environ={}))
+
+
+def test_an_unknown_role_is_a_config_error():
+    with pytest.raises(ConfigError, match="chatops.users.U1"):
+        load_settings(None, {"chatops": {"users": {"U1": ["admin"]}}}, environ={})
+
+
+def test_secrets_come_from_the_environment_or_files_and_never_print(tmp_path):
+    (tmp_path / "bot").write_text("xoxb-from-file\n")
+    settings = load_settings(None, {"chatops": {"bot_token_file": str(tmp_path / "bot")}},
+                             environ={"MLOPS_CHATOPS__SIGNING_SECRET": "from-env"})
+    assert settings.chatops.signing_secret_value() == "from-env"
+    assert settings.chatops.bot_token_value() == "xoxb-from-file"
+    assert "from-env" not in repr(settings.chatops) and "from-env" not in settings.model_dump_json()
+
+
+def test_the_openshift_manifests_are_valid_and_their_config_loads():
+    require_module("kubernetes_validate", "validates the manifests")
+    from mlops_cli.render import validate
+
+    folder = REPO / "deploy" / "openshift" / "chatops"
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    docs = [yaml.safe_load((folder / name).read_text()) for name in kustomization["resources"]]
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Deployment", "Route", "Secret", "Service"]
+    validate(docs, "1.30")  # strict schemas; the Route against the project's own schema
+    by_kind = {d["kind"]: d for d in docs}
+    config = yaml.safe_load(by_kind["ConfigMap"]["data"]["mlops.yaml"])
+    settings = load_settings(None, config, environ={})
+    mounted = Path("/var/run/secrets/mlops-chatops")
+    files = {settings.chatops.signing_secret_file, settings.chatops.bot_token_file, settings.chatops.jenkins.api_token_file}
+    assert files == {mounted / key for key in by_kind["Secret"]["stringData"]}
+    container = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["ports"][0]["containerPort"] == settings.chatops.port and settings.chatops.host == "0.0.0.0"
+    assert {p["httpGet"]["path"] for p in (container["readinessProbe"], container["livenessProbe"])} == {
+        "/health/ready", "/health/live"}
+    assert by_kind["Deployment"]["spec"]["replicas"] == 1  # replay memory is per process
+    assert kustomization["images"][0]["digest"].startswith("sha256:")

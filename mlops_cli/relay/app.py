@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ class Worker:
         self.wake = asyncio.Event()
         self.failed = 0  # failures in a row
         self.down = False  # reported down (logged once per outage)
+        self.scanned = time.monotonic()  # the queue's index was built from the directory just now
 
     async def run(self) -> None:
         while True:
@@ -135,8 +137,11 @@ class Worker:
     async def round(self) -> None:
         """Look at the queue once: deliver its oldest item, or wait for one."""
         self.wake.clear()  # before looking: an alert queued meanwhile sets it again
+        if time.monotonic() - self.scanned >= self.config.max_backoff_s:  # dead letters moved back (--requeue-dead)
+            self.scanned = time.monotonic()
+            await asyncio.to_thread(self.queue.rescan, self.name)
         item = await asyncio.to_thread(self.queue.oldest, self.name)
-        self.metrics.depth.labels(self.name).set(await asyncio.to_thread(self.queue.depth, self.name))
+        self.metrics.depth.labels(self.name).set(self.queue.depth(self.name))
         if item is None:
             try:  # woken by a webhook; also look now and then for dead letters moved back (--requeue-dead)
                 await asyncio.wait_for(self.wake.wait(), timeout=self.config.max_backoff_s)
@@ -172,7 +177,7 @@ class Worker:
             return
         self.failed += 1
         delay = min(self.config.retry_backoff_s * 2 ** (self.failed - 1), self.config.max_backoff_s)
-        depth = await asyncio.to_thread(self.queue.depth, self.name)
+        depth = self.queue.depth(self.name)
         if sink_down and not self.down:  # refuses every message: down now, no point waiting for retries
             self.down = True
             self.metrics.up.labels(self.name).set(0)

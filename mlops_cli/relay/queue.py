@@ -3,7 +3,13 @@
 Each item is one JSON file written to a temporary name and fsynced; a `put` writes every item for
 every sink first and renames them into place only once all are written, so a full disk or a crash
 never leaves half an alert group queued, and nothing accepted is lost across a restart. Names are
-a persisted monotonic counter (`<dir>/seq`), so they sort in arrival order whatever the clock does.
+sequence numbers from a monotonic counter, so they sort in arrival order whatever the clock does;
+`<dir>/seq` persists a ceiling reserved a block at a time (one fsync per SEQ_BLOCK items), and a
+start continues after both the ceiling and the newest file, so no name is ever handed out twice.
+The queue's index lives in memory (per sink: the set of names and a heap of them, oldest first),
+built from the directories once at start, so `put`, `depth` and `oldest` cost the same with 10 or
+10,000 alerts waiting: intake never lists or sorts a directory. `rescan` adds files put there by
+another process (`--requeue-dead`); the delivery workers call it while idle and now and then.
 A sink's queue holds at most `max_items`; `put` refuses (QueueFull) rather than dropping anything,
 and the relay answers 503 so the sender (Alertmanager, Grafana) retries.
 Items a sink will never accept (a permanent error), and files that cannot be read back, move to
@@ -13,6 +19,7 @@ Items a sink will never accept (a permanent error), and files that cannot be rea
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -26,6 +33,7 @@ from ..notifiers import Notification
 
 log = logging.getLogger("mlops.relay")
 _NUMBERED = re.compile(r"^(\d+)")
+SEQ_BLOCK = 1000
 
 
 class QueueFull(Exception):
@@ -37,6 +45,29 @@ class Item:
     sink: str
     path: Path
     note: Notification
+
+
+class _Index:
+    """One sink's queued file names: a set (membership, depth) and a min-heap (the oldest), with lazy deletion."""
+
+    def __init__(self, names: Iterable[str] = ()):
+        self.names = set(names)
+        self.heap = sorted(self.names)
+
+    def add(self, name: str) -> None:
+        if name not in self.names:
+            self.names.add(name)
+            heapq.heappush(self.heap, name)
+
+    def discard(self, name: str) -> None:
+        self.names.discard(name)
+        if not self.names:
+            self.heap.clear()
+
+    def oldest(self) -> Optional[str]:
+        while self.heap and self.heap[0] not in self.names:
+            heapq.heappop(self.heap)
+        return self.heap[0] if self.heap else None
 
 
 class DiskQueue:
@@ -54,8 +85,14 @@ class DiskQueue:
             (self.directory / sink / "dead").mkdir(parents=True, exist_ok=True)
             for stale in (self.directory / sink).glob(".*.tmp"):  # a write cut short by a crash
                 stale.unlink(missing_ok=True)
+        self._index = {sink: _Index(self._listed(sink)) for sink in self.sinks}
         self._seq_file = self.directory / "seq"
         self._next = self._load_seq()
+        self._ceiling = self._next  # numbers below it are persisted as handed out
+
+    def _listed(self, sink: str) -> list[str]:
+        with os.scandir(self.directory / sink) as entries:
+            return [e.name for e in entries if e.name.endswith(".json") and not e.name.startswith(".")]
 
     def _load_seq(self) -> int:
         try:
@@ -67,35 +104,37 @@ class DiskQueue:
             stored = 0
         newest = -1
         for sink in self.sinks:
-            for path in [*(self.directory / sink).glob("*.json"), *(self.directory / sink / "dead").glob("*.json")]:
-                m = _NUMBERED.match(path.name)
+            for name in [*self._index[sink].names, *(p.name for p in (self.directory / sink / "dead").glob("*.json"))]:
+                m = _NUMBERED.match(name)
                 if m:
                     newest = max(newest, int(m.group(1)))
         return max(stored, newest + 1)
 
     def _reserve(self, count: int) -> int:
-        """`count` new sequence numbers, persisted before any is used (never handed out twice)."""
+        """`count` new sequence numbers, persisted before any is used (never handed out twice): the file holds a
+        ceiling reserved SEQ_BLOCK numbers ahead, so most calls write nothing."""
         first = self._next
-        tmp = self._seq_file.with_name(".seq.tmp")
-        with open(tmp, "w", encoding="ascii") as f:
-            f.write(str(first + count))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._seq_file)
+        if first + count > self._ceiling:
+            ceiling = first + count + SEQ_BLOCK
+            tmp = self._seq_file.with_name(".seq.tmp")
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(str(ceiling))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._seq_file)
+            self._ceiling = ceiling
         self._next = first + count
         return first
 
-    def _items(self, sink: str) -> list[Path]:
-        return sorted(p for p in (self.directory / sink).glob("*.json"))
-
     def depth(self, sink: str) -> int:
-        return len(self._items(sink))
+        return len(self._index[sink].names)
 
     def dead(self, sink: str) -> int:
         return len(list((self.directory / sink / "dead").glob("*.json")))
 
     def put(self, notes: list[Notification]) -> None:
-        """Queue every note for every sink, or nothing at all (QueueFull, or the OSError of the disk)."""
+        """Queue every note for every sink, or nothing at all (QueueFull, or the OSError of the disk).
+        When it returns, every file and its directory entry are on disk (fsynced)."""
         with self._lock:
             for sink in self.sinks:
                 depth = self.depth(sink)
@@ -130,30 +169,46 @@ class DiskQueue:
                     except OSError:
                         pass
                 raise
+            for final in placed:
+                self._index[final.parent.name].add(final.name)
 
     def oldest(self, sink: str) -> Optional[Item]:
-        for path in self._items(sink):
+        index = self._index[sink]
+        while True:
+            with self._lock:
+                name = index.oldest()
+            if name is None:
+                return None
+            path = self.directory / sink / name
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 return Item(sink, path, Notification(**data))
-            except FileNotFoundError:  # requeued or removed meanwhile
+            except FileNotFoundError:  # removed meanwhile (by another process): no longer queued
+                with self._lock:
+                    index.discard(name)
                 continue
             except (OSError, ValueError, TypeError) as exc:  # unreadable: keep it aside, never lose it silently
                 log.error("%s queue item %s unreadable (%s): moved to dead/", sink, path.name, type(exc).__name__)
                 self._to_dead(sink, path)
                 if self.on_unreadable is not None:
                     self.on_unreadable(sink)
-        return None
 
     def done(self, item: Item) -> None:
         item.path.unlink(missing_ok=True)
+        with self._lock:
+            self._index[item.sink].discard(item.path.name)
 
     def bury(self, item: Item) -> None:
         self._to_dead(item.sink, item.path)
 
     def _to_dead(self, sink: str, path: Path) -> None:
         dead = self.directory / sink / "dead"
-        path.rename(dead / path.name)
+        try:
+            path.rename(dead / path.name)
+        except FileNotFoundError:  # gone meanwhile: no longer queued either
+            pass
+        with self._lock:
+            self._index[sink].discard(path.name)
         letters = sorted(dead.glob("*.json"))
         for old in letters[: max(0, len(letters) - self.dead_max)]:
             old.unlink(missing_ok=True)
@@ -161,10 +216,22 @@ class DiskQueue:
             if self.on_dropped is not None:
                 self.on_dropped(sink)
 
+    def rescan(self, sink: str) -> int:
+        """Add files that appeared in the sink's directory without `put` (dead letters moved back by another
+        process); how many. Lists the directory outside the lock: intake is not held up."""
+        listed = self._listed(sink)
+        with self._lock:
+            index = self._index[sink]
+            new = [name for name in listed if name not in index.names]
+            for name in new:
+                index.add(name)
+        return len(new)
+
     def requeue_dead(self, sink: str) -> int:
         """Move the sink's dead letters back into its queue (in their original order); how many."""
         with self._lock:
             letters = sorted((self.directory / sink / "dead").glob("*.json"))
             for path in letters:
                 os.replace(path, self.directory / sink / path.name)
+                self._index[sink].add(path.name)
             return len(letters)

@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -87,6 +88,7 @@ class RelayMetrics:
 
 MAX_RESTARTS = 5
 MAX_JSON_DEPTH = 64
+INTAKE_THREADS = 16  # concurrent queue writes (their fsyncs overlap); apart from the workers' threads
 
 
 def _depth(value: Any, limit: int) -> bool:
@@ -204,6 +206,7 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
     restarts: dict[str, int] = {name: 0 for name in notifiers}
     workers = {name: Worker(name, n, queue, config, metrics) for name, n in notifiers.items()}
     expected = f"Bearer {config.token}".encode()
+    intake = ThreadPoolExecutor(INTAKE_THREADS, thread_name_prefix="relay-intake")
 
     def endpoint(source: str) -> Any:
         async def receive(request: Request) -> Response:
@@ -243,7 +246,7 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
                 return answer(_error(400, "malformed", f"not an alert webhook: {reason}"))
             notes = notifications(hook, source, config.runbook_base_url)
             try:
-                await asyncio.to_thread(queue.put, notes)
+                await asyncio.get_running_loop().run_in_executor(intake, queue.put, notes)
             except QueueFull as exc:
                 log.error("%s webhook refused with 503: %s", source, exc)
                 return answer(_error(503, "queue_full", str(exc)))
@@ -306,6 +309,7 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
             for task in tasks.values():
                 task.cancel()
             await asyncio.gather(*tasks.values(), return_exceptions=True)
+            intake.shutdown(wait=True)  # a write under way finishes (its sender gets no answer, and retries)
 
     routes = [Route("/v1/alertmanager", endpoint("alertmanager"), methods=["POST"]),
               Route("/v1/grafana", endpoint("grafana"), methods=["POST"]),

@@ -1,8 +1,10 @@
 """A bounded on-disk queue of notifications, one directory per sink, oldest first.
 
-Each item is one JSON file written to a temporary name and fsynced; a `put` writes every item for
-every sink first and renames them into place only once all are written, so a full disk or a crash
-never leaves half an alert group queued, and nothing accepted is lost across a restart. Names are
+Each item is one JSON file written to a temporary name in `<dir>/incoming` and fsynced once; a `put`
+writes every item first and hard-links them into every sink's directory only once all are written
+(then fsyncs those directories), so a full disk never leaves half an alert group queued, and nothing
+accepted is lost across a restart. Each sink then owns its link: delivering, burying or requeueing
+one touches no other sink's. Names are
 sequence numbers from a monotonic counter, so they sort in arrival order whatever the clock does;
 `<dir>/seq` persists a ceiling reserved a block at a time (one fsync per SEQ_BLOCK items), and a
 start continues after both the ceiling and the newest file, so no name is ever handed out twice.
@@ -81,14 +83,18 @@ class DiskQueue:
         self.on_unreadable = on_unreadable
         self.on_dropped = on_dropped
         self._lock = threading.Lock()
+        self._incoming = self.directory / "incoming"  # where a note is written before the sinks link to it
+        self._incoming.mkdir(parents=True, exist_ok=True)
         for sink in self.sinks:
             (self.directory / sink / "dead").mkdir(parents=True, exist_ok=True)
-            for stale in (self.directory / sink).glob(".*.tmp"):  # a write cut short by a crash
+        for folder in [self._incoming, *(self.directory / sink for sink in self.sinks)]:
+            for stale in folder.glob(".*.tmp"):  # a write cut short by a crash (never acknowledged)
                 stale.unlink(missing_ok=True)
         self._index = {sink: _Index(self._listed(sink)) for sink in self.sinks}
         self._seq_file = self.directory / "seq"
         self._next = self._load_seq()
         self._ceiling = self._next  # numbers below it are persisted as handed out
+        self._pending = 0  # notes (per sink) of puts under way: counted against max_items
 
     def _listed(self, sink: str) -> list[str]:
         with os.scandir(self.directory / sink) as entries:
@@ -134,41 +140,54 @@ class DiskQueue:
 
     def put(self, notes: list[Notification]) -> None:
         """Queue every note for every sink, or nothing at all (QueueFull, or the OSError of the disk).
-        When it returns, every file and its directory entry are on disk (fsynced)."""
+        When it returns, every file and its directory entry are on disk (fsynced).
+
+        Only the bound check and the numbering hold the lock; the writes and fsyncs of concurrent puts run side
+        by side (the filesystem commits their fsyncs together), so intake does not queue behind the disk."""
         with self._lock:
             for sink in self.sinks:
-                depth = self.depth(sink)
+                depth = self.depth(sink) + self._pending
                 if depth + len(notes) > self.max_items:
                     raise QueueFull(f"the {sink} queue holds {depth} alerts (max {self.max_items})")
             first = self._reserve(len(notes))
-            written: list[tuple[Path, Path]] = []
-            placed: list[Path] = []
-            try:
-                for sink in self.sinks:
-                    for i, note in enumerate(notes):
-                        name = f"{first + i:020d}.json"
-                        tmp = self.directory / sink / f".{name}.tmp"
-                        written.append((tmp, tmp.with_name(name)))
-                        with open(tmp, "w", encoding="utf-8") as f:
-                            json.dump(note.as_event(), f)
-                            f.flush()
-                            os.fsync(f.fileno())
-                for tmp, final in written:
-                    os.replace(tmp, final)
+            self._pending += len(notes)
+        written: list[Path] = []
+        placed: list[Path] = []
+        try:
+            for i, note in enumerate(notes):  # each note once, fsynced; every sink gets a hard link to it
+                tmp = self._incoming / f".{first + i:020d}.json.tmp"
+                written.append(tmp)
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump(note.as_event(), f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            for sink in self.sinks:
+                for tmp in written:
+                    final = self.directory / sink / tmp.name[1:-len(".tmp")]
+                    os.link(tmp, final)
                     placed.append(final)
-                for sink in self.sinks:
-                    fd = os.open(self.directory / sink, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-            except BaseException:
-                for path in placed + [tmp for tmp, _ in written]:
-                    try:
-                        path.unlink(missing_ok=True)
-                    except OSError:
-                        pass
-                raise
+            for sink in self.sinks:
+                fd = os.open(self.directory / sink, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            for path in placed + written:
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            with self._lock:
+                self._pending -= len(notes)
+            raise
+        for tmp in written:  # the sinks' links keep the data
+            try:
+                tmp.unlink()
+            except OSError:  # left over: removed at the next start
+                pass
+        with self._lock:
+            self._pending -= len(notes)
             for final in placed:
                 self._index[final.parent.name].add(final.name)
 

@@ -221,20 +221,24 @@ def test_a_put_that_fails_midway_queues_nothing_for_any_sink(tmp_path: Path, mon
     import mlops_cli.relay.queue as queue_module
 
     q = DiskQueue(tmp_path, ["a", "b"], max_items=10)
-    real, calls = queue_module.os.replace, []
+    real, calls = queue_module.os.link, []
 
-    def failing_replace(src, dst):
+    def failing_link(src, dst):  # the 3rd link: both notes are in sink a, none yet in sink b
         calls.append(dst)
-        if str(dst).endswith(".json") and len([c for c in calls if str(c).endswith(".json")]) == 3:
+        if len(calls) == 3:
             raise OSError(28, "No space left on device")
         return real(src, dst)
 
-    monkeypatch.setattr(queue_module.os, "replace", failing_replace)
+    monkeypatch.setattr(queue_module.os, "link", failing_link)
     with pytest.raises(OSError):
         q.put([note("x"), note("y")])
-    monkeypatch.setattr(queue_module.os, "replace", real)
+    monkeypatch.setattr(queue_module.os, "link", real)
+    assert len(calls) == 3
     assert q.depth("a") == q.depth("b") == 0
-    assert not list(tmp_path.glob("*/.*.tmp"))
+    assert not list(tmp_path.glob("*/.*.tmp")) and not list(tmp_path.glob("*/*.json"))
+    q.put([note("z")])  # and the bound's reservation was given back
+    assert q.depth("a") == q.depth("b") == 1 and q.oldest("b").note.title == "z"
+    assert not list((tmp_path / "incoming").iterdir())  # the sinks' links hold the data
 
 
 def test_names_come_from_a_persisted_counter_not_the_clock(tmp_path: Path, monkeypatch) -> None:

@@ -7,7 +7,7 @@ prints the intake latency (POST to 202) overall and as the queue grows, and the 
 
     python bench/relay_storm.py                       # 2,000 alerts, 8 senders
     git worktree add /tmp/relay-before 8bdd760        # or: git archive 8bdd760 | tar -x -C /tmp/relay-before
-    python bench/relay_storm.py --src /tmp/relay-before
+    python bench/relay_storm.py --src /tmp/relay-before --before-tls
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=2000)
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--src", type=Path, default=REPO, help="checkout whose mlops_cli runs the relay")
+    parser.add_argument("--before-tls", action="store_true",
+                        help="the --src checkout predates relay.insecure (e.g. 8bdd760): do not set it")
     parser.add_argument("--timeout", type=float, default=900, help="give up on the storm after this many seconds")
     args = parser.parse_args()
 
@@ -67,6 +69,8 @@ def main() -> None:
                 "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/services/T0/B0/x",
                 "MLOPS_NOTIFY__SLACK__TIMEOUT_S": "2", "MLOPS_NOTIFY__KAFKA__TIMEOUT_S": "2",
                 "MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"})
+    if not args.before_tls:
+        env["MLOPS_RELAY__INSECURE"] = "true"  # plain http, on 127.0.0.1
     log = open(work / "relay.log", "wb")
     relay = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "alert-relay"], cwd=work, env=env,
                              stdout=log, stderr=log, stdin=subprocess.DEVNULL)

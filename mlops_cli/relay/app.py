@@ -3,14 +3,16 @@
 `POST /v1/alertmanager` and `POST /v1/grafana` need `Authorization: Bearer <token>` (401, nothing
 queued, otherwise), a JSON alert webhook (400 otherwise; 413 over max_body_bytes). Each alert
 becomes one Notification, queued on disk for every sink before the answer (202); 503 when a
-sink's queue is full, so the sender retries. Each sink's worker delivers its queue oldest first:
+sink's queue is full, so the sender retries. Intake costs the same however long the queue is (the
+queue keeps its index in memory; its disk writes run on their own threads, side by side). Each sink's worker delivers its queue oldest first:
 a failure is logged and counted and the item stays queued; the worker waits (backoff doubling up
 to max_backoff_s) and tries again, so alerts arrive in order once the sink is back. After
 `retries` failures in a row the sink is reported down (an ERROR log line, `mlops_relay_sink_up` 0).
 A sink that refuses every message (a revoked webhook, an archived channel, a Kafka authorization
 error) is reported down at once and its items stay queued. A permanent failure of one message
 (the sink refuses that message: malformed, too large) moves the item to the dead-letter directory,
-logged and counted. `GET /metrics` has the relay's own metrics; `GET /health/live` answers 503 once
+logged and counted. `GET /metrics` has the relay's own metrics (with metrics_token: only for that bearer
+token; with metrics_port: only on that port, which takes no webhooks); `GET /health/live` answers 503 once
 a delivery worker has died more than MAX_RESTARTS times (so the pod is restarted).
 """
 
@@ -48,6 +50,8 @@ class RelayConfig:
     max_backoff_s: float = 60.0
     max_body_bytes: int = 1_048_576
     runbook_base_url: str | None = None
+    metrics_token: str | None = None  # GET /metrics needs it as a bearer token; None: open
+    metrics_port: int | None = None  # serve /metrics only on this port (and webhooks only on the others)
 
 
 class RelayMetrics:
@@ -208,11 +212,20 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
     expected = f"Bearer {config.token}".encode()
     intake = ThreadPoolExecutor(INTAKE_THREADS, thread_name_prefix="relay-intake")
 
+    metrics_expected = f"Bearer {config.metrics_token}".encode() if config.metrics_token else None
+
+    def on_metrics_port(request: Request) -> bool:
+        server = request.scope.get("server")
+        return config.metrics_port is not None and bool(server) and server[1] == config.metrics_port
+
     def endpoint(source: str) -> Any:
         async def receive(request: Request) -> Response:
             def answer(response: Response) -> Response:
                 metrics.requests.labels(source, str(response.status_code)).inc()
                 return response
+
+            if on_metrics_port(request):
+                return _error(404, "not_found", "webhooks are taken on the relay's webhook port")
 
             given = request.headers.get("authorization", "").encode()
             if not hmac.compare_digest(given, expected):
@@ -261,6 +274,11 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
         return receive
 
     async def prometheus(request: Request) -> Response:
+        if config.metrics_port is not None and not on_metrics_port(request):
+            return _error(404, "not_found", "/metrics is served on relay.metrics_port")
+        if metrics_expected is not None and not hmac.compare_digest(
+                request.headers.get("authorization", "").encode(), metrics_expected):
+            return _error(401, "unauthorized", "missing or wrong bearer token for /metrics")
         for name in workers:
             metrics.depth.labels(name).set(queue.depth(name))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -85,7 +85,7 @@ def test_a_storm_with_dead_sinks_is_taken_fast_and_nothing_acknowledged_is_lost_
     kafka.stop()  # its port is now a real dead port; the double comes back on it later
     slack = SlackDouble()
     port = free_port()
-    env = {"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__PORT": str(port), "MLOPS_RELAY__SINKS": '["slack", "kafka"]',
+    env = {"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__PORT": str(port), "MLOPS_RELAY__INSECURE": "true", "MLOPS_RELAY__SINKS": '["slack", "kafka"]',
            "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"), "MLOPS_RELAY__RETRY_BACKOFF_S": "0.2",
            "MLOPS_RELAY__MAX_BACKOFF_S": "1", "MLOPS_NOTIFY__SLACK__TIMEOUT_S": "2",
            "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/services/T0/B0/storm",  # nobody there

@@ -37,7 +37,7 @@ def listeners(settings: "Settings") -> list[tuple[str, int]]:
     out = [(relay.host, relay.port)]
     if relay.metrics_port is not None:
         out.append((relay.metrics_host or relay.host, relay.metrics_port))
-        if out[1] == out[0]:
+        if relay.metrics_port == relay.port:  # the app tells the two apart by the port a request came in on
             raise ConfigError(f"relay.metrics_port {relay.metrics_port} is the webhook port",
                               hint="choose another port for /metrics, or leave relay.metrics_port unset")
     return out

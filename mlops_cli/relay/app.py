@@ -4,16 +4,17 @@
 queued, otherwise), a JSON alert webhook (400 otherwise; 413 over max_body_bytes). Each alert
 becomes one Notification, queued on disk for every sink before the answer (202); 503 when a
 sink's queue is full, so the sender retries. Intake costs the same however long the queue is (the
-queue keeps its index in memory; its disk writes run on their own threads, side by side). Each sink's worker delivers its queue oldest first:
-a failure is logged and counted and the item stays queued; the worker waits (backoff doubling up
-to max_backoff_s) and tries again, so alerts arrive in order once the sink is back. After
-`retries` failures in a row the sink is reported down (an ERROR log line, `mlops_relay_sink_up` 0).
+queue keeps its index in memory; its disk writes run on their own threads, side by side). Each
+sink's worker delivers its queue oldest first: a failure is logged and counted and the item stays
+queued; the worker waits (backoff doubling up to max_backoff_s) and tries again, so alerts arrive
+in order once the sink is back. After `retries` failures in a row the sink is reported down (an
+ERROR log line, `mlops_relay_sink_up` 0).
 A sink that refuses every message (a revoked webhook, an archived channel, a Kafka authorization
 error) is reported down at once and its items stay queued. A permanent failure of one message
 (the sink refuses that message: malformed, too large) moves the item to the dead-letter directory,
-logged and counted. `GET /metrics` has the relay's own metrics (with metrics_token: only for that bearer
-token; with metrics_port: only on that port, which takes no webhooks); `GET /health/live` answers 503 once
-a delivery worker has died more than MAX_RESTARTS times (so the pod is restarted).
+logged and counted. `GET /metrics` has the relay's own metrics (with metrics_token: only for that
+bearer token; with metrics_port: only on that port, which takes no webhooks); `GET /health/live`
+answers 503 once a delivery worker has died more than MAX_RESTARTS times (so the pod is restarted).
 """
 
 from __future__ import annotations
@@ -211,7 +212,6 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
     workers = {name: Worker(name, n, queue, config, metrics) for name, n in notifiers.items()}
     expected = f"Bearer {config.token}".encode()
     intake = ThreadPoolExecutor(INTAKE_THREADS, thread_name_prefix="relay-intake")
-
     metrics_expected = f"Bearer {config.metrics_token}".encode() if config.metrics_token else None
 
     def on_metrics_port(request: Request) -> bool:

@@ -1,17 +1,19 @@
 """A bounded on-disk queue of notifications, one directory per sink, oldest first.
 
-Each item is one JSON file written to a temporary name in `<dir>/incoming` and fsynced once; a `put`
-writes every item first and hard-links them into every sink's directory only once all are written
-(then fsyncs those directories), so a full disk never leaves half an alert group queued, and nothing
-accepted is lost across a restart. Each sink then owns its link: delivering, burying or requeueing
-one touches no other sink's. Names are
-sequence numbers from a monotonic counter, so they sort in arrival order whatever the clock does;
-`<dir>/seq` persists a ceiling reserved a block at a time (one fsync per SEQ_BLOCK items), and a
-start continues after both the ceiling and the newest file, so no name is ever handed out twice.
-The queue's index lives in memory (per sink: the set of names and a heap of them, oldest first),
-built from the directories once at start, so `put`, `depth` and `oldest` cost the same with 10 or
-10,000 alerts waiting: intake never lists or sorts a directory. `rescan` adds files put there by
-another process (`--requeue-dead`); the delivery workers call it while idle and now and then.
+Each item is one JSON file, written to a temporary name in `<dir>/incoming` and fsynced once; a
+`put` writes all its items first and only then hard-links them into every sink's directory and
+fsyncs those directories, so a full disk never leaves half an alert group queued, and nothing
+acknowledged is lost across a crash or restart. Each sink owns its link: delivering, burying or
+requeueing an item touches no other sink's copy. Names are sequence numbers from a monotonic
+counter, so they sort in arrival order whatever the clock does; `<dir>/seq` persists a ceiling
+reserved SEQ_BLOCK numbers ahead (one fsync per block), and a start continues after both the
+ceiling and the newest file, so no name is handed out twice.
+The index lives in memory (per sink: the set of names and a min-heap of them), built from the
+directories once at start, so `put`, `depth`, `oldest` and `done` cost the same with 10 or 10,000
+alerts waiting: intake never lists or sorts a directory. Only the bound check and the numbering
+hold the lock; concurrent puts write and fsync side by side. `rescan` adds files put there by
+another process (`mlops alert-relay --requeue-dead`); the delivery workers call it every
+max_backoff_s.
 A sink's queue holds at most `max_items`; `put` refuses (QueueFull) rather than dropping anything,
 and the relay answers 503 so the sender (Alertmanager, Grafana) retries.
 Items a sink will never accept (a permanent error), and files that cannot be read back, move to

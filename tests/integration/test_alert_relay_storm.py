@@ -94,7 +94,8 @@ def test_a_storm_with_dead_sinks_is_taken_fast_and_nothing_acknowledged_is_lost_
     kafka.stop()  # its port is now a real dead port; the double comes back on it later
     slack = SlackDouble()
     port = free_port()
-    env = {"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__PORT": str(port), "MLOPS_RELAY__INSECURE": "true", "MLOPS_RELAY__SINKS": '["slack", "kafka"]',
+    env = {"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__PORT": str(port), "MLOPS_RELAY__INSECURE": "true",
+           "MLOPS_RELAY__SINKS": '["slack", "kafka"]',
            "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"), "MLOPS_RELAY__RETRY_BACKOFF_S": "0.2",
            "MLOPS_RELAY__MAX_BACKOFF_S": "1", "MLOPS_NOTIFY__SLACK__TIMEOUT_S": "2",
            "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/services/T0/B0/storm",  # nobody there
@@ -167,7 +168,6 @@ def test_a_storm_with_dead_sinks_is_taken_fast_and_nothing_acknowledged_is_lost_
         p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
         print(f"intake of {STORM} webhooks, {SENDERS} senders, sinks down: p50 {p50 * 1000:.1f} ms, "
               f"p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; {len(acked)} acknowledged before kill -9")
-        assert p99 < 0.100, f"intake p99 {p99 * 1000:.1f} ms"
 
         # the sinks come back and the relay restarts: every acknowledged alert arrives, once, in each sink
         kafka.start()
@@ -187,6 +187,7 @@ def test_a_storm_with_dead_sinks_is_taken_fast_and_nothing_acknowledged_is_lost_
             assert acked <= set(seen), f"lost: {sorted(acked - set(seen))[:10]} ({len(acked - set(seen))})"
             assert len(seen) == len(set(seen)), "delivered twice"
         assert "Traceback" not in log.read_text() and TOKEN not in log.read_text()
+        assert p99 < 0.100, f"intake p99 {p99 * 1000:.1f} ms (p50 {p50 * 1000:.1f} ms)"
     finally:
         if relay.poll() is None:
             relay.send_signal(signal.SIGTERM)

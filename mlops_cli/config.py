@@ -37,6 +37,27 @@ def secret_value(value: Optional[SecretStr], file: Optional[Path], key: str) -> 
     return None
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: an address whose traffic never leaves this machine."""
+    import ipaddress
+
+    host = host.strip().strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def registry_host(registry: str) -> str:
+    """`host` of `host[:port][/path]` (an IPv6 address in brackets keeps them off)."""
+    hostport = registry.split("/")[0]
+    if hostport.startswith("["):
+        return hostport[1:].split("]")[0]
+    return hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -174,7 +195,8 @@ class BuildSettings(Section):
     repository: Optional[str] = None
     """Repository in the registry; default: the model's name."""
     insecure: bool = False
-    """Talk plain HTTP / skip TLS verification to the registry. Only for a registry on this machine."""
+    """Talk plain HTTP / skip TLS verification to the registry. Only for a registry on this machine: with
+    credentials (username, password) the registry must be a loopback address (127.0.0.1, ::1, localhost)."""
     username: Optional[str] = None
     """Registry user (or MLOPS_BUILD__USERNAME)."""
     password: Optional[SecretStr] = None
@@ -200,6 +222,15 @@ class BuildSettings(Section):
     default: $XDG_CACHE_HOME/mlops/wheels or ~/.cache/mlops/wheels."""
     cache_wheels: bool = True
     """Reuse downloaded wheels (checked against their recorded sha256); false: download every build."""
+
+    @model_validator(mode="after")
+    def _credentials_only_over_tls(self) -> "BuildSettings":
+        credentials = self.username or self.password is not None or self.password_file is not None
+        if self.insecure and credentials and self.registry and not is_loopback(registry_host(self.registry)):
+            raise ValueError(f"insecure: true would send the registry credentials to {registry_host(self.registry)} "
+                             "without TLS; turn build.insecure off (the registry needs a certificate) or use a "
+                             "registry on this machine (127.0.0.1, localhost)")
+        return self
 
     def wheel_cache_dir(self) -> Optional[Path]:
         if not self.cache_wheels:
@@ -299,7 +330,8 @@ class KubernetesSettings(Section):
     ca_file: Optional[Path] = None
     """CA bundle that signs `server`'s certificate; default: the system's."""
     insecure: bool = False
-    """Skip TLS verification of `server`. Only for a test cluster."""
+    """Skip TLS verification of `server`. Only for a test cluster. A plain `http://` server with a token is
+    refused (the token would go out in clear text) unless it is a loopback address and this is true."""
     hosts: dict[str, str] = Field(default_factory=dict)
     """Route/Ingress host per environment, e.g. `{prod: iris.apps.example.com}`; OpenShift picks one when unset."""
     ingress_class: Optional[str] = None
@@ -354,6 +386,16 @@ class KubernetesSettings(Section):
             raise ValueError(f"{value!r} is not an API server URL (https://HOST[:PORT], as `oc whoami --show-server` "
                              "prints it)")
         return value
+
+    @model_validator(mode="after")
+    def _token_only_over_tls(self) -> "KubernetesSettings":
+        if self.server and self.token is not None and self.server.lower().startswith("http://"):
+            from urllib.parse import urlsplit
+
+            if not (is_loopback(urlsplit(self.server).hostname or "") and self.insecure):
+                raise ValueError(f"server {self.server} is plain http: the token would go out in clear text; use "
+                                 "https:// (plain http only to a loopback address, with kubernetes.insecure: true)")
+        return self
 
     @field_validator("hosts")
     @classmethod
@@ -470,9 +512,29 @@ class RelaySettings(Section):
     """Prefix for relative runbook_url annotations (e.g. the repository's web URL), so Slack links work."""
     dead_max: int = Field(1000, ge=1)
     """Most dead letters kept per sink (in <queue_dir>/<sink>/dead); beyond it the oldest are deleted, each logged."""
+    tls_cert_file: Optional[Path] = None
+    """PEM certificate (chain) the relay serves HTTPS with; with tls_key_file. Senders' tokens need TLS."""
+    tls_key_file: Optional[Path] = None
+    """PEM private key of tls_cert_file (a mounted secret)."""
+    insecure: bool = False
+    """Serve plain http without a certificate: only on a loopback host (127.0.0.1), else the senders' token
+    would cross the network in clear text."""
+    metrics_token: Optional[SecretStr] = None
+    """Token `GET /metrics` needs as `Authorization: Bearer <token>` (a secret: MLOPS_RELAY__METRICS_TOKEN); or
+    metrics_token_file. None: /metrics is open (to whoever reaches its port; see metrics_port)."""
+    metrics_token_file: Optional[Path] = None
+    """File holding metrics_token (a mounted secret)."""
+    metrics_port: Optional[int] = Field(None, ge=1, le=65535)
+    """Serve `/metrics` and `/health/live` on this port (of metrics_host) instead of the webhook port, e.g. one
+    only the cluster's Prometheus may reach; with TLS set, it is HTTPS too."""
+    metrics_host: Optional[str] = None
+    """Address of metrics_port; default: host."""
 
     def token_value(self) -> Optional[str]:
         return secret_value(self.token, self.token_file, "relay.token_file")
+
+    def metrics_token_value(self) -> Optional[str]:
+        return secret_value(self.metrics_token, self.metrics_token_file, "relay.metrics_token_file")
 
 
 class MonitorSettings(Section):

@@ -1,6 +1,7 @@
 """The docker builder: the `docker` Python SDK against any Docker-API engine (Docker itself, or
 podman's `podman system service` socket). Insecure registries are the engine's own setting
-(Docker's `insecure-registries`, podman's registries.conf), not the client's.
+(Docker's `insecure-registries`, podman's registries.conf), not the client's: credentials go to a
+registry the engine reaches without TLS only when it is a loopback address (`engine_plain_http`).
 """
 
 from __future__ import annotations
@@ -9,11 +10,35 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings
+from ..config import Settings, is_loopback, registry_host
 from ..errors import ConfigError, StageFailed, TemporaryError
 from . import BuildRequest, registry_failure, with_retries
 
 DIGEST_LINE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+def engine_plain_http(info: dict[str, Any], registry: str) -> bool:
+    """Whether the engine (its `GET /info`) talks to `registry` without TLS: its IndexConfigs entry says
+    `Secure: false`, or the registry's IP address is in InsecureRegistryCIDRs."""
+    import ipaddress
+
+    config = info.get("RegistryConfig") or {}
+    hostport = registry.split("/")[0]
+    index = (config.get("IndexConfigs") or {}).get(hostport) or (config.get("IndexConfigs") or {}).get(
+        registry_host(registry))
+    if isinstance(index, dict) and index.get("Secure") is False:
+        return True
+    try:
+        address = ipaddress.ip_address(registry_host(registry))
+    except ValueError:
+        return False
+    for cidr in config.get("InsecureRegistryCIDRs") or []:
+        try:
+            if address in ipaddress.ip_network(cidr, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 class DockerBuilder:
@@ -69,6 +94,16 @@ class DockerBuilder:
         password = self.cfg.registry_password()
         if self.cfg.username and password is not None:
             auth = {"username": self.cfg.username, "password": password}
+            if not is_loopback(registry_host(registry)):
+                try:
+                    info = self.client.info()
+                except self._errors.DockerException as exc:
+                    raise TemporaryError(f"lost the engine before pushing to {registry}: {exc}") from None
+                if engine_plain_http(info, registry):
+                    raise ConfigError(f"the engine reaches {registry} without TLS (an insecure registry in its "
+                                      "configuration): the registry credentials would go out in clear text",
+                                      hint="give the registry a certificate and drop it from the engine's "
+                                           "insecure registries, or use a registry on this machine")
         digest = None
         said: list[str] = []
         try:

@@ -3,15 +3,18 @@
 `POST /v1/alertmanager` and `POST /v1/grafana` need `Authorization: Bearer <token>` (401, nothing
 queued, otherwise), a JSON alert webhook (400 otherwise; 413 over max_body_bytes). Each alert
 becomes one Notification, queued on disk for every sink before the answer (202); 503 when a
-sink's queue is full, so the sender retries. Each sink's worker delivers its queue oldest first:
-a failure is logged and counted and the item stays queued; the worker waits (backoff doubling up
-to max_backoff_s) and tries again, so alerts arrive in order once the sink is back. After
-`retries` failures in a row the sink is reported down (an ERROR log line, `mlops_relay_sink_up` 0).
+sink's queue is full, so the sender retries. Intake costs the same however long the queue is (the
+queue keeps its index in memory; its disk writes run on their own threads, side by side). Each
+sink's worker delivers its queue oldest first: a failure is logged and counted and the item stays
+queued; the worker waits (backoff doubling up to max_backoff_s) and tries again, so alerts arrive
+in order once the sink is back. After `retries` failures in a row the sink is reported down (an
+ERROR log line, `mlops_relay_sink_up` 0).
 A sink that refuses every message (a revoked webhook, an archived channel, a Kafka authorization
 error) is reported down at once and its items stay queued. A permanent failure of one message
 (the sink refuses that message: malformed, too large) moves the item to the dead-letter directory,
-logged and counted. `GET /metrics` has the relay's own metrics; `GET /health/live` answers 503 once
-a delivery worker has died more than MAX_RESTARTS times (so the pod is restarted).
+logged and counted. `GET /metrics` has the relay's own metrics (with metrics_token: only for that
+bearer token; with metrics_port: only on that port, which takes no webhooks); `GET /health/live`
+answers 503 once a delivery worker has died more than MAX_RESTARTS times (so the pod is restarted).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -46,6 +51,8 @@ class RelayConfig:
     max_backoff_s: float = 60.0
     max_body_bytes: int = 1_048_576
     runbook_base_url: str | None = None
+    metrics_token: str | None = None  # GET /metrics needs it as a bearer token; None: open
+    metrics_port: int | None = None  # serve /metrics only on this port (and webhooks only on the others)
 
 
 class RelayMetrics:
@@ -86,6 +93,7 @@ class RelayMetrics:
 
 MAX_RESTARTS = 5
 MAX_JSON_DEPTH = 64
+INTAKE_THREADS = 16  # concurrent queue writes (their fsyncs overlap); apart from the workers' threads
 
 
 def _depth(value: Any, limit: int) -> bool:
@@ -119,6 +127,7 @@ class Worker:
         self.wake = asyncio.Event()
         self.failed = 0  # failures in a row
         self.down = False  # reported down (logged once per outage)
+        self.scanned = time.monotonic()  # the queue's index was built from the directory just now
 
     async def run(self) -> None:
         while True:
@@ -135,8 +144,11 @@ class Worker:
     async def round(self) -> None:
         """Look at the queue once: deliver its oldest item, or wait for one."""
         self.wake.clear()  # before looking: an alert queued meanwhile sets it again
+        if time.monotonic() - self.scanned >= self.config.max_backoff_s:  # dead letters moved back (--requeue-dead)
+            self.scanned = time.monotonic()
+            await asyncio.to_thread(self.queue.rescan, self.name)
         item = await asyncio.to_thread(self.queue.oldest, self.name)
-        self.metrics.depth.labels(self.name).set(await asyncio.to_thread(self.queue.depth, self.name))
+        self.metrics.depth.labels(self.name).set(self.queue.depth(self.name))
         if item is None:
             try:  # woken by a webhook; also look now and then for dead letters moved back (--requeue-dead)
                 await asyncio.wait_for(self.wake.wait(), timeout=self.config.max_backoff_s)
@@ -172,7 +184,7 @@ class Worker:
             return
         self.failed += 1
         delay = min(self.config.retry_backoff_s * 2 ** (self.failed - 1), self.config.max_backoff_s)
-        depth = await asyncio.to_thread(self.queue.depth, self.name)
+        depth = self.queue.depth(self.name)
         if sink_down and not self.down:  # refuses every message: down now, no point waiting for retries
             self.down = True
             self.metrics.up.labels(self.name).set(0)
@@ -199,12 +211,21 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
     restarts: dict[str, int] = {name: 0 for name in notifiers}
     workers = {name: Worker(name, n, queue, config, metrics) for name, n in notifiers.items()}
     expected = f"Bearer {config.token}".encode()
+    intake = ThreadPoolExecutor(INTAKE_THREADS, thread_name_prefix="relay-intake")
+    metrics_expected = f"Bearer {config.metrics_token}".encode() if config.metrics_token else None
+
+    def on_metrics_port(request: Request) -> bool:
+        server = request.scope.get("server")
+        return config.metrics_port is not None and bool(server) and server[1] == config.metrics_port
 
     def endpoint(source: str) -> Any:
         async def receive(request: Request) -> Response:
             def answer(response: Response) -> Response:
                 metrics.requests.labels(source, str(response.status_code)).inc()
                 return response
+
+            if on_metrics_port(request):
+                return _error(404, "not_found", "webhooks are taken on the relay's webhook port")
 
             given = request.headers.get("authorization", "").encode()
             if not hmac.compare_digest(given, expected):
@@ -238,7 +259,7 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
                 return answer(_error(400, "malformed", f"not an alert webhook: {reason}"))
             notes = notifications(hook, source, config.runbook_base_url)
             try:
-                await asyncio.to_thread(queue.put, notes)
+                await asyncio.get_running_loop().run_in_executor(intake, queue.put, notes)
             except QueueFull as exc:
                 log.error("%s webhook refused with 503: %s", source, exc)
                 return answer(_error(503, "queue_full", str(exc)))
@@ -253,6 +274,11 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
         return receive
 
     async def prometheus(request: Request) -> Response:
+        if config.metrics_port is not None and not on_metrics_port(request):
+            return _error(404, "not_found", "/metrics is served on relay.metrics_port")
+        if metrics_expected is not None and not hmac.compare_digest(
+                request.headers.get("authorization", "").encode(), metrics_expected):
+            return _error(401, "unauthorized", "missing or wrong bearer token for /metrics")
         for name in workers:
             metrics.depth.labels(name).set(queue.depth(name))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -301,6 +327,7 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
             for task in tasks.values():
                 task.cancel()
             await asyncio.gather(*tasks.values(), return_exceptions=True)
+            intake.shutdown(wait=True)  # a write under way finishes (its sender gets no answer, and retries)
 
     routes = [Route("/v1/alertmanager", endpoint("alertmanager"), methods=["POST"]),
               Route("/v1/grafana", endpoint("grafana"), methods=["POST"]),

@@ -6,20 +6,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 from pydantic import ValidationError
 
-from ..errors import NotFoundError, StageFailed, UsageError
+from ..errors import NotFoundError, StageFailed, TemporaryError, UsageError
 from ..state import now
 from . import _LOCAL_RE, ModelMetadata, ModelRef, ModuleFile, invalid_metadata, sha256_file
 
 FRAMEWORKS_BY_SUFFIX = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".py": "python", ".onnx": "onnx"}
+
+
+LOCK_TIMEOUT_S = 60.0
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -27,7 +33,32 @@ def _write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _locked(path: Path, what: str, timeout_s: float = LOCK_TIMEOUT_S):
+    """An exclusive fcntl.flock on `path` (created if needed), waited for at most `timeout_s`.
+
+    The kernel drops the lock when its holder exits, however it ends (kill -9 included)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TemporaryError(f"{what} is locked by another process ({path}) for more than {timeout_s:g}s",
+                                      hint="another `mlops model register` of the same name is still running") from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 class LocalStore:
@@ -72,25 +103,31 @@ class LocalStore:
                              hint="pass the .py file and --class-name NAME")
         sha = sha256_file(artifact)
         modules, module_files = self._module_files(modules)
-        existing = self.versions(name)
-        numeric = [int(v) for v in existing if v.isdigit()]
-        version = str(max(numeric, default=0) + 1)
-        try:
-            meta = ModelMetadata(
-                name=name, version=version, framework=framework, task=task, sha256=sha,
-                artifact_name=artifact.name, size=artifact.stat().st_size, created_at=now(),
-                metrics=metrics or {}, tags=tags or [],
-                schema=schema,
-                labels=labels, class_name=class_name, examples=examples or [], reference=reference,
-                modules=modules,
-            )
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise UsageError(f"invalid model metadata: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+        def metadata(version: str) -> ModelMetadata:
+            try:
+                return ModelMetadata(
+                    name=name, version=version, framework=framework, task=task, sha256=sha,
+                    artifact_name=artifact.name, size=artifact.stat().st_size, created_at=now(),
+                    metrics=metrics or {}, tags=tags or [],
+                    schema=schema,
+                    labels=labels, class_name=class_name, examples=examples or [], reference=reference,
+                    modules=modules,
+                )
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise UsageError(f"invalid model metadata: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+        metadata("1")  # invalid metadata fails before anything is stored or locked
         for path, digest in [(artifact, sha)] + module_files:
-            self._store_blob(path, digest)
-        text = json.dumps(meta.model_dump(mode="json", by_alias=True), indent=2)
-        _write_atomic(self._model_dir(name) / f"{version}.json", text.encode())
+            self._store_blob(path, digest)  # by content and atomic: safe without the lock
+        # Allocating the next version and writing its metadata is one step under the model's lock, so parallel
+        # registers of one name each get their own version (none overwrites another).
+        with _locked(self._model_dir(name) / ".lock", f"model {name}"):
+            numeric = [int(v) for v in self.versions(name) if v.isdigit()]
+            meta = metadata(str(max(numeric, default=0) + 1))
+            text = json.dumps(meta.model_dump(mode="json", by_alias=True), indent=2)
+            _write_atomic(self._model_dir(name) / f"{meta.version}.json", text.encode())
         return meta
 
     def _store_blob(self, path: Path, digest: str) -> None:

@@ -15,8 +15,9 @@ import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
-from ..config import KubernetesSettings
+from ..config import KubernetesSettings, is_loopback
 from ..errors import ConfigError, StageFailed, TemporaryError, UsageError
 from ..ui import progress
 
@@ -114,6 +115,11 @@ def _configuration(settings: KubernetesSettings) -> tuple[Any, Optional[str]]:
         config.load_kube_config(config_file=str(path), context=wanted, client_configuration=cfg, persist_config=False)
     except (ConfigException, OSError, ValueError) as exc:
         raise ConfigError(f"kubeconfig {path}, context {wanted!r}: {str(exc).splitlines()[0]}") from None
+    if cfg.host.lower().startswith("http://") and (cfg.api_key or cfg.password) and not (
+            is_loopback(urlsplit(cfg.host).hostname or "") and settings.insecure):
+        raise ConfigError(f"kubeconfig {path}, context {wanted!r}: server {cfg.host} is plain http and the user's "
+                          "credentials would go out in clear text",
+                          hint="use https:// (plain http only to a loopback address, with kubernetes.insecure: true)")
     return cfg, None
 
 

@@ -84,7 +84,15 @@ class Relay:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if 'MLOPS_RELAY__TLS_CERT_FILE' in self.env else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> Any:
+        """The relay's own certificate as the trust anchor when it serves TLS."""
+        import ssl
+
+        cert = self.env.get("MLOPS_RELAY__TLS_CERT_FILE")
+        return ssl.create_default_context(cafile=cert) if cert else True
 
     @property
     def log(self) -> str:
@@ -102,7 +110,7 @@ class Relay:
         while True:
             assert self.proc.poll() is None, f"relay exited {self.proc.returncode}: {self.log}"
             try:
-                if httpx.get(f"{self.url}/health/live", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/health/live", timeout=1, verify=self.verify).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -124,7 +132,7 @@ class Relay:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         content = raw if raw is not None else json.dumps(body).encode()
-        return httpx.post(f"{self.url}/v1/{source}", content=content, headers=headers, timeout=10)
+        return httpx.post(f"{self.url}/v1/{source}", content=content, headers=headers, timeout=10, verify=self.verify)
 
     def metric(self, name: str, **labels: str) -> float:
         from prometheus_client.parser import text_string_to_metric_families
@@ -145,7 +153,7 @@ def make_relay(tmp_path: Path, slack: SlackDouble, kafka: KafkaBrokerDouble):
     relays: list[Relay] = []
 
     def make(**extra: str) -> Relay:
-        env = {"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__PORT": str(free_port()),
+        env = {"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__PORT": str(free_port()), "MLOPS_RELAY__INSECURE": "true",
                "MLOPS_RELAY__SINKS": '["slack", "kafka"]', "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"),
                "MLOPS_RELAY__RETRIES": "2", "MLOPS_RELAY__RETRY_BACKOFF_S": "0.2", "MLOPS_RELAY__MAX_BACKOFF_S": "0.5",
                "MLOPS_RELAY__RUNBOOK_BASE_URL": "https://git.example.org/mlops/blob/main",
@@ -358,7 +366,7 @@ def test_bad_relay_configuration_is_one_line_and_exit_2(tmp_path: Path, slack) -
              ({"MLOPS_RELAY__TOKEN_FILE": str(tmp_path / "missing"), "MLOPS_RELAY__SINKS": '["slack"]'},
               "relay.token_file")]
     for env, message in cases:
-        run = run_cli("alert-relay", cwd=tmp_path, env=env, timeout=60)
+        run = run_cli("alert-relay", cwd=tmp_path, env={"MLOPS_RELAY__INSECURE": "true", **env}, timeout=60)
         assert run.returncode == 2 and message in run.stderr, (env, run.stderr)
         assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
     busy = free_port()
@@ -367,7 +375,8 @@ def test_bad_relay_configuration_is_one_line_and_exit_2(tmp_path: Path, slack) -
         holder.bind(("127.0.0.1", busy))
         holder.listen(1)
         run = run_cli("alert-relay", "--port", str(busy), "--sink", "slack", cwd=tmp_path, timeout=60,
-                      env={"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url})
+                      env={"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url,
+                           "MLOPS_RELAY__INSECURE": "true"})
     assert run.returncode == 2 and "could not listen" in run.stderr, run.stderr
 
 
@@ -413,3 +422,66 @@ def test_dead_letters_are_requeued_by_the_cli_and_delivered(make_relay, slack, k
     assert run.returncode == 0 and "slack: 1 dead letters requeued, kafka: 0 dead letters requeued" in run.stdout, \
         run.stderr
     wait_for(lambda: len(slack.received) == 1, "requeued dead letter not delivered", timeout=60)
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    from helpers import require_tool
+
+    openssl = require_tool("openssl")
+    key, cert = tmp / "relay-key.pem", tmp / "relay-cert.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def test_the_relay_serves_tls_and_metrics_on_their_own_port_behind_a_token(make_relay, slack, kafka, tmp_path) -> None:
+    cert, key = self_signed(tmp_path)
+    metrics_port = free_port()
+    relay = make_relay(MLOPS_RELAY__TLS_CERT_FILE=str(cert), MLOPS_RELAY__TLS_KEY_FILE=str(key),
+                       MLOPS_RELAY__INSECURE="false", MLOPS_RELAY__METRICS_PORT=str(metrics_port),
+                       MLOPS_RELAY__METRICS_TOKEN="metrics-s3cret").start()
+    assert relay.url.startswith("https://")
+    assert relay.post(alertmanager(alert(fingerprint="t1"))).status_code == 202
+    wait_for(lambda: slack.received and kafka.topic(TOPIC), "not delivered over TLS")
+    # plain http to the TLS port gets no answer; an unverified certificate is refused by a verifying client
+    with pytest.raises(httpx.HTTPError):
+        httpx.post(f"http://127.0.0.1:{relay.port}/v1/alertmanager", json=alertmanager(alert()),
+                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{relay.url}/health/live", timeout=5)  # the system's trust store does not know this certificate
+    # /metrics: only on its port, only with its token
+    metrics = f"https://127.0.0.1:{metrics_port}/metrics"
+    assert httpx.get(f"{relay.url}/metrics", verify=relay.verify, timeout=5).status_code == 404
+    assert httpx.get(metrics, verify=relay.verify, timeout=5).status_code == 401
+    assert httpx.get(metrics, verify=relay.verify, timeout=5, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
+    r = httpx.get(metrics, verify=relay.verify, timeout=5, headers={"Authorization": "Bearer metrics-s3cret"})
+    assert r.status_code == 200 and 'mlops_relay_alerts_received_total{source="alertmanager"} 1.0' in r.text
+    assert httpx.get(f"https://127.0.0.1:{metrics_port}/health/live", verify=relay.verify, timeout=5).status_code == 200
+    r = httpx.post(f"https://127.0.0.1:{metrics_port}/v1/alertmanager", json=alertmanager(alert()), verify=relay.verify,
+                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    assert r.status_code == 404  # no webhooks on the metrics port
+    assert "metrics-s3cret" not in relay.log and TOKEN not in relay.log and "Traceback" not in relay.log
+
+
+def test_a_token_over_plain_http_is_refused_at_start(tmp_path: Path, slack) -> None:
+    from helpers import run_cli
+
+    cert, key = self_signed(tmp_path)
+    base = {"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__SINKS": '["slack"]', "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url}
+    cases = [({}, "the relay has no TLS certificate (set relay.tls_cert_file and relay.tls_key_file, or, on this "
+                  "loopback address only, relay.insecure: true"),
+             ({"MLOPS_RELAY__HOST": "0.0.0.0", "MLOPS_RELAY__INSECURE": "true"},
+              "the relay would take its token over plain http on 0.0.0.0"),
+             ({"MLOPS_RELAY__INSECURE": "true", "MLOPS_RELAY__METRICS_PORT": "9999", "MLOPS_RELAY__METRICS_HOST": "::"},
+              "the relay would take its token over plain http on ::"),
+             ({"MLOPS_RELAY__TLS_CERT_FILE": str(cert)}, "relay.tls_cert_file and relay.tls_key_file go together"),
+             ({"MLOPS_RELAY__TLS_CERT_FILE": str(cert), "MLOPS_RELAY__TLS_KEY_FILE": str(cert)}, "not usable"),
+             ({"MLOPS_RELAY__TLS_CERT_FILE": str(tmp_path / "none.pem"), "MLOPS_RELAY__TLS_KEY_FILE": str(key)},
+              "No such file or directory"),
+             ({"MLOPS_RELAY__INSECURE": "true", "MLOPS_RELAY__PORT": "9123", "MLOPS_RELAY__METRICS_PORT": "9123"},
+              "relay.metrics_port 9123 is the webhook port")]
+    for env, message in cases:
+        run = run_cli("alert-relay", cwd=tmp_path, env={**base, **env}, timeout=60)
+        assert run.returncode == 2 and message in run.stderr, (env, run.stderr)
+        assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr

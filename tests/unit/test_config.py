@@ -68,3 +68,32 @@ def test_missing_config_file(tmp_path):
 
 def test_empty_file_is_all_defaults(tmp_path):
     assert load_settings(write(tmp_path, ""), {}, environ={}).deploy.target == "local"
+
+
+def test_registry_credentials_go_only_over_tls() -> None:
+    """build.insecure with credentials only to a loopback registry; the docker engine's insecure registries too."""
+    from mlops_cli.builders.docker import engine_plain_http
+    from mlops_cli.config import is_loopback, registry_host
+
+    with pytest.raises(ConfigError, match=r"build: insecure: true would send the registry credentials to "
+                                          r"art\.example\.com without TLS"):
+        load_settings(None, {"build": {"registry": "art.example.com:5000/ml", "insecure": True, "username": "ci"}},
+                      environ={})
+    with pytest.raises(ConfigError, match="without TLS"):
+        load_settings(None, {"build": {"registry": "10.0.0.5/ml", "insecure": True}},
+                      environ={"MLOPS_BUILD__PASSWORD": "pw"})
+    for registry in ("127.0.0.1:5000", "localhost:5000/ml", "[::1]:5000"):
+        assert load_settings(None, {"build": {"registry": registry, "insecure": True, "username": "ci"}},
+                             environ={}).build.insecure
+    assert not load_settings(None, {"build": {"registry": "art.example.com", "username": "ci"}}, environ={}).build.insecure
+    assert [registry_host(r) for r in ("a.example:5000/x", "[::1]:5000", "a.example")] == ["a.example", "::1", "a.example"]
+    assert [is_loopback(h) for h in ("127.0.0.2", "::1", "localhost", "10.0.0.1", "example.com")] == \
+        [True, True, True, False, False]
+    # GET /info as Docker documents it (RegistryConfig.IndexConfigs[...].Secure, InsecureRegistryCIDRs)
+    info = {"RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8", "10.1.0.0/16"],
+                               "IndexConfigs": {"docker.io": {"Name": "docker.io", "Secure": True},
+                                                "art.example.com:5000": {"Name": "art.example.com:5000",
+                                                                         "Secure": False}}}}
+    assert engine_plain_http(info, "art.example.com:5000/ml") and engine_plain_http(info, "10.1.2.3:5000")
+    assert not engine_plain_http(info, "art.example.com/ml") and not engine_plain_http(info, "registry.example.org")
+    assert not engine_plain_http({}, "10.1.2.3")

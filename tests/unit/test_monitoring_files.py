@@ -143,6 +143,17 @@ def test_alertmanager_relay_example_fits_max_alerts_into_the_relay_s_body_limit(
             assert 0 < hook["max_alerts"] and hook["max_alerts"] * 4096 + 16384 <= limit, hook
 
 
+def test_alertmanager_sends_the_relay_token_only_over_verified_tls() -> None:
+    config = yaml.safe_load((MONITORING / "alertmanager-relay.yml").read_text())
+    hooks = [hook for receiver in config["receivers"] for hook in receiver.get("webhook_configs", [])]
+    assert hooks
+    for hook in hooks:
+        http = hook["http_config"]
+        assert http["authorization"]["credentials_file"] and "credentials" not in http["authorization"]
+        assert hook["url"].startswith("https://"), hook["url"]
+        assert http["tls_config"]["ca_file"] and not http["tls_config"].get("insecure_skip_verify", False)
+
+
 def alerts() -> list[dict]:
     return [r for g in rule_groups() for r in g["rules"] if "alert" in r]
 

@@ -78,6 +78,7 @@ def test_the_queue_is_fifo_bounded_all_or_nothing_and_survives_a_restart(tmp_pat
     q.bury(second)
     assert q.oldest("slack") is None and q.dead("slack") == 1 and q.depth("kafka") == 2
     (tmp_path / "kafka" / "00000000000000000000-0-000000.json").write_text("not json")
+    assert q.rescan("kafka") == 1  # a file that appeared on disk is queued from the next rescan on
     assert q.oldest("kafka").note.title == "a" and q.dead("kafka") == 1  # unreadable: set aside, not lost
 
 

@@ -221,20 +221,24 @@ def test_a_put_that_fails_midway_queues_nothing_for_any_sink(tmp_path: Path, mon
     import mlops_cli.relay.queue as queue_module
 
     q = DiskQueue(tmp_path, ["a", "b"], max_items=10)
-    real, calls = queue_module.os.replace, []
+    real, calls = queue_module.os.link, []
 
-    def failing_replace(src, dst):
+    def failing_link(src, dst):  # the 3rd link: both notes are in sink a, none yet in sink b
         calls.append(dst)
-        if str(dst).endswith(".json") and len([c for c in calls if str(c).endswith(".json")]) == 3:
+        if len(calls) == 3:
             raise OSError(28, "No space left on device")
         return real(src, dst)
 
-    monkeypatch.setattr(queue_module.os, "replace", failing_replace)
+    monkeypatch.setattr(queue_module.os, "link", failing_link)
     with pytest.raises(OSError):
         q.put([note("x"), note("y")])
-    monkeypatch.setattr(queue_module.os, "replace", real)
+    monkeypatch.setattr(queue_module.os, "link", real)
+    assert len(calls) == 3
     assert q.depth("a") == q.depth("b") == 0
-    assert not list(tmp_path.glob("*/.*.tmp"))
+    assert not list(tmp_path.glob("*/.*.tmp")) and not list(tmp_path.glob("*/*.json"))
+    q.put([note("z")])  # and the bound's reservation was given back
+    assert q.depth("a") == q.depth("b") == 1 and q.oldest("b").note.title == "z"
+    assert not list((tmp_path / "incoming").iterdir())  # the sinks' links hold the data
 
 
 def test_names_come_from_a_persisted_counter_not_the_clock(tmp_path: Path, monkeypatch) -> None:
@@ -243,9 +247,41 @@ def test_names_come_from_a_persisted_counter_not_the_clock(tmp_path: Path, monke
     monkeypatch.setattr(time, "time_ns", lambda: 0)  # a clock set back must not reorder anything
     q = DiskQueue(tmp_path, ["a"], max_items=10)  # a restart
     q.put([note("second")])
-    assert [p.name for p in sorted((tmp_path / "a").glob("*.json"))] == [f"{0:020d}.json", f"{1:020d}.json"]
-    assert (tmp_path / "seq").read_text() == "2"
+    first, second = sorted((tmp_path / "a").glob("*.json"))
+    assert first.name == f"{0:020d}.json" and int(second.stem) > 0
+    assert int((tmp_path / "seq").read_text()) > int(second.stem)  # the persisted ceiling is past every name given
     assert q.oldest("a").note.title == "first"
+
+
+def test_intake_never_lists_the_queue_and_other_processes_requeues_are_picked_up(tmp_path: Path, monkeypatch) -> None:
+    """put/depth/oldest/done work from the in-memory index: with thousands queued they cost what they cost with one."""
+    import mlops_cli.relay.queue as queue_module
+
+    q = DiskQueue(tmp_path, ["a", "b"], max_items=5000)
+    for i in range(30):
+        q.put([note(f"n{i}")])
+
+    def no_listing(*args, **kwargs):
+        raise AssertionError("the queue directory was listed")
+
+    monkeypatch.setattr(queue_module.os, "scandir", no_listing)
+    monkeypatch.setattr(queue_module.Path, "glob", no_listing)
+    monkeypatch.setattr(queue_module.Path, "iterdir", no_listing)
+    q.put([note("last")])
+    assert q.depth("a") == q.depth("b") == 31
+    item = q.oldest("a")
+    assert item.note.title == "n0"
+    q.done(item)
+    assert q.oldest("a").note.title == "n1" and q.depth("a") == 30 and q.depth("b") == 31
+    monkeypatch.undo()
+    # another process (`mlops alert-relay --requeue-dead`) moves dead letters back: rescan adds them, oldest first
+    other = DiskQueue(tmp_path, ["a", "b"], max_items=5000)
+    other.bury(other.oldest("b"))
+    assert other.requeue_dead("b") == 1
+    (tmp_path / "a" / "dead" / f"{0:020d}.json").write_text('{"title": "n0 again"}')
+    assert other.requeue_dead("a") == 1
+    assert q.rescan("a") == 1 and q.rescan("b") == 0 and q.depth("a") == 31
+    assert q.oldest("a").note.title == "n0 again"
 
 
 def test_unreadable_items_are_logged_counted_and_set_aside(tmp_path: Path, caplog) -> None:

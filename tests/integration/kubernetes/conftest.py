@@ -28,7 +28,8 @@ def kube_settings(tmp_path: Path, kube: KubeApiDouble) -> Callable[..., Any]:
     """Settings for the kubernetes target on the double (server + token), fast polling; overrides merge in."""
 
     def build(**overrides: Any):
-        k8s = {"server": kube.url, "token": kube.token, "poll_interval_s": 0.005, "retry_backoff_s": 0.005,
+        # the double speaks plain http on 127.0.0.1: a token goes there only with insecure: true
+        k8s = {"server": kube.url, "token": kube.token, "insecure": True, "poll_interval_s": 0.005, "retry_backoff_s": 0.005,
                "rollout_timeout_s": 60, "progress_deadline_s": 30}
         k8s.update(overrides.pop("kubernetes", {}))
         flags = {"workdir": tmp_path / "work", "deploy": {"target": "kubernetes"}, "kubernetes": k8s}

@@ -62,7 +62,8 @@ def test_unreachable_server_from_the_cli_is_one_line(shipped, tmp_path):
 
     done = run_cli("deploy-test", "--workdir", str(shipped.workdir),
                    env={"MLOPS_DEPLOY__TARGET": "kubernetes", "MLOPS_KUBERNETES__SERVER": f"http://127.0.0.1:{free_port()}",
-                        "MLOPS_KUBERNETES__TOKEN": "s3cret-token", "MLOPS_KUBERNETES__API_RETRIES": "1",
+                        "MLOPS_KUBERNETES__TOKEN": "s3cret-token", "MLOPS_KUBERNETES__INSECURE": "true",
+                        "MLOPS_KUBERNETES__API_RETRIES": "1",
                         "MLOPS_KUBERNETES__RETRY_BACKOFF_S": "0.01"})
     assert done.returncode == 75
     assert done.stderr.strip().splitlines()[-1].startswith("error: cannot reach the Kubernetes API server")
@@ -136,10 +137,41 @@ def test_an_untrusted_certificate_is_one_config_error_not_retried(shipped, kube_
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         settings = kube_settings(model=shipped.model, kubernetes={
-            "server": f"https://127.0.0.1:{server.server_address[1]}", "api_retries": 3, "retry_backoff_s": 5})
+            "server": f"https://127.0.0.1:{server.server_address[1]}", "insecure": False, "api_retries": 3,
+            "retry_backoff_s": 5})
         with pytest.raises(ConfigError, match=r"TLS verification of the Kubernetes API server at https://127\.0\.0\.1:"
                                               r"\d+ failed: .*CERTIFICATE_VERIFY_FAILED.*kubernetes.ca_file"):
             deploy_test.run(settings)
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("server, insecure", [("http://api.example.test:6443", "true"), ("http://10.0.0.1", "true"),
+                                              ("http://127.0.0.1:6443", "false"), ("http://localhost:6443", "false")])
+def test_a_token_over_plain_http_is_a_config_error_at_load(shipped, kube_settings, server, insecure):
+    """Only to a loopback address, and only with kubernetes.insecure: true, does a token go over plain http."""
+    with pytest.raises(ConfigError, match=r"kubernetes: server .* is plain http: the token would go out in clear text"):
+        kube_settings(kubernetes={"server": server, "insecure": insecure == "true"})
+    done = run_cli("deploy-test", "--workdir", str(shipped.workdir),
+                   env={"MLOPS_KUBERNETES__SERVER": server, "MLOPS_KUBERNETES__TOKEN": "s3cret-token",
+                        "MLOPS_KUBERNETES__INSECURE": insecure})
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: environment: kubernetes: server {server} is plain http"), line
+    assert "use https://" in line and "kubernetes.insecure: true" in line
+    assert "s3cret-token" not in done.stderr + done.stdout
+    # without a token, or over https, or to loopback with insecure: true, the same server is accepted
+    assert kube_settings(kubernetes={"server": server, "token": None}).kubernetes.token is None
+    https = server.replace("http://", "https://")
+    assert kube_settings(kubernetes={"server": https, "insecure": False}).kubernetes.server == https
+
+
+def test_a_kubeconfig_with_a_plain_http_server_and_a_token_is_refused(kube, shipped, kube_settings, tmp_path):
+    config = kubeconfig(tmp_path / "config", kube.url.replace("127.0.0.1", "localhost"), kube.token)
+    settings = kube_settings(model=shipped.model, kubernetes={"server": None, "token": None, "insecure": False,
+                                                              "kubeconfig": str(config)})
+    with pytest.raises(ConfigError, match=r"server http://localhost:\d+ is plain http and the user's credentials "
+                                          r"would go out in clear text.*kubernetes.insecure: true"):
+        deploy_test.run(settings)
+    assert kube.requests == []  # refused before anything was sent

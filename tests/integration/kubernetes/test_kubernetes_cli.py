@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 
 def mlops(kube, workdir, *args, **env):
     environ = {"MLOPS_DEPLOY__TARGET": "kubernetes", "MLOPS_KUBERNETES__SERVER": kube.url,
-               "MLOPS_KUBERNETES__TOKEN": kube.token, "MLOPS_KUBERNETES__POLL_INTERVAL_S": "0.005",
+               "MLOPS_KUBERNETES__TOKEN": kube.token, "MLOPS_KUBERNETES__INSECURE": "true",
+               "MLOPS_KUBERNETES__POLL_INTERVAL_S": "0.005",
                "MLOPS_KUBERNETES__PROGRESS_DEADLINE_S": "30", **env}
     done = run_cli(*args, "--workdir", str(workdir), env=environ)
     assert kube.token not in done.stdout + done.stderr

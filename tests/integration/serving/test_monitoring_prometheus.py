@@ -116,6 +116,7 @@ def relay(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
     env.update({"MLOPS_RELAY__TOKEN": "t", "MLOPS_RELAY__PORT": str(port), "MLOPS_RELAY__SINKS": '["slack"]',
+                "MLOPS_RELAY__INSECURE": "true",  # plain http on 127.0.0.1 for the local Prometheus
                 "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "relay-queue"),
                 "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/services/T/B/x"})
     log = open(tmp_path / "relay.log", "wb")

@@ -77,6 +77,24 @@ def test_the_guard_checks_signature_age_replay_and_forgets_after_the_window():
     assert guard.first_time("t1") and not guard.first_time("t1") and guard.first_time(None)
 
 
+def test_a_request_stamped_ahead_of_our_clock_cannot_be_replayed_once_its_first_arrival_is_old():
+    """Slack's clock ahead of ours by 290 s: the request stays within the window for ~590 s after it
+    arrives, so its signature must be remembered at least that long."""
+    clock = [1_800_000_000.0]
+    guard = RequestGuard(SECRET, now=lambda: clock[0])
+    body = b"command=%2Fmlops&text=deploy+local%3Airis"
+    headers = signed(body, int(clock[0]) + 290)
+    assert guard.check(body, headers) == "ok"
+    clock[0] += 400  # still within 5 minutes of the request's timestamp
+    assert guard.check(body, headers) == "replayed"
+    assert guard.check(body, {**headers, "x-slack-retry-num": "1"}) == "retry"
+    guard.first_time("trigger-ahead")
+    clock[0] += 180
+    assert guard.check(body, headers) == "replayed" and not guard.first_time("trigger-ahead")
+    clock[0] += 20  # now more than 5 minutes after the timestamp: stale
+    assert guard.check(body, headers) == "stale"
+
+
 def test_roles_groups_team_channel_and_four_eyes():
     auth = Authoriser({"U1": ["deployer"], "U2": ["approver"]}, {"S1": ["approver"]}, "T1", ["C1"], four_eyes=True)
     auth.refresh(lambda group: ["U1"])

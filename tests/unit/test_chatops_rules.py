@@ -195,3 +195,37 @@ def test_the_openshift_manifests_are_valid_and_their_config_loads():
         "/health/ready", "/health/live"}
     assert by_kind["Deployment"]["spec"]["replicas"] == 1  # replay memory is per process
     assert kustomization["images"][0]["digest"].startswith("sha256:")
+
+
+@pytest.mark.parametrize("prefix", ["https://hooks.slack.com/", "https://hooks.slack.com"])
+@pytest.mark.parametrize("url, allowed", [
+    ("https://hooks.slack.com/commands/T1/123/abc", True),
+    ("https://hooks.slack.com/actions/T1/123/abc", True),
+    ("https://hooks.slack.com.evil.example/commands/T1/123/abc", False),
+    ("https://hooks.slack.com@evil.example/commands/T1/123/abc", False),
+    ("https://user:pw@hooks.slack.com/commands/T1/123/abc", False),
+    ("http://hooks.slack.com/commands/T1/123/abc", False),
+    ("https://hooks.slack.com:8443/commands/T1/123/abc", False),
+    ("https://evil.example/https://hooks.slack.com/", False),
+    ("https://hooks.slack.com\\@evil.example/", False),
+    ("not a url", False),
+])
+def test_a_response_url_is_answered_only_under_slacks_host(prefix, url, allowed):
+    """A response_url outside the prefix's scheme, host and port is never contacted (no SSRF), even when
+    the configured prefix lacks its final slash."""
+    from mlops_cli.chatops.slack import ReplyError, Slack, under_prefix
+
+    assert under_prefix(url, prefix) is allowed
+    if not allowed:
+        with pytest.raises(ReplyError, match="not under chatops.response_url_prefix"):
+            Slack("xoxb-unit", "https://slack.com/api/", prefix).respond(url, "hello")
+
+
+def test_a_response_url_prefix_with_a_path_keeps_replies_under_that_path():
+    from mlops_cli.chatops.slack import under_prefix
+
+    prefix = "http://127.0.0.1:8099/response/"
+    assert under_prefix("http://127.0.0.1:8099/response/abc", prefix)
+    assert not under_prefix("http://127.0.0.1:8099/responses-elsewhere/abc", prefix)
+    assert not under_prefix("http://127.0.0.1:8099/response/../admin", prefix)
+    assert not under_prefix("http://127.0.0.1:8100/response/abc", prefix)

@@ -34,7 +34,7 @@ from .audit import AuditLog
 from .auth import Authoriser, Refusal
 from .commands import HELP, Command, parse
 from .executors import Approval, Executor, ExecutorError, Release
-from .guard import RequestGuard
+from .guard import Decisions, RequestGuard
 from .slack import ReplyError, Slack
 
 log = logging.getLogger("mlops.chatops")
@@ -58,6 +58,7 @@ class Service:
     workers: int = 8
     max_body_bytes: int = 65_536
     group_refresh_s: float = 300.0
+    decisions_max: int = 10_000   # approvals remembered as decided (oldest forgotten first)
     status: Optional[Callable[[Optional[str]], str]] = None   # env -> status text
     models: Optional[Callable[[Optional[str]], str]] = None   # name -> models text
 
@@ -108,7 +109,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
     metrics = Metrics(registry)
     queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=service.queue_max)  # bound to the loop on first use
     tasks: list[asyncio.Task] = []
-    deciding: set[str] = set()  # approvals being answered or answered: one decision per build
+    deciding = Decisions(service.decisions_max)  # approvals being answered or answered: one decision per build
     audit, slack, authoriser, executor = service.audit, service.slack, service.authoriser, service.executor
 
     def enqueue(kind: str, run: Callable[[], None]) -> bool:
@@ -327,15 +328,14 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             refusal = authoriser.may_approve(user, approval.requested_by)
             if refusal is not None:
                 return refuse(refusal, build=approval.key)
-            if approval.key in deciding:
+            if not deciding.claim(approval.key):
                 return refuse(Refusal("decided", f"{approval.job} #{approval.build} is decided already"),
                               build=approval.key)
             approve = action_id == APPROVE
-            deciding.add(approval.key)
             thread = message.get("thread_ts") or message_ts
             if not enqueue("decision", lambda: decide(approval, approve, user, channel, message, message_ts, thread,
                                                       response_url)):
-                deciding.discard(approval.key)
+                deciding.release(approval.key)
                 return refuse(Refusal("busy", "busy: not answered, click again in a minute"), build=approval.key)
             metrics.requests.labels("interactions", "accepted").inc()
             return Response(status_code=200)
@@ -371,7 +371,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         try:
             executor.decide(approval, approve, user)
         except ExecutorError as exc:
-            deciding.discard(approval.key)
+            deciding.release(approval.key)
             audit.record("decision-failed", user=user, channel=channel, build=approval.key, decision=verb,
                          reason=str(exc))
             reply(response_url, f"not {verb}: {exc}")
@@ -426,6 +426,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.queue = queue
     app.state.metrics = metrics
+    app.state.decisions = deciding
     return app
 
 

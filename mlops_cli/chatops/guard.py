@@ -86,3 +86,29 @@ class RequestGuard:
             return False
         self.triggers.add(trigger)
         return True
+
+
+class Decisions:
+    """Approvals being answered or answered (`job#build`): one decision per build. Bounded: beyond max_items
+    the oldest are forgotten; a late click on one reaches Jenkins, which answers that the build is not
+    waiting any more, so nothing is decided twice either way."""
+
+    def __init__(self, max_items: int = 10_000):
+        self.max_items = max_items
+        self.items: OrderedDict[str, None] = OrderedDict()
+
+    def claim(self, key: str) -> bool:
+        """True when key was not claimed yet (and now is)."""
+        if key in self.items:
+            return False
+        self.items[key] = None
+        while len(self.items) > self.max_items:
+            self.items.popitem(last=False)
+        return True
+
+    def release(self, key: str) -> None:
+        """The decision did not go through: the build may be decided again."""
+        self.items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self.items)

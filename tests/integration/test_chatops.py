@@ -273,6 +273,7 @@ def test_an_approver_approves_in_the_thread_and_jenkins_input_proceeds(served, s
     assert again.status_code == 200
     assert "decided already" in slack.wait(lambda: slack.answers(response_url))[0]["text"]
     assert len(build.answers) == 1
+    assert not served.app.state.decisions.claim(f"mlops-release#{build.number}")  # the app's bounded memory
 
 
 def test_reject_aborts_the_input(served, slack, jenkins_double):

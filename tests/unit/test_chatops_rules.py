@@ -229,3 +229,16 @@ def test_a_response_url_prefix_with_a_path_keeps_replies_under_that_path():
     assert not under_prefix("http://127.0.0.1:8099/responses-elsewhere/abc", prefix)
     assert not under_prefix("http://127.0.0.1:8099/response/../admin", prefix)
     assert not under_prefix("http://127.0.0.1:8100/response/abc", prefix)
+
+
+def test_decided_approvals_are_remembered_once_each_and_bounded():
+    from mlops_cli.chatops.guard import Decisions
+
+    decisions = Decisions(max_items=3)
+    assert decisions.claim("mlops-release#1") and not decisions.claim("mlops-release#1")
+    decisions.release("mlops-release#1")  # Jenkins did not take the answer: it may be decided again
+    assert decisions.claim("mlops-release#1")
+    for number in range(2, 1002):
+        assert decisions.claim(f"mlops-release#{number}")
+    assert len(decisions) == 3  # a service running for months does not grow with every release
+    assert not decisions.claim("mlops-release#1001") and decisions.claim("mlops-release#1")

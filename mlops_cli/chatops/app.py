@@ -369,15 +369,23 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
                message_ts: str, thread: str, response_url: str) -> None:
         verb = "approved" if approve else "rejected"
         try:
-            executor.decide(approval, approve, user)
+            requested_by = executor.requester(approval)
+            refusal = authoriser.may_approve(user, requested_by)
+            if refusal is None:
+                executor.decide(approval, approve, user)
         except ExecutorError as exc:
             deciding.release(approval.key)
             audit.record("decision-failed", user=user, channel=channel, build=approval.key, decision=verb,
                          reason=str(exc))
             reply(response_url, f"not {verb}: {exc}")
             return
+        if refusal is not None:  # the build names another requester than its button did
+            deciding.release(approval.key)
+            refused("interactions", refusal, user=user, channel=channel, action=verb, build=approval.key)
+            reply(response_url, refusal.message)
+            return
         audit.record(verb, user=user, channel=channel, build=approval.key, model=approval.model or None,
-                     digest=approval.digest or None, requested_by=approval.requested_by)
+                     digest=approval.digest or None, requested_by=requested_by)
         icon = ":white_check_mark:" if approve else ":no_entry:"
         line = f"{icon} {verb.capitalize()} by <@{user}> at {now()}"
         try:

@@ -308,6 +308,25 @@ def test_approvals_that_do_not_hold_are_refused_and_jenkins_is_not_answered(serv
     assert audit_lines(tmp_path)[-1]["event"] == "refused"
 
 
+def test_four_eyes_is_judged_on_the_builds_own_requester_not_on_the_buttons_copy(served, slack, jenkins_double,
+                                                                                tmp_path):
+    build = jenkins_double.pending_build(parameters={"REQUESTED_BY": "slack:U_APP"})
+    message = approval_message(jenkins_double, build.number, "slack:U_DEP")  # the button names someone else
+    answer, response_url = click(served, slack, message, "mlops_approve", APPROVER)
+    assert answer.status_code == 200
+    reply = slack.wait(lambda: slack.answers(response_url))[0]
+    assert "four eyes: you requested this release" in reply["text"]
+    time.sleep(0.3)
+    assert build.answers == [] and slack.updates == []
+    assert ("GET", f"/job/mlops-release/{build.number}/api/json") in jenkins_double.requests
+    assert audit_lines(tmp_path)[-1]["event"] == "refused" and audit_lines(tmp_path)[-1]["reason"] == "own-release"
+    # another approver may still decide it
+    click(served, slack, message, "mlops_approve", APPROVER2)
+    slack.wait(lambda: slack.updates)
+    assert [a["action"] for a in build.answers] == ["submit"]
+    assert audit_lines(tmp_path)[-1]["requested_by"] == "slack:U_APP"
+
+
 def test_a_forged_click_is_refused(served, slack, jenkins_double):
     build = jenkins_double.pending_build()
     message = approval_message(jenkins_double, build.number, "slack:U_DEP")

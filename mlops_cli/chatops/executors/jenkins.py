@@ -5,7 +5,8 @@ deploy: the job's parameters are checked first (get_job_info: the job exists and
 REQUESTED_BY, SLACK_CHANNEL, SLACK_THREAD_TS), then `build_job` (buildWithParameters; Jenkins answers
 with the queue item in Location), then the queue item is read until it has `executable.number` and
 the build's link goes to the thread. Later stage outcomes come from the pipeline (`mlops notify`).
-Approve/Reject answer the build's `input` step: POST `<build>/input/<id>/submit` (proceed, json with
+Approve/Reject first read the build's own REQUESTED_BY (four eyes is judged on it, not on the button's
+copy), then answer the build's `input` step: POST `<build>/input/<id>/submit` (proceed, json with
 SLACK_APPROVER) or `.../abort`, through python-jenkins' jenkins_request (its auth and crumb).
 Jenkins unreachable, 401/403, a missing job: one line in the thread, nothing triggered.
 """
@@ -176,6 +177,17 @@ class JenkinsExecutor:
             raise ExecutorError(f"the button's build URL is not {job} #{build} on the configured Jenkins")
         return Approval(job=job, build=build, build_url=expected, input_id=input_id, requested_by=requested_by,
                         model=str(data.get("model") or ""), digest=str(data.get("digest") or ""))
+
+    def requester(self, approval: Approval) -> str:
+        """The build's own REQUESTED_BY parameter (what four eyes is judged on); the button's when the build
+        has none (started in Jenkins without it)."""
+        info = self._call(f"reading {approval.job} #{approval.build}", self._server().get_build_info, approval.job,
+                          approval.build, missing=f"Jenkins has no build {approval.job} #{approval.build}")
+        for action in info.get("actions") or []:
+            for parameter in (action or {}).get("parameters") or []:
+                if parameter.get("name") == "REQUESTED_BY" and isinstance(parameter.get("value"), str):
+                    return parameter["value"]
+        return approval.requested_by
 
     def decide(self, approval: Approval, approve: bool, user: str) -> None:
         import requests

@@ -276,6 +276,40 @@ def test_an_approver_approves_in_the_thread_and_jenkins_input_proceeds(served, s
     assert not served.app.state.decisions.claim(f"mlops-release#{build.number}")  # the app's bounded memory
 
 
+def test_an_input_id_written_lower_case_is_answered_where_jenkins_keeps_it(tmp_path, slack, jenkins_double):
+    """`input id: 'releaseApproval'` waits at input/ReleaseApproval/ (Jenkins capitalises the first letter)."""
+    server = Served(chatops_settings(tmp_path, slack, {"url": jenkins_double.url, "user": jenkins_double.user,
+                                                       "api_token": jenkins_double.token,
+                                                       "input_id": "releaseApproval"}))
+    try:
+        build = jenkins_double.pending_build(input_id="releaseApproval")
+        message = approval_message(jenkins_double, build.number, "slack:U_DEP")
+        message["blocks"][1]["elements"][0]["value"] = message["blocks"][1]["elements"][0]["value"].replace(
+            '"ReleaseApproval"', '"releaseApproval"')
+        click(server, slack, message, "mlops_approve", APPROVER2)
+        slack.wait(lambda: slack.updates)
+    finally:
+        server.stop()
+    assert [a["action"] for a in build.answers] == ["submit"]
+    assert ("POST", f"/job/mlops-release/{build.number}/input/ReleaseApproval/submit") in jenkins_double.requests
+
+
+def test_an_input_without_the_approver_parameter_is_one_clear_line_and_can_be_decided_again(served, slack,
+                                                                                          jenkins_double, tmp_path):
+    build = jenkins_double.pending_build()
+    build.input_parameters = ()  # a Jenkinsfile whose input step defines no SLACK_APPROVER: Jenkins answers 500
+    message = approval_message(jenkins_double, build.number, "slack:U_DEP")
+    _, response_url = click(served, slack, message, "mlops_approve", APPROVER2)
+    text = slack.wait(lambda: slack.answers(response_url))[0]["text"]
+    assert text.startswith("not approved: answering mlops-release #1: Jenkins answered 500") and "\n" not in text
+    assert "SLACK_APPROVER" in text and build.answers == [] and slack.updates == []
+    assert audit_lines(tmp_path)[-1]["event"] == "decision-failed"
+    build.input_parameters = ("SLACK_APPROVER",)  # fixed in Jenkins: the same button works
+    click(served, slack, message, "mlops_approve", APPROVER2)
+    slack.wait(lambda: slack.updates)
+    assert [a["action"] for a in build.answers] == ["submit"]
+
+
 def test_reject_aborts_the_input(served, slack, jenkins_double):
     build = jenkins_double.pending_build()
     click(served, slack, approval_message(jenkins_double, build.number, "slack:U_DEP"), "mlops_reject", APPROVER2)

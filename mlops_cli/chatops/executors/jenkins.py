@@ -17,6 +17,7 @@ import json
 import re
 import time
 from typing import TYPE_CHECKING, Any, Optional
+from urllib.parse import quote
 
 from ...errors import ConfigError
 from . import Approval, ExecutorError, Release, Say
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
 
 PARAMETERS = ("MODEL_REF", "TARGET", "REQUESTED_BY", "SLACK_CHANNEL", "SLACK_THREAD_TS")
 REQUIRED = ("MODEL_REF", "REQUESTED_BY", "SLACK_CHANNEL", "SLACK_THREAD_TS")
+
+
+def input_key(input_id: str) -> str:
+    """An `input` step's id as Jenkins keeps it: InputStep.setId turns a first letter a-z into upper case
+    (`id: 'releaseApproval'` waits at `input/ReleaseApproval/`)."""
+    first = input_id[:1]
+    return first.upper() + input_id[1:] if first.isascii() and first.islower() else input_id
 
 
 def job_path(job: str) -> str:
@@ -170,12 +178,13 @@ class JenkinsExecutor:
             raise ExecutorError("the button names no build number")
         if job not in {j for j in (self.cfg.job, self.cfg.test_job) if j}:
             raise ExecutorError(f"the button names the job {job!r}, not the release job this service answers for")
-        if input_id != self.cfg.input_id:
+        if input_key(input_id) != input_key(self.cfg.input_id):
             raise ExecutorError(f"the button names the input {input_id!r}, not {self.cfg.input_id!r}")
         expected = f"{self.url}{job_path(job)}{build}/"
         if build_url != expected:
             raise ExecutorError(f"the button's build URL is not {job} #{build} on the configured Jenkins")
-        return Approval(job=job, build=build, build_url=expected, input_id=input_id, requested_by=requested_by,
+        return Approval(job=job, build=build, build_url=expected, input_id=input_key(self.cfg.input_id),
+                        requested_by=requested_by,
                         model=str(data.get("model") or ""), digest=str(data.get("digest") or ""))
 
     def requester(self, approval: Approval) -> str:
@@ -193,13 +202,18 @@ class JenkinsExecutor:
         import requests
 
         server = self._server()
-        base = f"{approval.build_url}input/{approval.input_id}/"
+        base = f"{approval.build_url}input/{quote(approval.input_id, safe='')}/"
         if approve:
             form = {"proceed": "Approve",
                     "json": json.dumps({"parameter": [{"name": "SLACK_APPROVER", "value": f"slack:{user}"}]})}
             request = requests.Request("POST", base + "submit", data=form)
         else:
             request = requests.Request("POST", base + "abort")
-        self._call(f"answering {approval.job} #{approval.build}", server.jenkins_request, request,
-                   missing=f"{approval.job} #{approval.build} is not waiting for approval any more "
-                           "(decided, timed out or aborted)")
+        try:
+            self._call(f"answering {approval.job} #{approval.build}", server.jenkins_request, request,
+                       missing=f"{approval.job} #{approval.build} is not waiting for approval any more "
+                               "(decided, timed out or aborted)")
+        except ExecutorError as exc:
+            if approve and str(exc).endswith("answered 500"):  # Jenkins' answer to a parameter the input lacks
+                raise ExecutorError(f"{exc} (does its input step define the string parameter SLACK_APPROVER?)") from None
+            raise

@@ -292,11 +292,14 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             return answer
         try:
             payload = json.loads(parse_qs(body.decode("utf-8", "replace"))["payload"][0])
-            assert isinstance(payload, dict)
-        except (KeyError, ValueError, AssertionError):
+        except (KeyError, ValueError):
+            payload = None
+        if not isinstance(payload, dict) or not all(isinstance(payload.get(k) or {}, dict) for k in
+                                                    ("user", "team", "channel", "container", "message")):
             metrics.requests.labels("interactions", "malformed").inc()
             return JSONResponse({"error": "no interaction payload"}, status_code=400)
-        if payload.get("type") != "block_actions" or not payload.get("actions"):
+        actions = payload.get("actions")
+        if payload.get("type") != "block_actions" or not isinstance(actions, list) or not actions:
             metrics.requests.labels("interactions", "ignored").inc()
             return Response(status_code=200)
         user = (payload.get("user") or {}).get("id", "")
@@ -305,7 +308,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         response_url = payload.get("response_url", "")
         message = payload.get("message") or {}
         message_ts = (payload.get("container") or {}).get("message_ts") or message.get("ts", "")
-        action = payload["actions"][0] if isinstance(payload["actions"][0], dict) else {}
+        action = actions[0] if isinstance(actions[0], dict) else {}
         action_id = action.get("action_id", "")
         who = dict(user=user, team=team, channel=channel, action=action_id)
         if not service.guard.first_time(payload.get("trigger_id")):
@@ -342,8 +345,9 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         if action_id in (ROLLBACK_CONFIRM, ROLLBACK_CANCEL):
             try:
                 env = json.loads(action.get("value", ""))["env"]
-                assert env in ("test", "prod")
-            except (ValueError, KeyError, TypeError, AssertionError):
+            except (ValueError, KeyError, TypeError):
+                env = None
+            if env not in ("test", "prod"):
                 return refuse(Refusal("invalid-button", "not answered: the button carries no environment"))
             refusal = authoriser.allow(user, "deployer", "roll back")
             if refusal is not None:

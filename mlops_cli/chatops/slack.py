@@ -31,6 +31,8 @@ class ReplyError(Exception):
 
 def under_prefix(url: str, prefix: str) -> bool:
     """True when url has prefix's scheme, host and port, no user info, and a path under prefix's path."""
+    if not isinstance(url, str):
+        return False
     try:
         got, want = urlsplit(url), urlsplit(prefix)
         ports = got.port, want.port

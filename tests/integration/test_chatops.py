@@ -361,6 +361,25 @@ def test_four_eyes_is_judged_on_the_builds_own_requester_not_on_the_buttons_copy
     assert audit_lines(tmp_path)[-1]["requested_by"] == "slack:U_APP"
 
 
+@pytest.mark.parametrize("payload, status", [
+    ('[1, 2]', 400),
+    ('{"type": "block_actions", "actions": {"0": {"action_id": "mlops_approve"}}}', 200),
+    ('{"type": "block_actions", "actions": [{"action_id": "mlops_approve"}], "user": "U_APP"}', 400),
+    ('{"type": "block_actions", "actions": [{"action_id": "mlops_rollback_confirm", "value": "{\\"env\\": \\"../x\\"}"}],'
+     ' "user": {"id": "U_DEP"}, "team": {"id": "T_TEAM"}, "channel": {"id": "C_RELEASES"}, "response_url": 7}', 200),
+])
+def test_a_signed_but_odd_interaction_payload_is_answered_without_an_error(served, slack, jenkins_double, payload,
+                                                                           status):
+    from urllib.parse import urlencode
+
+    sender = SlackSender(SECRET)
+    body = urlencode({"payload": payload})
+    answer = served.post("/slack/interactions", body, sender.sign(body))
+    assert answer.status_code == status
+    time.sleep(0.3)
+    assert jenkins_double.requests == [] and slack.updates == [] and slack.messages == []
+
+
 def test_a_forged_click_is_refused(served, slack, jenkins_double):
     build = jenkins_double.pending_build()
     message = approval_message(jenkins_double, build.number, "slack:U_DEP")

@@ -5,14 +5,16 @@ Every Slack request is judged before anything else (guard.py): unsigned, forged,
 401 and an audit line, nothing done; Slack's retry of a request already received -> 200, nothing done
 again. Then team, channel and role (auth.py): a refusal is a one-line ephemeral reply and an audit
 line. What takes time is queued (bounded: a full queue answers "busy" and runs nothing) and the
-request is answered at once, well within Slack's 3 seconds; `workers` tasks run the queue, each job
-in a thread, replying in the release thread (chat.postMessage) or through the response_url.
+request is answered at once, well within Slack's 3 seconds. Releases (deploy, rollback) run on
+`workers` threads; replies, status, models and approval decisions on a lane of their own, so they are
+never stuck behind releases. Replies go to the release thread (chat.postMessage) or the response_url.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -105,19 +107,42 @@ def _rollback_blocks(env: str, user: str) -> list[dict[str, Any]]:
     ]
 
 
+QUICK = ("reply", "status", "models", "decision")  # short jobs: never wait behind a release
+QUICK_WORKERS = 2
+
+
+class Lane:
+    """A bounded job queue and the threads its jobs run in (its own: never the loop's default pool,
+    which holds min(32, CPUs + 4) threads whoever asks)."""
+
+    def __init__(self, name: str, maxsize: int, workers: int):
+        self.name, self.workers = name, workers
+        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=maxsize)  # bound to the loop on first use
+        self.pool: Optional[ThreadPoolExecutor] = None
+
+
 def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
     metrics = Metrics(registry)
-    queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=service.queue_max)  # bound to the loop on first use
+    # releases (deploy, rollback: minutes, a Jenkins queue, a local workdir lock) and quick jobs (replies,
+    # status, models, approval decisions) have separate lanes, so an approval or a status is answered at
+    # once even while every release worker waits
+    releases = Lane("release", service.queue_max, service.workers)
+    quick = Lane("quick", service.queue_max, QUICK_WORKERS)
+    lanes = (releases, quick)
+    queue = releases.queue
     tasks: list[asyncio.Task] = []
     deciding = Decisions(service.decisions_max)  # approvals being answered or answered: one decision per build
     audit, slack, authoriser, executor = service.audit, service.slack, service.authoriser, service.executor
 
+    def depth() -> int:
+        return sum(lane.queue.qsize() for lane in lanes)
+
     def enqueue(kind: str, run: Callable[[], None]) -> bool:
         try:
-            queue.put_nowait(Job(kind, run))
+            (quick if kind in QUICK else releases).queue.put_nowait(Job(kind, run))
         except asyncio.QueueFull:
             return False
-        metrics.depth.set(queue.qsize())
+        metrics.depth.set(depth())
         return True
 
     def reply(response_url: str, text: str, **kwargs: Any) -> None:
@@ -126,12 +151,13 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         except ReplyError as exc:
             log.warning("reply not delivered: %s", exc)
 
-    async def worker(index: int) -> None:
+    async def worker(lane: Lane) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            job = await queue.get()
-            metrics.depth.set(queue.qsize())
+            job = await lane.queue.get()
+            metrics.depth.set(depth())
             try:
-                await asyncio.to_thread(job.run)
+                await loop.run_in_executor(lane.pool, job.run)
                 metrics.jobs.labels(job.kind, "done").inc()
             except asyncio.CancelledError:
                 raise
@@ -139,7 +165,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
                 metrics.jobs.labels(job.kind, "error").inc()
                 log.error("%s job failed: %s: %s", job.kind, type(exc).__name__, exc)
             finally:
-                queue.task_done()
+                lane.queue.task_done()
 
     async def refresh_groups() -> None:
         while True:
@@ -403,24 +429,27 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
                 pass
 
     async def prometheus(request: Request) -> Response:
-        metrics.depth.set(queue.qsize())
+        metrics.depth.set(depth())
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def live(request: Request) -> Response:
         dead = [t.get_name() for t in tasks if t.done()]
         if dead:
             return JSONResponse({"status": "dead", "reason": f"{', '.join(dead)} ended"}, status_code=503)
-        return JSONResponse({"status": "alive", "queued": queue.qsize()})
+        return JSONResponse({"status": "alive", "queued": depth()})
 
     async def ready(request: Request) -> Response:
         if not tasks or any(t.done() for t in tasks):
             return JSONResponse({"status": "not ready", "reason": "workers not running"}, status_code=503)
         # a full queue keeps the pod ready: Slack should hear "busy", not meet a closed door
-        return JSONResponse({"status": "ready", "queued": queue.qsize(), "executor": executor.name})
+        return JSONResponse({"status": "ready", "queued": depth(), "executor": executor.name})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks.extend(asyncio.create_task(worker(i), name=f"chatops-worker-{i}") for i in range(service.workers))
+        for lane in lanes:
+            lane.pool = ThreadPoolExecutor(lane.workers, thread_name_prefix=f"chatops-{lane.name}")
+            tasks.extend(asyncio.create_task(worker(lane), name=f"chatops-{lane.name}-worker-{i}")
+                         for i in range(lane.workers))
         if authoriser.groups:
             tasks.append(asyncio.create_task(refresh_groups(), name="chatops-groups"))
         try:
@@ -429,6 +458,9 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for lane in lanes:
+                if lane.pool is not None:
+                    lane.pool.shutdown(wait=False, cancel_futures=True)
 
     routes = [Route("/slack/commands", commands, methods=["POST"]),
               Route("/slack/interactions", interactions, methods=["POST"]),
@@ -437,6 +469,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
               Route("/health/ready", ready, methods=["GET"])]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.queue = queue
+    app.state.quick = quick.queue
     app.state.metrics = metrics
     app.state.decisions = deciding
     return app

@@ -441,6 +441,27 @@ def test_a_full_queue_answers_busy_and_runs_nothing(tmp_path, slack):
         jenkins.stop()
 
 
+def test_status_and_approvals_are_answered_while_every_release_worker_waits(tmp_path, slack):
+    jenkins = JenkinsApiDouble(start_after=10_000)  # the release stays queued: the one release worker waits
+    jenkins.start()
+    server = Served(chatops_settings(tmp_path, slack, {"url": jenkins.url, "user": jenkins.user, "api_token": jenkins.token,
+                                                       "queue_timeout_s": 8}, workers=1))
+    try:
+        sender = SlackSender(SECRET)
+        deploy(server, slack, sender, "deploy local:iris@1")
+        slack.wait(lambda: jenkins.triggered())  # the worker now follows the queue item for 8 s
+        started = time.monotonic()
+        _, _, response_url = deploy(server, slack, sender, "status prod", user=VIEWER)
+        assert slack.wait(lambda: slack.answers(response_url), timeout=4)[0]["text"] == "*prod*: nothing deployed"
+        build = jenkins.pending_build()
+        click(server, slack, approval_message(jenkins, build.number, "slack:U_DEP"), "mlops_approve", APPROVER2)
+        slack.wait(lambda: slack.updates, timeout=4)
+        assert time.monotonic() - started < 6 and [a["action"] for a in build.answers] == ["submit"]
+    finally:
+        server.stop()
+        jenkins.stop()
+
+
 def test_the_jobs_remote_trigger_token_is_sent_and_a_wrong_one_starts_nothing(tmp_path, slack):
     jenkins = JenkinsApiDouble(build_tokens={"mlops-release": "job-trigger-t0ken"}, start_after=0)
     jenkins.start()

@@ -251,3 +251,16 @@ def test_request_checks_are_not_asserts():
     found = [f"{path.name}:{node.lineno}" for path in sorted((REPO / "mlops_cli" / "chatops").rglob("*.py"))
              for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
     assert found == []
+
+
+def test_the_jenkins_url_carries_no_credentials():
+    """A user:token in chatops.jenkins.url would reach the thread in 'Jenkins at <url> is unreachable'."""
+    with pytest.raises(ConfigError, match="needs chatops.jenkins.url, an http\\(s\\) URL"):
+        jenkins_executor(url="https://bot:t0ken@jenkins.example.com/")
+
+
+def test_a_job_name_with_spaces_matches_jenkins_percent_encoded_build_url():
+    executor = jenkins_executor(job="ml team/mlops release")
+    value = {"job": "ml team/mlops release", "build": 3, "input_id": "ReleaseApproval", "requested_by": "slack:U1",
+             "build_url": "https://jenkins.example.com/ci/job/ml%20team/job/mlops%20release/3/"}  # Jenkins' BUILD_URL
+    assert executor.approval(json.dumps(value)).build_url == value["build_url"]

@@ -37,8 +37,9 @@ def input_key(input_id: str) -> str:
 
 
 def job_path(job: str) -> str:
-    """`folder/name` -> `job/folder/job/name/`, as Jenkins' URLs have it."""
-    return "".join(f"job/{part}/" for part in job.split("/"))
+    """`folder/name` -> `job/folder/job/name/`, as Jenkins' URLs have it (each name percent-encoded, as in
+    its BUILD_URL and as python-jenkins sends it)."""
+    return "".join(f"job/{quote(part, safe='')}/" for part in job.split("/"))
 
 
 class JenkinsExecutor:
@@ -46,9 +47,10 @@ class JenkinsExecutor:
 
     def __init__(self, settings: "Settings", config_file: Optional[str] = None):
         cfg = settings.chatops.jenkins
-        if not cfg.url or not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", cfg.url):
+        if not cfg.url or not re.match(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$", cfg.url):
             raise ConfigError("the jenkins executor needs chatops.jenkins.url, an http(s) URL",
-                              hint="e.g. https://jenkins.example.com/ (or set chatops.executor: local)")
+                              hint="e.g. https://jenkins.example.com/, without user or token in it (those are "
+                                   "chatops.jenkins.user and its API token), or set chatops.executor: local")
         self.token = cfg.token_value()
         if not cfg.user or not self.token:
             raise ConfigError("the jenkins executor needs chatops.jenkins.user and its API token",

@@ -264,3 +264,41 @@ def test_a_job_name_with_spaces_matches_jenkins_percent_encoded_build_url():
     value = {"job": "ml team/mlops release", "build": 3, "input_id": "ReleaseApproval", "requested_by": "slack:U1",
              "build_url": "https://jenkins.example.com/ci/job/ml%20team/job/mlops%20release/3/"}  # Jenkins' BUILD_URL
     assert executor.approval(json.dumps(value)).build_url == value["build_url"]
+
+
+def test_the_local_executor_runs_one_release_at_a_time_per_workdir(tmp_path, monkeypatch):
+    """Two releases asked at once on one workdir: the second waits for the first (the flock), says so, and
+    no two stages ever overlap; another workdir is not held up."""
+    import threading
+    import time
+
+    from mlops_cli.chatops.executors import Release
+    from mlops_cli.chatops.executors.local import LocalExecutor
+
+    spans: list[tuple[str, float, float]] = []
+
+    def fake_mlops(self, args, release):  # a stage as a process would take: some time, then exit 0
+        start = time.monotonic()
+        time.sleep(0.05)
+        spans.append((str(self.workdir), start, time.monotonic()))
+        return 0, json.dumps({"status": "passed"}), ""
+
+    monkeypatch.setattr(LocalExecutor, "_mlops", fake_mlops)
+    monkeypatch.setattr(LocalExecutor, "_serving", lambda self, env: "done")
+
+    def executor(workdir: Path) -> LocalExecutor:
+        return LocalExecutor(load_settings(None, {"workdir": workdir, "chatops": {"executor": "local"}}, environ={}))
+
+    said: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    runs = [(executor(tmp_path / "one"), "a"), (executor(tmp_path / "one"), "b"), (executor(tmp_path / "two"), "c")]
+    threads = [threading.Thread(target=ex.deploy, args=(Release("local:iris@1", "test", None, "U1", "C1", "1.0"),
+                                                        said[name].append)) for ex, name in runs]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.02)
+    for thread in threads:
+        thread.join(timeout=30)
+    one = sorted((s, e) for w, s, e in spans if w.endswith("one"))
+    assert len(one) == 2 * 6 and all(a[1] <= b[0] for a, b in zip(one, one[1:]))  # never two at once
+    assert any("another release runs" in line for line in said["b"]) and said["b"][-1] == "done"
+    assert not any("another release runs" in line for line in said["c"])

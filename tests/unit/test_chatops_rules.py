@@ -194,6 +194,7 @@ def test_the_openshift_manifests_are_valid_and_their_config_loads():
     assert {p["httpGet"]["path"] for p in (container["readinessProbe"], container["livenessProbe"])} == {
         "/health/ready", "/health/live"}
     assert by_kind["Deployment"]["spec"]["replicas"] == 1  # replay memory is per process
+    assert by_kind["Route"]["spec"]["path"] == "/slack"  # /metrics and /health are not on the internet
     assert kustomization["images"][0]["digest"].startswith("sha256:")
 
 

@@ -26,6 +26,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
@@ -59,6 +60,7 @@ class JenkinsApiDouble:
         self.queue: dict[int, dict[str, Any]] = {}
         self.builds: dict[tuple[str, int], Build] = {}
         self.requests: list[tuple[str, str]] = []
+        self.delay_s = 0.0   # every answer comes this late (a slow Jenkins)
         self.lock = threading.Lock()
         self._queue_ids = itertools.count(100)
         self._numbers: dict[str, itertools.count] = {}
@@ -110,6 +112,7 @@ class JenkinsApiDouble:
 
     def handle(self, method: str, raw_path: str, headers: Any, raw: bytes) -> tuple[int, Any, dict[str, str]]:
         url = urlparse(raw_path)
+        time.sleep(self.delay_s)
         with self.lock:
             self.requests.append((method, url.path))
             if not self._authorised(headers):

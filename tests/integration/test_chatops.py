@@ -464,6 +464,25 @@ def test_status_and_approvals_are_answered_while_every_release_worker_waits(tmp_
         jenkins.stop()
 
 
+def test_commands_and_clicks_are_acked_at_once_while_slack_and_jenkins_are_slow(served, slack, jenkins_double):
+    slack.delay_s = jenkins_double.delay_s = 3.5  # each answer from Slack or Jenkins takes 3.5 s
+    sender = SlackSender(SECRET)
+    build = jenkins_double.pending_build()
+    acks = []
+    for text, user in [("deploy local:iris@3", DEPLOYER), ("status prod", VIEWER), ("models", VIEWER)]:
+        started = time.monotonic()
+        answer, _, _ = deploy(served, slack, sender, text, user=user)
+        acks.append(time.monotonic() - started)
+        assert answer.status_code == 200
+    started = time.monotonic()
+    answer, _ = click(served, slack, approval_message(jenkins_double, build.number, "slack:U_DEP"), "mlops_approve",
+                      APPROVER2)
+    acks.append(time.monotonic() - started)
+    assert answer.status_code == 200 and max(acks) < 2.0, acks  # Slack's budget is 3 s
+    slack.wait(lambda: slack.updates, timeout=40)  # the work still happens, after the acks
+    assert [a["action"] for a in build.answers] == ["submit"]
+
+
 def test_the_jobs_remote_trigger_token_is_sent_and_a_wrong_one_starts_nothing(tmp_path, slack):
     jenkins = JenkinsApiDouble(build_tokens={"mlops-release": "job-trigger-t0ken"}, start_after=0)
     jenkins.start()

@@ -303,3 +303,17 @@ def test_the_local_executor_runs_one_release_at_a_time_per_workdir(tmp_path, mon
     assert len(one) == 2 * 6 and all(a[1] <= b[0] for a, b in zip(one, one[1:]))  # never two at once
     assert any("another release runs" in line for line in said["b"]) and said["b"][-1] == "done"
     assert not any("another release runs" in line for line in said["c"])
+
+
+def test_group_members_are_replaced_at_once_not_while_requests_read_them():
+    """refresh runs in a thread; roles() iterates the members on the loop: no dict may grow under it."""
+    auth = Authoriser({}, {"S1": ["deployer"], "S2": ["approver"]}, None, [], four_eyes=True)
+    seen = []
+
+    def members(group: str) -> list[str]:
+        seen.append((group, dict(auth.members), auth.roles("U1")))  # what a request would see meanwhile
+        return ["U1"]
+
+    auth.refresh(members)
+    assert seen == [("S1", {}, set()), ("S2", {}, set())]
+    assert auth.roles("U1") == {"deployer", "approver", "viewer"}

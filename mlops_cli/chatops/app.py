@@ -17,6 +17,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -96,7 +97,8 @@ def _decided_blocks(message: dict[str, Any], line: str) -> list[dict[str, Any]]:
 
 
 def _rollback_blocks(env: str, user: str) -> list[dict[str, Any]]:
-    value = json.dumps({"env": env, "asked_by": user})
+    # the nonce makes the confirmation single-use: a double click (two trigger_ids) rolls back once
+    value = json.dumps({"env": env, "asked_by": user, "nonce": uuid.uuid4().hex})
     return [
         {"type": "section", "text": {"type": "mrkdwn", "text": f":warning: Roll *{env}* back to its previous revision?"}},
         {"type": "actions", "block_id": "mlops_rollback", "elements": [
@@ -370,14 +372,17 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             return Response(status_code=200)
         if action_id in (ROLLBACK_CONFIRM, ROLLBACK_CANCEL):
             try:
-                env = json.loads(action.get("value", ""))["env"]
+                data = json.loads(action.get("value", ""))
+                env, nonce = data["env"], data["nonce"]
             except (ValueError, KeyError, TypeError):
-                env = None
-            if env not in ("test", "prod"):
+                env = nonce = None
+            if env not in ("test", "prod") or not isinstance(nonce, str) or not nonce:
                 return refuse(Refusal("invalid-button", "not answered: the button carries no environment"))
             refusal = authoriser.allow(user, "deployer", "roll back")
             if refusal is not None:
                 return refuse(refusal)
+            if not deciding.claim(f"rollback:{nonce}"):
+                return refuse(Refusal("decided", f"this rollback of {env} was confirmed or cancelled already"))
             if action_id == ROLLBACK_CANCEL:
                 enqueue("reply", lambda: reply(response_url, f"rollback of {env} cancelled", replace_original=True))
                 return Response(status_code=200)
@@ -388,6 +393,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
                 release_thread(release, response_url, executor.rollback, f":rewind: <@{user}> rolls *{env}* back")
 
             if not enqueue("rollback", rollback):
+                deciding.release(f"rollback:{nonce}")
                 return refuse(Refusal("busy", "busy: nothing was started, try again in a minute"))
             metrics.requests.labels("interactions", "accepted").inc()
             audit.record("accepted", **who, env=env)

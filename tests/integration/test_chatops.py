@@ -406,10 +406,16 @@ def test_rollback_asks_for_confirmation_then_triggers_the_rollback_job(served, s
     assert "you need the deployer role" in slack.wait(lambda: slack.answers(response_url))[0]["text"]
     body = sender.click("mlops_rollback_confirm", confirm["value"], DEPLOYER, response_url, message)
     served.post("/slack/interactions", body, sender.sign(body))
+    twice_url = slack.response_url()  # a double click: a second request, its own trigger_id
+    body = sender.click("mlops_rollback_confirm", confirm["value"], DEPLOYER, twice_url, message)
+    served.post("/slack/interactions", body, sender.sign(body))
+    assert "confirmed or cancelled already" in slack.wait(lambda: slack.answers(twice_url))[0]["text"]
     build = slack.wait(lambda: jenkins_double.all_builds("mlops-rollback"))[0]
     assert build.parameters["ENV"] == "prod" and build.parameters["REQUESTED_BY"] == "slack:U_DEP"
     root = slack.wait(lambda: slack.roots())[0]
     assert "mlops-rollback #1" in slack.wait(lambda: slack.thread(root["ts"]))[0]
+    time.sleep(0.5)
+    assert len(jenkins_double.triggered()) == 1 and len(slack.roots()) == 1  # rolled back once
 
 
 def test_health_ready_and_metrics(served):

@@ -326,6 +326,8 @@ def test_reject_aborts_the_input(served, slack, jenkins_double):
     (APPROVER2, "slack:U_DEP", {"job": "other-job"}, "not the release job"),
     (APPROVER2, "slack:U_DEP", {"build_url": "http://evil.example/job/mlops-release/1/"}, "build URL is not"),
     (APPROVER2, "slack:U_DEP", {"channel": "C_OTHER"}, "not accepted in this channel"),
+    (APPROVER2, "slack:U_DEP", {"team": "T_OTHER"}, "does not take commands from this workspace"),
+    (STRANGER, "slack:U_DEP", None, "you need the approver role"),
 ])
 def test_approvals_that_do_not_hold_are_refused_and_jenkins_is_not_answered(served, slack, jenkins_double, tmp_path,
                                                                            user, requested_by, tamper, expected):
@@ -334,7 +336,7 @@ def test_approvals_that_do_not_hold_are_refused_and_jenkins_is_not_answered(serv
     message = approval_message(jenkins_double, build.number, requested_by, job=tamper.get("job", "mlops-release"),
                                build_url=tamper.get("build_url"))
     answer, response_url = click(served, slack, message, "mlops_approve", user,
-                                 **({"channel": tamper["channel"]} if "channel" in tamper else {}))
+                                 **{k: tamper[k] for k in ("channel", "team") if k in tamper})
     assert answer.status_code == 200
     reply = slack.wait(lambda: slack.answers(response_url))[0]
     assert expected in reply["text"] and reply["response_type"] == "ephemeral"

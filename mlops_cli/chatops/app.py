@@ -109,6 +109,7 @@ def _rollback_blocks(env: str, user: str) -> list[dict[str, Any]]:
     ]
 
 
+UNSIGNED_AUDIT_S = 60.0
 QUICK = ("reply", "status", "models", "decision")  # short jobs: never wait behind a release
 QUICK_WORKERS = 2
 
@@ -200,8 +201,21 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             log.info("%s: Slack retry %s of a request already received: not acted on again", endpoint,
                      request.headers.get("x-slack-retry-num"))
             return None, Response(status_code=200)
-        audit.record("refused", endpoint=endpoint, reason=verdict, client=client)
+        audit_unsigned(endpoint, verdict, client)
         return None, JSONResponse({"error": f"{verdict} request"}, status_code=401)
+
+    quiet: dict[str, tuple[float, int]] = {}  # reason -> (when last audited, similar refusals since)
+
+    def audit_unsigned(endpoint: str, verdict: str, client: str) -> None:
+        """Requests anyone on the internet can send (unsigned, forged, stale, replayed): at most one audit line
+        per reason a minute, counting the others, so a flood cannot fill the disk; the metrics count each."""
+        at = time.monotonic()
+        last, similar = quiet.get(verdict, (float("-inf"), 0))
+        if at - last < UNSIGNED_AUDIT_S:
+            quiet[verdict] = (last, similar + 1)
+            return
+        quiet[verdict] = (at, 0)
+        audit.record("refused", endpoint=endpoint, reason=verdict, client=client, similar_before=similar or None)
 
     def refused(endpoint: str, refusal: Refusal, **fields: Any) -> None:
         metrics.requests.labels(endpoint, f"refused-{refusal.reason}").inc()

@@ -317,3 +317,17 @@ def test_group_members_are_replaced_at_once_not_while_requests_read_them():
     auth.refresh(members)
     assert seen == [("S1", {}, set()), ("S2", {}, set())]
     assert auth.roles("U1") == {"deployer", "approver", "viewer"}
+
+
+def test_the_audit_log_is_read_from_its_tail_in_bounded_time(tmp_path):
+    from mlops_cli.chatops.audit import AuditLog
+
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    with open(audit.path, "w") as f:
+        for i in range(30_000):  # months of refusals and releases: ~3 MB
+            f.write(json.dumps({"at": "2026-01-01T00:00:00Z", "event": "refused", "reason": "unauthorised",
+                                "user": f"U{i}", "command": "/mlops deploy local:iris@3"}) + "\n")
+    audit.record("released", user="U_DEP", env="prod", model="local:iris@3")
+    entries = audit.entries(tail_bytes=64 * 1024)
+    assert 0 < len(entries) < 1000 and entries[-1]["event"] == "released"
+    assert all(isinstance(e, dict) and "event" in e for e in entries)

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from concurrent.futures import ThreadPoolExecutor
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qs
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,16 +34,15 @@ from ..errors import MlopsError, UsageError
 from ..state import now
 from .audit import AuditLog
 from .auth import Authoriser, Refusal
+from .blocks import APPROVE, REJECT, ROLLBACK_CANCEL, ROLLBACK_CONFIRM, decided_blocks, rollback_blocks
 from .commands import HELP, Command, parse
 from .executors import Approval, Executor, ExecutorError, Release
 from .guard import Decisions, RequestGuard
+from .lanes import QUICK, QUICK_WORKERS, Job, Lane, Metrics
 from .slack import ReplyError, Slack
 
 log = logging.getLogger("mlops.chatops")
-
-APPROVAL_BLOCK = "mlops_approval"
-APPROVE, REJECT = "mlops_approve", "mlops_reject"
-ROLLBACK_CONFIRM, ROLLBACK_CANCEL = "mlops_rollback_confirm", "mlops_rollback_cancel"
+UNSIGNED_AUDIT_S = 60.0
 
 
 @dataclass
@@ -66,62 +64,11 @@ class Service:
     models: Optional[Callable[[Optional[str]], str]] = None   # name -> models text
 
 
-class Metrics:
-    def __init__(self, registry: CollectorRegistry):
-        self.requests = Counter("mlops_chatops_requests_total", "Slack requests, by endpoint and outcome.",
-                                ["endpoint", "outcome"], registry=registry)
-        self.ack = Histogram("mlops_chatops_ack_seconds", "Time from a Slack request's arrival to its answer.",
-                             ["endpoint"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5), registry=registry)
-        self.jobs = Counter("mlops_chatops_jobs_total", "Queued jobs finished, by kind and outcome.",
-                            ["kind", "outcome"], registry=registry)
-        self.depth = Gauge("mlops_chatops_queue_depth", "Jobs waiting for a worker.", registry=registry)
-
-
-@dataclass
-class Job:
-    kind: str
-    run: Callable[[], None]
-
-
 def _ephemeral(text: str, blocks: Optional[list[dict[str, Any]]] = None) -> JSONResponse:
     body: dict[str, Any] = {"response_type": "ephemeral", "text": text}
     if blocks:
         body["blocks"] = blocks
     return JSONResponse(body)
-
-
-def _decided_blocks(message: dict[str, Any], line: str) -> list[dict[str, Any]]:
-    """The approval message's blocks with its buttons replaced by who decided and when."""
-    blocks = [b for b in message.get("blocks") or [] if b.get("block_id") != APPROVAL_BLOCK and b.get("type") != "actions"]
-    return blocks + [{"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}]
-
-
-def _rollback_blocks(env: str, user: str) -> list[dict[str, Any]]:
-    # the nonce makes the confirmation single-use: a double click (two trigger_ids) rolls back once
-    value = json.dumps({"env": env, "asked_by": user, "nonce": uuid.uuid4().hex})
-    return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f":warning: Roll *{env}* back to its previous revision?"}},
-        {"type": "actions", "block_id": "mlops_rollback", "elements": [
-            {"type": "button", "action_id": ROLLBACK_CONFIRM, "style": "danger", "value": value,
-             "text": {"type": "plain_text", "text": f"Roll {env} back"}},
-            {"type": "button", "action_id": ROLLBACK_CANCEL, "value": value, "text": {"type": "plain_text", "text": "Cancel"}},
-        ]},
-    ]
-
-
-UNSIGNED_AUDIT_S = 60.0
-QUICK = ("reply", "status", "models", "decision")  # short jobs: never wait behind a release
-QUICK_WORKERS = 2
-
-
-class Lane:
-    """A bounded job queue and the threads its jobs run in (its own: never the loop's default pool,
-    which holds min(32, CPUs + 4) threads whoever asks)."""
-
-    def __init__(self, name: str, maxsize: int, workers: int):
-        self.name, self.workers = name, workers
-        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=maxsize)  # bound to the loop on first use
-        self.pool: Optional[ThreadPoolExecutor] = None
 
 
 def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
@@ -259,7 +206,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         if cmd.verb == "rollback":
             metrics.requests.labels("commands", "accepted").inc()
             audit.record("rollback-asked", **who)
-            return _ephemeral(f"Roll {cmd.env} back?", blocks=_rollback_blocks(cmd.env, user))
+            return _ephemeral(f"Roll {cmd.env} back?", blocks=rollback_blocks(cmd.env, user))
         job = _job(cmd, user, channel, response_url)
         if not enqueue(cmd.verb, job):
             refused("commands", Refusal("busy", ""), **who)
@@ -440,7 +387,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         line = f"{icon} {verb.capitalize()} by <@{user}> at {now()}"
         try:
             slack.update(channel, message_ts, f"{approval.job} #{approval.build} {verb} by <@{user}>",
-                         _decided_blocks(message, line))
+                         decided_blocks(message, line))
         except ReplyError as exc:  # Jenkins has its answer; the thread still hears it
             log.warning("approval message not updated: %s", exc)
             try:

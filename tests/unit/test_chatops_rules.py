@@ -43,6 +43,8 @@ def test_commands_parse(text, expected):
     ("deploy local:iris to prod mainframe", "the target is one of local, container, kubernetes"),
     ("rollback", "usage: rollback prod"),
     ("status everywhere", "usage: status [test|prod]"),
+    ("models ../../etc", "usage: models [NAME]"),
+    ("models iris/../../x", "usage: models [NAME]"),
     ("launch", "unknown command 'launch'"),
 ])
 def test_bad_commands_are_one_line_usage_errors(text, message):

@@ -5,8 +5,9 @@ Every Slack request is judged before anything else (guard.py): unsigned, forged,
 401 and an audit line, nothing done; Slack's retry of a request already received -> 200, nothing done
 again. Then team, channel and role (auth.py): a refusal is a one-line ephemeral reply and an audit
 line. What takes time is queued (bounded: a full queue answers "busy" and runs nothing) and the
-request is answered at once, well within Slack's 3 seconds; `workers` tasks run the queue, each job
-in a thread, replying in the release thread (chat.postMessage) or through the response_url.
+request is answered at once, well within Slack's 3 seconds. Releases (deploy, rollback) run on
+`workers` threads; replies, status, models and approval decisions on a lane of their own, so they are
+never stuck behind releases. Replies go to the release thread (chat.postMessage) or the response_url.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qs
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,16 +34,15 @@ from ..errors import MlopsError, UsageError
 from ..state import now
 from .audit import AuditLog
 from .auth import Authoriser, Refusal
+from .blocks import APPROVE, REJECT, ROLLBACK_CANCEL, ROLLBACK_CONFIRM, decided_blocks, rollback_blocks
 from .commands import HELP, Command, parse
 from .executors import Approval, Executor, ExecutorError, Release
-from .guard import RequestGuard
+from .guard import Decisions, RequestGuard
+from .lanes import QUICK, QUICK_WORKERS, Job, Lane, Metrics
 from .slack import ReplyError, Slack
 
 log = logging.getLogger("mlops.chatops")
-
-APPROVAL_BLOCK = "mlops_approval"
-APPROVE, REJECT = "mlops_approve", "mlops_reject"
-ROLLBACK_CONFIRM, ROLLBACK_CANCEL = "mlops_rollback_confirm", "mlops_rollback_cancel"
+UNSIGNED_AUDIT_S = 60.0
 
 
 @dataclass
@@ -58,25 +59,9 @@ class Service:
     workers: int = 8
     max_body_bytes: int = 65_536
     group_refresh_s: float = 300.0
+    decisions_max: int = 10_000   # approvals remembered as decided (oldest forgotten first)
     status: Optional[Callable[[Optional[str]], str]] = None   # env -> status text
     models: Optional[Callable[[Optional[str]], str]] = None   # name -> models text
-
-
-class Metrics:
-    def __init__(self, registry: CollectorRegistry):
-        self.requests = Counter("mlops_chatops_requests_total", "Slack requests, by endpoint and outcome.",
-                                ["endpoint", "outcome"], registry=registry)
-        self.ack = Histogram("mlops_chatops_ack_seconds", "Time from a Slack request's arrival to its answer.",
-                             ["endpoint"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5), registry=registry)
-        self.jobs = Counter("mlops_chatops_jobs_total", "Queued jobs finished, by kind and outcome.",
-                            ["kind", "outcome"], registry=registry)
-        self.depth = Gauge("mlops_chatops_queue_depth", "Jobs waiting for a worker.", registry=registry)
-
-
-@dataclass
-class Job:
-    kind: str
-    run: Callable[[], None]
 
 
 def _ephemeral(text: str, blocks: Optional[list[dict[str, Any]]] = None) -> JSONResponse:
@@ -86,37 +71,28 @@ def _ephemeral(text: str, blocks: Optional[list[dict[str, Any]]] = None) -> JSON
     return JSONResponse(body)
 
 
-def _decided_blocks(message: dict[str, Any], line: str) -> list[dict[str, Any]]:
-    """The approval message's blocks with its buttons replaced by who decided and when."""
-    blocks = [b for b in message.get("blocks") or [] if b.get("block_id") != APPROVAL_BLOCK and b.get("type") != "actions"]
-    return blocks + [{"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}]
-
-
-def _rollback_blocks(env: str, user: str) -> list[dict[str, Any]]:
-    value = json.dumps({"env": env, "asked_by": user})
-    return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f":warning: Roll *{env}* back to its previous revision?"}},
-        {"type": "actions", "block_id": "mlops_rollback", "elements": [
-            {"type": "button", "action_id": ROLLBACK_CONFIRM, "style": "danger", "value": value,
-             "text": {"type": "plain_text", "text": f"Roll {env} back"}},
-            {"type": "button", "action_id": ROLLBACK_CANCEL, "value": value, "text": {"type": "plain_text", "text": "Cancel"}},
-        ]},
-    ]
-
-
 def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
     metrics = Metrics(registry)
-    queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=service.queue_max)  # bound to the loop on first use
+    # releases (deploy, rollback: minutes, a Jenkins queue, a local workdir lock) and quick jobs (replies,
+    # status, models, approval decisions) have separate lanes, so an approval or a status is answered at
+    # once even while every release worker waits
+    releases = Lane("release", service.queue_max, service.workers)
+    quick = Lane("quick", service.queue_max, QUICK_WORKERS)
+    lanes = (releases, quick)
+    queue = releases.queue
     tasks: list[asyncio.Task] = []
-    deciding: set[str] = set()  # approvals being answered or answered: one decision per build
+    deciding = Decisions(service.decisions_max)  # approvals being answered or answered: one decision per build
     audit, slack, authoriser, executor = service.audit, service.slack, service.authoriser, service.executor
+
+    def depth() -> int:
+        return sum(lane.queue.qsize() for lane in lanes)
 
     def enqueue(kind: str, run: Callable[[], None]) -> bool:
         try:
-            queue.put_nowait(Job(kind, run))
+            (quick if kind in QUICK else releases).queue.put_nowait(Job(kind, run))
         except asyncio.QueueFull:
             return False
-        metrics.depth.set(queue.qsize())
+        metrics.depth.set(depth())
         return True
 
     def reply(response_url: str, text: str, **kwargs: Any) -> None:
@@ -125,12 +101,13 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         except ReplyError as exc:
             log.warning("reply not delivered: %s", exc)
 
-    async def worker(index: int) -> None:
+    async def worker(lane: Lane) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            job = await queue.get()
-            metrics.depth.set(queue.qsize())
+            job = await lane.queue.get()
+            metrics.depth.set(depth())
             try:
-                await asyncio.to_thread(job.run)
+                await loop.run_in_executor(lane.pool, job.run)
                 metrics.jobs.labels(job.kind, "done").inc()
             except asyncio.CancelledError:
                 raise
@@ -138,7 +115,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
                 metrics.jobs.labels(job.kind, "error").inc()
                 log.error("%s job failed: %s: %s", job.kind, type(exc).__name__, exc)
             finally:
-                queue.task_done()
+                lane.queue.task_done()
 
     async def refresh_groups() -> None:
         while True:
@@ -171,8 +148,21 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             log.info("%s: Slack retry %s of a request already received: not acted on again", endpoint,
                      request.headers.get("x-slack-retry-num"))
             return None, Response(status_code=200)
-        audit.record("refused", endpoint=endpoint, reason=verdict, client=client)
+        audit_unsigned(endpoint, verdict, client)
         return None, JSONResponse({"error": f"{verdict} request"}, status_code=401)
+
+    quiet: dict[str, tuple[float, int]] = {}  # reason -> (when last audited, similar refusals since)
+
+    def audit_unsigned(endpoint: str, verdict: str, client: str) -> None:
+        """Requests anyone on the internet can send (unsigned, forged, stale, replayed): at most one audit line
+        per reason a minute, counting the others, so a flood cannot fill the disk; the metrics count each."""
+        at = time.monotonic()
+        last, similar = quiet.get(verdict, (float("-inf"), 0))
+        if at - last < UNSIGNED_AUDIT_S:
+            quiet[verdict] = (last, similar + 1)
+            return
+        quiet[verdict] = (at, 0)
+        audit.record("refused", endpoint=endpoint, reason=verdict, client=client, similar_before=similar or None)
 
     def refused(endpoint: str, refusal: Refusal, **fields: Any) -> None:
         metrics.requests.labels(endpoint, f"refused-{refusal.reason}").inc()
@@ -216,7 +206,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         if cmd.verb == "rollback":
             metrics.requests.labels("commands", "accepted").inc()
             audit.record("rollback-asked", **who)
-            return _ephemeral(f"Roll {cmd.env} back?", blocks=_rollback_blocks(cmd.env, user))
+            return _ephemeral(f"Roll {cmd.env} back?", blocks=rollback_blocks(cmd.env, user))
         job = _job(cmd, user, channel, response_url)
         if not enqueue(cmd.verb, job):
             refused("commands", Refusal("busy", ""), **who)
@@ -291,11 +281,14 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             return answer
         try:
             payload = json.loads(parse_qs(body.decode("utf-8", "replace"))["payload"][0])
-            assert isinstance(payload, dict)
-        except (KeyError, ValueError, AssertionError):
+        except (KeyError, ValueError):
+            payload = None
+        if not isinstance(payload, dict) or not all(isinstance(payload.get(k) or {}, dict) for k in
+                                                    ("user", "team", "channel", "container", "message")):
             metrics.requests.labels("interactions", "malformed").inc()
             return JSONResponse({"error": "no interaction payload"}, status_code=400)
-        if payload.get("type") != "block_actions" or not payload.get("actions"):
+        actions = payload.get("actions")
+        if payload.get("type") != "block_actions" or not isinstance(actions, list) or not actions:
             metrics.requests.labels("interactions", "ignored").inc()
             return Response(status_code=200)
         user = (payload.get("user") or {}).get("id", "")
@@ -304,7 +297,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         response_url = payload.get("response_url", "")
         message = payload.get("message") or {}
         message_ts = (payload.get("container") or {}).get("message_ts") or message.get("ts", "")
-        action = payload["actions"][0] if isinstance(payload["actions"][0], dict) else {}
+        action = actions[0] if isinstance(actions[0], dict) else {}
         action_id = action.get("action_id", "")
         who = dict(user=user, team=team, channel=channel, action=action_id)
         if not service.guard.first_time(payload.get("trigger_id")):
@@ -327,27 +320,30 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             refusal = authoriser.may_approve(user, approval.requested_by)
             if refusal is not None:
                 return refuse(refusal, build=approval.key)
-            if approval.key in deciding:
+            if not deciding.claim(approval.key):
                 return refuse(Refusal("decided", f"{approval.job} #{approval.build} is decided already"),
                               build=approval.key)
             approve = action_id == APPROVE
-            deciding.add(approval.key)
             thread = message.get("thread_ts") or message_ts
             if not enqueue("decision", lambda: decide(approval, approve, user, channel, message, message_ts, thread,
                                                       response_url)):
-                deciding.discard(approval.key)
+                deciding.release(approval.key)
                 return refuse(Refusal("busy", "busy: not answered, click again in a minute"), build=approval.key)
             metrics.requests.labels("interactions", "accepted").inc()
             return Response(status_code=200)
         if action_id in (ROLLBACK_CONFIRM, ROLLBACK_CANCEL):
             try:
-                env = json.loads(action.get("value", ""))["env"]
-                assert env in ("test", "prod")
-            except (ValueError, KeyError, TypeError, AssertionError):
+                data = json.loads(action.get("value", ""))
+                env, nonce = data["env"], data["nonce"]
+            except (ValueError, KeyError, TypeError):
+                env = nonce = None
+            if env not in ("test", "prod") or not isinstance(nonce, str) or not nonce:
                 return refuse(Refusal("invalid-button", "not answered: the button carries no environment"))
             refusal = authoriser.allow(user, "deployer", "roll back")
             if refusal is not None:
                 return refuse(refusal)
+            if not deciding.claim(f"rollback:{nonce}"):
+                return refuse(Refusal("decided", f"this rollback of {env} was confirmed or cancelled already"))
             if action_id == ROLLBACK_CANCEL:
                 enqueue("reply", lambda: reply(response_url, f"rollback of {env} cancelled", replace_original=True))
                 return Response(status_code=200)
@@ -358,6 +354,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
                 release_thread(release, response_url, executor.rollback, f":rewind: <@{user}> rolls *{env}* back")
 
             if not enqueue("rollback", rollback):
+                deciding.release(f"rollback:{nonce}")
                 return refuse(Refusal("busy", "busy: nothing was started, try again in a minute"))
             metrics.requests.labels("interactions", "accepted").inc()
             audit.record("accepted", **who, env=env)
@@ -369,20 +366,28 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
                message_ts: str, thread: str, response_url: str) -> None:
         verb = "approved" if approve else "rejected"
         try:
-            executor.decide(approval, approve, user)
+            requested_by = executor.requester(approval)
+            refusal = authoriser.may_approve(user, requested_by)
+            if refusal is None:
+                executor.decide(approval, approve, user)
         except ExecutorError as exc:
-            deciding.discard(approval.key)
+            deciding.release(approval.key)
             audit.record("decision-failed", user=user, channel=channel, build=approval.key, decision=verb,
                          reason=str(exc))
             reply(response_url, f"not {verb}: {exc}")
             return
+        if refusal is not None:  # the build names another requester than its button did
+            deciding.release(approval.key)
+            refused("interactions", refusal, user=user, channel=channel, action=verb, build=approval.key)
+            reply(response_url, refusal.message)
+            return
         audit.record(verb, user=user, channel=channel, build=approval.key, model=approval.model or None,
-                     digest=approval.digest or None, requested_by=approval.requested_by)
+                     digest=approval.digest or None, requested_by=requested_by)
         icon = ":white_check_mark:" if approve else ":no_entry:"
         line = f"{icon} {verb.capitalize()} by <@{user}> at {now()}"
         try:
             slack.update(channel, message_ts, f"{approval.job} #{approval.build} {verb} by <@{user}>",
-                         _decided_blocks(message, line))
+                         decided_blocks(message, line))
         except ReplyError as exc:  # Jenkins has its answer; the thread still hears it
             log.warning("approval message not updated: %s", exc)
             try:
@@ -391,24 +396,27 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
                 pass
 
     async def prometheus(request: Request) -> Response:
-        metrics.depth.set(queue.qsize())
+        metrics.depth.set(depth())
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def live(request: Request) -> Response:
         dead = [t.get_name() for t in tasks if t.done()]
         if dead:
             return JSONResponse({"status": "dead", "reason": f"{', '.join(dead)} ended"}, status_code=503)
-        return JSONResponse({"status": "alive", "queued": queue.qsize()})
+        return JSONResponse({"status": "alive", "queued": depth()})
 
     async def ready(request: Request) -> Response:
         if not tasks or any(t.done() for t in tasks):
             return JSONResponse({"status": "not ready", "reason": "workers not running"}, status_code=503)
         # a full queue keeps the pod ready: Slack should hear "busy", not meet a closed door
-        return JSONResponse({"status": "ready", "queued": queue.qsize(), "executor": executor.name})
+        return JSONResponse({"status": "ready", "queued": depth(), "executor": executor.name})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        tasks.extend(asyncio.create_task(worker(i), name=f"chatops-worker-{i}") for i in range(service.workers))
+        for lane in lanes:
+            lane.pool = ThreadPoolExecutor(lane.workers, thread_name_prefix=f"chatops-{lane.name}")
+            tasks.extend(asyncio.create_task(worker(lane), name=f"chatops-{lane.name}-worker-{i}")
+                         for i in range(lane.workers))
         if authoriser.groups:
             tasks.append(asyncio.create_task(refresh_groups(), name="chatops-groups"))
         try:
@@ -417,6 +425,9 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for lane in lanes:
+                if lane.pool is not None:
+                    lane.pool.shutdown(wait=False, cancel_futures=True)
 
     routes = [Route("/slack/commands", commands, methods=["POST"]),
               Route("/slack/interactions", interactions, methods=["POST"]),
@@ -425,7 +436,9 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
               Route("/health/ready", ready, methods=["GET"])]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.queue = queue
+    app.state.quick = quick.queue
     app.state.metrics = metrics
+    app.state.decisions = deciding
     return app
 
 

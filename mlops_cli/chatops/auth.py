@@ -63,10 +63,14 @@ class Authoriser:
         return None
 
     def refresh(self, list_members: Callable[[str], list[str]]) -> None:
-        """Read every configured group's members; a group that cannot be read keeps its last members."""
+        """Read every configured group's members; a group that cannot be read keeps its last members. Runs in a
+        thread while requests read `members` on the loop: the new members replace the old in one assignment,
+        never a dict changing size under a reader."""
+        members = dict(self.members)
         for group in self.groups:
             try:
-                self.members[group] = set(list_members(group))
+                members[group] = set(list_members(group))
             except Exception as exc:  # Slack down, a missing scope: say so, keep what we knew
                 log.warning("cannot read the members of user group %s (%s): its roles use the last known members "
-                            "(%d)", group, type(exc).__name__, len(self.members.get(group, ())))
+                            "(%d)", group, type(exc).__name__, len(members.get(group, ())))
+        self.members = members

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from ..errors import UsageError
-from ..sources import parse_ref
+from ..sources import NAME_RE, parse_ref
 
 TARGETS = ("local", "container", "kubernetes")
 ENVS = ("test", "prod")
@@ -77,7 +77,7 @@ def parse(text: str, default_env: str) -> Command:
             raise UsageError("usage: rollback prod (or test)")
         return Command("rollback", env=args[0])
     if verb == "models":
-        if len(args) > 1:
-            raise UsageError("usage: models [NAME]")
+        if len(args) > 1 or (args and not NAME_RE.match(args[0])):  # a model name, never a path
+            raise UsageError("usage: models [NAME] (a model name: letters, digits, '.', '_', '-')")
         return Command("models", name=args[0] if args else None)
     raise UsageError(f"unknown command {verb!r}; try `/mlops help`")

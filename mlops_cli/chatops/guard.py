@@ -5,7 +5,9 @@ signing secret); the timestamp must be within 5 minutes of our clock. A signatur
 replay: refused, unless the request says it is Slack's own retry (`X-Slack-Retry-Num`), which is
 answered 200 and not acted on. Slack retries and re-sends are also recognised by the payload's
 `trigger_id` (unique per command or click): a second request with one already seen is not acted on.
-Both memories are kept for the 5-minute window (older requests are refused as stale anyway).
+Both memories are kept for twice the window plus a margin: a request is accepted while its timestamp is
+within 5 minutes of our clock either way, so one stamped up to 5 minutes ahead (a clock behind Slack's)
+stays acceptable for up to 10 minutes after it arrives, and its signature must be remembered that long.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Callable, Literal, Mapping, Optional
 from slack_sdk.signature import Clock, SignatureVerifier
 
 WINDOW_S = 300
+KEEP_S = 2 * WINDOW_S + 60  # a timestamp may be WINDOW_S ahead of our clock and is valid WINDOW_S after that
 Verdict = Literal["ok", "unsigned", "forged", "stale", "replayed", "retry"]
 
 
@@ -29,14 +32,14 @@ class _Clock(Clock):
 
 
 class _Seen:
-    """Keys remembered for WINDOW_S seconds (plus a margin), oldest dropped first; bounded."""
+    """Keys remembered for KEEP_S seconds, oldest dropped first; bounded."""
 
     def __init__(self, now: Callable[[], float], max_items: int = 200_000):
         self.now, self.max_items = now, max_items
         self.items: OrderedDict[str, float] = OrderedDict()
 
     def _prune(self) -> None:
-        limit = self.now() - WINDOW_S - 60
+        limit = self.now() - KEEP_S
         while self.items and (len(self.items) > self.max_items or next(iter(self.items.values())) < limit):
             self.items.popitem(last=False)
 
@@ -83,3 +86,29 @@ class RequestGuard:
             return False
         self.triggers.add(trigger)
         return True
+
+
+class Decisions:
+    """Approvals being answered or answered (`job#build`): one decision per build. Bounded: beyond max_items
+    the oldest are forgotten; a late click on one reaches Jenkins, which answers that the build is not
+    waiting any more, so nothing is decided twice either way."""
+
+    def __init__(self, max_items: int = 10_000):
+        self.max_items = max_items
+        self.items: OrderedDict[str, None] = OrderedDict()
+
+    def claim(self, key: str) -> bool:
+        """True when key was not claimed yet (and now is)."""
+        if key in self.items:
+            return False
+        self.items[key] = None
+        while len(self.items) > self.max_items:
+            self.items.popitem(last=False)
+        return True
+
+    def release(self, key: str) -> None:
+        """The decision did not go through: the build may be decided again."""
+        self.items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self.items)

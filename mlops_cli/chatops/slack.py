@@ -2,14 +2,17 @@
 and replies to a command's or a click's `response_url` (slack_sdk's WebhookClient).
 
 A response_url comes inside a signed request, but it is still only used under
-`chatops.response_url_prefix` (https://hooks.slack.com/), so a request can never make the service
-post elsewhere. slack_sdk's own loggers are kept quiet: their DEBUG lines could show the token.
+`chatops.response_url_prefix` (https://hooks.slack.com/): same scheme, same host and port, no user
+info, path under the prefix's path, so a request can never make the service post elsewhere (a plain
+string prefix would let `https://hooks.slack.com.evil.example/` or `https://hooks.slack.com@evil.example/`
+through a prefix written without its final slash). slack_sdk's own loggers are kept quiet: their DEBUG lines could show the token.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -24,6 +27,23 @@ _QUIET.disabled = True
 
 class ReplyError(Exception):
     """Slack did not take a reply: the error code Slack gave, or why it could not be reached."""
+
+
+def under_prefix(url: str, prefix: str) -> bool:
+    """True when url has prefix's scheme, host and port, no user info, and a path under prefix's path."""
+    if not isinstance(url, str):
+        return False
+    try:
+        got, want = urlsplit(url), urlsplit(prefix)
+        ports = got.port, want.port
+    except ValueError:
+        return False
+    if got.scheme.lower() != want.scheme.lower() or not got.hostname or got.hostname != want.hostname:
+        return False
+    if got.username is not None or got.password is not None or ports[0] != ports[1]:
+        return False
+    base = want.path if want.path.endswith("/") else want.path + "/"
+    return (got.path + "/").startswith(base) and ".." not in got.path.split("/") and "\\" not in url
 
 
 class Slack:
@@ -60,7 +80,7 @@ class Slack:
     def respond(self, response_url: str, text: str, *, ephemeral: bool = True, replace_original: bool = False,
                 blocks: Optional[list[dict[str, Any]]] = None) -> None:
         """Answer through the request's response_url (valid 30 minutes, 5 answers)."""
-        if not response_url.startswith(self.prefix):
+        if not under_prefix(response_url, self.prefix):
             raise ReplyError("the response_url is not under chatops.response_url_prefix: not answered")
         body: dict[str, Any] = {"text": text, "response_type": "ephemeral" if ephemeral else "in_channel"}
         if replace_original:

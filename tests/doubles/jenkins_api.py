@@ -10,8 +10,11 @@ paths and JSON shapes on 127.0.0.1:
 - `GET /queue/item/<N>/api/json` -> `why` while waiting, `executable: {number, url}` once started
   (after `start_after` reads), `cancelled` when cancelled;
 - `GET /job/<name>/<n>/api/json` -> build info with its parameters;
-- `POST /job/<name>/<n>/input/<id>/submit` (form `proceed`, `json`) and `.../abort` -> 302 to the build
-  while that input is pending, 404 otherwise (as Jenkins answers for an input no longer waiting).
+- `POST /job/<name>/<n>/input/<id>/submit` (form `proceed`, `json`) -> 302 to `<build>/console`; without
+  `proceed` it aborts, as Jenkins' InputStepExecution.doSubmit does; a parameter the input does not define
+  -> 500 ("No such parameter definition"); `.../abort` and `.../proceedEmpty` -> 200; 404 for an input
+  that is not pending (answered, timed out, or another id). Jenkins capitalises the first letter of an
+  input's id (InputStep.setId), so `id: 'releaseApproval'` is answered at `input/ReleaseApproval/`.
 Every request needs HTTP basic auth `user:API token` (401 otherwise, as Jenkins answers a bad token).
 API-token requests need no crumb; one sent is checked.
 """
@@ -23,6 +26,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
@@ -39,7 +43,8 @@ class Build:
     number: int
     parameters: dict[str, str]
     queue_id: int
-    input_id: Optional[str] = "ReleaseApproval"   # the pending input step, if any
+    input_id: Optional[str] = "ReleaseApproval"   # the pending input step, if any (capitalised, as Jenkins does)
+    input_parameters: tuple[str, ...] = ("SLACK_APPROVER",)   # the input step's parameter definitions
     answers: list[dict[str, Any]] = field(default_factory=list)  # what answered the input
     result: Optional[str] = None
 
@@ -55,6 +60,7 @@ class JenkinsApiDouble:
         self.queue: dict[int, dict[str, Any]] = {}
         self.builds: dict[tuple[str, int], Build] = {}
         self.requests: list[tuple[str, str]] = []
+        self.delay_s = 0.0   # every answer comes this late (a slow Jenkins)
         self.lock = threading.Lock()
         self._queue_ids = itertools.count(100)
         self._numbers: dict[str, itertools.count] = {}
@@ -106,6 +112,7 @@ class JenkinsApiDouble:
 
     def handle(self, method: str, raw_path: str, headers: Any, raw: bytes) -> tuple[int, Any, dict[str, str]]:
         url = urlparse(raw_path)
+        time.sleep(self.delay_s)
         with self.lock:
             self.requests.append((method, url.path))
             if not self._authorised(headers):
@@ -177,22 +184,30 @@ class JenkinsApiDouble:
                          "building": record.result is None, "result": record.result,
                          "actions": [{"_class": "hudson.model.ParametersAction",
                                       "parameters": [{"name": k, "value": v} for k, v in record.parameters.items()]}]}, {}
-        if tail == "/" and method == "GET":
+        if tail in ("/", "/console") and method == "GET":
             return 200, f"<html><body>{job} #{record.number}</body></html>", {}
         answer = re.match(r"^/input/([^/]+)/(submit|abort|proceedEmpty)$", tail)
         if answer and method == "POST":
-            if record.input_id != answer.group(1):
+            if record.input_id is None or record.input_id != answer.group(1):
                 return 404, "<html><body>Not Found</body></html>", {}
             form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
-            entry: dict[str, Any] = {"action": answer.group(2), "form": form}
-            if answer.group(2) == "submit":
-                if "proceed" not in form:
-                    return 400, "<html><body>proceed is missing</body></html>", {}
-                entry["parameters"] = {p["name"]: p["value"] for p in json.loads(form.get("json", "{}")).get("parameter", [])}
+            action = answer.group(2)
+            if action == "submit" and "proceed" not in form:
+                action = "abort"  # doSubmit: no `proceed` parameter means the Abort button
+            entry: dict[str, Any] = {"action": action, "form": form}
+            if action == "submit":
+                given = json.loads(form.get("json", "{}")).get("parameter", [])
+                given = given if isinstance(given, list) else [given]
+                unknown = [p.get("name") for p in given if p.get("name") not in record.input_parameters]
+                if unknown:
+                    return 500, f"<html><body>No such parameter definition: {unknown[0]}</body></html>", {}
+                entry["parameters"] = {p["name"]: p["value"] for p in given}
             record.answers.append(entry)
             record.input_id = None
-            record.result = "ABORTED" if answer.group(2) == "abort" else None
-            return 302, "", {"Location": self.build_url(job, record.number)}
+            record.result = "ABORTED" if action == "abort" else None
+            if answer.group(2) == "submit":
+                return 302, "", {"Location": self.build_url(job, record.number) + "console"}
+            return 200, "", {}
         return 404, "<html><body>Not Found</body></html>", {}
 
     # --- what the tests look at -----------------------------------------------------------------
@@ -205,10 +220,17 @@ class JenkinsApiDouble:
         with self.lock:
             return [dict(item) for item in self.queue.values()]
 
-    def pending_build(self, job: str = "mlops-release", parameters: Optional[dict[str, str]] = None) -> Build:
-        """Start a build that waits at its input step, as the pipeline does at the approval gate."""
+    def pending_build(self, job: str = "mlops-release", parameters: Optional[dict[str, str]] = None,
+                      input_id: str = "ReleaseApproval") -> Build:
+        """Start a build that waits at its input step (`input id: input_id`), as the pipeline does at the
+        approval gate."""
         with self.lock:
             number = next(self._numbers.setdefault(job, itertools.count(1)))
-            build = Build(job, number, dict(parameters or {}), queue_id=0)
+            build = Build(job, number, dict(parameters or {}), queue_id=0, input_id=capitalize(input_id))
             self.builds[(job, number)] = build
             return build
+
+
+def capitalize(input_id: str) -> str:
+    """Jenkins' InputStep id: a first letter a-z becomes upper case (a-z ids are InputAction's own)."""
+    return input_id[:1].upper() + input_id[1:] if input_id[:1].isascii() and input_id[:1].islower() else input_id

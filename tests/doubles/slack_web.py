@@ -33,6 +33,7 @@ class SlackWebDouble:
         self.updates: list[dict[str, Any]] = []
         self.responses: dict[str, list[dict[str, Any]]] = {}  # response_url id -> bodies
         self.calls: list[str] = []
+        self.delay_s = 0.0   # every answer comes this late (a slow Slack)
         self.lock = threading.Lock()
         self._ts = itertools.count(1)
         self.server: Optional[ThreadingHTTPServer] = None
@@ -82,6 +83,7 @@ class SlackWebDouble:
         url = urlparse(raw_path)
         with self.lock:
             self.calls.append(url.path)
+        time.sleep(self.delay_s)
         if url.path.startswith("/response/"):
             with self.lock:
                 self.responses.setdefault(url.path.rsplit("/", 1)[1], []).append(json.loads(raw or b"{}"))

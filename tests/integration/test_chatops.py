@@ -135,10 +135,23 @@ def test_a_request_not_signed_now_by_slack_is_refused_and_nothing_happens(served
     refused = audit_lines(tmp_path)[-1]
     assert refused["event"] == "refused" and refused["reason"] == ("forged" if case == "forged" else
                                                                    "unsigned" if case == "unsigned" else "stale")
-    # a body altered after signing is forged too
-    good = sender.sign(body)
-    assert served.post("/slack/commands", body.replace("iris%403", "iris%404"), good).status_code == (
-        401 if case != "forged" else 401)
+    # a body altered after Slack signed it is forged too
+    good = SlackSender(SECRET).sign(body)
+    assert served.post("/slack/commands", body.replace("iris%403", "iris%404"), good).status_code == 401
+    assert audit_lines(tmp_path)[-1]["reason"] == "forged"
+    time.sleep(0.3)
+    assert slack.messages == [] and jenkins_double.requests == []
+
+
+def test_a_flood_of_forged_requests_is_counted_but_fills_no_disk(served, slack, tmp_path):
+    sender = SlackSender("not-the-signing-secret")
+    for i in range(20):
+        body = sender.command(f"deploy local:iris@{i}", DEPLOYER, slack.response_url())
+        assert served.post("/slack/commands", body, sender.sign(body)).status_code == 401
+    refused = [e for e in audit_lines(tmp_path) if e["event"] == "refused"]
+    assert len(refused) == 1 and refused[0]["reason"] == "forged"
+    metrics = httpx.get(served.url + "/metrics").text
+    assert 'mlops_chatops_requests_total{endpoint="commands",outcome="forged"} 20.0' in metrics
 
 
 def test_a_replayed_request_is_refused_and_slack_retries_are_not_acted_on_twice(served, slack, jenkins_double, tmp_path):
@@ -273,6 +286,41 @@ def test_an_approver_approves_in_the_thread_and_jenkins_input_proceeds(served, s
     assert again.status_code == 200
     assert "decided already" in slack.wait(lambda: slack.answers(response_url))[0]["text"]
     assert len(build.answers) == 1
+    assert not served.app.state.decisions.claim(f"mlops-release#{build.number}")  # the app's bounded memory
+
+
+def test_an_input_id_written_lower_case_is_answered_where_jenkins_keeps_it(tmp_path, slack, jenkins_double):
+    """`input id: 'releaseApproval'` waits at input/ReleaseApproval/ (Jenkins capitalises the first letter)."""
+    server = Served(chatops_settings(tmp_path, slack, {"url": jenkins_double.url, "user": jenkins_double.user,
+                                                       "api_token": jenkins_double.token,
+                                                       "input_id": "releaseApproval"}))
+    try:
+        build = jenkins_double.pending_build(input_id="releaseApproval")
+        message = approval_message(jenkins_double, build.number, "slack:U_DEP")
+        message["blocks"][1]["elements"][0]["value"] = message["blocks"][1]["elements"][0]["value"].replace(
+            '"ReleaseApproval"', '"releaseApproval"')
+        click(server, slack, message, "mlops_approve", APPROVER2)
+        slack.wait(lambda: slack.updates)
+    finally:
+        server.stop()
+    assert [a["action"] for a in build.answers] == ["submit"]
+    assert ("POST", f"/job/mlops-release/{build.number}/input/ReleaseApproval/submit") in jenkins_double.requests
+
+
+def test_an_input_without_the_approver_parameter_is_one_clear_line_and_can_be_decided_again(served, slack,
+                                                                                          jenkins_double, tmp_path):
+    build = jenkins_double.pending_build()
+    build.input_parameters = ()  # a Jenkinsfile whose input step defines no SLACK_APPROVER: Jenkins answers 500
+    message = approval_message(jenkins_double, build.number, "slack:U_DEP")
+    _, response_url = click(served, slack, message, "mlops_approve", APPROVER2)
+    text = slack.wait(lambda: slack.answers(response_url))[0]["text"]
+    assert text.startswith("not approved: answering mlops-release #1: Jenkins answered 500") and "\n" not in text
+    assert "SLACK_APPROVER" in text and build.answers == [] and slack.updates == []
+    assert audit_lines(tmp_path)[-1]["event"] == "decision-failed"
+    build.input_parameters = ("SLACK_APPROVER",)  # fixed in Jenkins: the same button works
+    click(served, slack, message, "mlops_approve", APPROVER2)
+    slack.wait(lambda: slack.updates)
+    assert [a["action"] for a in build.answers] == ["submit"]
 
 
 def test_reject_aborts_the_input(served, slack, jenkins_double):
@@ -289,6 +337,8 @@ def test_reject_aborts_the_input(served, slack, jenkins_double):
     (APPROVER2, "slack:U_DEP", {"job": "other-job"}, "not the release job"),
     (APPROVER2, "slack:U_DEP", {"build_url": "http://evil.example/job/mlops-release/1/"}, "build URL is not"),
     (APPROVER2, "slack:U_DEP", {"channel": "C_OTHER"}, "not accepted in this channel"),
+    (APPROVER2, "slack:U_DEP", {"team": "T_OTHER"}, "does not take commands from this workspace"),
+    (STRANGER, "slack:U_DEP", None, "you need the approver role"),
 ])
 def test_approvals_that_do_not_hold_are_refused_and_jenkins_is_not_answered(served, slack, jenkins_double, tmp_path,
                                                                            user, requested_by, tamper, expected):
@@ -297,7 +347,7 @@ def test_approvals_that_do_not_hold_are_refused_and_jenkins_is_not_answered(serv
     message = approval_message(jenkins_double, build.number, requested_by, job=tamper.get("job", "mlops-release"),
                                build_url=tamper.get("build_url"))
     answer, response_url = click(served, slack, message, "mlops_approve", user,
-                                 **({"channel": tamper["channel"]} if "channel" in tamper else {}))
+                                 **{k: tamper[k] for k in ("channel", "team") if k in tamper})
     assert answer.status_code == 200
     reply = slack.wait(lambda: slack.answers(response_url))[0]
     assert expected in reply["text"] and reply["response_type"] == "ephemeral"
@@ -305,6 +355,44 @@ def test_approvals_that_do_not_hold_are_refused_and_jenkins_is_not_answered(serv
     assert build.answers == [] and slack.updates == []
     assert not any(path.endswith(("/submit", "/abort")) for _, path in jenkins_double.requests)
     assert audit_lines(tmp_path)[-1]["event"] == "refused"
+
+
+def test_four_eyes_is_judged_on_the_builds_own_requester_not_on_the_buttons_copy(served, slack, jenkins_double,
+                                                                                tmp_path):
+    build = jenkins_double.pending_build(parameters={"REQUESTED_BY": "slack:U_APP"})
+    message = approval_message(jenkins_double, build.number, "slack:U_DEP")  # the button names someone else
+    answer, response_url = click(served, slack, message, "mlops_approve", APPROVER)
+    assert answer.status_code == 200
+    reply = slack.wait(lambda: slack.answers(response_url))[0]
+    assert "four eyes: you requested this release" in reply["text"]
+    time.sleep(0.3)
+    assert build.answers == [] and slack.updates == []
+    assert ("GET", f"/job/mlops-release/{build.number}/api/json") in jenkins_double.requests
+    assert audit_lines(tmp_path)[-1]["event"] == "refused" and audit_lines(tmp_path)[-1]["reason"] == "own-release"
+    # another approver may still decide it
+    click(served, slack, message, "mlops_approve", APPROVER2)
+    slack.wait(lambda: slack.updates)
+    assert [a["action"] for a in build.answers] == ["submit"]
+    assert audit_lines(tmp_path)[-1]["requested_by"] == "slack:U_APP"
+
+
+@pytest.mark.parametrize("payload, status", [
+    ('[1, 2]', 400),
+    ('{"type": "block_actions", "actions": {"0": {"action_id": "mlops_approve"}}}', 200),
+    ('{"type": "block_actions", "actions": [{"action_id": "mlops_approve"}], "user": "U_APP"}', 400),
+    ('{"type": "block_actions", "actions": [{"action_id": "mlops_rollback_confirm", "value": "{\\"env\\": \\"../x\\"}"}],'
+     ' "user": {"id": "U_DEP"}, "team": {"id": "T_TEAM"}, "channel": {"id": "C_RELEASES"}, "response_url": 7}', 200),
+])
+def test_a_signed_but_odd_interaction_payload_is_answered_without_an_error(served, slack, jenkins_double, payload,
+                                                                           status):
+    from urllib.parse import urlencode
+
+    sender = SlackSender(SECRET)
+    body = urlencode({"payload": payload})
+    answer = served.post("/slack/interactions", body, sender.sign(body))
+    assert answer.status_code == status
+    time.sleep(0.3)
+    assert jenkins_double.requests == [] and slack.updates == [] and slack.messages == []
 
 
 def test_a_forged_click_is_refused(served, slack, jenkins_double):
@@ -331,10 +419,16 @@ def test_rollback_asks_for_confirmation_then_triggers_the_rollback_job(served, s
     assert "you need the deployer role" in slack.wait(lambda: slack.answers(response_url))[0]["text"]
     body = sender.click("mlops_rollback_confirm", confirm["value"], DEPLOYER, response_url, message)
     served.post("/slack/interactions", body, sender.sign(body))
+    twice_url = slack.response_url()  # a double click: a second request, its own trigger_id
+    body = sender.click("mlops_rollback_confirm", confirm["value"], DEPLOYER, twice_url, message)
+    served.post("/slack/interactions", body, sender.sign(body))
+    assert "confirmed or cancelled already" in slack.wait(lambda: slack.answers(twice_url))[0]["text"]
     build = slack.wait(lambda: jenkins_double.all_builds("mlops-rollback"))[0]
     assert build.parameters["ENV"] == "prod" and build.parameters["REQUESTED_BY"] == "slack:U_DEP"
     root = slack.wait(lambda: slack.roots())[0]
     assert "mlops-rollback #1" in slack.wait(lambda: slack.thread(root["ts"]))[0]
+    time.sleep(0.5)
+    assert len(jenkins_double.triggered()) == 1 and len(slack.roots()) == 1  # rolled back once
 
 
 def test_health_ready_and_metrics(served):
@@ -366,6 +460,46 @@ def test_a_full_queue_answers_busy_and_runs_nothing(tmp_path, slack):
     finally:
         server.stop()
         jenkins.stop()
+
+
+def test_status_and_approvals_are_answered_while_every_release_worker_waits(tmp_path, slack):
+    jenkins = JenkinsApiDouble(start_after=10_000)  # the release stays queued: the one release worker waits
+    jenkins.start()
+    server = Served(chatops_settings(tmp_path, slack, {"url": jenkins.url, "user": jenkins.user, "api_token": jenkins.token,
+                                                       "queue_timeout_s": 8}, workers=1))
+    try:
+        sender = SlackSender(SECRET)
+        deploy(server, slack, sender, "deploy local:iris@1")
+        slack.wait(lambda: jenkins.triggered())  # the worker now follows the queue item for 8 s
+        started = time.monotonic()
+        _, _, response_url = deploy(server, slack, sender, "status prod", user=VIEWER)
+        assert slack.wait(lambda: slack.answers(response_url), timeout=4)[0]["text"] == "*prod*: nothing deployed"
+        build = jenkins.pending_build()
+        click(server, slack, approval_message(jenkins, build.number, "slack:U_DEP"), "mlops_approve", APPROVER2)
+        slack.wait(lambda: slack.updates, timeout=4)
+        assert time.monotonic() - started < 6 and [a["action"] for a in build.answers] == ["submit"]
+    finally:
+        server.stop()
+        jenkins.stop()
+
+
+def test_commands_and_clicks_are_acked_at_once_while_slack_and_jenkins_are_slow(served, slack, jenkins_double):
+    slack.delay_s = jenkins_double.delay_s = 3.5  # each answer from Slack or Jenkins takes 3.5 s
+    sender = SlackSender(SECRET)
+    build = jenkins_double.pending_build()
+    acks = []
+    for text, user in [("deploy local:iris@3", DEPLOYER), ("status prod", VIEWER), ("models", VIEWER)]:
+        started = time.monotonic()
+        answer, _, _ = deploy(served, slack, sender, text, user=user)
+        acks.append(time.monotonic() - started)
+        assert answer.status_code == 200
+    started = time.monotonic()
+    answer, _ = click(served, slack, approval_message(jenkins_double, build.number, "slack:U_DEP"), "mlops_approve",
+                      APPROVER2)
+    acks.append(time.monotonic() - started)
+    assert answer.status_code == 200 and max(acks) < 2.0, acks  # Slack's budget is 3 s
+    slack.wait(lambda: slack.updates, timeout=40)  # the work still happens, after the acks
+    assert [a["action"] for a in build.answers] == ["submit"]
 
 
 def test_the_jobs_remote_trigger_token_is_sent_and_a_wrong_one_starts_nothing(tmp_path, slack):

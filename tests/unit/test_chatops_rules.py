@@ -43,6 +43,8 @@ def test_commands_parse(text, expected):
     ("deploy local:iris to prod mainframe", "the target is one of local, container, kubernetes"),
     ("rollback", "usage: rollback prod"),
     ("status everywhere", "usage: status [test|prod]"),
+    ("models ../../etc", "usage: models [NAME]"),
+    ("models iris/../../x", "usage: models [NAME]"),
     ("launch", "unknown command 'launch'"),
 ])
 def test_bad_commands_are_one_line_usage_errors(text, message):
@@ -75,6 +77,24 @@ def test_the_guard_checks_signature_age_replay_and_forgets_after_the_window():
     clock[0] += 301  # the first request is now stale: its replay is refused by age, and it is forgotten
     assert guard.check(body, headers) == "stale"
     assert guard.first_time("t1") and not guard.first_time("t1") and guard.first_time(None)
+
+
+def test_a_request_stamped_ahead_of_our_clock_cannot_be_replayed_once_its_first_arrival_is_old():
+    """Slack's clock ahead of ours by 290 s: the request stays within the window for ~590 s after it
+    arrives, so its signature must be remembered at least that long."""
+    clock = [1_800_000_000.0]
+    guard = RequestGuard(SECRET, now=lambda: clock[0])
+    body = b"command=%2Fmlops&text=deploy+local%3Airis"
+    headers = signed(body, int(clock[0]) + 290)
+    assert guard.check(body, headers) == "ok"
+    clock[0] += 400  # still within 5 minutes of the request's timestamp
+    assert guard.check(body, headers) == "replayed"
+    assert guard.check(body, {**headers, "x-slack-retry-num": "1"}) == "retry"
+    guard.first_time("trigger-ahead")
+    clock[0] += 180
+    assert guard.check(body, headers) == "replayed" and not guard.first_time("trigger-ahead")
+    clock[0] += 20  # now more than 5 minutes after the timestamp: stale
+    assert guard.check(body, headers) == "stale"
 
 
 def test_roles_groups_team_channel_and_four_eyes():
@@ -176,4 +196,140 @@ def test_the_openshift_manifests_are_valid_and_their_config_loads():
     assert {p["httpGet"]["path"] for p in (container["readinessProbe"], container["livenessProbe"])} == {
         "/health/ready", "/health/live"}
     assert by_kind["Deployment"]["spec"]["replicas"] == 1  # replay memory is per process
+    assert by_kind["Route"]["spec"]["path"] == "/slack"  # /metrics and /health are not on the internet
     assert kustomization["images"][0]["digest"].startswith("sha256:")
+
+
+@pytest.mark.parametrize("prefix", ["https://hooks.slack.com/", "https://hooks.slack.com"])
+@pytest.mark.parametrize("url, allowed", [
+    ("https://hooks.slack.com/commands/T1/123/abc", True),
+    ("https://hooks.slack.com/actions/T1/123/abc", True),
+    ("https://hooks.slack.com.evil.example/commands/T1/123/abc", False),
+    ("https://hooks.slack.com@evil.example/commands/T1/123/abc", False),
+    ("https://user:pw@hooks.slack.com/commands/T1/123/abc", False),
+    ("http://hooks.slack.com/commands/T1/123/abc", False),
+    ("https://hooks.slack.com:8443/commands/T1/123/abc", False),
+    ("https://evil.example/https://hooks.slack.com/", False),
+    ("https://hooks.slack.com\\@evil.example/", False),
+    ("not a url", False),
+])
+def test_a_response_url_is_answered_only_under_slacks_host(prefix, url, allowed):
+    """A response_url outside the prefix's scheme, host and port is never contacted (no SSRF), even when
+    the configured prefix lacks its final slash."""
+    from mlops_cli.chatops.slack import ReplyError, Slack, under_prefix
+
+    assert under_prefix(url, prefix) is allowed
+    if not allowed:
+        with pytest.raises(ReplyError, match="not under chatops.response_url_prefix"):
+            Slack("xoxb-unit", "https://slack.com/api/", prefix).respond(url, "hello")
+
+
+def test_a_response_url_prefix_with_a_path_keeps_replies_under_that_path():
+    from mlops_cli.chatops.slack import under_prefix
+
+    prefix = "http://127.0.0.1:8099/response/"
+    assert under_prefix("http://127.0.0.1:8099/response/abc", prefix)
+    assert not under_prefix("http://127.0.0.1:8099/responses-elsewhere/abc", prefix)
+    assert not under_prefix("http://127.0.0.1:8099/response/../admin", prefix)
+    assert not under_prefix("http://127.0.0.1:8100/response/abc", prefix)
+
+
+def test_decided_approvals_are_remembered_once_each_and_bounded():
+    from mlops_cli.chatops.guard import Decisions
+
+    decisions = Decisions(max_items=3)
+    assert decisions.claim("mlops-release#1") and not decisions.claim("mlops-release#1")
+    decisions.release("mlops-release#1")  # Jenkins did not take the answer: it may be decided again
+    assert decisions.claim("mlops-release#1")
+    for number in range(2, 1002):
+        assert decisions.claim(f"mlops-release#{number}")
+    assert len(decisions) == 3  # a service running for months does not grow with every release
+    assert not decisions.claim("mlops-release#1001") and decisions.claim("mlops-release#1")
+
+
+def test_request_checks_are_not_asserts():
+    """`python -O` drops assert statements: a check on what Slack sent must be an if."""
+    import ast
+
+    found = [f"{path.name}:{node.lineno}" for path in sorted((REPO / "mlops_cli" / "chatops").rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
+    assert found == []
+
+
+def test_the_jenkins_url_carries_no_credentials():
+    """A user:token in chatops.jenkins.url would reach the thread in 'Jenkins at <url> is unreachable'."""
+    with pytest.raises(ConfigError, match="needs chatops.jenkins.url, an http\\(s\\) URL"):
+        jenkins_executor(url="https://bot:t0ken@jenkins.example.com/")
+
+
+def test_a_job_name_with_spaces_matches_jenkins_percent_encoded_build_url():
+    executor = jenkins_executor(job="ml team/mlops release")
+    value = {"job": "ml team/mlops release", "build": 3, "input_id": "ReleaseApproval", "requested_by": "slack:U1",
+             "build_url": "https://jenkins.example.com/ci/job/ml%20team/job/mlops%20release/3/"}  # Jenkins' BUILD_URL
+    assert executor.approval(json.dumps(value)).build_url == value["build_url"]
+
+
+def test_the_local_executor_runs_one_release_at_a_time_per_workdir(tmp_path, monkeypatch):
+    """Two releases asked at once on one workdir: the second waits for the first (the flock), says so, and
+    no two stages ever overlap; another workdir is not held up."""
+    import threading
+    import time
+
+    from mlops_cli.chatops.executors import Release
+    from mlops_cli.chatops.executors.local import LocalExecutor
+
+    spans: list[tuple[str, float, float]] = []
+
+    def fake_mlops(self, args, release):  # a stage as a process would take: some time, then exit 0
+        start = time.monotonic()
+        time.sleep(0.05)
+        spans.append((str(self.workdir), start, time.monotonic()))
+        return 0, json.dumps({"status": "passed"}), ""
+
+    monkeypatch.setattr(LocalExecutor, "_mlops", fake_mlops)
+    monkeypatch.setattr(LocalExecutor, "_serving", lambda self, env: "done")
+
+    def executor(workdir: Path) -> LocalExecutor:
+        return LocalExecutor(load_settings(None, {"workdir": workdir, "chatops": {"executor": "local"}}, environ={}))
+
+    said: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    runs = [(executor(tmp_path / "one"), "a"), (executor(tmp_path / "one"), "b"), (executor(tmp_path / "two"), "c")]
+    threads = [threading.Thread(target=ex.deploy, args=(Release("local:iris@1", "test", None, "U1", "C1", "1.0"),
+                                                        said[name].append)) for ex, name in runs]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.02)
+    for thread in threads:
+        thread.join(timeout=30)
+    one = sorted((s, e) for w, s, e in spans if w.endswith("one"))
+    assert len(one) == 2 * 6 and all(a[1] <= b[0] for a, b in zip(one, one[1:]))  # never two at once
+    assert any("another release runs" in line for line in said["b"]) and said["b"][-1] == "done"
+    assert not any("another release runs" in line for line in said["c"])
+
+
+def test_group_members_are_replaced_at_once_not_while_requests_read_them():
+    """refresh runs in a thread; roles() iterates the members on the loop: no dict may grow under it."""
+    auth = Authoriser({}, {"S1": ["deployer"], "S2": ["approver"]}, None, [], four_eyes=True)
+    seen = []
+
+    def members(group: str) -> list[str]:
+        seen.append((group, dict(auth.members), auth.roles("U1")))  # what a request would see meanwhile
+        return ["U1"]
+
+    auth.refresh(members)
+    assert seen == [("S1", {}, set()), ("S2", {}, set())]
+    assert auth.roles("U1") == {"deployer", "approver", "viewer"}
+
+
+def test_the_audit_log_is_read_from_its_tail_in_bounded_time(tmp_path):
+    from mlops_cli.chatops.audit import AuditLog
+
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    with open(audit.path, "w") as f:
+        for i in range(30_000):  # months of refusals and releases: ~3 MB
+            f.write(json.dumps({"at": "2026-01-01T00:00:00Z", "event": "refused", "reason": "unauthorised",
+                                "user": f"U{i}", "command": "/mlops deploy local:iris@3"}) + "\n")
+    audit.record("released", user="U_DEP", env="prod", model="local:iris@3")
+    entries = audit.entries(tail_bytes=64 * 1024)
+    assert 0 < len(entries) < 1000 and entries[-1]["event"] == "released"
+    assert all(isinstance(e, dict) and "event" in e for e in entries)

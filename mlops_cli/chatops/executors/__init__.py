@@ -66,6 +66,9 @@ class Executor(Protocol):
     def approval(self, value: str) -> Approval:
         """The button's value checked against the configuration; ExecutorError when it does not hold."""
 
+    def requester(self, approval: Approval) -> str:
+        """Who asked for the release, as the build itself records it (the button's word is only a hint)."""
+
     def decide(self, approval: Approval, approve: bool, user: str) -> None:
         """Answer the build's approval gate (proceed or abort)."""
 

@@ -5,7 +5,8 @@ deploy: the job's parameters are checked first (get_job_info: the job exists and
 REQUESTED_BY, SLACK_CHANNEL, SLACK_THREAD_TS), then `build_job` (buildWithParameters; Jenkins answers
 with the queue item in Location), then the queue item is read until it has `executable.number` and
 the build's link goes to the thread. Later stage outcomes come from the pipeline (`mlops notify`).
-Approve/Reject answer the build's `input` step: POST `<build>/input/<id>/submit` (proceed, json with
+Approve/Reject first read the build's own REQUESTED_BY (four eyes is judged on it, not on the button's
+copy), then answer the build's `input` step: POST `<build>/input/<id>/submit` (proceed, json with
 SLACK_APPROVER) or `.../abort`, through python-jenkins' jenkins_request (its auth and crumb).
 Jenkins unreachable, 401/403, a missing job: one line in the thread, nothing triggered.
 """
@@ -16,6 +17,7 @@ import json
 import re
 import time
 from typing import TYPE_CHECKING, Any, Optional
+from urllib.parse import quote
 
 from ...errors import ConfigError
 from . import Approval, ExecutorError, Release, Say
@@ -27,9 +29,17 @@ PARAMETERS = ("MODEL_REF", "TARGET", "REQUESTED_BY", "SLACK_CHANNEL", "SLACK_THR
 REQUIRED = ("MODEL_REF", "REQUESTED_BY", "SLACK_CHANNEL", "SLACK_THREAD_TS")
 
 
+def input_key(input_id: str) -> str:
+    """An `input` step's id as Jenkins keeps it: InputStep.setId turns a first letter a-z into upper case
+    (`id: 'releaseApproval'` waits at `input/ReleaseApproval/`)."""
+    first = input_id[:1]
+    return first.upper() + input_id[1:] if first.isascii() and first.islower() else input_id
+
+
 def job_path(job: str) -> str:
-    """`folder/name` -> `job/folder/job/name/`, as Jenkins' URLs have it."""
-    return "".join(f"job/{part}/" for part in job.split("/"))
+    """`folder/name` -> `job/folder/job/name/`, as Jenkins' URLs have it (each name percent-encoded, as in
+    its BUILD_URL and as python-jenkins sends it)."""
+    return "".join(f"job/{quote(part, safe='')}/" for part in job.split("/"))
 
 
 class JenkinsExecutor:
@@ -37,9 +47,10 @@ class JenkinsExecutor:
 
     def __init__(self, settings: "Settings", config_file: Optional[str] = None):
         cfg = settings.chatops.jenkins
-        if not cfg.url or not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", cfg.url):
+        if not cfg.url or not re.match(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$", cfg.url):
             raise ConfigError("the jenkins executor needs chatops.jenkins.url, an http(s) URL",
-                              hint="e.g. https://jenkins.example.com/ (or set chatops.executor: local)")
+                              hint="e.g. https://jenkins.example.com/, without user or token in it (those are "
+                                   "chatops.jenkins.user and its API token), or set chatops.executor: local")
         self.token = cfg.token_value()
         if not cfg.user or not self.token:
             raise ConfigError("the jenkins executor needs chatops.jenkins.user and its API token",
@@ -169,25 +180,42 @@ class JenkinsExecutor:
             raise ExecutorError("the button names no build number")
         if job not in {j for j in (self.cfg.job, self.cfg.test_job) if j}:
             raise ExecutorError(f"the button names the job {job!r}, not the release job this service answers for")
-        if input_id != self.cfg.input_id:
+        if input_key(input_id) != input_key(self.cfg.input_id):
             raise ExecutorError(f"the button names the input {input_id!r}, not {self.cfg.input_id!r}")
         expected = f"{self.url}{job_path(job)}{build}/"
         if build_url != expected:
             raise ExecutorError(f"the button's build URL is not {job} #{build} on the configured Jenkins")
-        return Approval(job=job, build=build, build_url=expected, input_id=input_id, requested_by=requested_by,
+        return Approval(job=job, build=build, build_url=expected, input_id=input_key(self.cfg.input_id),
+                        requested_by=requested_by,
                         model=str(data.get("model") or ""), digest=str(data.get("digest") or ""))
+
+    def requester(self, approval: Approval) -> str:
+        """The build's own REQUESTED_BY parameter (what four eyes is judged on); the button's when the build
+        has none (started in Jenkins without it)."""
+        info = self._call(f"reading {approval.job} #{approval.build}", self._server().get_build_info, approval.job,
+                          approval.build, missing=f"Jenkins has no build {approval.job} #{approval.build}")
+        for action in info.get("actions") or []:
+            for parameter in (action or {}).get("parameters") or []:
+                if parameter.get("name") == "REQUESTED_BY" and isinstance(parameter.get("value"), str):
+                    return parameter["value"]
+        return approval.requested_by
 
     def decide(self, approval: Approval, approve: bool, user: str) -> None:
         import requests
 
         server = self._server()
-        base = f"{approval.build_url}input/{approval.input_id}/"
+        base = f"{approval.build_url}input/{quote(approval.input_id, safe='')}/"
         if approve:
             form = {"proceed": "Approve",
                     "json": json.dumps({"parameter": [{"name": "SLACK_APPROVER", "value": f"slack:{user}"}]})}
             request = requests.Request("POST", base + "submit", data=form)
         else:
             request = requests.Request("POST", base + "abort")
-        self._call(f"answering {approval.job} #{approval.build}", server.jenkins_request, request,
-                   missing=f"{approval.job} #{approval.build} is not waiting for approval any more "
-                           "(decided, timed out or aborted)")
+        try:
+            self._call(f"answering {approval.job} #{approval.build}", server.jenkins_request, request,
+                       missing=f"{approval.job} #{approval.build} is not waiting for approval any more "
+                               "(decided, timed out or aborted)")
+        except ExecutorError as exc:
+            if approve and str(exc).endswith("answered 500"):  # Jenkins' answer to a parameter the input lacks
+                raise ExecutorError(f"{exc} (does its input step define the string parameter SLACK_APPROVER?)") from None
+            raise

@@ -120,5 +120,8 @@ class LocalExecutor:
         raise ExecutorError("this service runs releases locally (chatops.executor: local): there is no approval "
                             "gate to answer")
 
+    def requester(self, approval: Approval) -> str:
+        raise ExecutorError("no approval gate with the local executor")
+
     def decide(self, approval: Approval, approve: bool, user: str) -> None:
         raise ExecutorError("no approval gate with the local executor")

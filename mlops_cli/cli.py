@@ -119,10 +119,14 @@ def build_image(builder: Optional[str]) -> None:
     emit(_stage("build-image")(settings_from(**{"build.builder": builder})))
 
 
+_FORCE_HELP = "kubernetes target: take over fields another field manager owns [config kubernetes.force_conflicts]."
+
+
 @command(cli, "deploy-test")
-def deploy_test() -> None:
+@click.option("--force", is_flag=True, help=_FORCE_HELP)
+def deploy_test(force: bool) -> None:
     """Deploy the bundle to the test environment and wait until it is ready."""
-    emit(_stage("deploy-test")(settings_from()))
+    emit(_stage("deploy-test")(settings_from(**{"kubernetes.force_conflicts": force})))
 
 
 @command(cli, "smoke-test")
@@ -132,9 +136,10 @@ def smoke_test() -> None:
 
 
 @command(cli, "rolling-update")
-def rolling_update() -> None:
+@click.option("--force", is_flag=True, help=_FORCE_HELP)
+def rolling_update(force: bool) -> None:
     """Replace production with the smoke-tested bundle, with no failed request; keeps the old one on failure."""
-    emit(_stage("rolling-update")(settings_from()))
+    emit(_stage("rolling-update")(settings_from(**{"kubernetes.force_conflicts": force})))
 
 
 

@@ -344,6 +344,10 @@ class KubernetesSettings(Section):
     """Kubernetes version the rendered manifests are validated against (OpenShift 4.17 is 1.30)."""
     allow_tag: bool = False
     """Accept an image given by a moving tag for prod (`--allow-tag`); by default prod takes digests only."""
+    field_manager: str = Field("mlops", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+    """Server-side apply's field manager: the name the API server records as owner of the fields mlops applies."""
+    force_conflicts: bool = False
+    """Take over fields another field manager owns when applying (`--force`); by default that is an error naming it."""
 
     @field_validator("server")
     @classmethod

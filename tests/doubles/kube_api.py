@@ -31,7 +31,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlparse
 
+import yaml
+
+from . import kube_apply
 from .kube_patch import ApiError, json_patch, merge_patch, strategic_merge
+
+APPLY = "application/apply-patch+yaml"
 
 REVISION = "deployment.kubernetes.io/revision"
 SKIP_TO_RS = {"kubectl.kubernetes.io/last-applied-configuration", REVISION, "deployment.kubernetes.io/revision-history",
@@ -71,6 +76,8 @@ class KubeApiDouble:
         self.stalled = False                           # the controller does nothing until a Deployment's next JSON patch
         self.conflicts: dict[str, int] = {}            # plural -> writes to come that meet a concurrent writer (409)
         self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
+        self.queries: list[tuple[str, str, dict[str, list[str]]]] = []  # (method, path, query parameters)
+        self.user_agent = ""
         self.down_after: Optional[int] = None          # after this many more requests, answer 503 (the API goes away)
         self.clock = 0.0
         self.lock = threading.RLock()
@@ -93,7 +100,8 @@ class KubeApiDouble:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 code, body = double.handle(self.command, self.path, self.headers.get("Content-Type", ""),
-                                           self.headers.get("Authorization", ""), raw)
+                                           self.headers.get("Authorization", ""), raw,
+                                           self.headers.get("User-Agent", ""))
                 data = json.dumps(body).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
@@ -113,10 +121,13 @@ class KubeApiDouble:
             self.server.shutdown()
             self.server.server_close()
 
-    def handle(self, method: str, raw_path: str, content_type: str, auth: str, raw: bytes) -> tuple[int, Any]:
+    def handle(self, method: str, raw_path: str, content_type: str, auth: str, raw: bytes,
+               user_agent: str = "") -> tuple[int, Any]:
         with self.lock:
             url = urlparse(raw_path)
             self.requests.append((method, url.path, content_type.split(";")[0]))
+            self.queries.append((method, url.path, parse_qs(url.query)))
+            self.user_agent = user_agent
             self.clock += self.tick
             try:
                 if self.down_after is not None:
@@ -170,10 +181,15 @@ class KubeApiDouble:
             if key not in self.objects:
                 raise not_found
             return 200, self.objects[key]
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError:
+        try:  # an apply body is YAML (JSON is YAML); every other body JSON
+            body = yaml.safe_load(raw or b"null") if content_type == APPLY else json.loads(raw or b"null")
+        except (ValueError, yaml.YAMLError):
             raise ApiError(400, "BadRequest", "the body of the request was not valid JSON") from None
+        manager = self._manager(query, verb, content_type)
+        if verb == "patch" and content_type == APPLY:
+            if ns not in self.namespaces:
+                raise ApiError(404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"})
+            return self.apply(key, api_version, kind, resource, body, manager, query.get("force", [""])[0] == "true")
         if verb == "create":
             if ns not in self.namespaces:
                 raise ApiError(404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"})
@@ -182,12 +198,82 @@ class KubeApiDouble:
             if key in self.objects:
                 raise ApiError(409, "AlreadyExists", f'{resource} "{name}" already exists',
                                {"name": name, "group": group, "kind": plural})
-            return 201, self.create(key, api_version, kind, body)
+            created = self.create(key, api_version, kind, body)
+            kube_apply.update(None, created, manager, api_version, self._crd(key), self.now())
+            return 201, created
         if verb == "patch":
             if key not in self.objects:
                 raise not_found
-            return 200, self.patch(key, kind, resource, content_type, body)
+            before = copy.deepcopy(self.objects[key])
+            patched = self.patch(key, kind, resource, content_type, body)
+            kube_apply.update(before, patched, manager, api_version, self._crd(key), self.now())
+            return 200, patched
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported by this double")
+
+    def _crd(self, key: tuple[str, str, str, str]) -> bool:
+        return (key[0], "v1", key[1]) in CRDS
+
+    def _manager(self, query: dict[str, list[str]], verb: str, content_type: str) -> str:
+        """?fieldManager=, required for an apply; for other writes the User-Agent up to its first '/'."""
+        manager = query.get("fieldManager", [""])[0]
+        if "force" in query and content_type != APPLY:
+            raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io is invalid: force: Forbidden: may not be "
+                                           "specified for non-apply patch")
+        if content_type == APPLY and verb == "patch" and not manager:
+            raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io is invalid: fieldManager: Required value: "
+                                           "is required for apply patch")
+        return manager or (self.user_agent.split("/")[0] or "unknown")
+
+    def apply(self, key: tuple[str, str, str, str], api_version: str, kind: str, resource: str, body: Any,
+              manager: str, force: bool) -> tuple[int, dict[str, Any]]:
+        """Server-side apply (kube_apply.py): create when absent; else merge, 409 on another manager's field."""
+        name = key[3]
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "error decoding YAML: the applied configuration is not an object")
+        if (body.get("apiVersion"), body.get("kind")) != (api_version, kind):
+            raise ApiError(400, "BadRequest", f"the applied configuration's apiVersion/kind "
+                                              f"{body.get('apiVersion')}/{body.get('kind')} is not {api_version}/{kind}")
+        if (body.get("metadata") or {}).get("name") != name:
+            raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
+        crd = self._crd(key)
+        live = self.objects.get(key)
+        if live is None:
+            created = self.create(key, api_version, kind, body)
+            managers = kube_apply.Managers({})
+            managers.set((manager, "Apply"), api_version, kube_apply.fields(body, crd))
+            managers.store(created, self.now())
+            return 201, created
+        found = kube_apply.conflicts(live, body, manager, crd)
+        if found and not force:
+            causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{who}" using {version}',
+                       "field": kube_apply.dotted(path)} for who, version, path in found]
+            lines = "\n".join(f"- {c['message']}: {c['field']}" for c in causes)
+            raise ApiError(409, "Conflict", f"Apply failed with {len(found)} conflict{'s' if len(found) > 1 else ''}: "
+                                            + (f"{causes[0]['message']}: {causes[0]['field']}" if len(found) == 1
+                                               else "\n" + lines),
+                           {"name": name, "group": key[0], "kind": key[1], "causes": causes})
+        precondition = (body.get("metadata") or {}).get("resourceVersion")
+        if precondition and precondition != live["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {resource} "{name}": the object has '
+                                            "been modified; please apply your changes to the latest version and try again",
+                           {"name": name, "group": key[0], "kind": key[1]})
+        merge = merge_patch if crd else strategic_merge
+        new = kube_apply.apply(live, body, manager, api_version, force, crd, merge, self.now())
+        if kind == "Deployment":
+            new["spec"].setdefault("replicas", 1)  # defaulting, as the API server does for a removed field
+        for fixed in ("uid", "namespace", "name", "creationTimestamp", "generation", "resourceVersion"):
+            new["metadata"][fixed] = live["metadata"].get(fixed)
+        if kind == "Deployment" and new["spec"].get("selector") != live["spec"].get("selector"):
+            raise ApiError(422, "Invalid", f'Deployment.apps "{name}" is invalid: spec.selector: Invalid value: '
+                                           "field is immutable")
+        if new.get("spec") != live.get("spec"):
+            new["metadata"]["generation"] = live["metadata"]["generation"] + 1
+        if "status" in live:
+            new["status"] = live["status"]
+        if new != live:
+            self._stamp(new)
+        self.objects[key] = new
+        return 200, new
 
     def _stamp(self, obj: dict[str, Any]) -> None:
         obj["metadata"]["resourceVersion"] = str(next(self._rv))

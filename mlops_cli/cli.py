@@ -153,15 +153,21 @@ def rollback(env: str) -> None:
 
 
 @command(cli, "render")
-@click.option("--env", required=True, type=click.Choice(["test", "prod"]), help="The environment to render for.")
+@click.option("--env", type=click.Choice(["test", "prod"]), help="The environment to render for.")
+@click.option("--kustomize", is_flag=True, help="Write a Kustomize base and overlays/ENV for every environment instead.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write into.")
 @click.option("--image", help="REPOSITORY@sha256:DIGEST to deploy [default: the image in state].")
 @click.option("--allow-tag", is_flag=True, help="Accept --image as a moving tag for prod.")
-def render(env: str, out: Path, image: Optional[str], allow_tag: bool) -> None:
-    """Write the environment's validated Kubernetes/OpenShift manifests (for GitOps)."""
-    from . import render as render_lib
+@click.option("--model", "model_ref", help="Model reference whose metadata labels the objects [default: state's model].")
+def render(env: Optional[str], kustomize: bool, out: Path, image: Optional[str], allow_tag: bool,
+           model_ref: Optional[str]) -> None:
+    """Write the environment's validated Kubernetes/OpenShift manifests (for GitOps; no state needed with --image)."""
+    from . import gitops, render as render_lib
 
-    emit(render_lib.run(settings_from(), env, out, image=image, allow_tag=allow_tag))
+    if kustomize:
+        emit(gitops.run(settings_from(), out, image=image, allow_tag=allow_tag, model_ref=model_ref))
+    else:
+        emit(render_lib.run(settings_from(), env, out, image=image, allow_tag=allow_tag, model_ref=model_ref))
 
 @cli.group()
 def pipeline() -> None:

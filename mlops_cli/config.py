@@ -348,6 +348,17 @@ class KubernetesSettings(Section):
     """Server-side apply's field manager: the name the API server records as owner of the fields mlops applies."""
     force_conflicts: bool = False
     """Take over fields another field manager owns when applying (`--force`); by default that is an error naming it."""
+    service_account: Optional[str] = Field(None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
+    """The pods' service account; default: a ServiceAccount rendered for the app (its name, no API token mounted)."""
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    """Secrets the kubelet pulls the image with (a private registry), on the pods and the rendered ServiceAccount."""
+    topology_spread: bool = True
+    """Spread the pods over zones and nodes (topologySpreadConstraints, maxSkew 1, ScheduleAnyway)."""
+    network_policy: bool = True
+    """Render a NetworkPolicy: only the router/ingress and monitoring namespaces reach the pods' port."""
+    network_policy_from: Optional[list[str]] = None
+    """Namespaces let in (by kubernetes.io/metadata.name); default per flavour: OpenShift's ingress and monitoring
+    namespaces (and host-network routers), or `ingress-nginx` and `monitoring`."""
 
     @field_validator("server")
     @classmethod

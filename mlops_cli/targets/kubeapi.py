@@ -43,6 +43,8 @@ BUILTIN = {
     "HorizontalPodAutoscaler": ("horizontalpodautoscalers.autoscaling", "AutoscalingV2Api",
                                 "namespaced_horizontal_pod_autoscaler"),
     "PodDisruptionBudget": ("poddisruptionbudgets.policy", "PolicyV1Api", "namespaced_pod_disruption_budget"),
+    "ServiceAccount": ("serviceaccounts", "CoreV1Api", "namespaced_service_account"),
+    "NetworkPolicy": ("networkpolicies.networking.k8s.io", "NetworkingV1Api", "namespaced_network_policy"),
 }
 # kind -> (group, version, plural) for custom resources (no strategic merge for these: merge patch)
 CUSTOM = {

@@ -22,7 +22,7 @@ from .kubeapi import ApplyConflict, Kube, NotFound
 from .rollout import RolloutFailed, restore, revision, undo, wait
 
 # The Deployment last: when another object is refused (RBAC, a missing CRD) no new revision has started.
-APPLY_ORDER = ("Service", "Route", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
+APPLY_ORDER = ("ServiceAccount", "NetworkPolicy", "Service", "Route", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
                "Deployment")
 
 

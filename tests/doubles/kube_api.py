@@ -49,7 +49,9 @@ BUILTIN = {("", "v1", "services"): "Service", ("", "v1", "pods"): "Pod",
            ("apps", "v1", "deployments"): "Deployment", ("apps", "v1", "replicasets"): "ReplicaSet",
            ("networking.k8s.io", "v1", "ingresses"): "Ingress",
            ("autoscaling", "v2", "horizontalpodautoscalers"): "HorizontalPodAutoscaler",
-           ("policy", "v1", "poddisruptionbudgets"): "PodDisruptionBudget"}
+           ("policy", "v1", "poddisruptionbudgets"): "PodDisruptionBudget",
+           ("", "v1", "serviceaccounts"): "ServiceAccount",
+           ("networking.k8s.io", "v1", "networkpolicies"): "NetworkPolicy"}
 OPENSHIFT = {("route.openshift.io", "v1", "routes"): "Route"}  # aggregated API: takes strategic merge
 CRDS = {("monitoring.coreos.com", "v1", "servicemonitors"): "ServiceMonitor"}
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -35,7 +35,8 @@ def test_deploy_test_applies_every_object_and_records_the_route_url(kube, shippe
     applies = [(path.split("/")[-2], query) for (method, path, _), (_, _, query) in zip(kube.requests, kube.queries)
                if method == "PATCH"]
     assert {plural for plural, _ in applies} == {"services", "deployments", "routes", "horizontalpodautoscalers",
-                                                 "poddisruptionbudgets", "servicemonitors"}
+                                                 "poddisruptionbudgets", "servicemonitors", "serviceaccounts",
+                                                 "networkpolicies"}
     assert all(query["fieldManager"] == ["mlops"] and query["force"] == ["false"] for _, query in applies)
     assert {ctype for method, _, ctype in kube.requests if method == "PATCH"} == {"application/apply-patch+yaml"}
     assert not [path for method, path, _ in kube.requests if method == "POST"]

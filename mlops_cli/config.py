@@ -276,7 +276,8 @@ class KubeResources(Section):
 
 class KubeCustomMetric(Section):
     name: str
-    """Pods metric served by a Prometheus adapter, e.g. `mlops_requests_per_second`."""
+    """Pods metric served by a Prometheus adapter, e.g. `mlops_http_requests_per_second` (the rule that serves it from
+    the server's mlops_http_requests_total: deploy/monitoring/prometheus-adapter.yaml)."""
     target_average_value: str
     """Target average value per pod, as a Kubernetes quantity, e.g. `20`."""
 
@@ -359,6 +360,11 @@ class KubernetesSettings(Section):
     network_policy_from: Optional[list[str]] = None
     """Namespaces let in (by kubernetes.io/metadata.name); default per flavour: OpenShift's ingress and monitoring
     namespaces (and host-network routers), or `ingress-nginx` and `monitoring`."""
+    relay_image: Optional[str] = None
+    """`render --kustomize`: an image with mlops (and its kafka extra) to run `mlops alert-relay` from, by digest;
+    unset: no relay manifests."""
+    monitoring_namespace: Optional[str] = None
+    """`render --kustomize`: namespace of the relay, dashboards and PrometheusRule; default: the prod namespace."""
 
     @field_validator("server")
     @classmethod

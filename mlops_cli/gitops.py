@@ -14,12 +14,15 @@ YAML we generate and validate, and both Argo CD and Flux (and `kubectl apply -k`
 from __future__ import annotations
 
 import copy
+import json
+from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
 from .config import Settings
 from .errors import UsageError
-from .render import ENVS, Rendered, RenderResult, render, to_yaml, validate
+from .render import (ENVS, OPENSHIFT_FROM, KUBERNETES_FROM, Rendered, RenderResult, check_image, render, to_yaml,
+                     validate)
 from .state import State
 
 KUSTOMIZATION = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
@@ -93,17 +96,97 @@ def write(rendered: dict[str, Rendered], out: Path) -> list[Path]:
     return written
 
 
+RELAY_SELECTOR = {"app.kubernetes.io/name": "mlops-alert-relay", "app.kubernetes.io/instance": "mlops-alert-relay"}
+PART_OF = {"app.kubernetes.io/managed-by": "mlops", "app.kubernetes.io/part-of": "mlops"}
+
+
+def _template(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    import yaml
+
+    folder = resources.files("mlops_cli") / "templates" / "openshift"
+    jinja = Environment(loader=FileSystemLoader(str(folder)), undefined=StrictUndefined, trim_blocks=True,
+                        lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    return yaml.safe_load(jinja.get_template(name).render(**values))
+
+
+def relay_config(settings: Settings) -> dict[str, str]:
+    """The relay pod's MLOPS_* settings, from the CLI's own (no secrets: those come from the Secret)."""
+    relay, kafka = settings.relay, settings.notify.kafka
+    sinks = relay.sinks or list(settings.notify.notifiers)
+    config = {"MLOPS_RELAY__SINKS": json.dumps(sinks), "MLOPS_RELAY__RETRIES": str(relay.retries),
+              "MLOPS_RELAY__QUEUE_MAX": str(relay.queue_max), "MLOPS_RELAY__MAX_BODY_BYTES": str(relay.max_body_bytes)}
+    if relay.runbook_base_url:
+        config["MLOPS_RELAY__RUNBOOK_BASE_URL"] = relay.runbook_base_url
+    if "kafka" in sinks:
+        config.update(MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS=",".join(kafka.bootstrap_servers),
+                      MLOPS_NOTIFY__KAFKA__TOPIC=kafka.topic, MLOPS_NOTIFY__KAFKA__SECURITY_PROTOCOL=kafka.security_protocol)
+    return config
+
+
+def monitoring_manifests(settings: Settings) -> list[dict[str, Any]]:
+    """The PrometheusRule, one ConfigMap per Grafana dashboard (for Grafana's sidecar) and, with
+    kubernetes.relay_image, `mlops alert-relay` (ConfigMap, PVC, Deployment, Service, NetworkPolicy)."""
+    import yaml
+
+    k = settings.kubernetes
+    namespace = k.monitoring_namespace or k.namespaces.prod
+    templates = resources.files("mlops_cli") / "templates"
+    rule = yaml.safe_load((templates / "monitoring" / "prometheusrule.yaml").read_text(encoding="utf-8"))
+    rule["metadata"]["namespace"] = namespace
+    manifests = [rule]
+    for dashboard in sorted((templates / "dashboards").iterdir(), key=lambda p: p.name):
+        if dashboard.name.endswith(".json"):
+            manifests.append(_template("dashboard-configmap.yaml.j2", dict(
+                namespace=namespace, dashboard_name=f"grafana-dashboard-{dashboard.name[:-5]}",
+                dashboard_labels={"grafana_dashboard": "1", **PART_OF},
+                dashboard_data={dashboard.name: dashboard.read_text(encoding="utf-8")})))
+    if k.relay_image:
+        image = check_image(k.relay_image, "prod", k.allow_tag)
+        allowed = k.network_policy_from if k.network_policy_from is not None else (
+            OPENSHIFT_FROM if k.flavour == "openshift" else KUBERNETES_FROM)
+        env = [{"name": "HOME", "value": "/tmp"}, {"name": "MLOPS_WORKDIR", "value": "/tmp/mlops"},
+               {"name": "MLOPS_RELAY__TOKEN_FILE", "value": "/etc/mlops-relay/token"},
+               {"name": "MLOPS_RELAY__QUEUE_DIR", "value": "/var/lib/mlops-relay/queue"}]
+        config = relay_config(settings)
+        if "slack" in json.loads(config["MLOPS_RELAY__SINKS"]):
+            env.append({"name": "MLOPS_NOTIFY__SLACK__WEBHOOK_URL_FILE", "value": "/etc/mlops-relay/slack-webhook-url"})
+        values = dict(namespace=namespace, relay_labels={**RELAY_SELECTOR, **PART_OF}, relay_selector=RELAY_SELECTOR,
+                      relay_image=image, relay_port=settings.relay.port, relay_env=env, relay_config=config,
+                      image_pull_secrets=[{"name": n} for n in k.image_pull_secrets],
+                      relay_peers=[{"namespaceSelector": {"matchExpressions": [
+                          {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(allowed)}]}}])
+        for name in ("relay-configmap", "relay-pvc", "relay-deployment", "relay-service", "relay-networkpolicy"):
+            manifests.append(_template(f"{name}.yaml.j2", values))
+    return manifests
+
+
+def write_monitoring(manifests: list[dict[str, Any]], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("[0-9][0-9]-*.yaml"):
+        old.unlink()
+    written = []
+    for index, manifest in enumerate(manifests, start=1):
+        written.append(folder / f"{index:02d}-{manifest['kind'].lower()}-{manifest['metadata']['name']}.yaml")
+        written[-1].write_text(to_yaml(manifest), encoding="utf-8")
+    written.append(folder / "kustomization.yaml")
+    written[-1].write_text(to_yaml({**KUSTOMIZATION, "resources": [p.name for p in written[:-1]]}), encoding="utf-8")
+    return written
+
+
 def run(settings: Settings, out: Path, image: Optional[str] = None, allow_tag: bool = False,
         model_ref: Optional[str] = None) -> RenderResult:
     """Render and validate every environment, then write the base and the overlays to out/."""
     state = State.load(settings.workdir)
     rendered = {env: render(settings, state, env, image=image, allow_tag=allow_tag, model_ref=model_ref)
                 for env in ENVS}
-    for result in rendered.values():
-        validate(result.manifests, settings.kubernetes.kubernetes_version)
+    monitoring = monitoring_manifests(settings)
+    for manifests in [r.manifests for r in rendered.values()] + [monitoring]:
+        validate(manifests, settings.kubernetes.kubernetes_version)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    files = write(rendered, out)
+    files = write(rendered, out) + write_monitoring(monitoring, out / "monitoring")
     first = rendered["prod"]
     return RenderResult(env="+".join(ENVS), namespace=",".join(r.namespace for r in rendered.values()),
                         image=first.image, flavour=settings.kubernetes.flavour, files=[str(p) for p in files])

@@ -33,7 +33,8 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 ANNOTATION = "mlops.io/"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 OWN_SCHEMAS = {("route.openshift.io/v1", "Route"): "route.openshift.io-v1-route.json",
-               ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com-v1-servicemonitor.json"}
+               ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com-v1-servicemonitor.json",
+               ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com-v1-prometheusrule.json"}
 
 
 @dataclass(frozen=True)

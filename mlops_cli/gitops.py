@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 from .config import Settings
 from .errors import UsageError
-from .render import (ENVS, OPENSHIFT_FROM, KUBERNETES_FROM, Rendered, RenderResult, check_image, render, to_yaml,
-                     validate)
+from .render import (ENVS, KUBERNETES_FROM, OPENSHIFT_FROM, Rendered, RenderResult, check_image, render,
+                     template_env, to_yaml, validate)
 from .state import State
 
 KUSTOMIZATION = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
@@ -101,14 +101,9 @@ PART_OF = {"app.kubernetes.io/managed-by": "mlops", "app.kubernetes.io/part-of":
 
 
 def _template(name: str, values: dict[str, Any]) -> dict[str, Any]:
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
     import yaml
 
-    folder = resources.files("mlops_cli") / "templates" / "openshift"
-    jinja = Environment(loader=FileSystemLoader(str(folder)), undefined=StrictUndefined, trim_blocks=True,
-                        lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
-    return yaml.safe_load(jinja.get_template(name).render(**values))
+    return yaml.safe_load(template_env().get_template(name).render(**values))
 
 
 def relay_config(settings: Settings) -> dict[str, str]:

@@ -210,6 +210,13 @@ def template_files(settings: Settings) -> list[str]:
     return files + (["networkpolicy.yaml.j2"] if k.network_policy else [])
 
 
+def template_env() -> Environment:
+    """deploy/openshift/*.yaml.j2 (shipped as mlops_cli/templates/openshift)."""
+    templates = resources.files("mlops_cli") / "templates" / "openshift"
+    return Environment(loader=FileSystemLoader(str(templates)), undefined=StrictUndefined, trim_blocks=True,
+                       lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+
+
 def render(settings: Settings, state: State, env: str, image: Optional[str] = None, allow_tag: bool = False,
            change_cause: Optional[str] = None, model_ref: Optional[str] = None) -> Rendered:
     """The environment's manifests for the validated model and its image (state's, or `image`).
@@ -227,9 +234,7 @@ def render(settings: Settings, state: State, env: str, image: Optional[str] = No
     cause = change_cause or (f"mlops: {model.ref} (sha256:{model.sha256[:12]}) as {image}" if model.ref
                              else f"mlops: {image}")
     values = context(settings, state, env, image, cause, model)
-    templates = resources.files("mlops_cli") / "templates" / "openshift"
-    jinja = Environment(loader=FileSystemLoader(str(templates)), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                        keep_trailing_newline=True, autoescape=False)
+    jinja = template_env()
     manifests = []
     for filename in template_files(settings):
         text = jinja.get_template(filename).render(**values)

@@ -5,7 +5,8 @@ No real API server can run on this machine (none on PyPI, Debian or npm), so thi
 documented REST paths and JSON shapes on 127.0.0.1: objects with uid, resourceVersion and
 generation; metav1.Status bodies for 401/403/404/409/415/422; strategic merge, JSON merge and
 JSON patches by Content-Type (strategic merge refused for CRDs, as the real server does);
-resourceVersion preconditions (409 Conflict). `kmock` (PyPI) mocks requests one by one and
+server-side apply (application/apply-patch+yaml) with managedFields per field manager, conflicts
+and removal of fields no longer applied (kube_apply.py); resourceVersion preconditions (409 Conflict). `kmock` (PyPI) mocks requests one by one and
 simulates no controller, which is the point here, so this is our own.
 
 The controller runs on a virtual clock that advances `tick` seconds per request, so tests

@@ -4,7 +4,6 @@ through the real `kubectl kustomize`, exactly the objects `mlops render --env` w
 from __future__ import annotations
 
 import filecmp
-import shutil
 import subprocess
 from pathlib import Path
 

@@ -175,6 +175,18 @@ def test_fields_our_own_rollback_wrote_are_taken_back_without_force(kube, shippe
     assert kube.running_images(PROD, "iris") == [digest_ref("c")] * 2
 
 
+def test_a_deployment_scaled_to_zero_by_stop_is_scaled_up_again_by_the_next_deploy(kube, shipped, capsys):
+    from mlops_cli.status import stop
+
+    deploy_test.run(shipped)
+    assert stop(shipped, "test").stopped == ["test"]
+    assert kube.deployment(TEST, "iris")["spec"]["replicas"] == 0  # our own Update now owns .spec.replicas
+    deploy_test.run(shipped)  # no --force: the field our own scale-down wrote is taken back
+    assert '("mlops" owns .spec.replicas)' in capsys.readouterr().err
+    assert kube.deployment(TEST, "iris")["spec"]["replicas"] == 2
+    assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
+
+
 def test_a_field_removed_from_the_template_disappears_from_the_live_object(kube, shipped, kube_settings, monkeypatch):
     from mlops_cli import render as render_mod
 

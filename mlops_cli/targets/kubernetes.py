@@ -22,8 +22,8 @@ from .kubeapi import ApplyConflict, Kube, NotFound
 from .rollout import RolloutFailed, restore, revision, undo, wait
 
 # The Deployment last: when another object is refused (RBAC, a missing CRD) no new revision has started.
-APPLY_ORDER = ("ServiceAccount", "NetworkPolicy", "Service", "Route", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
-               "Deployment")
+APPLY_ORDER = ("ServiceAccount", "NetworkPolicy", "Service", "Route", "Ingress", "HorizontalPodAutoscaler",
+               "PodDisruptionBudget", "ServiceMonitor", "Deployment")
 
 
 class KubernetesTarget:
@@ -51,31 +51,38 @@ class KubernetesTarget:
         with another manager's it is an error naming it, unless `kubernetes.force_conflicts` (--force).
         """
         kind, namespace, name = manifest["kind"], manifest["metadata"]["namespace"], manifest["metadata"]["name"]
-        body = copy.deepcopy(manifest)
-        if kind == "Deployment":
+        for attempt in range(self.k.api_retries + 1):
+            body = copy.deepcopy(manifest)
+            if kind == "Deployment":
+                try:
+                    live_replicas = (self.kube.get(kind, namespace, name).get("spec") or {}).get("replicas")
+                except NotFound:
+                    live_replicas = None
+                if live_replicas:
+                    body["spec"]["replicas"] = live_replicas
             try:
-                live_replicas = (self.kube.get(kind, namespace, name).get("spec") or {}).get("replicas")
-            except NotFound:
-                live_replicas = None
-            if live_replicas:
-                body["spec"]["replicas"] = live_replicas
-        try:
-            try:
-                return self.kube.apply(kind, namespace, name, body, force=self.k.force_conflicts)
+                try:
+                    return self.kube.apply(kind, namespace, name, body, force=self.k.force_conflicts)
+                except ApplyConflict as exc:
+                    if set(exc.owners) != {self.k.field_manager}:
+                        raise
+                    progress(f"{kind} {namespace}/{name}: taking back fields our own earlier update changed "
+                             f"({exc.summary()})")
+                    return self.kube.apply(kind, namespace, name, body, force=True)
             except ApplyConflict as exc:
-                if set(exc.owners) != {self.k.field_manager}:
-                    raise
-                progress(f"{kind} {namespace}/{name}: taking back fields our own earlier update changed "
-                         f"({exc.summary()})")
-                return self.kube.apply(kind, namespace, name, body, force=True)
-        except ApplyConflict as exc:
-            raise StageFailed(f"{kind} {namespace}/{name}: another field manager owns fields this apply would change: "
-                              f"{exc.summary()}",
-                              hint="find out who else writes it; --force (kubernetes.force_conflicts) takes them over") \
-                from None
-        except NotFound as exc:  # the namespace exists (else UsageError): the kind is not served
-            raise StageFailed(f"the cluster does not serve {kind} ({manifest['apiVersion']}): {exc}",
-                              hint=self._missing_kind_hint(kind)) from None
+                scaled = kind == "Deployment" and {f for fs in exc.owners.values() for f in fs} == {".spec.replicas"}
+                if scaled and attempt < self.k.api_retries:  # the autoscaler scaled between our read and our apply
+                    progress(f"{kind} {namespace}/{name}: replicas changed while we applied ({exc.summary()}); "
+                             "reading them again")
+                    continue
+                raise StageFailed(f"{kind} {namespace}/{name}: another field manager owns fields this apply would "
+                                  f"change: {exc.summary()}",
+                                  hint="find out who else writes it; --force (kubernetes.force_conflicts) takes them "
+                                       "over") from None
+            except NotFound as exc:  # the namespace exists (else UsageError): the kind is not served
+                raise StageFailed(f"the cluster does not serve {kind} ({manifest['apiVersion']}): {exc}",
+                                  hint=self._missing_kind_hint(kind)) from None
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _missing_kind_hint(kind: str) -> str:

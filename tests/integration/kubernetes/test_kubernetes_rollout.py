@@ -187,6 +187,32 @@ def test_a_deployment_scaled_to_zero_by_stop_is_scaled_up_again_by_the_next_depl
     assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
 
 
+def test_replicas_the_autoscaler_changes_between_our_read_and_our_apply_are_read_again(kube, shipped, monkeypatch,
+                                                                                       capsys):
+    from mlops_cli.targets.kubeapi import Kube
+
+    deploy_test.run(shipped)
+    real_get, reads = Kube.get, []
+
+    def get_then_autoscale(self, kind, namespace, name):
+        answer = real_get(self, kind, namespace, name)
+        if kind == "Deployment":
+            reads.append(name)
+            if len(reads) == 2:  # _apply's read: the HPA scales right after it (an Update by its manager)
+                code, _ = kube.handle("PATCH", f"/apis/apps/v1/namespaces/{TEST}/deployments/iris"
+                                      "?fieldManager=kube-controller-manager", "application/merge-patch+json",
+                                      f"Bearer {kube.token}", b'{"spec": {"replicas": 3}}')
+                assert code == 200
+        return answer
+
+    monkeypatch.setattr(Kube, "get", get_then_autoscale)
+    set_image(shipped, digest_ref("b"))
+    deploy_test.run(shipped)
+    assert "replicas changed while we applied" in capsys.readouterr().err
+    assert kube.deployment(TEST, "iris")["spec"]["replicas"] == 3  # the autoscaler's count stays
+    assert kube.running_images(TEST, "iris") == [digest_ref("b")] * 3
+
+
 def test_a_field_removed_from_the_template_disappears_from_the_live_object(kube, shipped, kube_settings, monkeypatch):
     from mlops_cli import render as render_mod
 

@@ -35,6 +35,7 @@ from urllib.parse import parse_qs, urlparse
 import yaml
 
 from . import kube_apply
+from .kube_apply import ServerSideApply
 from .kube_patch import ApiError, json_patch, merge_patch, strategic_merge
 
 APPLY = "application/apply-patch+yaml"
@@ -62,7 +63,7 @@ def template_hash(template: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
 
 
-class KubeApiDouble:
+class KubeApiDouble(ServerSideApply):
     """The double's state and controller; `start()` serves it on 127.0.0.1 and returns its URL."""
 
     def __init__(self, *, namespaces: tuple[str, ...] = ("mlops-test", "mlops-prod"), token: str = "double-token",
@@ -215,68 +216,6 @@ class KubeApiDouble:
 
     def _crd(self, key: tuple[str, str, str, str]) -> bool:
         return (key[0], "v1", key[1]) in CRDS
-
-    def _manager(self, query: dict[str, list[str]], verb: str, content_type: str) -> str:
-        """?fieldManager=, required for an apply; for other writes the User-Agent up to its first '/'."""
-        manager = query.get("fieldManager", [""])[0]
-        if "force" in query and content_type != APPLY:
-            raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io is invalid: force: Forbidden: may not be "
-                                           "specified for non-apply patch")
-        if content_type == APPLY and verb == "patch" and not manager:
-            raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io is invalid: fieldManager: Required value: "
-                                           "is required for apply patch")
-        return manager or (self.user_agent.split("/")[0] or "unknown")
-
-    def apply(self, key: tuple[str, str, str, str], api_version: str, kind: str, resource: str, body: Any,
-              manager: str, force: bool) -> tuple[int, dict[str, Any]]:
-        """Server-side apply (kube_apply.py): create when absent; else merge, 409 on another manager's field."""
-        name = key[3]
-        if not isinstance(body, dict):
-            raise ApiError(400, "BadRequest", "error decoding YAML: the applied configuration is not an object")
-        if (body.get("apiVersion"), body.get("kind")) != (api_version, kind):
-            raise ApiError(400, "BadRequest", f"the applied configuration's apiVersion/kind "
-                                              f"{body.get('apiVersion')}/{body.get('kind')} is not {api_version}/{kind}")
-        if (body.get("metadata") or {}).get("name") != name:
-            raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
-        crd = self._crd(key)
-        live = self.objects.get(key)
-        if live is None:
-            created = self.create(key, api_version, kind, body)
-            managers = kube_apply.Managers({})
-            managers.set((manager, "Apply"), api_version, kube_apply.fields(body, crd))
-            managers.store(created, self.now())
-            return 201, created
-        found = kube_apply.conflicts(live, body, manager, crd)
-        if found and not force:
-            causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{who}" using {version}',
-                       "field": kube_apply.dotted(path)} for who, version, path in found]
-            lines = "\n".join(f"- {c['message']}: {c['field']}" for c in causes)
-            raise ApiError(409, "Conflict", f"Apply failed with {len(found)} conflict{'s' if len(found) > 1 else ''}: "
-                                            + (f"{causes[0]['message']}: {causes[0]['field']}" if len(found) == 1
-                                               else "\n" + lines),
-                           {"name": name, "group": key[0], "kind": key[1], "causes": causes})
-        precondition = (body.get("metadata") or {}).get("resourceVersion")
-        if precondition and precondition != live["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {resource} "{name}": the object has '
-                                            "been modified; please apply your changes to the latest version and try again",
-                           {"name": name, "group": key[0], "kind": key[1]})
-        merge = merge_patch if crd else strategic_merge
-        new = kube_apply.apply(live, body, manager, api_version, force, crd, merge, self.now())
-        if kind == "Deployment":
-            new["spec"].setdefault("replicas", 1)  # defaulting, as the API server does for a removed field
-        for fixed in ("uid", "namespace", "name", "creationTimestamp", "generation", "resourceVersion"):
-            new["metadata"][fixed] = live["metadata"].get(fixed)
-        if kind == "Deployment" and new["spec"].get("selector") != live["spec"].get("selector"):
-            raise ApiError(422, "Invalid", f'Deployment.apps "{name}" is invalid: spec.selector: Invalid value: '
-                                           "field is immutable")
-        if new.get("spec") != live.get("spec"):
-            new["metadata"]["generation"] = live["metadata"]["generation"] + 1
-        if "status" in live:
-            new["status"] = live["status"]
-        if new != live:
-            self._stamp(new)
-        self.objects[key] = new
-        return 200, new
 
     def _stamp(self, obj: dict[str, Any]) -> None:
         obj["metadata"]["resourceVersion"] = str(next(self._rv))

@@ -23,7 +23,7 @@ import copy
 import json
 from typing import Any, Iterable, Optional
 
-from .kube_patch import MERGE_KEYS
+from .kube_patch import MERGE_KEYS, ApiError, merge_patch, strategic_merge
 
 Path = tuple[str, ...]
 SKIP_META = {"name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
@@ -227,3 +227,74 @@ def update(live: Optional[dict[str, Any]], new: dict[str, Any], manager: str, ap
     _, mine = managers.entries.get((manager, "Update"), ("", set()))
     managers.set((manager, "Update"), api_version, (mine | changed) & after)
     return managers.store(new, now)
+
+
+class ServerSideApply:
+    """The double's server-side apply verb (mixed into KubeApiDouble, whose objects, create and clock it uses)."""
+
+    APPLY = "application/apply-patch+yaml"
+    objects: dict[tuple[str, str, str, str], dict[str, Any]]
+    user_agent: str
+
+    def _manager(self, query: dict[str, list[str]], verb: str, content_type: str) -> str:
+        """?fieldManager=, required for an apply; for other writes the User-Agent up to its first '/'."""
+        manager = query.get("fieldManager", [""])[0]
+        if "force" in query and content_type != self.APPLY:
+            raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io is invalid: force: Forbidden: may not be "
+                                           "specified for non-apply patch")
+        if content_type == self.APPLY and verb == "patch" and not manager:
+            raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io is invalid: fieldManager: Required value: "
+                                           "is required for apply patch")
+        return manager or (self.user_agent.split("/")[0] or "unknown")
+
+    def apply(self, key: tuple[str, str, str, str], api_version: str, kind: str, resource: str, body: Any,
+              manager: str, force: bool) -> tuple[int, dict[str, Any]]:
+        """Server-side apply (py): create when absent; else merge, 409 on another manager's field."""
+        name = key[3]
+        if not isinstance(body, dict):
+            raise ApiError(400, "BadRequest", "error decoding YAML: the applied configuration is not an object")
+        if (body.get("apiVersion"), body.get("kind")) != (api_version, kind):
+            raise ApiError(400, "BadRequest", f"the applied configuration's apiVersion/kind "
+                                              f"{body.get('apiVersion')}/{body.get('kind')} is not {api_version}/{kind}")
+        if (body.get("metadata") or {}).get("name") != name:
+            raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
+        crd = self._crd(key)
+        live = self.objects.get(key)
+        if live is None:
+            created = self.create(key, api_version, kind, body)
+            managers = Managers({})
+            managers.set((manager, "Apply"), api_version, fields(body, crd))
+            managers.store(created, self.now())
+            return 201, created
+        found = conflicts(live, body, manager, crd)
+        if found and not force:
+            causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{who}" using {version}',
+                       "field": dotted(path)} for who, version, path in found]
+            lines = "\n".join(f"- {c['message']}: {c['field']}" for c in causes)
+            raise ApiError(409, "Conflict", f"Apply failed with {len(found)} conflict{'s' if len(found) > 1 else ''}: "
+                                            + (f"{causes[0]['message']}: {causes[0]['field']}" if len(found) == 1
+                                               else "\n" + lines),
+                           {"name": name, "group": key[0], "kind": key[1], "causes": causes})
+        precondition = (body.get("metadata") or {}).get("resourceVersion")
+        if precondition and precondition != live["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {resource} "{name}": the object has '
+                                            "been modified; please apply your changes to the latest version and try again",
+                           {"name": name, "group": key[0], "kind": key[1]})
+        merge = merge_patch if crd else strategic_merge
+        new = apply(live, body, manager, api_version, force, crd, merge, self.now())
+        if kind == "Deployment":
+            new["spec"].setdefault("replicas", 1)  # defaulting, as the API server does for a removed field
+        for fixed in ("uid", "namespace", "name", "creationTimestamp", "generation", "resourceVersion"):
+            new["metadata"][fixed] = live["metadata"].get(fixed)
+        if kind == "Deployment" and new["spec"].get("selector") != live["spec"].get("selector"):
+            raise ApiError(422, "Invalid", f'Deployment.apps "{name}" is invalid: spec.selector: Invalid value: '
+                                           "field is immutable")
+        if new.get("spec") != live.get("spec"):
+            new["metadata"]["generation"] = live["metadata"]["generation"] + 1
+        if "status" in live:
+            new["status"] = live["status"]
+        if new != live:
+            self._stamp(new)
+        self.objects[key] = new
+        return 200, new
+

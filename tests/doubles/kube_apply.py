@@ -192,7 +192,7 @@ def conflicts(live: dict[str, Any], applied: dict[str, Any], manager: str, crd: 
     return found
 
 
-def apply(live: dict[str, Any], applied: dict[str, Any], manager: str, api_version: str, force: bool, crd: bool,
+def merge_applied(live: dict[str, Any], applied: dict[str, Any], manager: str, api_version: str, force: bool, crd: bool,
           merge: Any, now: str) -> dict[str, Any]:
     """The object after `manager` applies `applied` (conflicts already checked); managedFields updated."""
     managers = Managers(live)
@@ -249,7 +249,7 @@ class ServerSideApply:
 
     def apply(self, key: tuple[str, str, str, str], api_version: str, kind: str, resource: str, body: Any,
               manager: str, force: bool) -> tuple[int, dict[str, Any]]:
-        """Server-side apply (py): create when absent; else merge, 409 on another manager's field."""
+        """Server-side apply: create when absent; else merge, 409 on another manager's field unless forced."""
         name = key[3]
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "error decoding YAML: the applied configuration is not an object")
@@ -281,7 +281,7 @@ class ServerSideApply:
                                             "been modified; please apply your changes to the latest version and try again",
                            {"name": name, "group": key[0], "kind": key[1]})
         merge = merge_patch if crd else strategic_merge
-        new = apply(live, body, manager, api_version, force, crd, merge, self.now())
+        new = merge_applied(live, body, manager, api_version, force, crd, merge, self.now())
         if kind == "Deployment":
             new["spec"].setdefault("replicas", 1)  # defaulting, as the API server does for a removed field
         for fixed in ("uid", "namespace", "name", "creationTimestamp", "generation", "resourceVersion"):

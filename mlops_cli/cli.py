@@ -164,6 +164,8 @@ def render(env: Optional[str], kustomize: bool, out: Path, image: Optional[str],
     """Write the environment's validated Kubernetes/OpenShift manifests (for GitOps; no state needed with --image)."""
     from . import gitops, render as render_lib
 
+    if kustomize and env:
+        raise click.UsageError("--kustomize writes every environment; give --env or --kustomize, not both")
     if kustomize:
         emit(gitops.run(settings_from(), out, image=image, allow_tag=allow_tag, model_ref=model_ref))
     else:

@@ -53,6 +53,9 @@ def test_render_from_an_image_digest_alone_needs_no_pipeline_state(tmp_path):
     assert nothing.stderr.strip().splitlines()[-1].startswith("error: nothing to render: no validated model in state")
     no_env = run_cli("render", "--workdir", str(empty), "--out", str(tmp_path / "y"), "--image", image)
     assert no_env.returncode == 2 and "--env is required" in no_env.stderr
+    both = run_cli("render", "--workdir", str(empty), "--env", "prod", "--kustomize", "--out", str(tmp_path / "z"),
+                   "--image", image)
+    assert both.returncode == 2 and "not both" in both.stderr and not (tmp_path / "z").exists()
 
 
 def test_render_from_a_model_reference_labels_the_objects_with_its_metadata(kube_settings, iris_artifact, tmp_path):

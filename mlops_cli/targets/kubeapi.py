@@ -272,8 +272,9 @@ class Kube:
         """
         resource, fn, lead = self._resolve(kind, "patch")
         if "_content_type" not in inspect.signature(fn).parameters:
-            raise ConfigError("server-side apply needs a kubernetes client that takes _content_type (v34 or later)",
-                              hint="pip install -U 'kubernetes>=34'")
+            raise ConfigError("server-side apply needs a kubernetes client whose patch methods take _content_type "
+                              "(v37 does; v34 and older send merge patches to custom resources)",
+                              hint="pip install -U 'kubernetes>=37'")
         options = {"field_manager": self.settings.field_manager, "force": force, "_content_type": APPLY}
         if kind in CUSTOM:
             answer = self.call("patch", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], name, body,

@@ -8,6 +8,7 @@ from mlops_cli.config import load_settings
 from mlops_cli.errors import ConfigError
 from mlops_cli.targets.kubeapi import ApplyConflict, Kube, _conflict_owners
 
+
 @pytest.fixture
 def kube(tmp_path):
     settings = load_settings(None, {"workdir": tmp_path, "kubernetes": {"server": "https://127.0.0.1:1", "token": "t",
@@ -15,6 +16,7 @@ def kube(tmp_path):
     k = Kube(settings.kubernetes)
     yield k
     k.close()
+
 
 def test_apply_sends_the_whole_object_as_apply_patch_with_our_field_manager(kube, monkeypatch):
     sent = {}
@@ -29,6 +31,7 @@ def test_apply_sends_the_whole_object_as_apply_patch_with_our_field_manager(kube
     assert sent == {"name": "web", "namespace": "ns", "body": {"kind": "Service"}, "field_manager": "pipeline-x",
                     "force": True, "content_type": "application/apply-patch+yaml"}
 
+
 def test_a_client_that_cannot_send_apply_patches_is_a_one_line_config_error(kube, monkeypatch):
     def old_style_patch(name, namespace, body, **kwargs):  # kubernetes<=34: content type fixed by the method
         raise AssertionError("must not be called")
@@ -37,6 +40,7 @@ def test_a_client_that_cannot_send_apply_patches_is_a_one_line_config_error(kube
     with pytest.raises(ConfigError, match=r"server-side apply needs a kubernetes client") as caught:
         kube.apply("Service", "ns", "web", {})
     assert "kubernetes>=37" in caught.value.hint and "\n" not in caught.value.message
+
 
 def test_conflict_causes_name_each_manager_and_its_fields() -> None:
     details = {"causes": [

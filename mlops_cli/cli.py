@@ -119,10 +119,14 @@ def build_image(builder: Optional[str]) -> None:
     emit(_stage("build-image")(settings_from(**{"build.builder": builder})))
 
 
+_FORCE_HELP = "kubernetes target: take over fields another field manager owns [config kubernetes.force_conflicts]."
+
+
 @command(cli, "deploy-test")
-def deploy_test() -> None:
+@click.option("--force", is_flag=True, help=_FORCE_HELP)
+def deploy_test(force: bool) -> None:
     """Deploy the bundle to the test environment and wait until it is ready."""
-    emit(_stage("deploy-test")(settings_from()))
+    emit(_stage("deploy-test")(settings_from(**{"kubernetes.force_conflicts": force})))
 
 
 @command(cli, "smoke-test")
@@ -132,9 +136,10 @@ def smoke_test() -> None:
 
 
 @command(cli, "rolling-update")
-def rolling_update() -> None:
+@click.option("--force", is_flag=True, help=_FORCE_HELP)
+def rolling_update(force: bool) -> None:
     """Replace production with the smoke-tested bundle, with no failed request; keeps the old one on failure."""
-    emit(_stage("rolling-update")(settings_from()))
+    emit(_stage("rolling-update")(settings_from(**{"kubernetes.force_conflicts": force})))
 
 
 
@@ -148,15 +153,23 @@ def rollback(env: str) -> None:
 
 
 @command(cli, "render")
-@click.option("--env", required=True, type=click.Choice(["test", "prod"]), help="The environment to render for.")
+@click.option("--env", type=click.Choice(["test", "prod"]), help="The environment to render for.")
+@click.option("--kustomize", is_flag=True, help="Write a Kustomize base and overlays/ENV for every environment instead.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write into.")
 @click.option("--image", help="REPOSITORY@sha256:DIGEST to deploy [default: the image in state].")
 @click.option("--allow-tag", is_flag=True, help="Accept --image as a moving tag for prod.")
-def render(env: str, out: Path, image: Optional[str], allow_tag: bool) -> None:
-    """Write the environment's validated Kubernetes/OpenShift manifests (for GitOps)."""
-    from . import render as render_lib
+@click.option("--model", "model_ref", help="Model reference whose metadata labels the objects [default: state's model].")
+def render(env: Optional[str], kustomize: bool, out: Path, image: Optional[str], allow_tag: bool,
+           model_ref: Optional[str]) -> None:
+    """Write the environment's validated Kubernetes/OpenShift manifests (for GitOps; no state needed with --image)."""
+    from . import gitops, render as render_lib
 
-    emit(render_lib.run(settings_from(), env, out, image=image, allow_tag=allow_tag))
+    if kustomize and env:
+        raise click.UsageError("--kustomize writes every environment; give --env or --kustomize, not both")
+    if kustomize:
+        emit(gitops.run(settings_from(), out, image=image, allow_tag=allow_tag, model_ref=model_ref))
+    else:
+        emit(render_lib.run(settings_from(), env, out, image=image, allow_tag=allow_tag, model_ref=model_ref))
 
 @cli.group()
 def pipeline() -> None:

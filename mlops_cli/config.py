@@ -307,7 +307,8 @@ class KubeResources(Section):
 
 class KubeCustomMetric(Section):
     name: str
-    """Pods metric served by a Prometheus adapter, e.g. `mlops_requests_per_second`."""
+    """Pods metric served by a Prometheus adapter, e.g. `mlops_http_requests_per_second` (the rule that serves it from
+    the server's mlops_http_requests_total: deploy/monitoring/prometheus-adapter.yaml)."""
     target_average_value: str
     """Target average value per pod, as a Kubernetes quantity, e.g. `20`."""
 
@@ -376,6 +377,26 @@ class KubernetesSettings(Section):
     """Kubernetes version the rendered manifests are validated against (OpenShift 4.17 is 1.30)."""
     allow_tag: bool = False
     """Accept an image given by a moving tag for prod (`--allow-tag`); by default prod takes digests only."""
+    field_manager: str = Field("mlops", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+    """Server-side apply's field manager: the name the API server records as owner of the fields mlops applies."""
+    force_conflicts: bool = False
+    """Take over fields another field manager owns when applying (`--force`); by default that is an error naming it."""
+    service_account: Optional[str] = Field(None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
+    """The pods' service account; default: a ServiceAccount rendered for the app (its name, no API token mounted)."""
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    """Secrets the kubelet pulls the image with (a private registry), on the pods and the rendered ServiceAccount."""
+    topology_spread: bool = True
+    """Spread the pods over zones and nodes (topologySpreadConstraints, maxSkew 1, ScheduleAnyway)."""
+    network_policy: bool = True
+    """Render a NetworkPolicy: only the router/ingress and monitoring namespaces reach the pods' port."""
+    network_policy_from: Optional[list[str]] = None
+    """Namespaces let in (by kubernetes.io/metadata.name); default per flavour: OpenShift's ingress and monitoring
+    namespaces (and host-network routers), or `ingress-nginx` and `monitoring`."""
+    relay_image: Optional[str] = None
+    """`render --kustomize`: an image with mlops (and its kafka extra) to run `mlops alert-relay` from, by digest;
+    unset: no relay manifests."""
+    monitoring_namespace: Optional[str] = None
+    """`render --kustomize`: namespace of the relay, dashboards and PrometheusRule; default: the prod namespace."""
 
     @field_validator("server")
     @classmethod

@@ -21,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import BaseModel, ConfigDict
 
 from .config import Settings
-from .errors import ConfigError, StageFailed, UsageError
+from .errors import ConfigError, PrerequisiteError, StageFailed, UsageError
 from .state import State
 from .ui import progress
 
@@ -33,7 +33,8 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 ANNOTATION = "mlops.io/"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 OWN_SCHEMAS = {("route.openshift.io/v1", "Route"): "route.openshift.io-v1-route.json",
-               ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com-v1-servicemonitor.json"}
+               ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com-v1-servicemonitor.json",
+               ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com-v1-prometheusrule.json"}
 
 
 @dataclass(frozen=True)
@@ -114,18 +115,52 @@ def check_grace(settings: Settings, state: State) -> None:
                           hint=f"set kubernetes.termination_grace_s to at least {math.floor(needed) + 10}")
 
 
-def context(settings: Settings, state: State, env: str, image: str, change_cause: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What the manifests say about the model: state's validated model, a model reference's metadata, or
+    (GitOps from an image alone) just a name; what is not known is left out, never made up."""
+    name: str
+    """The objects' name comes from it (unless kubernetes.name)."""
+    version: str = ""
+    sha256: str = ""
+    ref: str = ""
+    known: bool = True
+    """False when the name is only the image repository's, not a model's."""
+
+
+def model_identity(settings: Settings, state: State, image: Optional[str], model_ref: Optional[str]) -> ModelIdentity:
+    """--model REF (its metadata from the source, no download) > state's validated model > the image's repository."""
+    if model_ref:
+        from .sources import get_source, parse_ref
+
+        ref = parse_ref(model_ref)
+        meta = get_source(ref.scheme, settings).fetch_metadata(ref)
+        return ModelIdentity(meta.name, meta.version, meta.sha256, str(ref.pinned(meta.version)))
+    if state.model is not None:
+        model, _ = state.require_validated()
+        return ModelIdentity(model.name, model.version, model.sha256, model.ref)
+    if image is None:
+        raise PrerequisiteError("nothing to render: no validated model in state, and neither --image nor --model given",
+                                hint="give --image REPOSITORY@sha256:DIGEST (and --model REF), or run the pipeline")
+    repository = image.split("@")[0].rsplit("/", 1)[-1].split(":")[0]
+    return ModelIdentity(settings.kubernetes.name or repository, known=False)
+
+
+def context(settings: Settings, state: State, env: str, image: str, change_cause: str,
+            model: Optional[ModelIdentity] = None) -> dict[str, Any]:
     k = settings.kubernetes
     check_grace(settings, state)
-    model, _ = state.require_validated()
+    if model is None:
+        model = model_identity(settings, state, image, None)
     name = app_name(settings, model.name)
     selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
     labels = {**selector, "app.kubernetes.io/managed-by": "mlops", "app.kubernetes.io/part-of": "mlops"}
     if _label(model.version):
         labels["app.kubernetes.io/version"] = _label(model.version)
-    model_annotations = {ANNOTATION + "model-name": model.name, ANNOTATION + "model-version": model.version,
-                         ANNOTATION + "model-sha256": model.sha256, ANNOTATION + "model-ref": model.ref,
-                         ANNOTATION + "image": image}
+    known = {"model-name": model.name if model.known else "", "model-version": model.version, "model-sha256": model.sha256,
+             "model-ref": model.ref}
+    model_annotations = {ANNOTATION + key: value for key, value in known.items() if value}
+    model_annotations[ANNOTATION + "image"] = image
     host = k.hosts.get(env)
     if k.flavour == "kubernetes" and k.tls_secret and not host:
         raise ConfigError(f"kubernetes.tls_secret needs a host for {env}", hint=f"set kubernetes.hosts.{env}")
@@ -141,28 +176,65 @@ def context(settings: Settings, state: State, env: str, image: str, change_cause
         min_replicas=k.min_replicas, max_replicas=k.max_replicas, cpu_target_percent=k.cpu_target_percent,
         custom_metric=k.custom_metric.model_dump() if k.custom_metric else None,
         host=host, ingress_class=k.ingress_class, tls_secret=k.tls_secret,
+        **pod_placement(settings, name, selector),
     )
+
+
+OPENSHIFT_FROM = ["openshift-ingress", "openshift-monitoring", "openshift-user-workload-monitoring"]
+KUBERNETES_FROM = ["ingress-nginx", "monitoring"]
+
+
+def pod_placement(settings: Settings, name: str, selector: dict[str, str]) -> dict[str, Any]:
+    """Service account, pull secrets, topology spread and the NetworkPolicy's peers."""
+    k = settings.kubernetes
+    spread = [{"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+               "labelSelector": {"matchLabels": selector}, "matchLabelKeys": ["pod-template-hash"]}
+              for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")] if k.topology_spread else None
+    allowed = k.network_policy_from if k.network_policy_from is not None else (
+        OPENSHIFT_FROM if k.flavour == "openshift" else KUBERNETES_FROM)
+    peers = [{"namespaceSelector": {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(allowed)}]}}] if allowed else []
+    if k.flavour == "openshift" and k.network_policy_from is None:  # routers on the host network (OpenShift docs)
+        peers.append({"namespaceSelector": {"matchLabels": {"policy-group.network.openshift.io/host-network": ""}}})
+    return dict(service_account=k.service_account or name,
+                image_pull_secrets=[{"name": n} for n in k.image_pull_secrets], topology_spread=spread,
+                network_policy_peers=peers)
 
 
 def template_files(settings: Settings) -> list[str]:
     route = "route.yaml.j2" if settings.kubernetes.flavour == "openshift" else "ingress.yaml.j2"
+    k = settings.kubernetes
     files = ["deployment.yaml.j2", "service.yaml.j2", route, "hpa.yaml.j2", "pdb.yaml.j2"]
-    return files + (["servicemonitor.yaml.j2"] if settings.kubernetes.service_monitor else [])
+    files += ["servicemonitor.yaml.j2"] if k.service_monitor else []
+    files += ["serviceaccount.yaml.j2"] if k.service_account is None else []
+    return files + (["networkpolicy.yaml.j2"] if k.network_policy else [])
+
+
+def template_env() -> Environment:
+    """deploy/openshift/*.yaml.j2 (shipped as mlops_cli/templates/openshift)."""
+    templates = resources.files("mlops_cli") / "templates" / "openshift"
+    return Environment(loader=FileSystemLoader(str(templates)), undefined=StrictUndefined, trim_blocks=True,
+                       lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
 
 
 def render(settings: Settings, state: State, env: str, image: Optional[str] = None, allow_tag: bool = False,
-           change_cause: Optional[str] = None) -> Rendered:
-    """The environment's manifests for the validated model and its image (state's, or `image`)."""
+           change_cause: Optional[str] = None, model_ref: Optional[str] = None) -> Rendered:
+    """The environment's manifests for the validated model and its image (state's, or `image`).
+
+    With `image` (and optionally `model_ref`) no pipeline state is needed: GitOps renders a digest.
+    """
     check_env(env)
-    model, _ = state.require_validated()
+    model = model_identity(settings, state, image, model_ref)
     if image is None:
+        if model_ref and (state.model is None or state.model.sha256 != model.sha256):
+            raise UsageError(f"--model {model_ref} is not the model in state, so state's image is not its image",
+                             hint="give --image REPOSITORY@sha256:DIGEST too")
         image = state.require_image().reference
     image = check_image(image, env, allow_tag or settings.kubernetes.allow_tag)
-    cause = change_cause or f"mlops: {model.ref} (sha256:{model.sha256[:12]}) as {image}"
-    values = context(settings, state, env, image, cause)
-    templates = resources.files("mlops_cli") / "templates" / "openshift"
-    jinja = Environment(loader=FileSystemLoader(str(templates)), undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                        keep_trailing_newline=True, autoescape=False)
+    cause = change_cause or (f"mlops: {model.ref} (sha256:{model.sha256[:12]}) as {image}" if model.ref
+                             else f"mlops: {image}")
+    values = context(settings, state, env, image, cause, model)
+    jinja = template_env()
     manifests = []
     for filename in template_files(settings):
         text = jinja.get_template(filename).render(**values)
@@ -218,10 +290,13 @@ class RenderResult(BaseModel):
                [f"  wrote {f}" for f in self.files]
 
 
-def run(settings: Settings, env: str, out: Path, image: Optional[str] = None, allow_tag: bool = False) -> RenderResult:
+def run(settings: Settings, env: Optional[str], out: Path, image: Optional[str] = None, allow_tag: bool = False,
+        model_ref: Optional[str] = None) -> RenderResult:
     """`mlops render`: validated manifests of env written to out/, one file per object, plus kustomization.yaml."""
+    if env is None:
+        raise UsageError("--env is required", hint="or --kustomize for a base and an overlay per environment")
     state = State.load(settings.workdir)
-    rendered = render(settings, state, env, image=image, allow_tag=allow_tag)
+    rendered = render(settings, state, env, image=image, allow_tag=allow_tag, model_ref=model_ref)
     validate(rendered.manifests, settings.kubernetes.kubernetes_version)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")

@@ -1,6 +1,10 @@
 """KafkaBrokerDouble: a single-node Kafka broker test double that speaks the Kafka wire protocol.
 
-No real broker can run on this machine (Apache Kafka is a JVM application that is neither in
+Delivery to a real Kafka-protocol broker is tested against Tansu (tests/tansu_broker.py); this
+double stays for the errors a real broker cannot be made to give on demand (a refused topic, a
+broker that goes away and comes back on the same port mid-test).
+
+Apache Kafka itself cannot run here (it is a JVM application that is neither in
 Debian nor on PyPI/npm, and the tools that fetch it download a tarball from apache.org; Java 17
 and mvn are here, but `mvn dependency:copy-dependencies` of org.apache.kafka:kafka_2.13:4.4.0 fails
 at once with "Unknown host" for Maven Central, which neither this machine nor CI reaches), so the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -32,6 +33,7 @@ except ImportError as exc:  # the registry turns this into "pip install ..."
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
+APPLY = "application/apply-patch+yaml"  # server-side apply; the client sends the body as JSON, which is YAML
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 # kind -> (resource as RBAC names it, API class, method suffix) for the built-in kinds we apply
@@ -42,6 +44,8 @@ BUILTIN = {
     "HorizontalPodAutoscaler": ("horizontalpodautoscalers.autoscaling", "AutoscalingV2Api",
                                 "namespaced_horizontal_pod_autoscaler"),
     "PodDisruptionBudget": ("poddisruptionbudgets.policy", "PolicyV1Api", "namespaced_pod_disruption_budget"),
+    "ServiceAccount": ("serviceaccounts", "CoreV1Api", "namespaced_service_account"),
+    "NetworkPolicy": ("networkpolicies.networking.k8s.io", "NetworkingV1Api", "namespaced_network_policy"),
 }
 # kind -> (group, version, plural) for custom resources (no strategic merge for these: merge patch)
 CUSTOM = {
@@ -56,6 +60,29 @@ class NotFound(StageFailed):
 
 class Conflict(StageFailed):
     """409: the object changed under us, or already exists; read it again and retry."""
+
+
+class ApplyConflict(Conflict):
+    """409 to a server-side apply: fields it sets to other values are owned by other field managers."""
+
+    def __init__(self, message: str, owners: dict[str, list[str]]):
+        super().__init__(message)
+        self.owners = owners  # manager -> the fields (".spec.replicas") it owns that the apply would change
+
+    def summary(self) -> str:
+        return "; ".join(f'"{who}" owns {", ".join(fields[:3])}' + (f" and {len(fields) - 3} more" if len(fields) > 3 else "")
+                         for who, fields in sorted(self.owners.items()))
+
+
+def _conflict_owners(details: dict[str, Any]) -> dict[str, list[str]]:
+    """manager -> fields, from the FieldManagerConflict causes of a 409 (`conflict with "M" using apps/v1`)."""
+    owners: dict[str, list[str]] = {}
+    for cause in details.get("causes") or []:
+        if cause.get("reason") != "FieldManagerConflict":
+            continue
+        match = re.search(r'conflict with "([^"]*)"', cause.get("message") or "")
+        owners.setdefault(match.group(1) if match else "another manager", []).append(cause.get("field") or "?")
+    return owners
 
 
 def _status(exc: ApiException) -> dict[str, Any]:
@@ -186,6 +213,8 @@ class Kube:
                               hint="create it (oc new-project) or fix kubernetes.namespaces")
         if exc.status == 404:
             return NotFound(f"{message} in namespace {namespace}" if namespace else message)
+        if exc.status == 409 and _conflict_owners(details):
+            return ApplyConflict(message.splitlines()[0], _conflict_owners(details))
         if exc.status == 409:
             return Conflict(message)
         if exc.status == 429 or (exc.status or 0) >= 500:
@@ -231,10 +260,34 @@ class Kube:
             content = MERGE
         else:
             content = JSON_PATCH if isinstance(body, list) else STRATEGIC
-        extra = {"_content_type": content} if "_content_type" in inspect.signature(fn).parameters else {}
+        params = inspect.signature(fn).parameters
+        extra = {"_content_type": content} if "_content_type" in params else {}
+        if "field_manager" in params:  # our rollbacks' and scale-downs' writes: an Update by our manager
+            extra["field_manager"] = self.settings.field_manager
         if kind in CUSTOM:
             return self.call("patch", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], name, body, **extra)
         return self.call("patch", resource, namespace, fn, name, namespace, body, **extra)
+
+    def apply(self, kind: str, namespace: str, name: str, body: dict[str, Any], force: bool = False) -> dict[str, Any]:
+        """Server-side apply of the whole object as field manager `kubernetes.field_manager`.
+
+        The API server merges it, removes the fields this manager applied before and no longer
+        applies, creates the object when it is absent, and answers 409 (ApplyConflict) when the
+        apply would change a field another manager owns, unless `force` takes it over. RBAC: patch
+        (and create for a new object).
+        """
+        resource, fn, lead = self._resolve(kind, "patch")
+        if "_content_type" not in inspect.signature(fn).parameters:
+            raise ConfigError("server-side apply needs a kubernetes client whose patch methods take _content_type "
+                              "(v37 does; v34 and older send merge patches to custom resources)",
+                              hint="pip install -U 'kubernetes>=37'")
+        options = {"field_manager": self.settings.field_manager, "force": force, "_content_type": APPLY}
+        if kind in CUSTOM:
+            answer = self.call("patch", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], name, body,
+                               **options)
+            # the client maps only 200 for custom objects: the 201 of an apply that created one comes back as None
+            return answer if answer is not None else self.get(kind, namespace, name)
+        return self.call("patch", resource, namespace, fn, name, namespace, body, **options)
 
     def list(self, kind: str, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))

@@ -1,7 +1,8 @@
 """The kubernetes target: the image, by digest, as a Deployment on OpenShift or plain Kubernetes.
 
 deploy: render and validate the environment's manifests (mlops_cli/render.py), apply them
-(create, else patch with the resourceVersion we read, re-read and retried on 409), wait as
+(server-side apply as field manager `mlops`: fields dropped from a template leave the live
+object; another manager's fields are a one-line conflict unless --force), wait as
 `kubectl rollout status` does, and when the rollout fails or times out undo it as
 `kubectl rollout undo` does, then wait for the previous revision to serve again.
 """
@@ -17,12 +18,12 @@ from ..render import Rendered, render, validate
 from ..state import DeploymentRecord, State
 from ..ui import progress
 from . import Release, RollbackFailed, RolledBack, Rollout
-from .kubeapi import Conflict, Kube, NotFound
+from .kubeapi import ApplyConflict, Kube, NotFound
 from .rollout import RolloutFailed, restore, revision, undo, wait
 
 # The Deployment last: when another object is refused (RBAC, a missing CRD) no new revision has started.
-APPLY_ORDER = ("Service", "Route", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
-               "Deployment")
+APPLY_ORDER = ("ServiceAccount", "NetworkPolicy", "Service", "Route", "Ingress", "HorizontalPodAutoscaler",
+               "PodDisruptionBudget", "ServiceMonitor", "Deployment")
 
 
 class KubernetesTarget:
@@ -42,27 +43,46 @@ class KubernetesTarget:
     # --- applying ------------------------------------------------------------------------------
 
     def _apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Create the object, or patch it on the version we read; a 409 means read again and retry."""
+        """Server-side apply as `kubernetes.field_manager`: what the template no longer sets goes from the object.
+
+        A live Deployment keeps its replica count (the HPA's): it is applied at the live value, so the
+        apply neither changes it nor, by dropping it, lets the server reset it to 1. A conflict with
+        our own manager's updates (a rollback, `mlops stop` scaling to zero) takes the fields back;
+        with another manager's it is an error naming it, unless `kubernetes.force_conflicts` (--force).
+        """
         kind, namespace, name = manifest["kind"], manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         for attempt in range(self.k.api_retries + 1):
+            body = copy.deepcopy(manifest)
+            if kind == "Deployment":
+                try:
+                    live_replicas = (self.kube.get(kind, namespace, name).get("spec") or {}).get("replicas")
+                except NotFound:
+                    live_replicas = None
+                if live_replicas:
+                    body["spec"]["replicas"] = live_replicas
             try:
                 try:
-                    live = self.kube.get(kind, namespace, name)
-                except NotFound:
-                    try:
-                        return self.kube.create(kind, namespace, manifest)
-                    except NotFound as exc:  # the namespace exists (else UsageError): the kind is not served
-                        raise StageFailed(f"the cluster does not serve {kind} ({manifest['apiVersion']}): {exc}",
-                                          hint=self._missing_kind_hint(kind)) from None
-                body = copy.deepcopy(manifest)
-                if kind == "Deployment" and (live.get("spec") or {}).get("replicas"):
-                    body["spec"].pop("replicas", None)  # the HPA owns the replica count of a live Deployment
-                body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]  # precondition: 409 if changed
-                return self.kube.patch(kind, namespace, name, body)
-            except Conflict as exc:
-                progress(f"{kind} {namespace}/{name} changed while we wrote it ({exc}); reading it again")
-        raise StageFailed(f"{kind} {namespace}/{name} kept changing under us: {self.k.api_retries + 1} writes "
-                          "met 409 Conflict", hint="is another pipeline or controller writing it?")
+                    return self.kube.apply(kind, namespace, name, body, force=self.k.force_conflicts)
+                except ApplyConflict as exc:
+                    if set(exc.owners) != {self.k.field_manager}:
+                        raise
+                    progress(f"{kind} {namespace}/{name}: taking back fields our own earlier update changed "
+                             f"({exc.summary()})")
+                    return self.kube.apply(kind, namespace, name, body, force=True)
+            except ApplyConflict as exc:
+                scaled = kind == "Deployment" and {f for fs in exc.owners.values() for f in fs} == {".spec.replicas"}
+                if scaled and attempt < self.k.api_retries:  # the autoscaler scaled between our read and our apply
+                    progress(f"{kind} {namespace}/{name}: replicas changed while we applied ({exc.summary()}); "
+                             "reading them again")
+                    continue
+                raise StageFailed(f"{kind} {namespace}/{name}: another field manager owns fields this apply would "
+                                  f"change: {exc.summary()}",
+                                  hint="find out who else writes it; --force (kubernetes.force_conflicts) takes them "
+                                       "over") from None
+            except NotFound as exc:  # the namespace exists (else UsageError): the kind is not served
+                raise StageFailed(f"the cluster does not serve {kind} ({manifest['apiVersion']}): {exc}",
+                                  hint=self._missing_kind_hint(kind)) from None
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _missing_kind_hint(kind: str) -> str:

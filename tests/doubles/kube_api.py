@@ -5,7 +5,8 @@ No real API server can run on this machine (none on PyPI, Debian or npm), so thi
 documented REST paths and JSON shapes on 127.0.0.1: objects with uid, resourceVersion and
 generation; metav1.Status bodies for 401/403/404/409/415/422; strategic merge, JSON merge and
 JSON patches by Content-Type (strategic merge refused for CRDs, as the real server does);
-resourceVersion preconditions (409 Conflict). `kmock` (PyPI) mocks requests one by one and
+server-side apply (application/apply-patch+yaml) with managedFields per field manager, conflicts
+and removal of fields no longer applied (kube_apply.py); resourceVersion preconditions (409 Conflict). `kmock` (PyPI) mocks requests one by one and
 simulates no controller, which is the point here, so this is our own.
 
 The controller runs on a virtual clock that advances `tick` seconds per request, so tests
@@ -31,7 +32,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 from urllib.parse import parse_qs, urlparse
 
+import yaml
+
+from . import kube_apply
+from .kube_apply import ServerSideApply
 from .kube_patch import ApiError, json_patch, merge_patch, strategic_merge
+
+APPLY = "application/apply-patch+yaml"
 
 REVISION = "deployment.kubernetes.io/revision"
 SKIP_TO_RS = {"kubectl.kubernetes.io/last-applied-configuration", REVISION, "deployment.kubernetes.io/revision-history",
@@ -44,7 +51,9 @@ BUILTIN = {("", "v1", "services"): "Service", ("", "v1", "pods"): "Pod",
            ("apps", "v1", "deployments"): "Deployment", ("apps", "v1", "replicasets"): "ReplicaSet",
            ("networking.k8s.io", "v1", "ingresses"): "Ingress",
            ("autoscaling", "v2", "horizontalpodautoscalers"): "HorizontalPodAutoscaler",
-           ("policy", "v1", "poddisruptionbudgets"): "PodDisruptionBudget"}
+           ("policy", "v1", "poddisruptionbudgets"): "PodDisruptionBudget",
+           ("", "v1", "serviceaccounts"): "ServiceAccount",
+           ("networking.k8s.io", "v1", "networkpolicies"): "NetworkPolicy"}
 OPENSHIFT = {("route.openshift.io", "v1", "routes"): "Route"}  # aggregated API: takes strategic merge
 CRDS = {("monitoring.coreos.com", "v1", "servicemonitors"): "ServiceMonitor"}
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -54,7 +63,7 @@ def template_hash(template: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
 
 
-class KubeApiDouble:
+class KubeApiDouble(ServerSideApply):
     """The double's state and controller; `start()` serves it on 127.0.0.1 and returns its URL."""
 
     def __init__(self, *, namespaces: tuple[str, ...] = ("mlops-test", "mlops-prod"), token: str = "double-token",
@@ -71,6 +80,8 @@ class KubeApiDouble:
         self.stalled = False                           # the controller does nothing until a Deployment's next JSON patch
         self.conflicts: dict[str, int] = {}            # plural -> writes to come that meet a concurrent writer (409)
         self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
+        self.queries: list[tuple[str, str, dict[str, list[str]]]] = []  # (method, path, query parameters)
+        self.user_agent = ""
         self.down_after: Optional[int] = None          # after this many more requests, answer 503 (the API goes away)
         self.clock = 0.0
         self.lock = threading.RLock()
@@ -93,7 +104,8 @@ class KubeApiDouble:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 code, body = double.handle(self.command, self.path, self.headers.get("Content-Type", ""),
-                                           self.headers.get("Authorization", ""), raw)
+                                           self.headers.get("Authorization", ""), raw,
+                                           self.headers.get("User-Agent", ""))
                 data = json.dumps(body).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
@@ -113,10 +125,13 @@ class KubeApiDouble:
             self.server.shutdown()
             self.server.server_close()
 
-    def handle(self, method: str, raw_path: str, content_type: str, auth: str, raw: bytes) -> tuple[int, Any]:
+    def handle(self, method: str, raw_path: str, content_type: str, auth: str, raw: bytes,
+               user_agent: str = "") -> tuple[int, Any]:
         with self.lock:
             url = urlparse(raw_path)
             self.requests.append((method, url.path, content_type.split(";")[0]))
+            self.queries.append((method, url.path, parse_qs(url.query)))
+            self.user_agent = user_agent
             self.clock += self.tick
             try:
                 if self.down_after is not None:
@@ -170,10 +185,15 @@ class KubeApiDouble:
             if key not in self.objects:
                 raise not_found
             return 200, self.objects[key]
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError:
+        try:  # an apply body is YAML (JSON is YAML); every other body JSON
+            body = yaml.safe_load(raw or b"null") if content_type == APPLY else json.loads(raw or b"null")
+        except (ValueError, yaml.YAMLError):
             raise ApiError(400, "BadRequest", "the body of the request was not valid JSON") from None
+        manager = self._manager(query, verb, content_type)
+        if verb == "patch" and content_type == APPLY:
+            if ns not in self.namespaces:
+                raise ApiError(404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"})
+            return self.apply(key, api_version, kind, resource, body, manager, query.get("force", [""])[0] == "true")
         if verb == "create":
             if ns not in self.namespaces:
                 raise ApiError(404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"})
@@ -182,12 +202,20 @@ class KubeApiDouble:
             if key in self.objects:
                 raise ApiError(409, "AlreadyExists", f'{resource} "{name}" already exists',
                                {"name": name, "group": group, "kind": plural})
-            return 201, self.create(key, api_version, kind, body)
+            created = self.create(key, api_version, kind, body)
+            kube_apply.update(None, created, manager, api_version, self._crd(key), self.now())
+            return 201, created
         if verb == "patch":
             if key not in self.objects:
                 raise not_found
-            return 200, self.patch(key, kind, resource, content_type, body)
+            before = copy.deepcopy(self.objects[key])
+            patched = self.patch(key, kind, resource, content_type, body)
+            kube_apply.update(before, patched, manager, api_version, self._crd(key), self.now())
+            return 200, patched
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported by this double")
+
+    def _crd(self, key: tuple[str, str, str, str]) -> bool:
+        return (key[0], "v1", key[1]) in CRDS
 
     def _stamp(self, obj: dict[str, Any]) -> None:
         obj["metadata"]["resourceVersion"] = str(next(self._rv))

@@ -87,3 +87,51 @@ def test_forbidden_names_user_verb_and_resource(apps, kube):
     assert status_of(denied.value)["message"] == (
         'deployments.apps is forbidden: User "system:serviceaccount:ci:jenkins" cannot create resource '
         '"deployments" in API group "apps" in the namespace "mlops-test"')
+
+
+def test_server_side_apply_owns_removes_and_conflicts_as_the_api_server_does(apps, kube):
+    deployments, custom = apps
+    apply = dict(field_manager="ci", _content_type="application/apply-patch+yaml")
+    body = json.loads(json.dumps(DEPLOYMENT))
+    body["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
+    created = deployments.patch_namespaced_deployment("web", "mlops-test", body, **apply)  # absent: created (201)
+    assert created.metadata.generation == 1
+    assert [(m.manager, m.operation) for m in created.metadata.managed_fields] == [("ci", "Apply")]
+    fields = created.metadata.managed_fields[0].fields_v1["f:spec"]["f:template"]["f:spec"]["f:containers"]
+    assert set(fields['k:{"name":"web"}']["f:env"]) == {'k:{"name":"A"}', 'k:{"name":"B"}'}
+
+    # another manager's Update (a plain patch) takes the fields it changes
+    deployments.patch_namespaced_deployment("web", "mlops-test", {"spec": {"replicas": 3}}, field_manager="hpa")
+    # the same apply without env B: B goes, A stays; replicas (now hpa's, value 3 != 1) is a conflict
+    body["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "A", "value": "1"}]
+    with pytest.raises(ApiException) as conflict:
+        deployments.patch_namespaced_deployment("web", "mlops-test", body, **apply)
+    status = status_of(conflict.value)
+    assert (conflict.value.status, status["reason"]) == (409, "Conflict")
+    assert status["message"] == 'Apply failed with 1 conflict: conflict with "hpa" using apps/v1: .spec.replicas'
+    assert status["details"]["causes"] == [{"reason": "FieldManagerConflict", "field": ".spec.replicas",
+                                            "message": 'conflict with "hpa" using apps/v1'}]
+    del body["spec"]["replicas"]  # leave replicas to the other manager: no conflict, and it stays 3
+    applied = deployments.patch_namespaced_deployment("web", "mlops-test", body, **apply)
+    assert [e.name for e in applied.spec.template.spec.containers[0].env] == ["A"] and applied.spec.replicas == 3
+    body["spec"]["replicas"] = 1
+    forced = deployments.patch_namespaced_deployment("web", "mlops-test", body, force=True, **apply)
+    assert forced.spec.replicas == 1
+    assert {m.manager for m in forced.metadata.managed_fields} == {"ci"}  # hpa owned nothing else
+
+    # apply needs a field manager; force only goes with apply
+    path = "/apis/apps/v1/namespaces/mlops-test/deployments/web"
+    code, answer = kube.handle("PATCH", path, "application/apply-patch+yaml", f"Bearer {kube.token}",
+                               json.dumps(body).encode())
+    assert code == 422 and "fieldManager: Required value" in answer["message"]
+    code, answer = kube.handle("PATCH", path + "?force=true", "application/merge-patch+json", f"Bearer {kube.token}", b"{}")
+    assert code == 422 and "force" in answer["message"]
+    # a custom resource's lists are atomic: the applied list replaces the live one
+    monitor = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "web"},
+               "spec": {"selector": {"matchLabels": {"app": "web"}}, "endpoints": [{"port": "http"}, {"port": "x"}]}}
+    custom.patch_namespaced_custom_object("monitoring.coreos.com", "v1", "mlops-test", "servicemonitors", "web",
+                                          monitor, **apply)
+    monitor["spec"]["endpoints"] = [{"port": "http", "interval": "15s"}]
+    live = custom.patch_namespaced_custom_object("monitoring.coreos.com", "v1", "mlops-test", "servicemonitors", "web",
+                                                 monitor, **apply)
+    assert live["spec"]["endpoints"] == [{"port": "http", "interval": "15s"}]

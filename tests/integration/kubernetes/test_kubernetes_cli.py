@@ -66,3 +66,23 @@ def test_unsupported_kubernetes_version_for_validation(kube, shipped):
     assert done.returncode == 2 and "does not support version 1.99" in done.stderr
     done = mlops(kube, shipped.workdir, "deploy-test", MLOPS_KUBERNETES__KUBERNETES_VERSION="latest")
     assert done.returncode == 2 and "kubernetes.kubernetes_version" in done.stderr
+
+
+def test_a_field_manager_conflict_is_one_line_and_force_takes_the_fields(kube, shipped):
+    assert mlops(kube, shipped.workdir, "deploy-test").returncode == 0
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "iris"},
+           "spec": {"maxReplicas": 8}}  # a platform team's own apply, outside the pipeline
+    code, _ = kube.handle("PATCH", "/apis/autoscaling/v2/namespaces/mlops-test/horizontalpodautoscalers/iris"
+                          "?fieldManager=argocd-controller&force=true", "application/apply-patch+yaml",
+                          f"Bearer {kube.token}", json.dumps(hpa).encode())
+    assert code == 200
+    done = mlops(kube, shipped.workdir, "deploy-test")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: HorizontalPodAutoscaler mlops-test/iris: another field manager owns fields") \
+        and '"argocd-controller" owns .spec.maxReplicas' in last and "--force" in last
+    done = mlops(kube, shipped.workdir, "deploy-test", "--force")
+    assert done.returncode == 0, done.stderr
+    live = kube.objects[("autoscaling", "horizontalpodautoscalers", "mlops-test", "iris")]
+    assert live["spec"]["maxReplicas"] == 5
+    assert {m["manager"] for m in live["metadata"]["managedFields"]} == {"mlops"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kubetools import digest_ref, set_image, set_smoke_passed
@@ -29,9 +31,16 @@ def test_deploy_test_applies_every_object_and_records_the_route_url(kube, shippe
     assert dep["metadata"]["annotations"]["mlops.io/model-sha256"] == read_state(shipped.workdir)["model"]["sha256"]
     assert dep["status"]["observedGeneration"] >= dep["metadata"]["generation"]
     assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
-    kinds = {path.split("/")[-1] for method, path, _ in kube.requests if method == "POST"}
-    assert kinds == {"services", "deployments", "routes", "horizontalpodautoscalers", "poddisruptionbudgets",
-                     "servicemonitors"}
+    # every object by server-side apply as field manager mlops: no POST, no read-then-patch
+    applies = [(path.split("/")[-2], query) for (method, path, _), (_, _, query) in zip(kube.requests, kube.queries)
+               if method == "PATCH"]
+    assert {plural for plural, _ in applies} == {"services", "deployments", "routes", "horizontalpodautoscalers",
+                                                 "poddisruptionbudgets", "servicemonitors", "serviceaccounts",
+                                                 "networkpolicies"}
+    assert all(query["fieldManager"] == ["mlops"] and query["force"] == ["false"] for _, query in applies)
+    assert {ctype for method, _, ctype in kube.requests if method == "PATCH"} == {"application/apply-patch+yaml"}
+    assert not [path for method, path, _ in kube.requests if method == "POST"]
+    assert [(m["manager"], m["operation"]) for m in dep["metadata"]["managedFields"]] == [("mlops", "Apply")]
     state = read_state(shipped.workdir)
     assert state["deployments"]["test"]["url"] == result.url
     assert state["deployments"]["test"]["handle"] == f"{TEST}/iris"
@@ -51,11 +60,11 @@ def test_rolling_update_replaces_the_image_with_no_pod_short_and_records_revisio
     rollout = read_state(shipped.workdir)["rollouts"]["prod"]
     assert (rollout["outcome"], rollout["from_revision"], rollout["to_revision"]) == ("succeeded", 1, 2)
     assert (rollout["image"], rollout["previous_image"]) == (digest_ref("b"), digest_ref("a"))
-    # an existing Deployment is patched by strategic merge on the version read; its replicas stay the HPA's
+    # an existing Deployment is applied server-side, custom resources too; its replicas stay the HPA's
     patches = [ctype for method, path, ctype in kube.requests if method == "PATCH" and path.endswith("/deployments/iris")]
-    assert patches and set(patches) == {"application/strategic-merge-patch+json"}
+    assert patches and set(patches) == {"application/apply-patch+yaml"}
     assert {ctype for method, path, ctype in kube.requests if method == "PATCH" and "servicemonitors" in path} == \
-        {"application/merge-patch+json"}  # no strategic merge for custom resources
+        {"application/apply-patch+yaml"}
 
 
 @pytest.mark.parametrize("mode, reason", [("pull-error", "ImagePullBackOff"), ("crash-loop", "CrashLoopBackOff")])
@@ -126,21 +135,108 @@ def test_missing_namespace_is_named(kube, shipped, kube_settings):
         deploy_test.run(settings)
 
 
-def test_conflicts_are_read_again_and_retried(kube, shipped):
+def test_a_field_another_manager_owns_is_a_one_line_conflict_and_force_takes_it(kube, shipped, kube_settings):
     deploy_test.run(shipped)
+    other = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "iris"},
+             "spec": {"progressDeadlineSeconds": 45}}  # e.g. someone's `kubectl apply --server-side`
+    code, _ = kube.handle("PATCH", f"/apis/apps/v1/namespaces/{TEST}/deployments/iris?fieldManager=kubectl&force=true",
+                          "application/apply-patch+yaml", f"Bearer {kube.token}", json.dumps(other).encode())
+    assert code == 200
     set_image(shipped, digest_ref("b"))
-    kube.conflicts["deployments"] = 2  # another writer changes the Deployment twice between our read and our write
-    deploy_test.run(shipped)
-    assert kube.running_images(TEST, "iris") == [digest_ref("b")] * 2
-    writes = [m for m, p, _ in kube.requests if m == "PATCH" and p.endswith(f"{TEST}/deployments/iris")]
-    assert len(writes) >= 3
+    with pytest.raises(StageFailed) as failed:
+        deploy_test.run(shipped)
+    message = failed.value.message
+    assert message == ('Deployment mlops-test/iris: another field manager owns fields this apply would change: '
+                       '"kubectl" owns .spec.progressDeadlineSeconds')
+    assert "--force" in failed.value.hint
+    dep = kube.deployment(TEST, "iris")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == digest_ref("a")  # nothing half-applied
+    assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
+
+    deploy_test.run(kube_settings(model=shipped.model, kubernetes={"force_conflicts": True}))
+    dep = kube.deployment(TEST, "iris")
+    assert dep["spec"]["progressDeadlineSeconds"] == 30 and kube.running_images(TEST, "iris") == [digest_ref("b")] * 2
+    owners = {m["manager"]: m["fieldsV1"] for m in dep["metadata"]["managedFields"]}
+    assert "f:progressDeadlineSeconds" in owners["mlops"]["f:spec"] and "kubectl" not in owners  # taken over
 
 
-def test_conflicts_without_end_give_up_with_a_message(kube, shipped, kube_settings):
+def test_fields_our_own_rollback_wrote_are_taken_back_without_force(kube, shipped):
+    to_prod(shipped)
+    kube.image_modes["sha256:" + "b" * 8] = "crash-loop"
+    set_image(shipped, digest_ref("b"))
+    set_smoke_passed(shipped)
+    with pytest.raises(StageFailed, match="rolled back"):
+        rolling_update.run(shipped)
+    managers = {(m["manager"], m["operation"]) for m in kube.deployment(PROD, "iris")["metadata"]["managedFields"]}
+    assert ("mlops", "Update") in managers  # the undo's patch owns the template's image now
+    set_image(shipped, digest_ref("c"))
+    set_smoke_passed(shipped)
+    rolling_update.run(shipped)
+    assert kube.running_images(PROD, "iris") == [digest_ref("c")] * 2
+
+
+def test_a_deployment_scaled_to_zero_by_stop_is_scaled_up_again_by_the_next_deploy(kube, shipped, capsys):
+    from mlops_cli.status import stop
+
     deploy_test.run(shipped)
-    kube.conflicts["deployments"] = 100
-    with pytest.raises(StageFailed, match="kept changing under us: 2 writes met 409 Conflict"):
-        deploy_test.run(kube_settings(model=shipped.model, kubernetes={"api_retries": 1}))
+    assert stop(shipped, "test").stopped == ["test"]
+    assert kube.deployment(TEST, "iris")["spec"]["replicas"] == 0  # our own Update now owns .spec.replicas
+    deploy_test.run(shipped)  # no --force: the field our own scale-down wrote is taken back
+    assert '("mlops" owns .spec.replicas)' in capsys.readouterr().err
+    assert kube.deployment(TEST, "iris")["spec"]["replicas"] == 2
+    assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
+
+
+def test_replicas_the_autoscaler_changes_between_our_read_and_our_apply_are_read_again(kube, shipped, monkeypatch,
+                                                                                       capsys):
+    from mlops_cli.targets.kubeapi import Kube
+
+    deploy_test.run(shipped)
+    real_get, reads = Kube.get, []
+
+    def get_then_autoscale(self, kind, namespace, name):
+        answer = real_get(self, kind, namespace, name)
+        if kind == "Deployment":
+            reads.append(name)
+            if len(reads) == 2:  # _apply's read: the HPA scales right after it (an Update by its manager)
+                code, _ = kube.handle("PATCH", f"/apis/apps/v1/namespaces/{TEST}/deployments/iris"
+                                      "?fieldManager=kube-controller-manager", "application/merge-patch+json",
+                                      f"Bearer {kube.token}", b'{"spec": {"replicas": 3}}')
+                assert code == 200
+        return answer
+
+    monkeypatch.setattr(Kube, "get", get_then_autoscale)
+    set_image(shipped, digest_ref("b"))
+    deploy_test.run(shipped)
+    assert "replicas changed while we applied" in capsys.readouterr().err
+    assert kube.deployment(TEST, "iris")["spec"]["replicas"] == 3  # the autoscaler's count stays
+    assert kube.running_images(TEST, "iris") == [digest_ref("b")] * 3
+
+
+def test_a_field_removed_from_the_template_disappears_from_the_live_object(kube, shipped, kube_settings, monkeypatch):
+    from mlops_cli import render as render_mod
+
+    deploy_test.run(shipped)
+    dep = kube.deployment(TEST, "iris")
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert "livenessProbe" in container and [e["name"] for e in container["env"]] == ["HOME"]
+    assert "automountServiceAccountToken" in dep["spec"]["template"]["spec"]
+    real_render = render_mod.render
+
+    def render_without(*args, **kwargs):  # a newer template: no liveness probe, no env, one field less in the pod
+        rendered = real_render(*args, **kwargs)
+        spec = rendered.get("Deployment")["spec"]["template"]["spec"]
+        del spec["containers"][0]["livenessProbe"], spec["containers"][0]["env"], spec["automountServiceAccountToken"]
+        return rendered
+
+    monkeypatch.setattr("mlops_cli.targets.kubernetes.render", render_without)
+    deploy_test.run(shipped)
+    dep = kube.deployment(TEST, "iris")
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert "livenessProbe" not in container and "env" not in container
+    assert "automountServiceAccountToken" not in dep["spec"]["template"]["spec"]
+    assert "readinessProbe" in container and dep["spec"]["replicas"] == 2  # what is still applied stays
+    assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
 
 
 def test_unreachable_api_server_gives_up_after_bounded_attempts(shipped, kube_settings):
@@ -332,15 +428,15 @@ def test_an_abort_just_as_the_deployment_is_written_puts_it_back(kube, shipped, 
 
     deploy_test.run(shipped)
     template = kube.deployment(TEST, "iris")["spec"]["template"]
-    real_patch = Kube.patch
+    real_apply = Kube.apply
 
-    def patch_then_abort(self, kind, namespace, name, body):
-        answer = real_patch(self, kind, namespace, name, body)
-        if kind == "Deployment" and isinstance(body, dict):  # our write landed; Jenkins' SIGTERM arrives now
+    def apply_then_abort(self, kind, namespace, name, body, force=False):
+        answer = real_apply(self, kind, namespace, name, body, force)
+        if kind == "Deployment":  # our write landed; Jenkins' SIGTERM arrives now
             raise KeyboardInterrupt
         return answer
 
-    monkeypatch.setattr(Kube, "patch", patch_then_abort)
+    monkeypatch.setattr(Kube, "apply", apply_then_abort)
     set_image(shipped, digest_ref("b"))
     with pytest.raises(KeyboardInterrupt):
         deploy_test.run(shipped)

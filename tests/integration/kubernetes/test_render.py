@@ -32,7 +32,8 @@ def test_render_writes_strictly_valid_manifests_for_both_flavours(shipped, kube_
     settings = kube_settings(model=shipped.model, kubernetes={"flavour": flavour, "hosts": {"prod": "iris.example.com"}})
     result = render.run(settings, "prod", tmp_path / "out")
     docs = load_dir(tmp_path / "out")
-    assert set(docs) == {"Deployment", "Service", front, "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"}
+    assert set(docs) == {"Deployment", "Service", front, "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
+                         "ServiceAccount", "NetworkPolicy"}
     for kind, doc in docs.items():
         assert doc["metadata"]["namespace"] == "mlops-prod"
         if kind not in ("Route", "ServiceMonitor"):
@@ -77,14 +78,14 @@ def test_deployment_rolls_with_no_gap_and_passes_restricted_v2(shipped, kube_set
 
 def test_hpa_on_cpu_and_optionally_a_prometheus_metric(shipped, kube_settings, tmp_path):
     settings = kube_settings(model=shipped.model, kubernetes={
-        "min_replicas": 3, "max_replicas": 9, "custom_metric": {"name": "mlops_requests_per_second", "target_average_value": "20"}})
+        "min_replicas": 3, "max_replicas": 9, "custom_metric": {"name": "mlops_http_requests_per_second", "target_average_value": "20"}})
     render.run(settings, "prod", tmp_path / "out")
     hpa = load_dir(tmp_path / "out")["HorizontalPodAutoscaler"]
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 9)
     cpu, custom = hpa["spec"]["metrics"]
     assert cpu["resource"]["name"] == "cpu" and cpu["resource"]["target"]["averageUtilization"] == 70
-    assert custom["pods"]["metric"]["name"] == "mlops_requests_per_second"
+    assert custom["pods"]["metric"]["name"] == "mlops_http_requests_per_second"
     monitor = load_dir(tmp_path / "out")["ServiceMonitor"]
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     # the label deploy/monitoring's rules select serving targets by (up{mlops_role="serving"})
@@ -193,3 +194,32 @@ def test_replicas_must_lie_within_the_autoscalers_bounds(kube_settings):
         kube_settings(kubernetes={"replicas": 6})
     with pytest.raises(ConfigError, match=r"min_replicas \(3\) is above max_replicas \(2\)"):
         kube_settings(kubernetes={"min_replicas": 3, "max_replicas": 2, "replicas": 2})
+
+
+def test_pods_have_their_own_account_pull_secrets_spread_and_a_network_policy(shipped, kube_settings, tmp_path):
+    render.run(shipped, "prod", tmp_path / "default")
+    docs = load_dir(tmp_path / "default")
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "iris" and docs["ServiceAccount"]["metadata"]["name"] == "iris"
+    assert docs["ServiceAccount"]["automountServiceAccountToken"] is False and "imagePullSecrets" not in pod
+    assert [c["topologyKey"] for c in pod["topologySpreadConstraints"]] == ["topology.kubernetes.io/zone",
+                                                                            "kubernetes.io/hostname"]
+    assert {c["whenUnsatisfiable"] for c in pod["topologySpreadConstraints"]} == {"ScheduleAnyway"}
+    policy = docs["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress"] and policy["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    allowed = policy["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert "openshift-ingress" in allowed and "openshift-user-workload-monitoring" in allowed
+
+    settings = kube_settings(model=shipped.model, kubernetes={
+        "flavour": "kubernetes", "service_account": "shared-sa", "image_pull_secrets": ["quay-pull"],
+        "topology_spread": False, "network_policy_from": ["nginx", "prometheus"]})
+    render.run(settings, "prod", tmp_path / "custom")
+    docs = load_dir(tmp_path / "custom")
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    assert "ServiceAccount" not in docs and pod["serviceAccountName"] == "shared-sa"
+    assert pod["imagePullSecrets"] == [{"name": "quay-pull"}] and "topologySpreadConstraints" not in pod
+    assert docs["NetworkPolicy"]["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["nginx", "prometheus"]}]}}]
+    render.run(kube_settings(model=shipped.model, kubernetes={"network_policy": False}), "prod", tmp_path / "none")
+    assert "NetworkPolicy" not in load_dir(tmp_path / "none")

@@ -143,7 +143,9 @@ def monitoring_manifests(settings: Settings) -> list[dict[str, Any]]:
             OPENSHIFT_FROM if k.flavour == "openshift" else KUBERNETES_FROM)
         env = [{"name": "HOME", "value": "/tmp"}, {"name": "MLOPS_WORKDIR", "value": "/tmp/mlops"},
                {"name": "MLOPS_RELAY__TOKEN_FILE", "value": "/etc/mlops-relay/token"},
-               {"name": "MLOPS_RELAY__QUEUE_DIR", "value": "/var/lib/mlops-relay/queue"}]
+               {"name": "MLOPS_RELAY__QUEUE_DIR", "value": "/var/lib/mlops-relay/queue"},
+               {"name": "MLOPS_RELAY__TLS_CERT_FILE", "value": "/etc/mlops-relay-tls/tls.crt"},
+               {"name": "MLOPS_RELAY__TLS_KEY_FILE", "value": "/etc/mlops-relay-tls/tls.key"}]
         config = relay_config(settings)
         if "slack" in json.loads(config["MLOPS_RELAY__SINKS"]):
             env.append({"name": "MLOPS_NOTIFY__SLACK__WEBHOOK_URL_FILE", "value": "/etc/mlops-relay/slack-webhook-url"})

@@ -125,7 +125,7 @@ def test_monitoring_objects_dashboards_rule_and_a_relay_that_runs_on_its_own_set
     url = yaml.safe_load((REPO / "deploy" / "monitoring" / "alertmanager-relay.yml").read_text())[
         "receivers"][0]["webhook_configs"][0]["url"]
     service = manifests[("Service", "mlops-alert-relay")]
-    assert url.startswith(f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/")
+    assert url.startswith(f"https://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/")
     # the relay pod's settings (ConfigMap + env, the Secret's files) load into the CLI's own settings
     pod = manifests[("Deployment", "mlops-alert-relay")]["spec"]["template"]["spec"]
     (container,) = pod["containers"]

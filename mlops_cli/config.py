@@ -20,7 +20,7 @@ from .errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "mlops.yaml"
 ENV_PREFIX = "MLOPS_"
-NOT_CONFIG = {"MLOPS_REQUIRE_INTEGRATION"}  # MLOPS_ variables that are not settings (the test suite's)
+NOT_CONFIG = {"MLOPS_REQUIRE_INTEGRATION", "MLOPS_TEST_PAUSE_AT"}  # MLOPS_ variables that are not settings (the test suite's)
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 THRESHOLD_RE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d*)?([eE][-+]?\d+)?)\s*$")
 
@@ -517,6 +517,8 @@ class Settings(Section):
     s3: S3Settings = Field(default_factory=S3Settings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    lock_wait_s: float = Field(0.0, ge=0, le=86400)
+    """How long a stage waits for another run holding the workdir lock; 0 fails at once, naming the holder."""
 
     @property
     def store_path(self) -> Path:

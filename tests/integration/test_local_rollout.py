@@ -121,7 +121,7 @@ def test_server_that_never_becomes_ready_is_stopped(make_settings, settings, tmp
     model = tmp_path / "slow.py"
     model.write_text(SLOW_MODEL)
     ref = register_iris(settings, model, framework="python", class_name="Slow", labels=None, name="slow")
-    with pytest.raises(StageFailed, match=r"did not become ready within 3 s .*it was stopped; .*log: "):
+    with pytest.raises(StageFailed, match=r"did not become ready within 3 s .*it was stopped \(it never took a connection\); .*log: "):
         ship(make_settings, settings, ref, to_prod=False, deploy={**settings.deploy.model_dump(mode="json"),
                                                                   "ready_timeout_s": 3})
     assert read_state(settings.workdir)["deployments"] == {}

@@ -51,7 +51,7 @@ def shielded() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def reconcile(settings: Settings, state: State, env: str, *, why: str = "found") -> Optional[str]:
+def reconcile(settings: Settings, state: State, env: str, *, why: str = "found interrupted") -> Optional[str]:
     """Make env's reality match state (finishing or undoing a journaled rollout); save; one line or None."""
     target = _target(settings, state, env)
     if target is None:
@@ -66,7 +66,7 @@ def reconcile(settings: Settings, state: State, env: str, *, why: str = "found")
     if intent is not None:
         new = intent.instance
         took_traffic = bool(new) and observed.serving == new and new in by_ident and intent.record is not None
-        what = f"{why} interrupted {intent.action} of revision {intent.revision} (at step {intent.step})"
+        what = f"{why} {intent.action} of revision {intent.revision} (at step {intent.step})"
         if took_traffic:
             server = by_ident[new]
             record = intent.record.model_copy(update={"pid": server.pid, "handle": new, "at": now(),

@@ -147,6 +147,9 @@ class LocalTarget:
 
     def observe(self, env: str) -> Observed:
         """Every server process of this workdir's env (found by its ready-file path), and who answers the port."""
+        for pid, child in list(_CHILDREN.items()):  # reap ours that another process stopped
+            if child.poll() is not None:
+                _CHILDREN.pop(pid, None)
         prefix = str(self.run_dir / f"{env}-")
         servers = []
         for name in os.listdir("/proc"):

@@ -79,9 +79,10 @@ def terminate(pid: int, timeout: float) -> None:
 
 
 def pause_at(step: str) -> None:
-    """Test hook: with MLOPS_TEST_PAUSE_AT=<step>, say so on stderr and sleep (at most 60 s) before the step,
+    """Test hook: with MLOPS_TEST_PAUSE_AT=<step>, pause (at most 60 s) once the step is journaled.
 
-    so a test can kill or abort the CLI at exactly that step of a rollout. Unset in production.
+    It says "paused before step <step>" on stderr and sleeps before taking the step, so a test can
+    kill or abort the CLI at exactly that step of a rollout. Unset in production.
     """
     if os.environ.get(PAUSE_ENV) == step:
         progress(f"paused before step {step} ({PAUSE_ENV})")
@@ -217,8 +218,8 @@ class LocalTarget:
             journal("loading", pid=proc.pid)
             pause_at("loading")
             self._wait_loaded(proc, ready_file, log_path)
-            pause_at("switching")
             journal("switching")
+            pause_at("switching")
             os.kill(proc.pid, signal.SIGUSR1)  # listen: from now on it takes every new connection
             self._wait_serving(proc, ready_file, log_path, url, instance)
         except BaseException:

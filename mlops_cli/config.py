@@ -242,6 +242,8 @@ class DeploySettings(Section):
     """How long a new server may take to become ready."""
     stop_timeout_s: float = Field(30.0, gt=0)
     """How long a server may take to drain and exit before it is killed."""
+    restart: Literal["on-failure", "no"] = "on-failure"
+    """local and container targets: restart a server that dies while serving (a small supervisor process; podman --restart=on-failure)."""
     test: EnvironmentSettings = Field(default_factory=EnvironmentSettings)
     """The test environment (deploy-test, smoke-test)."""
     prod: ProdEnvironmentSettings = Field(default_factory=ProdEnvironmentSettings)

@@ -52,6 +52,7 @@ class StatusResult(BaseModel):
     running: dict[str, bool]
     problems: list[str] = []        # a broken config or state file, said in one line each
     disagreements: list[str] = []   # where state and what runs differ
+    supervision: dict[str, dict[str, Any]] = {}  # env -> its supervisor's report (restarts, last exit)
 
     def lines(self) -> list[str]:
         s = self.state
@@ -70,6 +71,12 @@ class StatusResult(BaseModel):
             out.append(f"image      {s['image']['reference']}@{s['image'].get('digest')}")
         for env, dep in sorted(s.get("deployments", {}).items()):
             alive = "running" if self.running.get(env) else "NOT RUNNING"
+            sup = self.supervision.get(env)
+            if sup and sup.get("restarts"):
+                alive += (f", restarted {sup['restarts']} time(s) by its supervisor, last after exit code "
+                          f"{sup.get('last_exit')} at {sup.get('restarted_at')}")
+            if sup and sup.get("gave_up"):
+                alive += ", its supervisor GAVE UP restarting it"
             out.append(f"{env:<10} {dep['model_ref']} revision {dep['revision']} at {dep['url']} ({alive}, since {dep['at']})")
         latest = {a["env"]: a for a in s.get("audit", [])}
         for env, rec in sorted(latest.items()):
@@ -98,17 +105,21 @@ def status(settings: Settings, problems: Optional[list[str]] = None, move_aside:
     else:
         state, found, _ = load_state_leniently(settings, move_aside)
     problems += found
-    running, differ = {}, []
+    running, differ, supervision = {}, [], {}
     for env, dep in state.deployments.items():
         try:
-            running[env] = get_target(dep.target, settings).is_running(dep)
+            target = get_target(dep.target, settings)
+            running[env] = target.is_running(dep)
+            report = target.supervision(dep) if hasattr(target, "supervision") else None
+            if report:
+                supervision[env] = report
         except ConfigError as exc:
             running[env] = False
             problems.append(f"{env}: cannot check the {dep.target} target: {exc}")
     for env in _observed_envs(settings, state):
         differ += disagreements(settings, state, env)
     return StatusResult(workdir=str(settings.workdir), state=state.model_dump(mode="json", by_alias=True),
-                        running=running, problems=problems, disagreements=differ)
+                        running=running, problems=problems, disagreements=differ, supervision=supervision)
 
 
 class StopResult(BaseModel):

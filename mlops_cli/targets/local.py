@@ -96,6 +96,20 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
+def _ppid(pid: int) -> Optional[int]:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+SUPERVISOR = Path(__file__).with_name("supervisor.py")
+
+
+def _is_supervisor(argv: list[str]) -> bool:
+    return len(argv) > 2 and argv[2] == str(SUPERVISOR)
+
+
 def _flag(argv: list[str], name: str) -> Optional[str]:
     return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else None
 
@@ -135,6 +149,17 @@ class LocalTarget:
     def ident_of(self, record: DeploymentRecord) -> Optional[str]:
         return record.handle or (f"pid:{record.pid}" if record.pid else None)
 
+    def supervision_file(self, env: str, revision: int) -> Path:
+        return self.run_dir / f"{env}-{revision}.supervisor.json"
+
+    def supervision(self, current: DeploymentRecord) -> Optional[dict]:
+        """What the supervisor of a deployment says: restarts, last exit, whether it gave up."""
+        try:
+            info = json.loads(self.supervision_file(current.env, current.revision).read_text())
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) and info.get("pid") == current.pid else None
+
     def is_running(self, current: DeploymentRecord) -> bool:
         if not _alive(current.pid, current.bundle_path):
             return False
@@ -152,7 +177,7 @@ class LocalTarget:
             if child.poll() is not None:
                 _CHILDREN.pop(pid, None)
         prefix = str(self.run_dir / f"{env}-")
-        servers = []
+        found = []
         for name in os.listdir("/proc"):
             if not name.isdigit() or not _alive(int(name)):
                 continue
@@ -160,9 +185,15 @@ class LocalTarget:
             ready = _flag(argv, "--ready-file")
             if not ready or not ready.startswith(prefix) or not ready.endswith(".ready"):
                 continue
+            found.append((int(name), argv, ready))
+        supervised = {_flag(argv, "--instance") for _, argv, _ in found if _is_supervisor(argv)}
+        servers = []
+        for pid, argv, ready in found:
             instance = _flag(argv, "--instance")
+            if instance in supervised and not _is_supervisor(argv):
+                continue  # a supervised server: its supervisor stands for it
             revision = _flag(argv, "--revision") or ready[len(prefix):-len(".ready")]
-            servers.append(Server(ident=instance or f"pid:{name}", pid=int(name),
+            servers.append(Server(ident=instance or f"pid:{pid}", pid=pid,
                                   revision=int(revision) if revision.isdigit() else None))
         env_cfg = getattr(self.settings.deploy, env)
         return Observed(servers=tuple(sorted(servers, key=lambda x: x.pid or 0)),
@@ -201,6 +232,9 @@ class LocalTarget:
         argv = [sys.executable, "-m", "serving", str(bundle), "--host", host, "--port", str(port),
                 "--ready-file", str(ready_file), "--instance", instance, "--revision", str(revision),
                 "--await-handover"]
+        if self.settings.deploy.restart == "on-failure":  # a supervisor restarts it if it dies while serving
+            argv = [sys.executable, "-I", str(SUPERVISOR), "--status", str(self.supervision_file(env, revision)),
+                    "--", *argv]
         environ = dict(server_environ(os.environ), PYTHONPATH=str(bundle),
                        PYTHONDONTWRITEBYTECODE="1")  # the bundle stays as digested
         for name in JENKINS_KILL_MARKERS:  # Jenkins kills processes that carry these after the build
@@ -242,7 +276,9 @@ class LocalTarget:
             info = json.loads(ready_file.read_text())
         except (OSError, json.JSONDecodeError):
             return {}
-        return info if isinstance(info, dict) and info.get("pid") == proc.pid else {}
+        if not isinstance(info, dict) or not info.get("pid"):
+            return {}
+        return info if proc.pid in (info["pid"], _ppid(info["pid"])) else {}  # the server, or its supervisor's
 
     def _wait_loaded(self, proc: subprocess.Popen, ready_file: Path, log_path: Path) -> None:
         """Until the server has loaded its model and waits for the handover (it does not listen yet)."""

@@ -320,3 +320,37 @@ def test_stop_works_with_a_broken_config_file(make_settings, settings, iris_arti
     assert "malformed YAML" in stopped.stdout and "stopped test" in stopped.stdout
     assert not _alive(pid) and port_free("127.0.0.1", s.deploy.test.port)
     assert "test" not in read_state(s.workdir)["deployments"]
+
+
+def test_prod_process_killed_is_back_within_seconds_and_status_says_so(make_settings, settings, iris_artifact):
+    s = prepare(make_settings, settings, register_iris(settings, iris_artifact), to_prod=True)
+    prod = read_state(s.workdir)["deployments"]["prod"]
+    from mlops_cli.state import State
+
+    report = LocalTarget(s).supervision(State.load(s.workdir).deployments["prod"])
+    assert report is not None and report["restarts"] == 0
+    server_pid = report["server_pid"]
+    assert server_pid != prod["pid"] and _alive(server_pid)
+    os.kill(server_pid, signal.SIGKILL)
+    killed = time.monotonic()
+    back = None
+    while time.monotonic() - killed < 30:
+        try:
+            answer = httpx.get(prod["url"] + "/health/ready", timeout=1)
+            if answer.status_code == 200 and answer.json()["pid"] != server_pid:
+                back = time.monotonic() - killed
+                assert answer.json()["instance"] == prod["handle"]  # the same deployment, restarted
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    print(f"prod back {back:.2f} s after kill -9 of its server")
+    assert back is not None and back < 20
+    status = run_cli("status", "--workdir", str(s.workdir), env=cli_env(s))
+    assert status.returncode == 0
+    assert "(running, restarted 1 time(s) by its supervisor, last after exit code -9" in status.stdout
+    assert "DISAGREES" not in status.stdout
+    assert httpx.post(prod["url"] + "/v1/predict", json={"instances": [ROW]}).status_code == 200
+    stopped = run_cli("stop", "--workdir", str(s.workdir), env=cli_env(s))
+    assert stopped.returncode == 0 and port_free("127.0.0.1", s.deploy.prod.port)
+    assert ours(s, "prod").servers == ()

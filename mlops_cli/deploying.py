@@ -14,6 +14,12 @@ from .state import DeploymentRecord, IntentRecord, State, now
 from .targets import Release, Rollout, get_target
 
 
+def reconcile_first(settings: Settings, state: State, env: str) -> None:
+    """Repair env from the journal and reality before a stage reads what serves there."""
+    if hasattr(get_target(settings.deploy.target, settings), "observe"):
+        reconcile(settings, state, env)
+
+
 def deploy_bundle(settings: Settings, state: State, env: str) -> DeploymentRecord:
     """Deploy the validated bundle to env and record it in state; the caller saves state.
 

@@ -124,6 +124,12 @@ def disagreements(settings: Settings, state: State, env: str) -> list[str]:
     observed = target.observe(env)
     by_ident = {s.ident: s for s in observed.servers}
     keep = target.ident_of(rec) if rec else None
+    from .workdir_lock import busy
+
+    running = busy(settings.workdir)
+    if intent is not None and running and running.get("pid") == intent.holder_pid:
+        return [f"{env}: {intent.action} of revision {intent.revision} is in progress (step {intent.step}, "
+                f"pid {intent.holder_pid})"]  # not a disagreement yet: its owner is at work
     if intent is not None:
         out.append(f"{env}: an interrupted {intent.action} of revision {intent.revision} (step {intent.step}, "
                    f"by pid {intent.holder_pid}) is pending; the next stage or `mlops stop` finishes or undoes it")

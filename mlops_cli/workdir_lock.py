@@ -41,6 +41,22 @@ def holder(workdir: Path) -> Optional[dict]:
         return None
 
 
+def busy(workdir: Path) -> Optional[dict]:
+    """The holder's record if another process holds the lock now (None when free or held by us)."""
+    key = str(Path(workdir).resolve())
+    path = Path(key) / LOCK_FILE
+    if _held.get(key) or not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return holder(Path(key)) or {}
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return None
+
+
 def _describe(info: Optional[dict]) -> str:
     if not info:
         return "another mlops process"

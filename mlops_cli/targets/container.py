@@ -26,6 +26,7 @@ from ..errors import ConfigError, StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
 from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal
+from .local import pause_at
 
 READY_LINE = "serving on http://"
 
@@ -91,6 +92,14 @@ class ContainerTarget:
             return None
         return info.get("instance") if isinstance(info, dict) else None
 
+    def supervision(self, current: DeploymentRecord) -> Optional[dict]:
+        """How often podman restarted the container (--restart=on-failure)."""
+        if not current.handle:
+            return None
+        done = self._podman("inspect", "--type", "container", "--format", "{{.RestartCount}}", current.handle)
+        count = done.stdout.strip()
+        return {"restarts": int(count), "last_exit": None, "restarted_at": None} if count.isdigit() else None
+
     def stop_server(self, server: Server) -> None:
         self._remove(server.ident)
 
@@ -140,12 +149,14 @@ class ContainerTarget:
             raise StageFailed(f"podman could not start {release.image}: {last[0]}")
         try:
             journal("loading")
+            pause_at("loading")
             self._wait_ready(name, f"http://{host}:{port}")
         except BaseException:
             self._podman("rm", "--force", name)
             raise
         if old is not None:
             journal("draining")
+            pause_at("draining")
             progress(f"{name} is ready; draining {old.handle}")
             self._remove(old.handle)
         return Rollout(url=f"http://{host}:{port}", revision=revision,

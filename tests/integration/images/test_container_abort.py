@@ -1,0 +1,89 @@
+"""Container target (podman) under aborts and crashes (issue 10): a CLI killed mid-rollout is
+repaired by the next run, a killed server is restarted by podman, identities come from labels."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from helpers import read_state, register_iris
+from imagetools import podman
+from mlops_cli import pipeline
+from mlops_cli.stages import assemble_server, build_image, deploy_test, rolling_update, smoke_test, validate_model
+from mlops_cli.targets import port_free
+from mlops_cli.targets.container import ContainerTarget
+from test_image_pipeline import image_settings, other_model
+
+pytestmark = pytest.mark.integration
+
+
+def test_container_prod_killed_comes_back_and_an_aborted_rollout_is_repaired(
+        make_settings, settings, registry, base_image, iris_artifact, tmp_path):
+    first = image_settings(make_settings, settings, "buildah", registry, base_image,
+                           model=register_iris(settings, iris_artifact))
+    assert pipeline.run(first).passed
+    prod = read_state(settings.workdir)["deployments"]["prod"]
+    assert httpx.get(prod["url"] + "/health/ready").json()["instance"] == prod["handle"]
+
+    # prod's server dies (kill -9 of the container's process): podman brings it back
+    pid = int(podman("inspect", "--type", "container", "--format", "{{.State.Pid}}", prod["handle"]).strip())
+    os.kill(pid, signal.SIGKILL)
+    killed, back = time.monotonic(), None
+    while time.monotonic() - killed < 60:
+        try:
+            if httpx.get(prod["url"] + "/health/ready", timeout=1).json().get("instance") == prod["handle"] and \
+                    podman("inspect", "--type", "container", "--format", "{{.State.Pid}}", prod["handle"]).strip() \
+                    not in ("0", str(pid)):
+                back = time.monotonic() - killed
+                break
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.2)
+    print(f"container prod back {back} s after kill -9")
+    assert back is not None
+    from mlops_cli.status import status
+
+    report = status(first)
+    assert report.running["prod"] and report.supervision["prod"]["restarts"] >= 1 and report.disagreements == []
+
+    # a rolling update whose CLI is killed while the new container loads: the next run repairs it
+    second = image_settings(make_settings, settings, "buildah", registry, base_image,
+                            model=register_iris(settings, other_model(tmp_path)))
+    for stage in (validate_model, assemble_server, build_image, deploy_test, smoke_test):
+        stage.run(second)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env.update(MLOPS_TEST_PAUSE_AT="draining", MLOPS_DEPLOY__TARGET="container",
+               MLOPS_DEPLOY__PROD__PORT=str(second.deploy.prod.port), MLOPS_DEPLOY__RUN_AS="1000950000:0",
+               MLOPS_BUILD__INSECURE="true")
+    cli = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "rolling-update", "--workdir", str(settings.workdir)],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.monotonic() + 240
+    while "paused before step draining" not in seen and time.monotonic() < deadline:
+        line = cli.stderr.readline()
+        if not line:
+            break
+        seen += line
+    cli.kill()
+    cli.wait(timeout=30)
+    cli.stderr.close()
+    assert "paused before step draining" in seen, seen
+    intent = read_state(settings.workdir)["intents"]["prod"]
+    target = ContainerTarget(second)
+    assert len(target.observe("prod").servers) == 2  # old and new: the new one already answers
+    rolling_update.run(second)  # reconciles first: finishes the interrupted rollout, then releases again
+    state = read_state(settings.workdir)
+    observed = target.observe("prod")
+    assert [s.ident for s in observed.servers] == [state["deployments"]["prod"]["handle"]]
+    assert observed.serving == state["deployments"]["prod"]["handle"]
+    assert intent["instance"] != prod["handle"] and state["intents"] == {}
+    from mlops_cli.status import stop
+
+    stop(second)
+    assert port_free("127.0.0.1", second.deploy.prod.port) and target.observe("prod").servers == ()

@@ -8,6 +8,7 @@ The CLI is paused at a named step by the documented test hook MLOPS_TEST_PAUSE_A
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 from helpers import read_state, register_iris, run_cli
+from test_slack_notifier import SlackWebhookDouble
 from mlops_cli.stages import assemble_server, deploy_test, rolling_update, smoke_test, validate_model
 from mlops_cli.targets import port_free
 from mlops_cli.targets.local import LocalTarget, _alive
@@ -130,7 +132,7 @@ def ours(s, env: str):
 @pytest.mark.parametrize("step, sig", [
     ("loading", signal.SIGTERM),       # the new revision is loading: it is stopped, the old one serves
     ("switching", signal.SIGKILL),     # loaded, never told to listen: the next run stops it
-    ("switching", signal.SIGTERM),
+    ("switching", signal.SIGINT),      # Ctrl-C
     ("draining", signal.SIGKILL),      # the new revision already serves: the next run finishes the rollout
     ("draining", signal.SIGTERM),
 ])
@@ -139,13 +141,15 @@ def test_abort_of_rolling_update_leaves_one_known_revision(make_settings, settin
     before = read_state(s1.workdir)["deployments"]["prod"]
     s2 = prepare(make_settings, settings, register_iris(settings, other_iris(tmp_path)), to_prod=False)
     url = before["url"]
+    slack = SlackWebhookDouble()  # the notifier the aborted run tells
+    notify = {"MLOPS_NOTIFY__NOTIFIERS": '["slack"]', "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url}
     with Load(url) as load:
         time.sleep(0.5)
-        cli, lines = start_paused(["rolling-update"], s2.workdir, cli_env(s2), step)
+        cli, lines = start_paused(["rolling-update"], s2.workdir, {**cli_env(s2), **notify}, step)
         cli.send_signal(sig)
         finished(cli)
         err = "".join(lines)
-        if sig == signal.SIGTERM:
+        if sig != signal.SIGKILL:
             assert cli.returncode == 130 and "Traceback" not in err
             assert f"reconciled prod: aborted rolling-update of revision 2 (at step {step})" in err
         else:
@@ -163,11 +167,13 @@ def test_abort_of_rolling_update_leaves_one_known_revision(make_settings, settin
     assert observed.serving == prod["handle"]                           # ... and it is the one state names
     assert state["intents"] == {}
     served_new = step == "draining"
-    if sig == signal.SIGTERM:
+    if sig != signal.SIGKILL:
         rollout = state["rollouts"]["prod"]
         assert rollout["outcome"] == ("succeeded" if served_new else "rolled-back")
         assert f"aborted rolling-update of revision 2 (at step {step})" in rollout["message"]
         assert prod["model_version"] == ("2" if served_new else "1")
+        told = json.dumps(slack.received)
+        assert len(slack.received) == 1 and f"aborted rolling-update of revision 2 (at step {step})" in told
     else:  # the repair, then the next release on top of it
         assert prod["model_version"] == "2" and prod["revision"] == (3 if served_new else 2)
     assert not _alive(before["pid"]) or prod["pid"] == before["pid"]
@@ -177,6 +183,7 @@ def test_abort_of_rolling_update_leaves_one_known_revision(make_settings, settin
     stopped = run_cli("stop", "--workdir", str(s2.workdir), env=cli_env(s2))
     assert stopped.returncode == 0, stopped.stderr
     assert port_free("127.0.0.1", s2.deploy.prod.port) and ours(s2, "prod").servers == ()
+    slack.close()
 
 
 def test_an_orphan_newer_server_is_stopped_and_cannot_keep_production(make_settings, settings, iris_artifact, tmp_path):

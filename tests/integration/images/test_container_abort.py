@@ -23,6 +23,7 @@ from test_image_pipeline import image_settings, other_model
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(900)  # two image builds and three rollouts on a shared 2-core machine
 def test_container_prod_killed_comes_back_and_an_aborted_rollout_is_repaired(
         make_settings, settings, registry, base_image, iris_artifact, tmp_path):
     first = image_settings(make_settings, settings, "buildah", registry, base_image,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
-from typing import Any
+from typing import Any, Optional
 
 from .config import Settings
 from .errors import StageFailed

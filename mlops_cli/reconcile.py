@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from .config import Settings
+from .errors import MlopsError
 from .state import IntentRecord, RolloutRecord, State, now
 from .targets import get_target
 from .ui import progress
@@ -115,13 +116,13 @@ def disagreements(settings: Settings, state: State, env: str) -> list[str]:
     """Where state and reality differ in env, without changing anything (for `mlops status`)."""
     try:
         target = _target(settings, state, env)
-    except Exception as exc:  # an unusable target (no podman, bad config) must not hide the rest
+        observed = target.observe(env) if target is not None else None
+    except MlopsError as exc:  # an unusable target (no podman, bad config) must not hide the rest
         return [f"{env}: cannot observe it: {exc}"]
-    if target is None:
+    if target is None or observed is None:
         return []
     out = []
     rec, intent = state.deployments.get(env), state.intents.get(env)
-    observed = target.observe(env)
     by_ident = {s.ident: s for s in observed.servers}
     keep = target.ident_of(rec) if rec else None
     from .workdir_lock import busy

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict
 
 from .config import Settings
-from .errors import ConfigError, UsageError
+from .errors import ConfigError, MlopsError, UsageError
 from .reconcile import disagreements
 from .stages import STAGES
 from .state import State
@@ -73,8 +73,9 @@ class StatusResult(BaseModel):
             alive = "running" if self.running.get(env) else "NOT RUNNING"
             sup = self.supervision.get(env)
             if sup and sup.get("restarts"):
-                alive += (f", restarted {sup['restarts']} time(s) by its supervisor, last after exit code "
-                          f"{sup.get('last_exit')} at {sup.get('restarted_at')}")
+                alive += f", restarted {sup['restarts']} time(s) by its supervisor"
+                alive += f", last after exit code {sup['last_exit']}" if sup.get("last_exit") is not None else ""
+                alive += f" at {sup['restarted_at']}" if sup.get("restarted_at") else ""
             if sup and sup.get("gave_up"):
                 alive += ", its supervisor GAVE UP restarting it"
             out.append(f"{env:<10} {dep['model_ref']} revision {dep['revision']} at {dep['url']} ({alive}, since {dep['at']})")
@@ -155,16 +156,21 @@ def _stop(settings: Settings, env: Optional[str], problems: list[str], move_asid
         try:
             target = get_target(dep.target if dep else settings.deploy.target, settings)
         except ConfigError as exc:
-            problems.append(f"{name}: cannot reach the {dep.target if dep else settings.deploy.target} target: {exc}")
+            if dep is not None:  # nothing recorded there: an unusable default target is no news
+                problems.append(f"{name}: cannot reach the {dep.target} target: {exc}")
             continue
         did = bool(dep) and target.stop(dep)
-        if hasattr(target, "observe"):
-            for server in target.observe(name).servers:  # orphans, a half-done rollout's new revision
-                target.stop_server(server)
-                did = True
-                if dep is None or server.ident != target.ident_of(dep):
-                    notes.append(f"stopped revision {server.revision} of {name} (pid {server.pid}), "
-                                  f"which state did not name")
+        try:
+            servers = target.observe(name).servers if hasattr(target, "observe") else ()
+        except MlopsError as exc:
+            problems.append(f"{name}: cannot list what runs: {exc.message}")
+            servers = ()
+        for server in servers:  # orphans, a half-done rollout's new revision
+            target.stop_server(server)
+            did = True
+            if dep is None or server.ident != target.ident_of(dep):
+                notes.append(f"stopped revision {server.revision} of {name} (pid {server.pid}), "
+                              f"which state did not name")
         intent = state.intents.pop(name, None)
         if intent is not None:
             notes.append(f"dropped the journal of an interrupted {intent.action} of revision {intent.revision}")

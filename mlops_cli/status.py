@@ -8,7 +8,6 @@ workdir, found by their ready-file paths). A corrupt state file is moved aside o
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict

@@ -188,7 +188,7 @@ def test_abort_of_rolling_update_leaves_one_known_revision(make_settings, settin
 
 def test_an_orphan_newer_server_is_stopped_and_cannot_keep_production(make_settings, settings, iris_artifact, tmp_path):
     """A newer server whose CLI died after the handover takes the port; status says so, the next run repairs."""
-    s1 = prepare(make_settings, settings, register_iris(settings, iris_artifact), to_prod=True)
+    prepare(make_settings, settings, register_iris(settings, iris_artifact), to_prod=True)
     s2 = prepare(make_settings, settings, register_iris(settings, other_iris(tmp_path)), to_prod=False)
     cli, _ = start_paused(["rolling-update"], s2.workdir, cli_env(s2), "draining")
     cli.kill()
@@ -233,7 +233,7 @@ def test_two_runs_on_one_workdir_the_second_names_the_holder(make_settings, sett
     finally:
         first.send_signal(signal.SIGTERM)
         finished(first)
-    out, err = waiting.communicate(timeout=60)
+    _, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0 and "waiting up to 60 s for pid" in err
     assert first.returncode == 130
     assert ours(s, "test").servers == ()  # the aborted pipeline left nothing running

@@ -91,10 +91,13 @@ def reconcile(settings: Settings, state: State, env: str, *, why: str = "found i
                                     previous_image=rec.image if rec else None, message=message)
         done.append(message)
         del state.intents[env]
+    replaced = target.ident_of(rec) if rec else None
     for server in observed.servers:
         if server.ident != keep:
             target.stop_server(server)
-            if intent is None or server.ident != intent.instance:
+            if server.ident == replaced:
+                done.append(f"stopped {_label(server)}, which it replaced")
+            elif intent is None or server.ident != intent.instance:
                 done.append(f"stopped {_label(server)}, which state does not name")
     if rec is not None and state.deployments.get(env) is rec and keep not in by_ident:
         done.append(f"revision {rec.revision} (pid {rec.pid}) that state names is not running")

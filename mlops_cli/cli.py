@@ -235,21 +235,43 @@ def model_register(file: Path, **kwargs: Any) -> None:
         click.echo(f"registered local:{meta.name}@{meta.version} (sha256:{meta.sha256[:12]})")
 
 
+def lenient_settings() -> tuple[Any, list[str]]:
+    """Settings for status/stop, which must work when mlops.yaml or MLOPS_* is broken: then the
+    defaults (with --workdir) and the problem in one line."""
+    from .errors import ConfigError
+
+    try:
+        return settings_from(), []
+    except ConfigError as exc:
+        from .config import Settings
+
+        workdir = Path(_OPTIONS["workdir"] or Settings.model_fields["workdir"].default)
+        return Settings(workdir=workdir), [f"{exc.message}; using the default settings (workdir {workdir})"]
+
+
+_MOVE_ASIDE = click.option("--move-aside-corrupt-state", "move_aside", is_flag=True,
+                           help="If state.json is not valid, rename it to state.json.corrupt-<time> (never done unasked).")
+
+
 @command(cli, "status")
-def status() -> None:
-    """Show the state: model, validation, bundle, deployments and stage history."""
+@_MOVE_ASIDE
+def status(move_aside: bool) -> None:
+    """Show the state and what really runs: model, bundle, deployments, disagreements, stage history."""
     from .status import status as status_lib
 
-    emit(status_lib(settings_from()))
+    settings, problems = lenient_settings()
+    emit(status_lib(settings, problems, move_aside))
 
 
 @command(cli, "stop")
 @click.option("--env", help="Stop only this environment (test or prod).")
-def stop(env: Optional[str]) -> None:
-    """Stop the servers the local target runs."""
+@_MOVE_ASIDE
+def stop(env: Optional[str], move_aside: bool) -> None:
+    """Stop the servers of this workdir (what state names and any of ours found running)."""
     from .status import stop as stop_lib
 
-    emit(stop_lib(settings_from(), env))
+    settings, problems = lenient_settings()
+    emit(stop_lib(settings, env, problems, move_aside))
 
 
 @command(cli, "base-image")

@@ -20,7 +20,7 @@ from .errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "mlops.yaml"
 ENV_PREFIX = "MLOPS_"
-NOT_CONFIG = {"MLOPS_REQUIRE_INTEGRATION"}  # MLOPS_ variables that are not settings (the test suite's)
+NOT_CONFIG = {"MLOPS_REQUIRE_INTEGRATION", "MLOPS_TEST_PAUSE_AT"}  # MLOPS_ variables that are not settings (the test suite's)
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 THRESHOLD_RE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d*)?([eE][-+]?\d+)?)\s*$")
 
@@ -273,6 +273,8 @@ class DeploySettings(Section):
     """How long a new server may take to become ready."""
     stop_timeout_s: float = Field(30.0, gt=0)
     """How long a server may take to drain and exit before it is killed."""
+    restart: Literal["on-failure", "no"] = "on-failure"
+    """local and container targets: restart a server that dies while serving (a small supervisor process; podman --restart=on-failure)."""
     test: EnvironmentSettings = Field(default_factory=EnvironmentSettings)
     """The test environment (deploy-test, smoke-test)."""
     prod: ProdEnvironmentSettings = Field(default_factory=ProdEnvironmentSettings)
@@ -699,6 +701,8 @@ class Settings(Section):
     s3: S3Settings = Field(default_factory=S3Settings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    lock_wait_s: float = Field(0.0, ge=0, le=86400)
+    """How long a stage waits for another run holding the workdir lock; 0 fails at once, naming the holder."""
 
     @property
     def store_path(self) -> Path:

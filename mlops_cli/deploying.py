@@ -3,27 +3,77 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from .config import Settings
-from .state import DeploymentRecord, State, now
+from .errors import StageFailed
+from .reconcile import reconcile, shielded
+from .state import DeploymentRecord, IntentRecord, State, now
 from .targets import Release, Rollout, get_target
 
 
+def reconcile_first(settings: Settings, state: State, env: str) -> None:
+    """Repair env from the journal and reality before a stage reads what serves there."""
+    if hasattr(get_target(settings.deploy.target, settings), "observe"):
+        reconcile(settings, state, env)
+
+
 def deploy_bundle(settings: Settings, state: State, env: str) -> DeploymentRecord:
-    """Deploy the validated bundle to env and record it in state; the caller saves state."""
+    """Deploy the validated bundle to env and record it in state; the caller saves state.
+
+    First reconciles env (an earlier run may have been killed part-way). A target that can
+    observe its servers journals each step in `state.intents[env]` before taking it; an abort
+    (SIGTERM/SIGINT) part-way is repaired at once from that journal: production ends on exactly
+    one known revision, recorded as a rollout and announced, and the abort goes on.
+    """
+    action = "rolling-update" if env == "prod" else "deploy-test"
     model, _ = state.require_validated()
     bundle = state.require_bundle()
     target = get_target(settings.deploy.target, settings)
     image = state.require_image().reference if target.needs_image else None
-    rollout = target.deploy(env, Release(bundle=Path(bundle.path), image=image), state.deployments.get(env))
-    record = DeploymentRecord(
-        env=env, target=settings.deploy.target, url=rollout.url, model_ref=model.ref, model_name=model.name,
-        model_version=model.version, model_sha256=model.sha256, bundle_digest=bundle.bundle_digest,
-        bundle_path=bundle.path, schema=model.schema_, revision=rollout.revision,
-        previous_revision=rollout.previous_revision, pid=rollout.pid, log_path=rollout.log_path,
-        handle=rollout.handle, image=image, metrics=dict(model.metrics),
-    )
+    journaled = hasattr(target, "observe")
+    if journaled:
+        reconcile(settings, state, env)
+    current = state.deployments.get(env)
+
+    def make_record(rollout: Rollout) -> DeploymentRecord:
+        return DeploymentRecord(
+            env=env, target=settings.deploy.target, url=rollout.url, model_ref=model.ref, model_name=model.name,
+            model_version=model.version, model_sha256=model.sha256, bundle_digest=bundle.bundle_digest,
+            bundle_path=bundle.path, schema=model.schema_, revision=rollout.revision,
+            previous_revision=rollout.previous_revision, pid=rollout.pid, log_path=rollout.log_path,
+            handle=rollout.handle, image=image, metrics=dict(model.metrics),
+        )
+
+    def journal(step: str, **fields: Any) -> None:
+        known = state.intents.get(env)
+        data = known.model_dump(by_alias=True) if known else {
+            "env": env, "action": action, "previous_pid": current.pid if current else None,
+            "previous_handle": current.handle if current else None}
+        data.update({k: v for k, v in fields.items() if k in IntentRecord.model_fields}, step=step, at=now())
+        if data.get("record") is None and data.get("revision"):
+            env_cfg = getattr(settings.deploy, env)
+            data["record"] = make_record(Rollout(
+                url=fields.get("url", f"http://{env_cfg.host}:{env_cfg.port}"), revision=data["revision"],
+                previous_revision=current.revision if current else None, handle=data.get("instance")))
+        state.intents[env] = IntentRecord.model_validate(data)
+        state.save(settings.workdir)
+
+    release = Release(bundle=Path(bundle.path), image=image)
+    try:
+        rollout = target.deploy(env, release, current, journal=journal) if journaled else \
+            target.deploy(env, release, current)
+    except StageFailed:
+        if state.intents.pop(env, None) is not None:  # the target stopped the new revision itself
+            state.save(settings.workdir)
+        raise
+    except BaseException:  # an abort (SIGTERM/SIGINT) or a bug part-way: repair from the journal now
+        if env in state.intents:
+            with shielded():
+                reconcile(settings, state, env, why="aborted")
+        raise
+    state.intents.pop(env, None)
+    record = make_record(rollout)
     old = state.deployments.get(env)
     if old is not None and (old.revision, old.handle, old.image) != (record.revision, record.handle, record.image):
         state.previous_deployments[env] = old  # what a rollback brings back

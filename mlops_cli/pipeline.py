@@ -40,6 +40,14 @@ class PipelineResult(BaseModel):
 
 
 def run(settings: Settings) -> PipelineResult:
+    """The stages in order, holding the workdir lock throughout (no other run interleaves)."""
+    from .workdir_lock import hold
+
+    with hold(settings.workdir, "mlops pipeline run", settings.lock_wait_s):
+        return _run(settings)
+
+
+def _run(settings: Settings) -> PipelineResult:
     rows: list[StageRow] = []
     failure: Optional[MlopsError] = None
     failed_stage = None

@@ -139,6 +139,27 @@ class RolloutRecord(Record):
     at: str = Field(default_factory=now)
 
 
+class IntentRecord(Record):
+    """The journal: a change to an environment in progress, written before production changes and
+
+    cleared once the outcome is recorded. Found by the next run (after a kill -9), it says what
+    to finish or undo: the new revision's identity, the step it had reached, what serves before.
+    """
+
+    env: str
+    action: str                            # deploy-test / rolling-update
+    step: str                              # starting / loading / switching / draining
+    revision: int
+    port: Optional[int] = None
+    instance: Optional[str] = None         # the new server's identity token (local: its --instance)
+    pid: Optional[int] = None              # the new server's process, once started
+    previous_handle: Optional[str] = None
+    previous_pid: Optional[int] = None
+    holder_pid: int = Field(default_factory=os.getpid)
+    record: Optional[DeploymentRecord] = None  # what state names once the new revision serves
+    at: str = Field(default_factory=now)
+
+
 class StageRecord(Record):
     status: Literal["passed", "failed", "skipped"]
     started_at: str
@@ -158,6 +179,7 @@ class State(Record):
     audit: list[AuditRecord] = Field(default_factory=list)
     previous_deployments: dict[str, DeploymentRecord] = Field(default_factory=dict)
     rollouts: dict[str, RolloutRecord] = Field(default_factory=dict)
+    intents: dict[str, IntentRecord] = Field(default_factory=dict)  # the journal: changes in progress
 
     @staticmethod
     def path(workdir: Path) -> Path:

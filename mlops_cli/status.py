@@ -1,16 +1,47 @@
-"""`mlops status` and `mlops stop`: what the state file says, and what still runs."""
+"""`mlops status` and `mlops stop`: what the state file says, and what really runs.
+
+Both work when mlops.yaml or state.json is broken (the moment an operator needs them most):
+they say so and act on what they can find (the local target's server processes of this
+workdir, found by their ready-file paths). A corrupt state file is moved aside only on request.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict
 
 from .config import Settings
-from .errors import UsageError
+from .errors import ConfigError, MlopsError, UsageError
+from .reconcile import disagreements
 from .stages import STAGES
 from .state import State
 from .targets import get_target
+from .workdir_lock import hold
+
+ENVS = ("test", "prod")
+
+
+def load_state_leniently(settings: Settings, move_aside: bool = False) -> tuple[State, list[str], bool]:
+    """(state, problems, writable): an unreadable state file becomes an empty State, said in one line.
+
+    writable is False while a corrupt file stays in place: it is never overwritten unasked.
+    """
+    try:
+        return State.load(settings.workdir), [], True
+    except ConfigError as exc:
+        path = State.path(settings.workdir)
+        if not move_aside:
+            return State(), [f"{exc.message}; showing what runs (move it aside with --move-aside-corrupt-state)"], False
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+        path.rename(aside)
+        return State(), [f"{exc.message}; moved it aside to {aside}"], True
+
+
+def _observed_envs(settings: Settings, state: State) -> list[str]:
+    return sorted(set(ENVS) | set(state.deployments) | set(state.intents))
 
 
 class StatusResult(BaseModel):
@@ -18,10 +49,14 @@ class StatusResult(BaseModel):
     workdir: str
     state: dict[str, Any]
     running: dict[str, bool]
+    problems: list[str] = []        # a broken config or state file, said in one line each
+    disagreements: list[str] = []   # where state and what runs differ
+    supervision: dict[str, dict[str, Any]] = {}  # env -> its supervisor's report (restarts, last exit)
 
     def lines(self) -> list[str]:
         s = self.state
-        out = [f"workdir {self.workdir}"]
+        out = [f"workdir {self.workdir}"] + [f"WARNING    {p}" for p in self.problems]
+        out += [f"DISAGREES  {d}" for d in self.disagreements]
         model, val = s.get("model"), s.get("validation")
         if val:
             verdict = "passed" if val["passed"] else "FAILED"
@@ -35,6 +70,13 @@ class StatusResult(BaseModel):
             out.append(f"image      {s['image']['reference']}@{s['image'].get('digest')}")
         for env, dep in sorted(s.get("deployments", {}).items()):
             alive = "running" if self.running.get(env) else "NOT RUNNING"
+            sup = self.supervision.get(env)
+            if sup and sup.get("restarts"):
+                alive += f", restarted {sup['restarts']} time(s) by its supervisor"
+                alive += f", last after exit code {sup['last_exit']}" if sup.get("last_exit") is not None else ""
+                alive += f" at {sup['restarted_at']}" if sup.get("restarted_at") else ""
+            if sup and sup.get("gave_up"):
+                alive += ", its supervisor GAVE UP restarting it"
             out.append(f"{env:<10} {dep['model_ref']} revision {dep['revision']} at {dep['url']} ({alive}, since {dep['at']})")
         latest = {a["env"]: a for a in s.get("audit", [])}
         for env, rec in sorted(latest.items()):
@@ -54,34 +96,86 @@ class StatusResult(BaseModel):
         return out
 
 
-def status(settings: Settings) -> StatusResult:
-    state = State.load(settings.workdir)
-    running = {}
+def status(settings: Settings, problems: Optional[list[str]] = None, move_aside: bool = False) -> StatusResult:
+    """What state says, whether each deployment really serves (by identity), and every disagreement."""
+    problems = list(problems or [])
+    if move_aside:
+        with hold(settings.workdir, "mlops status --move-aside-corrupt-state", settings.lock_wait_s):
+            state, found, _ = load_state_leniently(settings, move_aside)
+    else:
+        state, found, _ = load_state_leniently(settings, move_aside)
+    problems += found
+    running, differ, supervision = {}, [], {}
     for env, dep in state.deployments.items():
-        running[env] = get_target(dep.target, settings).is_running(dep)
+        try:
+            target = get_target(dep.target, settings)
+            running[env] = target.is_running(dep)
+            report = target.supervision(dep) if hasattr(target, "supervision") else None
+            if report:
+                supervision[env] = report
+        except ConfigError as exc:
+            running[env] = False
+            problems.append(f"{env}: cannot check the {dep.target} target: {exc}")
+    for env in _observed_envs(settings, state):
+        differ += disagreements(settings, state, env)
     return StatusResult(workdir=str(settings.workdir), state=state.model_dump(mode="json", by_alias=True),
-                        running=running)
+                        running=running, problems=problems, disagreements=differ, supervision=supervision)
 
 
 class StopResult(BaseModel):
     model_config = ConfigDict(frozen=True)
     stopped: list[str]
     not_running: list[str]
+    problems: list[str] = []
+    notes: list[str] = []           # servers stopped that state did not name, journal entries dropped
 
     def lines(self) -> list[str]:
-        out = [f"stopped {env}" for env in self.stopped] + [f"{env} was not running" for env in self.not_running]
-        return out or ["nothing deployed"]
+        out = [f"warning: {p}" for p in self.problems]
+        out += [f"stopped {env}" for env in self.stopped] + [f"{env} was not running" for env in self.not_running]
+        out += self.notes
+        return out if (self.stopped or self.not_running or self.notes) else out + ["nothing deployed"]
 
 
-def stop(settings: Settings, env: Optional[str] = None) -> StopResult:
-    state = State.load(settings.workdir)
-    if env is not None and env not in state.deployments:
+def stop(settings: Settings, env: Optional[str] = None, problems: Optional[list[str]] = None,
+         move_aside: bool = False) -> StopResult:
+    """Stop env (or every env): what state names and every server of ours found running, under the lock."""
+    with hold(settings.workdir, "mlops stop", settings.lock_wait_s):
+        return _stop(settings, env, list(problems or []), move_aside)
+
+
+def _stop(settings: Settings, env: Optional[str], problems: list[str], move_aside: bool) -> StopResult:
+    state, found, writable = load_state_leniently(settings, move_aside)
+    problems += found
+    if env is not None and env not in state.deployments and env not in ENVS:
         raise UsageError(f"nothing is deployed to {env!r}; deployed: {', '.join(state.deployments) or 'none'}")
-    envs = [env] if env else sorted(state.deployments)
-    stopped, idle = [], []
+    envs = [env] if env else _observed_envs(settings, state)
+    stopped, idle, notes = [], [], []
     for name in envs:
-        dep = state.deployments[name]
-        (stopped if get_target(dep.target, settings).stop(dep) else idle).append(name)
-        del state.deployments[name]
-        state.save(settings.workdir)
-    return StopResult(stopped=stopped, not_running=idle)
+        dep = state.deployments.get(name)
+        try:
+            target = get_target(dep.target if dep else settings.deploy.target, settings)
+        except ConfigError as exc:
+            if dep is not None:  # nothing recorded there: an unusable default target is no news
+                problems.append(f"{name}: cannot reach the {dep.target} target: {exc}")
+            continue
+        did = bool(dep) and target.stop(dep)
+        try:
+            servers = target.observe(name).servers if hasattr(target, "observe") else ()
+        except MlopsError as exc:
+            problems.append(f"{name}: cannot list what runs: {exc.message}")
+            servers = ()
+        for server in servers:  # orphans, a half-done rollout's new revision
+            target.stop_server(server)
+            did = True
+            if dep is None or server.ident != target.ident_of(dep):
+                notes.append(f"stopped revision {server.revision} of {name} (pid {server.pid}), "
+                              f"which state did not name")
+        intent = state.intents.pop(name, None)
+        if intent is not None:
+            notes.append(f"dropped the journal of an interrupted {intent.action} of revision {intent.revision}")
+        if dep is not None or did:
+            (stopped if did else idle).append(name)
+        state.deployments.pop(name, None)
+        if writable and (dep is not None or intent is not None):
+            state.save(settings.workdir)
+    return StopResult(stopped=stopped, not_running=idle, problems=problems, notes=notes)

@@ -1,15 +1,22 @@
-"""``python -m serving BUNDLE_DIR [--host 127.0.0.1] [--port 8080] [--ready-file PATH] [--log-level info]``
+"""``python -m serving BUNDLE_DIR [--host 127.0.0.1] [--port 8080] [--ready-file PATH] [--log-level info]
+[--instance TOKEN] [--revision N] [--await-handover]``
+
+``--instance``/``--revision`` name the server for the deployer that started it: both are reported on
+``/health/ready`` (with the pid), so a deployer counts a ready answer only from its own process.
+``--await-handover`` loads the model, then listens only on SIGUSR1 (:mod:`serving.handover`).
 
 Exit codes: 0 stopped cleanly (after SIGTERM/SIGINT and draining); 1 the bundle cannot be served
 (invalid spec.json, missing or altered model artifact, model fails to load); 2 usage error or
 the port cannot be bound. Failures print one line, ``error: ...``, on stderr; logs go to stderr,
-one line per event, with no access log unless ``--log-level debug``.
+one line per event, with no access log unless ``--log-level debug``. A server stopped before it
+listened (a stop signal while loading or awaiting the handover) exits 1 without taking a connection.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -53,6 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ready-file", type=Path, default=None,
                         help='written atomically once serving: {"pid", "host", "port", "sha256"}')
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="default: info")
+    parser.add_argument("--instance", default=None, help="a token naming this server, reported on /health/ready")
+    parser.add_argument("--revision", type=int, default=None, help="the deployer's revision number, reported on /health/ready")
+    parser.add_argument("--await-handover", action="store_true",
+                        help="load the model, write the ready file with listening: false, listen only on SIGUSR1")
     args = parser.parse_args(argv)
     if not args.bundle_dir.is_dir():
         parser.error(f"BUNDLE_DIR {args.bundle_dir}: not a directory")
@@ -81,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    identity = {k: v for k, v in (("instance", args.instance), ("revision", args.revision)) if v is not None}
+    app.state.serving.identity.update(identity)
+    if args.await_handover:
+        from serving.handover import Handover
+
+        app.state.serving.handover = Handover(args.ready_file, {"pid": os.getpid(), **identity,
+                                                                "sha256": spec.model.sha256})
+        app.state.serving.handover.install()
     try:
         sock = bind_listener(args.host, args.port)
     except BindError as exc:

@@ -11,8 +11,10 @@ the lifespan before listening (uvicorn does) never answers before the model is v
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, Optional
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
@@ -41,6 +43,10 @@ class ServingState:
         self.ready = False  # the model is loaded and verified
         self.draining = False  # a stop was asked for: ready answers 503, responses close
         self.load_error: BundleError | None = None
+        # Who this server is, reported on /health/ready: pid, and what the deployer named it
+        # (--instance, --revision), so a deployer counts only the process it started.
+        self.identity: dict[str, Any] = {"pid": os.getpid()}
+        self.handover: Optional[Any] = None  # serving.handover.Handover with --await-handover
 
     def start_draining(self) -> None:
         self.draining = True
@@ -60,7 +66,7 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
                       max_batch_wait_ms=server.max_batch_wait_ms, max_queue=server.max_queue)
     state = ServingState()
     model = spec.model
-    ready_body = dumps({"status": "ready", "name": model.name, "version": model.version, "sha256": model.sha256})
+    ready_fields = {"status": "ready", "name": model.name, "version": model.version, "sha256": model.sha256}
     schema_body = dumps(
         {
             "name": model.name,
@@ -81,6 +87,16 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
         except Exception as exc:
             state.load_error = BundleError(f"cannot start: {type(exc).__name__}: {one_line(exc)}")
             raise state.load_error from exc
+        # A stop asked for while loading (a deployer that timed out, an abort): never listen.
+        if state.handover is not None:
+            try:
+                await state.handover.wait(state)
+            except Exception as exc:
+                state.load_error = BundleError(one_line(exc))
+                raise state.load_error from exc
+        if state.draining:
+            state.load_error = BundleError("stopped before it listened (a stop signal came while the model loaded)")
+            raise state.load_error
         batcher.start()
         state.ready = True
         try:
@@ -111,7 +127,7 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
             return error_response(503, "draining", "the server is draining and will stop shortly")
         if not state.ready:
             return error_response(503, "not_ready", "the model is not loaded yet")
-        return Response(ready_body, media_type=JSON)
+        return Response(dumps({**ready_fields, **state.identity}), media_type=JSON)
 
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -5,6 +5,11 @@ Sockets in a reuseport group are indexed in the order they started listening; wh
 the last one takes its index. "return 1" therefore picks the second listener, i.e. the newest
 while an old and a new server overlap; with a single listener the index is out of range and the
 kernel falls back to its usual hash (docs/bundle.md, last section).
+
+Because the newest listener takes every new connection, listening is the deployer's decision:
+with ``--await-handover`` a server binds (which takes no connection) and loads, but listens only
+on SIGUSR1 (:mod:`serving.handover`), so a server whose deployer died or gave up never steals
+production; the deployer finds and stops such servers by their identity (reconciliation).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..config import Settings
 from ..state import StageRecord, State, now
+from ..workdir_lock import hold
 
 
 class StageResult(BaseModel):
@@ -35,11 +36,18 @@ def _record(settings: Settings, name: str, status: str, started_at: str, start: 
 
 
 def stage(name: str) -> Callable[[Callable[[Settings], R]], Callable[[Settings], R]]:
-    """Record the stage's status, start time and duration in state, whatever the outcome."""
+    """Record the stage's status, start time and duration in state, whatever the outcome.
+
+    The whole run holds the workdir lock (mlops_cli/workdir_lock.py): one run at a time.
+    """
 
     def decorate(fn: Callable[[Settings], R]) -> Callable[[Settings], R]:
         @functools.wraps(fn)
         def run(settings: Settings) -> R:
+            with hold(settings.workdir, f"mlops {name}", settings.lock_wait_s):
+                return _run(settings)
+
+        def _run(settings: Settings) -> R:
             started_at, start = now(), time.monotonic()
             State.load(settings.workdir)  # an unreadable state file fails before any work
             try:

@@ -9,7 +9,7 @@ outcome, with old and new revisions, is recorded in state and sent to the notifi
 from __future__ import annotations
 
 from ..config import Settings
-from ..deploying import deploy_bundle, record_rollback
+from ..deploying import deploy_bundle, reconcile_first, record_rollback
 from ..errors import StageFailed, TemporaryError
 from ..audit import record_deployment
 from ..outcomes import announce
@@ -23,6 +23,7 @@ from .deploy_test import DeployResult
 def run(settings: Settings) -> DeployResult:
     state = State.load(settings.workdir)
     state.require_smoke_passed()
+    reconcile_first(settings, state, "prod")  # an interrupted earlier run is finished or undone first
     previous = state.deployments.get("prod")
     try:
         dep = deploy_bundle(settings, state, "prod")

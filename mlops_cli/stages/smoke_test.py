@@ -120,6 +120,9 @@ def run(settings: Settings) -> SmokeResult:
         if ready.get("sha256") != dep.model_sha256:
             raise StageFailed(f"{dep.url} serves sha256:{str(ready.get('sha256'))[:12]}, not the deployed "
                               f"sha256:{dep.model_sha256[:12]}", hint="run `mlops deploy-test` again")
+        if dep.target in ("local", "container") and dep.handle and ready.get("instance") != dep.handle:
+            raise StageFailed(f"{dep.url} is answered by {ready.get('instance') or 'a server without identity'}, "
+                              f"not by the deployed server {dep.handle}", hint="run `mlops status` to see what runs")
         progress(f"sending {len(examples)} example request(s) to {dep.url}")
         for i, example in enumerate(examples):
             resp = post(json.dumps(example).encode())

@@ -6,7 +6,7 @@ import errno
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from ..errors import StageFailed, UsageError
 from ..registry import load
@@ -41,6 +41,45 @@ class Rollout:
     log_path: Optional[str] = None
     handle: Optional[str] = None  # the target's own name for it (a container's name, namespace/deployment)
     image: Optional[str] = None   # the image that serves, when the target knows it
+
+
+# journal(step, **fields): a target reports each step of a rollout (and the new server's identity)
+# before taking it; the stage records it in state's intent journal. Targets never touch state.
+Journal = Callable[..., None]
+
+
+def no_journal(step: str, **fields: Any) -> None:
+    """The journal of a caller that keeps none."""
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server of ours that a target finds running in an environment (reconciliation)."""
+
+    ident: str                      # its identity: the local --instance token, the container's name
+    pid: Optional[int] = None
+    revision: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What really runs in an environment: our servers, and which of them answers on its port."""
+
+    servers: tuple[Server, ...]
+    serving: Optional[str]          # ident of the server whose /health/ready answered on the port
+
+
+class CanReconcile(Protocol):
+    """A target that can say what of ours runs (local, container), so a stage can compare it with state."""
+
+    def observe(self, env: str) -> Observed:
+        """Our servers in env and which one takes new connections."""
+
+    def stop_server(self, server: Server) -> None:
+        """Stop one server (drain, then kill after deploy.stop_timeout_s)."""
+
+    def ident_of(self, record: "DeploymentRecord") -> Optional[str]:
+        """The identity of the server a deployment record names."""
 
 
 class RolledBack(StageFailed):

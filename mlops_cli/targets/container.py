@@ -3,10 +3,16 @@
 Host networking only, bound to the environment's host and port (127.0.0.1 by default): the
 server's SO_REUSEPORT handover works across containers exactly as across processes, so a
 new revision takes over the port before the old container drains and stops.
+
+Each container is named `mlops-<env>-<revision>-<random>`, labelled with its env, workdir and
+revision, and told its name (`--instance`), which it reports on /health/ready: a ready answer
+counts only from the container we started, and `observe()` finds every container of ours by its
+labels (reconciliation). With `deploy.restart: on-failure` podman restarts a container that dies.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -19,7 +25,8 @@ from ..config import Settings
 from ..errors import ConfigError, StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
-from . import Release, Rollout, check_port
+from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal
+from .local import pause_at
 
 READY_LINE = "serving on http://"
 
@@ -56,6 +63,46 @@ class ContainerTarget:
         done = self._podman("inspect", "--type", "container", "--format", "{{.State.Running}}", name)
         return None if done.returncode != 0 else done.stdout.strip() == "true"
 
+    def ident_of(self, record: DeploymentRecord) -> Optional[str]:
+        return record.handle
+
+    def observe(self, env: str) -> Observed:
+        """Our containers of env (by label) and which one answers on the port."""
+        done = self._podman("ps", "--filter", f"label=io.mlops.env={env}",
+                            "--filter", f"label=io.mlops.workdir={self.settings.workdir.resolve()}",
+                            "--format", "json")
+        if done.returncode != 0:
+            raise StageFailed(f"podman ps failed: {(done.stderr or done.stdout).strip()[-300:]}")
+        servers = []
+        for item in json.loads(done.stdout or "[]"):
+            names = item.get("Names") or []
+            revision = (item.get("Labels") or {}).get("io.mlops.revision", "")
+            if names:
+                servers.append(Server(ident=names[0], pid=item.get("Pid") or None,
+                                      revision=int(revision) if revision.isdigit() else None))
+        env_cfg = getattr(self.settings.deploy, env)
+        return Observed(servers=tuple(servers), serving=self._answering(f"http://{env_cfg.host}:{env_cfg.port}"))
+
+    @staticmethod
+    def _answering(url: str) -> Optional[str]:
+        try:
+            answer = httpx.get(f"{url}/health/ready", timeout=2)
+            info = answer.json() if answer.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            return None
+        return info.get("instance") if isinstance(info, dict) else None
+
+    def supervision(self, current: DeploymentRecord) -> Optional[dict]:
+        """How often podman restarted the container (--restart=on-failure)."""
+        if not current.handle:
+            return None
+        done = self._podman("inspect", "--type", "container", "--format", "{{.RestartCount}}", current.handle)
+        count = done.stdout.strip()
+        return {"restarts": int(count), "last_exit": None, "restarted_at": None} if count.isdigit() else None
+
+    def stop_server(self, server: Server) -> None:
+        self._remove(server.ident)
+
     def is_running(self, current: DeploymentRecord) -> bool:
         return bool(current.handle) and self._running(current.handle) is True
 
@@ -71,7 +118,8 @@ class ContainerTarget:
         self._remove(current.handle)
         return bool(was_running)
 
-    def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord]) -> Rollout:
+    def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord],
+               journal: Journal = no_journal) -> Rollout:
         if not release.image or "@sha256:" not in release.image:
             raise StageFailed("the container target runs images pinned by digest only", hint="run `mlops build-image`")
         env_cfg = getattr(self.settings.deploy, env)
@@ -82,12 +130,17 @@ class ContainerTarget:
         revision = (current.revision if current is not None else 0) + 1
         name = f"mlops-{env}-{revision}-{uuid.uuid4().hex[:8]}"
         argv = ["run", "--detach", "--name", name, "--network", "host", "--read-only",
-                "--label", f"io.mlops.env={env}", "--label", f"io.mlops.workdir={self.settings.workdir.resolve()}"]
+                "--label", f"io.mlops.env={env}", "--label", f"io.mlops.workdir={self.settings.workdir.resolve()}",
+                "--label", f"io.mlops.revision={revision}"]
+        if self.settings.deploy.restart == "on-failure":
+            argv.append("--restart=on-failure")
         if self.settings.build.insecure:
             argv.append("--tls-verify=false")
         if self.settings.deploy.run_as:
             argv += ["--user", self.settings.deploy.run_as]
-        argv += [release.image, "python", "-m", "serving", "/app", "--host", host, "--port", str(port)]
+        argv += [release.image, "python", "-m", "serving", "/app", "--host", host, "--port", str(port),
+                 "--instance", name, "--revision", str(revision)]
+        journal("starting", revision=revision, instance=name, port=port)
         progress(f"starting {release.image} as {name} on {host}:{port}")
         started = self._podman(*argv, timeout=600)
         if started.returncode != 0:
@@ -95,11 +148,15 @@ class ContainerTarget:
             last = (started.stderr or started.stdout).strip().splitlines()[-1:] or ["no output"]
             raise StageFailed(f"podman could not start {release.image}: {last[0]}")
         try:
+            journal("loading")
+            pause_at("loading")
             self._wait_ready(name, f"http://{host}:{port}")
         except BaseException:
             self._podman("rm", "--force", name)
             raise
         if old is not None:
+            journal("draining")
+            pause_at("draining")
             progress(f"{name} is ready; draining {old.handle}")
             self._remove(old.handle)
         return Rollout(url=f"http://{host}:{port}", revision=revision,
@@ -113,11 +170,8 @@ class ContainerTarget:
             if running is False:
                 raise StageFailed(f"container {name} exited during start-up; last log line: {self._show_logs(name)!r}")
             if any(READY_LINE in line for line in self._logs(name, 50)):
-                try:
-                    if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
+                if self._answering(url) == name:  # our container answers, not just the port
+                    return
             time.sleep(0.2)
         raise StageFailed(f"container {name} did not become ready within {timeout:g} s (deploy.ready_timeout_s); "
                           f"it was removed; last log line: {self._show_logs(name)!r}")

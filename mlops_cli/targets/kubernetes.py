@@ -122,22 +122,23 @@ class KubernetesTarget:
         previous = revision(before) if before is not None else None
         progress(f"applying {len(rendered.manifests)} objects to namespace {namespace} on {self.kube.server}")
         applied: dict[str, dict[str, Any]] = {}
-        for kind in APPLY_ORDER:
-            manifest = rendered.get(kind)
-            if manifest is None:
-                continue
-            try:
-                applied[kind] = self._apply(manifest)
-            except (KeyboardInterrupt, SystemExit):  # aborted as the Deployment's write went out: it may have landed
-                if kind == "Deployment" and before is not None and previous:
-                    progress(f"interrupted: putting {namespace}/{name} back as it was")
-                    self._undo(namespace, name, before)
-                raise
-        written = applied["Deployment"]["metadata"].get("generation") or 0
+        touched = False              # the Deployment's write has started: it may have landed
+        written: Optional[int] = None
+        # One guarded block from the Deployment's write to the end of the wait: an abort anywhere in
+        # it (even between the write's answer and the wait) leaves the previous revision serving.
         try:
+            for kind in APPLY_ORDER:
+                manifest = rendered.get(kind)
+                if manifest is None:
+                    continue
+                touched = touched or kind == "Deployment"
+                applied[kind] = self._apply(manifest)
+            written = applied["Deployment"]["metadata"].get("generation") or 0
             dep = wait(self.kube, namespace, name, written, timeout_s=self.k.rollout_timeout_s,
                        poll_s=self.k.poll_interval_s)
         except (RolloutFailed, MlopsError) as exc:
+            if written is None:  # a write failed: nothing to wait for or undo here
+                raise
             if not previous:
                 raise StageFailed(f"{namespace}/{name}: the first rollout failed and there is no previous "
                                   f"revision to go back to: {exc.message}") from exc
@@ -149,8 +150,9 @@ class KubernetesTarget:
                              f"previous revision, which serves again as revision {restored.revision}",
                              restored=restored, failed_revision=restored.previous_revision) from exc
         except BaseException:  # interrupted (Jenkins abort): leave the previous revision serving, not half of each
-            if previous and written > (before["metadata"].get("generation") or 0):
-                progress(f"interrupted: rolling {namespace}/{name} back to the previous revision")
+            if touched and before is not None and previous and \
+                    (written is None or written > (before["metadata"].get("generation") or 0)):
+                progress(f"interrupted: putting {namespace}/{name} back to the previous revision")
                 self._undo(namespace, name, before)
             raise
         return Rollout(url=self._url(rendered, applied), revision=revision(dep), previous_revision=previous,

@@ -1,9 +1,12 @@
 """The local deploy target, the embedded default: the bundle as a background server process.
 
-A new revision starts on the same port with SO_REUSEPORT; once ready it takes every new
-connection (docs/bundle.md), then the old process drains and exits, so a rolling update on
-one machine fails no request. If the new one never becomes ready, it is stopped and the old
-one never noticed.
+A new revision starts on the same port with SO_REUSEPORT and `--await-handover`: it loads its
+model and waits. Only when the deployer sends SIGUSR1 does it listen, and then it takes every
+new connection (docs/bundle.md); the old process drains and exits, so a rolling update on one
+machine fails no request. A new revision that never becomes ready, or whose deployer died, never
+listens and so never takes a connection. Each server carries an identity token (`--instance`,
+kept as the deployment's handle) that it reports on /health/ready: a ready answer counts only
+from the process we started, and `observe()` finds every server of ours by it (reconciliation).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -23,9 +27,10 @@ from ..config import Settings
 from ..errors import StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
-from . import Release, Rollout, check_port
+from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal
 
 JENKINS_KILL_MARKERS = ("BUILD_ID", "JENKINS_NODE_COOKIE")
+PAUSE_ENV = "MLOPS_TEST_PAUSE_AT"  # test hook: pause a rollout at a named step (see pause_at)
 
 # Popen objects of the servers this process started: kept so they are reaped, not garbage.
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -73,6 +78,42 @@ def terminate(pid: int, timeout: float) -> None:
         _wait_exit(pid, 5)
 
 
+def pause_at(step: str) -> None:
+    """Test hook: with MLOPS_TEST_PAUSE_AT=<step>, pause (at most 60 s) once the step is journaled.
+
+    It says "paused before step <step>" on stderr and sleeps before taking the step, so a test can
+    kill or abort the CLI at exactly that step of a rollout. Unset in production.
+    """
+    if os.environ.get(PAUSE_ENV) == step:
+        progress(f"paused before step {step} ({PAUSE_ENV})")
+        time.sleep(60)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+    except OSError:
+        return []
+
+
+def _ppid(pid: int) -> Optional[int]:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+SUPERVISOR = Path(__file__).with_name("supervisor.py")
+
+
+def _is_supervisor(argv: list[str]) -> bool:
+    return len(argv) > 2 and argv[2] == str(SUPERVISOR)
+
+
+def _flag(argv: list[str], name: str) -> Optional[str]:
+    return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else None
+
+
 def _last_words(path: Path, show: int = 10) -> str:
     """Show the server's last log lines as progress; return the last one and the log's path."""
     try:
@@ -105,8 +146,24 @@ class LocalTarget:
         self.run_dir = settings.workdir.resolve() / "run"  # the server's cwd is its bundle
         self.log_dir = settings.workdir.resolve() / "logs"
 
+    def ident_of(self, record: DeploymentRecord) -> Optional[str]:
+        return record.handle or (f"pid:{record.pid}" if record.pid else None)
+
+    def supervision_file(self, env: str, revision: int) -> Path:
+        return self.run_dir / f"{env}-{revision}.supervisor.json"
+
+    def supervision(self, current: DeploymentRecord) -> Optional[dict]:
+        """What the supervisor of a deployment says: restarts, last exit, whether it gave up."""
+        try:
+            info = json.loads(self.supervision_file(current.env, current.revision).read_text())
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) and info.get("pid") == current.pid else None
+
     def is_running(self, current: DeploymentRecord) -> bool:
-        return _alive(current.pid, current.bundle_path)
+        if not _alive(current.pid, current.bundle_path):
+            return False
+        return not current.handle or _flag(_cmdline(current.pid), "--instance") == current.handle
 
     def stop(self, current: DeploymentRecord) -> bool:
         if not self.is_running(current):
@@ -114,7 +171,51 @@ class LocalTarget:
         terminate(current.pid, self.settings.deploy.stop_timeout_s)
         return True
 
-    def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord]) -> Rollout:
+    def observe(self, env: str) -> Observed:
+        """Every server process of this workdir's env (found by its ready-file path), and who answers the port."""
+        for pid, child in list(_CHILDREN.items()):  # reap ours that another process stopped
+            if child.poll() is not None:
+                _CHILDREN.pop(pid, None)
+        prefix = str(self.run_dir / f"{env}-")
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or not _alive(int(name)):
+                continue
+            argv = _cmdline(int(name))
+            ready = _flag(argv, "--ready-file")
+            if not ready or not ready.startswith(prefix) or not ready.endswith(".ready"):
+                continue
+            found.append((int(name), argv, ready))
+        supervised = {_flag(argv, "--instance") for _, argv, _ in found if _is_supervisor(argv)}
+        servers = []
+        for pid, argv, ready in found:
+            instance = _flag(argv, "--instance")
+            if instance in supervised and not _is_supervisor(argv):
+                continue  # a supervised server: its supervisor stands for it
+            revision = _flag(argv, "--revision") or ready[len(prefix):-len(".ready")]
+            servers.append(Server(ident=instance or f"pid:{pid}", pid=pid,
+                                  revision=int(revision) if revision.isdigit() else None))
+        env_cfg = getattr(self.settings.deploy, env)
+        return Observed(servers=tuple(sorted(servers, key=lambda x: x.pid or 0)),
+                        serving=self._answering(f"http://{env_cfg.host}:{env_cfg.port}"))
+
+    @staticmethod
+    def _answering(url: str) -> Optional[str]:
+        try:
+            answer = httpx.get(f"{url}/health/ready", timeout=2)
+            info = answer.json() if answer.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            return None
+        if not isinstance(info, dict):
+            return None
+        return info.get("instance") or (f"pid:{info['pid']}" if info.get("pid") else None)
+
+    def stop_server(self, server: Server) -> None:
+        if server.pid and _alive(server.pid):
+            terminate(server.pid, self.settings.deploy.stop_timeout_s)
+
+    def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord],
+               journal: Journal = no_journal) -> Rollout:
         env_cfg = getattr(self.settings.deploy, env)
         host, port = env_cfg.host, env_cfg.port
         bundle = release.bundle
@@ -127,52 +228,78 @@ class LocalTarget:
         ready_file = self.run_dir / f"{env}-{revision}.ready"
         ready_file.unlink(missing_ok=True)
         log_path = self.log_dir / f"{env}-{revision}.log"
+        instance = uuid.uuid4().hex[:16]
         argv = [sys.executable, "-m", "serving", str(bundle), "--host", host, "--port", str(port),
-                "--ready-file", str(ready_file)]
+                "--ready-file", str(ready_file), "--instance", instance, "--revision", str(revision),
+                "--await-handover"]
+        if self.settings.deploy.restart == "on-failure":  # a supervisor restarts it if it dies while serving
+            argv = [sys.executable, "-I", str(SUPERVISOR), "--status", str(self.supervision_file(env, revision)),
+                    "--", *argv]
         environ = dict(server_environ(os.environ), PYTHONPATH=str(bundle),
                        PYTHONDONTWRITEBYTECODE="1")  # the bundle stays as digested
         for name in JENKINS_KILL_MARKERS:  # Jenkins kills processes that carry these after the build
             if name in environ:
                 environ[name] = "dontKillMe"
+        url = f"http://{host}:{port}"
+        journal("starting", revision=revision, instance=instance, port=port)
+        pause_at("starting")
         progress(f"starting revision {revision} of {env} on {host}:{port}")
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(argv, cwd=bundle, env=environ, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         _CHILDREN[proc.pid] = proc
-        url = f"http://{host}:{port}"
         try:
-            self._wait_ready(proc, ready_file, log_path, url)
+            journal("loading", pid=proc.pid)
+            pause_at("loading")
+            self._wait_loaded(proc, ready_file, log_path)
+            journal("switching")
+            pause_at("switching")
+            os.kill(proc.pid, signal.SIGUSR1)  # listen: from now on it takes every new connection
+            self._wait_serving(proc, ready_file, log_path, url, instance)
         except BaseException:
             terminate(proc.pid, 5)
             raise
         if old is not None:
+            journal("draining")
+            pause_at("draining")
             progress(f"revision {revision} is ready; draining revision {old.revision} (pid {old.pid})")
             terminate(old.pid, self.settings.deploy.stop_timeout_s)
         return Rollout(url=url, revision=revision, previous_revision=old.revision if old else None,
-                       pid=proc.pid, log_path=str(log_path))
+                       pid=proc.pid, log_path=str(log_path), handle=instance)
 
-    def _wait_ready(self, proc: subprocess.Popen, ready_file: Path, log_path: Path, url: str) -> None:
+    def _ready_info(self, proc: subprocess.Popen, ready_file: Path, log_path: Path) -> dict:
+        if proc.poll() is not None:
+            _CHILDREN.pop(proc.pid, None)
+            raise StageFailed(f"the server exited during start-up (exit code {proc.returncode}); "
+                              f"{_last_words(log_path)}")
+        try:
+            info = json.loads(ready_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        if not isinstance(info, dict) or not info.get("pid"):
+            return {}
+        return info if proc.pid in (info["pid"], _ppid(info["pid"])) else {}  # the server, or its supervisor's
+
+    def _wait_loaded(self, proc: subprocess.Popen, ready_file: Path, log_path: Path) -> None:
+        """Until the server has loaded its model and waits for the handover (it does not listen yet)."""
         timeout = self.settings.deploy.ready_timeout_s
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                _CHILDREN.pop(proc.pid, None)
-                raise StageFailed(f"the server exited during start-up (exit code {proc.returncode}); "
-                                  f"{_last_words(log_path)}")
-            if ready_file.is_file():
-                try:
-                    info = json.loads(ready_file.read_text())
-                except (OSError, json.JSONDecodeError):
-                    info = {}
-                if info.get("pid") == proc.pid and self._healthy(url):
-                    return
+            if self._ready_info(proc, ready_file, log_path):
+                return
             time.sleep(0.1)
         raise StageFailed(f"the server did not become ready within {timeout:g} s (deploy.ready_timeout_s); "
-                          f"it was stopped; {_last_words(log_path)}")
+                          f"it was stopped (it never took a connection); {_last_words(log_path)}")
 
-    @staticmethod
-    def _healthy(url: str) -> bool:
-        try:
-            return httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+    def _wait_serving(self, proc: subprocess.Popen, ready_file: Path, log_path: Path, url: str,
+                      instance: str) -> None:
+        """Until the server listens and its own /health/ready answers on the port (identity, not port)."""
+        timeout = self.settings.deploy.ready_timeout_s
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self._ready_info(proc, ready_file, log_path)
+            if info and info.get("listening") is not False and self._answering(url) == instance:
+                return
+            time.sleep(0.05)
+        raise StageFailed(f"the server loaded but did not answer on {url} within {timeout:g} s "
+                          f"(deploy.ready_timeout_s); it was stopped; {_last_words(log_path)}")

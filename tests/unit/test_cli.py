@@ -50,13 +50,18 @@ def test_unknown_model_reference(tmp_path):
 
 def test_malformed_config_file(tmp_path):
     (tmp_path / "mlops.yaml").write_text("deploy:\n  test: {port: [\n")
-    line = one_line_error(run_cli("status", "--workdir", str(tmp_path / "w"), cwd=tmp_path), 2)
+    line = one_line_error(run_cli("smoke-test", "--workdir", str(tmp_path / "w"), cwd=tmp_path), 2)
     assert "mlops.yaml: malformed YAML" in line
+    # status and stop still work (an operator needs them most then), and say what is wrong
+    for command in ("status", "stop"):
+        result = run_cli(command, "--workdir", str(tmp_path / "w"), cwd=tmp_path)
+        assert result.returncode == 0 and "mlops.yaml: malformed YAML" in result.stdout
+        assert "using the default settings" in result.stdout
 
 
 def test_unknown_config_key(tmp_path):
     (tmp_path / "c.yaml").write_text("smoke:\n  p99_ms: 3\n")
-    line = one_line_error(run_cli("--config", str(tmp_path / "c.yaml"), "status"), 2)
+    line = one_line_error(run_cli("--config", str(tmp_path / "c.yaml"), "smoke-test"), 2)
     assert f"{tmp_path / 'c.yaml'}: unknown key 'smoke.p99_ms'" in line
 
 

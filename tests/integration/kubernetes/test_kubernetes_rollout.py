@@ -441,3 +441,27 @@ def test_an_abort_just_as_the_deployment_is_written_puts_it_back(kube, shipped, 
     with pytest.raises(KeyboardInterrupt):
         deploy_test.run(shipped)
     assert kube.deployment(TEST, "iris")["spec"]["template"] == template  # the controller brings pods of it back
+
+
+def test_an_abort_between_the_deployment_write_and_the_wait_puts_it_back(kube, shipped, monkeypatch):
+    """The window after the write has answered and before the wait starts (issue 10)."""
+    from mlops_cli.targets.kubernetes import KubernetesTarget
+
+    deploy_test.run(shipped)
+    template = kube.deployment(TEST, "iris")["spec"]["template"]
+    real_apply = KubernetesTarget._apply
+
+    class SignalOnRead(dict):  # the answer of the write; SIGTERM lands as the target first reads it
+        def __getitem__(self, key):
+            raise KeyboardInterrupt
+
+    def apply_then_abort(self, manifest):
+        answer = real_apply(self, manifest)
+        return SignalOnRead(answer) if manifest["kind"] == "Deployment" else answer
+
+    monkeypatch.setattr(KubernetesTarget, "_apply", apply_then_abort)
+    set_image(shipped, digest_ref("b"))
+    with pytest.raises(KeyboardInterrupt):
+        deploy_test.run(shipped)
+    monkeypatch.undo()
+    assert kube.deployment(TEST, "iris")["spec"]["template"] == template

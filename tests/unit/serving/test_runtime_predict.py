@@ -3,6 +3,7 @@ framework; the schema and health routes; draining."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,7 @@ async def test_health_routes_and_draining(iris) -> None:
     ready = await iris.client.get("/health/ready")
     sha = iris.app.state.pipeline.modules[1].ctx.spec.model.sha256
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "name": "iris", "version": "1", "sha256": sha}
+    assert ready.json() == {"status": "ready", "name": "iris", "version": "1", "sha256": sha, "pid": os.getpid()}
     assert "connection" not in ready.headers
 
     iris.app.state.serving.start_draining()

@@ -1,0 +1,149 @@
+"""Reconcile before acting: compare what state says serves with what really runs, then repair.
+
+Every stage that touches an environment (deploy-test, rolling-update, rollback, stop) calls
+`reconcile()` first, with the workdir lock held; `mlops status` calls `disagreements()`, which
+only reports. For targets that can observe their servers (local; `CanReconcile`):
+
+- an intent in the journal (a run was killed or aborted part-way): if the new revision already
+  answers on the port (it took traffic), the rollout is finished: state names it and the old
+  revision is stopped; otherwise the new revision is stopped and the old one keeps serving.
+  Either way the outcome becomes a rollout record and is sent to the notifiers;
+- servers of ours that state does not name (orphans) are stopped;
+- what was repaired is said in one line.
+"""
+
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from .config import Settings
+from .errors import MlopsError
+from .state import IntentRecord, RolloutRecord, State, now
+from .targets import get_target
+from .ui import progress
+
+
+def _target(settings: Settings, state: State, env: str):
+    rec = state.deployments.get(env)
+    intent = state.intents.get(env)
+    name = rec.target if rec else (intent.record.target if intent and intent.record else settings.deploy.target)
+    target = get_target(name, settings)
+    return target if hasattr(target, "observe") else None
+
+
+def _label(server) -> str:
+    return f"revision {server.revision if server.revision is not None else '?'} (pid {server.pid})"
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Ignore SIGTERM/SIGINT while a repair runs: an abort must not interrupt putting production right."""
+    try:
+        saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    except ValueError:  # not the main thread: nothing to shield
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def reconcile(settings: Settings, state: State, env: str, *, why: str = "found interrupted") -> Optional[str]:
+    """Make env's reality match state (finishing or undoing a journaled rollout); save; one line or None."""
+    target = _target(settings, state, env)
+    if target is None:
+        return None
+    intent: Optional[IntentRecord] = state.intents.get(env)
+    rec = state.deployments.get(env)
+    observed = target.observe(env)
+    by_ident = {s.ident: s for s in observed.servers}
+    done: list[str] = []
+    outcome: Optional[RolloutRecord] = None
+    keep = target.ident_of(rec) if rec else None
+    if intent is not None:
+        new = intent.instance
+        took_traffic = bool(new) and observed.serving == new and new in by_ident and intent.record is not None
+        what = f"{why} {intent.action} of revision {intent.revision} (at step {intent.step})"
+        if took_traffic:
+            server = by_ident[new]
+            record = intent.record.model_copy(update={"pid": server.pid, "handle": new, "at": now(),
+                                                      "previous_revision": rec.revision if rec else None})
+            if rec is not None:
+                state.previous_deployments[env] = rec
+            state.deployments[env] = record
+            keep = new
+            message = f"{what}: finished, revision {intent.revision} serves"
+            outcome = RolloutRecord(env=env, outcome="succeeded", from_revision=rec.revision if rec else None,
+                                    to_revision=intent.revision, image=record.image,
+                                    previous_image=rec.image if rec else None, message=message)
+        else:
+            old_alive = keep is not None and keep in by_ident
+            message = (f"{what}: undone, revision {rec.revision} still serves" if old_alive and rec else
+                       f"{what}: undone, and no earlier revision is running")
+            outcome = RolloutRecord(env=env, outcome="rolled-back" if old_alive else "failed",
+                                    from_revision=rec.revision if rec else None,
+                                    to_revision=rec.revision if old_alive and rec else None,
+                                    failed_revision=intent.revision, image=rec.image if rec else None,
+                                    previous_image=rec.image if rec else None, message=message)
+        done.append(message)
+        del state.intents[env]
+    replaced = target.ident_of(rec) if rec else None
+    for server in observed.servers:
+        if server.ident != keep:
+            target.stop_server(server)
+            if server.ident == replaced:
+                done.append(f"stopped {_label(server)}, which it replaced")
+            elif intent is None or server.ident != intent.instance:
+                done.append(f"stopped {_label(server)}, which state does not name")
+    if rec is not None and state.deployments.get(env) is rec and keep not in by_ident:
+        done.append(f"revision {rec.revision} (pid {rec.pid}) that state names is not running")
+    if not done:
+        return None
+    if outcome is not None:
+        state.rollouts[env] = outcome
+    state.save(settings.workdir)
+    line = f"reconciled {env}: " + "; ".join(done)
+    progress(line)
+    if outcome is not None:
+        from .outcomes import announce
+
+        announce(settings, state, intent.action, outcome)
+    return line
+
+
+def disagreements(settings: Settings, state: State, env: str) -> list[str]:
+    """Where state and reality differ in env, without changing anything (for `mlops status`)."""
+    try:
+        target = _target(settings, state, env)
+        observed = target.observe(env) if target is not None else None
+    except MlopsError as exc:  # an unusable target (no podman, bad config) must not hide the rest
+        return [f"{env}: cannot observe it: {exc}"]
+    if target is None or observed is None:
+        return []
+    out = []
+    rec, intent = state.deployments.get(env), state.intents.get(env)
+    by_ident = {s.ident: s for s in observed.servers}
+    keep = target.ident_of(rec) if rec else None
+    from .workdir_lock import busy
+
+    running = busy(settings.workdir)
+    if intent is not None and running and running.get("pid") == intent.holder_pid:
+        return [f"{env}: {intent.action} of revision {intent.revision} is in progress (step {intent.step}, "
+                f"pid {intent.holder_pid})"]  # not a disagreement yet: its owner is at work
+    if intent is not None:
+        out.append(f"{env}: an interrupted {intent.action} of revision {intent.revision} (step {intent.step}, "
+                   f"by pid {intent.holder_pid}) is pending; the next stage or `mlops stop` finishes or undoes it")
+    if rec is not None and keep not in by_ident:
+        out.append(f"{env}: state names revision {rec.revision} (pid {rec.pid}) but it is not running")
+    for server in observed.servers:
+        if server.ident != keep and not (intent is not None and server.ident == intent.instance):
+            out.append(f"{env}: {_label(server)} runs but state does not name it")
+    if observed.serving is not None and observed.serving != keep:
+        who = by_ident.get(observed.serving)
+        out.append(f"{env}: the port is answered by {_label(who) if who else 'a server that is not ours'}, "
+                   f"not by the revision state names")
+    return out

@@ -1,0 +1,98 @@
+"""The local target's supervisor: keeps one model server up, restarting it when it dies while serving.
+
+Run by the local target as ``python -I supervisor.py --status FILE -- SERVER_ARGV...`` (standard
+library only: the server's environment does not carry the toolkit). It starts the server and
+forwards SIGTERM/SIGINT (stop: no restart) and SIGUSR1 (the handover: listen) to it. When the
+server dies after its handover without being asked to stop (a crash, the OOM killer, kill -9), it
+is started again at once, listening without waiting for a handover, under the same --instance
+identity; at most MAX_RESTARTS within WINDOW_S, then the supervisor gives up and exits 1. A server
+that fails before its handover is not restarted: its deployer sees the failure. The server dies
+with its supervisor (PR_SET_PDEATHSIG). FILE is rewritten atomically after each start:
+``{"pid", "server_pid", "restarts", "last_exit", "restarted_at", "gave_up"}`` — what `mlops status`
+shows.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+MAX_RESTARTS = 5
+WINDOW_S = 60.0
+BACKOFF_S = 0.2
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _write(path: str, info: dict) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(info) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 4 or argv[0] != "--status" or argv[2] != "--":
+        print("usage: supervisor.py --status FILE -- SERVER_ARGV...", file=sys.stderr)
+        return 2
+    status_path, server_argv = argv[1], argv[3:]
+    flags = {"stopping": False, "handed_over": "--await-handover" not in server_argv}
+    info = {"pid": os.getpid(), "server_pid": None, "restarts": 0, "last_exit": None, "restarted_at": None,
+            "gave_up": False}
+    child = {"proc": subprocess.Popen(server_argv, preexec_fn=_die_with_parent)}
+    info["server_pid"] = child["proc"].pid
+    _write(status_path, info)
+
+    def forward(signum: int, frame: object) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            flags["stopping"] = True
+        elif signum == signal.SIGUSR1:
+            flags["handed_over"] = True
+        try:
+            child["proc"].send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, forward)
+    recent: list[float] = []
+    while True:
+        code = child["proc"].wait()
+        if flags["stopping"] or not flags["handed_over"]:
+            return code if code >= 0 else 128 - code
+        now = time.monotonic()
+        recent = [t for t in recent if now - t < WINDOW_S]
+        info["last_exit"] = code
+        if len(recent) >= MAX_RESTARTS:
+            info["gave_up"] = True
+            _write(status_path, info)
+            print(f"supervisor: the server died {MAX_RESTARTS + 1} times within {WINDOW_S:g} s; giving up",
+                  file=sys.stderr, flush=True)
+            return 1
+        recent.append(now)
+        print(f"supervisor: the server (pid {child['proc'].pid}) died with exit code {code}; restarting it",
+              file=sys.stderr, flush=True)
+        time.sleep(BACKOFF_S)
+        if flags["stopping"]:
+            return 0
+        child["proc"] = subprocess.Popen([a for a in server_argv if a != "--await-handover"],
+                                         preexec_fn=_die_with_parent)
+        info.update(server_pid=child["proc"].pid, restarts=info["restarts"] + 1,
+                    restarted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        _write(status_path, info)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

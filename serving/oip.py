@@ -20,6 +20,8 @@ instance when the response has one field, else an object per instance keyed by o
 
 from __future__ import annotations
 
+import itertools
+import operator
 import uuid
 from itertools import chain
 from typing import Any
@@ -34,6 +36,9 @@ _FLOATS = ("FP16", "FP32", "FP64")
 _RANGES = {f"INT{b}": (-(2 ** (b - 1)), 2 ** (b - 1) - 1) for b in (8, 16, 32, 64)}
 _RANGES.update({f"UINT{b}": (0, 2 ** b - 1) for b in (8, 16, 32, 64)})
 DATATYPES = (*_FLOATS, *_RANGES, "BOOL", "BYTES")
+_FLOAT_SET = frozenset(_FLOATS)
+_LIST = {list}
+_PARTS = operator.itemgetter("name", "shape", "datatype", "data")
 _KINDS = {**{d: frozenset({float, int}) for d in _FLOATS}, **{d: frozenset({int}) for d in _RANGES},
           "BOOL": frozenset({bool}), "BYTES": frozenset({str})}
 FITS = {"number": frozenset((*_FLOATS, *_RANGES)), "integer": frozenset(_RANGES), "boolean": frozenset({"BOOL"}),
@@ -90,17 +95,23 @@ class V2Codec:
         if any(m.name == "outlier" and m.settings.get("action") == "annotate" for m in spec.modules):
             self.outputs["outliers"] = "BYTES"
         self._names = ", ".join(self.index)
+        self.matrix_types = frozenset.intersection(*(FITS[t] for _, t, _ in self.inputs))
+        self.numbers = [t == "number" for _, t, _ in self.inputs]
+        # float tensors over number inputs: the chain's own number check is the datatype's check
+        self.chain_checks = _FLOAT_SET if all(self.numbers) else frozenset()
+        prefix = uuid.uuid4().hex[:12]
+        self._ids = (f"{prefix}-{i}" for i in itertools.count(1))  # unique here, cheaper than a uuid4 each
 
     # -- request -------------------------------------------------------------------------------
-    def decode(self, body: bytes) -> tuple[list[list[Any]], str, list[str]]:
-        """The rows (schema order), the request id (generated when absent) and the outputs to send."""
+    def decode(self, body: bytes) -> tuple[list[list[Any]], tuple[str, list[str]]]:
+        """The rows (schema order), and the request id (generated when absent) with the outputs to send."""
         payload = _load(body)
-        unknown = sorted(set(payload) - _REQUEST_KEYS)
-        if unknown:
+        if not payload.keys() <= _REQUEST_KEYS:
+            unknown = sorted(set(payload) - _REQUEST_KEYS)
             raise ProtocolError(f"unknown key(s) {', '.join(map(repr, unknown))} in the inference request")
         request_id = payload.get("id")
         if request_id is None:
-            request_id = uuid.uuid4().hex
+            request_id = next(self._ids)
         elif type(request_id) is not str:
             raise ProtocolError(f"'id' must be a string, got {describe(request_id)}")
         if "parameters" in payload:
@@ -111,8 +122,8 @@ class V2Codec:
         if len(tensors) == 1 and self._is_matrix(tensors[0]):
             rows = self._matrix(tensors[0])
         else:
-            rows = self._columns(tensors)
-        return rows, request_id, self._selected(payload.get("outputs"))
+            rows = self._plain_columns(tensors) or self._columns(tensors)
+        return rows, (request_id, self._selected(payload.get("outputs")))
 
     def _tensor(self, i: int, tensor: Any) -> tuple[str, list[int], str, Any]:
         tensor = _object(f"inputs[{i}]", tensor)
@@ -136,12 +147,18 @@ class V2Codec:
         return type(tensor) is dict and tensor.get("name") not in self.index
 
     def _matrix(self, tensor: Any) -> list[list[Any]]:
+        shape, data = tensor.get("shape"), tensor.get("data")
+        if (len(tensor) == 4 and tensor.get("datatype") in self.chain_checks and type(tensor.get("name")) is str
+                and type(shape) is list and len(shape) == 2 and shape[1] == self.width and type(data) is list
+                and len(data) == shape[0] and shape[0] and type(shape[0]) is int and type(shape[1]) is int
+                and set(map(type, data)) == _LIST and set(map(len, data)) == {self.width}):
+            return data  # the fast path: nested float rows of number inputs, the chain checks the values
         name, shape, datatype, data = self._tensor(0, tensor)
         width = self.width
         if len(shape) != 2 or shape[1] != width:
             raise ProtocolError(f"unknown input {name!r}: send one tensor per input ({self._names}) or one tensor "
                                 f"of shape [N, {width}] with the inputs as columns; got shape {shape}")
-        for field, kind, _ in self.inputs:
+        for field, kind, _ in self.inputs if datatype not in self.matrix_types else ():
             if datatype not in FITS[kind]:
                 raise ProtocolError(f"input {name!r}: datatype {datatype} does not fit {kind} input {field!r}; "
                                     "send one tensor per input when their types differ")
@@ -158,8 +175,30 @@ class V2Codec:
             rows = [data[r * width:(r + 1) * width] for r in range(n)]
         if not n:
             raise ProtocolError(f"input {name!r}: shape {shape} has no rows; send at least one")
-        check_values(f"input {name!r}", datatype, list(chain.from_iterable(rows)))
+        if datatype not in self.chain_checks:
+            check_values(f"input {name!r}", datatype, list(chain.from_iterable(rows)))
         return rows
+
+    def _plain_columns(self, tensors: list[Any]) -> list[list[Any]] | None:
+        """The fast path: the rows when every tensor is a flat [N] column of a float datatype for a
+        number input, with plain numbers, and every input is there; else None (then
+        :meth:`_columns` decides, and names any problem)."""
+        index, numbers, floats, columns, n = self.index, self.numbers, _FLOAT_SET, [None] * self.width, -1
+        for tensor in tensors:
+            try:
+                name, shape, datatype, data = _PARTS(tensor)
+            except (KeyError, TypeError):
+                return None
+            position = index.get(name) if type(name) is str else None
+            if (position is None or len(tensor) != 4 or not numbers[position] or columns[position] is not None
+                    or datatype not in floats or type(shape) is not list or len(shape) != 1 or type(data) is not list
+                    or shape[0] != len(data) or type(shape[0]) is not int or n != shape[0] and n != -1):
+                return None
+            n = shape[0]
+            columns[position] = data  # the chain checks the values, as numbers
+        if n < 1 or None in columns:
+            return None
+        return [list(row) for row in zip(*columns)]
 
     def _columns(self, tensors: list[Any]) -> list[list[Any]]:
         columns: list[list[Any] | None] = [None] * self.width
@@ -214,14 +253,12 @@ class V2Codec:
         return names
 
     # -- response ------------------------------------------------------------------------------
-    def encode(self, predictions: list[dict[str, Any]], request_id: str, names: list[str]) -> bytes:
-        n = len(predictions)
-        outputs = []
-        for name in names:
-            column = [p.get(name) for p in predictions]
-            if name == "outliers":
-                column = [jsonio.dumps(v).decode() for v in column]
-            outputs.append({"name": name, "datatype": self.outputs[name], "shape": [n], "data": column})
+    def encode(self, predictions: list[dict[str, Any]], context: tuple[str, list[str]]) -> bytes:
+        request_id, names = context
+        shape, kinds = [len(predictions)], self.outputs
+        outputs = [{"name": name, "datatype": kinds[name], "shape": shape,
+                    "data": [p[name] for p in predictions] if name != "outliers"
+                    else [jsonio.dumps(p.get(name)).decode() for p in predictions]} for name in names]
         return jsonio.dumps({"model_name": self.name, "model_version": self.version, "id": request_id,
                              "outputs": outputs})
 

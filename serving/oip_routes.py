@@ -87,18 +87,6 @@ class ProtocolEndpoint(PredictEndpoint):
         await super().__call__(scope, receive, send)
 
 
-class _V2:
-    def __init__(self, codec: V2Codec):
-        self.codec = codec
-
-    def decode(self, body: bytes) -> tuple[list[list[Any]], tuple[str, list[str]]]:
-        rows, request_id, names = self.codec.decode(body)
-        return rows, (request_id, names)
-
-    def encode(self, predictions: list[dict[str, Any]], context: tuple[str, list[str]]) -> bytes:
-        return self.codec.encode(predictions, *context)
-
-
 class _V1:
     @staticmethod
     def decode(body: bytes) -> tuple[list[Any], None]:
@@ -116,7 +104,7 @@ class ProtocolRoutes:
         self.name, self.version = spec.model.name, spec.model.version
         self.state, self.batcher, self.limit = state, batcher, limit
         self.v2 = V2Codec(spec)
-        self.codecs = {f"{V2}/infer": _V2(self.v2), f"{V2_VERSION}/infer": _V2(self.v2), V1_PREDICT: _V1()}
+        self.codecs = {f"{V2}/infer": self.v2, f"{V2_VERSION}/infer": self.v2, V1_PREDICT: _V1()}
         self.server_body = dumps({"name": "mlops-serving", "version": _server_version(), "extensions": []})
         self.metadata_body = dumps(self.v2.metadata())
         get = self._get

@@ -96,8 +96,9 @@ def main() -> None:
             scripts = {label: script(tmp, label, path, body) for label, (path, body) in routes.items()}
             for label, lua in scripts.items():
                 wrk(url, lua, 2, max(args.concurrency))  # warm-up, not reported
-            for _ in range(args.rounds):
-                for label, lua in scripts.items():
+            order = list(scripts.items())
+            for r in range(args.rounds):
+                for label, lua in order[r % len(order):] + order[:r % len(order)]:  # each round starts elsewhere
                     for c in args.concurrency:
                         before = cpu_seconds(proc.pid)
                         result = wrk(url, lua, args.seconds, c)

@@ -52,11 +52,11 @@ class ProtocolError(BadRequest):
 
 
 def _load(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        raise ProtocolError("empty request body; expected a JSON object")
     try:
         payload = jsonio.loads(body)
     except (ValueError, RecursionError) as exc:
+        if not body.strip():
+            raise ProtocolError("empty request body; expected a JSON object") from None
         raise ProtocolError(f"malformed JSON: {exc}") from None
     if type(payload) is not dict:
         raise ProtocolError(f"expected a JSON object, got {describe(payload)}")
@@ -95,6 +95,8 @@ class V2Codec:
         if any(m.name == "outlier" and m.settings.get("action") == "annotate" for m in spec.modules):
             self.outputs["outliers"] = "BYTES"
         self._names = ", ".join(self.index)
+        self.all_outputs = list(self.outputs)
+        self._columns_of = {name: operator.itemgetter(name) for name in self.outputs}
         self.matrix_types = frozenset.intersection(*(FITS[t] for _, t, _ in self.inputs))
         self.numbers = [t == "number" for _, t, _ in self.inputs]
         # float tensors over number inputs: the chain's own number check is the datatype's check
@@ -106,6 +108,15 @@ class V2Codec:
     def decode(self, body: bytes) -> tuple[list[list[Any]], tuple[str, list[str]]]:
         """The rows (schema order), and the request id (generated when absent) with the outputs to send."""
         payload = _load(body)
+        if len(payload) == 1:  # the common request, "inputs" alone: try the fast path first
+            tensors = payload.get("inputs")
+            if type(tensors) is list and len(tensors) == 1 and self._is_matrix(tensors[0]):
+                rows = self._fast_matrix(tensors[0])
+                if rows is not None:
+                    return rows, (next(self._ids), self.all_outputs)
+        return self._decode(payload)
+
+    def _decode(self, payload: dict[str, Any]) -> tuple[list[list[Any]], tuple[str, list[str]]]:
         if not payload.keys() <= _REQUEST_KEYS:
             unknown = sorted(set(payload) - _REQUEST_KEYS)
             raise ProtocolError(f"unknown key(s) {', '.join(map(repr, unknown))} in the inference request")
@@ -146,13 +157,20 @@ class V2Codec:
     def _is_matrix(self, tensor: Any) -> bool:
         return type(tensor) is dict and tensor.get("name") not in self.index
 
-    def _matrix(self, tensor: Any) -> list[list[Any]]:
+    def _fast_matrix(self, tensor: dict[str, Any]) -> list[list[Any]] | None:
+        """Nested float rows for number inputs (the chain checks the values), else None."""
         shape, data = tensor.get("shape"), tensor.get("data")
         if (len(tensor) == 4 and tensor.get("datatype") in self.chain_checks and type(tensor.get("name")) is str
                 and type(shape) is list and len(shape) == 2 and shape[1] == self.width and type(data) is list
                 and len(data) == shape[0] and shape[0] and type(shape[0]) is int and type(shape[1]) is int
                 and set(map(type, data)) == _LIST and set(map(len, data)) == {self.width}):
-            return data  # the fast path: nested float rows of number inputs, the chain checks the values
+            return data
+        return None
+
+    def _matrix(self, tensor: Any) -> list[list[Any]]:
+        rows = self._fast_matrix(tensor)
+        if rows is not None:
+            return rows
         name, shape, datatype, data = self._tensor(0, tensor)
         width = self.width
         if len(shape) != 2 or shape[1] != width:
@@ -241,7 +259,7 @@ class V2Codec:
 
     def _selected(self, outputs: Any) -> list[str]:
         if outputs is None:
-            return list(self.outputs)
+            return self.all_outputs
         if type(outputs) is not list:
             raise ProtocolError(f"'outputs' must be a list of {{\"name\": ...}}, got {describe(outputs)}")
         names = []
@@ -255,9 +273,9 @@ class V2Codec:
     # -- response ------------------------------------------------------------------------------
     def encode(self, predictions: list[dict[str, Any]], context: tuple[str, list[str]]) -> bytes:
         request_id, names = context
-        shape, kinds = [len(predictions)], self.outputs
+        shape, kinds, column = [len(predictions)], self.outputs, self._columns_of
         outputs = [{"name": name, "datatype": kinds[name], "shape": shape,
-                    "data": [p[name] for p in predictions] if name != "outliers"
+                    "data": list(map(column[name], predictions)) if name != "outliers"
                     else [jsonio.dumps(p.get(name)).decode() for p in predictions]} for name in names]
         return jsonio.dumps({"model_name": self.name, "model_version": self.version, "id": request_id,
                              "outputs": outputs})
@@ -272,6 +290,9 @@ class V2Codec:
 def decode_v1(body: bytes) -> list[Any]:
     """KServe v1 predict: the non-empty ``instances`` (or ``inputs``) list of rows."""
     payload = _load(body)
+    instances = payload.get("instances")
+    if len(payload) == 1 and type(instances) is list and instances:
+        return instances
     keys = [k for k in ("instances", "inputs") if k in payload]
     unknown = sorted(set(payload) - {"instances", "inputs", "parameters"})
     if len(keys) != 1 or unknown:

@@ -52,7 +52,7 @@ class ProtocolEndpoint(PredictEndpoint):
 
     ``codec`` has ``decode(body) -> (rows, context)`` and ``encode(predictions, context) ->
     bytes``. ``check(path_params)`` returns a 404 message for a model this server does not
-    serve (only the templated routes have path params; a fast route is the served model's)."""
+    serve (the templated routes; a fast route is the served model's and has None)."""
 
     def __init__(self, state: Any, batcher: Any, limit: int, http: Any, *, template: str, codec: Any,
                  check: Any):
@@ -63,7 +63,7 @@ class ProtocolEndpoint(PredictEndpoint):
 
     async def _answer(self, scope: dict, receive: Any) -> tuple[int, bytes, dict[str, str] | None]:
         try:
-            unknown = self.check(scope.get("path_params"))
+            unknown = self.check is not None and self.check(scope.get("path_params"))
             if unknown:
                 return 404, dumps({"error": unknown}), None
             if not self.state.ready:
@@ -127,16 +127,16 @@ class ProtocolRoutes:
             return await handler(request)
         return Route(template, endpoint, methods=["GET"])
 
-    def endpoint(self, template: str, http: Any) -> ProtocolEndpoint:
+    def endpoint(self, template: str, http: Any, fast: bool = False) -> ProtocolEndpoint:
         return ProtocolEndpoint(self.state, self.batcher, self.limit, http, template=template,
-                                codec=self.codecs[template], check=self.unknown)
+                                codec=self.codecs[template], check=None if fast else self.unknown)
 
     def fast_routes(self, http: Any) -> dict[tuple[str, str], ProtocolEndpoint]:
         """The served model's exact infer/predict paths -> endpoints that record ``http`` metrics."""
         paths = {f"{V2}/infer": f"/v2/models/{self.name}/infer",
                  f"{V2_VERSION}/infer": f"/v2/models/{self.name}/versions/{self.version}/infer",
                  V1_PREDICT: f"/v1/models/{self.name}:predict"}
-        return {("POST", path): self.endpoint(template, http) for template, path in paths.items()}
+        return {("POST", path): self.endpoint(template, http, fast=True) for template, path in paths.items()}
 
     def unknown(self, params: dict[str, str] | None) -> str | None:
         """The 404 message for a model name or version not served here, else None."""

@@ -148,19 +148,24 @@ class V2Codec:
             raise ProtocolError(f"inputs[{i}].name must be a string, got {describe(name)}")
         if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
             raise ProtocolError(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
-        if datatype not in _KINDS:
+        if type(datatype) is not str or datatype not in _KINDS:
             raise ProtocolError(f"input {name!r}: unknown datatype {datatype!r} (one of {', '.join(DATATYPES)})")
         if "parameters" in tensor:
             _object(f"input {name!r}: 'parameters'", tensor["parameters"])
         return name, shape, datatype, tensor["data"]
 
     def _is_matrix(self, tensor: Any) -> bool:
-        return type(tensor) is dict and tensor.get("name") not in self.index
+        name = tensor.get("name") if type(tensor) is dict else None
+        return type(name) is not str or name not in self.index  # (a wrong name type: _tensor names it)
 
     def _fast_matrix(self, tensor: dict[str, Any]) -> list[list[Any]] | None:
         """Nested float rows for number inputs (the chain checks the values), else None."""
+        if type(tensor) is not dict:
+            return None
         shape, data = tensor.get("shape"), tensor.get("data")
-        if (len(tensor) == 4 and tensor.get("datatype") in self.chain_checks and type(tensor.get("name")) is str
+        datatype = tensor.get("datatype")
+        if (len(tensor) == 4 and type(datatype) is str and datatype in self.chain_checks
+                and type(tensor.get("name")) is str
                 and type(shape) is list and len(shape) == 2 and shape[1] == self.width and type(data) is list
                 and len(data) == shape[0] and shape[0] and type(shape[0]) is int and type(shape[1]) is int
                 and set(map(type, data)) == _LIST and set(map(len, data)) == {self.width}):
@@ -209,7 +214,7 @@ class V2Codec:
                 return None
             position = index.get(name) if type(name) is str else None
             if (position is None or len(tensor) != 4 or not numbers[position] or columns[position] is not None
-                    or datatype not in floats or type(shape) is not list or len(shape) != 1 or type(data) is not list
+                    or type(datatype) is not str or datatype not in floats or type(shape) is not list or len(shape) != 1 or type(data) is not list
                     or shape[0] != len(data) or type(shape[0]) is not int or n != shape[0] and n != -1):
                 return None
             n = shape[0]
@@ -265,7 +270,7 @@ class V2Codec:
         names = []
         for i, wanted in enumerate(outputs):
             name = _object(f"outputs[{i}]", wanted).get("name")
-            if name not in self.outputs:
+            if type(name) is not str or name not in self.outputs:
                 raise ProtocolError(f"unknown output {name!r} (outputs: {', '.join(self.outputs)})")
             names.append(name)
         return names

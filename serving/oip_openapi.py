@@ -19,17 +19,20 @@ def _json(ref: str, description: str = "OK") -> dict[str, Any]:
         "$ref": f"#/components/schemas/{ref}"}}}}
 
 
-def _params(*names: str) -> list[dict[str, Any]]:
-    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+def _params(served: dict[str, str], *names: str) -> list[dict[str, Any]]:
+    """Path parameters: the served model's name and version are the only values that answer 200."""
+    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string", "enum": [served[n]]}}
+            for n in names]
 
 
-def _get(summary: str, ref: str, *params: str, errors: tuple[str, ...] = ("404",)) -> dict[str, Any]:
-    return {"get": {"summary": summary, "parameters": _params(*params),
+def _get(summary: str, ref: str, *params: str, errors: tuple[str, ...] = ("404",),
+         served: dict[str, str]) -> dict[str, Any]:
+    return {"get": {"summary": summary, "parameters": _params(served, *params),
                     "responses": {"200": _json(ref), **{e: _ERROR for e in errors}}}}
 
 
-def _post(summary: str, request: str, response: str, *params: str) -> dict[str, Any]:
-    return {"post": {"summary": summary, "parameters": _params(*params),
+def _post(summary: str, request: str, response: str, *params: str, served: dict[str, str]) -> dict[str, Any]:
+    return {"post": {"summary": summary, "parameters": _params(served, *params),
                      "requestBody": {"required": True, "content": {"application/json": {"schema": {
                          "$ref": f"#/components/schemas/{request}"}}}},
                      "responses": {"200": _json(response), **{e: _ERROR for e in ("400", "404", "413", "503")}}}}
@@ -78,19 +81,20 @@ def protocol_openapi(spec: Spec, instance: dict[str, Any]) -> tuple[dict[str, An
         "ProtocolError": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     }
     v2, v2v = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
+    served = {"name": spec.model.name, "version": spec.model.version}
     paths = {
-        "/v2/health/live": _get("Open Inference Protocol: the server is live", "Any", errors=()),
-        "/v2/health/ready": _get("Open Inference Protocol: the server is ready", "Any", errors=("503",)),
-        "/v2": _get("Open Inference Protocol: server metadata", "Any", errors=()),
-        v2: _get("Model metadata: inputs and outputs with datatypes and shapes", "ModelMetadata", "name"),
-        v2v: _get("Model metadata of a version", "ModelMetadata", "name", "version"),
-        f"{v2}/ready": _get("The model is ready", "Any", "name", errors=("404", "503")),
-        f"{v2v}/ready": _get("The model version is ready", "Any", "name", "version", errors=("404", "503")),
+        "/v2/health/live": _get("Open Inference Protocol: the server is live", "Any", errors=(), served=served),
+        "/v2/health/ready": _get("Open Inference Protocol: the server is ready", "Any", errors=("503",), served=served),
+        "/v2": _get("Open Inference Protocol: server metadata", "Any", errors=(), served=served),
+        v2: _get("Model metadata: inputs and outputs with datatypes and shapes", "ModelMetadata", "name", served=served),
+        v2v: _get("Model metadata of a version", "ModelMetadata", "name", "version", served=served),
+        f"{v2}/ready": _get("The model is ready", "Any", "name", errors=("404", "503"), served=served),
+        f"{v2v}/ready": _get("The model version is ready", "Any", "name", "version", errors=("404", "503"), served=served),
         f"{v2}/infer": _post("Infer with named tensors (one per input) or one 2-D tensor", "InferRequest",
-                             "InferResponse", "name"),
-        f"{v2v}/infer": _post("Infer on a model version", "InferRequest", "InferResponse", "name", "version"),
-        "/v1/models/{name}": _get("KServe v1: the model is ready", "Any", "name", errors=("404", "503")),
+                             "InferResponse", "name", served=served),
+        f"{v2v}/infer": _post("Infer on a model version", "InferRequest", "InferResponse", "name", "version", served=served),
+        "/v1/models/{name}": _get("KServe v1: the model is ready", "Any", "name", errors=("404", "503"), served=served),
         "/v1/models/{name}:predict": _post("KServe v1 predict: instances as rows or objects", "KServeV1Request",
-                                           "KServeV1Response", "name"),
+                                           "KServeV1Response", "name", served=served),
     }
     return paths, schemas

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
 from bench_bundle import write_bundles  # noqa: E402
-from compare import Run, cpu_seconds, medians, pinned, rss_mib, start, wrk  # noqa: E402
+from compare import Run, cpu_seconds, medians, rss_mib, start, wrk  # noqa: E402
 
 MODEL = "breast-cancer"
 

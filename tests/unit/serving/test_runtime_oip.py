@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
 from serving_bundles import IRIS_FEATURES, IRIS_ROWS, write_bundle
 
 pytestmark = pytest.mark.anyio
@@ -87,7 +86,7 @@ async def test_named_tensors_give_the_predictions_of_v1_predict(iris) -> None:
 
 async def test_one_2d_tensor_flat_or_nested_and_n_by_1_columns(iris) -> None:
     nested = {"inputs": [{"name": "input-0", "shape": [3, 4], "datatype": "FP32", "data": IRIS_ROWS}]}
-    flat = {"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "data": sum(IRIS_ROWS, [])}]}
+    flat = {"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "data": [v for r in IRIS_ROWS for v in r]}]}
     n_by_1 = {"inputs": [{**t, "shape": [3, 1], "data": [[v] for v in t["data"]]} for t in columns(IRIS_ROWS)]}
     ints = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT64", "data": [[5, 3, 1, 0]]}]}
     answers = [await iris.client.post(INFER, json=b) for b in (nested, flat, n_by_1, ints)]

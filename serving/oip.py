@@ -107,12 +107,17 @@ class V2Codec:
     # -- request -------------------------------------------------------------------------------
     def decode(self, body: bytes) -> tuple[list[list[Any]], tuple[str, list[str]]]:
         """The rows (schema order), and the request id (generated when absent) with the outputs to send."""
-        payload = _load(body)
+        try:
+            payload = jsonio.loads(body)
+        except (ValueError, RecursionError):
+            payload = None
+        if type(payload) is not dict:
+            payload = _load(body)  # raises the exact error
         if len(payload) == 1:  # the common request, "inputs" alone: try the fast path first
             tensors = payload.get("inputs")
-            if type(tensors) is list and len(tensors) == 1 and self._is_matrix(tensors[0]):
+            if type(tensors) is list and len(tensors) == 1:
                 rows = self._fast_matrix(tensors[0])
-                if rows is not None:
+                if rows is not None and tensors[0]["name"] not in self.index:
                     return rows, (next(self._ids), self.all_outputs)
         return self._decode(payload)
 

@@ -82,8 +82,14 @@ class ProtocolEndpoint(PredictEndpoint):
             log.error("unhandled error on POST %s: %s: %s", self.route.path, type(exc).__name__, one_line(exc))
             return 500, dumps({"error": "internal server error"}), None
 
+
+
+class RoutedProtocolEndpoint(ProtocolEndpoint):
+    """The endpoint on a templated Starlette route: it puts its template in the scope for the
+    metrics' route label (FastAPI's router does not, for plain routes)."""
+
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        scope.setdefault("route", self.route)  # the metrics' route label: the template
+        scope.setdefault("route", self.route)
         await super().__call__(scope, receive, send)
 
 
@@ -128,14 +134,17 @@ class ProtocolRoutes:
         return Route(template, endpoint, methods=["GET"])
 
     def endpoint(self, template: str, http: Any, fast: bool = False) -> ProtocolEndpoint:
-        return ProtocolEndpoint(self.state, self.batcher, self.limit, http, template=template,
-                                codec=self.codecs[template], check=None if fast else self.unknown)
+        kind = ProtocolEndpoint if fast else RoutedProtocolEndpoint
+        return kind(self.state, self.batcher, self.limit, http, template=template, codec=self.codecs[template],
+                    check=None if fast else self.unknown)
 
     def fast_routes(self, http: Any) -> dict[tuple[str, str], ProtocolEndpoint]:
         """The served model's exact infer/predict paths -> endpoints that record ``http`` metrics."""
         paths = {f"{V2}/infer": f"/v2/models/{self.name}/infer",
                  f"{V2_VERSION}/infer": f"/v2/models/{self.name}/versions/{self.version}/infer",
                  V1_PREDICT: f"/v1/models/{self.name}:predict"}
+        for template, path in paths.items():  # the metrics' route label of the exact path: its template
+            http.templates[path] = template
         return {("POST", path): self.endpoint(template, http, fast=True) for template, path in paths.items()}
 
     def unknown(self, params: dict[str, str] | None) -> str | None:

@@ -310,3 +310,32 @@ async def test_openapi_lists_both_protocols(iris) -> None:
     assert [t["properties"]["name"].get("enum") for t in tensors[:4]] == [[n] for n in IRIS_FEATURES]
     assert tensors[0]["properties"]["datatype"]["enum"][:3] == ["FP16", "FP32", "FP64"]
     assert tensors[4]["properties"]["name"] == {"type": "string", "not": {"enum": IRIS_FEATURES}}
+
+
+async def test_outlier_annotation_reject_body_limit_and_not_ready(tmp_path: Path, iris_model, served) -> None:
+    from serving_bundles import IRIS_LABELS, iris_reference
+
+    chain = ["preprocessing", "outlier", "model", "postprocessing"]
+    annotate = write_bundle(tmp_path / "a", iris_model, labels=IRIS_LABELS, modules=chain, reference=iris_reference(),
+                            settings={"outlier": {"action": "annotate", "method": "iqr", "threshold": 1.5}})
+    rows = [[5.1, 3.5, 1.4, 0.2], [5.1, 9.0, 40.0, 0.2]]
+    async with served(annotate) as s:
+        meta = (await s.client.get("/v2/models/iris")).json()
+        r = await s.client.post(INFER, json={"inputs": columns(rows)})
+    assert meta["outputs"][-1] == {"name": "outliers", "datatype": "BYTES", "shape": [-1]}
+    outliers = r.json()["outputs"][-1]
+    assert outliers["name"] == "outliers" and outliers["shape"] == [2]
+    assert [json.loads(v) for v in outliers["data"]] == [[], ["sepal_width_cm", "petal_length_cm"]]
+    reject = write_bundle(tmp_path / "r", iris_model, labels=IRIS_LABELS, modules=chain, reference=iris_reference(),
+                          settings={"outlier": {"action": "reject"}}, max_body_bytes=2000)
+    async with served(reject) as s:
+        refused = await s.client.post(INFER, json={"inputs": columns(rows)})
+        too_big = await s.client.post(INFER, json={"inputs": columns(IRIS_ROWS * 60)})
+        s.app.state.serving.ready = False
+        not_ready = await s.client.post(INFER, json={"inputs": columns(rows)})
+        v1_not_ready = await s.client.get("/v1/models/iris")
+        s.app.state.serving.ready = True
+    assert_error(refused, 400, "instance 1: outlier: 'sepal_width_cm', 'petal_length_cm' outside")
+    assert_error(too_big, 413, "the limit is 2000")
+    assert_error(not_ready, 503, "not loaded yet")
+    assert (v1_not_ready.status_code, v1_not_ready.json()) == (503, {"name": "iris", "ready": False})

@@ -7,9 +7,11 @@ or nested as its shape. Two layouts: one tensor per schema input, named as the i
 (F = the number of inputs, columns in schema order) under any name that is not an input's, as
 KServe's and MLServer's sklearn runtimes take it. Datatypes: a ``number`` input takes FP16/32/64
 or an integer type, ``integer`` an integer type, ``boolean`` BOOL, ``string`` BYTES (JSON strings);
-every value is checked against its tensor's datatype (range included). Anything wrong with
-names, shapes, datatypes or the body is a :class:`ProtocolError` (400). The rows then go
-through the module chain exactly as ``/v1/predict`` rows do (the same 400/422 checks there).
+every value is checked against its tensor's datatype (range included), except that the values
+of float tensors over number inputs are left to the chain's number check (the same rule, named by
+instance and feature; the fast path). Anything wrong with names, shapes, datatypes or the body is
+a :class:`ProtocolError` (400). The rows then go through the module chain exactly as
+``/v1/predict`` rows do (its 422s are 400 on these routes, see :mod:`serving.oip_routes`).
 
 The response has one tensor per output (``schema.outputs`` and the outlier module's
 ``outliers`` annotation, a BYTES tensor of JSON arrays), shape ``[N]``; ``outputs`` in the
@@ -219,8 +221,9 @@ class V2Codec:
                 return None
             position = index.get(name) if type(name) is str else None
             if (position is None or len(tensor) != 4 or not numbers[position] or columns[position] is not None
-                    or type(datatype) is not str or datatype not in floats or type(shape) is not list or len(shape) != 1 or type(data) is not list
-                    or shape[0] != len(data) or type(shape[0]) is not int or n != shape[0] and n != -1):
+                    or type(datatype) is not str or datatype not in floats or type(shape) is not list
+                    or len(shape) != 1 or type(data) is not list or shape[0] != len(data)
+                    or type(shape[0]) is not int or n != shape[0] and n != -1):
                 return None
             n = shape[0]
             columns[position] = data  # the chain checks the values, as numbers

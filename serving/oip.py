@@ -1,4 +1,4 @@
-"""Open Inference Protocol (KServe v2 REST) and KServe v1 bodies <-> the chain's rows and predictions.
+"""Open Inference Protocol (KServe v2 REST) bodies <-> the chain's rows and predictions.
 
 v2 infer request: ``{"id"?, "parameters"?, "inputs": [tensor, ...], "outputs"?: [{"name"}, ...]}``,
 a tensor ``{"name", "shape", "datatype", "data", "parameters"?}`` with ``data`` flat (row-major)
@@ -15,9 +15,7 @@ a :class:`ProtocolError` (400). The rows then go through the module chain exactl
 
 The response has one tensor per output (``schema.outputs`` and the outlier module's
 ``outliers`` annotation, a BYTES tensor of JSON arrays), shape ``[N]``; ``outputs`` in the
-request selects some. KServe v1 (TensorFlow Serving's row format): ``{"instances": [row, ...]}``
-(or ``"inputs"``), rows as lists or objects; ``{"predictions": [...]}`` holds one value per
-instance when the response has one field, else an object per instance keyed by output name.
+request selects some. KServe v1 bodies: :mod:`serving.kserve_v1`.
 """
 
 from __future__ import annotations
@@ -53,7 +51,8 @@ class ProtocolError(BadRequest):
     """400: the body does not follow the protocol (names, shapes, datatypes, keys)."""
 
 
-def _load(body: bytes) -> dict[str, Any]:
+def load_object(body: bytes) -> dict[str, Any]:
+    """The body's JSON object, or a ProtocolError that says what is wrong with it."""
     try:
         payload = jsonio.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -114,7 +113,7 @@ class V2Codec:
         except (ValueError, RecursionError):
             payload = None
         if type(payload) is not dict:
-            payload = _load(body)  # raises the exact error
+            payload = load_object(body)  # raises the exact error
         if len(payload) == 1:  # the common request, "inputs" alone: try the fast path first
             tensors = payload.get("inputs")
             if type(tensors) is list and len(tensors) == 1:
@@ -299,26 +298,3 @@ class V2Codec:
                 "inputs": [{"name": n, "datatype": DATATYPE_OF[t], "shape": [-1]} for n, t, _ in self.inputs],
                 "outputs": [{"name": n, "datatype": d, "shape": [-1]} for n, d in self.outputs.items()]}
 
-
-def decode_v1(body: bytes) -> list[Any]:
-    """KServe v1 predict: the non-empty ``instances`` (or ``inputs``) list of rows."""
-    payload = _load(body)
-    instances = payload.get("instances")
-    if len(payload) == 1 and type(instances) is list and instances:
-        return instances
-    keys = [k for k in ("instances", "inputs") if k in payload]
-    unknown = sorted(set(payload) - {"instances", "inputs", "parameters"})
-    if len(keys) != 1 or unknown:
-        raise ProtocolError('expected {"instances": [row, ...]} (or "inputs")'
-                            + (f"; unknown key(s) {', '.join(map(repr, unknown))}" if unknown else ""))
-    instances = payload[keys[0]]
-    if type(instances) is not list or not instances:
-        raise ProtocolError(f"'{keys[0]}' must be a non-empty list of rows, got {describe(instances)}")
-    return instances
-
-
-def encode_v1(predictions: list[dict[str, Any]]) -> bytes:
-    if predictions and len(predictions[0]) == 1:
-        (key,) = predictions[0]
-        return jsonio.dumps({"predictions": [p[key] for p in predictions]})
-    return jsonio.dumps({"predictions": predictions})

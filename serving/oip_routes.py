@@ -3,7 +3,7 @@
 v2: ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2`` (server metadata),
 ``GET /v2/models/{name}[/versions/{version}]`` (model metadata), ``.../ready`` and
 ``POST .../infer``; KServe v1: ``GET /v1/models/{name}`` and ``POST /v1/models/{name}:predict``.
-Bodies are coded by :mod:`serving.oip`. Infer and predict are :class:`ProtocolEndpoint`, plain
+Bodies are coded by :mod:`serving.oip` and :mod:`serving.kserve_v1`. Infer and predict are :class:`ProtocolEndpoint`, plain
 ASGI endpoints like ``/v1/predict``: the served model's exact paths are fast routes (no
 Starlette stack); the templated routes answer other names with 404. Both go through the batcher,
 so through the same module chain and metrics (the route label is the template). Every error is
@@ -25,7 +25,8 @@ from starlette.routing import Route
 from serving.asgi import ClientGone, PredictEndpoint, read_body
 from serving.errors import NotReady, ServingError, one_line
 from serving.jsonio import dumps
-from serving.oip import V2Codec, decode_v1, encode_v1
+from serving.kserve_v1 import decode_v1, encode_v1
+from serving.oip import V2Codec
 from serving.spec import Spec
 
 log = logging.getLogger("serving")

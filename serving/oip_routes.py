@@ -35,6 +35,7 @@ V2 = "/v2/models/{name}"
 V2_VERSION = "/v2/models/{name}/versions/{version}"
 V1_MODEL = "/v1/models/{name}"
 V1_PREDICT = "/v1/models/{name}:predict"
+_BINARY_HEADER = b"inference-header-content-length"  # Triton's binary tensor extension
 
 
 def protocol_error(status: int, message: str) -> Response:
@@ -78,7 +79,10 @@ class ProtocolEndpoint(PredictEndpoint):
         except ClientGone:
             return 499, b"", None
         except ServingError as exc:
-            return (400 if exc.status == 422 else exc.status), dumps({"error": exc.message}), exc.headers
+            message = exc.message
+            if exc.status == 400 and any(k == _BINARY_HEADER for k, _ in scope["headers"]):
+                message = "the binary tensor data extension is not supported: send the tensors' data as JSON"
+            return (400 if exc.status == 422 else exc.status), dumps({"error": message}), exc.headers
         except Exception as exc:
             log.error("unhandled error on POST %s: %s: %s", self.route.path, type(exc).__name__, one_line(exc))
             return 500, dumps({"error": "internal server error"}), None

@@ -164,6 +164,14 @@ async def test_malformed_bodies_and_values_the_chain_refuses_are_400(iris) -> No
                  "non-finite")
 
 
+async def test_the_binary_tensor_extension_is_refused_by_name(iris) -> None:
+    header = json.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 16}}]}).encode()
+    body = header + b"\x00" * 16
+    r = await iris.client.post(INFER, content=body, headers={"inference-header-content-length": str(len(header))})
+    assert_error(r, 400, "binary tensor data extension is not supported")
+
+
 MIXED = '''
 class Mixed:
     """Regression: x + n + 10 * flag + len(word) + w, from an object array."""

@@ -444,6 +444,9 @@ class SmokeSettings(Section):
     """Latency budget: the 95th percentile of the timed requests, in milliseconds."""
     timeout_s: float = Field(10.0, gt=0)
     """Timeout of each request."""
+    protocol: Literal["v1", "v2"] = "v1"
+    """`v1`: `POST /v1/predict`; `v2`: the same requests as Open Inference Protocol named tensors to
+    `POST /v2/models/{name}/infer`."""
 
 
 class SlackSettings(Section):

@@ -1,7 +1,8 @@
 """The ASGI app: ``create_app(spec, bundle_dir, registry)``; nothing is built at import time.
 
 Routes (docs/bundle.md): ``POST /v1/predict``, ``GET /v1/schema``, ``GET /v1/drift``,
-``GET /openapi.json``, ``GET /health/live``, ``GET /health/ready``, ``GET /metrics``. The model
+``GET /openapi.json``, ``GET /health/live``, ``GET /health/ready``, ``GET /metrics``, and the Open
+Inference Protocol v2 and KServe v1 routes (:mod:`serving.oip_routes`). The model
 is loaded by the app's lifespan startup (which then starts the batcher), so a server that runs
 the lifespan before listening (uvicorn does) never answers before the model is verified.
 ``POST /v1/predict`` is a plain ASGI endpoint served ahead of Starlette's stack
@@ -29,6 +30,7 @@ from serving.jsonio import dumps
 from serving.metrics import Metrics
 from serving.middleware import HTTPMetricsMiddleware
 from serving.modules import build_modules
+from serving.oip_routes import ProtocolRoutes
 from serving.openapi import openapi_document
 from serving.pipeline import ModuleContext, Pipeline
 from serving.spec import Spec
@@ -142,6 +144,8 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
         Route("/health/ready", ready, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
     ]
+    protocols = ProtocolRoutes(spec, state, batcher, server.max_body_bytes)  # Open Inference Protocol, KServe v1
+    routes += protocols.routes
     app = ServingApp(
         title=f"{model.name} {model.version}",
         routes=routes,
@@ -158,5 +162,6 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     templates = [r.path for r in routes]
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics, state=state, templates=templates)
     http = HTTPMetricsMiddleware(None, metrics, state, templates)  # its observe() only
-    app.fast_routes = {("POST", "/v1/predict"): PredictEndpoint(state, batcher, server.max_body_bytes, http)}
+    app.fast_routes = {("POST", "/v1/predict"): PredictEndpoint(state, batcher, server.max_body_bytes, http),
+                       **protocols.fast_routes(http)}
     return app

@@ -65,8 +65,8 @@ class Batcher:
             if not future.done():
                 future.set_exception(NotReady("the server is stopping"))
 
-    async def submit(self, body: bytes) -> list[dict[str, Any]]:
-        """The predictions for one request body; raises its ServingError."""
+    async def submit(self, body: bytes | list[Any]) -> list[dict[str, Any]]:
+        """The predictions for one request body (or its decoded rows); raises its ServingError."""
         if self._wake is None:
             raise NotReady("the model is not loaded yet")
         if len(self._queue) >= self.max_queue:

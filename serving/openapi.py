@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from serving.oip_openapi import protocol_openapi
 from serving.spec import Spec
 
 _TYPES = {"number": {"type": "number"}, "integer": {"type": "integer"}, "string": {"type": "string"},
@@ -46,7 +47,7 @@ def openapi_document(spec: Spec) -> dict[str, Any]:
     as_object, as_list = _row_schemas(spec)
     outputs = {o.name: _TYPES[o.type] for o in spec.io.outputs}
     get = lambda summary, ref: {"get": {"summary": summary, "responses": {"200": {"description": "OK", **_json_body(ref)}}}}  # noqa: E731
-    return {
+    doc = {
         "openapi": "3.0.3",
         "info": {"title": f"{model.name} {model.version}", "version": model.version,
                  "description": f"{model.task} model {model.name} (sha256 {model.sha256})"},
@@ -73,3 +74,7 @@ def openapi_document(spec: Spec) -> dict[str, Any]:
             "Any": {"type": "object"},
         }},
     }
+    paths, schemas = protocol_openapi(spec, {"oneOf": [as_object, as_list]})  # Open Inference Protocol, KServe v1
+    doc["paths"].update(paths)
+    doc["components"]["schemas"].update(schemas)
+    return doc

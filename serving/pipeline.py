@@ -28,14 +28,14 @@ from serving.spec import Spec
 class Batch:
     """Requests on their way through the chain; each module fills the next fields.
 
-    Per request ``i``: ``bodies[i]`` (raw bytes) -> ``spans[i]`` (its rows in ``features``) ->
+    Per request ``i``: ``bodies[i]`` (raw bytes, or rows a protocol adapter decoded) -> ``spans[i]`` (its rows in ``features``) ->
     ``predictions[i]`` (one dict per instance, the response), or ``errors[i]`` once it failed.
     Row-aligned (one entry per row of the live requests, in order): ``features`` (the 2-D
     array for the model), ``outputs`` (raw model outputs by name: ``prediction`` and, when
     asked for, ``proba``) and ``extra`` (additional response fields by name, e.g. outliers).
     """
 
-    bodies: list[bytes]
+    bodies: list[bytes | list[Any]]
     errors: list[ServingError | None] = field(default_factory=list)
     spans: list[tuple[int, int]] = field(default_factory=list)
     features: np.ndarray | None = None

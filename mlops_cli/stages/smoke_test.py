@@ -14,6 +14,7 @@ from ..config import Settings
 from ..errors import StageFailed
 from ..state import SmokeRecord, State
 from ..ui import progress
+from . import smoke_oip
 from .base import StageResult, stage
 
 TYPE_CHECKS = {
@@ -109,6 +110,8 @@ def run(settings: Settings) -> SmokeResult:
     with httpx.Client(base_url=dep.url, timeout=cfg.timeout_s, headers=headers) as client:
         def post(content: bytes) -> httpx.Response:
             try:
+                if cfg.protocol == "v2":  # the same requests over the Open Inference Protocol
+                    return smoke_oip.post(client, smoke_oip.served_name(bundle, dep.model_name), content, inputs)
                 return client.post("/v1/predict", content=content)
             except httpx.HTTPError as exc:
                 raise StageFailed(f"{dep.url} did not answer: {exc}") from exc

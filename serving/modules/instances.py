@@ -82,8 +82,12 @@ def _boolean(value: Any) -> Any:
 CHECKS: dict[str, Callable[[Any], Any]] = {"number": _number, "integer": _integer, "string": _string, "boolean": _boolean}
 
 
-def decode_instances(body: bytes) -> list[Any]:
-    """Parse the body and return its non-empty ``instances`` list, or raise BadRequest."""
+def decode_instances(body: bytes | list[Any]) -> list[Any]:
+    """Parse the body and return its non-empty ``instances`` list, or raise BadRequest.
+
+    A list is instances a protocol adapter (:mod:`serving.oip`) already decoded and checked."""
+    if type(body) is list:
+        return body
     if not body.strip():
         raise BadRequest(f"empty request body; {_EXPECTED_BODY}")
     try:

@@ -132,9 +132,12 @@ def smoke_test() -> None:
 
 
 @command(cli, "rolling-update")
-def rolling_update() -> None:
+@click.option("--approved-by", help="Who approved this release at the approval gate (recorded in state and the audit trail).")
+@click.option("--triggered-by", help="Who asked for this release, e.g. slack:U123 or jenkins:bob (recorded likewise).")
+def rolling_update(approved_by: Optional[str], triggered_by: Optional[str]) -> None:
     """Replace production with the smoke-tested bundle, with no failed request; keeps the old one on failure."""
-    emit(_stage("rolling-update")(settings_from()))
+    emit(_stage("rolling-update")(settings_from(**{"approval.approved_by": approved_by,
+                                                   "approval.triggered_by": triggered_by})))
 
 
 
@@ -157,6 +160,38 @@ def render(env: str, out: Path, image: Optional[str], allow_tag: bool) -> None:
     from . import render as render_lib
 
     emit(render_lib.run(settings_from(), env, out, image=image, allow_tag=allow_tag))
+
+@command(cli, "notify")
+@click.option("--event", required=True, type=click.Choice(["started", "success", "failure", "aborted",
+                                                           "approval-requested", "approved", "rejected"]),
+              help="What happened to the release.")
+@click.option("--channel", help="Slack channel to post in (with notify.slack.bot_token) [config notify.slack.channel].")
+@click.option("--thread-ts", help="Slack thread to reply in (the ts of its first message).")
+@click.option("--build-url", help="The CI build [env BUILD_URL].")
+@click.option("--job", help="The CI job [env JOB_NAME].")
+@click.option("--build", type=int, help="The CI build number [env BUILD_NUMBER].")
+@click.option("--triggered-by", help="Who asked for the release.")
+@click.option("--approved-by", help="Who approved it (rejected: who rejected it).")
+@click.option("--stage", help="The stage that failed [default: from state].")
+@click.option("--reason", help="One line on why [default: the failed stage's message from state].")
+def notify_cmd(event: str, **given: Any) -> None:
+    """Send a release outcome (model, digest, failed stage, build, who) to the configured notifiers."""
+    from . import notify as notify_lib
+
+    emit(notify_lib.run(settings_from(), notify_lib.NotifyRequest.from_ci(event, **given)))
+
+
+@command(cli, "approval")
+@click.option("--decision", required=True, type=click.Choice(["approved", "rejected", "timed-out"]),
+              help="What the approval gate decided.")
+@click.option("--by", help="Who decided (none for a timeout).")
+@click.option("--triggered-by", help="Who asked for the release.")
+def approval(decision: str, by: Optional[str], triggered_by: Optional[str]) -> None:
+    """Record the approval gate's decision in state (a rejection or timeout: not deployed, and who/when)."""
+    from .audit import record_approval_result
+
+    emit(record_approval_result(settings_from(), decision, by, triggered_by))
+
 
 @cli.group()
 def pipeline() -> None:

@@ -388,9 +388,20 @@ class SlackSettings(Section):
     """File holding the webhook URL (e.g. a mounted Kubernetes/Jenkins secret)."""
     timeout_s: float = Field(10.0, gt=0)
     """Timeout of one webhook request."""
+    bot_token: Optional[SecretStr] = None
+    """Slack bot token (xoxb-..., a secret) for the Web API's chat.postMessage: threads and any channel; or bot_token_file."""
+    bot_token_file: Optional[Path] = None
+    """File holding the bot token (a mounted secret)."""
+    channel: Optional[str] = None
+    """Channel the bot posts to when a notification names none (with bot_token)."""
+    api_url: str = Field("https://slack.com/api/", pattern=r"^https?://")
+    """Base URL of the Slack Web API."""
 
     def url(self) -> Optional[str]:
         return secret_value(self.webhook_url, self.webhook_url_file, "notify.slack.webhook_url_file")
+
+    def token(self) -> Optional[str]:
+        return secret_value(self.bot_token, self.bot_token_file, "notify.slack.bot_token_file")
 
 
 class KafkaSettings(Section):
@@ -475,6 +486,16 @@ class RelaySettings(Section):
         return secret_value(self.token, self.token_file, "relay.token_file")
 
 
+class ApprovalSettings(Section):
+    required: bool = False
+    """rolling-update refuses to run without `--approved-by` (the Jenkinsfile turns this on unless the job's
+    configuration sets MLOPS_APPROVAL__REQUIRED=false)."""
+    approved_by: Optional[str] = Field(None, max_length=200)
+    """Who approved this release (rolling-update --approved-by), e.g. "jenkins:alice" or "slack:U456 via jenkins:bot"."""
+    triggered_by: Optional[str] = Field(None, max_length=200)
+    """Who asked for this release (--triggered-by), e.g. "slack:U123" or "jenkins:bob"."""
+
+
 class MonitorSettings(Section):
     url: Optional[str] = None
     """Base URL of the model server `mlops monitor` looks at; default: the prod deployment in state.json."""
@@ -517,6 +538,7 @@ class Settings(Section):
     s3: S3Settings = Field(default_factory=S3Settings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
 
     @property
     def store_path(self) -> Path:

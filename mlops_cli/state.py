@@ -123,6 +123,21 @@ class AuditRecord(Record):
     written_back: bool = False
     detail: str = ""
     at: str = Field(default_factory=now)
+    triggered_by: Optional[str] = None    # who asked for it, e.g. "slack:U123 via jenkins:chatops-bot"
+    approved_by: Optional[str] = None     # who passed the approval gate, e.g. "jenkins:alice"
+    build_url: Optional[str] = None       # the CI build that did it
+
+
+class ApprovalRecord(Record):
+    """A decision at the approval gate before production: approved, rejected or timed out (not deployed)."""
+
+    decision: Literal["approved", "rejected", "timed-out"]
+    by: Optional[str] = None              # who decided (none for a timeout)
+    triggered_by: Optional[str] = None
+    model_ref: Optional[str] = None
+    digest: Optional[str] = None          # what was to be deployed: image reference or bundle sha256
+    build_url: Optional[str] = None
+    at: str = Field(default_factory=now)
 
 
 class RolloutRecord(Record):
@@ -158,6 +173,7 @@ class State(Record):
     audit: list[AuditRecord] = Field(default_factory=list)
     previous_deployments: dict[str, DeploymentRecord] = Field(default_factory=dict)
     rollouts: dict[str, RolloutRecord] = Field(default_factory=dict)
+    approvals: list[ApprovalRecord] = Field(default_factory=list)
 
     @staticmethod
     def path(workdir: Path) -> Path:

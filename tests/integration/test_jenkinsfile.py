@@ -204,8 +204,9 @@ def test_approved_release_runs_every_stage_and_records_who_asked_and_approved(wo
     assert state["deployments"]["prod"]["model_ref"] == model
 
     # Slack: every message in the requester's thread; the gate's message carries the approval buttons
-    assert [m["thread_ts"] for m in slack.messages] == [THREAD] * 3
-    started, gate_msg, done = slack.messages
+    assert [m["thread_ts"] for m in slack.messages] == [THREAD] * 4
+    started, gate_msg, approved, done = slack.messages
+    assert "approved for production by slack:U456 via chatops-bot" in approved["text"]
     assert "started" in started["text"] and "released to production" in done["text"]
     (actions,) = [b for b in gate_msg["blocks"] if b.get("block_id") == "mlops_approval"]
     approve, reject = actions["elements"]
@@ -223,9 +224,9 @@ def test_approved_release_runs_every_stage_and_records_who_asked_and_approved(wo
 
     # Kafka: one JSON event per notification
     messages = [m.json() for m in kafka.topic(TOPIC)[before:]]
-    assert [m["kind"] for m in messages] == ["release", "release", "rolling-update", "release"]
+    assert [m["kind"] for m in messages] == ["release", "release", "release", "rolling-update", "release"]
     events = [m["event"] for m in messages if m["kind"] == "release"]
-    assert [e["event"] for e in events] == ["started", "approval-requested", "success"]
+    assert [e["event"] for e in events] == ["started", "approval-requested", "approved", "success"]
     assert events[-1]["approved_by"] == "slack:U456 via chatops-bot" and events[-1]["digest"] == audit["digest"]
 
     # JUnit reports: one case per validation check, one per kind of smoke request and the latency budget

@@ -37,7 +37,17 @@ def common_options(fn: Callable) -> Callable:
                       help="Print the result as JSON on stdout.")(fn)
     fn = click.option("--debug", is_flag=True, expose_value=False, callback=_remember("debug"),
                       help="Show tracebacks.")(fn)
+    fn = click.option("--quiet", "-q", is_flag=True, expose_value=False, callback=_quiet,
+                      help="No progress lines and no output of the programs stages run (buildah, pip, pytest).")(fn)
     return fn
+
+
+def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    from .ui import set_quiet
+
+    if value:
+        set_quiet(True)
+    return value
 
 
 def settings_from(**flags: Any):
@@ -347,6 +357,9 @@ def _terminated(signum: int, frame: Any) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     for key in _OPTIONS:
         _OPTIONS[key] = False if key in ("json", "debug", "emitted") else None
+    from .ui import set_quiet
+
+    set_quiet(False)
     signal.signal(signal.SIGTERM, _terminated)  # Jenkins aborts a build with SIGTERM
     try:
         cli.main(args=argv, prog_name="mlops", standalone_mode=False)

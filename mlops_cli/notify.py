@@ -86,13 +86,23 @@ def failed_stage(state: State) -> tuple[Optional[str], Optional[str]]:
     return name, (rec.message.strip().splitlines() or [""])[0][:300]
 
 
+def _model(settings: Settings, state: State) -> str:
+    """The model this release is about: the one asked for (settings.model, MLOPS_MODEL), pinned once validate-model
+    has run for it; a workspace's state may still describe an earlier build's model."""
+    requested = settings.model
+    tried = state.validation.model_ref if state.validation else None
+    if requested:
+        return tried if tried and (tried == requested or tried.startswith(requested + "@")) else requested
+    return tried or (state.model.ref if state.model else None) or "the model"
+
+
 def compose(settings: Settings, req: NotifyRequest) -> Notification:
     if req.event not in EVENTS:
         raise UsageError(f"unknown event {req.event!r}; known: {', '.join(EVENTS)}")
     state = State.load(settings.workdir)
-    model = (state.model.ref if state.model else None) or (state.validation.model_ref if state.validation else None) \
-        or settings.model or "the model"
-    digest = _digest(state) if state.bundle is not None else None
+    model = _model(settings, state)
+    current = state.model is not None and state.model.ref == model
+    digest = _digest(state) if current and state.bundle is not None else None
     last_approval = state.approvals[-1] if state.approvals else None
     approved_by = req.approved_by or (last_approval.by if last_approval and last_approval.decision == "approved"
                                       and req.event in ("approved", "success") else None)

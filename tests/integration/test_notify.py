@@ -146,3 +146,18 @@ def test_the_approval_decision_is_recorded(tmp_path):
     (record,) = read_state(tmp_path / "w")["approvals"]
     assert (record["decision"], record["by"], record["triggered_by"], record["build_url"]) == \
         ("rejected", "bob", "slack:U1", "https://jenkins.example/job/r/3/")
+
+
+def test_a_new_release_is_not_named_after_the_previous_builds_model(make_settings, tmp_path):
+    from mlops_cli.notify import NotifyRequest, compose
+    from mlops_cli.state import BundleRecord, ModelRecord
+
+    settings = make_settings(model="local:iris@2")
+    old = ModelRecord(ref="local:iris@1", name="iris", version="1", framework="sklearn", task="classification",
+                      sha256="a" * 64, artifact_name="iris.joblib", schema={"inputs": [], "outputs": []})
+    State(model=old, validation=ValidationRecord(passed=True, model_ref="local:iris@1", model_sha256="a" * 64),
+          bundle=BundleRecord(path=str(tmp_path), model_sha256="a" * 64, bundle_digest="b" * 64)).save(settings.workdir)
+    note = compose(settings, NotifyRequest(event="started", environ={}))
+    assert note.title == "Release of local:iris@2 started" and "digest" not in note.fields
+    assert compose(make_settings(workdir=settings.workdir), NotifyRequest(event="success", environ={})).fields["digest"] \
+        == "bundle sha256:" + "b" * 64

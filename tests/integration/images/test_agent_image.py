@@ -3,7 +3,9 @@ base image (the image tests' shared fixture) and runs mlops, buildah and the JRE
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -15,13 +17,20 @@ pytestmark = pytest.mark.integration
 AGENT_IMAGE = "localhost/mlops-jenkins-agent:test"
 
 
-def test_the_agent_image_builds_and_runs_mlops(base_image):
+def test_the_agent_image_builds_and_runs_mlops(base_image, tmp_path):
     from mlops_cli import __version__
 
+    # the build context as deploy/jenkins/agent/Containerfile describes it: the agent's files and the wheels
+    context = tmp_path / "agent"
+    shutil.copytree(REPO / "deploy" / "jenkins" / "agent", context)
+    wheels = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
+                             "-w", str(context / "wheels"), str(REPO)], capture_output=True, text=True, timeout=900,
+                            check=False)
+    assert wheels.returncode == 0, wheels.stderr[-3000:]
     build = subprocess.run(
         ["buildah", "--storage-driver", "overlay", "bud", "--layers", "--isolation", "chroot",
-         "-f", str(REPO / "deploy" / "jenkins" / "agent" / "Containerfile"),
-         "--build-arg", f"BASE={base_image}", "--build-arg", "MLOPS_EXTRAS=", "-t", AGENT_IMAGE, str(REPO)],
+         "-f", str(context / "Containerfile"), "--build-arg", f"BASE={base_image}", "--build-arg", "MLOPS_EXTRAS=",
+         "-t", AGENT_IMAGE, str(context)],
         capture_output=True, text=True, timeout=1500, check=False)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     version = podman("run", "--rm", AGENT_IMAGE, "mlops", "--version")

@@ -31,7 +31,7 @@ def test_every_credential_the_jenkinsfile_binds_is_defined_in_casc():
                    "mlops-slack-webhook"}
     casc = yaml.safe_load((JENKINS / "casc.yaml").read_text())
     defined = {next(iter(c.values()))["id"] for c in casc["credentials"]["system"]["domainCredentials"][0]["credentials"]}
-    assert defined == ids
+    assert defined == ids | {"mlops-git"}  # and the repository's, for the job's checkout
     # every variable a credential is bound to is an mlops setting
     from mlops_cli.config import load_settings
 

@@ -182,6 +182,8 @@ def render(env: str, out: Path, image: Optional[str], allow_tag: bool) -> None:
 @click.option("--job", help="The CI job [env JOB_NAME].")
 @click.option("--build", type=int, help="The CI build number [env BUILD_NUMBER].")
 @click.option("--triggered-by", envvar="TRIGGERED_BY", help="Who asked for the release [env TRIGGERED_BY].")
+@click.option("--requested-by", envvar="REQUESTED_BY",
+              help="Who the release was requested for, as the trigger gave it (the approval buttons carry it) [env REQUESTED_BY].")
 @click.option("--approved-by", envvar="APPROVED_BY", help="Who approved it; for rejected: who rejected it [env APPROVED_BY].")
 @click.option("--stage", help="The stage that failed [default: from state].")
 @click.option("--reason", help="One line on why [default: the failed stage's message from state].")

@@ -42,6 +42,7 @@ class NotifyRequest:
     job: Optional[str] = None
     build: Optional[int] = None
     triggered_by: Optional[str] = None
+    requested_by: Optional[str] = None   # as the requester named themselves (the job's REQUESTED_BY), for the buttons
     approved_by: Optional[str] = None
     stage: Optional[str] = None
     reason: Optional[str] = None
@@ -143,7 +144,8 @@ def compose(settings: Settings, req: NotifyRequest) -> Notification:
         if not (req.job and req.build is not None and req.build_url):
             raise UsageError("approval-requested needs the job, build number and build URL",
                              hint="run it in Jenkins (JOB_NAME, BUILD_NUMBER, BUILD_URL) or pass --job, --build, --build-url")
-        approval = approval_value(req.job, req.build, req.build_url, INPUT_ID, req.triggered_by, model, digest)
+        approval = approval_value(req.job, req.build, req.build_url, INPUT_ID, req.requested_by or req.triggered_by,
+                                  model, digest)
     event = {"event": req.event, "model": model, "digest": digest, "failed_stage": stage, "reason": reason,
              "build_url": req.build_url, "job": req.job, "build": req.build, "triggered_by": req.triggered_by,
              "approved_by": approved_by if req.event != "rejected" else None,

@@ -214,7 +214,7 @@ def test_approved_release_runs_every_stage_and_records_who_asked_and_approved(wo
         ("mlops_approve", "primary", "mlops_reject", "danger")
     value = json.loads(approve["value"])
     assert value == {"job": "mlops-release", "build": 7, "build_url": BUILD_URL, "input_id": "ReleaseApproval",
-                     "requested_by": "slack:U123 via chatops-bot", "model": model,
+                     "requested_by": "slack:U123", "model": model,
                      "digest": audit["digest"]}
     link = [el for b in done["blocks"] if b["type"] == "actions" for el in b["elements"]]
     assert link[0]["url"] == BUILD_URL

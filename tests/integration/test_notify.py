@@ -161,3 +161,18 @@ def test_a_new_release_is_not_named_after_the_previous_builds_model(make_setting
     assert note.title == "Release of local:iris@2 started" and "digest" not in note.fields
     assert compose(make_settings(workdir=settings.workdir), NotifyRequest(event="success", environ={})).fields["digest"] \
         == "bundle sha256:" + "b" * 64
+
+
+def test_the_double_updates_a_posted_message_as_slack_does(slack):
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError
+
+    client = WebClient(token=TOKEN, base_url=slack.api_url, retry_handlers=[])
+    posted = client.chat_postMessage(channel="C1", text="Approval needed", blocks=approval_blocks(
+        approval_value("r", 1, "https://jenkins.example/job/r/1/")))
+    updated = client.chat_update(channel="C1", ts=posted["ts"], text="Approved by <@U456>", blocks=[])
+    assert updated["ts"] == posted["ts"] and slack.messages[0]["text"] == "Approved by <@U456>"
+    assert slack.messages[0]["updated"] == 1 and len(slack.messages) == 1
+    with pytest.raises(SlackApiError) as caught:
+        client.chat_update(channel="C1", ts="1.2", text="x")
+    assert caught.value.response["error"] == "message_not_found"

@@ -491,9 +491,9 @@ class ApprovalSettings(Section):
     """rolling-update refuses to run without `--approved-by` (the Jenkinsfile turns this on unless the job's
     configuration sets MLOPS_APPROVAL__REQUIRED=false)."""
     approved_by: Optional[str] = Field(None, max_length=200)
-    """Who approved this release (rolling-update --approved-by), e.g. "jenkins:alice" or "slack:U456 via jenkins:bot"."""
+    """Who approved this release (rolling-update --approved-by), e.g. "alice" or "slack:U456 via chatops-bot"."""
     triggered_by: Optional[str] = Field(None, max_length=200)
-    """Who asked for this release (--triggered-by), e.g. "slack:U123" or "jenkins:bob"."""
+    """Who asked for this release (--triggered-by), e.g. "bob" or "slack:U123 via chatops-bot"."""
 
 
 class MonitorSettings(Section):

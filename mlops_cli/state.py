@@ -123,8 +123,8 @@ class AuditRecord(Record):
     written_back: bool = False
     detail: str = ""
     at: str = Field(default_factory=now)
-    triggered_by: Optional[str] = None    # who asked for it, e.g. "slack:U123 via jenkins:chatops-bot"
-    approved_by: Optional[str] = None     # who passed the approval gate, e.g. "jenkins:alice"
+    triggered_by: Optional[str] = None    # who asked for it, e.g. "slack:U123 via chatops-bot" (a Jenkins user ID)
+    approved_by: Optional[str] = None     # who passed the approval gate, e.g. "alice" or "slack:U456 via chatops-bot"
     build_url: Optional[str] = None       # the CI build that did it
 
 

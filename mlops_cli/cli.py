@@ -37,7 +37,17 @@ def common_options(fn: Callable) -> Callable:
                       help="Print the result as JSON on stdout.")(fn)
     fn = click.option("--debug", is_flag=True, expose_value=False, callback=_remember("debug"),
                       help="Show tracebacks.")(fn)
+    fn = click.option("--quiet", "-q", is_flag=True, expose_value=False, callback=_quiet,
+                      help="No progress lines and no output of the programs stages run (buildah, pip, pytest).")(fn)
     return fn
+
+
+def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    from .ui import set_quiet
+
+    if value:
+        set_quiet(True)
+    return value
 
 
 def settings_from(**flags: Any):
@@ -137,9 +147,13 @@ def smoke_test() -> None:
 
 @command(cli, "rolling-update")
 @click.option("--force", is_flag=True, help=_FORCE_HELP)
-def rolling_update(force: bool) -> None:
+@click.option("--approved-by", help="Who approved this release at the approval gate (recorded in state and the audit trail).")
+@click.option("--triggered-by", help="Who asked for this release, e.g. slack:U123 or jenkins:bob (recorded likewise).")
+def rolling_update(force: bool, approved_by: Optional[str], triggered_by: Optional[str]) -> None:
     """Replace production with the smoke-tested bundle, with no failed request; keeps the old one on failure."""
-    emit(_stage("rolling-update")(settings_from(**{"kubernetes.force_conflicts": force})))
+    emit(_stage("rolling-update")(settings_from(**{"kubernetes.force_conflicts": force,
+                                                   "approval.approved_by": approved_by,
+                                                   "approval.triggered_by": triggered_by})))
 
 
 
@@ -170,6 +184,41 @@ def render(env: Optional[str], kustomize: bool, out: Path, image: Optional[str],
         emit(gitops.run(settings_from(), out, image=image, allow_tag=allow_tag, model_ref=model_ref))
     else:
         emit(render_lib.run(settings_from(), env, out, image=image, allow_tag=allow_tag, model_ref=model_ref))
+
+@command(cli, "notify")
+@click.option("--event", required=True, type=click.Choice(["started", "success", "failure", "aborted",
+                                                           "approval-requested", "approved", "rejected"]),
+              help="What happened to the release.")
+@click.option("--channel", envvar="SLACK_CHANNEL", help="Slack channel to post in (with notify.slack.bot_token) "
+              "[env SLACK_CHANNEL, else config notify.slack.channel].")
+@click.option("--thread-ts", envvar="SLACK_THREAD_TS", help="Slack thread to reply in, the ts of its first message [env SLACK_THREAD_TS].")
+@click.option("--build-url", help="The CI build [env BUILD_URL].")
+@click.option("--job", help="The CI job [env JOB_NAME].")
+@click.option("--build", type=int, help="The CI build number [env BUILD_NUMBER].")
+@click.option("--triggered-by", envvar="TRIGGERED_BY", help="Who asked for the release [env TRIGGERED_BY].")
+@click.option("--requested-by", envvar="REQUESTED_BY",
+              help="Who the release was requested for, as the trigger gave it (the approval buttons carry it) [env REQUESTED_BY].")
+@click.option("--approved-by", envvar="APPROVED_BY", help="Who approved it; for rejected: who rejected it [env APPROVED_BY].")
+@click.option("--stage", help="The stage that failed [default: from state].")
+@click.option("--reason", help="One line on why [default: the failed stage's message from state].")
+def notify_cmd(event: str, **given: Any) -> None:
+    """Send a release outcome (model, digest, failed stage, build, who) to the configured notifiers."""
+    from . import notify as notify_lib
+
+    emit(notify_lib.run(settings_from(), notify_lib.NotifyRequest.from_ci(event, **given)))
+
+
+@command(cli, "approval")
+@click.option("--decision", required=True, type=click.Choice(["approved", "rejected", "timed-out"]),
+              help="What the approval gate decided.")
+@click.option("--by", help="Who decided (none for a timeout).")
+@click.option("--triggered-by", envvar="TRIGGERED_BY", help="Who asked for the release [env TRIGGERED_BY].")
+def approval(decision: str, by: Optional[str], triggered_by: Optional[str]) -> None:
+    """Record the approval gate's decision in state (a rejection or timeout: not deployed, and who/when)."""
+    from .audit import record_approval_result
+
+    emit(record_approval_result(settings_from(), decision, by, triggered_by))
+
 
 @cli.group()
 def pipeline() -> None:
@@ -358,6 +407,9 @@ def _terminated(signum: int, frame: Any) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     for key in _OPTIONS:
         _OPTIONS[key] = False if key in ("json", "debug", "emitted") else None
+    from .ui import set_quiet
+
+    set_quiet(False)
     signal.signal(signal.SIGTERM, _terminated)  # Jenkins aborts a build with SIGTERM
     try:
         cli.main(args=argv, prog_name="mlops", standalone_mode=False)

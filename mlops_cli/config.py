@@ -456,9 +456,20 @@ class SlackSettings(Section):
     """File holding the webhook URL (e.g. a mounted Kubernetes/Jenkins secret)."""
     timeout_s: float = Field(10.0, gt=0)
     """Timeout of one webhook request."""
+    bot_token: Optional[SecretStr] = None
+    """Slack bot token (xoxb-..., a secret) for the Web API's chat.postMessage: threads and any channel; or bot_token_file."""
+    bot_token_file: Optional[Path] = None
+    """File holding the bot token (a mounted secret)."""
+    channel: Optional[str] = None
+    """Channel the bot posts to when a notification names none (with bot_token)."""
+    api_url: str = Field("https://slack.com/api/", pattern=r"^https?://")
+    """Base URL of the Slack Web API."""
 
     def url(self) -> Optional[str]:
         return secret_value(self.webhook_url, self.webhook_url_file, "notify.slack.webhook_url_file")
+
+    def token(self) -> Optional[str]:
+        return secret_value(self.bot_token, self.bot_token_file, "notify.slack.bot_token_file")
 
 
 class KafkaSettings(Section):
@@ -561,6 +572,16 @@ class RelaySettings(Section):
 
     def metrics_token_value(self) -> Optional[str]:
         return secret_value(self.metrics_token, self.metrics_token_file, "relay.metrics_token_file")
+
+
+class ApprovalSettings(Section):
+    required: bool = False
+    """rolling-update refuses to run without `--approved-by` (the Jenkinsfile turns this on unless the job's
+    configuration sets MLOPS_APPROVAL__REQUIRED=false)."""
+    approved_by: Optional[str] = Field(None, max_length=200)
+    """Who approved this release (rolling-update --approved-by), e.g. "alice" or "slack:U456 via chatops-bot"."""
+    triggered_by: Optional[str] = Field(None, max_length=200)
+    """Who asked for this release (--triggered-by), e.g. "bob" or "slack:U123 via chatops-bot"."""
 
 
 class MonitorSettings(Section):
@@ -706,6 +727,7 @@ class Settings(Section):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     lock_wait_s: float = Field(0.0, ge=0, le=86400)
     """How long a stage waits for another run holding the workdir lock; 0 fails at once, naming the holder."""
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
 
     @property
     def store_path(self) -> Path:

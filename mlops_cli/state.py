@@ -123,6 +123,21 @@ class AuditRecord(Record):
     written_back: bool = False
     detail: str = ""
     at: str = Field(default_factory=now)
+    triggered_by: Optional[str] = None    # who asked for it, e.g. "slack:U123 via chatops-bot" (a Jenkins user ID)
+    approved_by: Optional[str] = None     # who passed the approval gate, e.g. "alice" or "slack:U456 via chatops-bot"
+    build_url: Optional[str] = None       # the CI build that did it
+
+
+class ApprovalRecord(Record):
+    """A decision at the approval gate before production: approved, rejected or timed out (not deployed)."""
+
+    decision: Literal["approved", "rejected", "timed-out"]
+    by: Optional[str] = None              # who decided (none for a timeout)
+    triggered_by: Optional[str] = None
+    model_ref: Optional[str] = None
+    digest: Optional[str] = None          # what was to be deployed: image reference or bundle sha256
+    build_url: Optional[str] = None
+    at: str = Field(default_factory=now)
 
 
 class RolloutRecord(Record):
@@ -180,6 +195,7 @@ class State(Record):
     previous_deployments: dict[str, DeploymentRecord] = Field(default_factory=dict)
     rollouts: dict[str, RolloutRecord] = Field(default_factory=dict)
     intents: dict[str, IntentRecord] = Field(default_factory=dict)  # the journal: changes in progress
+    approvals: list[ApprovalRecord] = Field(default_factory=list)
 
     @staticmethod
     def path(workdir: Path) -> Path:

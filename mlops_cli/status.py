@@ -82,6 +82,12 @@ class StatusResult(BaseModel):
         for env, rec in sorted(latest.items()):
             tag = f"tag {rec['tag']}, " if rec.get("tag") else ""
             out.append(f"audit      {env}: {rec['model_ref']} {tag}{rec['digest']} since {rec['at']} ({rec['detail']})")
+            who = [f"{k.replace('_', ' ')} {rec[k]}" for k in ("triggered_by", "approved_by") if rec.get(k)]
+            if who:
+                out.append(f"             {', '.join(who)}")
+        for ap in s.get("approvals", [])[-1:]:
+            out.append(f"approval   {ap['decision']}" + (f" by {ap['by']}" if ap.get("by") else "")
+                       + f" of {ap.get('model_ref') or 'the model'} at {ap['at']}")
         for env, ro in sorted(s.get("rollouts", {}).items()):
             revisions = f"revision {ro.get('from_revision') or 'none'} -> {ro.get('to_revision') or 'none'}"
             out.append(f"rollout    {env}: {ro['outcome']} ({revisions}) at {ro['at']}")

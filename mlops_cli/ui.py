@@ -16,3 +16,9 @@ def progress(message: str) -> None:
     """One line of progress on stderr."""
     if not _quiet:
         print(f"  · {message}", file=sys.stderr, flush=True)
+
+
+def output_line(line: str) -> None:
+    """One line of a program's output as it runs (buildah, pip, pytest), indented under the progress lines."""
+    if not _quiet:
+        print(f"    | {line}", file=sys.stderr, flush=True)

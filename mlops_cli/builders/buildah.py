@@ -41,7 +41,7 @@ class BuildahBuilder:
             args += ["--isolation", self.cfg.isolation]
         for key, value in sorted(request.labels.items()):
             args += ["--label", f"{key}={value}"]
-        done = run(self._argv(*args, str(request.context)), timeout=self.cfg.timeout_s)
+        done = run(self._argv(*args, str(request.context)), timeout=self.cfg.timeout_s, stream=True)
         if done.returncode != 0:
             raise StageFailed(f"buildah bud failed (exit code {done.returncode}); last lines of its log:\n"
                               f"{done.tail(15)}")
@@ -65,7 +65,7 @@ class BuildahBuilder:
                 with os.fdopen(fd, "w") as fh:
                     json.dump({"auths": {registry.split("/")[0]: {"auth": token}}}, fh)
                 args += ["--authfile", str(auth_file)]
-            done = run(self._argv(*args, tag, f"docker://{tag}"), timeout=self.cfg.timeout_s)
+            done = run(self._argv(*args, tag, f"docker://{tag}"), timeout=self.cfg.timeout_s, stream=True)
             if done.returncode != 0:
                 raise registry_failure(registry, done.output)
             return digest_file.read_text().strip()

@@ -49,12 +49,22 @@ class Notification:
     event: Mapping[str, Any] = field(default_factory=dict)
     """Machine-readable payload for sinks that other programs read (Kafka, webhooks)."""
     time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    button: Optional[str] = None
+    """Label of a link button to `link` (e.g. "Open build #12"); none: the link is in the footer line only."""
+    channel: Optional[str] = None
+    """Where a chat notifier that can choose posts it (Slack with a bot token); none: its configured channel."""
+    thread_ts: Optional[str] = None
+    """The Slack thread to reply in (the `ts` of its first message); none: a new message."""
+    approval: Optional[Mapping[str, Any]] = None
+    """An approval request (job, build, build_url, input_id, requested_by, model, digest): Slack adds
+    Approve/Reject buttons carrying it (notifiers.slack.approval_blocks)."""
 
     def as_event(self) -> dict[str, Any]:
         """The JSON-able form: every field, `fields` and `event` as plain dicts."""
         data = asdict(self)
         data["fields"] = dict(self.fields)
         data["event"] = dict(self.event)
+        data["approval"] = dict(self.approval) if self.approval is not None else None
         return data
 
 

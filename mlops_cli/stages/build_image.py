@@ -39,7 +39,7 @@ def _git_commit(settings: Settings) -> str:
 def _download_wheels(requirements: Path, dest: Path, timeout: float) -> None:
     progress("downloading the wheels of requirements.txt (the image build itself needs no network)")
     done = run_program([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
-                        "-r", str(requirements), "-d", str(dest)], timeout=timeout)
+                        "-r", str(requirements), "-d", str(dest)], timeout=timeout, stream=True)
     if done.returncode != 0:
         raise StageFailed(f"pip could not download the wheels of requirements.txt: {done.tail(1)}")
 

@@ -8,10 +8,12 @@ outcome, with old and new revisions, is recorded in state and sent to the notifi
 
 from __future__ import annotations
 
+import os
+
 from ..config import Settings
 from ..deploying import deploy_bundle, reconcile_first, record_rollback
-from ..errors import StageFailed, TemporaryError
-from ..audit import record_deployment
+from ..errors import StageFailed, TemporaryError, UsageError
+from ..audit import Who, record_deployment
 from ..outcomes import announce
 from ..state import RolloutRecord, State
 from ..targets import RollbackFailed, RolledBack
@@ -19,8 +21,19 @@ from .base import stage
 from .deploy_test import DeployResult
 
 
+def _who(settings: Settings) -> Who:
+    """Who asked and who approved; with approval.required, no approver means no production change."""
+    approval = settings.approval
+    if approval.required and not (approval.approved_by or "").strip():
+        raise UsageError("production needs an approver: approval.required is on",
+                         hint="pass --approved-by WHO after the approval gate, or set approval.required false")
+    return Who(triggered_by=approval.triggered_by or None, approved_by=approval.approved_by or None,
+               build_url=os.environ.get("BUILD_URL") or None)
+
+
 @stage("rolling-update")
 def run(settings: Settings) -> DeployResult:
+    who = _who(settings)
     state = State.load(settings.workdir)
     state.require_smoke_passed()
     reconcile_first(settings, state, "prod")  # an interrupted earlier run is finished or undone first
@@ -63,7 +76,7 @@ def run(settings: Settings) -> DeployResult:
                                            message=f"{dep.model_ref} serving at {dep.url}")
     state.save(settings.workdir)
     # success recorded
-    record_deployment(settings, "prod")  # audit trail: tag + metadata on the model, state.audit
+    record_deployment(settings, "prod", who)  # audit trail: tag + metadata on the model, state.audit
     announce(settings, state, "rolling-update", state.rollouts["prod"])
     return DeployResult(stage="rolling-update", env="prod", url=dep.url, revision=dep.revision,
                         previous_revision=dep.previous_revision, message=f"{dep.model_ref} serving at {dep.url}")

@@ -96,6 +96,22 @@ def p95(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
+def junit_report(settings: Settings, url: str, probes: list[str], problems: list[str], latency: float,
+                 budget: float) -> None:
+    """WORKDIR/reports/smoke-test.xml: one JUnit test case per kind of request and one for the latency budget."""
+    from .. import junit
+
+    def case(name: str, prefixes: tuple[str, ...], detail: str) -> junit.Case:
+        mine = [p for p in problems if p.startswith(prefixes)]
+        return junit.Case(name=name, classname="smoke-test", detail=detail, failure="\n".join(mine) or None)
+
+    cases = [case("example requests", ("example ",), "answered 200 with schema-valid predictions")]
+    cases += [case(f"invalid request: {name}", (f"invalid request ({name})",), "refused with 4xx") for name in probes]
+    cases.append(case("timed requests", ("timed request ",), "answered 200"))
+    cases.append(case("latency budget", ("p95 latency",), f"p95 {latency:.1f} ms, budget {budget:g} ms"))
+    junit.write(settings.workdir / "reports" / "smoke-test.xml", f"smoke-test {url}", cases)
+
+
 @stage("smoke-test")
 def run(settings: Settings) -> SmokeResult:
     state = State.load(settings.workdir)
@@ -140,7 +156,8 @@ def run(settings: Settings) -> SmokeResult:
             for p in response_problems(answer, len(example.get("instances", [])), outputs):
                 problems.append(f"example {i}: {p}")
         progress("sending invalid requests (each must be refused with 4xx)")
-        for name, content in _invalid_requests(examples[0]["instances"][0], inputs).items():
+        probes = _invalid_requests(examples[0]["instances"][0], inputs)
+        for name, content in probes.items():
             resp = post(content)
             if not 400 <= resp.status_code < 500:
                 problems.append(f"invalid request ({name}) got status {resp.status_code}, expected 4xx")
@@ -159,6 +176,7 @@ def run(settings: Settings) -> SmokeResult:
                               bundle_digest=dep.bundle_digest, requests=len(latencies), p95_ms=round(latency, 3),
                               problems=problems)
     state.save(settings.workdir)
+    junit_report(settings, dep.url, list(probes), problems, latency, cfg.p95_ms)
     if problems:
         more = f" (+{len(problems) - 1} more, see `mlops status`)" if len(problems) > 1 else ""
         raise StageFailed(f"smoke test of {dep.url} failed: {problems[0]}{more}")

@@ -63,7 +63,8 @@ def run(settings: Settings) -> UnitTestResult:
     junit.unlink(missing_ok=True)
     progress(f"running pytest on {', '.join(paths)}")
     done = run_program([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        f"--junitxml={junit}", *extra, *paths], cwd=cwd, timeout=settings.unit_test.timeout_s)
+                        f"--junitxml={junit}", *extra, *paths], cwd=cwd, timeout=settings.unit_test.timeout_s,
+                       stream=True)
     if done.returncode == 5:
         raise StageFailed(f"no tests were collected from {', '.join(paths)}")
     if not junit.is_file():

@@ -256,6 +256,15 @@ def _checks(meta: ModelMetadata, source: Any, ref: ModelRef, state: State, setti
     return checks, holdout, actual
 
 
+def junit_report(settings: Settings, model_ref: str, checks: list[CheckRecord]) -> None:
+    """WORKDIR/reports/validate-model.xml: one JUnit test case per check, for the CI's test report."""
+    from .. import junit
+
+    junit.write(settings.workdir / "reports" / "validate-model.xml", f"validate-model {model_ref}",
+                [junit.Case(name=c.name, classname="validate-model", detail=c.detail,
+                            failure=None if c.passed else c.detail) for c in checks])
+
+
 @stage("validate-model")
 def run(settings: Settings) -> ValidateResult:
     if not settings.model:
@@ -272,10 +281,12 @@ def run(settings: Settings) -> ValidateResult:
     pinned = str(ref.pinned(meta.version))
     try:
         checks, holdout, actual = _checks(meta, source, ref, state, settings, pinned)
-    except MlopsError:
+    except MlopsError as exc:
         # a check that could not be made fails the model: no verdict written earlier may outlive this run
         _write_verdict(source, ref, False, None, settings)
+        junit_report(settings, pinned, [CheckRecord(name="checks could be made", passed=False, detail=str(exc))])
         raise
+    junit_report(settings, pinned, checks)
     passed = all(c.passed for c in checks)
     state.validation = ValidationRecord(passed=passed, model_ref=pinned, checks=checks,
                                         model_sha256=meta.sha256 if passed else None,

@@ -244,18 +244,16 @@ def test_jenkins_failures_are_one_clear_line_in_the_thread_and_nothing_is_starte
 def approval_message(jenkins: JenkinsApiDouble, build_number: int, requested_by: str, *, job: str = "mlops-release",
                      build_url: str | None = None, ts: str = "1700000999.000100") -> dict[str, Any]:
     """The Block Kit message the pipeline posts at the gate (`mlops notify --event approval-requested`),
-    built here from the contract: block_id mlops_approval, buttons mlops_approve / mlops_reject."""
-    value = json.dumps({"job": job, "build": build_number, "build_url": build_url or jenkins.build_url(job, build_number),
-                        "input_id": "ReleaseApproval", "requested_by": requested_by, "model": "local:iris@3",
-                        "digest": "registry.example/iris@sha256:" + "a" * 64})
+    built by the pipeline's own code (notifiers.slack.approval_blocks), so both sides of the contract meet."""
+    from mlops_cli.notifiers.slack import approval_blocks, approval_value
+
+    request = approval_value(job, build_number, build_url or jenkins.build_url(job, build_number),
+                             requested_by=requested_by, model="local:iris@3",
+                             digest="registry.example/iris@sha256:" + "a" * 64)
     return {"type": "message", "ts": ts, "thread_ts": "1700000001.000100", "text": "Approve release?",
             "blocks": [{"type": "section", "block_id": "summary",
                         "text": {"type": "mrkdwn", "text": "*local:iris@3* to prod: approve?"}},
-                       {"type": "actions", "block_id": "mlops_approval", "elements": [
-                           {"type": "button", "action_id": "mlops_approve", "value": value,
-                            "text": {"type": "plain_text", "text": "Approve"}},
-                           {"type": "button", "action_id": "mlops_reject", "value": value,
-                            "text": {"type": "plain_text", "text": "Reject"}}]}]}
+                       *approval_blocks(request)]}
 
 
 def click(served: Served, slack: SlackWebDouble, message: dict[str, Any], action: str, user: str,

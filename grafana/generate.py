@@ -18,7 +18,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'namespace=~"$namespace", job=~"$job"'
-PREDICT = f'{SEL}, route="/v1/predict"'
+# every predict route: /v1/predict, KServe v1 and Open Inference Protocol v2 infer (route label = template)
+PREDICT_ROUTES = r'/v1/predict|/v1/models/\\{name\\}:predict|/v2/models/\\{name\\}(/versions/\\{version\\})?/infer'
+PREDICT = f'{SEL}, route=~"{PREDICT_ROUTES}"'
 RATE = "$__rate_interval"
 EPSILON = "0.0001"  # as serving.modules.drift.EPSILON
 

@@ -27,7 +27,14 @@ def test_the_adapter_rule_reads_a_series_the_server_exports_and_names_the_hpa_me
     assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
     query = adapter_query(rule["metricsQuery"], series)
     assert metric_names(query) == {series}  # it parses, and reads only that series
-    assert 'route="/v1/predict"' in query and "rate(" in query
+    assert "rate(" in query
+    # every predict route counts (route label = template), health and metrics routes do not
+    route = re.search(r'route=~"((?:[^"\\]|\\.)*)"', query).group(1).replace("\\\\", "\\")
+    for counted in ("/v1/predict", "/v1/models/{name}:predict", "/v2/models/{name}/infer",
+                    "/v2/models/{name}/versions/{version}/infer"):
+        assert re.fullmatch(route, counted), counted
+    for ignored in ("/v2/health/ready", "/health/ready", "/metrics", "/v2/models/{name}"):
+        assert not re.fullmatch(route, ignored), ignored
     # the name the HPA asks for is the one the adapter serves: in the shipped example and the README
     name = rule["name"]["as"]
     example = yaml.safe_load((REPO / "deploy" / "kustomize" / "mlops.yaml").read_text())

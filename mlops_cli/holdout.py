@@ -1,21 +1,24 @@
 """Holdout evaluation: score a model on a dataset the toolkit reads itself (CSV or Parquet, local or S3).
 
 The dataset's columns are the model's inputs (by the names in its schema) and one target column; a
-missing input or an unknown column is an error that names them. Classification gets accuracy, F1
+missing input or an unknown column is an error that names them. The rows go through the server's own
+code: its preprocessing module (types, categories, scaling) and its model loader (any framework, ONNX too). Classification gets accuracy, F1
 (macro-averaged over the classes) and ROC-AUC (one-vs-rest on predict_proba); regression RMSE, MAE, R².
-The artifact must have passed its digest check before it is loaded: loading a pickle runs code.
+The artifact is loaded only after it passed its digest check and validate-model's trial run (a child process).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
-import sys
-import types
 import warnings
 from pathlib import Path
 from typing import Any, Optional
+
+from serving.errors import BundleError
+from serving.spec import Spec, load_spec
 
 from .errors import ConfigError, StageFailed, UsageError
 
@@ -114,30 +117,23 @@ def read_table(path: str, fmt: Optional[str], s3_settings: Any) -> dict[str, lis
     return columns
 
 
-def load_model(artifact: Path, framework: str, class_name: Optional[str]) -> Any:
-    """Load a digest-checked artifact the way the serving runtime does."""
-    data = Path(artifact).read_bytes()
-    if framework == "sklearn":
-        import joblib
+def load_model(bundle: Path, spec: Spec) -> Any:
+    """The model as the server loads it (serving.modules.model: sha256 checked, any framework, ONNX too)."""
+    from serving.modules.model import load_model as server_load
 
-        try:
-            return joblib.load(io.BytesIO(data))
-        except Exception as exc:  # unpickling raises anything
-            raise StageFailed(f"cannot load model artifact {Path(artifact).name}: {type(exc).__name__}: {exc}") from None
-    module = types.ModuleType("mlops_holdout_model")
-    module.__file__ = str(artifact)
-    sys.modules[module.__name__] = module
-    exec(compile(data, str(artifact), "exec"), module.__dict__)
-    cls = getattr(module, str(class_name), None)
-    if not isinstance(cls, type):
-        raise StageFailed(f"model artifact {Path(artifact).name} defines no class {class_name!r}")
-    return cls()
+    try:
+        return server_load(bundle, spec.model)
+    except BundleError as exc:
+        raise StageFailed(str(exc)) from None
 
 
-def _features(columns: dict[str, list[Any]], meta: Any, target: str, where: str) -> list[list[float]]:
-    inputs = [f.name for f in meta.schema_.inputs]
-    missing = [f.name for f in meta.schema_.inputs if f.name not in columns and f.required]
-    extra = [c for c in columns if c not in inputs and c != target]
+def _rows(columns: dict[str, list[Any]], spec: Spec, target: str, where: str) -> list[list[Any]]:
+    """The holdout's rows as lists in schema order (what a client may send); missing optional columns
+    take their defaults. Missing or extra columns are named."""
+    inputs = spec.io.inputs
+    names = [f.name for f in inputs]
+    missing = [f.name for f in inputs if f.name not in columns and f.required]
+    extra = [c for c in columns if c not in names and c != target]
     problems = []
     if target not in columns:
         problems.append(f"no target column {target!r}")
@@ -146,22 +142,37 @@ def _features(columns: dict[str, list[Any]], meta: Any, target: str, where: str)
     if extra:
         problems.append("extra columns " + ", ".join(extra))
     if problems:
-        raise UsageError(f"holdout {where}: {'; '.join(problems)} (the model's inputs: {', '.join(inputs)}; "
+        raise UsageError(f"holdout {where}: {'; '.join(problems)} (the model's inputs: {', '.join(names)}; "
                          f"target: {target})", hint="set validation.holdout.target to the label column")
     rows = len(columns[target])
-    matrix = [[0.0] * len(inputs) for _ in range(rows)]
-    for j, feature in enumerate(meta.schema_.inputs):
-        values = columns.get(feature.name) or [feature.default] * rows
-        for i, value in enumerate(values):
-            if value is None and not feature.required:
-                value = feature.default
-            if isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UsageError(f"holdout {where}: row {i + 1}, column {feature.name!r}: {value!r} is not a number "
-                                 "(holdout evaluation takes numeric inputs)")
-            matrix[i][j] = float(value)
-    return matrix
+    values = [columns.get(f.name) or [f.default] * rows for f in inputs]
+    return [[float(v[i]) if isinstance(v[i], bool) else v[i] for v in values] for i in range(rows)]
+
+
+def features(columns: dict[str, list[Any]], bundle: Path, spec: Spec, target: str, where: str) -> Any:
+    """The array the model gets for the holdout rows: through the server's own preprocessing module
+    (types checked, categories encoded) and its scaling at the model's door."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from serving.metrics import Metrics
+    from serving.modules.preprocessing import Preprocessing
+    from serving.pipeline import Batch, ModuleContext
+
+    entry = spec.module("preprocessing")
+    ctx = ModuleContext(spec, Path(bundle), Metrics.create(CollectorRegistry()))
+    try:
+        module = Preprocessing(ctx, Preprocessing.Settings.model_validate(entry.settings if entry else {}))
+    except (BundleError, ValueError) as exc:
+        raise StageFailed(f"the bundle's preprocessing settings are refused: {exc}") from None
+    body = json.dumps({"instances": _rows(columns, spec, target, where)}).encode()
+    batch = asyncio.run(module.process(Batch.of(body)))
+    if batch.errors[0] is not None:
+        raise UsageError(f"holdout {where}: the server would refuse it: {batch.errors[0].message} "
+                         "(instance N is data row N+1)")
+    scaling = ctx.shared.get("model_input_scaling")
+    return scaling(batch.features) if scaling is not None else batch.features
 
 
 def _label(value: Any) -> str:
@@ -170,24 +181,21 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def evaluate(meta: Any, artifact: Path, holdout: Any, s3_settings: Any) -> dict[str, float]:
-    """The holdout metrics of the model (those its task has)."""
-    import numpy as np
+def evaluate(meta: Any, bundle: Path, holdout: Any, s3_settings: Any) -> dict[str, float]:
+    """The holdout metrics of the model in `bundle` (those its task has), the bundle's spec.json read by the
+    server's own code (serving.spec), the model loaded and fed as the server does."""
     from sklearn.exceptions import UndefinedMetricWarning
 
+    try:
+        spec = load_spec(bundle)
+    except BundleError as exc:
+        raise StageFailed(str(exc)) from None
     columns = read_table(holdout.path, holdout.format, s3_settings)
-    X = np.asarray(_features(columns, meta, holdout.target, holdout.path), dtype=float)
-    pre = meta.modules.preprocessing if getattr(meta, "modules", None) else None
-    if pre is not None and pre.scale:  # as the server does at the model's door (preprocessing.scale)
-        names = [f.name for f in meta.schema_.inputs]
-        for name, scaling in pre.scale.items():
-            if name in names:
-                j = names.index(name)
-                X[:, j] = (X[:, j] - scaling.center) / scaling.scale
-    y = columns[holdout.target]
+    y = columns.get(holdout.target)
+    X = features(columns, bundle, spec, holdout.target, holdout.path)
     if any(v is None for v in y):
         raise UsageError(f"holdout {holdout.path}: the target column {holdout.target!r} has empty cells")
-    model = load_model(artifact, meta.framework, meta.class_name)
+    model = load_model(bundle, spec)
     try:
         predicted = list(model.predict(X))
     except Exception as exc:  # the model's own code

@@ -20,6 +20,9 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import BaseModel, ConfigDict
 
+from serving.errors import BundleError
+from serving.spec import load_spec
+
 from .config import Settings
 from .errors import ConfigError, StageFailed, UsageError
 from .state import State
@@ -91,9 +94,8 @@ def drain_seconds(settings: Settings, state: State) -> float:
     """How long the image's server drains after SIGTERM: the bundle's spec.json, else assemble.drain_seconds."""
     if state.bundle is not None:
         try:
-            spec = json.loads((Path(state.bundle.path) / "spec.json").read_text(encoding="utf-8"))
-            return float(spec["server"]["drain_seconds"])
-        except (OSError, ValueError, KeyError, TypeError):
+            return load_spec(state.bundle.path).server.drain_seconds
+        except BundleError:
             pass
     return settings.assemble.drain_seconds
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-from serving.errors import BundleError
-from serving.spec import SchemaSpec, parse_schema
+from serving.spec import BundleError, SchemaSpec, parse_schema
 
 from .errors import StageFailed
 

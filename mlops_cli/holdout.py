@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-from serving.errors import BundleError
-from serving.spec import Spec, load_spec
+from serving.spec import BundleError, Spec, load_spec
 
+from . import DISTRIBUTION
 from .errors import ConfigError, StageFailed, UsageError
 
 # Which way is better, for metrics known by name; a prefixed name (`val/rmse`, `val_loss`, `test-mae`) counts
@@ -86,7 +85,7 @@ def _read_parquet(data: bytes, where: str) -> dict[str, list[Any]]:
         import pyarrow.parquet as pq
     except ImportError:
         raise ConfigError("reading a Parquet holdout needs the 'pyarrow' package, which is not installed",
-                          hint="pip install 'mlops[parquet]'") from None
+                          hint=f"pip install '{DISTRIBUTION}[parquet]'") from None
     try:
         table = pq.read_table(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises ArrowInvalid and OSError kinds for a bad file
@@ -152,27 +151,15 @@ def _rows(columns: dict[str, list[Any]], spec: Spec, target: str, where: str) ->
 def features(columns: dict[str, list[Any]], bundle: Path, spec: Spec, target: str, where: str) -> Any:
     """The array the model gets for the holdout rows: through the server's own preprocessing module
     (types checked, categories encoded) and its scaling at the model's door."""
-    import asyncio
+    from serving.modules.preprocessing import features_for
 
-    from prometheus_client import CollectorRegistry
-
-    from serving.metrics import Metrics
-    from serving.modules.preprocessing import Preprocessing
-    from serving.pipeline import Batch, ModuleContext
-
-    entry = spec.module("preprocessing")
-    ctx = ModuleContext(spec, Path(bundle), Metrics.create(CollectorRegistry()))
+    rows = _rows(columns, spec, target, where)
     try:
-        module = Preprocessing(ctx, Preprocessing.Settings.model_validate(entry.settings if entry else {}))
-    except (BundleError, ValueError) as exc:
-        raise StageFailed(f"the bundle's preprocessing settings are refused: {exc}") from None
-    body = json.dumps({"instances": _rows(columns, spec, target, where)}).encode()
-    batch = asyncio.run(module.process(Batch.of(body)))
-    if batch.errors[0] is not None:
-        raise UsageError(f"holdout {where}: the server would refuse it: {batch.errors[0].message} "
-                         "(instance N is data row N+1)")
-    scaling = ctx.shared.get("model_input_scaling")
-    return scaling(batch.features) if scaling is not None else batch.features
+        return features_for(spec, bundle, rows)
+    except BundleError as exc:
+        raise StageFailed(f"the bundle cannot be served: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"holdout {where}: the server would refuse it: {exc} (instance N is data row N+1)") from None
 
 
 def _label(value: Any) -> str:

@@ -20,9 +20,9 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import BaseModel, ConfigDict
 
-from serving.errors import BundleError
-from serving.spec import load_spec
+from serving.spec import BundleError, load_spec
 
+from . import DISTRIBUTION
 from .config import Settings
 from .errors import ConfigError, StageFailed, UsageError
 from .state import State
@@ -181,7 +181,7 @@ def validate(manifests: list[dict[str, Any]], kubernetes_version: str) -> None:
         import jsonschema
         from kubernetes_validate import utils as kv
     except ImportError as exc:
-        raise ConfigError(f"validating manifests needs {exc.name}", hint="pip install 'mlops[kubernetes]'") from None
+        raise ConfigError(f"validating manifests needs {exc.name}", hint=f"pip install '{DISTRIBUTION}[kubernetes]'") from None
     problems = []
     for manifest in manifests:
         what = f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}"

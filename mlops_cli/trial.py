@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import serving
+import serving.spec
 
 from .config import Settings
 from .state import CheckRecord
@@ -27,7 +27,7 @@ SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM
 
 def _environ() -> dict[str, str]:
     env = server_environ(os.environ)
-    root = str(Path(serving.__file__).resolve().parents[1])  # this toolkit's serving, as assembled into bundles
+    root = str(Path(serving.spec.__file__).resolve().parents[1])  # this toolkit's serving, as assembled into bundles
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     for name, value in SINGLE_THREADED.items():
         env.setdefault(name, value)

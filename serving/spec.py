@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from serving.errors import BundleError
+from serving.errors import BundleError  # noqa: F401 (the toolkit catches it from here)
 
 SPEC_FILE = "spec.json"
 SPEC_VERSION = 1

@@ -7,8 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from serving.errors import BundleError
-from serving.spec import load_spec
+from serving.spec import BundleError, load_spec
 
 from ..bundle import fetch_model, write_contents
 from ..compat import breaking_changes, schema_of
@@ -278,7 +277,6 @@ def run(settings: Settings) -> ValidateResult:
     if not settings.model:
         raise UsageError("no model given", hint="pass --model REF, set MLOPS_MODEL or `model:` in mlops.yaml")
     ref = parse_ref(settings.model)
-    _require_thresholds(settings)
     state = State.load(settings.workdir)
     # Until this run passes, nothing validated before may go on to later stages.
     state.validation = ValidationRecord(passed=False, model_ref=str(ref))
@@ -287,6 +285,7 @@ def run(settings: Settings) -> ValidateResult:
     source = get_source(ref.scheme, settings)
     progress(f"fetching metadata of {ref}")
     meta = source.fetch_metadata(ref)
+    _require_thresholds(settings)
     pinned = str(ref.pinned(meta.version))
     try:
         checks, holdout, actual = _checks(meta, source, ref, state, settings, pinned)

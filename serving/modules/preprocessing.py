@@ -13,11 +13,12 @@ schema order. The array is float64 when all inputs are number/integer/boolean, o
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from serving.errors import BundleError, InvalidInstance, ServingError
+from serving.errors import BundleError, InvalidInstance, ServingError, one_line
 from serving.modules.instances import InstanceValidator, decode_instances
 from serving.modules.settings import PreprocessingSettings, Scaling  # noqa: F401 (Scaling: re-exported)
 from serving.pipeline import Batch, ModuleContext
@@ -177,3 +178,30 @@ class Preprocessing:
             rows.extend(mine)
         batch.features = np.array(rows, dtype=self.dtype) if rows else np.empty((0, self.width))
         return batch
+
+
+def features_for(spec: Any, bundle_dir: Path, instances: list[Any]) -> np.ndarray:
+    """The array the model gets for ``instances`` (rows as a client sends them) in a server running ``spec``:
+    decoded and checked by this module with the spec's settings, then scaled as the model module scales
+    it. For the toolkit's holdout scoring. BundleError for bad settings; ValueError, with the message a
+    client would get, when the server would refuse the rows."""
+    import asyncio
+    import json
+
+    from prometheus_client import CollectorRegistry
+
+    from serving.metrics import Metrics
+
+    entry = spec.module("preprocessing")
+    ctx = ModuleContext(spec, Path(bundle_dir), Metrics.create(CollectorRegistry()))
+    try:
+        settings = Settings.model_validate(entry.settings if entry is not None else {})
+    except ValueError as exc:
+        raise BundleError(f"preprocessing settings: {one_line(exc)}") from None
+    module = Preprocessing(ctx, settings)
+    batch = asyncio.run(module.process(Batch.of(json.dumps({"instances": instances}).encode())))
+    error = batch.errors[0]
+    if error is not None:
+        raise ValueError(error.message)
+    scaling = ctx.shared.get("model_input_scaling")
+    return scaling(batch.features) if scaling is not None else batch.features

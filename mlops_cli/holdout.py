@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+import os
+import sys
+import tempfile
+import types
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -168,16 +173,42 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def evaluate(meta: Any, bundle: Path, holdout: Any, s3_settings: Any) -> dict[str, float]:
-    """The holdout metrics of the model in `bundle` (those its task has), the bundle's spec.json read by the
-    server's own code (serving.spec), the model loaded and fed as the server does."""
+def evaluate(meta: Any, bundle: Path, settings: Any) -> dict[str, float]:
+    """The holdout metrics of the model in `bundle` (those its task has). The dataset is read here (with the
+    S3 settings); the model is loaded and scored in a clean, bounded child process, as validate-model's trial
+    run loads it (unpickling runs code): its bundle's spec.json read by serving.spec, the rows fed through the
+    server's own preprocessing."""
+    from .trial import memory_note, run_bounded
+
+    holdout = settings.validation.holdout
+    columns = read_table(holdout.path, holdout.format, settings.s3)
+    scratch = settings.workdir / "artifacts"  # never the bundle itself: prod's must stay as assembled
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        job = Path(tmp) / "holdout-job.json"
+        job.write_text(json.dumps({"bundle": str(Path(bundle).resolve()), "columns": columns, "task": meta.task,
+                                   "labels": meta.labels, "holdout": holdout.model_dump(mode="json")}, default=str),
+                       encoding="utf-8")
+        outcome, failure = run_bounded("mlops_cli.holdout", [str(job), str(settings.validation.load_memory_mb)],
+                                       Path(tmp), settings, "scoring the model on the holdout")
+    if outcome is None:
+        raise StageFailed(str(failure))
+    error = outcome.get("error")
+    if error:
+        kind = {"UsageError": UsageError, "ConfigError": ConfigError}.get(error.get("kind"), StageFailed)
+        raise kind(memory_note(error["message"], settings), hint=error.get("hint"))
+    return {name: float(value) for name, value in outcome["scores"].items()}
+
+
+def score(bundle: Path, columns: dict[str, list[Any]], task: str, labels: Any, holdout: Any) -> dict[str, float]:
+    """What the child computes: the model in `bundle` on the holdout columns."""
     from sklearn.exceptions import UndefinedMetricWarning
 
+    meta = types.SimpleNamespace(task=task, labels=labels)
     try:
         spec = load_spec(bundle)
     except BundleError as exc:
         raise StageFailed(str(exc)) from None
-    columns = read_table(holdout.path, holdout.format, s3_settings)
     y = columns.get(holdout.target)
     X = features(columns, bundle, spec, holdout.target, holdout.path)
     if any(v is None for v in y):
@@ -194,6 +225,34 @@ def evaluate(meta: Any, bundle: Path, holdout: Any, s3_settings: Any) -> dict[st
         scores = _regression(y, predicted, holdout) if meta.task == "regression" else \
             _classification(meta, model, X, y, predicted, holdout)
     return {name: value for name, value in scores.items() if value is not None}
+
+
+def _child(argv: list[str]) -> int:
+    """`python -m mlops_cli.holdout JOB MEMORY_MB RESULT`: score in this (bounded) process, write RESULT."""
+    from serving.modules.trial import limit_memory
+
+    from .config import HoldoutSettings
+    from .errors import MlopsError
+
+    job_path, memory_mb, result_path = argv
+    outcome: dict[str, Any]
+    try:
+        limit_memory(int(memory_mb))
+        job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+        scores = score(Path(job["bundle"]), job["columns"], job["task"], job["labels"],
+                       HoldoutSettings.model_validate(job["holdout"]))
+        outcome = {"scores": scores}
+    except MlopsError as exc:
+        outcome = {"error": {"kind": type(exc).__name__, "message": exc.message, "hint": exc.hint}}
+    except MemoryError:
+        outcome = {"error": {"kind": "StageFailed", "message": "scoring the holdout ran out of memory: MemoryError"}}
+    except Exception as exc:  # the model's own code
+        outcome = {"error": {"kind": "StageFailed",
+                             "message": f"scoring the holdout failed: {type(exc).__name__}: {_first_line(exc)}"}}
+    tmp = Path(result_path).with_name(f".{Path(result_path).name}.tmp")
+    tmp.write_text(json.dumps(outcome), encoding="utf-8")
+    os.replace(tmp, result_path)
+    return 0
 
 
 def _first_line(exc: BaseException) -> str:
@@ -284,3 +343,7 @@ def _classification(meta: Any, model: Any, X: Any, y: list[Any], predicted: list
             raise StageFailed(f"holdout roc_auc cannot be computed (the holdout target has no rows of class "
                               f"{', '.join(missing)})" if missing else "holdout roc_auc cannot be computed")
     return out
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))

@@ -106,7 +106,7 @@ def _holdout(meta: ModelMetadata, bundle: Path, settings: Settings) -> dict[str,
         raise ConfigError(f"validation.holdout.thresholds: {', '.join(wrong)} do not apply to a {meta.task} model "
                           f"(its metrics: {', '.join(HOLDOUT_METRICS[meta.task])})")
     progress(f"evaluating on holdout {holdout.path}")
-    scores = evaluate(meta, bundle, holdout, settings.s3)
+    scores = evaluate(meta, bundle, settings)
     missing = sorted(set(holdout.thresholds) - set(scores))
     if missing:
         raise StageFailed(f"holdout {', '.join(missing)} cannot be computed for model {meta.name} "
@@ -179,7 +179,7 @@ def _regression_checks(meta: ModelMetadata, ref: ModelRef, holdout: dict[str, fl
         where = f"{prod.model_ref} in prod"
         prod_meta, prod_bundle = _prod_meta(prod)
         progress(f"evaluating {where} on the same holdout")
-        theirs, kind = evaluate(prod_meta, prod_bundle, settings.validation.holdout, settings.s3), "holdout"
+        theirs, kind = evaluate(prod_meta, prod_bundle, settings), "holdout"
         ours = holdout
     else:
         where, kind, ours = f"{prod.model_ref} in prod", "reported", meta.metrics

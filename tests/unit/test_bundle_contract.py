@@ -146,6 +146,17 @@ def test_loading_is_bounded_in_time_and_memory_and_runs_outside_the_cli(tmp_path
     seen = json.loads(marker.read_text())
     assert seen == {"pid": seen["pid"], "secrets": []} and seen["pid"] != os.getpid()
     assert [c.passed for c in result.checks if c.name == "trial run"] == [True]
+    marker.unlink()
+    holdout = tmp_path / "holdout.csv"  # holdout scoring loads the model in a clean child process too
+    holdout.write_text(",".join(FEATURES + ["species"]) + "\n5.1,3.5,1.4,0.2,0\n6.7,3.0,5.2,2.3,2\n")
+    os.environ["MLOPS_BUILD__PASSWORD"] = "not-for-models"
+    try:
+        scored = validate_model.run(make_settings(workdir=settings.workdir, model=ref,
+                                                  validation={"holdout": {"path": str(holdout), "target": "species"}}))
+    finally:
+        del os.environ["MLOPS_BUILD__PASSWORD"]
+    seen = json.loads(marker.read_text())
+    assert seen["secrets"] == [] and seen["pid"] != os.getpid() and scored.holdout["accuracy"] == 0.5
 
     Path(str(marker) + ".sleep").touch()
     with pytest.raises(StageFailed, match=r"took longer than 3 s \(validation.load_timeout_s\)"):

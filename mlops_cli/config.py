@@ -7,11 +7,12 @@ error that names the key and where it came from. Nested keys come from the envir
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Callable, Literal, Mapping, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -87,6 +88,12 @@ class ValidationSettings(Section):
     """With max_regression set: pass when no model is in prod yet (else that fails: nothing to compare with)."""
     verdict_tags: dict[str, str] = Field(default_factory=lambda: {"passed": "mlops:validated", "failed": "mlops:rejected"})
     """Tags written back to the source (ClearML) with the verdict: `passed` and `failed`; empty values write none."""
+    allow_no_thresholds: bool = False
+    """Pass a model with no metric checked at all (no `thresholds`, no holdout thresholds); else that is refused."""
+    load_timeout_s: float = Field(120.0, gt=0, le=3600)
+    """Trial run (the server's code loads the model and answers the examples, in a child process): time bound."""
+    load_memory_mb: int = Field(4096, ge=256)
+    """Trial run: the child's address-space bound (RLIMIT_AS), in MiB; a model that needs more fails validation."""
 
     @field_validator("thresholds")
     @classmethod
@@ -853,9 +860,41 @@ def load_settings(config_file: Optional[Path] = None, flags: Optional[dict[str, 
     for _, data, _ in sources:
         merged = _merge(merged, data)
     try:
-        return Settings.model_validate(merged)
+        settings = Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, sources)) from None
+    check_backend_names(settings, lambda loc: next((naming(loc) if callable(naming) else label for label, data, naming
+                                                    in reversed(sources) if _has(data, loc)), "defaults"))
+    return settings
+
+
+# --- backend names, checked at load against their registries (the registries only: no backend is imported) ---
+
+def did_you_mean(name: str, known: Any) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_backend_names(settings: Settings, origin: Callable[[tuple[str, ...]], str]) -> None:
+    """deploy.target, build.builder, notify.notifiers, relay.sinks and the model's source: names their registries
+    know; ConfigError naming the key, where it was set, the known names and the closest one."""
+    from .builders import BUILDERS
+    from .notifiers import NOTIFIERS
+    from .sources import SOURCES
+    from .targets import TARGETS
+
+    model = settings.model or ""
+    scheme = model.partition(":")[0] if re.match(r"^[A-Za-z][A-Za-z0-9_-]*:(?!//)", model) else None
+    checks = [(("deploy", "target"), "deploy target", [settings.deploy.target], TARGETS),
+              (("build", "builder"), "image builder", [settings.build.builder] if settings.build.builder else [], BUILDERS),
+              (("notify", "notifiers"), "notifier", settings.notify.notifiers, NOTIFIERS),
+              (("relay", "sinks"), "notifier", settings.relay.sinks, NOTIFIERS),
+              (("model",), "model source", [scheme] if scheme else [], SOURCES)]
+    for loc, kind, names, table in checks:
+        for name in names:
+            if name not in table:
+                raise ConfigError(f"{origin(loc)}: {'.'.join(loc)}: unknown {kind} {name!r}; known: "
+                                  f"{', '.join(sorted(table))}{did_you_mean(name, table)}")
 
 
 ValidationSettings.model_rebuild()

@@ -1,22 +1,29 @@
 """Holdout evaluation: score a model on a dataset the toolkit reads itself (CSV or Parquet, local or S3).
 
 The dataset's columns are the model's inputs (by the names in its schema) and one target column; a
-missing input or an unknown column is an error that names them. Classification gets accuracy, F1
+missing input or an unknown column is an error that names them. The rows go through the server's own
+code: its preprocessing module (types, categories, scaling) and its model loader (any framework, ONNX too). Classification gets accuracy, F1
 (macro-averaged over the classes) and ROC-AUC (one-vs-rest on predict_proba); regression RMSE, MAE, R².
-The artifact must have passed its digest check before it is loaded: loading a pickle runs code.
+The artifact is loaded only after it passed its digest check and validate-model's trial run (a child process).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+import os
 import sys
+import tempfile
 import types
 import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+from serving.spec import BundleError, Spec, load_spec
+
+from . import DISTRIBUTION
 from .errors import ConfigError, StageFailed, UsageError
 
 # Which way is better, for metrics known by name; a prefixed name (`val/rmse`, `val_loss`, `test-mae`) counts
@@ -83,7 +90,7 @@ def _read_parquet(data: bytes, where: str) -> dict[str, list[Any]]:
         import pyarrow.parquet as pq
     except ImportError:
         raise ConfigError("reading a Parquet holdout needs the 'pyarrow' package, which is not installed",
-                          hint="pip install 'mlops[parquet]'") from None
+                          hint=f"pip install '{DISTRIBUTION}[parquet]'") from None
     try:
         table = pq.read_table(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises ArrowInvalid and OSError kinds for a bad file
@@ -114,30 +121,23 @@ def read_table(path: str, fmt: Optional[str], s3_settings: Any) -> dict[str, lis
     return columns
 
 
-def load_model(artifact: Path, framework: str, class_name: Optional[str]) -> Any:
-    """Load a digest-checked artifact the way the serving runtime does."""
-    data = Path(artifact).read_bytes()
-    if framework == "sklearn":
-        import joblib
+def load_model(bundle: Path, spec: Spec) -> Any:
+    """The model as the server loads it (serving.modules.model: sha256 checked, any framework, ONNX too)."""
+    from serving.modules.model import load_model as server_load
 
-        try:
-            return joblib.load(io.BytesIO(data))
-        except Exception as exc:  # unpickling raises anything
-            raise StageFailed(f"cannot load model artifact {Path(artifact).name}: {type(exc).__name__}: {exc}") from None
-    module = types.ModuleType("mlops_holdout_model")
-    module.__file__ = str(artifact)
-    sys.modules[module.__name__] = module
-    exec(compile(data, str(artifact), "exec"), module.__dict__)
-    cls = getattr(module, str(class_name), None)
-    if not isinstance(cls, type):
-        raise StageFailed(f"model artifact {Path(artifact).name} defines no class {class_name!r}")
-    return cls()
+    try:
+        return server_load(bundle, spec.model)
+    except BundleError as exc:
+        raise StageFailed(str(exc)) from None
 
 
-def _features(columns: dict[str, list[Any]], meta: Any, target: str, where: str) -> list[list[float]]:
-    inputs = [f.name for f in meta.schema_.inputs]
-    missing = [f.name for f in meta.schema_.inputs if f.name not in columns and f.required]
-    extra = [c for c in columns if c not in inputs and c != target]
+def _rows(columns: dict[str, list[Any]], spec: Spec, target: str, where: str) -> list[list[Any]]:
+    """The holdout's rows as lists in schema order (what a client may send); missing optional columns
+    take their defaults. Missing or extra columns are named."""
+    inputs = spec.io.inputs
+    names = [f.name for f in inputs]
+    missing = [f.name for f in inputs if f.name not in columns and f.required]
+    extra = [c for c in columns if c not in names and c != target]
     problems = []
     if target not in columns:
         problems.append(f"no target column {target!r}")
@@ -146,22 +146,25 @@ def _features(columns: dict[str, list[Any]], meta: Any, target: str, where: str)
     if extra:
         problems.append("extra columns " + ", ".join(extra))
     if problems:
-        raise UsageError(f"holdout {where}: {'; '.join(problems)} (the model's inputs: {', '.join(inputs)}; "
+        raise UsageError(f"holdout {where}: {'; '.join(problems)} (the model's inputs: {', '.join(names)}; "
                          f"target: {target})", hint="set validation.holdout.target to the label column")
     rows = len(columns[target])
-    matrix = [[0.0] * len(inputs) for _ in range(rows)]
-    for j, feature in enumerate(meta.schema_.inputs):
-        values = columns.get(feature.name) or [feature.default] * rows
-        for i, value in enumerate(values):
-            if value is None and not feature.required:
-                value = feature.default
-            if isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UsageError(f"holdout {where}: row {i + 1}, column {feature.name!r}: {value!r} is not a number "
-                                 "(holdout evaluation takes numeric inputs)")
-            matrix[i][j] = float(value)
-    return matrix
+    values = [columns.get(f.name) or [f.default] * rows for f in inputs]
+    return [[float(v[i]) if isinstance(v[i], bool) else v[i] for v in values] for i in range(rows)]
+
+
+def features(columns: dict[str, list[Any]], bundle: Path, spec: Spec, target: str, where: str) -> Any:
+    """The array the model gets for the holdout rows: through the server's own preprocessing module
+    (types checked, categories encoded) and its scaling at the model's door."""
+    from serving.modules.preprocessing import features_for
+
+    rows = _rows(columns, spec, target, where)
+    try:
+        return features_for(spec, bundle, rows)
+    except BundleError as exc:
+        raise StageFailed(f"the bundle cannot be served: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"holdout {where}: the server would refuse it: {exc} (instance N is data row N+1)") from None
 
 
 def _label(value: Any) -> str:
@@ -170,24 +173,47 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def evaluate(meta: Any, artifact: Path, holdout: Any, s3_settings: Any) -> dict[str, float]:
-    """The holdout metrics of the model (those its task has)."""
-    import numpy as np
+def evaluate(meta: Any, bundle: Path, settings: Any) -> dict[str, float]:
+    """The holdout metrics of the model in `bundle` (those its task has). The dataset is read here (with the
+    S3 settings); the model is loaded and scored in a clean, bounded child process, as validate-model's trial
+    run loads it (unpickling runs code): its bundle's spec.json read by serving.spec, the rows fed through the
+    server's own preprocessing."""
+    from .trial import memory_note, run_bounded
+
+    holdout = settings.validation.holdout
+    columns = read_table(holdout.path, holdout.format, settings.s3)
+    scratch = settings.workdir / "artifacts"  # never the bundle itself: prod's must stay as assembled
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        job = Path(tmp) / "holdout-job.json"
+        job.write_text(json.dumps({"bundle": str(Path(bundle).resolve()), "columns": columns, "task": meta.task,
+                                   "labels": meta.labels, "holdout": holdout.model_dump(mode="json")}, default=str),
+                       encoding="utf-8")
+        outcome, failure = run_bounded("mlops_cli.holdout", [str(job), str(settings.validation.load_memory_mb)],
+                                       Path(tmp), settings, "scoring the model on the holdout")
+    if outcome is None:
+        raise StageFailed(str(failure))
+    error = outcome.get("error")
+    if error:
+        kind = {"UsageError": UsageError, "ConfigError": ConfigError}.get(error.get("kind"), StageFailed)
+        raise kind(memory_note(error["message"], settings), hint=error.get("hint"))
+    return {name: float(value) for name, value in outcome["scores"].items()}
+
+
+def score(bundle: Path, columns: dict[str, list[Any]], task: str, labels: Any, holdout: Any) -> dict[str, float]:
+    """What the child computes: the model in `bundle` on the holdout columns."""
     from sklearn.exceptions import UndefinedMetricWarning
 
-    columns = read_table(holdout.path, holdout.format, s3_settings)
-    X = np.asarray(_features(columns, meta, holdout.target, holdout.path), dtype=float)
-    pre = meta.modules.preprocessing if getattr(meta, "modules", None) else None
-    if pre is not None and pre.scale:  # as the server does at the model's door (preprocessing.scale)
-        names = [f.name for f in meta.schema_.inputs]
-        for name, scaling in pre.scale.items():
-            if name in names:
-                j = names.index(name)
-                X[:, j] = (X[:, j] - scaling.center) / scaling.scale
-    y = columns[holdout.target]
+    meta = types.SimpleNamespace(task=task, labels=labels)
+    try:
+        spec = load_spec(bundle)
+    except BundleError as exc:
+        raise StageFailed(str(exc)) from None
+    y = columns.get(holdout.target)
+    X = features(columns, bundle, spec, holdout.target, holdout.path)
     if any(v is None for v in y):
         raise UsageError(f"holdout {holdout.path}: the target column {holdout.target!r} has empty cells")
-    model = load_model(artifact, meta.framework, meta.class_name)
+    model = load_model(bundle, spec)
     try:
         predicted = list(model.predict(X))
     except Exception as exc:  # the model's own code
@@ -199,6 +225,34 @@ def evaluate(meta: Any, artifact: Path, holdout: Any, s3_settings: Any) -> dict[
         scores = _regression(y, predicted, holdout) if meta.task == "regression" else \
             _classification(meta, model, X, y, predicted, holdout)
     return {name: value for name, value in scores.items() if value is not None}
+
+
+def _child(argv: list[str]) -> int:
+    """`python -m mlops_cli.holdout JOB MEMORY_MB RESULT`: score in this (bounded) process, write RESULT."""
+    from serving.modules.trial import limit_memory
+
+    from .config import HoldoutSettings
+    from .errors import MlopsError
+
+    job_path, memory_mb, result_path = argv
+    outcome: dict[str, Any]
+    try:
+        limit_memory(int(memory_mb))
+        job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+        scores = score(Path(job["bundle"]), job["columns"], job["task"], job["labels"],
+                       HoldoutSettings.model_validate(job["holdout"]))
+        outcome = {"scores": scores}
+    except MlopsError as exc:
+        outcome = {"error": {"kind": type(exc).__name__, "message": exc.message, "hint": exc.hint}}
+    except MemoryError:
+        outcome = {"error": {"kind": "StageFailed", "message": "scoring the holdout ran out of memory: MemoryError"}}
+    except Exception as exc:  # the model's own code
+        outcome = {"error": {"kind": "StageFailed",
+                             "message": f"scoring the holdout failed: {type(exc).__name__}: {_first_line(exc)}"}}
+    tmp = Path(result_path).with_name(f".{Path(result_path).name}.tmp")
+    tmp.write_text(json.dumps(outcome), encoding="utf-8")
+    os.replace(tmp, result_path)
+    return 0
 
 
 def _first_line(exc: BaseException) -> str:
@@ -289,3 +343,7 @@ def _classification(meta: Any, model: Any, X: Any, y: list[Any], predicted: list
             raise StageFailed(f"holdout roc_auc cannot be computed (the holdout target has no rows of class "
                               f"{', '.join(missing)})" if missing else "holdout roc_auc cannot be computed")
     return out
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))

@@ -20,6 +20,9 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import BaseModel, ConfigDict
 
+from serving.spec import BundleError, load_spec
+
+from . import DISTRIBUTION
 from .config import Settings
 from .errors import ConfigError, PrerequisiteError, StageFailed, UsageError
 from .state import State
@@ -92,9 +95,8 @@ def drain_seconds(settings: Settings, state: State) -> float:
     """How long the image's server drains after SIGTERM: the bundle's spec.json, else assemble.drain_seconds."""
     if state.bundle is not None:
         try:
-            spec = json.loads((Path(state.bundle.path) / "spec.json").read_text(encoding="utf-8"))
-            return float(spec["server"]["drain_seconds"])
-        except (OSError, ValueError, KeyError, TypeError):
+            return load_spec(state.bundle.path).server.drain_seconds
+        except BundleError:
             pass
     return settings.assemble.drain_seconds
 
@@ -251,7 +253,7 @@ def validate(manifests: list[dict[str, Any]], kubernetes_version: str) -> None:
         import jsonschema
         from kubernetes_validate import utils as kv
     except ImportError as exc:
-        raise ConfigError(f"validating manifests needs {exc.name}", hint="pip install 'mlops[kubernetes]'") from None
+        raise ConfigError(f"validating manifests needs {exc.name}", hint=f"pip install '{DISTRIBUTION}[kubernetes]'") from None
     problems = []
     for manifest in manifests:
         what = f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}"

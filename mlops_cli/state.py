@@ -15,6 +15,8 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from serving.spec import SPEC_FILE
+
 from .digests import tree_digest
 from .errors import ConfigError, PrerequisiteError
 
@@ -246,7 +248,7 @@ class State(Record):
         model, _ = self.require_validated()
         if self.bundle is None or self.bundle.model_sha256 != model.sha256:
             raise PrerequisiteError("no server bundle for the validated model", hint="run `mlops assemble-server` first")
-        if not (Path(self.bundle.path) / "spec.json").is_file():
+        if not (Path(self.bundle.path) / SPEC_FILE).is_file():
             raise PrerequisiteError(f"bundle {self.bundle.path} is gone", hint="run `mlops assemble-server` again")
         if tree_digest(Path(self.bundle.path)) != self.bundle.bundle_digest:
             raise PrerequisiteError(f"bundle {self.bundle.path} changed since it was assembled",

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
+if TYPE_CHECKING:  # starlette is imported where an answer is made: the toolkit reads BundleError without it
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 log = logging.getLogger("serving")
 
@@ -72,6 +73,8 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    from starlette.responses import Response
+
     body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
@@ -82,6 +85,8 @@ async def _serving_error(request: Request, exc: Exception) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    from starlette.exceptions import HTTPException
+
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
@@ -94,6 +99,8 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 def install_error_handlers(app) -> None:
     """Route every error through the JSON shape above (the app is a FastAPI/Starlette app)."""
+    from starlette.exceptions import HTTPException
+
     app.add_exception_handler(ServingError, _serving_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)

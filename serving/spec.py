@@ -14,10 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from serving.errors import BundleError
+from serving.errors import BundleError  # noqa: F401 (the toolkit catches it from here)
 
 SPEC_FILE = "spec.json"
+SPEC_VERSION = 1
 InputType = Literal["number", "integer", "string", "boolean"]
+Framework = Literal["sklearn", "onnx", "python"]
+Task = Literal["classification", "regression"]
 NUMERIC_TYPES = frozenset({"number", "integer", "boolean"})
 
 
@@ -41,8 +44,8 @@ def type_accepts(kind: str, value: Any) -> bool:
 class ModelSpec(_Frozen):
     name: str = Field(min_length=1)
     version: str = Field(min_length=1)
-    framework: Literal["sklearn", "onnx", "python"]
-    task: Literal["classification", "regression"]
+    framework: Framework
+    task: Task
     artifact: str = Field(min_length=1)
     sha256: str
     class_name: str | None = None
@@ -71,7 +74,7 @@ class ModelSpec(_Frozen):
 
 class InputSpec(_Frozen):
     name: str = Field(min_length=1)
-    type: InputType
+    type: InputType = "number"
     required: bool = True
     default: Any = None
 
@@ -84,7 +87,7 @@ class InputSpec(_Frozen):
 
 class OutputSpec(_Frozen):
     name: str = Field(min_length=1)
-    type: InputType
+    type: InputType = "number"
 
 
 class SchemaSpec(_Frozen):
@@ -128,6 +131,14 @@ class Spec(_Frozen):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
+    def to_json(self) -> str:
+        """The spec as ``spec.json`` holds it (every key written, defaults included)."""
+        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2) + "\n"
+
+    def module(self, name: str) -> ModuleSpec | None:
+        """The chain's entry named ``name``, if it has one."""
+        return next((m for m in self.modules if m.name == name), None)
+
 
 def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
@@ -145,6 +156,41 @@ def _one_line(exc: ValidationError, source: str) -> str:
             msg = err["msg"].removeprefix("Value error, ")
         problems.append(f"{where}: {msg}")
     return f"{source}: " + "; ".join(problems)
+
+
+def parse_schema(data: Any, source: str = "schema") -> SchemaSpec:
+    """Validate an interface (``{"inputs": [...], "outputs": [...]}``); BundleError with one line."""
+    try:
+        return SchemaSpec.model_validate(data, strict=False)
+    except ValidationError as exc:
+        raise BundleError(_one_line(exc, source)) from None
+
+
+def answer_problems(outputs: list[OutputSpec], body: Any, count: int) -> list[str]:
+    """Why a predict response body (as a client decodes it) does not answer ``count`` instances with
+    ``outputs``; empty when it does. Extra keys (e.g. an outlier annotation) are allowed."""
+    if not isinstance(body, dict) or not isinstance(body.get("predictions"), list):
+        return ["response has no 'predictions' list"]
+    predictions = body["predictions"]
+    if len(predictions) != count:
+        return [f"{len(predictions)} predictions for {count} instances"]
+    problems = []
+    for i, prediction in enumerate(predictions):
+        if not isinstance(prediction, dict):
+            problems.append(f"prediction {i} is not an object")
+            continue
+        for field in outputs:
+            value = prediction.get(field.name)
+            if field.name not in prediction or not type_accepts(field.type, value):
+                problems.append(f"prediction {i}: {field.name!r} should be {field.type}, got {value!r}")
+    return problems[:5]
+
+
+def write_spec(spec: Spec, bundle_dir: str | Path) -> Path:
+    """Write ``BUNDLE/spec.json``; what :func:`load_spec` reads back is ``spec`` again."""
+    path = Path(bundle_dir) / SPEC_FILE
+    path.write_text(spec.to_json(), encoding="utf-8")
+    return path
 
 
 def parse_spec(data: Any, source: str = SPEC_FILE) -> Spec:

@@ -39,6 +39,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Any]:
         deploy = flags.setdefault("deploy", {})
         deploy.setdefault("test", {"port": free_port()})
         deploy.setdefault("prod", {"port": free_port()})
+        # most tests are about other checks than metric thresholds; tests of the thresholds rule say False
+        flags.setdefault("validation", {}).setdefault("allow_no_thresholds", True)
         settings = load_settings(None, flags, environ={})
         made.append(settings)
         return settings

@@ -8,7 +8,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from mlops_cli.config import load_settings
-from mlops_cli.demo import train_and_register
+from mlops_cli.demo import DEMO_THRESHOLDS, train_and_register
 from mlops_cli.stages import assemble_server, validate_model
 from serving.app import create_app
 from serving.spec import load_spec
@@ -28,7 +28,7 @@ async def _exercise(bundle: str) -> dict:
 
 
 def test_registered_model_assembles_into_a_bundle_that_answers(tmp_path):
-    settings = load_settings(None, {"workdir": tmp_path}, environ={})
+    settings = load_settings(None, {"workdir": tmp_path, "validation": {"thresholds": DEMO_THRESHOLDS}}, environ={})
     settings = settings.model_copy(update={"model": train_and_register(settings)})
     validate_model.run(settings)
     seen = asyncio.run(_exercise(assemble_server.run(settings).bundle_path))

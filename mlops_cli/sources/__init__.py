@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from serving.modules.settings import PreprocessingSettings
+from serving.spec import Framework, SchemaSpec, Task
+
+from .. import DISTRIBUTION
 from ..digests import sha256_file  # noqa: F401 (re-exported for the sources)
 from ..errors import UsageError
 from ..registry import load
@@ -30,46 +33,7 @@ def missing_client(package: str, extra: str) -> Exception:
 
     what = {"s3": "S3 access", "clearml": "the ClearML source"}.get(extra, f"the {extra} extra")
     return ConfigError(f"{what} needs the {package!r} package, which is not installed",
-                       hint=f"pip install 'mlops[{extra}]'")
-
-
-InputType = Literal["number", "integer", "string", "boolean"]
-
-
-def _accepts(kind: str, value: Any) -> bool:
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "string":
-        return isinstance(value, str)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return False
-    return kind == "number" or float(value).is_integer()
-
-
-class Feature(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1)
-    type: InputType = "number"
-    required: bool = True
-    default: Any = None
-
-    @model_validator(mode="after")
-    def _default_fits(self) -> "Feature":
-        if not self.required and not _accepts(self.type, self.default):
-            raise ValueError(f"optional input {self.name!r} needs a default of type {self.type}")
-        return self
-
-
-class OutputField(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1)
-    type: InputType = "number"
-
-
-class ModelSchema(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    inputs: list[Feature] = Field(min_length=1)
-    outputs: list[OutputField] = Field(min_length=1)
+                       hint=f"pip install '{DISTRIBUTION}[{extra}]'")
 
 
 _FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")  # relative, no '..'
@@ -80,22 +44,6 @@ def _plain_file(value: str) -> str:
     if not _FILE_RE.match(value) or ".." in value.split("/"):
         raise ValueError(f"{value!r} is not a plain relative file name (letters, digits, '.', '_', '-', '/')")
     return value
-
-
-class Scaling(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    center: float = Field(0.0, allow_inf_nan=False)
-    scale: float = Field(1.0, gt=0, allow_inf_nan=False)
-
-
-class PreprocessingModule(BaseModel):
-    """The serving preprocessing module's settings (docs/bundle.md), e.g. a StandardScaler's mean_/scale_."""
-
-    model_config = ConfigDict(extra="forbid")
-    rename: dict[str, str] = Field(default_factory=dict)
-    ignore: list[str] = Field(default_factory=list)
-    categories: dict[str, list[str]] = Field(default_factory=dict)
-    scale: dict[str, Scaling] = Field(default_factory=dict)
 
 
 class ModuleFile(BaseModel):
@@ -138,7 +86,7 @@ class ExtraModules(BaseModel):
     file whose predict() returns -1 for an outlier, e.g. a fitted IsolationForest), user modules."""
 
     model_config = ConfigDict(extra="forbid")
-    preprocessing: Optional[PreprocessingModule] = None
+    preprocessing: Optional[PreprocessingSettings] = None
     outlier_detector: Optional[ModuleFile] = None
     user_modules: list[UserModule] = Field(default_factory=list)
 
@@ -163,15 +111,15 @@ class ModelMetadata(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, protected_namespaces=())
     name: str
     version: str
-    framework: Literal["sklearn", "onnx", "python"] = "sklearn"
-    task: Literal["classification", "regression"] = "classification"
+    framework: Framework = "sklearn"
+    task: Task = "classification"
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     artifact_name: str
     size: int = 0
     created_at: str = ""
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)  # NaN/inf refused
     tags: list[str] = Field(default_factory=list)
-    schema_: Optional[ModelSchema] = Field(default=None, alias="schema")
+    schema_: Optional[SchemaSpec] = Field(default=None, alias="schema")  # the server's own type (serving.spec)
     labels: Optional[list[Any]] = None
     class_name: Optional[str] = None
     examples: list[dict[str, Any]] = Field(default_factory=list)

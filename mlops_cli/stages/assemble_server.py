@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
-
 import jinja2
 
+from ..bundle import fetch_model, fetch_modules, write_contents
 from ..config import Settings
 from ..errors import StageFailed
-from ..digests import sha256_file, tree_digest
-from ..module_files import fetch_verified, mismatches, spec_modules
+from ..digests import tree_digest
 from ..sources import ModelMetadata, get_source, parse_ref
 from ..state import BundleRecord, State
 from ..ui import progress
@@ -44,27 +41,6 @@ def _requirements(framework: str) -> str:
             raise StageFailed(f"the serving runtime needs {dist}, which is not installed here",
                               hint=f"pip install {dist}") from None
     return "\n".join(lines) + "\n"
-
-
-def _monitorable(meta: ModelMetadata) -> bool:
-    """Outlier and drift monitoring need reference statistics of at least one numeric input."""
-    stats = (meta.reference or {}).get("features", {})
-    return any(f.type in ("number", "integer") and "quantiles" in stats.get(f.name, {}) for f in meta.schema_.inputs)
-
-
-def build_spec(meta: ModelMetadata, settings: Settings) -> dict[str, Any]:
-    """The server spec (docs/bundle.md): which modules run, in what order, with what settings."""
-    return {
-        "spec_version": 1,
-        "model": {
-            "name": meta.name, "version": meta.version, "framework": meta.framework, "task": meta.task,
-            "artifact": f"model/{meta.artifact_name}", "sha256": meta.sha256, "class_name": meta.class_name,
-        },
-        "schema": meta.schema_.model_dump(mode="json"),
-        "modules": spec_modules(meta, _monitorable(meta), meta.labels),
-        "server": {"max_body_bytes": settings.assemble.max_body_bytes,
-                   "drain_seconds": settings.assemble.drain_seconds},
-    }
 
 
 def render_dockerfile(meta: ModelMetadata, base_image: str) -> str:
@@ -103,22 +79,19 @@ def run(settings: Settings) -> AssembleResult:
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=bundles))
     try:
         progress(f"fetching model {model.ref}")
-        artifact = source.fetch_artifact(meta, tmp / "model")
-        actual = sha256_file(artifact)
+        _, actual = fetch_model(source, meta, tmp)
         if actual != model.sha256:
             raise StageFailed(f"artifact of {model.ref} has sha256:{actual[:12]}, validated sha256:"
                               f"{model.sha256[:12]}: corrupt or altered; nothing was assembled")
         if meta.modules and meta.modules.files():
             progress(f"fetching {len(meta.modules.files())} module file(s)")
-        wrong = mismatches(fetch_verified(source, meta, tmp))
+        wrong = fetch_modules(source, meta, tmp)
         if wrong:
             raise StageFailed(f"model {model.ref}: {wrong[0]}; nothing was assembled")
         progress("rendering spec, Dockerfile and requirements")
-        (tmp / "spec.json").write_text(json.dumps(build_spec(meta, settings), indent=2) + "\n")
+        write_contents(meta, settings, tmp)  # spec.json (a serving.spec.Spec), examples.json, reference.json
         (tmp / "requirements.txt").write_text(_requirements(meta.framework))
         (tmp / "Dockerfile").write_text(render_dockerfile(meta, settings.assemble.base_image))
-        (tmp / "examples.json").write_text(json.dumps(meta.examples, indent=2) + "\n")
-        (tmp / "reference.json").write_text(json.dumps(meta.reference, indent=2) + "\n")
         _copy_serving(tmp / "serving")
         digest = tree_digest(tmp)
         final = bundles / f"{meta.name}-{meta.version}-{digest[:12]}"

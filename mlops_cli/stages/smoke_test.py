@@ -10,19 +10,15 @@ from typing import Any
 
 import httpx
 
+from serving.spec import InputSpec, answer_problems
+
+from ..compat import schema_of
 from ..config import Settings
 from ..errors import StageFailed
 from ..state import SmokeRecord, State
 from ..ui import progress
 from . import smoke_oip
 from .base import StageResult, stage
-
-TYPE_CHECKS = {
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-}
 
 
 class SmokeResult(StageResult):
@@ -36,56 +32,37 @@ class SmokeResult(StageResult):
                 f"p95 {self.p95_ms:.1f} ms over {self.requests} requests (budget {self.budget_ms:g} ms)"]
 
 
-def response_problems(body: Any, count: int, outputs: list[dict[str, Any]]) -> list[str]:
-    """Why a predict response does not match the output schema; empty when it does."""
-    if not isinstance(body, dict) or not isinstance(body.get("predictions"), list):
-        return ["response has no 'predictions' list"]
-    preds = body["predictions"]
-    if len(preds) != count:
-        return [f"{len(preds)} predictions for {count} instances"]
-    problems = []
-    for i, pred in enumerate(preds):
-        if not isinstance(pred, dict):
-            problems.append(f"prediction {i} is not an object")
-            continue
-        for field in outputs:
-            value = pred.get(field["name"])
-            if field["name"] not in pred or not TYPE_CHECKS[field["type"]](value):
-                problems.append(f"prediction {i}: {field['name']!r} should be {field['type']}, got {value!r}")
-    return problems[:5]
-
-
-def _examples(bundle: Path, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _examples(bundle: Path, inputs: list[InputSpec]) -> list[dict[str, Any]]:
     examples = json.loads((bundle / "examples.json").read_text())
     if examples:
         return examples
     reference = json.loads((bundle / "reference.json").read_text()) or {}
     stats = reference.get("features", {})
-    if all(f["name"] in stats and "mean" in stats[f["name"]] for f in inputs):
-        row = {f["name"]: stats[f["name"]]["mean"] for f in inputs}
+    if all(f.name in stats and "mean" in stats[f.name] for f in inputs):
+        row = {f.name: stats[f.name]["mean"] for f in inputs}
         return [{"instances": [row]}]
     raise StageFailed("the model has no example requests and no reference statistics to make one from",
                       hint="register it with --examples FILE")
 
 
-def _invalid_requests(instance: Any, inputs: list[dict[str, Any]]) -> dict[str, bytes]:
-    names = [f["name"] for f in inputs]
+def _invalid_requests(instance: Any, inputs: list[InputSpec]) -> dict[str, bytes]:
+    names = [f.name for f in inputs]
     given = dict(zip(names, instance)) if isinstance(instance, list) else dict(instance)
-    row = {f["name"]: given.get(f["name"], f.get("default")) for f in inputs}  # complete, in schema order
+    row = {f.name: given.get(f.name, f.default) for f in inputs}  # complete, in schema order
     first = inputs[0]
-    wrong = 12345 if first["type"] == "string" else "not-a-number"
+    wrong = 12345 if first.type == "string" else "not-a-number"
     probes = {
         "malformed JSON": b'{"instances": [',
         "no instances": b'{"instances": []}',
         "wrong feature count": json.dumps({"instances": [[row[n] for n in names] + [row[names[-1]]]]}).encode(),
-        f"wrong type for {first['name']!r}": json.dumps({"instances": [{**row, first["name"]: wrong}]}).encode(),
+        f"wrong type for {first.name!r}": json.dumps({"instances": [{**row, first.name: wrong}]}).encode(),
         "unknown feature": json.dumps({"instances": [{**row, "__not_a_feature__": 1}]}).encode(),
     }
-    required = [f["name"] for f in inputs if f.get("required", True)]
+    required = [f.name for f in inputs if f.required]
     if required:
         missing = {k: v for k, v in row.items() if k != required[0]}
         probes[f"missing feature {required[0]!r}"] = json.dumps({"instances": [missing]}).encode()
-    numeric = [f["name"] for f in inputs if f["type"] == "number"]
+    numeric = [f.name for f in inputs if f.type == "number"]
     if numeric:
         probes[f"NaN in {numeric[0]!r}"] = json.dumps({"instances": [{**row, numeric[0]: math.nan}]}).encode()
     return probes
@@ -117,7 +94,8 @@ def run(settings: Settings) -> SmokeResult:
     state = State.load(settings.workdir)
     dep = state.require_deployment("test", "deploy-test")
     bundle = Path(dep.bundle_path)
-    inputs, outputs = dep.schema_["inputs"], dep.schema_["outputs"]
+    schema = schema_of(dep.schema_, "the test deployment's schema in state.json")
+    inputs, outputs = list(schema.inputs), list(schema.outputs)
     examples = _examples(bundle, inputs)
     cfg = settings.smoke
     problems: list[str] = []
@@ -153,7 +131,7 @@ def run(settings: Settings) -> SmokeResult:
             except ValueError:
                 problems.append(f"example {i}: the response is not JSON: {resp.text[:100]!r}")
                 continue
-            for p in response_problems(answer, len(example.get("instances", [])), outputs):
+            for p in answer_problems(outputs, answer, len(example.get("instances", []))):
                 problems.append(f"example {i}: {p}")
         progress("sending invalid requests (each must be refused with 4xx)")
         probes = _invalid_requests(examples[0]["instances"][0], inputs)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import operator
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from ..compat import breaking_changes
+from serving.spec import BundleError, load_spec
+
+from ..bundle import fetch_model, write_contents
+from ..compat import breaking_changes, schema_of
 from ..config import HOLDOUT_METRICS, THRESHOLD_RE, Settings
 from ..errors import ConfigError, MlopsError, StageFailed, UsageError
 from ..digests import json_digest, sha256_file
 from ..module_files import fetch_verified, mismatches
 from ..sources import ModelMetadata, ModelRef, get_source, parse_ref
+from ..trial import trial_run
 from ..state import CheckRecord, DeploymentRecord, ModelRecord, State, ValidationRecord, now
 from ..ui import progress
 from .base import StageResult, stage
@@ -52,12 +55,21 @@ def _threshold_checks(meta: ModelMetadata, thresholds: dict[str, str]) -> list[C
     return checks
 
 
+def _require_thresholds(settings: Settings) -> None:
+    """A model is checked against at least one metric threshold, unless that is explicitly waived."""
+    v = settings.validation
+    if not v.thresholds and not (v.holdout and v.holdout.thresholds) and not v.allow_no_thresholds:
+        raise ConfigError("no metric thresholds configured: a model would pass without any metric checked",
+                          hint='set validation.thresholds, e.g. {accuracy: ">= 0.9"}, or '
+                               "validation.allow_no_thresholds: true")
+
+
 def _schema_check(meta: ModelMetadata, state: State, allow_breaking: bool) -> Optional[CheckRecord]:
     deployed = state.deployments.get("prod") or state.deployments.get("test")
     if deployed is None:
         return None
-    new = meta.schema_.model_dump(mode="json")
-    problems = breaking_changes(deployed.schema_, new)
+    problems = breaking_changes(schema_of(deployed.schema_, f"the {deployed.env} deployment's schema in state.json"),
+                                meta.schema_)
     where = f"{deployed.model_name}@{deployed.model_version} in {deployed.env}"
     if not problems:
         return CheckRecord(name="interface", passed=True, detail=f"compatible with {where}")
@@ -85,7 +97,7 @@ def _condition_checks(prefix: str, values: dict[str, float], thresholds: dict[st
     return checks
 
 
-def _holdout(meta: ModelMetadata, artifact: Path, settings: Settings) -> dict[str, float]:
+def _holdout(meta: ModelMetadata, bundle: Path, settings: Settings) -> dict[str, float]:
     from ..holdout import evaluate
 
     holdout = settings.validation.holdout
@@ -94,7 +106,7 @@ def _holdout(meta: ModelMetadata, artifact: Path, settings: Settings) -> dict[st
         raise ConfigError(f"validation.holdout.thresholds: {', '.join(wrong)} do not apply to a {meta.task} model "
                           f"(its metrics: {', '.join(HOLDOUT_METRICS[meta.task])})")
     progress(f"evaluating on holdout {holdout.path}")
-    scores = evaluate(meta, artifact, holdout, settings.s3)
+    scores = evaluate(meta, bundle, settings)
     missing = sorted(set(holdout.thresholds) - set(scores))
     if missing:
         raise StageFailed(f"holdout {', '.join(missing)} cannot be computed for model {meta.name} "
@@ -102,23 +114,24 @@ def _holdout(meta: ModelMetadata, artifact: Path, settings: Settings) -> dict[st
     return scores
 
 
-def _prod_meta(dep: DeploymentRecord) -> tuple[ModelMetadata, Optional[Path]]:
-    """The model now in prod, from its bundle's spec and artifact (digest-checked), as validation saw it."""
+def _prod_meta(dep: DeploymentRecord) -> tuple[ModelMetadata, Path]:
+    """The model now in prod, from its bundle's spec (read by serving.spec), and that bundle, its artifact
+    digest-checked."""
     bundle = Path(dep.bundle_path)
     try:
-        spec = json.loads((bundle / "spec.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise StageFailed(f"the bundle of the model in prod ({dep.bundle_path}) is gone: cannot compare with it",
-                          hint="remove validation.max_regression or deploy prod again") from None
-    model = spec["model"]
-    labels = next((m["settings"].get("labels") for m in spec.get("modules", []) if m["name"] == "postprocessing"), None)
-    meta = ModelMetadata(name=model["name"], version=model["version"], framework=model["framework"],
-                         task=model["task"], sha256=model["sha256"], artifact_name=Path(model["artifact"]).name,
-                         schema=dep.schema_, labels=labels, class_name=model.get("class_name"))
-    artifact = bundle / model["artifact"]
+        spec = load_spec(bundle)
+    except BundleError as exc:
+        raise StageFailed(f"the bundle of the model in prod ({dep.bundle_path}) is gone or unreadable: cannot "
+                          f"compare with it ({exc})", hint="remove validation.max_regression or deploy prod again") from None
+    model = spec.model
+    post = spec.module("postprocessing")
+    meta = ModelMetadata(name=model.name, version=model.version, framework=model.framework, task=model.task,
+                         sha256=model.sha256, artifact_name=Path(model.artifact).name, schema=spec.io,
+                         labels=post.settings.get("labels") if post else None, class_name=model.class_name)
+    artifact = bundle / model.artifact
     if not artifact.is_file() or sha256_file(artifact) != dep.model_sha256:
         raise StageFailed(f"the artifact of the model in prod ({artifact}) is missing or altered")
-    return meta, artifact
+    return meta, bundle
 
 
 def _prod_in_source(settings: Settings, ref: ModelRef) -> Optional[ModelRef]:
@@ -164,9 +177,9 @@ def _regression_checks(meta: ModelMetadata, ref: ModelRef, holdout: dict[str, fl
         theirs, ours = get_source(found.scheme, settings).fetch_metadata(found).metrics, meta.metrics
     elif holdout:
         where = f"{prod.model_ref} in prod"
-        prod_meta, artifact = _prod_meta(prod)
+        prod_meta, prod_bundle = _prod_meta(prod)
         progress(f"evaluating {where} on the same holdout")
-        theirs, kind = evaluate(prod_meta, artifact, settings.validation.holdout, settings.s3), "holdout"
+        theirs, kind = evaluate(prod_meta, prod_bundle, settings), "holdout"
         ours = holdout
     else:
         where, kind, ours = f"{prod.model_ref} in prod", "reported", meta.metrics
@@ -223,26 +236,29 @@ def _checks(meta: ModelMetadata, source: Any, ref: ModelRef, state: State, setti
     scratch.mkdir(parents=True, exist_ok=True)
     holdout: dict[str, float] = {}
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-        artifact = source.fetch_artifact(meta, Path(tmp))
-        actual = sha256_file(artifact)
+        bundle = Path(tmp)  # laid out as assemble-server lays out the bundle
+        _, actual = fetch_model(source, meta, bundle)
         checks.append(CheckRecord(
             name="artifact digest", passed=actual == meta.sha256,
             detail=f"sha256:{actual[:12]}" + ("" if actual == meta.sha256 else
                                               f" but metadata says sha256:{meta.sha256[:12]} (corrupt or altered artifact)")))
+        wrong: list[str] = []
         if meta.modules and meta.modules.files():
             progress(f"downloading {len(meta.modules.files())} module file(s)")
-            fetched = fetch_verified(source, meta, Path(tmp) / "modules")
+            fetched = fetch_verified(source, meta, bundle)
             wrong = mismatches(fetched)
             checks.append(CheckRecord(name="module files", passed=not wrong, detail="; ".join(wrong) or
                                       ", ".join(f"{f.file} sha256:{a[:12]}" for f, _, a in fetched)))
-        # Only a digest-checked artifact is ever loaded: unpickling runs code.
-        if settings.validation.holdout is not None and actual == meta.sha256:
-            holdout = _holdout(meta, artifact, settings)
-            checks += _condition_checks("holdout", holdout, settings.validation.holdout.thresholds)
-    thresholds = settings.validation.thresholds
-    if not thresholds:
-        progress("warning: no metric thresholds configured (validation.thresholds); metrics are not checked")
-    checks += _threshold_checks(meta, thresholds)
+        # Only digest-checked files are ever loaded (unpickling runs code), and only in a child process.
+        if actual == meta.sha256 and not wrong:
+            write_contents(meta, settings, bundle)
+            progress("loading the model as the server will and answering its examples (trial run)")
+            trial = trial_run(bundle, settings)
+            checks.append(trial)
+            if settings.validation.holdout is not None and trial.passed:
+                holdout = _holdout(meta, bundle, settings)
+                checks += _condition_checks("holdout", holdout, settings.validation.holdout.thresholds)
+    checks += _threshold_checks(meta, settings.validation.thresholds)
     tag = settings.validation.validator_tag
     if tag:
         checks.append(CheckRecord(name="validator tag", passed=tag in meta.tags,
@@ -278,6 +294,7 @@ def run(settings: Settings) -> ValidateResult:
     source = get_source(ref.scheme, settings)
     progress(f"fetching metadata of {ref}")
     meta = source.fetch_metadata(ref)
+    _require_thresholds(settings)
     pinned = str(ref.pinned(meta.version))
     try:
         checks, holdout, actual = _checks(meta, source, ref, state, settings, pinned)

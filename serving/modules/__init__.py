@@ -2,29 +2,36 @@
 
 A module class takes ``(ctx, settings)``, where ``settings`` is an instance of its own
 ``Settings`` pydantic model (unknown keys refused). Adding a module is one class and one
-entry in :data:`MODULES`.
+entry in :data:`MODULES`. The classes are imported when a chain is built, so importing this
+package (or :mod:`serving.modules.settings`) costs no numpy: the toolkit reads it too.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from pydantic import ValidationError
 
 from serving.errors import BundleError, one_line
-from serving.modules.drift import Drift
-from serving.modules.model import ModelModule
-from serving.modules.outlier import Outlier
-from serving.modules.postprocessing import Postprocessing
-from serving.modules.preprocessing import Preprocessing
 from serving.modules.user import is_user_module, load_user_class, settings_for
-from serving.pipeline import Module, ModuleContext
 
-MODULES: dict[str, type] = {
-    "preprocessing": Preprocessing,
-    "outlier": Outlier,
-    "drift": Drift,
-    "model": ModelModule,
-    "postprocessing": Postprocessing,
+if TYPE_CHECKING:
+    from serving.pipeline import Module, ModuleContext
+
+MODULES: dict[str, str] = {
+    "preprocessing": "serving.modules.preprocessing:Preprocessing",
+    "outlier": "serving.modules.outlier:Outlier",
+    "drift": "serving.modules.drift:Drift",
+    "model": "serving.modules.model:ModelModule",
+    "postprocessing": "serving.modules.postprocessing:Postprocessing",
 }
+
+
+def module_class(name: str) -> type:
+    """The class of the built-in module ``name`` (a key of :data:`MODULES`)."""
+    module, _, attr = MODULES[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
 # every chain runs these, once each, in this order (other modules may sit between them)
 REQUIRED_ORDER = ("preprocessing", "model", "postprocessing")
 # these watch the validated inputs, so they sit between preprocessing and the model
@@ -37,7 +44,7 @@ def build_modules(ctx: ModuleContext) -> list[Module]:
     classes: list[type] = []
     for i, name in enumerate(names):
         if name in MODULES:
-            classes.append(MODULES[name])
+            classes.append(module_class(name))
         elif is_user_module(name):
             classes.append(load_user_class(ctx.bundle_dir, name, f"spec.json: modules.{i}.name"))
         else:

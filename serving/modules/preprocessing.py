@@ -13,37 +13,17 @@ schema order. The array is float64 when all inputs are number/integer/boolean, o
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from serving.errors import BundleError, InvalidInstance, ServingError
+from serving.errors import BundleError, InvalidInstance, ServingError, one_line
 from serving.modules.instances import InstanceValidator, decode_instances
+from serving.modules.settings import PreprocessingSettings, Scaling  # noqa: F401 (Scaling: re-exported)
 from serving.pipeline import Batch, ModuleContext
 
-
-class Scaling(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    center: float = Field(0.0, allow_inf_nan=False)
-    scale: float = Field(1.0, gt=0, allow_inf_nan=False)
-
-
-class Settings(BaseModel):
-    """``rename``: {request key: input name}, for object rows whose keys are not the input names
-    (the request key replaces the name); ``ignore``: request keys accepted in object rows and
-    dropped; ``categories``: {string input: [values]}, each value encoded as its position (a
-    float), so the model gets a float64 array; a value not listed answers 422; ``scale``:
-    {numeric input: {center, scale}}, stored parameters (e.g. a StandardScaler's mean_ and
-    scale_ exported with the model): the model gets ``(x - center) / scale``. Scaling happens at
-    the model's door, so outlier, drift and user modules see the values as sent, in the units
-    the reference statistics describe."""
-
-    model_config = ConfigDict(extra="forbid")
-    rename: dict[str, str] = Field(default_factory=dict)
-    ignore: list[str] = Field(default_factory=list)
-    categories: dict[str, list[StrictStr]] = Field(default_factory=dict)
-    scale: dict[str, Scaling] = Field(default_factory=dict)
+Settings = PreprocessingSettings
 
 
 def _check(settings: Settings, inputs: list[Any]) -> None:
@@ -198,3 +178,30 @@ class Preprocessing:
             rows.extend(mine)
         batch.features = np.array(rows, dtype=self.dtype) if rows else np.empty((0, self.width))
         return batch
+
+
+def features_for(spec: Any, bundle_dir: Path, instances: list[Any]) -> np.ndarray:
+    """The array the model gets for ``instances`` (rows as a client sends them) in a server running ``spec``:
+    decoded and checked by this module with the spec's settings, then scaled as the model module scales
+    it. For the toolkit's holdout scoring. BundleError for bad settings; ValueError, with the message a
+    client would get, when the server would refuse the rows."""
+    import asyncio
+    import json
+
+    from prometheus_client import CollectorRegistry
+
+    from serving.metrics import Metrics
+
+    entry = spec.module("preprocessing")
+    ctx = ModuleContext(spec, Path(bundle_dir), Metrics.create(CollectorRegistry()))
+    try:
+        settings = Settings.model_validate(entry.settings if entry is not None else {})
+    except ValueError as exc:
+        raise BundleError(f"preprocessing settings: {one_line(exc)}") from None
+    module = Preprocessing(ctx, settings)
+    batch = asyncio.run(module.process(Batch.of(json.dumps({"instances": instances}).encode())))
+    error = batch.errors[0]
+    if error is not None:
+        raise ValueError(error.message)
+    scaling = ctx.shared.get("model_input_scaling")
+    return scaling(batch.features) if scaling is not None else batch.features

@@ -103,7 +103,7 @@ def test_each_stage_as_its_own_process_like_jenkins(tmp_path, iris_artifact):
 
     work = tmp_path / "w"
     env = {"MLOPS_WORKDIR": str(work), "MLOPS_DEPLOY__TEST__PORT": str(free_port()),
-           "MLOPS_DEPLOY__PROD__PORT": str(free_port())}
+           "MLOPS_DEPLOY__PROD__PORT": str(free_port()), "MLOPS_VALIDATION__THRESHOLDS": '{"accuracy": ">= 0.9"}'}
     ref = register_iris(load_settings(None, {"workdir": work}, environ={}), iris_artifact)
     env["MLOPS_MODEL"] = ref
     try:

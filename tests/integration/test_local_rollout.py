@@ -18,15 +18,37 @@ from mlops_cli.targets.local import _alive
 pytestmark = pytest.mark.integration
 
 SLOW_MODEL = """
+import os
 import time
+
+import numpy as np
 
 class Slow:
     def __init__(self):
-        time.sleep(60)
+        if os.path.exists(%r):  # once validated: validation's trial run loads it as a server does
+            time.sleep(60)
 
     def predict(self, X):
-        return [0] * len(X)
+        return np.zeros(len(X), dtype=int)
+
+    def predict_proba(self, X):
+        return np.full((len(X), 3), 1 / 3)
 """
+
+
+def slow_model(tmp_path: Path) -> tuple[Path, Path]:
+    """A model that loads at once until `slow` exists, then takes a minute to load; and `slow`."""
+    model, slow = tmp_path / "slow.py", tmp_path / "slow-from-now-on"
+    model.write_text(SLOW_MODEL % str(slow))
+    return model, slow
+
+
+def validated_and_assembled(make_settings, settings, ref, **overrides):
+    overrides.setdefault("deploy", settings.deploy.model_dump(mode="json"))
+    s = make_settings(workdir=settings.workdir, model=ref, **overrides)
+    validate_model.run(s)
+    assemble_server.run(s)
+    return s
 
 
 def ship(make_settings, settings, ref, to_prod=True, **overrides):
@@ -118,37 +140,43 @@ def test_port_in_use_by_another_program(make_settings, settings, iris_artifact):
 
 
 def test_server_that_never_becomes_ready_is_stopped(make_settings, settings, tmp_path):
-    model = tmp_path / "slow.py"
-    model.write_text(SLOW_MODEL)
+    model, slow = slow_model(tmp_path)
     ref = register_iris(settings, model, framework="python", class_name="Slow", labels=None, name="slow")
+    s = validated_and_assembled(make_settings, settings, ref,
+                                deploy={**settings.deploy.model_dump(mode="json"), "ready_timeout_s": 3})
+    slow.touch()
     with pytest.raises(StageFailed, match=r"did not become ready within 3 s .*it was stopped \(it never took a connection\); .*log: "):
-        ship(make_settings, settings, ref, to_prod=False, deploy={**settings.deploy.model_dump(mode="json"),
-                                                                  "ready_timeout_s": 3})
+        deploy_test.run(s)
     assert read_state(settings.workdir)["deployments"] == {}
     with socket.socket() as probe:  # the port is free again: nothing was left running
         probe.bind(("127.0.0.1", settings.deploy.test.port))
 
 
 def test_model_that_fails_to_load_exits_at_start_up_with_the_reason(make_settings, settings, tmp_path):
+    gone = tmp_path / "weights-gone"  # missing weights once validated (validation's trial run loads it too)
     model = tmp_path / "broken.py"
-    model.write_text("class Broken:\n    def __init__(self):\n        raise RuntimeError('weights missing')\n")
+    model.write_text("import os\nimport numpy as np\nclass Broken:\n    def __init__(self):\n"
+                     f"        if os.path.exists({str(gone)!r}):\n"
+                     "            raise RuntimeError('weights missing')\n"
+                     "    def predict(self, X):\n        return np.zeros(len(X), dtype=int)\n"
+                     "    def predict_proba(self, X):\n        return np.full((len(X), 3), 1 / 3)\n")
     ref = register_iris(settings, model, framework="python", class_name="Broken", labels=None, name="broken")
+    s = validated_and_assembled(make_settings, settings, ref)
+    gone.touch()
     with pytest.raises(StageFailed, match=r"exited during start-up \(exit code 1\); last log line: .*weights missing"):
-        ship(make_settings, settings, ref, to_prod=False)
+        deploy_test.run(s)
     assert read_state(settings.workdir)["deployments"] == {}
 
 
 def test_failed_rolling_update_leaves_the_old_revision_serving(make_settings, settings, iris_artifact, tmp_path):
     ship(make_settings, settings, register_iris(settings, iris_artifact))
     prod = read_state(settings.workdir)["deployments"]["prod"]
-    model = tmp_path / "slow.py"
-    model.write_text(SLOW_MODEL)
+    model, slow = slow_model(tmp_path)
     ref = register_iris(settings, model, framework="python", class_name="Slow", labels=None)
     # Pretend the slow model passed its smoke test: what matters here is production's reaction.
-    s = make_settings(workdir=settings.workdir, model=ref,
-                      deploy={**settings.deploy.model_dump(mode="json"), "ready_timeout_s": 3})
-    validate_model.run(s)
-    assemble_server.run(s)
+    s = validated_and_assembled(make_settings, settings, ref,
+                                deploy={**settings.deploy.model_dump(mode="json"), "ready_timeout_s": 3})
+    slow.touch()
     from mlops_cli.state import SmokeRecord, State
     state = State.load(s.workdir)
     state.smoke = SmokeRecord(passed=True, url="-", model_sha256=state.bundle.model_sha256,
@@ -188,12 +216,10 @@ def test_sigterm_during_deploy_stops_the_half_started_server(make_settings, sett
     import subprocess
     import sys
 
-    model = tmp_path / "slow.py"
-    model.write_text(SLOW_MODEL)
+    model, slow = slow_model(tmp_path)
     ref = register_iris(settings, model, framework="python", class_name="Slow", labels=None, name="slow")
-    s = make_settings(workdir=settings.workdir, model=ref)
-    validate_model.run(s)
-    assemble_server.run(s)
+    s = validated_and_assembled(make_settings, settings, ref)
+    slow.touch()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
     env["MLOPS_DEPLOY__TEST__PORT"] = str(s.deploy.test.port)
     cli = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "deploy-test", "--workdir", str(s.workdir)],

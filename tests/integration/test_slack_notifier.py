@@ -116,10 +116,13 @@ def test_an_unreachable_webhook_is_retried_then_reported(make_settings, capfd):
 
 
 def test_missing_or_unknown_notifiers_are_reported_not_raised(make_settings, tmp_path):
-    settings = make_settings(notify={"notifiers": ["slack", "pager"]})
-    slack, pager = notify(settings, NOTE)
+    from mlops_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"notify.notifiers: unknown notifier 'slak'; known: kafka, slack; "
+                                          r"did you mean 'slack'\?"):
+        make_settings(notify={"notifiers": ["slack", "slak"]})  # a typo fails at load, not at the first rollout
+    [slack] = notify(make_settings(notify={"notifiers": ["slack"]}), NOTE)
     assert not slack.delivered and "has no webhook URL" in slack.error
-    assert not pager.delivered and pager.error == "unknown notifier 'pager'; known: kafka, slack"
     missing = make_settings(notify={"notifiers": ["slack"], "slack": {"webhook_url_file": str(tmp_path / "nope")}})
     [result] = notify(missing, NOTE)
     assert "webhook_url_file" in result.error and "No such file" in result.error

@@ -107,8 +107,12 @@ def test_module_files_registered_with_the_cli_reach_the_bundle(settings, make_se
 
 
 def test_an_altered_module_file_in_the_store_is_refused_at_assembly(settings, make_settings, iris_artifact, tmp_path):
-    detector = tmp_path / "detector.joblib"
-    detector.write_bytes(b"a detector")
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import IsolationForest
+
+    detector = tmp_path / "detector.joblib"  # a real one: validation loads it as the server will
+    joblib.dump(IsolationForest(n_estimators=10, random_state=0).fit(load_iris().data), detector)
     ref = register_iris(settings, iris_artifact, modules={"outlier_detector": {"file": str(detector)}})
     validate_model.run(make_settings(workdir=settings.workdir, model=ref))
     LocalStore(settings.store_path).blob(sha256_file(detector)).write_bytes(b"swapped after validation")

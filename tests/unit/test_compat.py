@@ -1,9 +1,10 @@
 import pytest
 
 from mlops_cli.compat import breaking_changes
+from mlops_cli.errors import StageFailed
 
 OLD = {
-    "inputs": [{"name": "a", "type": "number"}, {"name": "b", "type": "string", "required": False}],
+    "inputs": [{"name": "a", "type": "number"}, {"name": "b", "type": "string", "required": False, "default": ""}],
     "outputs": [{"name": "label", "type": "string"}],
 }
 
@@ -15,10 +16,10 @@ def variant(inputs=None, outputs=None):
 
 @pytest.mark.parametrize("new, expected", [
     (variant(), []),
-    (variant(inputs=OLD["inputs"] + [{"name": "c", "type": "number", "required": False}]), []),
+    (variant(inputs=OLD["inputs"] + [{"name": "c", "type": "number", "required": False, "default": 0}]), []),
     (variant(outputs=OLD["outputs"] + [{"name": "probability", "type": "number"}]), []),
     (variant(inputs=[{"name": "a", "type": "number"}, {"name": "b", "type": "string"}]), ["input 'b' became required"]),
-    (variant(inputs=[{"name": "a", "type": "number"}, {"name": "b", "type": "string", "required": False},
+    (variant(inputs=[{"name": "a", "type": "number"}, OLD["inputs"][1],
                      {"name": "c", "type": "number"}]), ["new required input 'c'"]),
     (variant(inputs=[{"name": "a", "type": "integer"}, OLD["inputs"][1]]), ["input 'a' retyped number -> integer"]),
     (variant(inputs=[{"name": "a2", "type": "number"}, OLD["inputs"][1]]),
@@ -38,3 +39,14 @@ def test_order_matters_for_list_rows():
                                OLD["inputs"][1]])
     assert breaking_changes(OLD, inserted) == [
         "input positions changed: 'b' 2 -> 3 (rows sent as lists would change meaning)"]
+
+
+@pytest.mark.parametrize("bad, needle", [
+    (variant(inputs=[{"name": "a", "type": "number"}, {"name": "a", "type": "number"}]), "duplicate inputs name(s): a"),
+    (variant(inputs=[{"name": "a", "type": "text"}]), "inputs.0.type"),
+    (variant(inputs=[{"name": "a", "type": "number", "required": False}]), "needs a default of type number"),
+])
+def test_a_schema_the_server_would_refuse_is_one_line_not_compared(bad, needle):
+    with pytest.raises(StageFailed) as info:
+        breaking_changes(OLD, bad)
+    assert needle in str(info.value) and "\n" not in str(info.value)

@@ -97,3 +97,37 @@ def test_registry_credentials_go_only_over_tls() -> None:
     assert engine_plain_http(info, "art.example.com:5000/ml") and engine_plain_http(info, "10.1.2.3:5000")
     assert not engine_plain_http(info, "art.example.com/ml") and not engine_plain_http(info, "registry.example.org")
     assert not engine_plain_http({}, "10.1.2.3")
+
+
+@pytest.mark.parametrize("text, env, expected", [
+    ("deploy:\n  target: kubernets\n", {}, "mlops.yaml: deploy.target: unknown deploy target 'kubernets'; "
+                                           "known: container, kubernetes, local; did you mean 'kubernetes'?"),
+    ("build:\n  builder: biuldah\n", {}, "mlops.yaml: build.builder: unknown image builder 'biuldah'; "
+                                         "known: buildah, docker; did you mean 'buildah'?"),
+    ("notify:\n  notifiers: [slack, kafak]\n", {}, "notify.notifiers: unknown notifier 'kafak'; known: kafka, slack; "
+                                                   "did you mean 'kafka'?"),
+    ("", {"MLOPS_RELAY__SINKS": '["slakc"]'}, "MLOPS_RELAY__SINKS: relay.sinks: unknown notifier 'slakc'; "
+                                              "known: kafka, slack; did you mean 'slack'?"),
+    ("model: locl:iris@1\n", {}, "model: unknown model source 'locl'; known: clearml, local, s3; "
+                                 "did you mean 'local'?"),
+    ("deploy:\n  target: helm\n", {}, "unknown deploy target 'helm'; known: container, kubernetes, local"),
+])
+def test_backend_names_are_checked_at_load_with_a_suggestion(tmp_path, text, env, expected):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), {}, environ=env)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    if "helm" in text:
+        assert "did you mean" not in str(info.value)
+
+
+def test_known_backend_names_load_without_importing_a_backend(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from mlops_cli.config import load_settings; "
+            "s = load_settings(None, {'deploy': {'target': 'kubernetes'}, 'build': {'builder': 'docker'}, "
+            "'notify': {'notifiers': ['slack', 'kafka']}, 'model': 's3://bucket/iris/1'}, environ={}); "
+            "print(','.join(m for m in sys.modules if m.startswith(('mlops_cli.targets.', 'mlops_cli.builders.', "
+            "'mlops_cli.notifiers.', 'mlops_cli.sources.', 'kubernetes', 'docker', 'kafka', 'slack_sdk', 'boto3'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert out.strip() == ""

@@ -27,3 +27,70 @@ def test_jenkinsfile_stages_are_the_cli_stages_in_order():
     assert found == ("start", *STAGES[:-1], "approval", STAGES[-1])
     for name in STAGES:
         assert re.search(rf"sh 'mlops {name}\b", text), name
+
+
+# --- one bundle contract: serving.spec and serving.modules define it, the toolkit only uses them --------------
+
+import ast  # noqa: E402
+
+CONTRACT = ("serving.spec", "serving.modules")
+SCHEMA_KEYS = {"inputs", "outputs", "spec_version"}  # ("schema" and "modules" also name metadata fields)
+
+
+def _sources(package: str) -> list:
+    root = REPO / package
+    return [(p.relative_to(REPO).as_posix(), ast.parse(p.read_text(), str(p))) for p in sorted(root.rglob("*.py"))
+            if "selftest" not in p.parts]
+
+
+def _imports(tree: ast.AST) -> list[str]:
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    ids = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                ids.add(id(first.value))
+    return ids
+
+
+def test_the_toolkit_reaches_into_serving_only_through_the_contract():
+    offenders = [f"{path}: {name}" for path, tree in _sources("mlops_cli") for name in _imports(tree)
+                 if name.split(".")[0] == "serving" and not name.startswith(CONTRACT)]
+    assert len(_sources("mlops_cli")) >= 30
+    assert offenders == []
+
+
+def test_serving_never_imports_the_toolkit():
+    offenders = [f"{path}: {name}" for path, tree in _sources("serving") for name in _imports(tree)
+                 if name.split(".")[0] == "mlops_cli"]
+    assert offenders == []
+
+
+def test_no_toolkit_module_opens_spec_json_or_walks_a_schema_dict():
+    """spec.json is named, written and read by serving.spec (SPEC_FILE, write_spec, load_spec); a schema is a
+    serving.spec.SchemaSpec, read by attribute: no `x["inputs"]`, `x.get("outputs")`, `f["type"]` by hand."""
+    offenders = []
+    for path, tree in _sources("mlops_cli"):
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value == "spec.json" and id(node) not in docs:
+                offenders.append(f"{path}:{node.lineno}: names spec.json")
+            key = None
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+                key = node.slice.value
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                  and node.args and isinstance(node.args[0], ast.Constant)):
+                key = node.args[0].value
+            if key in SCHEMA_KEYS:
+                offenders.append(f"{path}:{node.lineno}: reads [{key!r}] by hand")
+    assert offenders == []

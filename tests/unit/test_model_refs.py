@@ -74,7 +74,7 @@ def test_a_missing_client_library_names_the_pip_extra(tmp_path, package, ref, ex
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ, timeout=120)
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and f"pip install 'mlops[{extra}]'" in errors[0] and "Traceback" not in done.stderr
+    assert len(errors) == 1 and f"pip install 'mlops-pipeline-kit[{extra}]'" in errors[0] and "Traceback" not in done.stderr
 
 
 def test_the_source_modules_load_their_clients_only_when_used():

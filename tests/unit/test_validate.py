@@ -18,7 +18,9 @@ def test_valid_model_is_pinned(settings, make_settings, iris_artifact):
     state = State.load(settings.workdir)
     assert result.sha256 == sha256_file(iris_artifact) == state.model.sha256
     assert state.validation.passed and state.stages["validate-model"].status == "passed"
-    assert {c.name for c in result.checks} == {"artifact digest", "metric accuracy", "validator tag"}
+    assert {c.name for c in result.checks} == {"artifact digest", "trial run", "metric accuracy", "validator tag"}
+    assert [c.detail for c in result.checks if c.name == "trial run"] == [
+        "loaded as the server loads it; 2 example request(s) answered as schema.outputs says"]
 
 
 def test_latest_version_is_pinned_by_number(settings, make_settings, iris_artifact):
@@ -81,17 +83,25 @@ def test_breaking_change_against_deployed_model(settings, make_settings, iris_ar
     _pretend_deployed(settings.workdir, IRIS_SCHEMA)
     renamed = {"inputs": [{"name": "sepal_len", "type": "number"}] + IRIS_SCHEMA["inputs"][1:],
                "outputs": IRIS_SCHEMA["outputs"]}
-    ref = register_iris(settings, iris_artifact, schema=renamed)
+    ref = register_iris(settings, iris_artifact, schema=renamed, examples=[{"instances": [[5.1, 3.5, 1.4, 0.2]]}])
     with pytest.raises(StageFailed, match=r"breaking change against iris@1 in prod: input 'sepal_length_cm' removed"):
         validate(make_settings, ref, settings.workdir)
     result = validate(make_settings, ref, settings.workdir, allow_breaking=True)
     assert "allowed by --allow-breaking" in [c for c in result.checks if c.name == "interface"][0].detail
 
 
-def test_added_optional_input_is_compatible(settings, make_settings, iris_artifact):
+def test_added_optional_input_is_compatible(settings, make_settings, tmp_path):
+    import joblib
+    import numpy as np
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_iris()  # a model that takes the fifth input, as the server checks
+    artifact = tmp_path / "wider.joblib"
+    joblib.dump(LogisticRegression(max_iter=500).fit(np.c_[data.data, np.zeros(len(data.data))], data.target), artifact)
     _pretend_deployed(settings.workdir, IRIS_SCHEMA)
-    wider = {"inputs": IRIS_SCHEMA["inputs"] + [{"name": "note", "type": "string", "required": False, "default": ""}],
+    wider = {"inputs": IRIS_SCHEMA["inputs"] + [{"name": "extra", "type": "number", "required": False, "default": 0}],
              "outputs": IRIS_SCHEMA["outputs"]}
-    ref = register_iris(settings, iris_artifact, schema=wider)
+    ref = register_iris(settings, artifact, schema=wider)
     checks = validate(make_settings, ref, settings.workdir).checks
     assert [c.detail for c in checks if c.name == "interface"] == ["compatible with iris@1 in prod"]

@@ -11,7 +11,10 @@ from mlops_cli.stages import assemble_server, build_image, deploy_test, validate
 
 pytestmark = pytest.mark.integration
 
-SLOW_MODEL = "import time\n\nclass Slow:\n    def __init__(self):\n        time.sleep(120)\n\n    def predict(self, X):\n        return ['a'] * len(X)\n"
+# Slow to load, except where `fast` exists: on this host, where validate-model's trial run loads it (a file of
+# the test's tmp_path, absent in the container).
+SLOW_MODEL = ("import os, time\n\nclass Slow:\n    def __init__(self):\n        if not os.path.exists(%r):\n"
+              "            time.sleep(120)\n\n    def predict(self, X):\n        return ['a'] * len(X)\n")
 
 
 def assembled(make_settings, settings, artifact, base_image, build=None, **register):
@@ -69,8 +72,9 @@ def test_failing_build_shows_the_end_of_its_log(make_settings, settings, iris_ar
 
 def test_image_that_never_gets_ready_is_removed_with_its_logs(make_settings, settings, base_image, registry,
                                                              tmp_path, capsys):
-    model = tmp_path / "slow.py"
-    model.write_text(SLOW_MODEL)
+    model, fast = tmp_path / "slow.py", tmp_path / "fast-on-this-host"
+    model.write_text(SLOW_MODEL % str(fast))
+    fast.touch()
     schema = {"inputs": [{"name": "x", "type": "number"}], "outputs": [{"name": "label", "type": "string"}]}
     s = assembled(make_settings, settings, model, base_image, build={"registry": registry}, name="slow",
                   framework="python", class_name="Slow", labels=None, schema=schema, examples=[{"instances": [[1.0]]}], reference=None)

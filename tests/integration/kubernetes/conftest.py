@@ -46,7 +46,7 @@ def shipped(kube_settings, iris_artifact: Path):
 
     settings = kube_settings()
     ref = register_iris(settings, iris_artifact)
-    settings = kube_settings(model=ref)
+    settings = kube_settings(model=ref, validation={"thresholds": {"accuracy": ">= 0.9"}})
     validate_model.run(settings)
     assemble_server.run(settings)
     set_image(settings, digest_ref("a"))

@@ -21,7 +21,7 @@ def s3_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def clearml_api(s3_server):
-    require_module("clearml", "the clearml SDK: pip install 'mlops[clearml]'")
+    require_module("clearml", "the clearml SDK: pip install 'mlops-pipeline-kit[clearml]'")
     double = ClearMLApiDouble(CLEARML_KEY, CLEARML_SECRET)
     double.start(free_port())
     yield double

@@ -166,7 +166,8 @@ def source_env(api: ClearMLApiDouble | None, s3: SeaweedS3, work: Path, **extra:
     env = {"MLOPS_WORKDIR": str(work), "MLOPS_S3__ENDPOINT_URL": s3.endpoint,
            "MLOPS_S3__ACCESS_KEY_ID": ACCESS_KEY, "MLOPS_S3__SECRET_ACCESS_KEY": SECRET_KEY,
            "MLOPS_DEPLOY__TEST__PORT": str(free_port()), "MLOPS_DEPLOY__PROD__PORT": str(free_port()),
-           "HOME": str(work.parent)}  # no ~/clearml.conf or ~/.aws of the machine's user
+           "HOME": str(work.parent),  # no ~/clearml.conf or ~/.aws of the machine's user
+           "MLOPS_VALIDATION__ALLOW_NO_THRESHOLDS": "true"}  # tests of metric thresholds set them
     if api is not None:
         env.update({"CLEARML_API_HOST": api.host, "CLEARML_API_ACCESS_KEY": CLEARML_KEY,
                     "CLEARML_API_SECRET_KEY": CLEARML_SECRET})

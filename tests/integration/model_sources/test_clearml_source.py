@@ -333,9 +333,18 @@ def test_a_clearml_config_file_variable_naming_no_file(clearml_api, s3_server, t
 def test_module_files_from_the_tasks_artifacts_and_uris(clearml_api, s3_server, tmp_path, iris_artifact):
     """`modules` in the model's metadata: the detector is an artifact of its task, the user module a URI."""
     import hashlib
+    import io
+
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import IsolationForest
 
     host = s3_server.endpoint.removeprefix("http://")
-    detector, user = b"a detector (not loaded before the server starts)", b"class Tag:\n    pass\n"
+    buffer = io.BytesIO()  # real ones: validate-model's trial run loads them as the server will
+    joblib.dump(IsolationForest(n_estimators=10, random_state=0).fit(load_iris().data), buffer)
+    detector = buffer.getvalue()
+    user = (b"class Tag:\n    def __init__(self, ctx, settings):\n        pass\n"
+            b"    async def load(self):\n        pass\n    async def process(self, batch):\n        return batch\n")
     model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact)
     task = clearml_api.tasks[model.task]
     for key, body in ((f"artifacts/{task.id}/detector.joblib", detector), (f"modules/{task.id}/enrich.py", user)):

@@ -1,0 +1,77 @@
+"""What a bundle holds besides the runtime: spec.json (a serving.spec.Spec), the model, its module files,
+examples.json and reference.json. assemble-server writes them into the bundle; validate-model writes the
+same into a scratch directory and has the server's own code load and run them (mlops_cli.trial)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from serving.spec import SPEC_VERSION, ModelSpec, ModuleSpec, ServerSpec, Spec, write_spec
+
+from .config import Settings
+from .digests import sha256_file
+from .errors import StageFailed
+from .module_files import fetch_verified, mismatches, spec_modules
+from .sources import ModelMetadata
+
+MODEL_DIR = "model"
+
+
+def _monitorable(meta: ModelMetadata) -> bool:
+    """Outlier and drift monitoring need reference statistics of at least one numeric input."""
+    stats = (meta.reference or {}).get("features", {})
+    return any(f.type in ("number", "integer") and "quantiles" in stats.get(f.name, {}) for f in meta.schema_.inputs)
+
+
+def build_spec(meta: ModelMetadata, settings: Settings) -> Spec:
+    """The server spec (docs/bundle.md): which modules run, in what order, with what settings.
+
+    Built as the server's own type, so whatever the server would refuse in it is refused here, in one line."""
+    if meta.schema_ is None:
+        raise StageFailed(f"model {meta.name}@{meta.version} has no input/output schema in its metadata",
+                          hint="register it with --schema FILE")
+    try:
+        return Spec(
+            spec_version=SPEC_VERSION,
+            model=ModelSpec(name=meta.name, version=meta.version, framework=meta.framework, task=meta.task,
+                            artifact=f"{MODEL_DIR}/{meta.artifact_name}", sha256=meta.sha256,
+                            class_name=meta.class_name),
+            schema=meta.schema_,
+            modules=[ModuleSpec(name=m["name"], settings=m["settings"])
+                     for m in spec_modules(meta, _monitorable(meta), meta.labels)],
+            server=ServerSpec(max_body_bytes=settings.assemble.max_body_bytes,
+                              drain_seconds=settings.assemble.drain_seconds),
+        )
+    except ValidationError as exc:  # a value the server would refuse
+        raise StageFailed(f"model {meta.name}@{meta.version} cannot be served: {one_error(exc)}") from None
+
+
+def one_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    return f"{where}: {str(err['msg']).removeprefix('Value error, ')}"
+
+
+def fetch_model(source: Any, meta: ModelMetadata, dest: Path) -> tuple[Path, str]:
+    """The artifact at dest/model/<name>, as the bundle holds it, and its actual sha256."""
+    artifact = source.fetch_artifact(meta, dest / MODEL_DIR)
+    return artifact, sha256_file(artifact)
+
+
+def fetch_modules(source: Any, meta: ModelMetadata, dest: Path) -> list[str]:
+    """The model's module files where the bundle holds them; the digest mismatches, in words."""
+    return mismatches(fetch_verified(source, meta, dest))
+
+
+def write_contents(meta: ModelMetadata, settings: Settings, dest: Path) -> Spec:
+    """spec.json, examples.json and reference.json into dest (the model and module files are fetched apart)."""
+    spec = build_spec(meta, settings)
+    write_spec(spec, dest)
+    (dest / "examples.json").write_text(json.dumps(meta.examples, indent=2) + "\n")
+    (dest / "reference.json").write_text(json.dumps(meta.reference, indent=2) + "\n")
+    return spec
+

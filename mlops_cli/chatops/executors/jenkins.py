@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import quote
 
+from ... import DISTRIBUTION
 from ...errors import ConfigError
 from . import Approval, ExecutorError, Release, Say
 
@@ -60,7 +61,7 @@ class JenkinsExecutor:
             import requests  # noqa: F401
         except ImportError:
             raise ConfigError("the jenkins executor needs the python-jenkins package",
-                              hint="pip install 'mlops[chatops]'") from None
+                              hint=f"pip install '{DISTRIBUTION}[chatops]'") from None
         self.cfg = cfg
         self.url = cfg.url.rstrip("/") + "/"
         self.build_token = cfg.build_token.get_secret_value() if cfg.build_token else None

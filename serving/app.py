@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from serving.admission import ByteBudget
 from serving.asgi import PredictEndpoint, ServingApp
 from serving.batching import Batcher
 from serving.errors import BundleError, error_response, install_error_handlers, one_line
@@ -57,7 +58,8 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     pipeline = Pipeline(build_modules(ctx), metrics.module_duration)
     server = spec.server
     batcher = Batcher(pipeline, metrics, max_batch_requests=server.max_batch_requests,
-                      max_batch_wait_ms=server.max_batch_wait_ms, max_queue=server.max_queue)
+                      max_batch_wait_ms=server.max_batch_wait_ms, max_queue=server.max_queue,
+                      max_batch_bytes=server.max_batch_bytes, offload_bytes=server.offload_bytes)
     state = ServingState()
     model = spec.model
     ready_body = dumps({"status": "ready", "name": model.name, "version": model.version, "sha256": model.sha256})
@@ -142,5 +144,7 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     templates = [r.path for r in routes]
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics, state=state, templates=templates)
     http = HTTPMetricsMiddleware(None, metrics, state, templates)  # its observe() only
-    app.fast_routes = {("POST", "/v1/predict"): PredictEndpoint(state, batcher, server.max_body_bytes, http)}
+    budget = ByteBudget(server.max_inflight_bytes, metrics.queue_rejected)  # admission control (serving.admission)
+    app.state.budget = budget
+    app.fast_routes = {("POST", "/v1/predict"): PredictEndpoint(state, batcher, server.max_body_bytes, http, budget)}
     return app

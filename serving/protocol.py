@@ -1,0 +1,202 @@
+"""The HTTP connection guard: uvicorn's httptools protocol with limits a public server needs.
+
+uvicorn alone bounds none of these: a client that connects and sends nothing, or sends its
+headers or body a byte at a time (slowloris), holds a connection for ever; headers may be as many
+and as large as a client likes; connections are accepted without limit. Per connection this
+protocol adds (all from ``spec.server``, docs/bundle.md "Limits"):
+
+- ``idle_timeout_seconds``: a connection with no request in progress (just opened, or kept alive
+  after a response) is closed after this long (uvicorn's keep-alive timer, also armed on connect);
+- ``header_timeout_seconds``: from a request's first byte its request line and headers must be
+  complete within this long, else ``408`` and close;
+- ``body_timeout_seconds``: from the end of the headers the body must be complete within this
+  long, else ``408`` and close (the app sees the client leave);
+- ``max_header_bytes`` / ``max_headers``: request line plus headers over either limit is
+  answered ``431`` and the connection closed, before the app sees the request;
+- ``max_connections``: a connection beyond this many open ones is answered ``503`` with
+  ``Retry-After`` and closed at once.
+
+Refusals are JSON ``{"error": {"code", "message"}}`` like every other error of the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("serving")
+
+try:
+    import httptools
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - httptools is a dependency of the runtime
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_connections: int = 1000
+    max_header_bytes: int = 16_384
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+
+    @classmethod
+    def of(cls, server: Any) -> ConnectionLimits:
+        """The limits of a :class:`serving.spec.ServerSpec`."""
+        return cls(max_connections=server.max_connections, max_header_bytes=server.max_header_bytes,
+                   max_headers=server.max_headers, header_timeout=server.header_timeout_seconds,
+                   body_timeout=server.body_timeout_seconds)
+
+
+def refusal(status: int, code: str, message: str, retry_after: int | None = None) -> bytes:
+    """A complete HTTP/1.1 response that closes the connection."""
+    body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+    head = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Error")),
+            b"content-type: application/json", b"content-length: %d" % len(body), b"connection: close"]
+    if retry_after is not None:
+        head.append(b"retry-after: %d" % retry_after)
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing a request we refuse."""
+
+
+def protocol_class(limits: ConnectionLimits) -> type:
+    """A uvicorn ``http`` protocol class enforcing ``limits`` (uvicorn builds one per connection)."""
+    if HttpToolsProtocol is None:  # pragma: no cover
+        raise RuntimeError("the serving runtime needs httptools (pip install httptools)")
+
+    class GuardedProtocol(_GuardedBase):
+        pass
+
+    GuardedProtocol.limits = limits
+    return GuardedProtocol
+
+
+class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
+    limits: ConnectionLimits = ConnectionLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: Any = None  # the header or body timer of the request being read
+        self._in_headers = False
+        self._header_bytes = 0  # request line and headers parsed so far
+        self._pending_bytes = 0  # bytes received while the header block was incomplete
+        self._header_count = 0
+        self._refusal: bytes | None = None
+
+    # -- connection --------------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            log.warning("refused a connection: %d open, the limit is %d (server.max_connections)",
+                        len(self.connections) - 1, self.limits.max_connections)
+            self._refuse(refusal(503, "too_many_connections",
+                                 f"the server holds {self.limits.max_connections} connections; retry shortly",
+                                 retry_after=1))
+            return
+        # until the first byte arrives the connection is idle: uvicorn's keep-alive timer covers
+        # that after a response; arm it for a fresh connection too (data_received cancels it)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return
+        super().data_received(data)
+        if self._in_headers and self._refusal is None:
+            # bytes of a header block not complete yet: httptools buffers a partial header in memory
+            self._pending_bytes += len(data)
+            if self._pending_bytes > self.limits.max_header_bytes:
+                self._too_large_headers()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refusal is not None:  # a callback of ours stopped the parser: answer our way
+            self._write_refusal()
+        else:
+            super().send_400_response(msg)
+
+    # -- parser callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+        self._header_bytes = self._pending_bytes = 0
+        self._header_count = 0
+        self._arm(self.limits.header_timeout, "headers")
+
+    def on_url(self, url: bytes) -> None:
+        self._header_bytes += len(url)
+        if self._header_bytes > self.limits.max_header_bytes:
+            self._too_large_headers(stop=True)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_count > self.limits.max_headers or self._header_bytes > self.limits.max_header_bytes:
+            self._too_large_headers(stop=True)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._arm(self.limits.body_timeout, "body")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _too_large_headers(self, stop: bool = False) -> None:
+        self._refusal = refusal(431, "headers_too_large",
+                                f"request headers over the limit ({self.limits.max_headers} headers, "
+                                f"{self.limits.max_header_bytes} bytes)")
+        if stop:
+            raise _Refused()  # httptools stops; uvicorn calls send_400_response, answered above
+        self._write_refusal()
+
+    def _refuse(self, response: bytes) -> None:
+        self._refusal = response
+        self._write_refusal()
+
+    def _write_refusal(self) -> None:
+        self._disarm()
+        self._unset_keepalive_if_required()
+        if not self.transport.is_closing():
+            assert self._refusal is not None
+            self.transport.write(self._refusal)
+            self.transport.close()
+
+    def _arm(self, seconds: float, what: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._timed_out, what, seconds)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _timed_out(self, what: str, seconds: float) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        client = "%s:%d" % self.client[:2] if self.client else "a client"
+        log.info("closed the connection of %s: its request %s took over %gs", client, what, seconds)
+        cycle = self.cycle
+        if what == "headers" or cycle is None or not cycle.response_started:
+            self._refusal = refusal(408, "request_timeout", f"the request {what} did not arrive within {seconds:g}s")
+            self._write_refusal()
+        else:
+            self.transport.close()
+
+
+__all__ = ["ConnectionLimits", "protocol_class", "refusal", "httptools"]

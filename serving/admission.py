@@ -3,7 +3,9 @@
 A request reserves its body's size (its ``Content-Length``, or chunk by chunk when the body is
 chunked) before the body is read, and gives it back once its answer is sent. While the
 reservations add up to more than ``server.max_inflight_bytes`` a new request is shed at once:
-``503 overloaded`` with ``Retry-After``, its body unread and the connection closed. The server's
+``503 overloaded`` with ``Retry-After``, answered before its body is read; the connection stays
+open and the rest of the body is dropped as it arrives (nothing buffered), so a client that
+keeps its connection alive reads the 503 once it has sent its body. The server's
 memory therefore stays near ``baseline + max_inflight_bytes x multiplier`` (docs/bundle.md,
 "Limits"; bench/memory.py measures the multiplier) whatever the number of clients.
 """
@@ -14,10 +16,10 @@ from serving.errors import ServingError
 
 
 class Shed(ServingError):
-    """503: the in-flight byte budget is spent; the body was not read, the client should retry."""
+    """503: the in-flight byte budget is spent; the body is dropped, the client should retry."""
 
     status, code = 503, "overloaded"
-    headers = {"retry-after": "1", "connection": "close"}
+    headers = {"retry-after": "1"}
 
 
 class ByteBudget:

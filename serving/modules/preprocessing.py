@@ -173,7 +173,8 @@ class Preprocessing:
             try:
                 part = self._array(body)
             except ServingError as exc:
-                batch.fail(i, exc)
+                # without its traceback: its frames would keep the decoded JSON alive until answered
+                batch.fail(i, exc.with_traceback(None))
                 continue
             batch.spans[i] = (start, start + len(part))
             start += len(part)

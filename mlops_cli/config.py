@@ -266,12 +266,13 @@ class KubeNamespaces(Section):
 class KubeResources(Section):
     cpu_request: str = "250m"
     """CPU the scheduler reserves for each pod (also the base of the HPA's CPU percentage)."""
-    memory_request: str = "256Mi"
-    """Memory the scheduler reserves for each pod."""
+    memory_request: str = "320Mi"
+    """Memory the scheduler reserves for each pod: what the server uses at most under its default bounds
+    (baseline + max_batch_bytes x 25 + max_inflight_bytes x 4 + margin, docs/bundle.md "Limits")."""
     cpu_limit: str = "1"
     """CPU limit of each pod."""
     memory_limit: str = "512Mi"
-    """Memory limit of each pod (the model must fit)."""
+    """Memory limit of each pod: at least that formula plus the model's size (render refuses less)."""
 
 
 class KubeCustomMetric(Section):

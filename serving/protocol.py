@@ -34,7 +34,6 @@ try:
 except ImportError:  # pragma: no cover - httptools is a dependency of the runtime
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
-READ_SIZE = 65_536
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
 
@@ -102,10 +101,6 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
                                  f"the server holds {self.limits.max_connections} connections; retry shortly",
                                  retry_after=1))
             return
-        if hasattr(transport, "max_size"):
-            # asyncio reads up to 256 KiB per call into a buffer of each connection; 64 KiB
-            # (uvicorn's own high-water mark) bounds what a connection sending a body holds
-            transport.max_size = READ_SIZE
         # until the first byte arrives the connection is idle: uvicorn's keep-alive timer covers
         # that after a response; arm it for a fresh connection too (data_received cancels it)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)

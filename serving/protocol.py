@@ -81,6 +81,7 @@ def protocol_class(limits: ConnectionLimits) -> type:
 
 class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
     limits: ConnectionLimits = ConnectionLimits()
+    _last_warning = float("-inf")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -95,8 +96,11 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
-            log.warning("refused a connection: %d open, the limit is %d (server.max_connections)",
-                        len(self.connections) - 1, self.limits.max_connections)
+            now = self.loop.time()
+            if now - _GuardedBase._last_warning >= 10:  # one line per 10 s, not one per connection
+                _GuardedBase._last_warning = now
+                log.warning("refusing connections: %d open, the limit is %d (server.max_connections)",
+                            len(self.connections) - 1, self.limits.max_connections)
             self._refuse(refusal(503, "too_many_connections",
                                  f"the server holds {self.limits.max_connections} connections; retry shortly",
                                  retry_after=1))

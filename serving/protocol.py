@@ -16,7 +16,9 @@ protocol adds (all from ``spec.server``, docs/bundle.md "Limits"):
 - ``max_connections``: a connection beyond this many open ones is answered ``503`` with
   ``Retry-After`` and closed at once.
 
-Refusals are JSON ``{"error": {"code", "message"}}`` like every other error of the server.
+Refusals are JSON ``{"error": {"code", "message"}}`` like every other error of the server. The
+header and body deadlines are timestamps checked by one sweep per server (every quarter of the
+shorter timeout, at most every second), not a timer per request: the hot path pays a clock read.
 """
 
 from __future__ import annotations
@@ -76,16 +78,20 @@ def protocol_class(limits: ConnectionLimits) -> type:
         pass
 
     GuardedProtocol.limits = limits
+    GuardedProtocol.sweep_every = max(0.05, min(1.0, limits.header_timeout / 4, limits.body_timeout / 4))
     return GuardedProtocol
 
 
 class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
     limits: ConnectionLimits = ConnectionLimits()
+    sweep_every = 1.0  # how often the deadlines of all connections are checked (one timer per server)
     _last_warning = float("-inf")
+    _sweeping = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._deadline: Any = None  # the header or body timer of the request being read
+        self._deadline = 0.0  # loop time by which the headers or body being read must be complete
+        self._reading = ""  # "headers", "body", or "" (no request being read)
         self._in_headers = False
         self._header_bytes = 0  # request line and headers parsed so far
         self._pending_bytes = 0  # bytes received while the header block was incomplete
@@ -108,6 +114,17 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
         # until the first byte arrives the connection is idle: uvicorn's keep-alive timer covers
         # that after a response; arm it for a fresh connection too (data_received cancels it)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        if not type(self)._sweeping:
+            type(self)._sweeping = True
+            self.loop.call_later(self.sweep_every, type(self)._sweep, self.loop, self.connections)
+
+    @classmethod
+    def _sweep(cls, loop: Any, connections: set) -> None:
+        """Close the connections whose headers or body are late (no timer per request: cheaper)."""
+        now = loop.time()
+        for conn in [c for c in connections if getattr(c, "_reading", "") and c._deadline <= now]:
+            conn._timed_out()
+        loop.call_later(cls.sweep_every, cls._sweep, loop, connections)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -135,7 +152,7 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
         self._in_headers = True
         self._header_bytes = self._pending_bytes = 0
         self._header_count = 0
-        self._arm(self.limits.header_timeout, "headers")
+        self._reading, self._deadline = "headers", self.loop.time() + self.limits.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self._header_bytes += len(url)
@@ -152,7 +169,7 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
-        self._arm(self.limits.body_timeout, "body")
+        self._reading, self._deadline = "body", self.loop.time() + self.limits.body_timeout
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -180,19 +197,15 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
             self.transport.write(self._refusal)
             self.transport.close()
 
-    def _arm(self, seconds: float, what: str) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._timed_out, what, seconds)
-
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._reading = ""
 
-    def _timed_out(self, what: str, seconds: float) -> None:
-        self._deadline = None
+    def _timed_out(self) -> None:
+        what = self._reading
+        self._reading = ""
         if self.transport.is_closing():
             return
+        seconds = self.limits.header_timeout if what == "headers" else self.limits.body_timeout
         client = "%s:%d" % self.client[:2] if self.client else "a client"
         log.info("closed the connection of %s: its request %s took over %gs", client, what, seconds)
         cycle = self.cycle

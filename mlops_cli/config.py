@@ -164,6 +164,9 @@ class AssembleSettings(Section):
     """Largest request body the server accepts (413 above it)."""
     drain_seconds: float = Field(1.0, ge=0)
     """On shutdown, how long the server keeps answering (telling clients to reconnect) before it stops accepting."""
+    server_limits: dict[str, float] = Field(default_factory=dict)
+    """More keys of the bundle's spec.json `server` section: the server's own bounds (docs/bundle.md "Limits"),
+    e.g. `{max_inflight_bytes: 16777216, max_rows: 50000}`; checked by assemble-server."""
 
 
 class BuildSettings(Section):

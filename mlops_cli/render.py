@@ -138,7 +138,10 @@ def memory_needed_mib(settings: Settings, state: State) -> float:
     if state.bundle is not None:
         try:
             spec = json.loads((Path(state.bundle.path) / "spec.json").read_text(encoding="utf-8"))
-            server.update({k: int(spec["server"][k]) for k in _SERVER_DEFAULTS if k in spec.get("server", {})})
+            given = spec.get("server", {})
+            server.update({k: int(given[k]) for k in _SERVER_DEFAULTS if k in given})
+            if "max_inflight_bytes" not in given:  # the runtime's default holds at least one body
+                server["max_inflight_bytes"] = max(server["max_inflight_bytes"], int(given.get("max_body_bytes", 0)))
             artifact = (Path(state.bundle.path) / spec["model"]["artifact"]).stat().st_size
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass

@@ -129,6 +129,16 @@ class ServerSpec(_Frozen):
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_holds_one_body(cls, data: Any) -> Any:
+        """Without an explicit max_inflight_bytes, a max_body_bytes above its default raises it."""
+        if isinstance(data, dict) and "max_inflight_bytes" not in data:
+            body = data.get("max_body_bytes")
+            if isinstance(body, int) and not isinstance(body, bool) and body > 8_388_608:
+                data = {**data, "max_inflight_bytes": body}
+        return data
+
     @model_validator(mode="after")
     def _body_fits_budget(self) -> ServerSpec:
         if self.max_inflight_bytes < self.max_body_bytes:

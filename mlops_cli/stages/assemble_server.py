@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 
 from ..config import Settings
-from ..errors import StageFailed
+from ..errors import ConfigError, StageFailed
 from ..digests import sha256_file, tree_digest
 from ..module_files import fetch_verified, mismatches, spec_modules
 from ..sources import ModelMetadata, get_source, parse_ref
@@ -62,9 +62,29 @@ def build_spec(meta: ModelMetadata, settings: Settings) -> dict[str, Any]:
         },
         "schema": meta.schema_.model_dump(mode="json"),
         "modules": spec_modules(meta, _monitorable(meta), meta.labels),
-        "server": {"max_body_bytes": settings.assemble.max_body_bytes,
-                   "drain_seconds": settings.assemble.drain_seconds},
+        "server": server_section(settings),
     }
+
+
+def server_section(settings: Settings) -> dict[str, Any]:
+    """spec.json's `server`: max_body_bytes, drain_seconds and assemble.server_limits, checked by the runtime's rules."""
+    from pydantic import ValidationError
+
+    from serving.spec import ServerSpec  # the runtime's own model of the section
+
+    section: dict[str, Any] = {"max_body_bytes": settings.assemble.max_body_bytes,
+                               "drain_seconds": settings.assemble.drain_seconds}
+    for key, value in settings.assemble.server_limits.items():
+        field = ServerSpec.model_fields.get(key)
+        section[key] = int(value) if field is not None and field.annotation is int and float(value).is_integer() else value
+    try:
+        ServerSpec.model_validate(section)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'server'}: "
+                             f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())
+        raise ConfigError(f"assemble.server_limits: {problems}", hint="see docs/bundle.md, 'Limits'") from None
+    return section
 
 
 def render_dockerfile(meta: ModelMetadata, base_image: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from serving.admission import ByteBudget, Shed
+from serving.admission import ByteBudget
 from serving.errors import BadRequest, NotReady, PayloadTooLarge, ServingError, one_line
 from serving.jsonio import dumps
 
@@ -147,11 +147,8 @@ class PredictEndpoint:
                 raise ServingError("the model produced a non-finite value", code="prediction_failed") from None
         except ClientGone:
             return 499, b"", None
-        except Shed as exc:
-            # answered before its body is read; the connection stays open, so uvicorn drops the
-            # rest of the body as it arrives (nothing buffered) and the client reads its 503
-            return exc.status, error_body(exc.code, exc.message), exc.headers
-        except ServingError as exc:
+        except ServingError as exc:  # a Shed (503) too: answered before its body is read, the connection
+            # kept; uvicorn drops the rest of the body as it arrives and the client reads its 503
             return exc.status, error_body(exc.code, exc.message), exc.headers
         except Exception as exc:
             log.error("unhandled error on POST /v1/predict: %s: %s", type(exc).__name__, one_line(exc))

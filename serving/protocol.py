@@ -93,9 +93,8 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
         self._deadline = 0.0  # loop time by which the headers or body being read must be complete
         self._reading = ""  # "headers", "body", or "" (no request being read)
         self._in_headers = False
-        self._header_bytes = 0  # request line and headers parsed so far
         self._pending_bytes = 0  # bytes received while the header block was incomplete
-        self._header_count = 0
+        self._chunk = 0  # size of the chunk being parsed
         self._refusal: bytes | None = None
 
     # -- connection --------------------------------------------------------------------------
@@ -133,6 +132,7 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
             return
+        self._chunk = len(data)
         super().data_received(data)
         if self._in_headers and self._refusal is None:
             # bytes of a header block not complete yet: httptools buffers a partial header in memory
@@ -150,26 +150,19 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
-        self._header_bytes = self._pending_bytes = 0
-        self._header_count = 0
+        self._pending_bytes = 0
         self._reading, self._deadline = "headers", self.loop.time() + self.limits.header_timeout
 
-    def on_url(self, url: bytes) -> None:
-        self._header_bytes += len(url)
-        if self._header_bytes > self.limits.max_header_bytes:
-            self._too_large_headers(stop=True)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_count > self.limits.max_headers or self._header_bytes > self.limits.max_header_bytes:
-            self._too_large_headers(stop=True)
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        # checked once the block is parsed (no callback per header on the hot path): the block
+        # cannot be over max_header_bytes when all bytes received for it are not
+        limits = self.limits
+        if len(self.headers) > limits.max_headers or (
+                self._pending_bytes + self._chunk > limits.max_header_bytes
+                and len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > limits.max_header_bytes):
+            self._too_large_headers(stop=True)
         self._in_headers = False
-        self._reading, self._deadline = "body", self.loop.time() + self.limits.body_timeout
+        self._reading, self._deadline = "body", self.loop.time() + limits.body_timeout
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -1,7 +1,9 @@
 """Admission control for request bodies: a byte budget shared by every predict request in flight.
 
 A request reserves its body's size (its ``Content-Length``, or chunk by chunk when the body is
-chunked) before the body is read, and gives it back once its answer is sent. While the
+chunked) before the body is read, raises its reservation to its answer's size when that is
+larger, and gives it back once its answer has left the process (written to the socket, not just
+handed to the transport: a client that does not read cannot pile up answers in memory). While the
 reservations add up to more than ``server.max_inflight_bytes`` a new request is shed at once:
 ``503 overloaded`` with ``Retry-After``, answered before its body is read; the connection stays
 open and the rest of the body is dropped as it arrives (nothing buffered), so a client that
@@ -38,6 +40,13 @@ class ByteBudget:
                 self._rejected.inc()  # type: ignore[attr-defined]
             raise Shed(f"the server is at capacity ({self.used} request bytes in flight, "
                        f"limit {self.limit}); retry shortly")
+        self.used += size
+        if self.used > self.peak:
+            self.peak = self.used
+
+    def force(self, size: int) -> None:
+        """Reserve ``size`` more bytes whatever the budget (an answer larger than its body):
+        new requests are shed until they are released."""
         self.used += size
         if self.used > self.peak:
             self.peak = self.used

@@ -142,9 +142,13 @@ class PredictEndpoint:
                 raise NotReady("the model is not loaded yet")
             predictions = await self.batcher.submit(await read_body(scope, receive, self.limit, self.budget, held))
             try:
-                return 200, dumps({"predictions": predictions}), None
+                answer = dumps({"predictions": predictions})
             except ValueError:
                 raise ServingError("the model produced a non-finite value", code="prediction_failed") from None
+            if held[0] and len(answer) > held[0]:  # the answer is held until sent: count it
+                self.budget.force(len(answer) - held[0])  # type: ignore[union-attr]
+                held[0] = len(answer)
+            return 200, answer, None
         except ClientGone:
             return 499, b"", None
         except ServingError as exc:  # a Shed (503) too: answered before its body is read, the connection
@@ -175,7 +179,12 @@ class PredictEndpoint:
                 http.observe(scope, status, time.perf_counter() - start)
         finally:
             if held[0]:
-                self.budget.release(held[0])  # type: ignore[union-attr]
+                try:
+                    flushed = scope.get("mlops.flushed")  # serving.protocol: the answer left the process
+                    if flushed is not None:
+                        await flushed()
+                finally:
+                    self.budget.release(held[0])  # type: ignore[union-attr]
 
 
 class ServingApp(FastAPI):

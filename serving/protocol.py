@@ -10,7 +10,9 @@ protocol adds (all from ``spec.server``, docs/bundle.md "Limits"):
 - ``header_timeout_seconds``: from a request's first byte its request line and headers must be
   complete within this long, else ``408`` and close;
 - ``body_timeout_seconds``: from the end of the headers the body must be complete within this
-  long, else ``408`` and close (the app sees the client leave);
+  long, else ``408`` and close (the app sees the client leave); and a client that reads nothing
+  of its answer for this long is cut off (the predict route keeps the answer's bytes in the
+  in-flight budget until they leave the process: ``scope["mlops.flushed"]``);
 - ``max_header_bytes`` / ``max_headers``: request line plus headers over either limit is
   answered ``431`` and the connection closed, before the app sees the request;
 - ``max_connections``: a connection beyond this many open ones is answered ``503`` with
@@ -23,6 +25,7 @@ shorter timeout, at most every second), not a timer per request: the hot path pa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -149,6 +152,7 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
     # -- parser callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope["mlops.flushed"] = self._flushed  # type: ignore[typeddict-unknown-key]
         self._in_headers = True
         self._pending_bytes = 0
         self._reading, self._deadline = "headers", self.loop.time() + self.limits.header_timeout
@@ -168,6 +172,20 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
+
+    async def _flushed(self) -> None:
+        """Wait until what was written has left the process (or the connection closed): the
+        predict route holds its bytes in the in-flight budget until then. A client that reads
+        nothing of it for ``body_timeout`` is cut off, so it cannot hold the budget."""
+        if not self.flow.write_paused or self.transport.is_closing():
+            return
+        try:
+            await asyncio.wait_for(self.flow.drain(), self.limits.body_timeout)
+        except asyncio.TimeoutError:
+            client = "%s:%d" % self.client[:2] if self.client else "a client"
+            log.info("closed the connection of %s: it read nothing of its answer for %gs", client,
+                     self.limits.body_timeout)
+            self.transport.abort()  # close() would keep the unsent answer in memory until sent
 
     # -- helpers -----------------------------------------------------------------------------
     def _too_large_headers(self, stop: bool = False) -> None:

@@ -297,3 +297,37 @@ def test_200_concurrent_1mb_bodies_are_answered_or_shed_within_the_memory_budget
     assert probes > 10 and failures == 0 and slowest < 1.0, \
         f"/health/live: {failures} failures in {probes}, slowest {slowest:.2f}s"
     assert srv.proc.poll() is None
+
+
+def test_a_client_that_does_not_read_its_answer_holds_the_budget_only_for_a_bounded_time(
+        start_server, tmp_path, iris_model, port) -> None:
+    """An answer counts in the in-flight budget until it has left the process (the kernel's
+    socket buffer takes a few MB on loopback: this answer is larger); a client that reads none
+    of it is cut off after body_timeout_seconds, and the budget is free again."""
+    size = 3_000_000
+    srv = started(start_server, tmp_path, iris_model, port, max_body_bytes=size, max_inflight_bytes=size,
+                  max_rows=1_000_000, body_timeout_seconds=2.0)
+    per_row = len(rows_body(2)) - len(rows_body(1))
+    body = rows_body((size - 100 - len(rows_body(1))) // per_row, size)  # the whole budget; its answer ~7 MB
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the answer stays with the server
+    stuck.settimeout(10)
+    stuck.connect(("127.0.0.1", port))
+    try:
+        stuck.sendall(head(len(body)) + body)
+        sent = time.monotonic()
+        with httpx.Client(base_url=srv.url, timeout=10) as client:
+            statuses = []
+            while time.monotonic() < sent + 60:
+                statuses.append(client.post("/v1/predict", content=rows_body(1)).status_code)
+                if statuses[-1] == 200:
+                    break
+                time.sleep(0.2)
+        assert statuses[0] == 503 and statuses[-1] == 200, statuses  # shed while held, served once released
+        data, _ = read_until_closed(stuck, 10)
+    finally:
+        stuck.close()
+    assert data.startswith(b"HTTP/1.1 200")
+    length = int(data.split(b"content-length: ")[1].split(b"\r\n")[0])
+    assert len(data) < length  # cut off part-way: the client read nothing for 2 s
+    assert "read nothing of its answer for 2s" in srv.stderr

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from time import monotonic as _monotonic
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,12 +94,13 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._deadline = 0.0  # loop time by which the headers or body being read must be complete
+        self._deadline = 0.0  # time.monotonic() by which the headers or body being read must be complete
         self._reading = ""  # "headers", "body", or "" (no request being read)
         self._in_headers = False
         self._pending_bytes = 0  # bytes received while the header block was incomplete
         self._chunk = 0  # size of the chunk being parsed
         self._refusal: bytes | None = None
+        self._flushed_hook = self._flushed  # one bound method per connection, not per request
 
     # -- connection --------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
@@ -123,7 +125,7 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
     @classmethod
     def _sweep(cls, loop: Any, connections: set) -> None:
         """Close the connections whose headers or body are late (no timer per request: cheaper)."""
-        now = loop.time()
+        now = _monotonic()
         for conn in [c for c in connections if getattr(c, "_reading", "") and c._deadline <= now]:
             conn._timed_out()
         loop.call_later(cls.sweep_every, cls._sweep, loop, connections)
@@ -152,10 +154,10 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
     # -- parser callbacks --------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["mlops.flushed"] = self._flushed  # type: ignore[typeddict-unknown-key]
+        self.scope["mlops.flushed"] = self._flushed_hook  # type: ignore[typeddict-unknown-key]
         self._in_headers = True
         self._pending_bytes = 0
-        self._reading, self._deadline = "headers", self.loop.time() + self.limits.header_timeout
+        self._reading, self._deadline = "headers", _monotonic() + self.limits.header_timeout
 
     def on_headers_complete(self) -> None:
         # checked once the block is parsed (no callback per header on the hot path): the block
@@ -166,7 +168,7 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
                 and len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > limits.max_header_bytes):
             self._too_large_headers(stop=True)
         self._in_headers = False
-        self._reading, self._deadline = "body", self.loop.time() + limits.body_timeout
+        self._reading, self._deadline = "body", _monotonic() + limits.body_timeout
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

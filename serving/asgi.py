@@ -180,9 +180,10 @@ class PredictEndpoint:
         finally:
             if held[0]:
                 try:
-                    flushed = scope.get("mlops.flushed")  # serving.protocol: the answer left the process
-                    if flushed is not None:
-                        await flushed()
+                    hook = scope.get("mlops.flushed")  # serving.protocol: None once the answer left the process
+                    waiter = hook() if hook is not None else None
+                    if waiter is not None:
+                        await waiter
                 finally:
                     self.budget.release(held[0])  # type: ignore[union-attr]
 

@@ -12,7 +12,8 @@ protocol adds (all from ``spec.server``, docs/bundle.md "Limits"):
 - ``body_timeout_seconds``: from the end of the headers the body must be complete within this
   long, else ``408`` and close (the app sees the client leave); and a client that reads nothing
   of its answer for this long is cut off (the predict route keeps the answer's bytes in the
-  in-flight budget until they leave the process: ``scope["mlops.flushed"]``);
+  in-flight budget until they leave the process: ``scope["mlops.flushed"]()`` returns None or
+  something to await);
 - ``max_header_bytes`` / ``max_headers``: request line plus headers over either limit is
   answered ``431`` and the connection closed, before the app sees the request;
 - ``max_connections``: a connection beyond this many open ones is answered ``503`` with
@@ -100,7 +101,7 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
         self._pending_bytes = 0  # bytes received while the header block was incomplete
         self._chunk = 0  # size of the chunk being parsed
         self._refusal: bytes | None = None
-        self._flushed_hook = self._flushed  # one bound method per connection, not per request
+        self._flushed_hook = self._flush_waiter  # one bound method per connection, not per request
 
     # -- connection --------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
@@ -174,6 +175,13 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
+
+    def _flush_waiter(self) -> Any:
+        """None when what was written has left the process, else an awaitable that waits for it
+        (a plain call on the hot path, no coroutine unless there is something to wait for)."""
+        if not self.flow.write_paused or self.transport.is_closing():
+            return None
+        return self._flushed()
 
     async def _flushed(self) -> None:
         """Wait until what was written has left the process (or the connection closed): the

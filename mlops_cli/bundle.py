@@ -14,7 +14,7 @@ from serving.spec import SPEC_VERSION, ModelSpec, ModuleSpec, ServerSpec, Spec, 
 
 from .config import Settings
 from .digests import sha256_file
-from .errors import StageFailed
+from .errors import ConfigError, StageFailed
 from .module_files import fetch_verified, mismatches, spec_modules
 from .sources import ModelMetadata
 
@@ -43,11 +43,26 @@ def build_spec(meta: ModelMetadata, settings: Settings) -> Spec:
             schema=meta.schema_,
             modules=[ModuleSpec(name=m["name"], settings=m["settings"])
                      for m in spec_modules(meta, _monitorable(meta), meta.labels)],
-            server=ServerSpec(max_body_bytes=settings.assemble.max_body_bytes,
-                              drain_seconds=settings.assemble.drain_seconds),
+            server=server_spec(settings),
         )
     except ValidationError as exc:  # a value the server would refuse
         raise StageFailed(f"model {meta.name}@{meta.version} cannot be served: {one_error(exc)}") from None
+
+
+def server_spec(settings: Settings) -> ServerSpec:
+    """spec.json's `server`: max_body_bytes, drain_seconds and assemble.server_limits, checked by the runtime's rules."""
+    section: dict[str, Any] = {"max_body_bytes": settings.assemble.max_body_bytes,
+                               "drain_seconds": settings.assemble.drain_seconds}
+    for key, value in settings.assemble.server_limits.items():
+        field = ServerSpec.model_fields.get(key)
+        section[key] = int(value) if field is not None and field.annotation is int and float(value).is_integer() else value
+    try:
+        return ServerSpec.model_validate(section)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'server'}: "
+                             f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())
+        raise ConfigError(f"assemble.server_limits: {problems}", hint="see docs/bundle.md, 'Limits'") from None
 
 
 def one_error(exc: ValidationError) -> str:

@@ -192,6 +192,9 @@ class AssembleSettings(Section):
     """Largest request body the server accepts (413 above it)."""
     drain_seconds: float = Field(1.0, ge=0)
     """On shutdown, how long the server keeps answering (telling clients to reconnect) before it stops accepting."""
+    server_limits: dict[str, float] = Field(default_factory=dict)
+    """More keys of the bundle's spec.json `server` section: the server's own bounds (docs/bundle.md "Limits"),
+    e.g. `{max_inflight_bytes: 16777216, max_rows: 50000}`; checked by assemble-server."""
 
 
 class BuildSettings(Section):
@@ -306,12 +309,13 @@ class KubeNamespaces(Section):
 class KubeResources(Section):
     cpu_request: str = "250m"
     """CPU the scheduler reserves for each pod (also the base of the HPA's CPU percentage)."""
-    memory_request: str = "256Mi"
-    """Memory the scheduler reserves for each pod."""
+    memory_request: str = "320Mi"
+    """Memory the scheduler reserves for each pod: what the server uses at most under its default bounds
+    (baseline + max_batch_bytes x 25 + max_inflight_bytes x 4 + margin, docs/bundle.md "Limits")."""
     cpu_limit: str = "1"
     """CPU limit of each pod."""
     memory_limit: str = "512Mi"
-    """Memory limit of each pod (the model must fit)."""
+    """Memory limit of each pod: at least that formula plus the model's size (render refuses less)."""
 
 
 class KubeCustomMetric(Section):

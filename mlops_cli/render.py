@@ -117,6 +117,53 @@ def check_grace(settings: Settings, state: State) -> None:
                           hint=f"set kubernetes.termination_grace_s to at least {math.floor(needed) + 10}")
 
 
+# The server's memory under its own bounds (docs/bundle.md, "Limits"; figures: bench/memory.py):
+# baseline (runtime + model) + max_batch_bytes x 25 (the batch being decoded and scored)
+# + max_inflight_bytes x 4 (bodies admitted, their answers) + a margin.
+RUNTIME_BASELINE_MIB = 150
+BATCH_MULTIPLIER, INFLIGHT_MULTIPLIER, MARGIN_MIB = 25, 4, 64
+_SERVER_DEFAULTS = {"max_batch_bytes": 1_048_576, "max_inflight_bytes": 8_388_608}
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_UNITS = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "M": 10**6, "G": 10**9,
+          "T": 10**12}
+
+
+def quantity_bytes(value: str) -> Optional[float]:
+    """A Kubernetes memory quantity in bytes ("512Mi", "1G", "268435456"); None if not of those forms."""
+    match = _QUANTITY.match(str(value).strip())
+    return float(match.group(1)) * _UNITS[match.group(2)] if match else None
+
+
+def memory_needed_mib(settings: Settings, state: State) -> float:
+    """What the server needs under its bounds: the formula above with the bundle's spec.json
+    (else the runtime's defaults) and the model artifact's size added to the baseline."""
+    server, artifact = dict(_SERVER_DEFAULTS), 0
+    if state.bundle is not None:
+        try:
+            spec = load_spec(state.bundle.path)
+            # the runtime's own reading of the section (its defaults; max_inflight_bytes holds at least one body)
+            server = {"max_batch_bytes": spec.server.max_batch_bytes, "max_inflight_bytes": spec.server.max_inflight_bytes}
+            artifact = (Path(state.bundle.path) / spec.model.artifact).stat().st_size
+        except (OSError, ValueError, BundleError):
+            pass
+    mib = 1 << 20
+    return (RUNTIME_BASELINE_MIB + artifact / mib + server["max_batch_bytes"] * BATCH_MULTIPLIER / mib
+            + server["max_inflight_bytes"] * INFLIGHT_MULTIPLIER / mib + MARGIN_MIB)
+
+
+def check_memory(settings: Settings, state: State) -> None:
+    """A memory limit below what the server's own bounds let it use gets it OOM-killed under load."""
+    limit = quantity_bytes(settings.kubernetes.resources.memory_limit)
+    needed = memory_needed_mib(settings, state)
+    if limit is not None and limit < needed * (1 << 20):
+        raise ConfigError(f"kubernetes.resources.memory_limit ({settings.kubernetes.resources.memory_limit}) is below "
+                          f"the {math.ceil(needed)}Mi the server may use under its bounds (baseline + "
+                          "max_batch_bytes x 25 + max_inflight_bytes x 4 + margin, docs/bundle.md): it would be "
+                          "OOM-killed under load",
+                          hint=f"raise memory_limit to {math.ceil(needed / 64) * 64}Mi or lower the bundle's "
+                               "server.max_inflight_bytes")
+
+
 @dataclass(frozen=True)
 class ModelIdentity:
     """What the manifests say about the model: state's validated model, a model reference's metadata, or
@@ -152,6 +199,7 @@ def context(settings: Settings, state: State, env: str, image: str, change_cause
             model: Optional[ModelIdentity] = None) -> dict[str, Any]:
     k = settings.kubernetes
     check_grace(settings, state)
+    check_memory(settings, state)
     if model is None:
         model = model_identity(settings, state, image, None)
     name = app_name(settings, model.name)

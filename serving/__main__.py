@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     code = serve(app, sock, host=args.host, log_level=level, drain_seconds=spec.server.drain_seconds,
-                 sha256=spec.model.sha256, ready_file=args.ready_file)
+                 sha256=spec.model.sha256, ready_file=args.ready_file, limits=spec.server)
     if code and app.state.serving.load_error is not None:
         print(f"error: {app.state.serving.load_error}", file=sys.stderr)
     return code

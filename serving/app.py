@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from serving.admission import ByteBudget
 from serving.asgi import PredictEndpoint, ServingApp
 from serving.batching import Batcher
 from serving.errors import BundleError, error_response, install_error_handlers, one_line
@@ -65,7 +66,8 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     pipeline = Pipeline(build_modules(ctx), metrics.module_duration)
     server = spec.server
     batcher = Batcher(pipeline, metrics, max_batch_requests=server.max_batch_requests,
-                      max_batch_wait_ms=server.max_batch_wait_ms, max_queue=server.max_queue)
+                      max_batch_wait_ms=server.max_batch_wait_ms, max_queue=server.max_queue,
+                      max_batch_bytes=server.max_batch_bytes, offload_bytes=server.offload_bytes)
     state = ServingState()
     model = spec.model
     ready_fields = {"status": "ready", "name": model.name, "version": model.version, "sha256": model.sha256}
@@ -144,7 +146,9 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
         Route("/health/ready", ready, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
     ]
-    protocols = ProtocolRoutes(spec, state, batcher, server.max_body_bytes)  # Open Inference Protocol, KServe v1
+    # admission control (serving.admission): one byte budget for every predict route
+    budget = ByteBudget(server.max_inflight_bytes, metrics.queue_rejected)
+    protocols = ProtocolRoutes(spec, state, batcher, server.max_body_bytes, budget)  # Open Inference Protocol, KServe v1
     routes += protocols.routes
     app = ServingApp(
         title=f"{model.name} {model.version}",
@@ -158,10 +162,11 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     app.state.pipeline = pipeline
     app.state.metrics = metrics
     app.state.batcher = batcher
+    app.state.budget = budget
     install_error_handlers(app)
     templates = [r.path for r in routes]
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics, state=state, templates=templates)
     http = HTTPMetricsMiddleware(None, metrics, state, templates)  # its observe() only
-    app.fast_routes = {("POST", "/v1/predict"): PredictEndpoint(state, batcher, server.max_body_bytes, http),
+    app.fast_routes = {("POST", "/v1/predict"): PredictEndpoint(state, batcher, server.max_body_bytes, http, budget),
                        **protocols.fast_routes(http)}
     return app

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from serving.admission import ByteBudget
 from serving.errors import BadRequest, NotReady, PayloadTooLarge, ServingError, one_line
 from serving.jsonio import dumps
 
@@ -43,8 +44,8 @@ def error_body(code: str, message: str) -> bytes:
     return dumps({"error": {"code": code, "message": message}})
 
 
-async def read_body(scope: dict, receive: Any, limit: int) -> bytes:
-    """The request body, refused with 413 once it is over ``limit`` bytes (declared or read)."""
+def declared_length(scope: dict, limit: int) -> int | None:
+    """The request's Content-Length, None when it has none; 400 if malformed, 413 over ``limit``."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
@@ -53,19 +54,70 @@ async def read_body(scope: dict, receive: Any, limit: int) -> bytes:
                 raise BadRequest(f"invalid Content-Length {value[:20].decode('latin-1')!r}") from None
             if size > limit:
                 raise PayloadTooLarge(f"request body is {size} bytes; the limit is {limit}")
-            break
+            return size
+    return None
+
+
+async def read_body(scope: dict, receive: Any, limit: int, budget: ByteBudget | None = None,
+                    held: list[int] | None = None) -> bytes | bytearray:
+    """The request body, refused with 413 once it is over ``limit`` bytes (declared or read).
+
+    With ``budget``, its bytes are reserved before they are read (all at once when the length is
+    declared, else chunk by chunk) and added to ``held[0]``: the caller releases them once the
+    answer is sent; :class:`~serving.admission.Shed` (503) when the budget is spent. A declared
+    body that arrives in several chunks is copied into one buffer of its size (no list of chunks
+    joined at the end: one copy of the body in memory, not two)."""
+    size = declared_length(scope, limit)
+    if size is not None and budget is not None:
+        budget.acquire(size)
+        held[0] += size  # type: ignore[index]
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone()
+    first = message.get("body", b"")
+    if not message.get("more_body", False):  # the usual case: one chunk, no copy
+        if len(first) > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        if size is None and budget is not None:
+            budget.acquire(len(first))
+            held[0] += len(first)  # type: ignore[index]
+        return first
+    if size is not None:
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        end = 0
+        chunk = first
+        while True:
+            if end + len(chunk) > size:
+                raise BadRequest(f"request body is longer than its Content-Length {size}")
+            view[end:end + len(chunk)] = chunk
+            end += len(chunk)
+            if not message.get("more_body", False):
+                break
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
+        view.release()
+        if end != size:
+            raise BadRequest(f"request body is {end} bytes, its Content-Length says {size}")
+        return buffer
     chunks, total = [], 0
+    chunk = first
     while True:
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        if budget is not None:
+            budget.acquire(len(chunk))
+            held[0] += len(chunk)  # type: ignore[index]
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone()
         chunk = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class PredictEndpoint:
@@ -74,26 +126,33 @@ class PredictEndpoint:
     With ``http`` (the :class:`~serving.middleware.HTTPMetricsMiddleware` of the app) it records
     the HTTP metrics itself and adds ``connection: close`` while draining, as the middleware
     would, without wrapping ``send`` (the fast path); a client that leaves before its body
-    arrived counts as status 499."""
+    arrived counts as status 499. With ``budget`` (a :class:`~serving.admission.ByteBudget`)
+    each request holds its body's bytes in the budget until its answer is sent."""
 
-    def __init__(self, state: Any, batcher: Any, limit: int, http: Any = None):
+    def __init__(self, state: Any, batcher: Any, limit: int, http: Any = None, budget: ByteBudget | None = None):
         self.state = state
         self.batcher = batcher
         self.limit = limit
         self.http = http
+        self.budget = budget
 
-    async def _answer(self, scope: dict, receive: Any) -> tuple[int, bytes, dict[str, str] | None]:
+    async def _answer(self, scope: dict, receive: Any, held: list[int]) -> tuple[int, bytes, dict[str, str] | None]:
         try:
             if not self.state.ready:
                 raise NotReady("the model is not loaded yet")
-            predictions = await self.batcher.submit(await read_body(scope, receive, self.limit))
+            predictions = await self.batcher.submit(await read_body(scope, receive, self.limit, self.budget, held))
             try:
-                return 200, dumps({"predictions": predictions}), None
+                answer = dumps({"predictions": predictions})
             except ValueError:
                 raise ServingError("the model produced a non-finite value", code="prediction_failed") from None
+            if held[0] and len(answer) > held[0]:  # the answer is held until sent: count it
+                self.budget.force(len(answer) - held[0])  # type: ignore[union-attr]
+                held[0] = len(answer)
+            return 200, answer, None
         except ClientGone:
             return 499, b"", None
-        except ServingError as exc:
+        except ServingError as exc:  # a Shed (503) too: answered before its body is read, the connection
+            # kept; uvicorn drops the rest of the body as it arrives and the client reads its 503
             return exc.status, error_body(exc.code, exc.message), exc.headers
         except Exception as exc:
             log.error("unhandled error on POST /v1/predict: %s: %s", type(exc).__name__, one_line(exc))
@@ -101,21 +160,32 @@ class PredictEndpoint:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         http = self.http
-        if http is None:
-            status, body, headers = await self._answer(scope, receive)
-            if status != 499:
-                await send_json(send, status, body, headers)
-            return
-        start = time.perf_counter()
-        http.in_flight.inc()
-        status = 500
+        held = [0]
         try:
-            status, body, headers = await self._answer(scope, receive)
-            if status != 499:
-                await send_json(send, status, body, headers, close=self.state.draining)
+            if http is None:
+                status, body, headers = await self._answer(scope, receive, held)
+                if status != 499:
+                    await send_json(send, status, body, headers)
+                return
+            start = time.perf_counter()
+            http.in_flight.inc()
+            status = 500
+            try:
+                status, body, headers = await self._answer(scope, receive, held)
+                if status != 499:
+                    await send_json(send, status, body, headers, close=self.state.draining)
+            finally:
+                http.in_flight.dec()
+                http.observe(scope, status, time.perf_counter() - start)
         finally:
-            http.in_flight.dec()
-            http.observe(scope, status, time.perf_counter() - start)
+            if held[0]:
+                try:
+                    hook = scope.get("mlops.flushed")  # serving.protocol: None once the answer left the process
+                    waiter = hook() if hook is not None else None
+                    if waiter is not None:
+                        await waiter
+                finally:
+                    self.budget.release(held[0])  # type: ignore[union-attr]
 
 
 class ServingApp(FastAPI):

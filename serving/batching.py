@@ -8,14 +8,22 @@ next one forms from the requests that arrive meanwhile, so batches grow with the
 lone request is answered at once. ``max_batch_wait_ms`` > 0 adds a wait for more requests when
 a batch would be smaller than the maximum. A queue already holding ``max_queue`` requests sheds
 load: 503 with ``Retry-After`` rather than unbounded latency.
+
+Large work leaves the event loop: a batch stops growing once its bodies reach
+``max_batch_bytes`` (a request larger than that is a batch of its own), and a batch whose bodies
+add up to ``offload_bytes`` or more runs through the chain in a worker thread (on an event loop
+of its own), so parsing and scoring megabytes never stall the server's loop: ``/health/live``
+and small requests keep being answered. Batches still run one at a time, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from serving.errors import NotReady, ServingError, one_line
@@ -34,8 +42,13 @@ class Overloaded(ServingError):
 
 class Batcher:
     def __init__(self, pipeline: Pipeline, metrics: Metrics, *, max_batch_requests: int,
-                 max_batch_wait_ms: float, max_queue: int):
+                 max_batch_wait_ms: float, max_queue: int, max_batch_bytes: int = 1 << 20,
+                 offload_bytes: int | None = 65_536):
         self.pipeline = pipeline
+        self.max_bytes = max_batch_bytes
+        self.offload_bytes = offload_bytes  # None: never leave the loop
+        self._executor: ThreadPoolExecutor | None = None
+        self._worker = threading.local()  # the worker thread's own event loop
         self.max_requests = max_batch_requests
         self.max_wait = max_batch_wait_ms / 1000
         self.max_queue = max_queue
@@ -60,6 +73,10 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._executor is not None:
+            self._executor.submit(self._close_worker_loop)
+            self._executor.shutdown(wait=False)
+            self._executor = None
         while self._queue:
             _, future, _ = self._queue.popleft()
             if not future.done():
@@ -89,19 +106,43 @@ class Batcher:
                 await asyncio.sleep(self.max_wait)
             else:
                 await asyncio.sleep(0)
-            take = min(len(queue), self.max_requests)
-            items = [queue.popleft() for _ in range(take)]
-            items = [item for item in items if not item[1].done()]  # callers that went away
+            items, size = [], 0
+            while queue and len(items) < self.max_requests:
+                item = queue[0]
+                if items and size + len(item[0]) > self.max_bytes:
+                    break
+                queue.popleft()
+                if not item[1].done():  # else its caller went away
+                    items.append(item)
+                    size += len(item[0])
             if items:
-                await self._process(items)
+                await self._process(items, size)
 
-    async def _process(self, items: list[tuple[bytes, asyncio.Future, float]]) -> None:
+    def _in_worker(self, batch: Batch) -> Batch:
+        """Run the chain on the worker thread's own event loop (created on first use)."""
+        loop = getattr(self._worker, "loop", None)
+        if loop is None:
+            loop = self._worker.loop = asyncio.new_event_loop()
+        return loop.run_until_complete(self.pipeline.process(batch))
+
+    def _close_worker_loop(self) -> None:
+        loop = getattr(self._worker, "loop", None)
+        if loop is not None:
+            loop.close()
+            self._worker.loop = None
+
+    async def _process(self, items: list[tuple[bytes, asyncio.Future, float]], size: int = 0) -> None:
         now = time.perf_counter()
         for _, _, queued in items:
             self._wait.observe(now - queued)
         batch = Batch([body for body, _, _ in items])
         try:
-            batch = await self.pipeline.process(batch)
+            if self.offload_bytes is not None and size >= self.offload_bytes:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="serving-chain")
+                batch = await asyncio.get_running_loop().run_in_executor(self._executor, self._in_worker, batch)
+            else:
+                batch = await self.pipeline.process(batch)
         except Exception as exc:  # a bug, not a request error: answer 500, keep serving
             log.error("the module chain failed: %s: %s", type(exc).__name__, one_line(exc))
             for _, future, _ in items:

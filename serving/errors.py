@@ -57,6 +57,12 @@ class PayloadTooLarge(ServingError):
     headers = {"connection": "close"}  # the rest of the body is not read
 
 
+class TooManyInstances(ServingError):
+    """413: more instances in one request than ``server.max_rows``."""
+
+    status, code = 413, "too_many_instances"
+
+
 class InvalidInstance(ServingError):
     """422: an instance does not match the input schema; the message names index and feature."""
 

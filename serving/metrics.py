@@ -79,7 +79,7 @@ def batch_metrics(registry: CollectorRegistry) -> tuple[LoopHistogram, LoopHisto
                              buckets=BATCH_BUCKETS, registry=registry)
     wait = LoopHistogram(QUEUE_WAIT, "Time a request waited in the queue for its batch.", buckets=QUEUE_BUCKETS,
                          registry=registry)
-    rejected = LoopCounter(QUEUE_REJECTED, "Requests refused with 503 because the queue was full.",
+    rejected = LoopCounter(QUEUE_REJECTED, "Requests refused with 503 overloaded: the queue was full or the in-flight bytes over budget.",
                            registry=registry)
     return rows, requests, wait, rejected
 

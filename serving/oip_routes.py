@@ -57,25 +57,29 @@ class ProtocolEndpoint(PredictEndpoint):
     serve (the templated routes; a fast route is the served model's and has None)."""
 
     def __init__(self, state: Any, batcher: Any, limit: int, http: Any, *, template: str, codec: Any,
-                 check: Any):
-        super().__init__(state, batcher, limit, http)
+                 check: Any, budget: Any = None):
+        super().__init__(state, batcher, limit, http, budget)
         self.route = SimpleNamespace(path=template)
         self.codec = codec
         self.check = check
 
-    async def _answer(self, scope: dict, receive: Any) -> tuple[int, bytes, dict[str, str] | None]:
+    async def _answer(self, scope: dict, receive: Any, held: list[int]) -> tuple[int, bytes, dict[str, str] | None]:
         try:
             unknown = self.check is not None and self.check(scope.get("path_params"))
             if unknown:
                 return 404, dumps({"error": unknown}), None
             if not self.state.ready:
                 raise NotReady("the model is not loaded yet")
-            rows, context = self.codec.decode(await read_body(scope, receive, self.limit))
+            rows, context = self.codec.decode(await read_body(scope, receive, self.limit, self.budget, held))
             predictions = await self.batcher.submit(rows)
             try:
-                return 200, self.codec.encode(predictions, context), None
+                answer = self.codec.encode(predictions, context)
             except ValueError:
                 raise ServingError("the model produced a non-finite value", code="prediction_failed") from None
+            if held[0] and len(answer) > held[0]:  # the answer is held until sent: count it, as /v1/predict does
+                self.budget.force(len(answer) - held[0])
+                held[0] = len(answer)
+            return 200, answer, None
         except ClientGone:
             return 499, b"", None
         except ServingError as exc:
@@ -111,9 +115,9 @@ class _V1:
 class ProtocolRoutes:
     """The routes of both protocols for one served model; ``fast_routes(http)`` for ServingApp."""
 
-    def __init__(self, spec: Spec, state: Any, batcher: Any, limit: int):
+    def __init__(self, spec: Spec, state: Any, batcher: Any, limit: int, budget: Any = None):
         self.name, self.version = spec.model.name, spec.model.version
-        self.state, self.batcher, self.limit = state, batcher, limit
+        self.state, self.batcher, self.limit, self.budget = state, batcher, limit, budget
         self.v2 = V2Codec(spec)
         self.codecs = {f"{V2}/infer": self.v2, f"{V2_VERSION}/infer": self.v2, V1_PREDICT: _V1()}
         self.server_body = dumps({"name": "mlops-serving", "version": _server_version(), "extensions": []})
@@ -141,7 +145,7 @@ class ProtocolRoutes:
     def endpoint(self, template: str, http: Any, fast: bool = False) -> ProtocolEndpoint:
         kind = ProtocolEndpoint if fast else RoutedProtocolEndpoint
         return kind(self.state, self.batcher, self.limit, http, template=template, codec=self.codecs[template],
-                    check=None if fast else self.unknown)
+                    check=None if fast else self.unknown, budget=self.budget)
 
     def fast_routes(self, http: Any) -> dict[tuple[str, str], ProtocolEndpoint]:
         """The served model's exact infer/predict paths -> endpoints that record ``http`` metrics."""

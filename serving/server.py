@@ -22,7 +22,9 @@ from typing import Any
 
 import uvicorn
 
+from serving.protocol import ConnectionLimits, protocol_class
 from serving.sockets import steer_to_newest
+from serving.spec import ServerSpec
 
 log = logging.getLogger("serving")
 GRACEFUL_TIMEOUT_SECONDS = 30  # in-flight requests get this long once the listener is closed
@@ -100,11 +102,18 @@ class ServingServer(uvicorn.Server):
 
 
 def serve(app: Any, sock: socket.socket, *, host: str, log_level: int, drain_seconds: float,
-          sha256: str, ready_file: Path | None = None) -> int:
-    """Serve ``app`` on the bound ``sock`` until stopped; 0 after a clean stop, 1 if startup failed."""
+          sha256: str, ready_file: Path | None = None, limits: Any = None) -> int:
+    """Serve ``app`` on the bound ``sock`` until stopped; 0 after a clean stop, 1 if startup failed.
+
+    ``limits`` (the spec's ``server`` section, :class:`serving.spec.ServerSpec`) sets the
+    connection guard (:mod:`serving.protocol`): idle, header and body timeouts, header limits
+    and the connection cap; its defaults apply without it."""
     state = app.state.serving
+    limits = limits if limits is not None else ServerSpec()
     config = uvicorn.Config(
         app,
+        http=protocol_class(ConnectionLimits.of(limits)),
+        timeout_keep_alive=limits.idle_timeout_seconds,
         lifespan="on",
         log_config=None,
         log_level=None,

@@ -120,6 +120,34 @@ class ServerSpec(_Frozen):
     max_batch_requests: int = Field(default=128, ge=1, le=65536)
     max_batch_wait_ms: float = Field(default=0.0, ge=0, le=1000)
     max_queue: int = Field(default=512, ge=1, le=1_000_000)
+    # self-protection (docs/bundle.md, "Limits"): memory ~ baseline + max_inflight_bytes x multiplier
+    max_rows: int = Field(default=10_000, ge=1, le=10_000_000)
+    max_inflight_bytes: int = Field(default=8_388_608, gt=0)
+    max_batch_bytes: int = Field(default=1_048_576, gt=0)
+    offload_bytes: int = Field(default=65_536, ge=0)
+    max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    max_header_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    max_headers: int = Field(default=100, ge=8, le=10_000)
+    idle_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_holds_one_body(cls, data: Any) -> Any:
+        """Without an explicit max_inflight_bytes, a max_body_bytes above its default raises it."""
+        if isinstance(data, dict) and "max_inflight_bytes" not in data:
+            body = data.get("max_body_bytes")
+            if isinstance(body, int) and not isinstance(body, bool) and body > 8_388_608:
+                data = {**data, "max_inflight_bytes": body}
+        return data
+
+    @model_validator(mode="after")
+    def _body_fits_budget(self) -> ServerSpec:
+        if self.max_inflight_bytes < self.max_body_bytes:
+            raise ValueError(f"max_inflight_bytes ({self.max_inflight_bytes}) must be at least max_body_bytes "
+                             f"({self.max_body_bytes}), else a body of the largest size is never admitted")
+        return self
 
 
 class Spec(_Frozen):

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from serving import jsonio
-from serving.errors import BadRequest, InvalidInstance
+from serving.errors import BadRequest, InvalidInstance, TooManyInstances
 from serving.spec import InputSpec
 
 _MISSING = object()
@@ -82,13 +82,17 @@ def _boolean(value: Any) -> Any:
 CHECKS: dict[str, Callable[[Any], Any]] = {"number": _number, "integer": _integer, "string": _string, "boolean": _boolean}
 
 
-def decode_instances(body: bytes | list[Any]) -> list[Any]:
-    """Parse the body and return its non-empty ``instances`` list, or raise BadRequest.
+def decode_instances(body: bytes | list[Any], max_rows: int | None = None) -> list[Any]:
+    """Parse the body and return its non-empty ``instances`` list, or raise BadRequest
+    (TooManyInstances over ``max_rows``).
 
     A list is instances a protocol adapter (:mod:`serving.oip`) already decoded and checked."""
     if type(body) is list:
+        if max_rows is not None and len(body) > max_rows:
+            raise TooManyInstances(f"{len(body)} instances in one request; the limit is {max_rows} "
+                                   "(server.max_rows): split the request")
         return body
-    if not body.strip():
+    if not body or body.isspace():  # (not strip(): that copies a bytearray body)
         raise BadRequest(f"empty request body; {_EXPECTED_BODY}")
     try:
         payload = jsonio.loads(body)
@@ -106,6 +110,9 @@ def decode_instances(body: bytes | list[Any]) -> list[Any]:
         raise BadRequest(f"'instances' must be a list of rows, got {describe(instances)}")
     if not instances:
         raise BadRequest("'instances' is empty; send at least one row")
+    if max_rows is not None and len(instances) > max_rows:
+        raise TooManyInstances(f"{len(instances)} instances in one request; the limit is {max_rows} "
+                               "(server.max_rows): split the request")
     return instances
 
 

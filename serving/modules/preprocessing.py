@@ -52,6 +52,7 @@ def _check(settings: Settings, inputs: list[Any]) -> None:
 
 
 _NUMBERS = frozenset({float, int})
+SMALL_BODY = 16_384  # bodies up to this size are stacked with the batch's other small ones: one conversion
 
 
 class InputScaling:
@@ -81,6 +82,7 @@ class Preprocessing:
         _check(settings, inputs)
         keys = {name: key for key, name in settings.rename.items()}
         self.validator = InstanceValidator(inputs, keys, settings.ignore)
+        self.max_rows = ctx.spec.server.max_rows
         self.fast = all(f.type == "number" and f.required for f in inputs)
         self.names = [keys.get(f.name, f.name) for f in inputs]
         self.width = len(inputs)
@@ -115,17 +117,29 @@ class Preprocessing:
             rows.append(row)
         return rows
 
-    def _rows(self, body: bytes) -> tuple[list[list[Any]], bool]:
-        """The request's rows, and whether they still need the finiteness check."""
-        instances = decode_instances(body)
+    def _array(self, body: bytes) -> np.ndarray:
+        """The request's rows as a 2-D array; ServingError (400/413/422) names the problem.
+
+        Each request becomes its array at once, so the Python lists its JSON decodes to (about
+        ten times the body's size) live for one request at a time, not for the whole batch."""
+        instances = decode_instances(body, self.max_rows)
         if self.fast:
             rows = self._quick(instances)
             if rows is not None:
-                return rows, True
+                try:
+                    features = np.array(rows, dtype=np.float64)
+                    if np.isfinite(features).all():
+                        return features
+                except OverflowError:
+                    pass  # an integer too large for a float: the validator names it
+        return self._checked(instances)
+
+    def _checked(self, instances: list[Any]) -> np.ndarray:
+        """The validator's rows (it names any problem) as an array."""
         rows = [self.validator.row(i, row) for i, row in enumerate(instances)]
         if self.encode:
             self._encode(rows)
-        return rows, False
+        return np.array(rows, dtype=self.dtype)
 
     def _encode(self, rows: list[list[Any]]) -> None:
         for index, row in enumerate(rows):
@@ -138,45 +152,57 @@ class Preprocessing:
                 row[column] = code
 
     async def process(self, batch: Batch) -> Batch:
-        rows: list[list[Any]] = []
-        unchecked = False
+        parts: list[tuple[int, np.ndarray]] = []  # (request, its rows as an array)
+        small: list[tuple[int, list[list[Any]]]] = []  # plain-number rows of small bodies, stacked together
         for i, body in enumerate(batch.bodies):
             try:
-                mine, quick = self._rows(body)
+                if self.fast and len(body) <= SMALL_BODY:
+                    instances = decode_instances(body, self.max_rows)
+                    rows = self._quick(instances)
+                    if rows is not None:
+                        small.append((i, rows))
+                    else:
+                        parts.append((i, self._checked(instances)))
+                else:
+                    parts.append((i, self._array(body)))
             except ServingError as exc:
-                batch.fail(i, exc)
-                continue
-            batch.spans[i] = (len(rows), len(rows) + len(mine))
-            rows.extend(mine)
-            unchecked |= quick
-        if unchecked:
+                # without its traceback: its frames would keep the decoded JSON alive until answered
+                batch.fail(i, exc.with_traceback(None))
+        if small:
             try:
-                features = np.array(rows, dtype=np.float64)
+                features = np.array([row for _, rows in small for row in rows], dtype=np.float64)
                 finite = bool(np.isfinite(features).all())
             except OverflowError:
                 finite = False
-            if not finite:  # rare: find the requests at fault with the exact message
-                return self._recheck(batch)
+            if finite and not parts:  # the usual case: one conversion for the whole batch
+                start = 0
+                for i, rows in small:
+                    batch.spans[i] = (start, start + len(rows))
+                    start += len(rows)
+                batch.features = features
+                return batch
+            if finite:
+                start = 0
+                for i, rows in small:
+                    parts.append((i, features[start:start + len(rows)]))
+                    start += len(rows)
+            else:  # rare: each on its own, so the validator names the request at fault
+                for i, _ in small:
+                    try:
+                        parts.append((i, self._array(batch.bodies[i])))
+                    except ServingError as exc:
+                        batch.fail(i, exc.with_traceback(None))
+            parts.sort(key=lambda part: part[0])
+        start = 0
+        for i, part in parts:
+            batch.spans[i] = (start, start + len(part))
+            start += len(part)
+        if len(parts) == 1:
+            batch.features = parts[0][1]
+        elif parts:
+            batch.features = np.concatenate([part for _, part in parts])
         else:
-            features = np.array(rows, dtype=self.dtype) if rows else np.empty((0, self.width))
-        batch.features = features
-        return batch
-
-    def _recheck(self, batch: Batch) -> Batch:
-        rows: list[list[Any]] = []
-        for i, body in enumerate(batch.bodies):
-            if batch.errors[i] is not None:
-                continue
-            try:
-                mine = [self.validator.row(j, row) for j, row in enumerate(decode_instances(body))]
-                if self.encode:
-                    self._encode(mine)
-            except ServingError as exc:
-                batch.fail(i, exc)
-                mine = []
-            batch.spans[i] = (len(rows), len(rows) + len(mine))
-            rows.extend(mine)
-        batch.features = np.array(rows, dtype=self.dtype) if rows else np.empty((0, self.width))
+            batch.features = np.empty((0, self.width), dtype=self.dtype)
         return batch
 
 

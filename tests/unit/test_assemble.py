@@ -119,3 +119,18 @@ def test_an_altered_module_file_in_the_store_is_refused_at_assembly(settings, ma
     with pytest.raises(StageFailed, match="module file detector.joblib has sha256:.*corrupt or altered"):
         assemble_server.run(settings)
     assert not [p for p in (settings.workdir / "bundles").iterdir() if not p.name.startswith(".")]
+
+
+def test_server_limits_reach_the_bundle_and_bad_ones_are_one_line_config_errors(validated, make_settings):
+    from mlops_cli.errors import ConfigError
+
+    limits = {"max_inflight_bytes": 16777216, "max_rows": 50000, "header_timeout_seconds": 5}
+    s = make_settings(workdir=validated.workdir, model=validated.model, assemble={"server_limits": limits})
+    spec = json.loads((Path(assemble_server.run(s).bundle_path) / "spec.json").read_text())
+    assert spec["server"] == {"max_body_bytes": 1048576, "drain_seconds": 1.0, **limits}
+    assert isinstance(spec["server"]["max_rows"], int)
+    for bad, message in (({"max_rowz": 5}, "assemble.server_limits: max_rowz: unknown key"),
+                         ({"max_inflight_bytes": 1000}, "max_inflight_bytes (1000) must be at least max_body_bytes")):
+        s = make_settings(workdir=validated.workdir, model=validated.model, assemble={"server_limits": bad})
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            assemble_server.run(s)

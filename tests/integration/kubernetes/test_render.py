@@ -223,3 +223,21 @@ def test_pods_have_their_own_account_pull_secrets_spread_and_a_network_policy(sh
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["nginx", "prometheus"]}]}}]
     render.run(kube_settings(model=shipped.model, kubernetes={"network_policy": False}), "prod", tmp_path / "none")
     assert "NetworkPolicy" not in load_dir(tmp_path / "none")
+
+
+def test_memory_limit_must_hold_what_the_servers_bounds_let_it_use(shipped, kube_settings, tmp_path):
+    """Issue 10: the default request/limit fit the default bounds; a smaller limit is a config error."""
+    from mlops_cli.errors import ConfigError
+
+    render.run(kube_settings(model=shipped.model), "test", tmp_path / "a")
+    resources = load_dir(tmp_path / "a")["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"]["memory"] == "320Mi" and resources["limits"]["memory"] == "512Mi"
+    needed = render.memory_needed_mib(kube_settings(model=shipped.model), State.load(shipped.workdir))
+    assert 271 <= needed <= 320  # 150 baseline + model + 1 MiB x 25 + 8 MiB x 4 + 64
+    small = kube_settings(model=shipped.model, kubernetes={"resources": {"memory_limit": "256Mi"}})
+    with pytest.raises(ConfigError, match=r"memory_limit \(256Mi\) is below the 2\d\dMi the server may use"):
+        render.run(small, "test", tmp_path / "b")
+    done = run_cli("render", "--workdir", str(shipped.workdir), "--env", "test", "--out", str(tmp_path / "c"),
+                   env={"MLOPS_KUBERNETES__RESOURCES__MEMORY_LIMIT": "0.25Gi"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: kubernetes.resources.memory_limit (0.25Gi)")

@@ -347,3 +347,25 @@ async def test_outlier_annotation_reject_body_limit_and_not_ready(tmp_path: Path
     assert_error(too_big, 413, "the limit is 2000")
     assert_error(not_ready, 503, "not loaded yet")
     assert (v1_not_ready.status_code, v1_not_ready.json()) == (503, {"name": "iris", "ready": False})
+
+
+async def test_protocol_routes_share_the_servers_byte_budget(iris) -> None:
+    """Issue 10's admission control covers every predict route: with the in-flight byte budget spent,
+    v2 infer and KServe v1 predict shed with 503 + Retry-After (the protocol's error body), as
+    /v1/predict does, and all answer again once the bytes are released."""
+    budget = iris.app.state.budget
+    body = {"inputs": columns(IRIS_ROWS[:1])}
+    spent = budget.limit - budget.used
+    budget.acquire(spent)  # what other requests in flight hold
+    try:
+        for path, payload in (("/v2/models/iris/infer", body), ("/v2/models/iris/versions/1/infer", body),
+                              ("/v1/models/iris:predict", {"instances": IRIS_ROWS[:1]})):
+            r = await iris.client.post(path, json=payload)
+            assert r.status_code == 503 and r.headers["retry-after"] == "1", (path, r.text)
+            assert set(r.json()) == {"error"}
+        assert (await iris.client.post("/v1/predict", json={"instances": IRIS_ROWS[:1]})).status_code == 503
+    finally:
+        budget.release(spent)
+    assert budget.used == 0
+    r = await iris.client.post("/v2/models/iris/infer", json=body)
+    assert r.status_code == 200 and budget.used == 0  # held until sent, then given back

@@ -38,11 +38,12 @@ def secret_value(value: Optional[SecretStr], file: Optional[Path], key: str) -> 
 
 
 def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost: an address whose traffic never leaves this machine."""
+    """127.0.0.0/8, ::1 or localhost: an address whose traffic never leaves this machine. Not `x.localhost`
+    (a resolver without RFC 6761's rule sends that name to DNS, which may answer anything)."""
     import ipaddress
 
     host = host.strip().strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

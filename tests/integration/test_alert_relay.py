@@ -485,3 +485,18 @@ def test_a_token_over_plain_http_is_refused_at_start(tmp_path: Path, slack) -> N
         run = run_cli("alert-relay", cwd=tmp_path, env={**base, **env}, timeout=60)
         assert run.returncode == 2 and message in run.stderr, (env, run.stderr)
         assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+
+
+def test_a_second_relay_on_the_same_queue_directory_is_refused_in_one_line(make_relay, slack, kafka) -> None:
+    """Two relays on one queue would number alerts alike and deliver each twice: the second exits 2."""
+    from helpers import run_cli
+
+    first = make_relay().start()
+    second = run_cli("alert-relay", cwd=first.tmp, timeout=60,
+                     env={**first.env, "MLOPS_RELAY__PORT": str(free_port())})
+    assert second.returncode == 2, second.stderr
+    [line] = second.stderr.strip().splitlines()
+    assert f"is in use by another relay (pid {first.proc.pid})" in line and "relay.queue_dir" in line, line
+    assert first.post(alertmanager(alert())).status_code == 202  # the first one is untouched
+    first.stop()
+    assert make_relay().start().post(alertmanager(alert(fingerprint="f2"))).status_code == 202  # free once it stopped

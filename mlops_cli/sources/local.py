@@ -28,7 +28,16 @@ FRAMEWORKS_BY_SUFFIX = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "skl
 LOCK_TIMEOUT_S = 60.0
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
+    """`path` holds `data` or what it held before, never a part; durable (file and directory fsynced) on return."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     with os.fdopen(fd, "wb") as fh:
@@ -36,6 +45,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -124,6 +134,8 @@ class LocalStore:
         # Allocating the next version and writing its metadata is one step under the model's lock, so parallel
         # registers of one name each get their own version (none overwrites another).
         with _locked(self._model_dir(name) / ".lock", f"model {name}"):
+            for stale in self._model_dir(name).glob(".tmp-*"):  # a register killed while it held the lock
+                stale.unlink(missing_ok=True)
             numeric = [int(v) for v in self.versions(name) if v.isdigit()]
             meta = metadata(str(max(numeric, default=0) + 1))
             text = json.dumps(meta.model_dump(mode="json", by_alias=True), indent=2)
@@ -131,13 +143,18 @@ class LocalStore:
         return meta
 
     def _store_blob(self, path: Path, digest: str) -> None:
+        """Stored by content and durable before the metadata naming it is written; a blob of the wrong size (cut
+        short by a power cut before blobs were fsynced) is written again."""
         blob = self.blob(digest)
-        if not blob.exists():
+        if not blob.is_file() or blob.stat().st_size != path.stat().st_size:
             blob.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=blob.parent)
-            os.close(fd)
-            shutil.copyfile(path, tmp)
+            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(tmp, blob)
+            _fsync_dir(blob.parent)
 
     @staticmethod
     def _module_files(modules: Optional[dict[str, Any]]) -> tuple[Optional[dict[str, Any]], list[tuple[Path, str]]]:

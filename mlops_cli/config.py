@@ -526,8 +526,8 @@ class RelaySettings(Section):
     metrics_token_file: Optional[Path] = None
     """File holding metrics_token (a mounted secret)."""
     metrics_port: Optional[int] = Field(None, ge=1, le=65535)
-    """Serve `/metrics` and `/health/live` on this port (of metrics_host) instead of the webhook port, e.g. one
-    only the cluster's Prometheus may reach; with TLS set, it is HTTPS too."""
+    """Serve `/metrics` on this port (of metrics_host) instead of the webhook port, e.g. one only the cluster's
+    Prometheus may reach; it takes no webhooks; `/health/live` answers on both; with TLS set, it is HTTPS too."""
     metrics_host: Optional[str] = None
     """Address of metrics_port; default: host."""
 

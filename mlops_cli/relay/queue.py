@@ -289,8 +289,12 @@ class DiskQueue:
     def requeue_dead(self, sink: str) -> int:
         """Move the sink's dead letters back into its queue (in their original order); how many."""
         with self._lock:
-            letters = sorted((self.directory / sink / "dead").glob("*.json"))
-            for path in letters:
-                os.replace(path, self.directory / sink / path.name)
+            moved = 0
+            for path in sorted((self.directory / sink / "dead").glob("*.json")):
+                try:
+                    os.replace(path, self.directory / sink / path.name)
+                except FileNotFoundError:  # dropped meanwhile by the running relay (beyond dead_max)
+                    continue
                 self._index[sink].add(path.name)
-            return len(letters)
+                moved += 1
+            return moved

@@ -348,3 +348,25 @@ def test_a_new_counter_ceiling_is_fsynced_with_its_directory_before_a_name_under
     q.put([note("first")])  # reserves the first block: writes the seq file
     assert tmp_path.stat().st_ino in synced  # the rename of seq is durable (else a power cut could reuse names)
     assert (tmp_path / "a").stat().st_ino in synced
+
+
+def test_requeue_skips_a_dead_letter_the_running_relay_dropped_meanwhile(tmp_path: Path, monkeypatch) -> None:
+    """--requeue-dead runs beside the relay, which may drop the oldest dead letters (dead_max) under its feet."""
+    import mlops_cli.relay.queue as queue_module
+
+    q = DiskQueue(tmp_path, ["a"], max_items=10)
+    q.put([note("x"), note("y")])
+    q.bury(q.oldest("a"))
+    q.bury(q.oldest("a"))
+    letters = sorted((tmp_path / "a" / "dead").glob("*.json"))
+    real = queue_module.os.replace
+
+    def replace(src, dst):
+        if Path(src) == letters[0]:
+            Path(src).unlink()  # the relay dropped it just before
+        return real(src, dst)
+
+    monkeypatch.setattr(queue_module.os, "replace", replace)
+    requeuer = DiskQueue(tmp_path, ["a"], max_items=10, clean=False)
+    assert requeuer.requeue_dead("a") == 1
+    assert requeuer.oldest("a").note.title == "y"

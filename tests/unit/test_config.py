@@ -101,3 +101,6 @@ def test_registry_credentials_go_only_over_tls() -> None:
     assert engine_plain_http(info, "art.example.com:5000/ml") and engine_plain_http(info, "10.1.2.3:5000")
     assert not engine_plain_http(info, "art.example.com/ml") and not engine_plain_http(info, "registry.example.org")
     assert not engine_plain_http({}, "10.1.2.3")
+    # a name is resolved, as the engine resolves it, and its addresses checked against the CIDRs
+    assert engine_plain_http({"RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8"]}}, "localhost:5000/ml")
+    assert not engine_plain_http({"RegistryConfig": {"InsecureRegistryCIDRs": ["10.0.0.0/8"]}}, "localhost:5000")

@@ -129,17 +129,21 @@ class LocalStore:
                 raise UsageError(f"invalid model metadata: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
         metadata("1")  # invalid metadata fails before anything is stored or locked
-        for path, digest in [(artifact, sha)] + module_files:
-            self._store_blob(path, digest)  # by content and atomic: safe without the lock
-        # Allocating the next version and writing its metadata is one step under the model's lock, so parallel
-        # registers of one name each get their own version (none overwrites another).
-        with _locked(self._model_dir(name) / ".lock", f"model {name}"):
-            for stale in self._model_dir(name).glob(".tmp-*"):  # a register killed while it held the lock
-                stale.unlink(missing_ok=True)
-            numeric = [int(v) for v in self.versions(name) if v.isdigit()]
-            meta = metadata(str(max(numeric, default=0) + 1))
-            text = json.dumps(meta.model_dump(mode="json", by_alias=True), indent=2)
-            _write_atomic(self._model_dir(name) / f"{meta.version}.json", text.encode())
+        try:
+            for path, digest in [(artifact, sha)] + module_files:
+                self._store_blob(path, digest)  # by content and atomic: safe without the lock
+            # Allocating the next version and writing its metadata is one step under the model's lock, so parallel
+            # registers of one name each get their own version (none overwrites another).
+            with _locked(self._model_dir(name) / ".lock", f"model {name}"):
+                for stale in self._model_dir(name).glob(".tmp-*"):  # a register killed while it held the lock
+                    stale.unlink(missing_ok=True)
+                numeric = [int(v) for v in self.versions(name) if v.isdigit()]
+                meta = metadata(str(max(numeric, default=0) + 1))
+                text = json.dumps(meta.model_dump(mode="json", by_alias=True), indent=2)
+                _write_atomic(self._model_dir(name) / f"{meta.version}.json", text.encode())
+        except OSError as exc:  # a full disk, a read-only store: one line, nothing registered
+            where = exc.filename or self.root
+            raise StageFailed(f"cannot write the local store: {where}: {exc.strerror or type(exc).__name__}") from None
         return meta
 
     def _store_blob(self, path: Path, digest: str) -> None:

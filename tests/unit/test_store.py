@@ -120,3 +120,14 @@ def test_a_registered_version_is_durable_and_a_crash_leaves_nothing_behind(setti
     for path in (blob, blob.parent, folder / "2.json", folder):
         assert path.stat().st_ino in synced, path
     assert not list(folder.glob(".tmp-*")) and not list(blob.parent.glob(".tmp-*"))
+
+
+def test_a_store_that_cannot_be_written_is_one_line_and_nothing_registered(settings, iris_artifact):
+    store = LocalStore(settings.store_path)
+    store.register(iris_artifact, name="iris")
+    lock = settings.store_path / "models" / "iris" / ".lock"
+    lock.unlink()
+    lock.mkdir()  # (the tests run as root: a read-only directory would not stop them)
+    with pytest.raises(StageFailed, match=r"^cannot write the local store: .*\.lock: Is a directory$"):
+        store.register(iris_artifact, name="iris")
+    assert store.versions("iris") == ["1"]

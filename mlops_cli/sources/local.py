@@ -63,9 +63,13 @@ def _locked(path: Path, what: str, timeout_s: float = LOCK_TIMEOUT_S):
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise TemporaryError(f"{what} is locked by another process ({path}) for more than {timeout_s:g}s",
-                                      hint="another `mlops model register` of the same name is still running") from None
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+                    raise TemporaryError(f"{what} is locked by another process (pid {holder}, {path}) for more than "
+                                         f"{timeout_s:g}s",
+                                         hint="another `mlops model register` of the same name is still running") from None
                 time.sleep(0.01)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # names the holder to whoever waits
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

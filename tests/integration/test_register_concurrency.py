@@ -59,7 +59,7 @@ def test_a_register_killed_while_holding_the_lock_does_not_block_the_next(tmp_pa
         began = time.monotonic()
         assert store.register(iris_artifact, name="other").version == "1"  # another name: not held up
         assert time.monotonic() - began < 5
-        with pytest.raises(Exception, match=r"model iris is locked by another process"):
+        with pytest.raises(Exception, match=rf"model iris is locked by another process \(pid {holder.pid}, "):
             with _locked(lock, "model iris", timeout_s=0.3):
                 pass
         holder.send_signal(signal.SIGKILL)

@@ -39,11 +39,12 @@ def secret_value(value: Optional[SecretStr], file: Optional[Path], key: str) -> 
 
 
 def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost: an address whose traffic never leaves this machine."""
+    """127.0.0.0/8, ::1 or localhost: an address whose traffic never leaves this machine. Not `x.localhost`
+    (a resolver without RFC 6761's rule sends that name to DNS, which may answer anything)."""
     import ipaddress
 
     host = host.strip().strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -573,8 +574,8 @@ class RelaySettings(Section):
     metrics_token_file: Optional[Path] = None
     """File holding metrics_token (a mounted secret)."""
     metrics_port: Optional[int] = Field(None, ge=1, le=65535)
-    """Serve `/metrics` and `/health/live` on this port (of metrics_host) instead of the webhook port, e.g. one
-    only the cluster's Prometheus may reach; with TLS set, it is HTTPS too."""
+    """Serve `/metrics` on this port (of metrics_host) instead of the webhook port, e.g. one only the cluster's
+    Prometheus may reach; it takes no webhooks; `/health/live` answers on both; with TLS set, it is HTTPS too."""
     metrics_host: Optional[str] = None
     """Address of metrics_port; default: host."""
 

@@ -1,6 +1,7 @@
 """The buildah builder: daemonless, for agents with no Docker socket (OpenShift Jenkins agents).
 
-Credentials go to buildah in a temporary auth file (mode 0600), never on the command line.
+Credentials go to buildah in a temporary auth file (mode 0600), never on the command line, and to a
+registry that is not a loopback address only over verified TLS (whatever registries.conf says).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..config import Settings
+from ..config import Settings, is_loopback, registry_host
 from ..errors import ConfigError, StageFailed
 from ..proc import run
 from . import BuildRequest, registry_failure, with_retries
@@ -59,6 +60,10 @@ class BuildahBuilder:
                 args.append("--tls-verify=false")
             password = self.cfg.registry_password()
             if self.cfg.username and password is not None:
+                if not self.cfg.insecure and not is_loopback(registry_host(registry)):
+                    # explicit: overrides an `insecure = true` for this registry in registries.conf, with which
+                    # buildah would fall back to plain http and send the credentials in clear text
+                    args.append("--tls-verify=true")
                 auth_file = Path(tmp) / "auth.json"
                 token = base64.b64encode(f"{self.cfg.username}:{password}".encode()).decode()
                 fd = os.open(auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

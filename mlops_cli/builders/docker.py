@@ -19,8 +19,10 @@ DIGEST_LINE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
 def engine_plain_http(info: dict[str, Any], registry: str) -> bool:
     """Whether the engine (its `GET /info`) talks to `registry` without TLS: its IndexConfigs entry says
-    `Secure: false`, or the registry's IP address is in InsecureRegistryCIDRs."""
+    `Secure: false`, or an address of the registry is in InsecureRegistryCIDRs (a name is resolved, as the
+    engine does: `art.internal` on 10.1.2.3 is insecure under 10.1.0.0/16)."""
     import ipaddress
+    import socket
 
     config = info.get("RegistryConfig") or {}
     hostport = registry.split("/")[0]
@@ -28,17 +30,23 @@ def engine_plain_http(info: dict[str, Any], registry: str) -> bool:
         registry_host(registry))
     if isinstance(index, dict) and index.get("Secure") is False:
         return True
-    try:
-        address = ipaddress.ip_address(registry_host(registry))
-    except ValueError:
-        return False
+    cidrs = []
     for cidr in config.get("InsecureRegistryCIDRs") or []:
         try:
-            if address in ipaddress.ip_network(cidr, strict=False):
-                return True
+            cidrs.append(ipaddress.ip_network(cidr, strict=False))
         except ValueError:
             continue
-    return False
+    if not cidrs:
+        return False
+    host = registry_host(registry)
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            addresses = {ipaddress.ip_address(a[4][0].split("%")[0]) for a in socket.getaddrinfo(host, None)}
+        except (OSError, UnicodeError, ValueError):  # not resolvable here: the engine cannot push there either
+            return False
+    return any(address in cidr for address in addresses for cidr in cidrs if address.version == cidr.version)
 
 
 class DockerBuilder:

@@ -76,7 +76,7 @@ def build(settings: "Settings"):
     from prometheus_client import CollectorRegistry
 
     from .app import RelayConfig, create_app
-    from .queue import DiskQueue
+    from .queue import DiskQueue, QueueBusy
 
     relay = settings.relay
     token = relay.token_value()
@@ -89,7 +89,9 @@ def build(settings: "Settings"):
     notifiers = make_notifiers(settings)
     queue_dir = relay.queue_dir if relay.queue_dir is not None else settings.workdir / "relay-queue"
     try:
-        queue = DiskQueue(queue_dir, notifiers, relay.queue_max, dead_max=relay.dead_max)
+        queue = DiskQueue(queue_dir, notifiers, relay.queue_max, dead_max=relay.dead_max, exclusive=True)
+    except QueueBusy as exc:
+        raise ConfigError(str(exc), hint="give each relay its own relay.queue_dir") from None
     except OSError as exc:
         raise ConfigError(f"relay queue directory {queue_dir}: {exc.strerror}") from None
     config = RelayConfig(token=token, retries=relay.retries, retry_backoff_s=relay.retry_backoff_s,
@@ -110,7 +112,8 @@ def requeue_dead(settings: "Settings") -> dict[str, int]:
         raise ConfigError("the relay has no sinks: nothing to requeue", hint="set relay.sinks, e.g. [slack, kafka]")
     queue_dir = relay.queue_dir if relay.queue_dir is not None else settings.workdir / "relay-queue"
     try:
-        queue = DiskQueue(queue_dir, names, relay.queue_max, dead_max=relay.dead_max)
+        # beside a running relay: neither owns the directory nor cleans up (its writes under way are .tmp files)
+        queue = DiskQueue(queue_dir, names, relay.queue_max, dead_max=relay.dead_max, clean=False)
         return {name: queue.requeue_dead(name) for name in names}
     except OSError as exc:
         raise ConfigError(f"relay queue directory {queue_dir}: {exc.strerror or type(exc).__name__}") from None
@@ -165,6 +168,7 @@ def run(settings: "Settings") -> None:
     finally:
         for sock in sockets:
             sock.close()
+        queue.close()
         for notifier in notifiers.values():
             close = getattr(notifier, "close", None)
             if close is not None:

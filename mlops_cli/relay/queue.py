@@ -19,10 +19,15 @@ and the relay answers 503 so the sender (Alertmanager, Grafana) retries.
 Items a sink will never accept (a permanent error), and files that cannot be read back, move to
 `<sink>/dead/`, which keeps at most `dead_max` items (the oldest are dropped, each with a log line).
 `requeue_dead` moves dead letters back into the queue.
+One relay owns a queue directory (`exclusive`: an flock on `<dir>/lock`, dropped by the kernel however
+the relay ends): a second one would hand out the same names and deliver every alert twice. Only the
+owner removes the `.tmp` files of writes cut short; `mlops alert-relay --requeue-dead` opens the queue
+without either, so it can run beside the relay without deleting a write under way.
 """
 
 from __future__ import annotations
 
+import fcntl
 import heapq
 import json
 import logging
@@ -42,6 +47,18 @@ SEQ_BLOCK = 1000
 
 class QueueFull(Exception):
     pass
+
+
+class QueueBusy(Exception):
+    """Another process owns the queue directory."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -77,7 +94,7 @@ class _Index:
 class DiskQueue:
     def __init__(self, directory: Path, sinks: Iterable[str], max_items: int, dead_max: int = 1000,
                  on_unreadable: Optional[Callable[[str], None]] = None,
-                 on_dropped: Optional[Callable[[str], None]] = None):
+                 on_dropped: Optional[Callable[[str], None]] = None, exclusive: bool = False, clean: bool = True):
         self.directory = Path(directory)
         self.max_items = max_items
         self.dead_max = dead_max
@@ -89,14 +106,38 @@ class DiskQueue:
         self._incoming.mkdir(parents=True, exist_ok=True)
         for sink in self.sinks:
             (self.directory / sink / "dead").mkdir(parents=True, exist_ok=True)
-        for folder in [self._incoming, *(self.directory / sink for sink in self.sinks)]:
-            for stale in folder.glob(".*.tmp"):  # a write cut short by a crash (never acknowledged)
-                stale.unlink(missing_ok=True)
+        self._owner_fd = self._claim() if exclusive else None
+        if clean:  # (never beside a running relay: its writes under way are .tmp files too)
+            for folder in [self._incoming, *(self.directory / sink for sink in self.sinks)]:
+                for stale in folder.glob(".*.tmp"):  # a write cut short by a crash (never acknowledged)
+                    stale.unlink(missing_ok=True)
         self._index = {sink: _Index(self._listed(sink)) for sink in self.sinks}
         self._seq_file = self.directory / "seq"
         self._next = self._load_seq()
         self._ceiling = self._next  # numbers below it are persisted as handed out
         self._pending = 0  # notes (per sink) of puts under way: counted against max_items
+
+    def _claim(self) -> int:
+        """Own the directory (an exclusive flock on `<dir>/lock`, holding our PID) or raise QueueBusy."""
+        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise QueueBusy(f"the relay queue {self.directory} is in use by another relay (pid {holder})") from None
+        except OSError:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def close(self) -> None:
+        """Release the directory (when owned)."""
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
 
     def _listed(self, sink: str) -> list[str]:
         with os.scandir(self.directory / sink) as entries:
@@ -130,6 +171,7 @@ class DiskQueue:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self._seq_file)
+            _fsync_dir(self.directory)  # the new ceiling survives a power cut before any number under it is used
             self._ceiling = ceiling
         self._next = first + count
         return first
@@ -169,11 +211,7 @@ class DiskQueue:
                     os.link(tmp, final)
                     placed.append(final)
             for sink in self.sinks:
-                fd = os.open(self.directory / sink, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _fsync_dir(self.directory / sink)
         except BaseException:
             for path in placed + written:
                 try:
@@ -251,8 +289,12 @@ class DiskQueue:
     def requeue_dead(self, sink: str) -> int:
         """Move the sink's dead letters back into its queue (in their original order); how many."""
         with self._lock:
-            letters = sorted((self.directory / sink / "dead").glob("*.json"))
-            for path in letters:
-                os.replace(path, self.directory / sink / path.name)
+            moved = 0
+            for path in sorted((self.directory / sink / "dead").glob("*.json")):
+                try:
+                    os.replace(path, self.directory / sink / path.name)
+                except FileNotFoundError:  # dropped meanwhile by the running relay (beyond dead_max)
+                    continue
                 self._index[sink].add(path.name)
-            return len(letters)
+                moved += 1
+            return moved

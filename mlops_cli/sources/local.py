@@ -28,7 +28,16 @@ FRAMEWORKS_BY_SUFFIX = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "skl
 LOCK_TIMEOUT_S = 60.0
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
+    """`path` holds `data` or what it held before, never a part; durable (file and directory fsynced) on return."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     with os.fdopen(fd, "wb") as fh:
@@ -36,6 +45,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -53,9 +63,13 @@ def _locked(path: Path, what: str, timeout_s: float = LOCK_TIMEOUT_S):
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise TemporaryError(f"{what} is locked by another process ({path}) for more than {timeout_s:g}s",
-                                      hint="another `mlops model register` of the same name is still running") from None
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+                    raise TemporaryError(f"{what} is locked by another process (pid {holder}, {path}) for more than "
+                                         f"{timeout_s:g}s",
+                                         hint="another `mlops model register` of the same name is still running") from None
                 time.sleep(0.01)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # names the holder to whoever waits
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
@@ -119,25 +133,36 @@ class LocalStore:
                 raise UsageError(f"invalid model metadata: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
         metadata("1")  # invalid metadata fails before anything is stored or locked
-        for path, digest in [(artifact, sha)] + module_files:
-            self._store_blob(path, digest)  # by content and atomic: safe without the lock
-        # Allocating the next version and writing its metadata is one step under the model's lock, so parallel
-        # registers of one name each get their own version (none overwrites another).
-        with _locked(self._model_dir(name) / ".lock", f"model {name}"):
-            numeric = [int(v) for v in self.versions(name) if v.isdigit()]
-            meta = metadata(str(max(numeric, default=0) + 1))
-            text = json.dumps(meta.model_dump(mode="json", by_alias=True), indent=2)
-            _write_atomic(self._model_dir(name) / f"{meta.version}.json", text.encode())
+        try:
+            for path, digest in [(artifact, sha)] + module_files:
+                self._store_blob(path, digest)  # by content and atomic: safe without the lock
+            # Allocating the next version and writing its metadata is one step under the model's lock, so parallel
+            # registers of one name each get their own version (none overwrites another).
+            with _locked(self._model_dir(name) / ".lock", f"model {name}"):
+                for stale in self._model_dir(name).glob(".tmp-*"):  # a register killed while it held the lock
+                    stale.unlink(missing_ok=True)
+                numeric = [int(v) for v in self.versions(name) if v.isdigit()]
+                meta = metadata(str(max(numeric, default=0) + 1))
+                text = json.dumps(meta.model_dump(mode="json", by_alias=True), indent=2)
+                _write_atomic(self._model_dir(name) / f"{meta.version}.json", text.encode())
+        except OSError as exc:  # a full disk, a read-only store: one line, nothing registered
+            where = exc.filename or self.root
+            raise StageFailed(f"cannot write the local store: {where}: {exc.strerror or type(exc).__name__}") from None
         return meta
 
     def _store_blob(self, path: Path, digest: str) -> None:
+        """Stored by content and durable before the metadata naming it is written; a blob of the wrong size (cut
+        short by a power cut before blobs were fsynced) is written again."""
         blob = self.blob(digest)
-        if not blob.exists():
+        if not blob.is_file() or blob.stat().st_size != path.stat().st_size:
             blob.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=blob.parent)
-            os.close(fd)
-            shutil.copyfile(path, tmp)
+            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(tmp, blob)
+            _fsync_dir(blob.parent)
 
     @staticmethod
     def _module_files(modules: Optional[dict[str, Any]]) -> tuple[Optional[dict[str, Any]], list[tuple[Path, str]]]:

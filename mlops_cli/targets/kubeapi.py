@@ -142,9 +142,12 @@ def _configuration(settings: KubernetesSettings) -> tuple[Any, Optional[str]]:
         config.load_kube_config(config_file=str(path), context=wanted, client_configuration=cfg, persist_config=False)
     except (ConfigException, OSError, ValueError) as exc:
         raise ConfigError(f"kubeconfig {path}, context {wanted!r}: {str(exc).splitlines()[0]}") from None
-    if cfg.host.lower().startswith("http://") and (cfg.api_key or cfg.password) and not (
-            is_loopback(urlsplit(cfg.host).hostname or "") and settings.insecure):
-        raise ConfigError(f"kubeconfig {path}, context {wanted!r}: server {cfg.host} is plain http and the user's "
+    # not https (http://, or no scheme at all, which urllib3 takes as http) with credentials: clear text
+    if not cfg.host.lower().startswith("https://") and (cfg.api_key or cfg.password) and not (
+            cfg.host.lower().startswith("http://") and is_loopback(urlsplit(cfg.host).hostname or "")
+            and settings.insecure):
+        shown = re.sub(r"^([^/]*//)?[^/@]*@", r"\1", cfg.host)  # never the user:password of a server URL
+        raise ConfigError(f"kubeconfig {path}, context {wanted!r}: server {shown} is plain http and the user's "
                           "credentials would go out in clear text",
                           hint="use https:// (plain http only to a loopback address, with kubernetes.insecure: true)")
     return cfg, None

@@ -485,3 +485,59 @@ def test_a_token_over_plain_http_is_refused_at_start(tmp_path: Path, slack) -> N
         run = run_cli("alert-relay", cwd=tmp_path, env={**base, **env}, timeout=60)
         assert run.returncode == 2 and message in run.stderr, (env, run.stderr)
         assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+
+
+def test_a_second_relay_on_the_same_queue_directory_is_refused_in_one_line(make_relay, slack, kafka) -> None:
+    """Two relays on one queue would number alerts alike and deliver each twice: the second exits 2."""
+    from helpers import run_cli
+
+    first = make_relay().start()
+    second = run_cli("alert-relay", cwd=first.tmp, timeout=60,
+                     env={**first.env, "MLOPS_RELAY__PORT": str(free_port())})
+    assert second.returncode == 2, second.stderr
+    [line] = second.stderr.strip().splitlines()
+    assert f"is in use by another relay (pid {first.proc.pid})" in line and "relay.queue_dir" in line, line
+    assert first.post(alertmanager(alert())).status_code == 202  # the first one is untouched
+    first.stop()
+    assert make_relay().start().post(alertmanager(alert(fingerprint="f2"))).status_code == 202  # free once it stopped
+
+
+def test_a_disk_that_refuses_the_write_is_503_nothing_queued_and_the_relay_goes_on(tmp_path: Path, slack) -> None:
+    """A real write error in a real relay process (RLIMIT_FSIZE: every file it writes is capped at 200 bytes, as a
+    full disk would cut it; SIGXFSZ ignored so the write fails with EFBIG instead of killing it): 503, so the
+    sender retries; never a 202 for an alert that is not on disk."""
+    import resource
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    env.update({"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__PORT": str(port), "MLOPS_RELAY__INSECURE": "true",
+                "MLOPS_RELAY__SINKS": '["slack"]', "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"),
+                "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url, "PYTHONDONTWRITEBYTECODE": "1"})
+
+    def capped() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (an ignored signal stays ignored across exec)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "alert-relay"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=capped)
+    try:
+        def live() -> bool:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(live, "the relay did not start")
+        for _ in range(2):
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/alertmanager", json=alertmanager(alert()), timeout=10,
+                           headers={"Authorization": f"Bearer {TOKEN}"})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "queue_unwritable", r.text
+        assert not list((tmp_path / "queue").rglob("*.json")) and not list((tmp_path / "queue").rglob(".*.tmp"))
+        assert httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5).status_code == 200
+        assert slack.received == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert "cannot write the queue" in out.decode() and "Traceback" not in out.decode()

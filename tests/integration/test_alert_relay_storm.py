@@ -123,6 +123,7 @@ def test_a_storm_with_dead_sinks_is_taken_fast_and_nothing_acknowledged_is_lost_
         # the standard library's keep-alive client: light on CPU, so the senders do not starve the relay
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
         client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connected = False
         try:
             while True:
                 with lock:
@@ -138,8 +139,9 @@ def test_a_storm_with_dead_sinks_is_taken_fast_and_nothing_acknowledged_is_lost_
                     if not killed.is_set():
                         errors.append(f"{i}: {type(exc).__name__}")
                     return
-                if i < STORM:
+                if i < STORM and connected:  # a connection's first request also pays the TCP handshake: not intake
                     latencies.append(time.perf_counter() - began)
+                connected = True
                 if r.status == 202:
                     with lock:
                         acked.add(i)
@@ -154,7 +156,7 @@ def test_a_storm_with_dead_sinks_is_taken_fast_and_nothing_acknowledged_is_lost_
         for t in threads:
             t.start()
         # the storm; then, while the senders go on posting, kill -9 in the middle of the intake
-        while len(latencies) < STORM and time.monotonic() - began < 120 and not errors:
+        while len(latencies) < STORM - SENDERS and time.monotonic() - began < 120 and not errors:
             time.sleep(0.05)
         time.sleep(0.2)
         killed.set()
@@ -163,11 +165,12 @@ def test_a_storm_with_dead_sinks_is_taken_fast_and_nothing_acknowledged_is_lost_
         for t in threads:
             t.join(timeout=30)
         assert not errors, errors[:5]
-        assert len(latencies) >= STORM and set(range(STORM)) <= acked
+        assert len(latencies) >= STORM - SENDERS and set(range(STORM)) <= acked
         latencies.sort()
         p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
-        print(f"intake of {STORM} webhooks, {SENDERS} senders, sinks down: p50 {p50 * 1000:.1f} ms, "
-              f"p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; {len(acked)} acknowledged before kill -9")
+        print(f"intake of {STORM} webhooks ({len(latencies)} timed: not each connection's first), {SENDERS} senders, "
+              f"sinks down: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; "
+              f"{len(acked)} acknowledged before kill -9")
 
         # the sinks come back and the relay restarts: every acknowledged alert arrives, once, in each sink
         kafka.start()
@@ -181,6 +184,9 @@ def test_a_storm_with_dead_sinks_is_taken_fast_and_nothing_acknowledged_is_lost_
                 break
             time.sleep(0.5)
         assert not queued, f"{len(queued)} alerts still queued after 240 s"
+        # writes cut short by the kill (never acknowledged) were removed by the restart
+        assert not list((tmp_path / "queue" / "incoming").iterdir())
+        assert not [p for sink in ("slack", "kafka") for p in (tmp_path / "queue" / sink).glob(".*")]
         slack_seen = [int(t.split("storm alert ")[1]) for t in slack.texts]
         kafka_seen = [int(m.key.decode()[2:]) for m in kafka.topic(TOPIC)]
         for seen in (slack_seen, kafka_seen):

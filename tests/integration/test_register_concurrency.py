@@ -39,3 +39,36 @@ def test_parallel_registers_of_one_name_get_distinct_versions_and_lose_none(tmp_
     tags = sorted(json.loads((folder / f"{v}.json").read_text())["tags"][0] for v in versions)
     assert tags == sorted(f"run-{i}" for i in range(10))  # every register's own metadata, none overwritten
     assert not list(folder.glob(".tmp-*"))
+
+
+def test_a_register_killed_while_holding_the_lock_does_not_block_the_next(tmp_path: Path, iris_artifact: Path):
+    """The lock is the kernel's (flock): kill -9 of its holder frees it at once; other names never wait on it."""
+    import signal
+
+    import mlops_cli
+    from mlops_cli.sources.local import LocalStore, _locked
+
+    store = LocalStore(tmp_path / "store")
+    lock = tmp_path / "store" / "models" / "iris" / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from mlops_cli.sources.local import _locked\n"
+        f"with _locked(Path({str(lock)!r}), 'model iris'):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(mlops_cli.__file__).parents[1])})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        began = time.monotonic()
+        assert store.register(iris_artifact, name="other").version == "1"  # another name: not held up
+        assert time.monotonic() - began < 5
+        with pytest.raises(Exception, match=rf"model iris is locked by another process \(pid {holder.pid}, "):
+            with _locked(lock, "model iris", timeout_s=0.3):
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        began = time.monotonic()
+        assert store.register(iris_artifact, name="iris").version == "1"
+        assert time.monotonic() - began < 5
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=10)
+        holder.stdout.close()

@@ -89,6 +89,10 @@ def test_registry_credentials_go_only_over_tls() -> None:
     assert [registry_host(r) for r in ("a.example:5000/x", "[::1]:5000", "a.example")] == ["a.example", "::1", "a.example"]
     assert [is_loopback(h) for h in ("127.0.0.2", "::1", "localhost", "10.0.0.1", "example.com")] == \
         [True, True, True, False, False]
+    # names that merely look local go to DNS, which may answer anything
+    assert not any(is_loopback(h) for h in ("127.0.0.1.evil.example", "evil.localhost", "localhost.evil.example",
+                                            "0.0.0.0", "::", "[::ffff:10.0.0.1]"))
+    assert all(is_loopback(h) for h in ("LOCALHOST", "localhost.", "[::1]", "127.255.255.254"))
     # GET /info as Docker documents it (RegistryConfig.IndexConfigs[...].Secure, InsecureRegistryCIDRs)
     info = {"RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8", "10.1.0.0/16"],
                                "IndexConfigs": {"docker.io": {"Name": "docker.io", "Secure": True},
@@ -97,6 +101,9 @@ def test_registry_credentials_go_only_over_tls() -> None:
     assert engine_plain_http(info, "art.example.com:5000/ml") and engine_plain_http(info, "10.1.2.3:5000")
     assert not engine_plain_http(info, "art.example.com/ml") and not engine_plain_http(info, "registry.example.org")
     assert not engine_plain_http({}, "10.1.2.3")
+    # a name is resolved, as the engine resolves it, and its addresses checked against the CIDRs
+    assert engine_plain_http({"RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8"]}}, "localhost:5000/ml")
+    assert not engine_plain_http({"RegistryConfig": {"InsecureRegistryCIDRs": ["10.0.0.0/8"]}}, "localhost:5000")
 
 
 @pytest.mark.parametrize("text, env, expected", [

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -152,6 +153,10 @@ def test_alertmanager_sends_the_relay_token_only_over_verified_tls() -> None:
         assert http["authorization"]["credentials_file"] and "credentials" not in http["authorization"]
         assert hook["url"].startswith("https://"), hook["url"]
         assert http["tls_config"]["ca_file"] and not http["tls_config"].get("insecure_skip_verify", False)
+        # OpenShift's service serving certificate names <service>.<namespace>.svc[.cluster.local], not the bare
+        # service name: the name checked (server_name, else the URL's host) must be one of those
+        host = http["tls_config"].get("server_name") or urlsplit(hook["url"]).hostname
+        assert re.fullmatch(r"[a-z0-9-]+\.[a-z0-9-]+\.svc(\.cluster\.local)?", host), host
 
 
 def alerts() -> list[dict]:

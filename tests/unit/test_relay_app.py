@@ -309,3 +309,64 @@ def test_a_sink_that_starts_refusing_everything_after_other_failures_is_reported
         sink.error = DeliveryError("slack webhook answered 403 invalid_token", retryable=False, sink_down=True)
         wait_for(lambda: metric(registry, "mlops_relay_sink_up", sink="sink") == 0, "not reported down")
         assert queue.depth("sink") == 1
+
+
+def test_one_relay_owns_a_queue_directory_and_requeue_beside_it_deletes_no_write_under_way(tmp_path: Path) -> None:
+    """A second relay on the same directory would hand out the same names and deliver every alert twice;
+    `--requeue-dead` runs beside the relay and must not remove the .tmp file of a write under way."""
+    import os
+
+    from mlops_cli.relay.queue import QueueBusy
+
+    owner = DiskQueue(tmp_path, ["a"], max_items=10, exclusive=True)
+    with pytest.raises(QueueBusy, match=rf"the relay queue {tmp_path} is in use by another relay \(pid {os.getpid()}\)"):
+        DiskQueue(tmp_path, ["a"], max_items=10, exclusive=True)
+    under_way = tmp_path / "incoming" / f".{5:020d}.json.tmp"  # written, fsynced, not yet linked
+    under_way.write_text('{"title": "t"}')
+    DiskQueue(tmp_path, ["a"], max_items=10, clean=False).requeue_dead("a")  # what --requeue-dead opens
+    assert under_way.exists()
+    owner.close()  # (the kernel drops it too when the relay dies, kill -9 included)
+    DiskQueue(tmp_path, ["a"], max_items=10, exclusive=True).close()
+    assert not under_way.exists()  # the next owner cleans up what a crash left
+
+
+def test_a_new_counter_ceiling_is_fsynced_with_its_directory_before_a_name_under_it_is_used(tmp_path: Path,
+                                                                                          monkeypatch) -> None:
+    import os
+
+    import mlops_cli.relay.queue as queue_module
+
+    synced: list[int] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real(fd)
+
+    q = DiskQueue(tmp_path, ["a"], max_items=10)
+    monkeypatch.setattr(queue_module.os, "fsync", fsync)
+    q.put([note("first")])  # reserves the first block: writes the seq file
+    assert tmp_path.stat().st_ino in synced  # the rename of seq is durable (else a power cut could reuse names)
+    assert (tmp_path / "a").stat().st_ino in synced
+
+
+def test_requeue_skips_a_dead_letter_the_running_relay_dropped_meanwhile(tmp_path: Path, monkeypatch) -> None:
+    """--requeue-dead runs beside the relay, which may drop the oldest dead letters (dead_max) under its feet."""
+    import mlops_cli.relay.queue as queue_module
+
+    q = DiskQueue(tmp_path, ["a"], max_items=10)
+    q.put([note("x"), note("y")])
+    q.bury(q.oldest("a"))
+    q.bury(q.oldest("a"))
+    letters = sorted((tmp_path / "a" / "dead").glob("*.json"))
+    real = queue_module.os.replace
+
+    def replace(src, dst):
+        if Path(src) == letters[0]:
+            Path(src).unlink()  # the relay dropped it just before
+        return real(src, dst)
+
+    monkeypatch.setattr(queue_module.os, "replace", replace)
+    requeuer = DiskQueue(tmp_path, ["a"], max_items=10, clean=False)
+    assert requeuer.requeue_dead("a") == 1
+    assert requeuer.oldest("a").note.title == "y"

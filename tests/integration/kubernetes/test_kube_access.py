@@ -175,3 +175,23 @@ def test_a_kubeconfig_with_a_plain_http_server_and_a_token_is_refused(kube, ship
                                           r"would go out in clear text.*kubernetes.insecure: true"):
         deploy_test.run(settings)
     assert kube.requests == []  # refused before anything was sent
+
+
+def test_a_kubeconfig_server_without_a_scheme_is_plain_http_and_refused_with_a_token(kube, shipped, kube_settings,
+                                                                                      tmp_path):
+    """urllib3 takes a URL without a scheme as http: the token went to the double in clear text, even with
+    kubernetes.insecure: true for a loopback address (only an explicit http:// may be plain)."""
+    bare = kube.url.split("://", 1)[1]
+    config = kubeconfig(tmp_path / "config", bare, kube.token)
+    settings = kube_settings(model=shipped.model, kubernetes={"server": None, "token": None, "insecure": True,
+                                                              "kubeconfig": str(config)})
+    with pytest.raises(ConfigError, match=rf"server {bare} is plain http and the user's credentials"):
+        deploy_test.run(settings)
+    assert kube.requests == []
+    # a user:password in the server URL is not repeated in the error
+    config = kubeconfig(tmp_path / "config2", kube.url.replace("http://", "http://ci:pa55word@"), kube.token)
+    settings = kube_settings(model=shipped.model, kubernetes={"server": None, "token": None, "insecure": False,
+                                                              "kubeconfig": str(config)})
+    with pytest.raises(ConfigError, match=r"server http://127\.0\.0\.1:\d+ is plain http") as caught:
+        deploy_test.run(settings)
+    assert "pa55word" not in str(caught.value) and kube.requests == []

@@ -77,9 +77,31 @@ def emit(result: Any) -> None:
             click.echo(line)
 
 
+_SOURCES = ("model", "store", "clearml", "s3")
+_PIPELINE = (*_SOURCES, "unit_test", "validation", "assemble", "build", "deploy", "smoke", "kubernetes", "audit")
+# The settings sections (top-level keys of mlops.yaml) each command reads; shown in its --help.
+READS: dict[str, tuple[str, ...]] = {
+    "unit-test": ("unit_test",), "validate-model": (*_SOURCES, "validation", "audit"),
+    "assemble-server": (*_SOURCES, "assemble"), "build-image": ("build",), "deploy-test": ("deploy", "kubernetes"),
+    "smoke-test": ("smoke", "deploy"), "rolling-update": ("deploy", "kubernetes", "approval", "audit"),
+    "rollback": ("deploy", "kubernetes"), "render": ("kubernetes", "deploy", *_SOURCES), "notify": ("notify",),
+    "approval": ("approval",), "run": _PIPELINE, "register": ("store",), "list": ("store",), "show": _SOURCES,
+    "status": ("deploy", "kubernetes"), "stop": ("deploy", "kubernetes"), "base-image": ("build",),
+    "demo": _PIPELINE, "alert-relay": ("relay", "notify"), "chatops": ("chatops",), "monitor": ("monitor",),
+}
+
+
+def reads_epilog(name: str) -> str:
+    sections = READS.get(name, ())
+    named = ", ".join(f"{s} (MLOPS_{s.upper()}{'' if s == 'model' else '__*'})" for s in sections)
+    return ("\b\nSettings: " + (named + ", " if named else "") + "workdir (MLOPS_WORKDIR), lock_wait_s;\n"
+            "each key SECTION.KEY also as MLOPS_SECTION__KEY; all keys: docs/configuration.md")
+
+
 def command(group: click.Group, name: str, **kwargs: Any) -> Callable:
     """A subcommand with the common options."""
     def decorate(fn: Callable) -> Callable:
+        kwargs.setdefault("epilog", reads_epilog(name))
         return group.command(name, **kwargs)(common_options(fn))
     return decorate
 

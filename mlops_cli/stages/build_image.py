@@ -43,9 +43,9 @@ def _download_wheels(requirements: Path, dest: Path, timeout: float) -> None:
                         "-r", str(requirements), "-d", str(dest)], timeout=timeout, stream=True)
     if done.returncode != 0:
         if "No matching distribution" in done.output or "Could not find a version" in done.output:
-            raise StageFailed(f"pip found no wheel for a pinned requirement: {done.tail(1)}",
-                              hint="if the version exists, the package index is not reachable from here: check "
-                              "the network, a proxy (HTTPS_PROXY) or PIP_INDEX_URL / pip.conf")
+            raise StageFailed(f"pip could not download the wheels of requirements.txt: {done.tail(1)}",
+                              hint="no wheel of that version was found; if it exists, the package index may not be "
+                              "reachable from here: check the network, a proxy (HTTPS_PROXY), PIP_INDEX_URL or pip.conf")
         raise StageFailed(f"pip could not download the wheels of requirements.txt: {done.tail(1)}")
 
 

@@ -479,7 +479,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except click.ClickException as exc:
         exc.show()
         if _OPTIONS["json"] or "--json" in (sys.argv[1:] if argv is None else argv):
-            click.echo(json.dumps({"error": exc.format_message(), "exit_code": exc.exit_code}))
+            ctx = getattr(exc, "ctx", None)
+            message = (f"missing command (see `{ctx.command_path} --help`)" if type(exc).__name__ == "NoArgsIsHelpError"
+                       and ctx is not None else exc.format_message())
+            click.echo(json.dumps({"error": " ".join(message.split()), "exit_code": exc.exit_code}))
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code

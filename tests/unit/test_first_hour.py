@@ -62,12 +62,13 @@ def test_every_command_help_names_the_settings_it_reads():
 @pytest.mark.parametrize("args", [("--json", "validate-model", "--no-such-option"),
                                   ("rollback", "--json"),
                                   ("--json", "no-such-command"),
+                                  ("--json", "model"),
                                   ("model", "register", "--json", "x.joblib", "--name", "a", "--metrics", "nonumber")])
 def test_usage_errors_print_json_with_json(args, tmp_path):
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2
     answer = json.loads(result.stdout)
-    assert answer["exit_code"] == 2 and answer["error"]
+    assert answer["exit_code"] == 2 and answer["error"] and "\n" not in answer["error"]
     assert "Traceback" not in result.stderr
 
 

@@ -57,7 +57,8 @@ class StatusResult(BaseModel):
 
     def lines(self) -> list[str]:
         s = self.state
-        out = [f"workdir {self.workdir}"] + [f"WARNING    {p}" for p in self.problems]
+        out = [f"workdir {self.workdir}" + (f" (read {self.looked_in})" if self.looked_in and not self.hint else "")]
+        out += [f"WARNING    {p}" for p in self.problems]
         out += [f"HINT       {self.hint}"] if self.hint else []
         out += [f"DISAGREES  {d}" for d in self.disagreements]
         model, val = s.get("model"), s.get("validation")

@@ -174,6 +174,8 @@ def test_status_says_where_it_looked_and_which_workdir_has_state(tmp_path):
     assert "try `mlops status --workdir 'my demo'`" in hint
     answer = json.loads(run_cli("--json", "status", cwd=tmp_path).stdout)
     assert answer["looked_in"] == str(tmp_path / ".mlops" / "state.json") and "'my demo'" in answer["hint"]
+    first = run_cli("status", "--workdir", "my demo", cwd=tmp_path).stdout.splitlines()[0]
+    assert first == f"workdir my demo (read {tmp_path / 'my demo' / 'state.json'})"
     found = json.loads(run_cli("--json", "status", "--workdir", "my demo", cwd=tmp_path).stdout)
     assert found["hint"] is None and found["looked_in"] == str(tmp_path / "my demo" / "state.json")
     alone = tmp_path / "alone"

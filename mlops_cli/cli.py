@@ -491,15 +491,26 @@ def main(argv: Optional[list[str]] = None) -> int:
             traceback.print_exc()
         return _fail(str(exc), exc.exit_code)
     except OSError as exc:  # the file system refused (read-only, full, permissions): EX_IOERR, not a bug
+        import errno
+
+        if isinstance(exc, (ConnectionError, TimeoutError)) or (
+                exc.filename is None and exc.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)):
+            return _internal(exc)
+        if _OPTIONS["debug"]:
+            traceback.print_exc()
         where = f"{exc.filename}: " if exc.filename else ""
         return _fail(f"{where}{exc.strerror or exc} (check the permissions and free space there; "
                      "--workdir or MLOPS_WORKDIR picks another workdir)", 74)
     except Exception as exc:  # a bug, not a user error: say so, and how to see more
-        if _OPTIONS["debug"]:
-            traceback.print_exc()
-            return 70
-        return _fail(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)", 70)
+        return _internal(exc)
     return 0
+
+
+def _internal(exc: Exception) -> int:
+    if _OPTIONS["debug"]:
+        traceback.print_exc()
+        return 70
+    return _fail(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)", 70)
 
 
 if __name__ == "__main__":

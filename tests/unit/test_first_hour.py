@@ -200,3 +200,19 @@ def test_settings_load_reports_non_utf8_as_config_error(tmp_path):
     path.write_bytes(b"workdir: \xff\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_settings(path, environ={})
+
+
+def test_only_file_system_errors_are_74_a_refused_connection_stays_internal(monkeypatch, tmp_path, capsys):
+    import errno
+
+    from mlops_cli import models
+    from mlops_cli.cli import main
+
+    monkeypatch.setattr(models, "list_models", lambda settings: (_ for _ in ()).throw(
+        ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")))
+    assert main(["model", "list", "--workdir", str(tmp_path)]) == 70
+    assert "internal error: ConnectionRefusedError" in capsys.readouterr().err
+    monkeypatch.setattr(models, "list_models", lambda settings: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device")))
+    assert main(["model", "list", "--workdir", str(tmp_path)]) == 74
+    assert "No space left on device (check the permissions and free space" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from mlops_cli.errors import ConfigError, StageFailed, TemporaryError
 from mlops_cli.stages import assemble_server, build_image, unit_test, validate_model
 
 pytestmark = pytest.mark.integration
+THRESHOLDS = {"thresholds": {"accuracy": ">= 0.9"}}  # validate-model checks at least one metric
 
 
 def test_unit_test_timeout_names_the_stage_and_the_setting(make_settings, tmp_path):
@@ -115,7 +116,7 @@ def test_build_image_checks_the_registry_before_building(case, make_settings, se
     build = {"builder": "buildah", "registry": registry, "insecure": True, "retries": 1, "retry_backoff_s": 0.1}
     if case == "wrong password":
         build.update(username="ci", password="wrong-password")
-    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact), build=build)
+    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact), validation=THRESHOLDS, build=build)
     validate_model.run(s)
     assemble_server.run(s)
     builder = RecordingBuilder()
@@ -140,7 +141,7 @@ def test_build_image_checks_the_registry_before_building(case, make_settings, se
 
 def test_an_engine_that_does_not_answer_is_named_in_one_whole_line(make_settings, settings, iris_artifact):
     require_module("docker", "the docker builder's client")
-    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact),
+    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact), validation=THRESHOLDS,
                       build={"builder": "docker", "registry": "127.0.0.1:1", "docker_host": f"tcp://127.0.0.1:{free_port()}",
                              "timeout_s": 5})
     validate_model.run(s)

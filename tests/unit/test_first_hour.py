@@ -130,7 +130,8 @@ def test_a_missing_validator_tag_says_how_to_add_it(tmp_path, iris_artifact):
     registered = run_cli("model", "register", str(iris_artifact), "--name", "mine", "--metrics", "accuracy=0.97",
                          "--schema", str(schema), "--workdir", work)
     assert registered.returncode == 0, registered.stderr
-    result = run_cli("validate-model", "--model", "local:mine", "--workdir", work)
+    result = run_cli("validate-model", "--model", "local:mine", "--workdir", work,
+                     env={"MLOPS_VALIDATION__THRESHOLDS": '{"accuracy": ">= 0.9"}'})
     assert result.returncode == 1
     line = _one_error_line(result)
     assert "tag 'validated' missing" in line

@@ -77,9 +77,31 @@ def emit(result: Any) -> None:
             click.echo(line)
 
 
+_SOURCES = ("model", "store", "clearml", "s3")
+_PIPELINE = (*_SOURCES, "unit_test", "validation", "assemble", "build", "deploy", "smoke", "kubernetes", "audit")
+# The settings sections (top-level keys of mlops.yaml) each command reads; shown in its --help.
+READS: dict[str, tuple[str, ...]] = {
+    "unit-test": ("unit_test",), "validate-model": (*_SOURCES, "validation", "audit"),
+    "assemble-server": (*_SOURCES, "assemble"), "build-image": ("build",), "deploy-test": ("deploy", "kubernetes"),
+    "smoke-test": ("smoke", "deploy"), "rolling-update": ("deploy", "kubernetes", "approval", "audit"),
+    "rollback": ("deploy", "kubernetes"), "render": ("kubernetes", "deploy", *_SOURCES), "notify": ("notify",),
+    "approval": ("approval",), "run": _PIPELINE, "register": ("store",), "list": ("store",), "show": _SOURCES,
+    "status": ("deploy", "kubernetes"), "stop": ("deploy", "kubernetes"), "base-image": ("build",),
+    "demo": _PIPELINE, "alert-relay": ("relay", "notify"), "chatops": ("chatops",), "monitor": ("monitor",),
+}
+
+
+def reads_epilog(name: str) -> str:
+    sections = READS.get(name, ())
+    named = ", ".join(f"{s} (MLOPS_{s.upper()}{'' if s == 'model' else '__*'})" for s in sections)
+    return ("\b\nSettings: " + (named + ", " if named else "") + "workdir (MLOPS_WORKDIR), lock_wait_s;\n"
+            "each key SECTION.KEY also as MLOPS_SECTION__KEY; all keys: docs/configuration.md")
+
+
 def command(group: click.Group, name: str, **kwargs: Any) -> Callable:
     """A subcommand with the common options."""
     def decorate(fn: Callable) -> Callable:
+        kwargs.setdefault("epilog", reads_epilog(name))
         return group.command(name, **kwargs)(common_options(fn))
     return decorate
 
@@ -93,11 +115,28 @@ def cli() -> None:
     The stages, in pipeline order: unit-test, validate-model, assemble-server, build-image,
     deploy-test, smoke-test, rolling-update. Each reads and writes WORKDIR/state.json, so each
     can run as its own process (a Jenkins stage) or all at once with `mlops pipeline run`.
+
+    \b
+    Settings: defaults < mlops.yaml (--config) < MLOPS_* environment < flags. A key
+    SECTION.KEY of the config file is the variable MLOPS_SECTION__KEY (double underscore
+    between levels), e.g. build.registry -> MLOPS_BUILD__REGISTRY,
+    deploy.test.port -> MLOPS_DEPLOY__TEST__PORT; lists and mappings as JSON.
+    Every key, its default and variable: docs/configuration.md.
+
+    \b
+    Exit codes: 0 ok; 1 a check failed (validation, smoke test, build); 2 bad usage or
+    configuration; 3 a stage ran before the stage it needs; 74 a file-system problem
+    (read-only or full workdir); 75 temporary, worth retrying (registry down, workdir
+    locked); 70 internal error (a bug: run with --debug); 130 interrupted.
     """
 
 
 def _stage(name: str) -> Callable[..., Any]:
     return importlib.import_module(MODULES[name]).run
+
+
+MODEL_HELP = ("Model reference: local:NAME[@VERSION] (local store, default newest version), clearml:MODEL_ID "
+              "or s3://BUCKET/PREFIX (the prefix holding metadata.json) [config model, env MLOPS_MODEL].")
 
 
 @command(cli, "unit-test")
@@ -109,7 +148,7 @@ def unit_test(project_dir: Optional[Path], paths: tuple[str, ...]) -> None:
 
 
 @command(cli, "validate-model")
-@click.option("--model", help="Model reference, e.g. local:iris@1 [env MLOPS_MODEL].")
+@click.option("--model", help=MODEL_HELP)
 @click.option("--allow-breaking", is_flag=True, help="Accept a breaking interface change against the deployed model.")
 def validate_model(model: Optional[str], allow_breaking: bool) -> None:
     """Check metrics against thresholds, the validator tag, the artifact digest and the interface."""
@@ -226,7 +265,7 @@ def pipeline() -> None:
 
 
 @command(pipeline, "run")
-@click.option("--model", help="Model reference, e.g. local:iris@1 [env MLOPS_MODEL].")
+@click.option("--model", help=MODEL_HELP)
 @click.option("--allow-breaking", is_flag=True, help="Accept a breaking interface change against the deployed model.")
 def pipeline_run(model: Optional[str], allow_breaking: bool) -> None:
     """Run the seven stages, stop at the first failure, print each stage's status and time."""
@@ -284,6 +323,24 @@ def model_register(file: Path, **kwargs: Any) -> None:
         click.echo(f"registered local:{meta.name}@{meta.version} (sha256:{meta.sha256[:12]})")
 
 
+@command(model, "list")
+def model_list() -> None:
+    """List every version in the local store [config store.path, default WORKDIR/store]."""
+    from .models import list_models
+
+    emit(list_models(settings_from()))
+
+
+@command(model, "show")
+@click.argument("reference", required=False)
+def model_show(reference: Optional[str]) -> None:
+    """Show a model's metadata from its source: REFERENCE is local:NAME[@VERSION], clearml:MODEL_ID or
+    s3://BUCKET/PREFIX [default: config model / MLOPS_MODEL]; reads the store, clearml and s3 sections."""
+    from .models import show_model
+
+    emit(show_model(settings_from(), reference))
+
+
 def lenient_settings() -> tuple[Any, list[str]]:
     """Settings for status/stop, which must work when mlops.yaml or MLOPS_* is broken: then the
     defaults (with --workdir) and the problem in one line."""
@@ -335,12 +392,16 @@ def base_image(name: str, suite: str, mirror: Optional[str]) -> None:
 
 
 @command(cli, "demo")
-def demo() -> None:
-    """Train a small iris model, register it and run the whole pipeline; leaves it serving."""
+@click.option("--port", type=click.IntRange(1, 65534),
+              help="Serve prod on PORT and test on PORT+1 [config deploy.prod.port / deploy.test.port, default 8701 / 8700].")
+def demo(port: Optional[int]) -> None:
+    """Train a small iris model, register it and run the whole pipeline; leaves the test and prod
+    servers running (stop them with `mlops stop --workdir WORKDIR`). Reads every section the
+    pipeline reads; thresholds default to accuracy and f1_macro >= 0.9."""
     from . import demo as demo_lib
     from .pipeline import raise_if_failed
 
-    result = demo_lib.run(settings_from())
+    result = demo_lib.run(settings_from(**{"deploy.prod.port": port, "deploy.test.port": port and port + 1}))
     emit(result)
     raise_if_failed(result.pipeline)
 
@@ -417,6 +478,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _fail("interrupted", 130)
     except click.ClickException as exc:
         exc.show()
+        if _OPTIONS["json"] or "--json" in (sys.argv[1:] if argv is None else argv):
+            ctx = getattr(exc, "ctx", None)
+            message = (f"missing command (see `{ctx.command_path} --help`)" if type(exc).__name__ == "NoArgsIsHelpError"
+                       and ctx is not None else exc.format_message())
+            click.echo(json.dumps({"error": " ".join(message.split()), "exit_code": exc.exit_code}))
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -424,12 +490,27 @@ def main(argv: Optional[list[str]] = None) -> int:
         if _OPTIONS["debug"]:
             traceback.print_exc()
         return _fail(str(exc), exc.exit_code)
-    except Exception as exc:  # a bug, not a user error: say so, and how to see more
+    except OSError as exc:  # the file system refused (read-only, full, permissions): EX_IOERR, not a bug
+        import errno
+
+        if isinstance(exc, (ConnectionError, TimeoutError)) or (
+                exc.filename is None and exc.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)):
+            return _internal(exc)
         if _OPTIONS["debug"]:
             traceback.print_exc()
-            return 70
-        return _fail(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)", 70)
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc} (check the permissions and free space there; "
+                     "--workdir or MLOPS_WORKDIR picks another workdir)", 74)
+    except Exception as exc:  # a bug, not a user error: say so, and how to see more
+        return _internal(exc)
     return 0
+
+
+def _internal(exc: Exception) -> int:
+    if _OPTIONS["debug"]:
+        traceback.print_exc()
+        return 70
+    return _fail(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)", 70)
 
 
 if __name__ == "__main__":

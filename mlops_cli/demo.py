@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -23,13 +24,17 @@ class DemoResult(BaseModel):
     workdir: str
     url: str | None
     curl: str | None
+    running: dict[str, str] = {}  # env -> URL of each server left running
     pipeline: pipeline.PipelineResult
 
     def lines(self) -> list[str]:
         out = self.pipeline.lines()
         if self.pipeline.passed:
+            workdir = shlex.quote(self.workdir)
             out += ["", f"{self.model_ref} is serving at {self.url}", "try it:", f"  {self.curl}",
-                    f"stop it: mlops stop --workdir {self.workdir}"]
+                    "left running: " + ", ".join(f"the {env} server at {url}" for env, url in self.running.items()),
+                    f"see them:  mlops status --workdir {workdir}",
+                    f"stop them: mlops stop --workdir {workdir}"]
         return out
 
 
@@ -76,8 +81,11 @@ def run(settings: Settings) -> DemoResult:
     settings = settings.model_copy(update={"model": ref, "validation": validation})
     result = pipeline.run(settings)
     url = curl = None
+    running: dict[str, str] = {}
     if result.passed:
+        running = {env: f"http://{cfg.host}:{cfg.port}" for env, cfg in (("test", settings.deploy.test),
+                                                                        ("prod", settings.deploy.prod))}
         url = f"http://{settings.deploy.prod.host}:{settings.deploy.prod.port}"
         body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]})
         curl = f"curl -s -X POST {url}/v1/predict -H 'content-type: application/json' -d '{body}'"
-    return DemoResult(model_ref=ref, workdir=str(settings.workdir), url=url, curl=curl, pipeline=result)
+    return DemoResult(model_ref=ref, workdir=str(settings.workdir), url=url, curl=curl, running=running, pipeline=result)

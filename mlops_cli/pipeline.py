@@ -41,8 +41,14 @@ class PipelineResult(BaseModel):
 
 def run(settings: Settings) -> PipelineResult:
     """The stages in order, holding the workdir lock throughout (no other run interleaves)."""
+    from .errors import UsageError
+    from .sources import parse_ref
     from .workdir_lock import hold
 
+    if not settings.model:  # validate-model needs one: say so before unit-test spends minutes
+        raise UsageError("no model given", hint="pass --model REF, set MLOPS_MODEL or `model:` in mlops.yaml; "
+                         "`mlops model list` shows the local store")
+    parse_ref(settings.model)
     with hold(settings.workdir, "mlops pipeline run", settings.lock_wait_s):
         return _run(settings)
 

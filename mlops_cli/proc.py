@@ -10,6 +10,10 @@ from pathlib import Path
 from .errors import MlopsError
 
 
+class ProgramTimeout(MlopsError):
+    """A program ran past its timeout (and was killed); the caller names the setting that bounds it."""
+
+
 @dataclass(frozen=True)
 class Completed:
     argv: list[str]
@@ -36,7 +40,7 @@ def run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None 
     except FileNotFoundError as exc:
         raise MlopsError(f"program not found: {argv[0]}", hint="is it installed and on PATH?") from exc
     except subprocess.TimeoutExpired as exc:
-        raise MlopsError(f"{argv[0]} did not finish within {timeout:.0f} s") from exc
+        raise ProgramTimeout(f"{argv[0]} did not finish within {timeout:.0f} s") from exc
     return Completed(argv=list(argv), returncode=proc.returncode, output=proc.stdout or "")
 
 
@@ -66,7 +70,7 @@ def _run_streaming(argv: list[str], *, cwd: Path | None, env: dict[str, str] | N
             proc.kill()
             proc.wait()
             reader.join(timeout=5)
-            raise MlopsError(f"{argv[0]} did not finish within {timeout:.0f} s") from None
+            raise ProgramTimeout(f"{argv[0]} did not finish within {timeout:.0f} s") from None
         except BaseException:  # Ctrl-C / SIGTERM: do not leave the child running
             proc.kill()
             proc.wait()

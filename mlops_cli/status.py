@@ -52,10 +52,14 @@ class StatusResult(BaseModel):
     problems: list[str] = []        # a broken config or state file, said in one line each
     disagreements: list[str] = []   # where state and what runs differ
     supervision: dict[str, dict[str, Any]] = {}  # env -> its supervisor's report (restarts, last exit)
+    looked_in: str = ""             # the state file read (absolute), and where else state was found
+    hint: Optional[str] = None
 
     def lines(self) -> list[str]:
         s = self.state
-        out = [f"workdir {self.workdir}"] + [f"WARNING    {p}" for p in self.problems]
+        out = [f"workdir {self.workdir}" + (f" (read {self.looked_in})" if self.looked_in and not self.hint else "")]
+        out += [f"WARNING    {p}" for p in self.problems]
+        out += [f"HINT       {self.hint}"] if self.hint else []
         out += [f"DISAGREES  {d}" for d in self.disagreements]
         model, val = s.get("model"), s.get("validation")
         if val:
@@ -124,8 +128,29 @@ def status(settings: Settings, problems: Optional[list[str]] = None, move_aside:
             problems.append(f"{env}: cannot check the {dep.target} target: {exc}")
     for env in _observed_envs(settings, state):
         differ += disagreements(settings, state, env)
+    looked_in, hint = where_state_is(settings)
     return StatusResult(workdir=str(settings.workdir), state=state.model_dump(mode="json", by_alias=True),
-                        running=running, problems=problems, disagreements=differ, supervision=supervision)
+                        running=running, problems=problems, disagreements=differ, supervision=supervision,
+                        looked_in=looked_in, hint=hint)
+
+
+def where_state_is(settings: Settings) -> tuple[str, Optional[str]]:
+    """The state file status read, and when it does not exist, the workdirs beside it that have state."""
+    import shlex
+    from pathlib import Path
+
+    path = State.path(settings.workdir).resolve()
+    if path.is_file():
+        return str(path), None
+    parent = path.parent.parent
+    found = sorted(p.parent for p in parent.glob("*/state.json") if p.parent != path.parent) if parent.is_dir() else []
+    if not found:
+        return str(path), (f"no state in {path}: nothing has run with this workdir; "
+                           "pick another with --workdir or MLOPS_WORKDIR")
+    names = ", ".join(shlex.quote(str(p.relative_to(parent) if parent == Path.cwd().resolve() else p))
+                      for p in found)
+    first = shlex.quote(str(found[0].relative_to(parent) if parent == Path.cwd().resolve() else found[0]))
+    return str(path), f"no state in {path}; state found in {names}: try `mlops status --workdir {first}`"
 
 
 class StopResult(BaseModel):

@@ -140,6 +140,12 @@ class PredictEndpoint:
         try:
             if not self.state.ready:
                 raise NotReady("the model is not loaded yet")
+            for name, value in scope["headers"]:  # JSON only: no form, multipart or compressed bodies
+                kind = value.split(b";")[0].strip().lower()
+                if (name == b"content-type" and kind and kind != b"application/json" and not kind.endswith(b"+json")) \
+                        or (name == b"content-encoding" and kind not in (b"", b"identity")):
+                    raise ServingError(f"{name.decode()} {value[:60].decode('latin-1')!r} is not read here; send JSON "
+                                       "as application/json, uncompressed", status=415, code="unsupported_media_type")
             predictions = await self.batcher.submit(await read_body(scope, receive, self.limit, self.budget, held))
             try:
                 answer = dumps({"predictions": predictions})

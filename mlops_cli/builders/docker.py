@@ -49,6 +49,16 @@ def engine_plain_http(info: dict[str, Any], registry: str) -> bool:
     return any(address in cidr for address in addresses for cidr in cidrs if address.version == cidr.version)
 
 
+def engine_reason(exc: BaseException, limit: int = 400) -> str:
+    """The engine client's error as one whole line: its first line, cut only at a clause boundary when long."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if len(text) <= limit:
+        return text
+    cut = max(text.rfind(sep, 0, limit) for sep in (". ", "; ", ": ", ", ", " ("))
+    return (text[:cut] if cut > limit // 2 else text[:limit].rsplit(" ", 1)[0]) + " [...]"
+
+
 class DockerBuilder:
     def __init__(self, settings: Settings):
         self.cfg = settings.build
@@ -69,7 +79,7 @@ class DockerBuilder:
             self.client.ping()
         except docker.errors.DockerException as exc:
             self.close()
-            raise ConfigError(f"no Docker-API engine answers at {where}: {str(exc).splitlines()[0][:200]}",
+            raise ConfigError(f"no Docker-API engine answers at {where}: {engine_reason(exc)}",
                               hint="start Docker or `podman system service`, or set build.docker_host") from None
 
     def close(self) -> None:

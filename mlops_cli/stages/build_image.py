@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..builders import BuildRequest, get_builder
+from ..builders.registry_check import check_registry
 from ..config import Settings
 from ..digests import sha256_file
 from ..errors import ConfigError, StageFailed
@@ -41,6 +42,10 @@ def _download_wheels(requirements: Path, dest: Path, timeout: float) -> None:
     done = run_program([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
                         "-r", str(requirements), "-d", str(dest)], timeout=timeout, stream=True)
     if done.returncode != 0:
+        if "No matching distribution" in done.output or "Could not find a version" in done.output:
+            raise StageFailed(f"pip could not download the wheels of requirements.txt: {done.tail(1)}",
+                              hint="no wheel of that version was found; if it exists, the package index may not be "
+                              "reachable from here: check the network, a proxy (HTTPS_PROXY), PIP_INDEX_URL or pip.conf")
         raise StageFailed(f"pip could not download the wheels of requirements.txt: {done.tail(1)}")
 
 
@@ -115,6 +120,7 @@ def run(settings: Settings) -> BuildResult:
         model = state.model
         repository = f"{cfg.registry.rstrip('/')}/{cfg.repository or model.name}".lower()
         tag = f"{repository}:{model.version}-{bundle.bundle_digest[:12]}"
+        check_registry(cfg)  # a wrong address or password fails now, not after the build
         context = prepare_context(Path(bundle.path), settings.workdir.resolve() / "build" / "context", cfg.timeout_s,
                                   cfg.wheel_cache_dir())
         progress(f"building {tag} with {cfg.builder}")

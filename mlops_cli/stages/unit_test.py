@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import StageFailed, UsageError
-from ..proc import run as run_program
+from ..proc import ProgramTimeout, run as run_program
 from ..ui import progress
 from .base import StageResult, stage
 
@@ -62,9 +62,13 @@ def run(settings: Settings) -> UnitTestResult:
     junit = reports / "unit-test.xml"
     junit.unlink(missing_ok=True)
     progress(f"running pytest on {', '.join(paths)}")
-    done = run_program([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        f"--junitxml={junit}", *extra, *paths], cwd=cwd, timeout=settings.unit_test.timeout_s,
-                       stream=True)
+    try:
+        done = run_program([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            f"--junitxml={junit}", *extra, *paths], cwd=cwd, timeout=settings.unit_test.timeout_s,
+                           stream=True)
+    except ProgramTimeout:
+        raise StageFailed(f"unit-test: pytest did not finish within {settings.unit_test.timeout_s:g} s and was stopped",
+                          hint="raise unit_test.timeout_s (MLOPS_UNIT_TEST__TIMEOUT_S) or find the test that hangs") from None
     if done.returncode == 5:
         raise StageFailed(f"no tests were collected from {', '.join(paths)}")
     if not junit.is_file():

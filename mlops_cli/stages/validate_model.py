@@ -262,7 +262,9 @@ def _checks(meta: ModelMetadata, source: Any, ref: ModelRef, state: State, setti
     tag = settings.validation.validator_tag
     if tag:
         checks.append(CheckRecord(name="validator tag", passed=tag in meta.tags,
-                                  detail=f"tag {tag!r} " + ("present" if tag in meta.tags else "missing")))
+                                  detail=f"tag {tag!r} " + ("present" if tag in meta.tags else
+                                                               f"missing (add it at register time with --tag {tag}, "
+                                                               "or change validation.validator_tag)")))
     interface = _schema_check(meta, state, settings.validation.allow_breaking)
     if interface is not None:
         checks.append(interface)

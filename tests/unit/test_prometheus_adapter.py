@@ -39,5 +39,5 @@ def test_the_adapter_rule_reads_a_series_the_server_exports_and_names_the_hpa_me
     name = rule["name"]["as"]
     example = yaml.safe_load((REPO / "deploy" / "kustomize" / "mlops.yaml").read_text())
     assert example["kubernetes"]["custom_metric"]["name"] == name
-    assert f"{{name: {name}," in (REPO / "README.md").read_text()
-    assert "mlops_requests_per_second" not in (REPO / "README.md").read_text()  # the old name nobody serves
+    assert f"{{name: {name}," in (REPO / "docs" / "kubernetes.md").read_text()  # the reference moved from README.md
+    assert "mlops_requests_per_second" not in (REPO / "README.md").read_text() + (REPO / "docs" / "kubernetes.md").read_text()  # the old name nobody serves

@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict
 
+from .compat import schema_of
 from .config import Settings
 from .sources import get_source, parse_ref
 from .sources.local import LocalStore
@@ -47,10 +48,10 @@ class ModelShow(BaseModel):
                f"(sha256:{md['sha256'][:12]}, {md.get('size', 0)} bytes), created {md.get('created_at') or '?'}"]
         out.append("  tags: " + (", ".join(md.get("tags") or []) or "none"))
         out.append("  metrics: " + (", ".join(f"{k}={v:g}" for k, v in (md.get("metrics") or {}).items()) or "none"))
-        schema = md.get("schema")
-        if schema:
-            out.append("  inputs: " + ", ".join(f"{f['name']}:{f['type']}" for f in schema["inputs"]))
-            out.append("  outputs: " + ", ".join(f"{f['name']}:{f['type']}" for f in schema["outputs"]))
+        schema = schema_of(md.get("schema"), f"{self.ref}'s schema") if md.get("schema") else None
+        if schema is not None:
+            out.append("  inputs: " + ", ".join(f"{f.name}:{f.type}" for f in schema.inputs))
+            out.append("  outputs: " + ", ".join(f"{f.name}:{f.type}" for f in schema.outputs))
         else:
             out.append("  schema: none (inputs are not checked)")
         if md.get("labels"):

@@ -101,7 +101,9 @@ class Workspace:
         return register_iris(self.settings, self.artifact, **overrides)
 
     def build(self, tmp_path: Path, params: dict[str, str], answer: dict[str, Any] | None = None,
-              env: dict[str, str] | None = None, credentials: dict[str, Any] | None = None) -> "Build":
+              env: dict[str, str] | None = None, credentials: dict[str, Any] | None = None,
+              jenkinsfile: Path = REPO / "Jenkinsfile", artifacts: dict[str, str] | None = None,
+              declare_only: bool = False) -> "Build":
         base_env = {
             "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             "PYTHONPATH": str(REPO), "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8",
@@ -111,12 +113,12 @@ class Workspace:
             **(env or {}),
         }
         scenario = {
-            "jenkinsfile": str(REPO / "Jenkinsfile"), "env": base_env, "params": params,
+            "jenkinsfile": str(jenkinsfile), "env": base_env, "params": params, "artifacts": artifacts or {},
             "input": answer or {"answer": "none"},
             "credentials": credentials if credentials is not None else
             {"mlops-slack-bot-token": {"type": "secret", "secret": TOKEN}},
             "causes": [{"_class": "hudson.model.Cause$UserIdCause", "userId": "chatops-bot"}],
-            "sh_timeout_s": 300,
+            "sh_timeout_s": 300, "declare_only": declare_only,
         }
         (tmp_path / "scenario.json").write_text(json.dumps(scenario))
         done = groovy("-cp", str(self.standin), str(JENKINS / "run_jenkinsfile.groovy"),
@@ -192,7 +194,8 @@ def test_approved_release_runs_every_stage_and_records_who_asked_and_approved(wo
     (gate,) = build.of("input")
     assert gate["id"] == "ReleaseApproval" and gate["submitter"] == "release-managers"
     assert gate["submitterParameter"] == "APPROVER" and gate["parameters"] == ["SLACK_APPROVER"]
-    assert build.of("pipeline")[0]["options"] == ["buildDiscarder", "disableConcurrentBuilds", "timeout", "timestamps"]
+    assert build.of("pipeline")[0]["options"] == ["buildDiscarder", "copyArtifactPermission", "disableConcurrentBuilds",
+                                                  "timeout", "timestamps"]
 
     state = read_state(workspace.workdir)
     (audit,) = [a for a in state["audit"] if a["env"] == "prod"]
@@ -328,3 +331,90 @@ def test_rolling_update_refuses_to_run_without_an_approver_when_one_is_required(
     assert done.stderr.strip().splitlines() == [
         "error: production needs an approver: approval.required is on (pass --approved-by WHO after the approval "
         "gate, or set approval.required false)"]
+
+
+ROLLBACK = REPO / "deploy" / "jenkins" / "Jenkinsfile.rollback"
+
+
+def dsl_parameters(job_dsl: Path) -> list[str]:
+    import re
+
+    return re.findall(r"^\s*(?:stringParam|choiceParam)\('([A-Z_]+)'", job_dsl.read_text(), re.M)
+
+
+def test_the_jobs_take_the_parameters_the_slack_service_sends(workspace, tmp_path):
+    """The chatops contract (mlops_cli/chatops/executors/jenkins.py): the release job takes PARAMETERS, the
+    rollback job ENV, REQUESTED_BY, SLACK_CHANNEL, SLACK_THREAD_TS; the Job DSL declares the same as the
+    Jenkinsfiles (the first build and the Slack trigger rely on them)."""
+    from mlops_cli.chatops.executors import jenkins as chatops_jenkins
+
+    names = {}
+    for name, path in (("release", REPO / "Jenkinsfile"), ("rollback", ROLLBACK)):
+        out = tmp_path / name
+        out.mkdir()
+        build = workspace.build(out, {}, jenkinsfile=path, declare_only=True)
+        assert build.of("stage") == []
+        names[name] = build.of("parameters")[0]["names"]
+    assert set(chatops_jenkins.PARAMETERS) <= set(names["release"])
+    sent = {"ENV", "REQUESTED_BY", "SLACK_CHANNEL", "SLACK_THREAD_TS"}
+    assert sent <= set(names["rollback"])
+    assert dsl_parameters(REPO / "deploy" / "jenkins" / "jobs" / "mlops_release.groovy") == names["release"]
+    assert dsl_parameters(REPO / "deploy" / "jenkins" / "jobs" / "mlops_rollback.groovy") == names["rollback"]
+
+
+def test_the_rollback_job_runs_mlops_rollback_with_the_release_jobs_state(workspace, slack, kafka, tmp_path,
+                                                                         make_settings, iris_artifact, standin):
+    model = workspace.register()
+    released = workspace.build(tmp_path, {"MODEL_REF": model}, env={"MLOPS_APPROVAL__REQUIRED": "false"})
+    assert released.result == "SUCCESS", released.log[-3000:]
+    assert ".mlops/state.json" in released.of("archive")[-1]["files"]
+
+    rollback_ws = Workspace(tmp_path / "rollback-workspace", slack, kafka, make_settings, iris_artifact, standin)
+    out = tmp_path / "rollback-build"
+    out.mkdir()
+    build = rollback_ws.build(out, {"ENV": "prod", "REQUESTED_BY": "slack:U123", "SLACK_CHANNEL": CHANNEL,
+                                    "SLACK_THREAD_TS": THREAD}, jenkinsfile=ROLLBACK,
+                              artifacts={"mlops-release": str(workspace.root)})
+    (copied,) = build.of("copyArtifacts")
+    assert copied["projectName"] == "mlops-release" and copied["selector"] == {"selector": "lastSuccessful"}
+    assert copied["files"] == [".mlops/state.json"]
+    assert build.scripts("rollback") == ['mlops rollback --env "$ENV"']
+    # the local target keeps no earlier revision: one line, and it knew what prod runs (the copied state)
+    assert build.result == "FAILURE"
+    (stage,) = build.of("stage")
+    (sh,) = build.of("sh")
+    assert stage["stage"] == "rollback" and stage["status"] == "FAILURE"
+    assert sh["status"] != 0 and "the local target keeps no earlier revision to roll back to" in sh["output"]
+    assert "nothing is deployed" not in sh["output"]
+
+
+STRICT_CASES = {
+    "an input parameter the input step lacks": "input(message: 'ok?', id: 'X', approvers: 'bob')",
+    "an input without a message": "input(id: 'X')",
+    "a username/password binding given a single variable":
+        "withCredentials([usernamePassword(credentialsId: 'c', variable: 'V')]) { echo 'x' }",
+    "a secret-text binding given username variables":
+        "withCredentials([string(credentialsId: 'c', usernameVariable: 'U', passwordVariable: 'P')]) { echo 'x' }",
+    "a timeout without a time": "timeout(unit: 'MINUTES') { echo 'x' }",
+    "an unknown step": "slackSend(message: 'x')",
+    "a junit step with a misspelt option": "junit(testResults: 'x.xml', allowEmptyResult: true)",
+}
+
+
+@pytest.mark.parametrize("step", list(STRICT_CASES.values()), ids=list(STRICT_CASES))
+def test_the_standin_refuses_what_jenkins_refuses(workspace, tmp_path, step):
+    jf = tmp_path / "Jenkinsfile"
+    jf.write_text(f"""pipeline {{
+    agent {{ label 'x' }}
+    stages {{
+        stage('only') {{ steps {{ script {{ {step} }} }} }}
+    }}
+    post {{ unsuccessful {{ echo 'unsuccessful' }} }}
+}}
+""")
+    build = workspace.build(tmp_path, {}, jenkinsfile=jf, credentials={"c": {"type": "usernamePassword",
+                                                                           "username": "u", "password": "p"}})
+    assert build.result == "FAILURE"
+    (stage,) = build.of("stage")
+    assert stage["status"] == "FAILURE" and stage["error"]
+    assert build.posts() == ["unsuccessful"]   # a valid post condition Jenkins runs on a failure

@@ -418,3 +418,36 @@ def test_the_standin_refuses_what_jenkins_refuses(workspace, tmp_path, step):
     (stage,) = build.of("stage")
     assert stage["status"] == "FAILURE" and stage["error"]
     assert build.posts() == ["unsuccessful"]   # a valid post condition Jenkins runs on a failure
+
+
+INVALID_JUNIT = {
+    "a count that is not a number": '<testsuite name="s" tests="two"><testcase name="a"/></testsuite>',
+    "a case without a name": '<testsuite name="s" tests="1"><testcase classname="c"/></testsuite>',
+    "a failure and an error in one case":
+        '<testsuite name="s" tests="1"><testcase name="a"><failure/><error/></testcase></testsuite>',
+    "an element Jenkins does not read": '<testsuite name="s" tests="1"><testcase name="a"><flaky/></testcase></testsuite>',
+    "a time that is not seconds": '<testsuite name="s" tests="1"><testcase name="a" time="1m"/></testsuite>',
+}
+
+
+def test_the_junit_schema_refuses_what_is_not_the_format_and_accepts_what_mlops_writes(tmp_path):
+    """The schema check can fail: each malformed report is refused; mlops' own (a failure with its reason,
+    control characters dropped) passes."""
+    from mlops_cli import junit
+
+    bad = []
+    for i, text in enumerate(INVALID_JUNIT.values()):
+        path = tmp_path / f"bad{i}.xml"
+        path.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n{text}\n')
+        bad.append(str(path))
+    done = groovy(str(JENKINS / "validate_xml.groovy"), str(XSD), *bad, timeout=120)
+    assert done.returncode == 1
+    assert done.stdout.count("invalid ") == len(bad) and "ok " not in done.stdout, done.stdout
+
+    good = junit.write(tmp_path / "reports" / "mine.xml", "validate-model", [
+        junit.Case("accuracy", "validation", failure="accuracy = 0.5, needs >= 0.9\nsecond line\x07"),
+        junit.Case("schema", "validation", time_s=0.25, detail="inputs match"),
+    ])
+    validate_junit(good)
+    text = good.read_text()
+    assert 'tests="2" failures="1"' in text and "\x07" not in text

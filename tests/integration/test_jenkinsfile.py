@@ -31,6 +31,14 @@ TOKEN = "xoxb-test-token"
 CHANNEL = "C0RELEASES"
 THREAD = "1699999999.000100"
 BUILD_URL = "https://jenkins.example/job/mlops-release/7/"
+SECRETS = ("regpass-5e1c", "clustertok-77ab", "clearmlsecret-90fe", "s3secret-3c2d")
+ALL_CREDENTIALS = {
+    "mlops-slack-bot-token": {"type": "secret", "secret": TOKEN},
+    "mlops-registry": {"type": "usernamePassword", "username": "ci", "password": SECRETS[0]},
+    "mlops-cluster-token": {"type": "secret", "secret": SECRETS[1]},
+    "mlops-clearml": {"type": "usernamePassword", "username": "clearml-access", "password": SECRETS[2]},
+    "mlops-s3": {"type": "usernamePassword", "username": "s3-access", "password": SECRETS[3]},
+}
 STAGES = ["start", "unit-test", "validate-model", "assemble-server", "build-image", "deploy-test", "smoke-test",
           "approval", "rolling-update"]
 TOPIC = "mlops.releases"
@@ -182,9 +190,22 @@ def validate_junit(*files: Path) -> None:
 def test_approved_release_runs_every_stage_and_records_who_asked_and_approved(workspace, slack, kafka, tmp_path):
     model = workspace.register()
     before = len(kafka.topic(TOPIC))
+    # every credential kind bound, each secret a marker that must not reach the log, state, reports or messages
     build = workspace.build(tmp_path, slack_params(model),
-                            {"answer": "approve", "user": "chatops-bot", "values": {"SLACK_APPROVER": "slack:U456"}})
+                            {"answer": "approve", "user": "chatops-bot", "values": {"SLACK_APPROVER": "slack:U456"}},
+                            env={"RELEASE_CREDENTIALS": "registry,cluster,clearml,s3,slack-bot"},
+                            credentials=ALL_CREDENTIALS)
     assert build.result == "SUCCESS", build.log[-4000:]
+    bound = {v for e in build.of("credentials") for v in e.get("bound", [])}
+    assert {"MLOPS_BUILD__PASSWORD", "MLOPS_KUBERNETES__TOKEN", "MLOPS_CLEARML__SECRET_KEY",
+            "MLOPS_S3__SECRET_ACCESS_KEY", "MLOPS_NOTIFY__SLACK__BOT_TOKEN"} <= bound
+    leaked = {secret for secret in (*SECRETS, TOKEN) if secret in build.log}
+    for f in [*build.of("archive")[-1]["files"], ".mlops/reports/unit-test.xml", ".mlops/reports/smoke-test.xml"]:
+        text = (workspace.root / f).read_text(errors="replace")
+        leaked |= {secret for secret in (*SECRETS, TOKEN) if secret in text}
+    sent = json.dumps(slack.messages) + json.dumps([m.json() for m in kafka.topic(TOPIC)])
+    leaked |= {secret for secret in (*SECRETS, TOKEN) if secret in sent}
+    assert not leaked
     assert build.stage_status() == {name: "SUCCESS" for name in STAGES}
     assert [e["stage"] for e in build.of("stage")] == STAGES
     # one mlops call per stage, as Jenkins would run it

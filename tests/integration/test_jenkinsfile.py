@@ -472,3 +472,17 @@ def test_the_junit_schema_refuses_what_is_not_the_format_and_accepts_what_mlops_
     validate_junit(good)
     text = good.read_text()
     assert 'tests="2" failures="1"' in text and "\x07" not in text
+
+
+def test_an_earlier_builds_reports_are_not_published_again(workspace, slack, kafka, tmp_path):
+    """On a static agent the workspace outlives a build: a stage that fails before writing its JUnit report must
+    not put the previous build's report (here a passing validation) into this build's Tests tab."""
+    reports = workspace.workdir / "reports"
+    reports.mkdir(parents=True)
+    (reports / "validate-model.xml").write_text('<?xml version="1.0"?><testsuite name="old" tests="1">'
+                                                '<testcase name="accuracy"/></testsuite>')
+    build = workspace.build(tmp_path, {"MODEL_REF": "local:no-such-model"})
+    assert build.result == "FAILURE" and build.stage_status()["validate-model"] == "FAILURE"
+    junit = {e["stage"]: e["files"] for e in build.of("junit")}
+    assert junit["validate-model"] == []
+    assert ".mlops/reports/validate-model.xml" not in build.of("archive")[-1]["files"]

@@ -486,3 +486,14 @@ def test_an_earlier_builds_reports_are_not_published_again(workspace, slack, kaf
     junit = {e["stage"]: e["files"] for e in build.of("junit")}
     assert junit["validate-model"] == []
     assert ".mlops/reports/validate-model.xml" not in build.of("archive")[-1]["files"]
+
+
+@pytest.mark.parametrize("minutes", ["soon", "0", "-5"])
+def test_a_gate_timeout_that_is_no_number_of_minutes_fails_the_start_naming_the_setting(workspace, slack, kafka,
+                                                                                        tmp_path, minutes):
+    build = workspace.build(tmp_path, {"MODEL_REF": "local:iris"}, env={"RELEASE_APPROVAL_MINUTES": minutes})
+    assert build.result == "FAILURE"
+    (start,) = [e for e in build.of("stage") if e["stage"] == "start"]
+    assert start["status"] == "FAILURE"
+    assert start["error"] == f"RELEASE_APPROVAL_MINUTES must be a whole number of minutes (1 to 99999), not '{minutes}'"
+    assert all(status.startswith("skipped") for stage, status in build.stage_status().items() if stage != "start")

@@ -31,6 +31,14 @@ TOKEN = "xoxb-test-token"
 CHANNEL = "C0RELEASES"
 THREAD = "1699999999.000100"
 BUILD_URL = "https://jenkins.example/job/mlops-release/7/"
+SECRETS = ("regpass-5e1c", "clustertok-77ab", "clearmlsecret-90fe", "s3secret-3c2d")
+ALL_CREDENTIALS = {
+    "mlops-slack-bot-token": {"type": "secret", "secret": TOKEN},
+    "mlops-registry": {"type": "usernamePassword", "username": "ci", "password": SECRETS[0]},
+    "mlops-cluster-token": {"type": "secret", "secret": SECRETS[1]},
+    "mlops-clearml": {"type": "usernamePassword", "username": "clearml-access", "password": SECRETS[2]},
+    "mlops-s3": {"type": "usernamePassword", "username": "s3-access", "password": SECRETS[3]},
+}
 STAGES = ["start", "unit-test", "validate-model", "assemble-server", "build-image", "deploy-test", "smoke-test",
           "approval", "rolling-update"]
 TOPIC = "mlops.releases"
@@ -101,7 +109,9 @@ class Workspace:
         return register_iris(self.settings, self.artifact, **overrides)
 
     def build(self, tmp_path: Path, params: dict[str, str], answer: dict[str, Any] | None = None,
-              env: dict[str, str] | None = None, credentials: dict[str, Any] | None = None) -> "Build":
+              env: dict[str, str] | None = None, credentials: dict[str, Any] | None = None,
+              jenkinsfile: Path = REPO / "Jenkinsfile", artifacts: dict[str, str] | None = None,
+              declare_only: bool = False) -> "Build":
         base_env = {
             "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             "PYTHONPATH": str(REPO), "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8",
@@ -111,12 +121,12 @@ class Workspace:
             **(env or {}),
         }
         scenario = {
-            "jenkinsfile": str(REPO / "Jenkinsfile"), "env": base_env, "params": params,
+            "jenkinsfile": str(jenkinsfile), "env": base_env, "params": params, "artifacts": artifacts or {},
             "input": answer or {"answer": "none"},
             "credentials": credentials if credentials is not None else
             {"mlops-slack-bot-token": {"type": "secret", "secret": TOKEN}},
             "causes": [{"_class": "hudson.model.Cause$UserIdCause", "userId": "chatops-bot"}],
-            "sh_timeout_s": 300,
+            "sh_timeout_s": 300, "declare_only": declare_only,
         }
         (tmp_path / "scenario.json").write_text(json.dumps(scenario))
         done = groovy("-cp", str(self.standin), str(JENKINS / "run_jenkinsfile.groovy"),
@@ -180,9 +190,22 @@ def validate_junit(*files: Path) -> None:
 def test_approved_release_runs_every_stage_and_records_who_asked_and_approved(workspace, slack, kafka, tmp_path):
     model = workspace.register()
     before = len(kafka.topic(TOPIC))
+    # every credential kind bound, each secret a marker that must not reach the log, state, reports or messages
     build = workspace.build(tmp_path, slack_params(model),
-                            {"answer": "approve", "user": "chatops-bot", "values": {"SLACK_APPROVER": "slack:U456"}})
+                            {"answer": "approve", "user": "chatops-bot", "values": {"SLACK_APPROVER": "slack:U456"}},
+                            env={"RELEASE_CREDENTIALS": "registry,cluster,clearml,s3,slack-bot"},
+                            credentials=ALL_CREDENTIALS)
     assert build.result == "SUCCESS", build.log[-4000:]
+    bound = {v for e in build.of("credentials") for v in e.get("bound", [])}
+    assert {"MLOPS_BUILD__PASSWORD", "MLOPS_KUBERNETES__TOKEN", "MLOPS_CLEARML__SECRET_KEY",
+            "MLOPS_S3__SECRET_ACCESS_KEY", "MLOPS_NOTIFY__SLACK__BOT_TOKEN"} <= bound
+    leaked = {secret for secret in (*SECRETS, TOKEN) if secret in build.log}
+    for f in [*build.of("archive")[-1]["files"], ".mlops/reports/unit-test.xml", ".mlops/reports/smoke-test.xml"]:
+        text = (workspace.root / f).read_text(errors="replace")
+        leaked |= {secret for secret in (*SECRETS, TOKEN) if secret in text}
+    sent = json.dumps(slack.messages) + json.dumps([m.json() for m in kafka.topic(TOPIC)])
+    leaked |= {secret for secret in (*SECRETS, TOKEN) if secret in sent}
+    assert not leaked
     assert build.stage_status() == {name: "SUCCESS" for name in STAGES}
     assert [e["stage"] for e in build.of("stage")] == STAGES
     # one mlops call per stage, as Jenkins would run it
@@ -192,7 +215,8 @@ def test_approved_release_runs_every_stage_and_records_who_asked_and_approved(wo
     (gate,) = build.of("input")
     assert gate["id"] == "ReleaseApproval" and gate["submitter"] == "release-managers"
     assert gate["submitterParameter"] == "APPROVER" and gate["parameters"] == ["SLACK_APPROVER"]
-    assert build.of("pipeline")[0]["options"] == ["buildDiscarder", "disableConcurrentBuilds", "timeout", "timestamps"]
+    assert build.of("pipeline")[0]["options"] == ["buildDiscarder", "copyArtifactPermission", "disableConcurrentBuilds",
+                                                  "timeout", "timestamps"]
 
     state = read_state(workspace.workdir)
     (audit,) = [a for a in state["audit"] if a["env"] == "prod"]
@@ -328,3 +352,148 @@ def test_rolling_update_refuses_to_run_without_an_approver_when_one_is_required(
     assert done.stderr.strip().splitlines() == [
         "error: production needs an approver: approval.required is on (pass --approved-by WHO after the approval "
         "gate, or set approval.required false)"]
+
+
+ROLLBACK = REPO / "deploy" / "jenkins" / "Jenkinsfile.rollback"
+
+
+def dsl_parameters(job_dsl: Path) -> list[str]:
+    import re
+
+    return re.findall(r"^\s*(?:stringParam|choiceParam)\('([A-Z_]+)'", job_dsl.read_text(), re.M)
+
+
+def test_the_jobs_take_the_parameters_the_slack_service_sends(workspace, tmp_path):
+    """The chatops contract (mlops_cli/chatops/executors/jenkins.py): the release job takes PARAMETERS, the
+    rollback job ENV, REQUESTED_BY, SLACK_CHANNEL, SLACK_THREAD_TS; the Job DSL declares the same as the
+    Jenkinsfiles (the first build and the Slack trigger rely on them)."""
+    from mlops_cli.chatops.executors import jenkins as chatops_jenkins
+
+    names = {}
+    for name, path in (("release", REPO / "Jenkinsfile"), ("rollback", ROLLBACK)):
+        out = tmp_path / name
+        out.mkdir()
+        build = workspace.build(out, {}, jenkinsfile=path, declare_only=True)
+        assert build.of("stage") == []
+        names[name] = build.of("parameters")[0]["names"]
+    assert set(chatops_jenkins.PARAMETERS) <= set(names["release"])
+    sent = {"ENV", "REQUESTED_BY", "SLACK_CHANNEL", "SLACK_THREAD_TS"}
+    assert sent <= set(names["rollback"])
+    assert dsl_parameters(REPO / "deploy" / "jenkins" / "jobs" / "mlops_release.groovy") == names["release"]
+    assert dsl_parameters(REPO / "deploy" / "jenkins" / "jobs" / "mlops_rollback.groovy") == names["rollback"]
+
+
+def test_the_rollback_job_runs_mlops_rollback_with_the_release_jobs_state(workspace, slack, kafka, tmp_path,
+                                                                         make_settings, iris_artifact, standin):
+    model = workspace.register()
+    released = workspace.build(tmp_path, {"MODEL_REF": model}, env={"MLOPS_APPROVAL__REQUIRED": "false"})
+    assert released.result == "SUCCESS", released.log[-3000:]
+    assert ".mlops/state.json" in released.of("archive")[-1]["files"]
+
+    rollback_ws = Workspace(tmp_path / "rollback-workspace", slack, kafka, make_settings, iris_artifact, standin)
+    out = tmp_path / "rollback-build"
+    out.mkdir()
+    build = rollback_ws.build(out, {"ENV": "prod", "REQUESTED_BY": "slack:U123", "SLACK_CHANNEL": CHANNEL,
+                                    "SLACK_THREAD_TS": THREAD}, jenkinsfile=ROLLBACK,
+                              artifacts={"mlops-release": str(workspace.root)})
+    (copied,) = build.of("copyArtifacts")
+    assert copied["projectName"] == "mlops-release" and copied["selector"] == {"selector": "lastSuccessful"}
+    assert copied["files"] == [".mlops/state.json"]
+    assert build.scripts("rollback") == ['mlops rollback --env "$ENV"']
+    # the local target keeps no earlier revision: one line, and it knew what prod runs (the copied state)
+    assert build.result == "FAILURE"
+    (stage,) = build.of("stage")
+    (sh,) = build.of("sh")
+    assert stage["stage"] == "rollback" and stage["status"] == "FAILURE"
+    assert sh["status"] != 0 and "the local target keeps no earlier revision to roll back to" in sh["output"]
+    assert "nothing is deployed" not in sh["output"]
+
+
+STRICT_CASES = {
+    "an input parameter the input step lacks": "input(message: 'ok?', id: 'X', approvers: 'bob')",
+    "an input without a message": "input(id: 'X')",
+    "a username/password binding given a single variable":
+        "withCredentials([usernamePassword(credentialsId: 'c', variable: 'V')]) { echo 'x' }",
+    "a secret-text binding given username variables":
+        "withCredentials([string(credentialsId: 'c', usernameVariable: 'U', passwordVariable: 'P')]) { echo 'x' }",
+    "a timeout without a time": "timeout(unit: 'MINUTES') { echo 'x' }",
+    "an unknown step": "slackSend(message: 'x')",
+    "a junit step with a misspelt option": "junit(testResults: 'x.xml', allowEmptyResult: true)",
+}
+
+
+@pytest.mark.parametrize("step", list(STRICT_CASES.values()), ids=list(STRICT_CASES))
+def test_the_standin_refuses_what_jenkins_refuses(workspace, tmp_path, step):
+    jf = tmp_path / "Jenkinsfile"
+    jf.write_text(f"""pipeline {{
+    agent {{ label 'x' }}
+    stages {{
+        stage('only') {{ steps {{ script {{ {step} }} }} }}
+    }}
+    post {{ unsuccessful {{ echo 'unsuccessful' }} }}
+}}
+""")
+    build = workspace.build(tmp_path, {}, jenkinsfile=jf, credentials={"c": {"type": "usernamePassword",
+                                                                           "username": "u", "password": "p"}})
+    assert build.result == "FAILURE"
+    (stage,) = build.of("stage")
+    assert stage["status"] == "FAILURE" and stage["error"]
+    assert build.posts() == ["unsuccessful"]   # a valid post condition Jenkins runs on a failure
+
+
+INVALID_JUNIT = {
+    "a count that is not a number": '<testsuite name="s" tests="two"><testcase name="a"/></testsuite>',
+    "a case without a name": '<testsuite name="s" tests="1"><testcase classname="c"/></testsuite>',
+    "a failure and an error in one case":
+        '<testsuite name="s" tests="1"><testcase name="a"><failure/><error/></testcase></testsuite>',
+    "an element Jenkins does not read": '<testsuite name="s" tests="1"><testcase name="a"><flaky/></testcase></testsuite>',
+    "a time that is not seconds": '<testsuite name="s" tests="1"><testcase name="a" time="1m"/></testsuite>',
+}
+
+
+def test_the_junit_schema_refuses_what_is_not_the_format_and_accepts_what_mlops_writes(tmp_path):
+    """The schema check can fail: each malformed report is refused; mlops' own (a failure with its reason,
+    control characters dropped) passes."""
+    from mlops_cli import junit
+
+    bad = []
+    for i, text in enumerate(INVALID_JUNIT.values()):
+        path = tmp_path / f"bad{i}.xml"
+        path.write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n{text}\n')
+        bad.append(str(path))
+    done = groovy(str(JENKINS / "validate_xml.groovy"), str(XSD), *bad, timeout=120)
+    assert done.returncode == 1
+    assert done.stdout.count("invalid ") == len(bad) and "ok " not in done.stdout, done.stdout
+
+    good = junit.write(tmp_path / "reports" / "mine.xml", "validate-model", [
+        junit.Case("accuracy", "validation", failure="accuracy = 0.5, needs >= 0.9\nsecond line\x07"),
+        junit.Case("schema", "validation", time_s=0.25, detail="inputs match"),
+    ])
+    validate_junit(good)
+    text = good.read_text()
+    assert 'tests="2" failures="1"' in text and "\x07" not in text
+
+
+def test_an_earlier_builds_reports_are_not_published_again(workspace, slack, kafka, tmp_path):
+    """On a static agent the workspace outlives a build: a stage that fails before writing its JUnit report must
+    not put the previous build's report (here a passing validation) into this build's Tests tab."""
+    reports = workspace.workdir / "reports"
+    reports.mkdir(parents=True)
+    (reports / "validate-model.xml").write_text('<?xml version="1.0"?><testsuite name="old" tests="1">'
+                                                '<testcase name="accuracy"/></testsuite>')
+    build = workspace.build(tmp_path, {"MODEL_REF": "local:no-such-model"})
+    assert build.result == "FAILURE" and build.stage_status()["validate-model"] == "FAILURE"
+    junit = {e["stage"]: e["files"] for e in build.of("junit")}
+    assert junit["validate-model"] == []
+    assert ".mlops/reports/validate-model.xml" not in build.of("archive")[-1]["files"]
+
+
+@pytest.mark.parametrize("minutes", ["soon", "0", "-5"])
+def test_a_gate_timeout_that_is_no_number_of_minutes_fails_the_start_naming_the_setting(workspace, slack, kafka,
+                                                                                        tmp_path, minutes):
+    build = workspace.build(tmp_path, {"MODEL_REF": "local:iris"}, env={"RELEASE_APPROVAL_MINUTES": minutes})
+    assert build.result == "FAILURE"
+    (start,) = [e for e in build.of("stage") if e["stage"] == "start"]
+    assert start["status"] == "FAILURE"
+    assert start["error"] == f"RELEASE_APPROVAL_MINUTES must be a whole number of minutes (1 to 99999), not '{minutes}'"
+    assert all(status.startswith("skipped") for stage, status in build.stage_status().items() if stage != "start")

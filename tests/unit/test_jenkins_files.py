@@ -60,10 +60,16 @@ def test_the_deployer_role_covers_what_mlops_deploys():
     docs = list(yaml.safe_load_all((JENKINS / "openshift" / "rbac.yaml").read_text()))
     (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
     granted = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
-    for group, resource in [("apps", "deployments"), ("", "services"), ("route.openshift.io", "routes"),
-                            ("autoscaling", "horizontalpodautoscalers"), ("policy", "poddisruptionbudgets"),
-                            ("monitoring.coreos.com", "servicemonitors")]:
-        assert {"get", "create", "patch"} <= granted[(group, resource)], resource
+    # every kind the kubernetes target applies (its APPLY_ORDER; a new kind without an entry here fails)
+    from mlops_cli.targets.kubernetes import APPLY_ORDER
+
+    api = {"ServiceAccount": ("", "serviceaccounts"), "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
+           "Service": ("", "services"), "Route": ("route.openshift.io", "routes"),
+           "Ingress": ("networking.k8s.io", "ingresses"), "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
+           "PodDisruptionBudget": ("policy", "poddisruptionbudgets"), "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
+           "Deployment": ("apps", "deployments")}
+    for kind in APPLY_ORDER:
+        assert {"get", "create", "patch"} <= granted.get(api[kind], set()), kind
     assert "list" in granted[("apps", "replicasets")] and "list" in granted[("", "pods")]
     bound = {d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == "mlops-deployer"}
     assert bound == {"mlops-test", "mlops-prod"}

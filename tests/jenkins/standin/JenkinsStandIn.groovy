@@ -16,7 +16,13 @@ import org.jenkinsci.plugins.workflow.support.steps.input.Rejection
  *   - `input` answers from the scenario: approve (returns the parameters and the submitterParameter),
  *     reject (FlowInterruptedException with a Rejection, the build ABORTED) or timeout (inside
  *     `timeout`: FlowInterruptedException with ExceededTimeout);
- *   - `post` conditions run in Jenkins' order (always, aborted, failure, success) after the stages.
+ *   - `post` conditions run in Jenkins' order (always, changed, fixed, regression, aborted, failure,
+ *     success, unstable, unsuccessful, cleanup) after the stages; changed/fixed/regression never run
+ *     (the stand-in has no previous build);
+ *   - a step, binding or option given a parameter it does not have, or lacking a required one, fails as
+ *     Jenkins' DescribableModel does ("WARNING: Unknown parameter(s) found for class type ..." is an
+ *     IllegalArgumentException there too); the known parameters are those of the steps' documentation;
+ *   - `copyArtifacts` copies the files of the scenario's `artifacts[projectName]` directory matching `filter`.
  * Everything it does is recorded as events (JSON) for the tests to assert on. It does not sandbox,
  * persist (CPS) or distribute anything.
  */
@@ -43,6 +49,39 @@ abstract class JenkinsStandIn extends Script {
     Map getParams() { paramValues.asImmutable() }
     BuildStandIn getCurrentBuild() { build }
 
+    // The parameters each step/binding/option takes (Pipeline Steps Reference), the required ones first.
+    static final Map SIGNATURES = [
+        sh: [required: ['script'], optional: ['returnStatus', 'returnStdout', 'encoding', 'label']],
+        junit: [required: ['testResults'], optional: ['allowEmptyResults', 'keepLongStdio', 'healthScaleFactor',
+                'skipPublishingChecks', 'skipMarkingBuildUnstable', 'checksName', 'testDataPublishers',
+                'keepProperties', 'stdioRetention']],
+        archiveArtifacts: [required: ['artifacts'], optional: ['allowEmptyArchive', 'caseSensitive', 'defaultExcludes',
+                'excludes', 'fingerprint', 'followSymlinks', 'onlyIfSuccessful']],
+        input: [required: ['message'], optional: ['id', 'ok', 'parameters', 'submitter', 'submitterParameter']],
+        timeout: [required: ['time'], optional: ['unit', 'activity']],
+        copyArtifacts: [required: ['projectName'], optional: ['selector', 'filter', 'excludes', 'target', 'flatten',
+                'optional', 'fingerprintArtifacts', 'resultVariableSuffix', 'includeBuildNumberInTargetPath', 'parameters']],
+        'string (binding)': [required: ['credentialsId', 'variable'], optional: []],
+        'usernamePassword (binding)': [required: ['credentialsId', 'usernameVariable', 'passwordVariable'], optional: []],
+        'string (parameter)': [required: ['name'], optional: ['defaultValue', 'description', 'trim']],
+        'choice (parameter)': [required: ['name', 'choices'], optional: ['description']],
+        'booleanParam (parameter)': [required: ['name'], optional: ['defaultValue', 'description']],
+        logRotator: [required: [], optional: ['numToKeepStr', 'daysToKeepStr', 'artifactNumToKeepStr', 'artifactDaysToKeepStr']],
+    ]
+
+    static Map checked(String step, Map args) {
+        Map sig = SIGNATURES[step] as Map
+        List unknown = args.keySet().findAll { !(it in sig.required) && !(it in sig.optional) }.collect { it as String }
+        if (unknown) {
+            throw new IllegalArgumentException("WARNING: Unknown parameter(s) found for class type '${step}': ${unknown.join(',')}")
+        }
+        List missing = sig.required.findAll { !args.containsKey(it) }
+        if (missing) {
+            throw new IllegalArgumentException("${step} is missing the required parameter(s): ${missing.join(',')}")
+        }
+        return args
+    }
+
     void record(Map event) {
         events << ([stage: currentStage] + event)
     }
@@ -64,6 +103,7 @@ abstract class JenkinsStandIn extends Script {
     def sh(String script) { sh(script: script) }
 
     def sh(Map args) {
+        checked('sh', args)
         File workspace = new File(envVars.WORKSPACE as String)
         workspace.mkdirs()
         ProcessBuilder pb = new ProcessBuilder(['/bin/sh', '-xe', '-c', args.script as String])
@@ -97,10 +137,12 @@ abstract class JenkinsStandIn extends Script {
     def error(String message) { throw new StepFailure(message) }
 
     def junit(Map args) {
+        checked('junit', args)
         record(type: 'junit', testResults: args.testResults, files: glob(args.testResults as String))
     }
 
     def archiveArtifacts(Map args) {
+        checked('archiveArtifacts', args)
         List patterns = (args.artifacts as String).split(',').collect { it.trim() }
         record(type: 'archive', patterns: patterns, files: patterns.collectMany { glob(it) }.unique().sort())
     }
@@ -119,15 +161,47 @@ abstract class JenkinsStandIn extends Script {
 
     // credential bindings and build parameters share the name `string`, as in Jenkins
     Map string(Map args) {
-        return args.containsKey('credentialsId') ? [binding: 'string'] + args : [param: 'string'] + args
+        if (args.containsKey('credentialsId')) { return [binding: 'string'] + checked('string (binding)', args) }
+        return [param: 'string'] + checked('string (parameter)', args)
     }
 
-    Map usernamePassword(Map args) { [binding: 'usernamePassword'] + args }
+    Map usernamePassword(Map args) { [binding: 'usernamePassword'] + checked('usernamePassword (binding)', args) }
+
+    // the copyartifact plugin's build selectors
+    Map lastSuccessful() { [selector: 'lastSuccessful'] }
+
+    Map lastCompleted() { [selector: 'lastCompleted'] }
+
+    def copyArtifacts(Map args) {
+        checked('copyArtifacts', args)
+        File from = new File(((scenario.artifacts ?: [:])[args.projectName] ?: '/nonexistent') as String)
+        File root = new File(envVars.WORKSPACE as String)
+        List copied = []
+        if (from.isDirectory()) {
+            def matcher = java.nio.file.FileSystems.default.getPathMatcher("glob:${args.filter ?: '**'}")
+            from.eachFileRecurse(groovy.io.FileType.FILES) { File f ->
+                def rel = from.toPath().relativize(f.toPath())
+                if (matcher.matches(rel)) {
+                    File to = new File(root, rel.toString())
+                    to.parentFile.mkdirs()
+                    to.bytes = f.bytes
+                    copied << rel.toString()
+                }
+            }
+        }
+        record(type: 'copyArtifacts', projectName: args.projectName, selector: args.selector, files: copied.sort())
+        if (!copied && !args.optional) {
+            throw new StepFailure("Unable to find a build for artifact copy from: ${args.projectName}")
+        }
+    }
 
     def withCredentials(List bindings, Closure body) {
         Map store = scenario.credentials ?: [:]
         Map bound = [:]
         for (Map b in bindings) {
+            if (!(b instanceof Map) || !(b.binding in ['string', 'usernamePassword'])) {
+                throw new IllegalArgumentException("withCredentials takes credential bindings (string, usernamePassword), not ${b}")
+            }
             Map cred = store[b.credentialsId] as Map
             if (cred == null) {
                 record(type: 'credentials', missing: b.credentialsId)
@@ -153,6 +227,7 @@ abstract class JenkinsStandIn extends Script {
     }
 
     def timeout(Map args, Closure body) {
+        checked('timeout', args)
         timeoutDepth++
         try {
             return body.call()
@@ -162,6 +237,10 @@ abstract class JenkinsStandIn extends Script {
     }
 
     def input(Map args) {
+        checked('input', args)
+        (args.parameters ?: []).each { p ->
+            if (!(p instanceof Map) || !p.param) { throw new IllegalArgumentException("input parameters are parameter definitions, not ${p}") }
+        }
         Map answer = scenario.input ?: [answer: 'none']
         record(type: 'input', id: args.id, message: args.message, submitter: args.submitter,
                submitterParameter: args.submitterParameter, parameters: (args.parameters ?: []).collect { it.name },
@@ -244,6 +323,7 @@ class PipelineSpec {
 
     void run() {
         script.record(type: 'pipeline', agent: agentSpec, options: options.keySet().sort())
+        if (script.scenario.declare_only) { return }   // tests reading the declarations only: no stage runs
         Throwable failure = null
         for (StageSpec st in stageSpecs) {
             script.setCurrentStage(st.name)
@@ -277,9 +357,11 @@ class PipelineSpec {
     }
 
     void runPost(Map blocks, String result) {
-        List order = ['always', result == 'ABORTED' ? 'aborted' : result == 'FAILURE' ? 'failure' : 'success', 'cleanup']
-        for (String condition in order) {
-            if (blocks[condition] == null) { continue }
+        Map applies = [always: true, changed: false, fixed: false, regression: false, aborted: result == 'ABORTED',
+                       failure: result == 'FAILURE', success: result == 'SUCCESS', unstable: result == 'UNSTABLE',
+                       unsuccessful: result != 'SUCCESS', cleanup: true]
+        for (String condition in PostSpec.ORDER) {
+            if (blocks[condition] == null || !applies[condition]) { continue }
             script.record(type: 'post', condition: condition)
             try {
                 (blocks[condition] as Closure).call()
@@ -303,23 +385,29 @@ class AgentSpec {
 class ParamsSpec {
     List declared = []
 
-    def string(Map args) { declared << args }
+    def string(Map args) { declared << JenkinsStandIn.checked('string (parameter)', args) }
 
-    def booleanParam(Map args) { declared << args }
+    def booleanParam(Map args) { declared << JenkinsStandIn.checked('booleanParam (parameter)', args) }
 
-    def choice(Map args) { declared << ([defaultValue: args.choices[0]] + args) }
+    def choice(Map args) {
+        JenkinsStandIn.checked('choice (parameter)', args)
+        List choices = args.choices instanceof String ? (args.choices as String).split('\n') as List : args.choices as List
+        declared << ([defaultValue: choices[0]] + args)
+    }
 }
 
 class OptionsSpec {
     Map options
 
-    def timeout(Map args) { options.timeout = args }
+    def timeout(Map args) { options.timeout = JenkinsStandIn.checked('timeout', args) }
 
     def timestamps() { options.timestamps = true }
 
     def disableConcurrentBuilds() { options.disableConcurrentBuilds = true }
 
-    Map logRotator(Map args) { [logRotator: args] }
+    def copyArtifactPermission(String projects) { options.copyArtifactPermission = projects }
+
+    Map logRotator(Map args) { [logRotator: JenkinsStandIn.checked('logRotator', args)] }
 
     def buildDiscarder(Map strategy) { options.buildDiscarder = strategy }
 }
@@ -383,7 +471,19 @@ class WhenSpec {
 }
 
 class PostSpec {
+    static final List ORDER = ['always', 'changed', 'fixed', 'regression', 'aborted', 'failure', 'success', 'unstable',
+                               'unsuccessful', 'cleanup']
     Map blocks
+
+    def changed(Closure c) { blocks.changed = c }
+
+    def fixed(Closure c) { blocks.fixed = c }
+
+    def regression(Closure c) { blocks.regression = c }
+
+    def unstable(Closure c) { blocks.unstable = c }
+
+    def unsuccessful(Closure c) { blocks.unsuccessful = c }
 
     def always(Closure c) { blocks.always = c }
 

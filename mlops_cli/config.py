@@ -635,8 +635,9 @@ class ChatOpsJenkinsSettings(Section):
     SLACK_THREAD_TS; approvals from Slack are accepted for its builds only."""
     test_job: Optional[str] = None
     """A job that deploys to test only, for `deploy REF to test`; none: `to test` is refused."""
-    rollback_job: Optional[str] = None
-    """The job `rollback prod` triggers (parameters ENV, REQUESTED_BY, SLACK_CHANNEL, SLACK_THREAD_TS)."""
+    rollback_job: Optional[str] = "mlops-rollback"
+    """The job `rollback prod` triggers (parameters ENV, REQUESTED_BY, SLACK_CHANNEL, SLACK_THREAD_TS): the one
+    deploy/jenkins/jobs/mlops_rollback.groovy defines; none: `rollback` is refused."""
     input_id: str = "ReleaseApproval"
     """The id of the Jenkinsfile's `input` step that Approve/Reject answer."""
     timeout_s: float = Field(10.0, gt=0)

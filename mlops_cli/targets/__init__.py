@@ -13,7 +13,7 @@ from ..registry import load
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..state import DeploymentRecord
+    from ..state import DeploymentRecord, State
 
 TARGETS = {
     "local": "mlops_cli.targets.local:LocalTarget",
@@ -28,6 +28,9 @@ class Release:
 
     bundle: Path
     image: Optional[str] = None   # repository@sha256:...
+    # what the stage read from state (the kubernetes target renders its manifests from it); a target
+    # reads it and never saves it: the stage alone records outcomes
+    state: Optional["State"] = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,25 @@ Journal = Callable[..., None]
 
 def no_journal(step: str, **fields: Any) -> None:
     """The journal of a caller that keeps none."""
+
+
+PAUSE_ENV = "MLOPS_TEST_PAUSE_AT"  # test hook: pause a rollout at a named step (see pause_at)
+
+
+def pause_at(step: str) -> None:
+    """Test hook: with MLOPS_TEST_PAUSE_AT=<step>, pause (at most 60 s) once the step is journaled.
+
+    It says "paused before step <step>" on stderr and sleeps before taking the step, so a test can
+    kill or abort the CLI at exactly that step of a rollout. Unset in production.
+    """
+    import os
+    import time
+
+    if os.environ.get(PAUSE_ENV) == step:
+        from ..ui import progress
+
+        progress(f"paused before step {step} ({PAUSE_ENV})")
+        time.sleep(60)
 
 
 @dataclass(frozen=True)

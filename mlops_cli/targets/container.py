@@ -25,8 +25,7 @@ from ..config import Settings
 from ..errors import ConfigError, StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
-from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal
-from .local import pause_at
+from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal, pause_at
 
 READY_LINE = "serving on http://"
 

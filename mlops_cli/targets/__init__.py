@@ -55,6 +55,18 @@ def no_journal(step: str, **fields: Any) -> None:
     """The journal of a caller that keeps none."""
 
 
+IDENTITY_FLAGS = ("--instance", "--revision", "--await-handover")
+
+
+def predates_identity(log_lines: list[str]) -> Optional[str]:
+    """One line when a server's log shows it refused the identity flags: its bundle is older than them."""
+    for line in log_lines:
+        if "unrecognized arguments" in line and any(flag in line for flag in IDENTITY_FLAGS):
+            return ("the bundle's server is older than the identity flags this mlops starts it with "
+                    f"({', '.join(IDENTITY_FLAGS)}): {line.strip()[:200]}")
+    return None
+
+
 PAUSE_ENV = "MLOPS_TEST_PAUSE_AT"  # test hook: pause a rollout at a named step (see pause_at)
 
 

@@ -27,7 +27,7 @@ from ..config import Settings
 from ..errors import StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
-from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal, pause_at
+from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal, pause_at, predates_identity
 
 JENKINS_KILL_MARKERS = ("BUILD_ID", "JENKINS_NODE_COOKIE")
 
@@ -258,6 +258,12 @@ class LocalTarget:
     def _ready_info(self, proc: subprocess.Popen, ready_file: Path, log_path: Path) -> dict:
         if proc.poll() is not None:
             _CHILDREN.pop(proc.pid, None)
+            try:
+                older = predates_identity(log_path.read_text(errors="replace").splitlines()[-20:])
+            except OSError:
+                older = None
+            if older:
+                raise StageFailed(older, hint="assemble it again with this mlops: `mlops assemble-server`")
             raise StageFailed(f"the server exited during start-up (exit code {proc.returncode}); "
                               f"{_last_words(log_path)}")
         try:

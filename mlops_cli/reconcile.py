@@ -60,8 +60,9 @@ def _reconcile_deployment(settings: Settings, state: State, env: str, target, wh
     view = target.inspect(handle)
     new_image = intent.record.image if intent.record else None
     old_image = rec.image if rec else None
-    if view.exists and new_image and view.image == new_image and not view.complete:
+    if view.exists and new_image and view.image == new_image and not view.complete and why != "aborted":
         view = target.await_rollout(handle)  # still rolling out: give it the time the killed run would have
+        # (not during an abort's repair: that runs shielded from signals and must stay short)
     what = f"{why} {intent.action} of revision {intent.revision} (at step {intent.step})"
     common = dict(env=env, from_revision=rec.revision if rec else None, previous_image=old_image)
     if view.exists and new_image and view.image == new_image and view.complete:

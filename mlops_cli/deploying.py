@@ -6,15 +6,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import Settings
-from .errors import StageFailed
+from .errors import MlopsError, StageFailed
 from .reconcile import reconcile, shielded
 from .state import DeploymentRecord, IntentRecord, State, now
 from .targets import Release, Rollout, get_target
+from .ui import progress
 
 
 def reconcile_first(settings: Settings, state: State, env: str) -> None:
     """Repair env from the journal and reality before a stage reads what serves there."""
-    if hasattr(get_target(settings.deploy.target, settings), "observe"):
+    target = get_target(settings.deploy.target, settings)
+    if hasattr(target, "observe") or getattr(target, "journals", False):
         reconcile(settings, state, env)
 
 
@@ -31,7 +33,7 @@ def deploy_bundle(settings: Settings, state: State, env: str) -> DeploymentRecor
     bundle = state.require_bundle()
     target = get_target(settings.deploy.target, settings)
     image = state.require_image().reference if target.needs_image else None
-    journaled = hasattr(target, "observe")
+    journaled = hasattr(target, "observe") or getattr(target, "journals", False)
     if journaled:
         reconcile(settings, state, env)
     current = state.deployments.get(env)
@@ -59,7 +61,7 @@ def deploy_bundle(settings: Settings, state: State, env: str) -> DeploymentRecor
         state.intents[env] = IntentRecord.model_validate(data)
         state.save(settings.workdir)
 
-    release = Release(bundle=Path(bundle.path), image=image)
+    release = Release(bundle=Path(bundle.path), image=image, state=state)
     try:
         rollout = target.deploy(env, release, current, journal=journal) if journaled else \
             target.deploy(env, release, current)
@@ -70,7 +72,10 @@ def deploy_bundle(settings: Settings, state: State, env: str) -> DeploymentRecor
     except BaseException:  # an abort (SIGTERM/SIGINT) or a bug part-way: repair from the journal now
         if env in state.intents:
             with shielded():
-                reconcile(settings, state, env, why="aborted")
+                try:
+                    reconcile(settings, state, env, why="aborted")
+                except MlopsError as exc:  # e.g. the API server went away: the journal stays for the next run
+                    progress(f"could not repair {env} now ({exc.message}); the next run of a stage will")
         raise
     state.intents.pop(env, None)
     record = make_record(rollout)

@@ -10,6 +10,13 @@ only reports. For targets that can observe their servers (local; `CanReconcile`)
   Either way the outcome becomes a rollout record and is sent to the notifiers;
 - servers of ours that state does not name (orphans) are stopped;
 - what was repaired is said in one line.
+
+For the kubernetes target (`inspect`/`restore_image`): a journaled rollout whose new template
+(image by digest) rolled out and is available is finished (state names it, with the
+Deployment's revision); one whose new template is written but does not become available within
+kubernetes.rollout_timeout_s is undone as `kubectl rollout undo --to-revision` does, back to the revision state named, and waited for;
+one whose write never landed (or was already put back) is recorded as undone. Without a journal
+nothing is changed; `mlops status` reports a template that is not the one state names.
 """
 
 from __future__ import annotations
@@ -25,12 +32,103 @@ from .targets import get_target
 from .ui import progress
 
 
-def _target(settings: Settings, state: State, env: str):
+def _any_target(settings: Settings, state: State, env: str):
     rec = state.deployments.get(env)
     intent = state.intents.get(env)
     name = rec.target if rec else (intent.record.target if intent and intent.record else settings.deploy.target)
-    target = get_target(name, settings)
+    return get_target(name, settings)
+
+
+def _target(settings: Settings, state: State, env: str):
+    target = _any_target(settings, state, env)
     return target if hasattr(target, "observe") else None
+
+
+def _deployment_of(state: State, env: str) -> Optional[str]:
+    """namespace/name of env's Deployment, from the journal or the record."""
+    intent, rec = state.intents.get(env), state.deployments.get(env)
+    handle = (intent.instance if intent else None) or (rec.handle if rec else None)
+    return handle if handle and "/" in handle else None
+
+
+def _reconcile_deployment(settings: Settings, state: State, env: str, target, why: str) -> Optional[str]:
+    """Finish or undo a journaled Kubernetes rollout; save; one line or None (see the module's docstring)."""
+    intent, rec = state.intents.get(env), state.deployments.get(env)
+    handle = _deployment_of(state, env)
+    if intent is None or handle is None:
+        return None
+    view = target.inspect(handle)
+    new_image = intent.record.image if intent.record else None
+    old_image = rec.image if rec else None
+    if view.exists and new_image and view.image == new_image and not view.complete and why != "aborted":
+        view = target.await_rollout(handle)  # still rolling out: give it the time the killed run would have
+        # (not during an abort's repair: that runs shielded from signals and must stay short)
+    what = f"{why} {intent.action} of revision {intent.revision} (at step {intent.step})"
+    common = dict(env=env, from_revision=rec.revision if rec else None, previous_image=old_image)
+    if view.exists and new_image and view.image == new_image and view.complete:
+        record = intent.record.model_copy(update={"revision": view.revision, "at": now(),
+                                                  "previous_revision": rec.revision if rec else None})
+        if rec is not None and rec.image != record.image:
+            state.previous_deployments[env] = rec  # what a rollback brings back
+        state.deployments[env] = record
+        message = f"{what}: finished, revision {view.revision} ({new_image}) rolled out and is available"
+        outcome = RolloutRecord(outcome="succeeded", to_revision=view.revision, image=new_image, message=message,
+                                **common)
+    elif not view.exists:
+        message = f"{what}: undone, {handle} does not exist"
+        outcome = RolloutRecord(outcome="failed", failed_revision=intent.revision, message=message, **common)
+    elif new_image and view.image == new_image and new_image != old_image:
+        if rec is None or not old_image:
+            message = f"{what}: not finished ({view.status}), and no earlier revision is known to go back to"
+            outcome = RolloutRecord(outcome="failed", failed_revision=intent.revision, message=message, **common)
+        else:
+            restored = target.restore_image(handle, old_image)
+            state.deployments[env] = rec.model_copy(update={"revision": restored.revision, "at": now()})
+            message = (f"{what}: undone ({view.status}), revision {rec.revision} ({old_image}) serves again "
+                       f"as revision {restored.revision}")
+            outcome = RolloutRecord(outcome="rolled-back", to_revision=restored.revision, image=old_image,
+                                    failed_revision=intent.revision, message=message, **common)
+    else:  # the new template never landed, or was already put back (an abort's own undo)
+        back = rec is not None and view.image == old_image
+        if back and view.revision and view.revision != rec.revision:
+            state.deployments[env] = rec.model_copy(update={"revision": view.revision, "at": now()})
+        message = f"{what}: undone, the Deployment runs revision {view.revision} ({view.image})"
+        outcome = RolloutRecord(outcome="rolled-back" if back else "failed", image=view.image,
+                                to_revision=view.revision if back else None, failed_revision=intent.revision,
+                                message=message, **common)
+    del state.intents[env]
+    state.rollouts[env] = outcome
+    state.save(settings.workdir)
+    line = f"reconciled {env}: {message}"
+    progress(line)
+    from .outcomes import announce
+
+    announce(settings, state, intent.action, outcome)
+    return line
+
+
+def _deployment_disagreements(target, state: State, env: str) -> list[str]:
+    rec, intent = state.deployments.get(env), state.intents.get(env)
+    handle = _deployment_of(state, env)
+    out = []
+    if intent is not None:
+        out.append(f"{env}: an interrupted {intent.action} of revision {intent.revision} (step {intent.step}, "
+                   f"by pid {intent.holder_pid}) is pending; the next stage finishes or undoes it")
+    if rec is None or handle is None:
+        return out
+    view = target.inspect(handle)
+    if not view.exists:
+        return out + [f"{env}: state names revision {rec.revision} of {handle}, but the Deployment does not exist"]
+    if rec.image and view.image != rec.image:
+        out.append(f"{env}: {handle}'s template runs {view.image}, not {rec.image} as state says")
+    elif rec.model_sha256 and view.model_sha256 and view.model_sha256 != rec.model_sha256:
+        out.append(f"{env}: {handle}'s template is annotated with model sha256 {view.model_sha256}, "
+                   f"not {rec.model_sha256} as state says")
+    if view.revision != rec.revision:
+        out.append(f"{env}: {handle} is at revision {view.revision}, state names revision {rec.revision}")
+    if not view.complete:
+        out.append(f"{env}: {handle} is not fully rolled out and available: {view.status}")
+    return out
 
 
 def _label(server) -> str:
@@ -54,8 +152,10 @@ def shielded() -> Iterator[None]:
 
 def reconcile(settings: Settings, state: State, env: str, *, why: str = "found interrupted") -> Optional[str]:
     """Make env's reality match state (finishing or undoing a journaled rollout); save; one line or None."""
-    target = _target(settings, state, env)
-    if target is None:
+    target = _any_target(settings, state, env)
+    if hasattr(target, "inspect"):
+        return _reconcile_deployment(settings, state, env, target, why)
+    if not hasattr(target, "observe"):
         return None
     intent: Optional[IntentRecord] = state.intents.get(env)
     rec = state.deployments.get(env)
@@ -118,7 +218,17 @@ def reconcile(settings: Settings, state: State, env: str, *, why: str = "found i
 def disagreements(settings: Settings, state: State, env: str) -> list[str]:
     """Where state and reality differ in env, without changing anything (for `mlops status`)."""
     try:
-        target = _target(settings, state, env)
+        target = _any_target(settings, state, env)
+        if hasattr(target, "inspect"):
+            from .workdir_lock import busy
+
+            running = busy(settings.workdir)
+            intent = state.intents.get(env)
+            if intent is not None and running and running.get("pid") == intent.holder_pid:
+                return [f"{env}: {intent.action} of revision {intent.revision} is in progress (step {intent.step}, "
+                        f"pid {intent.holder_pid})"]
+            return _deployment_disagreements(target, state, env)
+        target = target if hasattr(target, "observe") else None
         observed = target.observe(env) if target is not None else None
     except MlopsError as exc:  # an unusable target (no podman, bad config) must not hide the rest
         return [f"{env}: cannot observe it: {exc}"]

@@ -5,7 +5,9 @@ An exclusive `fcntl.flock` on `<workdir>/.mlops.lock`, held for a stage's whole 
 time into the file, so a second run that finds it locked can say who holds it. The kernel drops
 the lock when the holder exits, even by `kill -9`: a lock is never left behind. A second run
 waits up to `lock_wait_s` (0: fails at once) and then fails with exit code 75 (retry later).
-Re-entrant within one process: `pipeline run` holds it while each stage takes it again.
+Re-entrant within one thread: `pipeline run` holds it while each stage takes it again; another
+thread of the same process waits like another process would. The descriptor is not inherited:
+servers a stage starts (fork + exec) never carry the lock beyond the CLI's life.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import fcntl
 import json
 import os
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +28,8 @@ from .state import now
 LOCK_FILE = ".mlops.lock"
 POLL_S = 0.2
 
-_held: dict[str, int] = {}    # resolved workdir -> nesting depth in this process
-_fds: dict[str, int] = {}
+_held: dict[tuple[str, int], int] = {}    # (resolved workdir, thread) -> nesting depth
+_fds: dict[tuple[str, int], int] = {}
 
 
 class WorkdirBusy(TemporaryError):
@@ -45,8 +48,8 @@ def busy(workdir: Path) -> Optional[dict]:
     """The holder's record if another process holds the lock now (None when free or held by us)."""
     key = str(Path(workdir).resolve())
     path = Path(key) / LOCK_FILE
-    if _held.get(key) or not path.exists():
-        return None
+    if any(depth and held == key for (held, _), depth in list(_held.items())) or not path.exists():
+        return None  # held by this process
     fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -67,12 +70,13 @@ def _describe(info: Optional[dict]) -> str:
 def hold(workdir: Path, command: str, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the workdir's lock for the block; WorkdirBusy naming the holder if it stays taken for wait_s."""
     key = str(Path(workdir).resolve())
-    if _held.get(key):
-        _held[key] += 1
+    mine = (key, threading.get_ident())
+    if _held.get(mine):
+        _held[mine] += 1
         try:
             yield
         finally:
-            _held[key] -= 1
+            _held[mine] -= 1
         return
     Path(key).mkdir(parents=True, exist_ok=True)
     path = Path(key) / LOCK_FILE
@@ -97,11 +101,11 @@ def hold(workdir: Path, command: str, wait_s: float = 0.0) -> Iterator[None]:
     info = {"pid": os.getpid(), "command": command, "argv": sys.argv[1:], "started_at": now()}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-    _held[key], _fds[key] = 1, fd
+    _held[mine], _fds[mine] = 1, fd
     try:
         yield
     finally:
-        _held[key] = 0
+        _held.pop(mine, None)
         os.ftruncate(fd, 0)
         os.close(fd)  # closing the last descriptor releases the flock
-        _fds.pop(key, None)
+        _fds.pop(mine, None)

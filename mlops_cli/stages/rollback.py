@@ -1,7 +1,8 @@
 """rollback: on request, run the environment's previous revision again (`kubectl rollout undo`).
 
 Only targets that keep earlier revisions can (kubernetes); the outcome is recorded in state
-and sent to the notifiers like a rolling update's.
+and sent to the notifiers like a rolling update's. It reconciles first (mlops_cli/reconcile.py):
+a rollout a killed run left half done is finished or undone before "previous" is worked out.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from ..config import Settings
 from ..deploying import record_rollback
 from ..errors import PrerequisiteError, StageFailed, UsageError
 from ..outcomes import announce
+from ..reconcile import reconcile
 from ..render import check_env
 from ..state import RolloutRecord, State
 from ..targets import RolledBack, get_target
@@ -38,6 +40,8 @@ def run(settings: Settings, env: str) -> RollbackResult:
 
 def _rollback(settings: Settings, env: str) -> RollbackResult:
     state = State.load(settings.workdir)
+    if env in state.deployments or env in state.intents:  # an interrupted earlier run is finished or undone first
+        reconcile(settings, state, env)
     current = state.deployments.get(env)
     if current is None:
         raise PrerequisiteError(f"nothing is deployed to {env} by this workdir", hint="run deploy-test / rolling-update first")

@@ -13,7 +13,7 @@ from ..registry import load
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..state import DeploymentRecord
+    from ..state import DeploymentRecord, State
 
 TARGETS = {
     "local": "mlops_cli.targets.local:LocalTarget",
@@ -28,6 +28,9 @@ class Release:
 
     bundle: Path
     image: Optional[str] = None   # repository@sha256:...
+    # what the stage read from state (the kubernetes target renders its manifests from it); a target
+    # reads it and never saves it: the stage alone records outcomes
+    state: Optional["State"] = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,37 @@ Journal = Callable[..., None]
 
 def no_journal(step: str, **fields: Any) -> None:
     """The journal of a caller that keeps none."""
+
+
+IDENTITY_FLAGS = ("--instance", "--revision", "--await-handover")
+
+
+def predates_identity(log_lines: list[str]) -> Optional[str]:
+    """One line when a server's log shows it refused the identity flags: its bundle is older than them."""
+    for line in log_lines:
+        if "unrecognized arguments" in line and any(flag in line for flag in IDENTITY_FLAGS):
+            return ("the bundle's server is older than the identity flags this mlops starts it with "
+                    f"({', '.join(IDENTITY_FLAGS)}): {line.strip()[:200]}")
+    return None
+
+
+PAUSE_ENV = "MLOPS_TEST_PAUSE_AT"  # test hook: pause a rollout at a named step (see pause_at)
+
+
+def pause_at(step: str) -> None:
+    """Test hook: with MLOPS_TEST_PAUSE_AT=<step>, pause (at most 60 s) once the step is journaled.
+
+    It says "paused before step <step>" on stderr and sleeps before taking the step, so a test can
+    kill or abort the CLI at exactly that step of a rollout. Unset in production.
+    """
+    import os
+    import time
+
+    if os.environ.get(PAUSE_ENV) == step:
+        from ..ui import progress
+
+        progress(f"paused before step {step} ({PAUSE_ENV})")
+        time.sleep(60)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,7 @@ from ..config import Settings
 from ..errors import ConfigError, StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
-from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal
-from .local import pause_at
+from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal, pause_at, predates_identity
 
 READY_LINE = "serving on http://"
 
@@ -62,6 +61,12 @@ class ContainerTarget:
     def _running(self, name: str) -> Optional[bool]:
         done = self._podman("inspect", "--type", "container", "--format", "{{.State.Running}}", name)
         return None if done.returncode != 0 else done.stdout.strip() == "true"
+
+    def _started(self, name: str) -> tuple[Optional[bool], int]:
+        """(running, how often podman restarted it) in one inspect."""
+        done = self._podman("inspect", "--type", "container", "--format", "{{.State.Running}} {{.RestartCount}}", name)
+        running, _, count = done.stdout.strip().partition(" ")
+        return (None, 0) if done.returncode != 0 else (running == "true", int(count) if count.isdigit() else 0)
 
     def ident_of(self, record: DeploymentRecord) -> Optional[str]:
         return record.handle
@@ -166,10 +171,15 @@ class ContainerTarget:
         timeout = self.settings.deploy.ready_timeout_s
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            running = self._running(name)
-            if running is False:
+            running, restarts = self._started(name)
+            logs = self._logs(name, 50)
+            older = predates_identity(logs)
+            if older:
+                raise StageFailed(older, hint="assemble and build it again with this mlops: `mlops assemble-server`, "
+                                              "`mlops build-image`")
+            if running is False or restarts:  # with --restart=on-failure a start-up crash would loop, not exit
                 raise StageFailed(f"container {name} exited during start-up; last log line: {self._show_logs(name)!r}")
-            if any(READY_LINE in line for line in self._logs(name, 50)):
+            if any(READY_LINE in line for line in logs):
                 if self._answering(url) == name:  # our container answers, not just the port
                     return
             time.sleep(0.2)

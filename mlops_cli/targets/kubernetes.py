@@ -4,12 +4,16 @@ deploy: render and validate the environment's manifests (mlops_cli/render.py), a
 (server-side apply as field manager `mlops`: fields dropped from a template leave the live
 object; another manager's fields are a one-line conflict unless --force), wait as
 `kubectl rollout status` does, and when the rollout fails or times out undo it as
-`kubectl rollout undo` does, then wait for the previous revision to serve again.
+`kubectl rollout undo` does, then wait for the previous revision to serve again. Before the
+Deployment's write the step is journaled (the stage's intent journal); `inspect` and
+`restore_image` let the next run finish or undo a rollout that a kill -9 interrupted
+(mlops_cli/reconcile.py). The target never reads or writes state itself.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..config import Settings
@@ -17,17 +21,37 @@ from ..errors import MlopsError, StageFailed
 from ..render import Rendered, render, validate
 from ..state import DeploymentRecord, State
 from ..ui import progress
-from . import Release, RollbackFailed, RolledBack, Rollout
+from . import Journal, Release, RollbackFailed, RolledBack, Rollout, no_journal, pause_at
 from .kubeapi import ApplyConflict, Kube, NotFound
-from .rollout import RolloutFailed, restore, revision, undo, wait
+from .rollout import RolloutFailed, owned_replicasets, restore, revision, rollout_status, undo, wait
 
 # The Deployment last: when another object is refused (RBAC, a missing CRD) no new revision has started.
 APPLY_ORDER = ("ServiceAccount", "NetworkPolicy", "Service", "Route", "Ingress", "HorizontalPodAutoscaler",
                "PodDisruptionBudget", "ServiceMonitor", "Deployment")
 
 
+@dataclass(frozen=True)
+class DeploymentView:
+    """What a Deployment really runs, for reconciliation and `mlops status`."""
+
+    handle: str                          # namespace/name
+    exists: bool
+    image: Optional[str] = None          # the pod template's image
+    model_sha256: Optional[str] = None   # its mlops.io/model-sha256 annotation
+    revision: int = 0
+    complete: bool = False               # the template rolled out and is available (`kubectl rollout status`)
+    status: str = ""
+    revisions: tuple[tuple[int, str], ...] = ()  # (revision, image) of its ReplicaSets, newest first
+
+
+def _image(template: dict[str, Any]) -> Optional[str]:
+    containers = ((template.get("spec") or {}).get("containers") or [{}])
+    return containers[0].get("image")
+
+
 class KubernetesTarget:
     needs_image = True
+    journals = True  # deploy() journals its steps; inspect/restore_image reconcile after an interruption
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -109,10 +133,11 @@ class KubernetesTarget:
 
     # --- the DeployTarget protocol -------------------------------------------------------------
 
-    def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord]) -> Rollout:
+    def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord],
+               journal: Journal = no_journal) -> Rollout:
         if not release.image:
             raise StageFailed("the kubernetes target runs images only", hint="run `mlops build-image` first")
-        rendered = render(self.settings, State.load(self.settings.workdir), env, image=release.image)
+        rendered = render(self.settings, release.state or State(), env, image=release.image)
         validate(rendered.manifests, self.k.kubernetes_version)
         namespace, name = rendered.namespace, rendered.name
         try:
@@ -131,9 +156,14 @@ class KubernetesTarget:
                 manifest = rendered.get(kind)
                 if manifest is None:
                     continue
+                if kind == "Deployment":  # journaled first: a kill -9 from here on is finished or undone next run
+                    journal("applying", revision=(previous or 0) + 1, instance=f"{namespace}/{name}",
+                            url=self._url(rendered, applied))
                 touched = touched or kind == "Deployment"
                 applied[kind] = self._apply(manifest)
             written = applied["Deployment"]["metadata"].get("generation") or 0
+            journal("waiting")
+            pause_at("waiting")
             dep = wait(self.kube, namespace, name, written, timeout_s=self.k.rollout_timeout_s,
                        poll_s=self.k.poll_interval_s)
         except (RolloutFailed, MlopsError) as exc:
@@ -191,6 +221,55 @@ class KubernetesTarget:
                              restored=back, failed_revision=back.previous_revision) from exc
         return Rollout(url=current.url, revision=restored.revision, previous_revision=restored.previous_revision,
                        handle=restored.handle, image=restored.image)
+
+    # --- reconciliation (mlops_cli/reconcile.py) ---------------------------------------------------
+
+    def inspect(self, handle: str) -> DeploymentView:
+        """The Deployment `namespace/name`: its template's image and annotations, revision, rollout status, ReplicaSets."""
+        namespace, name = handle.split("/", 1)
+        try:
+            dep = self.kube.get("Deployment", namespace, name)
+        except NotFound:
+            return DeploymentView(handle=handle, exists=False, status="the Deployment does not exist")
+        template = (dep.get("spec") or {}).get("template") or {}
+        selector = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        sets = owned_replicasets(dep, self.kube.list("ReplicaSet", namespace, selector))
+        status = rollout_status(dep, 0)
+        available = ((dep.get("status") or {}).get("availableReplicas") or 0) > 0
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        return DeploymentView(
+            handle=handle, exists=True, image=_image(template), model_sha256=annotations.get("mlops.io/model-sha256")
+            or ((dep["metadata"].get("annotations") or {}).get("mlops.io/model-sha256")),
+            revision=revision(dep), complete=status.done and available, status=status.message,
+            revisions=tuple(sorted(((revision(rs), _image(rs["spec"]["template"]) or "?") for rs in sets), reverse=True)))
+
+    def await_rollout(self, handle: str) -> DeploymentView:
+        """Wait (up to kubernetes.rollout_timeout_s) for the template's rollout, as the interrupted run would have."""
+        namespace, name = handle.split("/", 1)
+        progress(f"waiting for the interrupted rollout of {handle} to finish")
+        try:
+            wait(self.kube, namespace, name, 0, timeout_s=self.k.rollout_timeout_s, poll_s=self.k.poll_interval_s)
+        except RolloutFailed as exc:
+            progress(f"{handle}: {exc.message}")
+        return self.inspect(handle)
+
+    def restore_image(self, handle: str, image: str) -> Rollout:
+        """`kubectl rollout undo --to-revision` of the newest revision that ran `image`; wait until it serves."""
+        namespace, name = handle.split("/", 1)
+        view = self.inspect(handle)
+        to = next((rev for rev, img in view.revisions if img == image and rev), None)
+        if to is None:
+            raise RollbackFailed(f"{handle}: no ReplicaSet of it runs {image} any more, so it cannot go back to it",
+                                 hint="deploy that image again")
+        progress(f"putting {handle} back to revision {to} ({image})")
+        patched, _ = undo(self.kube, namespace, name, to_revision=to)
+        try:
+            dep = wait(self.kube, namespace, name, patched["metadata"].get("generation") or 0,
+                       timeout_s=self.k.rollout_timeout_s, poll_s=self.k.poll_interval_s)
+        except MlopsError as exc:
+            raise RollbackFailed(f"{handle}: going back to revision {to} failed: {exc.message}",
+                                 hint="look at the pods with `oc get pods` / `kubectl get pods`") from exc
+        return Rollout(url="", revision=revision(dep), previous_revision=view.revision, handle=handle, image=image)
 
     def _where(self, env: str, current: Optional[DeploymentRecord]) -> tuple[str, str]:
         if current is not None and current.handle and "/" in current.handle:

@@ -27,10 +27,9 @@ from ..config import Settings
 from ..errors import StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
-from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal
+from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal, pause_at, predates_identity
 
 JENKINS_KILL_MARKERS = ("BUILD_ID", "JENKINS_NODE_COOKIE")
-PAUSE_ENV = "MLOPS_TEST_PAUSE_AT"  # test hook: pause a rollout at a named step (see pause_at)
 
 # Popen objects of the servers this process started: kept so they are reaped, not garbage.
 _CHILDREN: dict[int, subprocess.Popen] = {}
@@ -76,17 +75,6 @@ def terminate(pid: int, timeout: float) -> None:
         except ProcessLookupError:
             pass
         _wait_exit(pid, 5)
-
-
-def pause_at(step: str) -> None:
-    """Test hook: with MLOPS_TEST_PAUSE_AT=<step>, pause (at most 60 s) once the step is journaled.
-
-    It says "paused before step <step>" on stderr and sleeps before taking the step, so a test can
-    kill or abort the CLI at exactly that step of a rollout. Unset in production.
-    """
-    if os.environ.get(PAUSE_ENV) == step:
-        progress(f"paused before step {step} ({PAUSE_ENV})")
-        time.sleep(60)
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -270,6 +258,12 @@ class LocalTarget:
     def _ready_info(self, proc: subprocess.Popen, ready_file: Path, log_path: Path) -> dict:
         if proc.poll() is not None:
             _CHILDREN.pop(proc.pid, None)
+            try:
+                older = predates_identity(log_path.read_text(errors="replace").splitlines()[-20:])
+            except OSError:
+                older = None
+            if older:
+                raise StageFailed(older, hint="assemble it again with this mlops: `mlops assemble-server`")
             raise StageFailed(f"the server exited during start-up (exit code {proc.returncode}); "
                               f"{_last_words(log_path)}")
         try:

@@ -151,17 +151,21 @@ def wait(kube: Any, namespace: str, name: str, written_generation: int, *, timeo
         time.sleep(poll_s)
 
 
-def undo(kube: Any, namespace: str, name: str) -> tuple[dict[str, Any], int]:
-    """`kubectl rollout undo`: the previous revision's pod template and annotations, as a JSON patch.
+def undo(kube: Any, namespace: str, name: str, to_revision: int = 0) -> tuple[dict[str, Any], int]:
+    """`kubectl rollout undo [--to-revision=N]`: that revision's pod template and annotations, as a JSON patch.
 
-    Returns the patched Deployment and the revision it rolls back to.
+    Revision 0 is the one before the current. Returns the patched Deployment and the revision it rolls back to.
     """
     dep = kube.get("Deployment", namespace, name)
     selector = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    previous = previous_replicaset(dep, kube.list("ReplicaSet", namespace, selector))
+    replicasets = kube.list("ReplicaSet", namespace, selector)
+    if to_revision:
+        previous = next((rs for rs in owned_replicasets(dep, replicasets) if revision(rs) == to_revision), None)
+    else:
+        previous = previous_replicaset(dep, replicasets)
     if previous is None:
-        raise StageFailed(f"deployment {name!r} has no previous revision to roll back to "
-                          f"(current revision {revision(dep) or 'none'})")
+        raise StageFailed(f"deployment {name!r} has no " + (f"revision {to_revision}" if to_revision else
+                          "previous revision") + f" to roll back to (current revision {revision(dep) or 'none'})")
     template = copy.deepcopy(previous["spec"]["template"])
     (template.get("metadata") or {}).get("labels", {}).pop("pod-template-hash", None)
     annotations = {k: v for k, v in (dep["metadata"].get("annotations") or {}).items() if k in SKIP_ON_UNDO}

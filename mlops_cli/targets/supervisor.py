@@ -27,6 +27,7 @@ MAX_RESTARTS = 5
 WINDOW_S = 60.0
 BACKOFF_S = 0.2
 PR_SET_PDEATHSIG = 1
+SUPERVISOR_PID = os.getpid()
 
 
 def _die_with_parent() -> None:
@@ -34,6 +35,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+    if os.getppid() != SUPERVISOR_PID:  # the supervisor died before prctl took effect: never run unsupervised
+        os._exit(1)
 
 
 def _write(path: str, info: dict) -> None:
@@ -89,6 +92,8 @@ def main(argv: list[str]) -> int:
             return 0
         child["proc"] = subprocess.Popen([a for a in server_argv if a != "--await-handover"],
                                          preexec_fn=_die_with_parent)
+        if flags["stopping"]:  # a stop that arrived while the new server was being started went to the old one
+            child["proc"].send_signal(signal.SIGTERM)
         info.update(server_pid=child["proc"].pid, restarts=info["restarts"] + 1,
                     restarted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         _write(status_path, info)

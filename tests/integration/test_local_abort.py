@@ -361,3 +361,63 @@ def test_prod_process_killed_is_back_within_seconds_and_status_says_so(make_sett
     stopped = run_cli("stop", "--workdir", str(s.workdir), env=cli_env(s))
     assert stopped.returncode == 0 and port_free("127.0.0.1", s.deploy.prod.port)
     assert ours(s, "prod").servers == ()
+
+
+@pytest.mark.parametrize("restart", ["on-failure", "no"])
+def test_a_bundle_older_than_the_identity_flags_fails_at_once_in_one_line(make_settings, tmp_path, restart):
+    """A bundle assembled before --instance/--revision/--await-handover: a clear error, not a ready timeout."""
+    from mlops_cli.errors import StageFailed
+    from mlops_cli.targets import Release
+
+    older = tmp_path / "older-bundle"
+    (older / "serving").mkdir(parents=True)
+    (older / "serving" / "__init__.py").write_text("")
+    # the command line of the server before issue 10, as argparse parses it
+    (older / "serving" / "__main__.py").write_text(
+        "import argparse\n"
+        "parser = argparse.ArgumentParser(prog='python -m serving')\n"
+        "parser.add_argument('bundle')\n"
+        "for flag in ('--host', '--port', '--ready-file'):\n"
+        "    parser.add_argument(flag)\n"
+        "parser.parse_args()\n")
+    s = make_settings(deploy={"restart": restart, "ready_timeout_s": 120})
+    started = time.monotonic()
+    with pytest.raises(StageFailed) as failed:
+        LocalTarget(s).deploy("test", Release(bundle=older), None)
+    assert time.monotonic() - started < 60  # not the 120 s ready timeout
+    assert "older than the identity flags" in failed.value.message and "--instance" in failed.value.message
+    assert "\n" not in failed.value.message and "assemble-server" in failed.value.hint
+    assert port_free("127.0.0.1", s.deploy.test.port) and ours(s, "test").servers == ()
+
+
+def test_a_supervisor_killed_takes_its_server_along_and_status_says_so(make_settings, settings, iris_artifact):
+    """kill -9 of prod's supervisor: its server dies with it (PR_SET_PDEATHSIG), nothing unowned keeps the port,
+    and `mlops status` says prod is not running. Neither process holds the workdir lock's descriptor."""
+    s = prepare(make_settings, settings, register_iris(settings, iris_artifact), to_prod=True)
+    prod = read_state(s.workdir)["deployments"]["prod"]
+    from mlops_cli.state import State
+
+    server_pid = LocalTarget(s).supervision(State.load(s.workdir).deployments["prod"])["server_pid"]
+    lock = str((s.workdir / ".mlops.lock").resolve())
+    for pid in (prod["pid"], server_pid):  # started while the stage held the lock: the lock must not outlive it
+        held = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                held.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
+        assert lock not in held, (pid, held)
+    os.kill(prod["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while _alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(server_pid)
+    deadline = time.monotonic() + 20
+    while not port_free("127.0.0.1", s.deploy.prod.port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert port_free("127.0.0.1", s.deploy.prod.port)
+    status = run_cli("status", "--workdir", str(s.workdir), env=cli_env(s))
+    assert status.returncode == 0, status.stderr
+    assert "NOT RUNNING" in status.stdout
+    assert f"DISAGREES  prod: state names revision {prod['revision']} (pid {prod['pid']}) but it is not running" \
+        in status.stdout

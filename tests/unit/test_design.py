@@ -96,4 +96,20 @@ def test_no_toolkit_module_opens_spec_json_or_walks_a_schema_dict():
                 key = node.args[0].value
             if key in SCHEMA_KEYS and (path, key) not in NOT_A_SCHEMA:
                 offenders.append(f"{path}:{node.lineno}: reads [{key!r}] by hand")
+
+
+def test_backends_neither_read_nor_write_state():
+    """Issue 10: targets, builders and sources get their settings and return results; the stage records them."""
+    import ast
+
+    offenders = []
+    for folder in ("targets", "builders", "sources"):
+        for path in sorted((REPO / "mlops_cli" / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Attribute) and node.attr in ("load", "save", "path") and \
+                        isinstance(node.value, ast.Name) and node.value.id == "State":
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} State.{node.attr}")
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "save" \
+                        and any(isinstance(a, ast.Attribute) and a.attr == "workdir" for a in node.args):
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} .save(workdir)")
     assert offenders == []

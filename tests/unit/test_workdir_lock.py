@@ -68,3 +68,40 @@ def test_busy_reports_another_holder(tmp_path):
     assert busy(tmp_path) is None
     with hold(tmp_path, "mlops status"):
         pass
+
+
+def test_another_thread_of_the_same_process_is_not_let_in(tmp_path):
+    """Re-entrant per thread only: a second thread (a service running stages) waits like another process."""
+    import threading
+
+    seen: list[str] = []
+
+    def second() -> None:
+        try:
+            with hold(tmp_path, "mlops second", 0):
+                seen.append("acquired")
+        except WorkdirBusy as exc:
+            seen.append(exc.message)
+
+    with hold(tmp_path, "mlops first"):
+        with hold(tmp_path, "mlops first, nested"):  # the same thread again: re-entrant
+            worker = threading.Thread(target=second)
+            worker.start()
+            worker.join(timeout=30)
+    assert len(seen) == 1 and seen[0].startswith(f"workdir {tmp_path.resolve()} is in use by pid {os.getpid()}"), seen
+    worker = threading.Thread(target=second)  # released: now it gets it
+    worker.start()
+    worker.join(timeout=30)
+    assert seen[-1] == "acquired"
+
+
+def test_the_lock_descriptor_is_not_inherited_by_servers_a_stage_starts(tmp_path):
+    with hold(tmp_path, "mlops rolling-update"):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            held = [os.readlink(f"/proc/{child.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{child.pid}/fd")]
+        finally:
+            child.kill()
+            child.wait(timeout=30)
+    assert str(tmp_path.resolve() / ".mlops.lock") not in held
+    assert other_process(tmp_path, 0) == "acquired"

@@ -24,14 +24,23 @@ def container_env(tmp_path_factory):
     conf = tmp_path_factory.mktemp("containers")
     (conf / "containers.conf").write_text(
         '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n')
+    # podman's database in the graphroot pins the runroot it was first created with, whatever storage.conf says
+    # later. The old graphroot (storage-overlay) pinned a runroot in a pytest temp dir, which any later pytest
+    # session may delete while containers run: podman's restart of a killed container then failed ("cannot
+    # chown run directory"). A graphroot of its own, with its runroot next to it for good.
     (conf / "storage.conf").write_text(
-        f'[storage]\ndriver = "overlay"\ngraphroot = "{CACHE / "storage-overlay"}"\nrunroot = "{conf / "run"}"\n')
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{CACHE / "storage"}"\nrunroot = "{CACHE / "run"}"\n')
     (conf / "registries.conf").write_text('unqualified-search-registries = []\n')
     env = {"CONTAINERS_CONF": str(conf / "containers.conf"), "CONTAINERS_STORAGE_CONF": str(conf / "storage.conf"),
            "CONTAINERS_REGISTRIES_CONF": str(conf / "registries.conf")}
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
+        pinned = subprocess.run(["podman", "info", "--format", "{{.Store.RunRoot}}"], capture_output=True, text=True,
+                                timeout=120)
+        if pinned.stdout.strip() != str(CACHE / "run"):
+            pytest.fail(f"podman's storage at {CACHE / 'storage'} uses runroot {pinned.stdout.strip()!r}, not "
+                        f"{CACHE / 'run'}: remove that storage (podman system reset) and run again; {pinned.stderr}")
         yield conf
 
 

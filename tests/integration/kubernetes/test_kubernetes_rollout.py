@@ -465,3 +465,8 @@ def test_an_abort_between_the_deployment_write_and_the_wait_puts_it_back(kube, s
         deploy_test.run(shipped)
     monkeypatch.undo()
     assert kube.deployment(TEST, "iris")["spec"]["template"] == template
+    # the journal's repair ran at once: recorded as a rollout, nothing left pending
+    state = read_state(shipped.workdir)
+    assert state["intents"] == {} and state["rollouts"]["test"]["outcome"] == "rolled-back"
+    assert state["rollouts"]["test"]["message"].startswith("aborted deploy-test of revision 2 (at step applying): undone")
+    assert state["deployments"]["test"]["image"] == digest_ref("a")

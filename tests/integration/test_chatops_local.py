@@ -38,7 +38,8 @@ def test_a_signed_deploy_runs_the_pipeline_locally_and_the_thread_hears_every_st
                 "MLOPS_CHATOPS__SIGNING_SECRET": SECRET, "MLOPS_CHATOPS__BOT_TOKEN": slack.token,
                 "MLOPS_CHATOPS__SLACK_API_URL": slack.api_url,
                 "MLOPS_CHATOPS__RESPONSE_URL_PREFIX": slack.url + "/response/",
-                "MLOPS_CHATOPS__USERS": json.dumps({"U_DEP": ["deployer"]})})
+                "MLOPS_CHATOPS__USERS": json.dumps({"U_DEP": ["deployer"]}),
+                "MLOPS_VALIDATION__THRESHOLDS": json.dumps({"accuracy": ">= 0.9"})})  # validate-model needs one
     log = open(tmp_path / "chatops.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "chatops", "--executor", "local"], env=env,
                             stdout=log, stderr=log, cwd=tmp_path)

@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from helpers import REPO, free_port
+from helpers import REPO, free_port, require_tool
 from tansu_broker import TansuBroker
 
 pytestmark = pytest.mark.integration
@@ -64,22 +66,25 @@ def test_the_kafka_notifier_delivers_key_headers_and_json_event_to_tansu(make_se
     assert first["title"] == "rolling-update of iris@3 to prod succeeded" and first["kind"] == "rollout"
     assert first["fields"] == {"model": "iris", "version": "3"} and first["event"]["env"] == "prod"
     assert second["text"] == "PSI 0.41 > 0.25" and second["link"] == "https://runbooks.example.org/drift"
-    assert set(first) == {"title", "text", "severity", "kind", "fields", "link", "event", "time"}
+    # the event is every field of the notification (Notification.as_event), Slack's threading and buttons too
+    assert set(first) == {"title", "text", "severity", "kind", "fields", "link", "event", "time",
+                          "button", "channel", "thread_ts", "approval"}
 
 
 class RelayProcess:
     """`mlops alert-relay` as a child process, stopped by SIGTERM."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], tmp: Path, port: int):
+    def __init__(self, argv: list[str], env: dict[str, str], tmp: Path, port: int, ca: Path | None = None):
         self.log = tmp / "relay.log"
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if ca else 'http'}://127.0.0.1:{port}"
+        self.verify: Any = ssl.create_default_context(cafile=str(ca)) if ca else True
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(argv, cwd=tmp, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
             assert self.proc.poll() is None, self.text()
             try:
-                if httpx.get(f"{self.url}/health/live", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/health/live", timeout=1, verify=self.verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -91,7 +96,7 @@ class RelayProcess:
 
     def post(self, body: dict) -> httpx.Response:
         return httpx.post(f"{self.url}/v1/alertmanager", json=body, headers={"Authorization": f"Bearer {TOKEN}"},
-                          timeout=10)
+                          timeout=10, verify=self.verify)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -120,7 +125,8 @@ def test_the_relay_delivers_alertmanager_alerts_to_tansu(tmp_path: Path, tansu) 
     env.update({"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__PORT": str(port), "MLOPS_RELAY__SINKS": '["kafka"]',
                 "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"), "MLOPS_RELAY__RETRY_BACKOFF_S": "0.2",
                 "MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS": tansu.bootstrap, "MLOPS_NOTIFY__KAFKA__TOPIC": TOPIC,
-                "MLOPS_NOTIFY__KAFKA__TIMEOUT_S": "5"})
+                "MLOPS_NOTIFY__KAFKA__TIMEOUT_S": "5",
+                "MLOPS_RELAY__INSECURE": "true"})  # plain http with a token: loopback only, said explicitly
     relay = RelayProcess([sys.executable, "-m", "mlops_cli.cli", "alert-relay"], env, tmp_path, port)
     try:
         r = relay.post(alertmanager_body())
@@ -152,6 +158,11 @@ def test_the_relay_run_as_its_rendered_manifests_say_delivers_to_tansu(tmp_path:
     secret = tmp_path / "etc-mlops-relay"
     secret.mkdir()
     (secret / "token").write_text(TOKEN)  # the Secret `mlops-relay`, key `token`, as mounted
+    tls = tmp_path / "etc-mlops-relay-tls"  # the Secret `mlops-alert-relay-tls` (OpenShift's serving certificate)
+    tls.mkdir()
+    subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tls / "tls.key"),
+                    "-out", str(tls / "tls.crt"), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
     moved = {"/etc/mlops-relay": str(secret), "/var/lib/mlops-relay": str(tmp_path / "var"), "/tmp": str(tmp_path)}
 
     def move(value: str) -> str:
@@ -168,7 +179,7 @@ def test_the_relay_run_as_its_rendered_manifests_say_delivers_to_tansu(tmp_path:
     assert argv[:2] == ["mlops", "alert-relay"] and argv[argv.index("--host") + 1] == "0.0.0.0"
     argv[argv.index("--host") + 1] = "127.0.0.1"  # servers in tests bind loopback only
     argv[argv.index("--port") + 1] = str(port)
-    relay = RelayProcess([sys.executable, "-m", "mlops_cli.cli", *argv[1:]], env, tmp_path, port)
+    relay = RelayProcess([sys.executable, "-m", "mlops_cli.cli", *argv[1:]], env, tmp_path, port, ca=tls / "tls.crt")
     try:
         assert relay.post(alertmanager_body()).status_code == 202
         records = tansu.read(TOPIC, 2)

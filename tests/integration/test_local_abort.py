@@ -33,7 +33,8 @@ ROW = [5.1, 3.5, 1.4, 0.2]
 
 
 def cli_env(s) -> dict[str, str]:
-    return {"MLOPS_DEPLOY__TEST__PORT": str(s.deploy.test.port), "MLOPS_DEPLOY__PROD__PORT": str(s.deploy.prod.port)}
+    return {"MLOPS_DEPLOY__TEST__PORT": str(s.deploy.test.port), "MLOPS_DEPLOY__PROD__PORT": str(s.deploy.prod.port),
+            "MLOPS_VALIDATION__THRESHOLDS": '{"accuracy": ">= 0.9"}'}  # validate-model needs one
 
 
 def prepare(make_settings, settings, ref, to_prod: bool):
@@ -240,30 +241,33 @@ def test_two_runs_on_one_workdir_the_second_names_the_holder(make_settings, sett
 
 
 SLOW_LOAD = """
+import os
 import time
 
-class Slow:
-    classes_ = ["setosa", "versicolor", "virginica"]
+import numpy as np
 
+class Slow:
     def __init__(self):
-        time.sleep(5)
+        if os.path.exists(%r):  # once validated: validation's trial run loads it as a server does
+            time.sleep(5)
 
     def predict(self, X):
-        return [0] * len(X)
+        return np.zeros(len(X), dtype=int)
 
     def predict_proba(self, X):
-        return [[1.0, 0.0, 0.0] for _ in X]
+        return np.tile([1.0, 0.0, 0.0], (len(X), 1))
 """
 
 
 def test_revision_timed_out_while_loading_never_accepts_a_connection(make_settings, settings, tmp_path):
-    model = tmp_path / "slow.py"
-    model.write_text(SLOW_LOAD)
-    ref = register_iris(settings, model, framework="python", class_name="Slow", name="slow")
+    model, slow = tmp_path / "slow.py", tmp_path / "slow-from-now-on"
+    model.write_text(SLOW_LOAD % str(slow))
+    ref = register_iris(settings, model, framework="python", class_name="Slow", labels=None, name="slow")
     s = make_settings(workdir=settings.workdir, model=ref,
                       deploy={**settings.deploy.model_dump(mode="json"), "ready_timeout_s": 3})
     validate_model.run(s)
     assemble_server.run(s)
+    slow.touch()  # from now on it takes 5 s to load: longer than ready_timeout_s
     accepted, refused = [], 0
     stop = threading.Event()
 

@@ -80,3 +80,29 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 
 def read_state(workdir: Path) -> dict[str, Any]:
     return json.loads((workdir / "state.json").read_text())
+
+
+SLOW_MODEL = """
+import os
+import time
+
+import numpy as np
+
+class Slow:
+    def __init__(self):
+        if os.path.exists(%r):  # once validated: validation's trial run loads it as a server does
+            time.sleep(%r)
+
+    def predict(self, X):
+        return np.zeros(len(X), dtype=int)
+
+    def predict_proba(self, X):
+        return np.full((len(X), 3), 1 / 3)
+"""
+
+
+def slow_model(tmp_path: Path, seconds: float = 60) -> tuple[Path, Path]:
+    """A python model (class Slow) that loads at once until `slow` exists, then takes `seconds` to load; and `slow`."""
+    model, slow = tmp_path / "slow.py", tmp_path / "slow-from-now-on"
+    model.write_text(SLOW_MODEL % (str(slow), seconds))
+    return model, slow

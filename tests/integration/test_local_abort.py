@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import read_state, register_iris, run_cli
+from helpers import read_state, register_iris, run_cli, slow_model
 from test_slack_notifier import SlackWebhookDouble
 from mlops_cli.stages import assemble_server, deploy_test, rolling_update, smoke_test, validate_model
 from mlops_cli.targets import port_free
@@ -240,28 +240,8 @@ def test_two_runs_on_one_workdir_the_second_names_the_holder(make_settings, sett
     assert ours(s, "test").servers == ()  # the aborted pipeline left nothing running
 
 
-SLOW_LOAD = """
-import os
-import time
-
-import numpy as np
-
-class Slow:
-    def __init__(self):
-        if os.path.exists(%r):  # once validated: validation's trial run loads it as a server does
-            time.sleep(5)
-
-    def predict(self, X):
-        return np.zeros(len(X), dtype=int)
-
-    def predict_proba(self, X):
-        return np.tile([1.0, 0.0, 0.0], (len(X), 1))
-"""
-
-
 def test_revision_timed_out_while_loading_never_accepts_a_connection(make_settings, settings, tmp_path):
-    model, slow = tmp_path / "slow.py", tmp_path / "slow-from-now-on"
-    model.write_text(SLOW_LOAD % str(slow))
+    model, slow = slow_model(tmp_path, seconds=5)
     ref = register_iris(settings, model, framework="python", class_name="Slow", labels=None, name="slow")
     s = make_settings(workdir=settings.workdir, model=ref,
                       deploy={**settings.deploy.model_dump(mode="json"), "ready_timeout_s": 3})

@@ -10,38 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import read_state, register_iris
+from helpers import read_state, register_iris, slow_model
 from mlops_cli.errors import PrerequisiteError, StageFailed, UsageError
 from mlops_cli.stages import assemble_server, deploy_test, rolling_update, smoke_test, validate_model
 from mlops_cli.targets.local import _alive
 
 pytestmark = pytest.mark.integration
-
-SLOW_MODEL = """
-import os
-import time
-
-import numpy as np
-
-class Slow:
-    def __init__(self):
-        if os.path.exists(%r):  # once validated: validation's trial run loads it as a server does
-            time.sleep(60)
-
-    def predict(self, X):
-        return np.zeros(len(X), dtype=int)
-
-    def predict_proba(self, X):
-        return np.full((len(X), 3), 1 / 3)
-"""
-
-
-def slow_model(tmp_path: Path) -> tuple[Path, Path]:
-    """A model that loads at once until `slow` exists, then takes a minute to load; and `slow`."""
-    model, slow = tmp_path / "slow.py", tmp_path / "slow-from-now-on"
-    model.write_text(SLOW_MODEL % str(slow))
-    return model, slow
-
 
 def validated_and_assembled(make_settings, settings, ref, **overrides):
     overrides.setdefault("deploy", settings.deploy.model_dump(mode="json"))

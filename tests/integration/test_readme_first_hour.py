@@ -79,7 +79,7 @@ def test_every_relative_link_of_the_readme_and_docs_resolves():
 
 def test_the_readme_states_python_cost_and_keeps_its_anchors():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "Python 3.10 or newer" in readme and "12-15 minutes on 2 cores" in readme and "1.3 GB" in readme
+    assert "Python 3.10 or newer" in readme and re.search(r"\d+ minutes on 2 cores", readme) and "1.3 GB" in readme
     headings = {_anchor(h) for h in re.findall(r"^#+ (.*)$", readme, re.M)}
     for anchor in ("try-it", "run-the-tests", "your-own-model", "the-stages", "model-sources", "images",
                    "openshift--kubernetes", "run-it-in-jenkins", "when-a-run-is-killed-aborted-or-runs-twice",

@@ -411,6 +411,17 @@ class KubernetesSettings(Section):
     unset: no relay manifests."""
     monitoring_namespace: Optional[str] = None
     """`render --kustomize`: namespace of the relay, dashboards and PrometheusRule; default: the prod namespace."""
+    traffic_router: Optional[Literal["route", "nginx", "gateway"]] = None
+    """How users' traffic reaches the pods, and how a canary release (`rollout.strategy: canary`) splits it:
+    `route` (an OpenShift Route; a canary is its `alternateBackends`, weighted), `nginx` (an Ingress for
+    Ingress-NGINX; a canary is a second Ingress with `nginx.ingress.kubernetes.io/canary-weight`) or `gateway`
+    (a Gateway API HTTPRoute attached to `kubernetes.gateway`; a canary is a second weighted backendRef).
+    Default: `route` on the openshift flavour, `nginx` on kubernetes. `route` needs the openshift flavour."""
+    gateway: Optional[str] = Field(None, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """traffic_router `gateway`: the Gateway the HTTPRoute attaches to, `NAME` or `NAMESPACE/NAME` (TLS, if any,
+    ends at its listener; the recorded URL is https://HOST)."""
+    canary_replicas: int = Field(1, ge=1, le=1000)
+    """Replicas of the canary Deployment (`<name>-canary`) while a canary release runs (no HPA scales it)."""
 
     @field_validator("server")
     @classmethod
@@ -447,6 +458,20 @@ class KubernetesSettings(Section):
         if self.replicas > self.max_replicas:  # the HPA would scale a new Deployment down at once
             raise ValueError(f"replicas ({self.replicas}) is above max_replicas ({self.max_replicas})")
         return self
+
+    @model_validator(mode="after")
+    def _router(self) -> "KubernetesSettings":
+        if self.traffic_router == "route" and self.flavour != "openshift":
+            raise ValueError("traffic_router route is an OpenShift Route: it needs flavour openshift "
+                             "(on plain Kubernetes use nginx or gateway)")
+        if self.router == "gateway" and not self.gateway:
+            raise ValueError("traffic_router gateway needs kubernetes.gateway (the Gateway's NAME or NAMESPACE/NAME)")
+        return self
+
+    @property
+    def router(self) -> str:
+        """The traffic router in effect: `traffic_router`, else the flavour's (route on OpenShift, else nginx)."""
+        return self.traffic_router or ("route" if self.flavour == "openshift" else "nginx")
 
 
 class SmokeSettings(Section):

@@ -51,6 +51,7 @@ BUILTIN = {
 CUSTOM = {
     "Route": ("route.openshift.io", "v1", "routes"),
     "ServiceMonitor": ("monitoring.coreos.com", "v1", "servicemonitors"),
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),
 }
 
 
@@ -229,10 +230,10 @@ class Kube:
     def _resolve(self, kind: str, verb: str) -> tuple[str, Callable[..., Any], tuple[Any, ...]]:
         if kind in CUSTOM:
             group, version, plural = CUSTOM[kind]
-            fn = {"get": "get", "create": "create", "patch": "patch"}[verb] + "_namespaced_custom_object"
+            fn = {"get": "get", "create": "create", "patch": "patch", "delete": "delete"}[verb] + "_namespaced_custom_object"
             return f"{plural}.{group}", getattr(self._api("CustomObjectsApi"), fn), (group, version)
         resource, api, suffix = BUILTIN[kind]
-        fn = {"get": "read", "create": "create", "patch": "patch"}[verb] + "_" + suffix
+        fn = {"get": "read", "create": "create", "patch": "patch", "delete": "delete"}[verb] + "_" + suffix
         return resource, getattr(self._api(api), fn), ()
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
@@ -246,6 +247,19 @@ class Kube:
         if kind in CUSTOM:
             return self.call("create", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], body)
         return self.call("create", resource, namespace, fn, namespace, body)
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete the object (its ReplicaSets and pods go in the background, as kubectl's default); False if absent."""
+        resource, fn, lead = self._resolve(kind, "delete")
+        try:
+            if kind in CUSTOM:
+                self.call("delete", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], name,
+                          propagation_policy="Background")
+            else:
+                self.call("delete", resource, namespace, fn, name, namespace, propagation_policy="Background")
+        except NotFound:
+            return False
+        return True
 
     def patch(self, kind: str, namespace: str, name: str, body: Any) -> dict[str, Any]:
         """A list body is a JSON patch; a dict a strategic merge patch, or a merge patch for custom kinds.

@@ -264,10 +264,10 @@ class KubeCanary:
         journal("canary-promote", image=image)
         progress(f"promoting canary {namespace}/{cname}: rolling {namespace}/{name} to {image}")
         rollout = self._roll_out(Rendered(env=canary.env, namespace=namespace, name=name, image=image,
-                                          manifests=[manifest]), journal)
+                                          manifests=[manifest]), journal, url=canary.url or None)
         journal("canary-remove", weight=0)
         self._remove_canary(namespace, name)
-        return replace(rollout, url=canary.url or rollout.url)
+        return rollout
 
     def canary_abort(self: "KubernetesTarget", canary: Canary, journal: Journal) -> None:
         namespace, name = canary.stable.handle.split("/", 1)

@@ -147,8 +147,10 @@ class KubernetesTarget(KubeCanary):
         validate(rendered.manifests, self.k.kubernetes_version)
         return self._roll_out(rendered, journal)
 
-    def _roll_out(self, rendered: Rendered, journal: Journal) -> Rollout:
-        """Apply the rendered objects (the Deployment last), wait, roll back when the new revision fails."""
+    def _roll_out(self, rendered: Rendered, journal: Journal, url: Optional[str] = None) -> Rollout:
+        """Apply the rendered objects (the Deployment last), wait, roll back when the new revision fails.
+
+        `url`: the entry point when `rendered` holds no Route/Ingress/HTTPRoute (a canary's promotion)."""
         namespace, name = rendered.namespace, rendered.name
         try:
             before = self.kube.get("Deployment", namespace, name)
@@ -168,7 +170,7 @@ class KubernetesTarget(KubeCanary):
                     continue
                 if kind == "Deployment":  # journaled first: a kill -9 from here on is finished or undone next run
                     journal("applying", revision=(previous or 0) + 1, instance=f"{namespace}/{name}",
-                            url=self._url(rendered, applied))
+                            url=url or self._url(rendered, applied))
                 touched = touched or kind == "Deployment"
                 applied[kind] = self._apply(manifest)
             written = applied["Deployment"]["metadata"].get("generation") or 0
@@ -195,7 +197,7 @@ class KubernetesTarget(KubeCanary):
                 progress(f"interrupted: putting {namespace}/{name} back to the previous revision")
                 self._undo(namespace, name, before)
             raise
-        return Rollout(url=self._url(rendered, applied), revision=revision(dep), previous_revision=previous,
+        return Rollout(url=url or self._url(rendered, applied), revision=revision(dep), previous_revision=previous,
                        handle=f"{namespace}/{name}", image=rendered.image)
 
     def _undo(self, namespace: str, name: str, replaced: Optional[dict[str, Any]]) -> tuple[dict[str, Any], int]:

@@ -169,6 +169,8 @@ def test_promote_ends_with_one_deployment_on_the_new_digest_and_no_canary(kube, 
     steps = [step for step, _ in journal.steps]
     assert steps[:3] == ["canary-start", "canary-weight", "canary-promote"] and "applying" in steps
     assert steps[-1] == "canary-remove"
+    applying = next(fields for step, fields in journal.steps if step == "applying")
+    assert (applying["instance"], applying["url"], applying["revision"]) == (f"{PROD}/iris", canary.url, 2)
 
 
 def test_a_canary_that_never_becomes_ready_is_removed_and_stable_serves(kube, routed):

@@ -269,7 +269,7 @@ def pipeline() -> None:
 @click.option("--allow-breaking", is_flag=True, help="Accept a breaking interface change against the deployed model.")
 def pipeline_run(model: Optional[str], allow_breaking: bool) -> None:
     """Run the seven stages, stop at the first failure, print each stage's status and time."""
-    from . import pipeline as pipeline_lib
+    from . import run_all as pipeline_lib
 
     result = pipeline_lib.run(settings_from(model=model, **{"validation.allow_breaking": allow_breaking}))
     emit(result)
@@ -399,7 +399,7 @@ def demo(port: Optional[int]) -> None:
     servers running (stop them with `mlops stop --workdir WORKDIR`). Reads every section the
     pipeline reads; thresholds default to accuracy and f1_macro >= 0.9."""
     from . import demo as demo_lib
-    from .pipeline import raise_if_failed
+    from .run_all import raise_if_failed
 
     result = demo_lib.run(settings_from(**{"deploy.prod.port": port, "deploy.test.port": port and port + 1}))
     emit(result)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from . import pipeline
+from . import run_all
 from .config import Settings
 from .register import reference_stats
 from .sources.local import LocalStore
@@ -25,7 +25,7 @@ class DemoResult(BaseModel):
     url: str | None
     curl: str | None
     running: dict[str, str] = {}  # env -> URL of each server left running
-    pipeline: pipeline.PipelineResult
+    pipeline: run_all.PipelineResult
 
     def lines(self) -> list[str]:
         out = self.pipeline.lines()
@@ -79,7 +79,7 @@ def run(settings: Settings) -> DemoResult:
     if not validation.thresholds:
         validation = validation.model_copy(update={"thresholds": DEMO_THRESHOLDS})
     settings = settings.model_copy(update={"model": ref, "validation": validation})
-    result = pipeline.run(settings)
+    result = run_all.run(settings)
     url = curl = None
     running: dict[str, str] = {}
     if result.passed:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..config import is_loopback
 from ..errors import ConfigError
-from ..registry import load
+from ..backends import load
 
 if TYPE_CHECKING:
     from ..config import Settings

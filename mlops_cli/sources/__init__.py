@@ -15,7 +15,7 @@ from serving.spec import Framework, SchemaSpec, Task
 from .. import DISTRIBUTION
 from ..digests import sha256_file  # noqa: F401 (re-exported for the sources)
 from ..errors import UsageError
-from ..registry import load
+from ..backends import load
 
 if TYPE_CHECKING:
     from ..config import Settings

@@ -10,7 +10,7 @@ from typing import Any, Optional
 from serving.spec import BundleError, load_spec
 
 from ..bundle import fetch_model, write_contents
-from ..compat import breaking_changes, schema_of
+from ..interface_check import breaking_changes, schema_of
 from ..config import HOLDOUT_METRICS, THRESHOLD_RE, Settings
 from ..errors import ConfigError, MlopsError, StageFailed, UsageError
 from ..digests import json_digest, sha256_file

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from ..errors import StageFailed, UsageError
-from ..registry import load
+from ..backends import load
 
 if TYPE_CHECKING:
     from ..config import Settings

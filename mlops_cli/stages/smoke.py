@@ -12,7 +12,7 @@ import httpx
 
 from serving.spec import InputSpec, answer_problems
 
-from ..compat import schema_of
+from ..interface_check import schema_of
 from ..config import Settings
 from ..errors import StageFailed
 from ..state import SmokeRecord, State

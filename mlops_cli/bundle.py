@@ -16,7 +16,7 @@ from .config import Settings
 from .digests import sha256_file
 from .errors import ConfigError, StageFailed
 from .module_files import fetch_verified, mismatches, spec_modules
-from .sources import ModelMetadata
+from .sources.metadata import ModelMetadata
 
 MODEL_DIR = "model"
 

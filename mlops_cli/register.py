@@ -14,7 +14,7 @@ import yaml
 
 from .config import Settings
 from .errors import UsageError
-from .sources import ModelMetadata
+from .sources.metadata import ModelMetadata
 from .sources.local import LocalStore
 
 QUANTILES = [i / 10 for i in range(11)]

@@ -41,7 +41,8 @@ from urllib.parse import urlparse
 from pydantic import ValidationError
 
 from ..errors import ConfigError, MlopsError, NotFoundError, StageFailed, TemporaryError
-from . import ModelMetadata, ModelRef, ModuleFile, invalid_metadata, missing_client
+from . import ModelRef, missing_client
+from .metadata import ModelMetadata, ModuleFile, invalid_metadata
 
 FRAMEWORKS = {"scikitlearn": "sklearn", "scikit-learn": "sklearn", "sklearn": "sklearn", "joblib": "sklearn",
               "python": "python", "custom": "python", "onnx": "onnx"}

@@ -349,7 +349,7 @@ def lenient_settings() -> tuple[Any, list[str]]:
     try:
         return settings_from(), []
     except ConfigError as exc:
-        from .config import Settings
+        from .settings import Settings
 
         workdir = Path(_OPTIONS["workdir"] or Settings.model_fields["workdir"].default)
         return Settings(workdir=workdir), [f"{exc.message}; using the default settings (workdir {workdir})"]

@@ -19,7 +19,8 @@ from typing import Any, Iterator
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
-from .config import ENV_PREFIX, Settings
+from .config import ENV_PREFIX
+from .settings import Settings
 
 HEADER = """# Configuration
 
@@ -80,7 +81,7 @@ def _model_of(annotation: Any) -> tuple[type | None, str]:
 def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
     text = text.replace("<class '", "").replace("'>", "").replace("NoneType", "None")
-    text = text.replace("mlops_cli.config.", "")
+    text = text.replace("mlops_cli.settings.", "")
     if text.startswith("Optional[") and text.endswith("]"):
         text = text[len("Optional["):-1]
     return text

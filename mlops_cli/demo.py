@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from . import run_all
-from .config import Settings
+from .settings import Settings
 from .register import reference_stats
 from .sources.local import LocalStore
 from .ui import progress

@@ -7,7 +7,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict
 
 from .interface_check import schema_of
-from .config import Settings
+from .settings import Settings
 from .sources import get_source, parse_ref
 from .sources.local import LocalStore
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Literal, Optional
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from .config import Settings
+from .settings import Settings
 from .errors import TemporaryError, UsageError
 from .state import State
 

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import numpy as np
 import yaml
 
-from .config import Settings
+from .settings import Settings
 from .errors import UsageError
 from .sources.metadata import ModelMetadata
 from .sources.local import LocalStore

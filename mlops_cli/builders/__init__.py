@@ -18,7 +18,7 @@ from ..backends import load
 from ..ui import progress
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 BUILDERS = {
     "buildah": "mlops_cli.builders.buildah:BuildahBuilder",

@@ -21,7 +21,7 @@ from ..errors import MlopsError
 from ..backends import load
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 NOTIFIERS = {
     "slack": "mlops_cli.notifiers.slack:SlackNotifier",

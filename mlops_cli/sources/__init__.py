@@ -11,10 +11,10 @@ from .. import DISTRIBUTION
 from ..backends import load
 from ..digests import sha256_file  # noqa: F401 (re-exported for the sources)
 from ..errors import UsageError
-from .metadata import ModelMetadata, ModuleFile
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
+    from .metadata import ModelMetadata, ModuleFile
 
 SOURCES = {
     "local": "mlops_cli.sources.local:LocalSource",

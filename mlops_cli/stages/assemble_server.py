@@ -10,7 +10,7 @@ from pathlib import Path
 import jinja2
 
 from ..bundle import fetch_model, fetch_modules, write_contents
-from ..config import Settings
+from ..settings import Settings
 from ..errors import StageFailed
 from ..digests import tree_digest
 from ..sources import get_source, parse_ref

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from ..config import Settings
+from ..settings import Settings
 from ..deploying import deploy_bundle, reconcile_first, record_rollback
 from ..errors import StageFailed, TemporaryError, UsageError
 from ..audit import Who, record_deployment

@@ -13,7 +13,7 @@ import httpx
 from serving.spec import InputSpec, answer_problems
 
 from ..interface_check import schema_of
-from ..config import Settings
+from ..settings import Settings
 from ..errors import StageFailed
 from ..state import SmokeRecord, State
 from ..ui import progress

@@ -11,7 +11,7 @@ from serving.spec import BundleError, load_spec
 
 from ..bundle import fetch_model, write_contents
 from ..interface_check import breaking_changes, schema_of
-from ..config import HOLDOUT_METRICS, THRESHOLD_RE, Settings
+from ..settings import HOLDOUT_METRICS, THRESHOLD_RE, Settings
 from ..errors import ConfigError, MlopsError, StageFailed, UsageError
 from ..digests import json_digest, sha256_file
 from ..module_files import fetch_verified, mismatches

@@ -12,7 +12,7 @@ from ..errors import StageFailed, UsageError
 from ..backends import load
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
     from ..state import DeploymentRecord, State
 
 TARGETS = {

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import free_port, read_state, register_iris, require_module, require_tool
 from mlops_cli.builders.registry_check import check_registry
-from mlops_cli.config import BuildSettings
+from mlops_cli.settings import BuildSettings
 from mlops_cli.errors import ConfigError, StageFailed, TemporaryError
 from mlops_cli.stages import assemble_server, build_image, unit_tests, validate_model
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol
 from ...backends import load
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    from ...settings import Settings
 
 EXECUTORS = {
     "jenkins": "mlops_cli.chatops.executors.jenkins:JenkinsExecutor",

@@ -15,7 +15,7 @@ MODULES = {  # stage name -> module (module names don't end in _test: tools woul
     "validate-model": "mlops_cli.stages.validate_model",
     "assemble-server": "mlops_cli.stages.assemble_server",
     "build-image": "mlops_cli.stages.build_image",
-    "deploy-test": "mlops_cli.stages.deploy_to_test",
+    "deploy-test": "mlops_cli.stages.deploy_to_test_env",
     "smoke-test": "mlops_cli.stages.smoke",
     "rolling-update": "mlops_cli.stages.rolling_update",
 }

@@ -18,7 +18,7 @@ from ..outcomes import announce
 from ..state import RolloutRecord, State
 from ..targets import RollbackFailed, RolledBack
 from .base import stage
-from .deploy_to_test import DeployResult
+from .deploy_to_test_env import DeployResult
 
 
 def _who(settings: Settings) -> Who:

@@ -46,6 +46,26 @@ class Rollout:
     image: Optional[str] = None   # the image that serves, when the target knows it
 
 
+@dataclass(frozen=True)
+class CanaryMember:
+    track: str                    # "stable" | "canary"
+    url: str                      # that revision's own server (direct, bypassing the split)
+    metrics_url: str              # its /metrics (the no-Prometheus fallback scrapes it)
+    selector: str                 # PromQL label matchers for its series, e.g. 'track="canary",namespace="mlops-prod"'
+    revision: Optional[int] = None
+    image: Optional[str] = None   # repo@sha256:... when the target runs images
+    handle: Optional[str] = None  # the target's own name (process ident, container, Deployment)
+
+
+@dataclass(frozen=True)
+class Canary:
+    env: str
+    url: str                      # the shared entry point users call (HAProxy / Route / Ingress)
+    stable: CanaryMember
+    canary: CanaryMember
+    weight: int                   # percent of traffic to the canary, 0..100
+
+
 # journal(step, **fields): a target reports each step of a rollout (and the new server's identity)
 # before taking it; the stage records it in state's intent journal. Targets never touch state.
 Journal = Callable[..., None]

@@ -170,27 +170,38 @@ def selector(member_selector: str, *more: str) -> str:
     return "{" + ", ".join(p for p in (member_selector.strip().strip(","), *more) if p) + "}"
 
 
-def queries(member_selector: str, window: str) -> dict[str, str]:
-    """The PromQL of each figure of one member over `window` (e.g. "60s"); the recording rules use the same."""
+def queries(member_selector: str, window: str, by: tuple[str, ...] = ()) -> dict[str, str]:
+    """The PromQL of each figure of one member over `window` (e.g. "60s"). With `by` (labels kept, e.g.
+    ("namespace", "track")) they are the recording rules of deploy/monitoring/mlops-rules.yml (group
+    mlops.canary, selector `track!=""`, window 1m); a unit test checks that the two are the same."""
+    def agg(op: str, *extra: str) -> str:
+        labels = ", ".join((*by, *extra))
+        return f"{op} by ({labels})" if labels else op
+
+    def on(*extra: str) -> str:
+        return f"on ({', '.join((*by, *extra))})"
+
     predict = selector(member_selector, f'route=~"{PREDICT_ROUTES_PROMQL}"')
     errors = selector(member_selector, f'route=~"{PREDICT_ROUTES_PROMQL}"', 'status=~"5.."')
     plain = selector(member_selector)
-    obs = f"sum by (feature, bin) (increase(mlops_drift_observations_total{plain}[{window}]))"
-    total = f"sum by (feature) (increase(mlops_drift_observations_total{plain}[{window}]))"
-    observed = f"clamp_min({obs} / on (feature) group_left {total}, {PSI_CLAMP})"
-    reference = f"max by (feature, bin) (mlops_drift_reference_share{plain})"
+    requests = f"{agg('sum')} (increase(mlops_http_requests_total{predict}[{window}]))"
+    rows = f"{agg('sum')} (increase(mlops_batch_size_rows_sum{plain}[{window}]))"
+    obs = f"{agg('sum', 'feature', 'bin')} (increase(mlops_drift_observations_total{plain}[{window}]))"
+    total = f"{agg('sum', 'feature')} (increase(mlops_drift_observations_total{plain}[{window}]))"
+    observed = f"clamp_min({obs} / {on('feature')} group_left {total}, {PSI_CLAMP})"
+    reference = f"{agg('max', 'feature', 'bin')} (mlops_drift_reference_share{plain})"
+    predictions = f"{agg('sum', 'label')} (increase(mlops_predictions_total{plain}[{window}]))"
     return {
-        "requests": f"sum(increase(mlops_http_requests_total{predict}[{window}]))",
-        "error_ratio": f"(sum(increase(mlops_http_requests_total{errors}[{window}])) or vector(0)) "
-                       f"/ sum(increase(mlops_http_requests_total{predict}[{window}]))",
-        "latency_p99": f"histogram_quantile(0.99, sum by (le) (rate(mlops_http_request_duration_seconds_bucket{predict}[{window}])))",
-        "input_drift": f"sum by (feature) (({observed} - on (feature, bin) {reference}) "
-                       f"* ln({observed} / on (feature, bin) {reference}))",
+        "requests": requests,
+        "error_ratio": f"({agg('sum')} (increase(mlops_http_requests_total{errors}[{window}])) or 0 * {requests}) / {requests}",
+        "latency_p99": f"histogram_quantile(0.99, {agg('sum', 'le')} (rate(mlops_http_request_duration_seconds_bucket{predict}[{window}])))",
+        "input_drift": f"{agg('sum', 'feature')} (({observed} - {on('feature', 'bin')} {reference}) "
+                       f"* ln({observed} / {on('feature', 'bin')} {reference}))",
         "drift_module": f"count(mlops_drift_reference_share{plain})",
-        "outlier_rate": f"(sum(increase(mlops_outlier_instances_total{plain}[{window}])) or vector(0)) "
-                        f"/ sum(increase(mlops_batch_size_rows_sum{plain}[{window}]))",
-        "predictions": f"sum by (label) (increase(mlops_predictions_total{plain}[{window}]))",
-        "prediction_buckets": f"sum by (le) (increase(mlops_prediction_value_bucket{plain}[{window}]))",
+        "outlier_rate": f"({agg('sum')} (increase(mlops_outlier_instances_total{plain}[{window}])) or 0 * {rows}) / {rows}",
+        "predictions": predictions,
+        "prediction_shares": f"{predictions} / {on()} group_left {agg('sum')} (increase(mlops_predictions_total{plain}[{window}]))",
+        "prediction_buckets": f"{agg('sum', 'le')} (increase(mlops_prediction_value_bucket{plain}[{window}]))",
     }
 
 

@@ -375,3 +375,27 @@ def test_the_shared_parser_counts_every_predict_route_and_sees_the_modules() -> 
     assert (m["requests"], m["errors"]) == (100, 7)  # /metrics' 500s are not predict requests
     assert m["drift_module"] and not m["outlier_module"] and m["predictions"] == {"a": 1.0}
     assert m["latency"][math.inf] == 100
+
+
+def test_the_recording_rules_are_the_analysis_queries_per_track() -> None:
+    """deploy/monitoring's group mlops.canary records exactly what the analysis asks Prometheus, per
+    (namespace, track) over 1m; the prediction shift's TVD is the analysis' tvd() in PromQL."""
+    import yaml
+
+    from mlops_cli.canary.figures import queries
+    from promql_tools import RULES
+
+    groups = {g["name"]: g for g in yaml.safe_load(RULES.read_text())["groups"]}
+    rules = {r["record"]: " ".join(r["expr"].split()) for r in groups["mlops.canary"]["rules"]}
+    q = queries('track!=""', "1m", ("namespace", "track"))
+    expected = {"namespace_track:mlops_http_requests:increase1m": q["requests"],
+                "namespace_track:mlops_http_errors:ratio1m": q["error_ratio"],
+                "namespace_track:mlops_http_request_duration_seconds:p99_1m": q["latency_p99"],
+                "namespace_track_feature:mlops_drift_psi:1m": q["input_drift"],
+                "namespace_track:mlops_outlier_instances:ratio1m": q["outlier_rate"],
+                "namespace_track_label:mlops_predictions:share1m": q["prediction_shares"]}
+    assert {k: rules[k] for k in expected} == expected
+    shares = "namespace_track_label:mlops_predictions:share1m"
+    assert rules["namespace:mlops_canary_prediction_shift:tvd1m"] == (
+        f'0.5 * sum by (namespace) (abs({shares}{{track="canary"}} - ignoring (track) {shares}{{track="stable"}}))')
+    assert set(rules) == {*expected, "namespace:mlops_canary_prediction_shift:tvd1m"}

@@ -109,8 +109,9 @@ class ScrapedObservation(Observation):
     def shift(self) -> Reading:
         c, s = self.figures["canary"], self.figures["stable"]
         value = tvd(_shares(c["predictions"], c["prediction_buckets"]), _shares(s["predictions"], s["prediction_buckets"]))
-        return Reading(value, "" if value is None else f"TVD of predictions {value:.3g}") if value is not None else \
-            Reading(None, "no predictions counted for canary or stable in the window")
+        if value is None:
+            return Reading(None, "no predictions counted for canary or stable in the window")
+        return Reading(value, f"TVD of predictions {value:.3g}")
 
 
 class ScrapeSource:

@@ -399,3 +399,22 @@ def test_the_recording_rules_are_the_analysis_queries_per_track() -> None:
     assert rules["namespace:mlops_canary_prediction_shift:tvd1m"] == (
         f'0.5 * sum by (namespace) (abs({shares}{{track="canary"}} - ignoring (track) {shares}{{track="stable"}}))')
     assert set(rules) == {*expected, "namespace:mlops_canary_prediction_shift:tvd1m"}
+
+
+def test_regression_prediction_shift_compares_the_prediction_histogram_buckets() -> None:
+    from mlops_cli.canary.figures import ScrapedObservation
+    from mlops_cli.metrics_text import delta
+
+    def page(counts: tuple[int, int, int]) -> str:
+        cumulative = [counts[0], counts[0] + counts[1], sum(counts)]
+        return "# TYPE mlops_prediction_value histogram\n" + "".join(
+            f'mlops_prediction_value_bucket{{le="{le}"}} {n}\n' for le, n in zip(("0.0", "10.0", "+Inf"), cumulative))
+
+    zero = parse_metrics(page((0, 0, 0)))
+    stable = delta(zero, parse_metrics(page((10, 80, 10))))
+    same = delta(zero, parse_metrics(page((1, 8, 1))))
+    higher = delta(zero, parse_metrics(page((0, 20, 80))))
+    assert ScrapedObservation({"canary": same, "stable": stable}).shift().value == pytest.approx(0.0)
+    shifted = ScrapedObservation({"canary": higher, "stable": stable}).shift()
+    assert shifted.value == pytest.approx(0.5 * (0.1 + 0.6 + 0.7)) and shifted.detail == "TVD of predictions 0.7"
+    assert ScrapedObservation({"canary": zero | {"prediction_buckets": {}}, "stable": stable}).shift().value is None

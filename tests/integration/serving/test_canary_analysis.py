@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,11 +54,23 @@ def servers(start_server, tmp_path: Path, iris_model) -> dict:
                                   reference=reference)
     shifted = bundles.write_bundle(tmp_path / "shifted", shifted_model(), labels=bundles.IRIS_LABELS, modules=CHAIN,
                                    reference=reference, version="2")
-    started = {"stable": start_server(normal, free_port()), "shifted": start_server(shifted, free_port()),
-               "drifted": start_server(normal, free_port())}
-    for server in started.values():
+    return {"stable": start_ours(start_server, normal, "stable"), "shifted": start_ours(start_server, shifted, "shifted"),
+            "drifted": start_ours(start_server, normal, "drifted")}
+
+
+def start_ours(start_server, bundle: Path, name: str):
+    """A server that alone answers on its port. The runtime binds with SO_REUSEPORT (for handovers), so a
+    server another test run starts on the same free port would share it and mix the figures: each one is
+    started on its own (ready before the next port is picked) and asked for its --instance token."""
+    for _ in range(3):
+        token = f"{name}-{uuid.uuid4().hex[:12]}"
+        server = start_server(bundle, free_port(), "--instance", token)
         server.wait_ready()
-    return started
+        answers = {httpx.get(f"{server.url}/health/ready", timeout=10).json().get("instance") for _ in range(5)}
+        if answers == {token}:
+            return server
+        server.stop()
+    pytest.fail(f"no port of our own for the {name} server after 3 tries")
 
 
 def member(track: str, server, selector: str = "") -> CanaryMember:

@@ -71,6 +71,8 @@ def _check(node: ast.AST) -> None:
             raise ConditionError(f"{node.func.id}() takes plain arguments only")
         if node.func.id == "abs" and len(node.args) != 1:
             raise ConditionError("abs() takes one argument")
+        if node.func.id in ("min", "max") and len(node.args) < 2:
+            raise ConditionError(f"{node.func.id}() takes two or more arguments")
         for arg in node.args:
             _check(arg)
         return None

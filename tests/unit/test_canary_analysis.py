@@ -51,6 +51,7 @@ def test_condition_evaluates(text: str, result: float, stable, expected: bool) -
     ("globals()", "only min(), max() and abs() can be called"),
     ("max(*[1, 2])", "max() takes plain arguments only"),
     ("abs(result, 2)", "abs() takes one argument"),
+    ("max(result)", "max() takes two or more arguments"),
     ("result < 1; import os", "not a valid expression"),
     ("(result := 1)", "NamedExpr is not allowed"),
     ("result in (1, 2)", "only < <= > >= == != comparisons are allowed"),

@@ -89,6 +89,9 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _has(data: dict[str, Any], loc: tuple[Any, ...]) -> bool:
     node: Any = data
     for part in loc:
+        if isinstance(node, list) and str(part).isdigit() and int(part) < len(node):
+            node = node[int(part)]  # a list item (canary_analysis.templates.X.metrics.0)
+            continue
         if not isinstance(node, dict) or part not in node:
             return False
         node = node[part]

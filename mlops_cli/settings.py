@@ -711,6 +711,9 @@ class ChatOpsSettings(Section):
         return secret_value(self.bot_token, self.bot_token_file, "chatops.bot_token_file")
 
 
+from .canary.analysis import CanaryAnalysisSettings  # noqa: E402  (its models live with the analysis)
+
+
 class Settings(Section):
     workdir: Path = Path(".mlops")
     """Where state.json, bundles, logs and reports live."""
@@ -734,6 +737,7 @@ class Settings(Section):
     lock_wait_s: float = Field(0.0, ge=0, le=86400)
     """How long a stage waits for another run holding the workdir lock; 0 fails at once, naming the holder."""
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    canary_analysis: CanaryAnalysisSettings = Field(default_factory=CanaryAnalysisSettings)
 
     @property
     def store_path(self) -> Path:

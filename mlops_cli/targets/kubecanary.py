@@ -269,11 +269,13 @@ class KubeCanary:
         self._remove_canary(namespace, name)
         return rollout
 
-    def canary_abort(self: "KubernetesTarget", canary: Canary, journal: Journal) -> None:
+    def canary_abort(self: "KubernetesTarget", canary: Canary, journal: Journal) -> Optional[Rollout]:
+        """The stable Deployment was never touched: the deployment record holds (None)."""
         namespace, name = canary.stable.handle.split("/", 1)
         journal("canary-abort", weight=0)
         progress(f"aborting canary {namespace}/{canary_name(name)}: all requests to {namespace}/{name}")
         self._remove_canary(namespace, name)
+        return None
 
     def _remove_canary(self: "KubernetesTarget", namespace: str, name: str) -> None:
         """Traffic first (weight 0, the canary backend gone), then the canary's objects."""

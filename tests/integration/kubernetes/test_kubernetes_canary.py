@@ -136,7 +136,7 @@ def test_weight_changes_appear_in_the_router_and_abort_leaves_stable_at_100(kube
         assert split(kube, router) == {"iris": 100 - weight, "iris-canary": weight}
         assert canary.weight == weight
         assert target.canary_observe("prod", State.load(settings.workdir).deployments["prod"]).weight == weight
-    target.canary_abort(canary, journal)
+    assert target.canary_abort(canary, journal) is None     # stable untouched: the deployment record holds
     assert split(kube, router) == {"iris": 100}
     assert canary_objects(kube) == set()                                    # its ReplicaSet and pods went too
     assert kube.running_images(PROD, "iris") == [digest_ref("a")] * 2

@@ -17,7 +17,7 @@ import pytest
 from kubetools import digest_ref, set_image, set_smoke_passed
 from mlops_cli import render
 from mlops_cli.errors import StageFailed
-from mlops_cli.stages import deploy_test, rolling_update
+from mlops_cli.stages import deploy_to_test_env, rolling_update
 from mlops_cli.state import State
 from mlops_cli.targets import Release
 from mlops_cli.targets.kubecanary import NGINX_CANARY, NGINX_WEIGHT, render_canary, stable_manifest
@@ -49,7 +49,7 @@ def routed(request, shipped, kube_settings):
                       "validation": {"thresholds": {"accuracy": ">= 0.9"}},
                       "kubernetes": {**ROUTERS[request.param], "hosts": {"prod": "iris.example.com"},
                                      "server": settings.kubernetes.server, "insecure": True, "poll_interval_s": 0.005}}
-    deploy_test.run(settings)
+    deploy_to_test_env.run(settings)
     set_smoke_passed(settings)
     rolling_update.run(settings)
     return request.param, settings, flags
@@ -144,7 +144,7 @@ def test_weight_changes_appear_in_the_router_and_abort_leaves_stable_at_100(kube
     assert target.canary_observe("prod", State.load(settings.workdir).deployments["prod"]) is None
     # the next rolling update applies the router object cleanly (our own earlier patch is taken back)
     set_image(settings, digest_ref("c"))
-    deploy_test.run(settings)
+    deploy_to_test_env.run(settings)
     set_smoke_passed(settings)
     rolling_update.run(settings)
     assert split(kube, router) == {"iris": 100}

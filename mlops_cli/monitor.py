@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .config import Settings
 from .errors import TemporaryError, UsageError
+from .extras import load
 from .state import State
 
 Level = Literal["ok", "warning", "critical", "few values", "no data"]
@@ -101,7 +102,8 @@ def _get(client: httpx.Client, url: str, what: str, params: Optional[dict] = Non
 
 
 def _metrics(text: str) -> dict[str, Any]:
-    from prometheus_client.parser import text_string_to_metric_families
+    text_string_to_metric_families = load("prometheus_client.parser", "mlops monitor reads Prometheus metrics",
+                                          "serve").text_string_to_metric_families
 
     out: dict[str, Any] = {"requests": 0, "errors": 0, "outliers": {}, "outlier_rows": 0.0, "rows": 0.0,
                            "model": None, "bins": {}, "shares": {}}

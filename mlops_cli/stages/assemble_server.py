@@ -12,6 +12,7 @@ import jinja2
 from ..bundle import fetch_model, fetch_modules, write_contents
 from ..config import Settings
 from ..errors import StageFailed
+from ..extras import DIST_MODULE, missing_extra
 from ..digests import tree_digest
 from ..sources import ModelMetadata, get_source, parse_ref
 from ..state import BundleRecord, State
@@ -38,8 +39,8 @@ def _requirements(framework: str) -> str:
         try:
             lines.append(f"{dist}=={importlib_metadata.version(dist)}")
         except importlib_metadata.PackageNotFoundError:
-            raise StageFailed(f"the serving runtime needs {dist}, which is not installed here",
-                              hint=f"pip install {dist}") from None
+            raise missing_extra("assemble-server pins the versions of the serving runtime installed here",
+                                DIST_MODULE.get(dist, dist)) from None
     return "\n".join(lines) + "\n"
 
 

@@ -253,7 +253,7 @@ def _checks(meta: ModelMetadata, source: Any, ref: ModelRef, state: State, setti
         if actual == meta.sha256 and not wrong:
             write_contents(meta, settings, bundle)
             progress("loading the model as the server will and answering its examples (trial run)")
-            trial = trial_run(bundle, settings)
+            trial = trial_run(bundle, settings, meta.framework)
             checks.append(trial)
             if settings.validation.holdout is not None and trial.passed:
                 holdout = _holdout(meta, bundle, settings)

@@ -18,24 +18,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .secrets import secret_value  # noqa: F401  (settings read their secrets with it)
+from .thresholds import check_conditions
 
 DEFAULT_CONFIG_FILE = "mlops.yaml"
 ENV_PREFIX = "MLOPS_"
 NOT_CONFIG = {"MLOPS_REQUIRE_INTEGRATION", "MLOPS_TEST_PAUSE_AT"}  # MLOPS_ variables that are not settings (the test suite's)
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-THRESHOLD_RE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d*)?([eE][-+]?\d+)?)\s*$")
 
-
-def secret_value(value: Optional[SecretStr], file: Optional[Path], key: str) -> Optional[str]:
-    """A secret given inline or in a file (a mounted secret), stripped; None when neither or empty."""
-    if value is not None:
-        return value.get_secret_value().strip() or None
-    if file is not None:
-        try:
-            return file.read_text(encoding="utf-8").strip() or None
-        except OSError as exc:
-            raise ConfigError(f"{key} {file}: {exc.strerror}") from None
-    return None
 
 
 def is_loopback(host: str) -> bool:
@@ -99,11 +89,7 @@ class ValidationSettings(Section):
     @field_validator("thresholds")
     @classmethod
     def _conditions(cls, value: dict[str, str]) -> dict[str, str]:
-        for metric, condition in value.items():
-            if not isinstance(condition, str) or not THRESHOLD_RE.match(condition):
-                raise ValueError(
-                    f"threshold for {metric!r} must look like '>= 0.9' (one of >=, >, <=, <, ==)"
-                )
+        check_conditions(value)
         return value
 
 
@@ -127,8 +113,7 @@ class HoldoutSettings(Section):
         for metric, condition in value.items():
             if metric not in known:
                 raise ValueError(f"unknown holdout metric {metric!r}; known: {', '.join(known)}")
-            if not isinstance(condition, str) or not THRESHOLD_RE.match(condition):
-                raise ValueError(f"threshold for {metric!r} must look like '>= 0.9' (one of >=, >, <=, <, ==)")
+        check_conditions(value)
         return value
 
 
@@ -251,14 +236,7 @@ class BuildSettings(Section):
         return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops" / "wheels"
 
     def registry_password(self) -> Optional[str]:
-        if self.password is not None:
-            return self.password.get_secret_value()
-        if self.password_file is not None:
-            try:
-                return self.password_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"build.password_file {self.password_file}: {exc.strerror}") from None
-        return None
+        return secret_value(self.password, self.password_file, "build.password_file")
 
 
 class EnvironmentSettings(Section):

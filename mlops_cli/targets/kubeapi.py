@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from ..config import KubernetesSettings, is_loopback
 from ..errors import ConfigError, StageFailed, TemporaryError, UsageError
 from ..retry import call_with_retries
+from ..secrets import url_without_userinfo
 from ..ui import progress
 
 try:
@@ -146,7 +147,7 @@ def _configuration(settings: KubernetesSettings) -> tuple[Any, Optional[str]]:
     if not cfg.host.lower().startswith("https://") and (cfg.api_key or cfg.password) and not (
             cfg.host.lower().startswith("http://") and is_loopback(urlsplit(cfg.host).hostname or "")
             and settings.insecure):
-        shown = re.sub(r"^([^/]*//)?[^/@]*@", r"\1", cfg.host)  # never the user:password of a server URL
+        shown = url_without_userinfo(cfg.host)  # never the user:password of a server URL
         raise ConfigError(f"kubeconfig {path}, context {wanted!r}: server {shown} is plain http and the user's "
                           "credentials would go out in clear text",
                           hint="use https:// (plain http only to a loopback address, with kubernetes.insecure: true)")

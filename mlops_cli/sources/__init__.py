@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from serving.modules.settings import PreprocessingSettings
 from serving.spec import Framework, SchemaSpec, Task
 
-from .. import DISTRIBUTION
 from ..digests import sha256_file  # noqa: F401 (re-exported for the sources)
 from ..errors import UsageError
 from ..registry import load
@@ -28,12 +27,11 @@ SOURCES = {
 
 
 def missing_client(package: str, extra: str) -> Exception:
-    """The one-line error for an optional client library that is not installed."""
-    from ..errors import ConfigError
+    """The one-line error for an optional client library that is not installed (mlops_cli.extras)."""
+    from ..extras import missing_extra
 
-    what = {"s3": "S3 access", "clearml": "the ClearML source"}.get(extra, f"the {extra} extra")
-    return ConfigError(f"{what} needs the {package!r} package, which is not installed",
-                       hint=f"pip install '{DISTRIBUTION}[{extra}]'")
+    what = {"s3": "S3 access", "clearml": "the ClearML source"}.get(extra, f"the {extra} source")
+    return missing_extra(f"{what} uses {package}", package, extra)
 
 
 _FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")  # relative, no '..'

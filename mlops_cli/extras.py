@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 from . import DISTRIBUTION
 from .errors import UsageError
@@ -24,18 +24,27 @@ from .errors import UsageError
 EXTRA_OF = {
     # the serving runtime: the local target and validate-model's trial run start it in this venv,
     # assemble-server pins its versions, the alert relay and chatops are servers of the same stack
-    "fastapi": "serve", "uvicorn": "serve", "httptools": "serve", "uvloop": "serve", "orjson": "serve",
-    "prometheus_client": "serve", "starlette": "serve", "numpy": "serve", "joblib": "serve",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "httptools": "serve",
+    "uvloop": "serve",
+    "orjson": "serve",
+    "prometheus_client": "serve",
+    "starlette": "serve",
+    "numpy": "serve",
+    "joblib": "serve",
     "sklearn": "sklearn",  # mlops demo trains a model; sklearn models are loaded and scored with it
     "pytest": "unit-test",  # the unit-test stage runs pytest in this venv
     "slack_sdk": "slack",
     "onnxruntime": "onnx",
-    "boto3": "s3", "botocore": "s3",
+    "boto3": "s3",
+    "botocore": "s3",
     "clearml": "clearml",
     "docker": "docker",
     "kafka": "kafka",
     "pyarrow": "parquet",
-    "kubernetes": "kubernetes", "kubernetes_validate": "kubernetes",
+    "kubernetes": "kubernetes",
+    "kubernetes_validate": "kubernetes",
     "jenkins": "chatops",
 }
 
@@ -55,13 +64,14 @@ def install_line(extra: str) -> str:
     return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
-def missing_extra(purpose: str, module: str, extra: Optional[str] = None) -> MissingExtra:
+def missing_extra(purpose: str, module: str, extra: str | None = None) -> MissingExtra:
     """The one-line error: `<purpose>, which needs the 'X' extra (M is not installed): pip install '...[X]'`."""
     extra = extra or EXTRA_OF.get(module.split(".")[0])
     if extra is None:
         return MissingExtra(f"{purpose}, which needs {module}, and it is not installed: pip install {module}")
-    return MissingExtra(f"{purpose}, which needs the {extra!r} extra ({module} is not installed): "
-                        f"{install_line(extra)}")
+    return MissingExtra(
+        f"{purpose}, which needs the {extra!r} extra ({module} is not installed): {install_line(extra)}"
+    )
 
 
 def missing(modules: Iterable[str]) -> list[str]:
@@ -77,7 +87,7 @@ def missing(modules: Iterable[str]) -> list[str]:
     return out
 
 
-def require(modules: Iterable[str], purpose: str, extra: Optional[str] = None) -> None:
+def require(modules: Iterable[str], purpose: str, extra: str | None = None) -> None:
     """Raise the one-line MissingExtra for the first of `modules` that is not installed.
 
     Only looks (importlib.util.find_spec): for a module that runs in a child process (the server, pytest)
@@ -87,7 +97,7 @@ def require(modules: Iterable[str], purpose: str, extra: Optional[str] = None) -
         raise missing_extra(purpose, absent[0], extra)
 
 
-def load(module: str, purpose: str, extra: Optional[str] = None):
+def load(module: str, purpose: str, extra: str | None = None):
     """Import and return `module`; the one-line MissingExtra if it (or a package it needs) is missing."""
     try:
         return importlib.import_module(module)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .errors import TemporaryError
 
@@ -19,8 +20,14 @@ T = TypeVar("T")
 JITTER = 0.2  # each wait is 80-100 % of its nominal value
 
 
-def backoff_delay(retry: int, backoff_s: float, max_backoff_s: Optional[float] = None, *, jitter: float = JITTER,
-                  rand: Callable[[], float] = random.random) -> float:
+def backoff_delay(
+    retry: int,
+    backoff_s: float,
+    max_backoff_s: float | None = None,
+    *,
+    jitter: float = JITTER,
+    rand: Callable[[], float] = random.random,
+) -> float:
     """The wait before retry number `retry` (1 = the first retry), in seconds."""
     if retry < 1:
         raise ValueError("retry counts from 1")
@@ -30,13 +37,19 @@ def backoff_delay(retry: int, backoff_s: float, max_backoff_s: Optional[float] =
     return nominal * (1 - jitter * rand())
 
 
-def call_with_retries(action: Callable[[], T], *, retries: int, backoff_s: float,
-                      retry_on: tuple[type[BaseException], ...] = (TemporaryError,),
-                      retryable: Callable[[BaseException], bool] = lambda exc: True,
-                      max_backoff_s: Optional[float] = None, jitter: float = JITTER,
-                      on_retry: Optional[Callable[[BaseException, float], None]] = None,
-                      give_up_hint: Optional[str] = None,
-                      sleep: Callable[[float], None] = time.sleep) -> T:
+def call_with_retries(
+    action: Callable[[], T],
+    *,
+    retries: int,
+    backoff_s: float,
+    retry_on: tuple[type[BaseException], ...] = (TemporaryError,),
+    retryable: Callable[[BaseException], bool] = lambda exc: True,
+    max_backoff_s: float | None = None,
+    jitter: float = JITTER,
+    on_retry: Callable[[BaseException, float], None] | None = None,
+    give_up_hint: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """`action()`, tried again up to `retries` times while it raises one of `retry_on` that is `retryable`.
 
     `on_retry(exc, delay)` is called before each wait (to say what failed and when it is tried again).
@@ -52,8 +65,9 @@ def call_with_retries(action: Callable[[], T], *, retries: int, backoff_s: float
             if attempt == attempts:
                 if isinstance(exc, TemporaryError):
                     tried = f"{attempts} attempts" if attempts != 1 else "1 attempt"
-                    raise TemporaryError(f"{exc.message} (gave up after {tried})",
-                                         hint=give_up_hint or exc.hint) from exc
+                    raise TemporaryError(
+                        f"{exc.message} (gave up after {tried})", hint=give_up_hint or exc.hint
+                    ) from exc
                 raise
             delay = backoff_delay(attempt, backoff_s, max_backoff_s, jitter=jitter)
             if on_retry is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
 
 from pydantic import SecretStr
 
@@ -20,7 +19,7 @@ MASK = "***"
 _USERINFO = re.compile(r"^([^/]*//)?[^/@]*@")
 
 
-def secret_value(value: Optional[SecretStr], file: Optional[Path], key: str) -> Optional[str]:
+def secret_value(value: SecretStr | None, file: Path | None, key: str) -> str | None:
     """A secret given inline or in a file (a mounted secret), stripped; None when neither or empty.
 
     `key` names the file's setting in the one-line error when the file cannot be read."""
@@ -34,7 +33,7 @@ def secret_value(value: Optional[SecretStr], file: Optional[Path], key: str) -> 
     return None
 
 
-def redact(text: str, *secrets: Optional[str]) -> str:
+def redact(text: str, *secrets: str | None) -> str:
     """`text` with every occurrence of each non-empty secret replaced by ***, longest first (so that a secret
     that contains another is masked whole)."""
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):

@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import REPO
+
 from mlops_cli import DISTRIBUTION
 from mlops_cli.extras import EXTRA_OF, FRAMEWORK_MODULES, SERVER_STACK, MissingExtra, load, missing, require
 
@@ -49,9 +49,16 @@ def _dists(block: str) -> set[str]:
 
 
 def _dist_of(module: str) -> str:
-    return {"sklearn": "scikit-learn", "prometheus_client": "prometheus-client", "slack_sdk": "slack-sdk",
-            "botocore": "boto3", "kafka": "kafka-python", "kubernetes_validate": "kubernetes-validate",
-            "jenkins": "python-jenkins", "clearml": "clearml"}.get(module, module.replace("_", "-"))
+    return {
+        "sklearn": "scikit-learn",
+        "prometheus_client": "prometheus-client",
+        "slack_sdk": "slack-sdk",
+        "botocore": "boto3",
+        "kafka": "kafka-python",
+        "kubernetes_validate": "kubernetes-validate",
+        "jenkins": "python-jenkins",
+        "clearml": "clearml",
+    }.get(module, module.replace("_", "-"))
 
 
 def test_every_extra_named_in_an_error_exists_in_setup_cfg_and_carries_its_module():
@@ -61,6 +68,7 @@ def test_every_extra_named_in_an_error_exists_in_setup_cfg_and_carries_its_modul
         assert _dist_of(module) in extras[extra], f"extra {extra!r} does not install {module}"
     # what assemble-server pins into a bundle comes with the serve extra
     from mlops_cli.stages.assemble_server import FRAMEWORK_REQUIREMENTS, RUNTIME_REQUIREMENTS
+
     assert set(RUNTIME_REQUIREMENTS) <= extras["serve"]
     assert set(FRAMEWORK_REQUIREMENTS["sklearn"]) <= extras["sklearn"]
     assert set(FRAMEWORK_REQUIREMENTS["onnx"]) <= extras["onnx"]
@@ -80,11 +88,13 @@ def test_the_base_install_runs_the_demo_without_extras():
 
 def test_the_cli_imports_and_shows_help_with_every_extra_missing(tmp_path):
     blocked = set(EXTRA_OF)
-    code = ("import mlops_cli.cli\n"
-            "from mlops_cli.cli import main\n"
-            "for argv in (['--help'], ['--version'], ['validate-model', '--help'], ['deploy-test', '--help']):\n"
-            "    assert main(argv) == 0, argv\n"
-            "print('loaded:', sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED))\n")
+    code = (
+        "import mlops_cli.cli\n"
+        "from mlops_cli.cli import main\n"
+        "for argv in (['--help'], ['--version'], ['validate-model', '--help'], ['deploy-test', '--help']):\n"
+        "    assert main(argv) == 0, argv\n"
+        "print('loaded:', sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED))\n"
+    )
     done = _run_blocked(blocked, code, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "loaded: []" in done.stdout
@@ -102,19 +112,21 @@ def test_demo_without_scikit_learn_fails_in_one_line_naming_the_extra(tmp_path):
     done = _run_blocked({"sklearn"}, code, tmp_path)
     assert done.returncode == MissingExtra.exit_code == 2, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert lines == [f"error: mlops demo trains a scikit-learn model, which needs the 'sklearn' extra "
-                     f"(sklearn is not installed): pip install '{DISTRIBUTION}[sklearn]'"]
+    assert lines == [
+        f"error: mlops demo trains a scikit-learn model, which needs the 'sklearn' extra "
+        f"(sklearn is not installed): pip install '{DISTRIBUTION}[sklearn]'"
+    ]
     assert not (tmp_path / "w" / "demo").exists()  # nothing trained
 
 
 def test_unit_test_without_pytest_fails_in_one_line_naming_the_extra(tmp_path):
-    code = (f"from mlops_cli.cli import main\n"
-            f"sys.exit(main(['unit-test', '--workdir', {str(tmp_path / 'w')!r}]))\n")
+    code = f"from mlops_cli.cli import main\nsys.exit(main(['unit-test', '--workdir', {str(tmp_path / 'w')!r}]))\n"
     done = _run_blocked({"pytest"}, code, tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         f"error: unit-test runs pytest in this venv, which needs the 'unit-test' extra (pytest is not installed): "
-        f"pip install '{DISTRIBUTION}[unit-test]'"]
+        f"pip install '{DISTRIBUTION}[unit-test]'"
+    ]
 
 
 def test_local_target_without_the_server_stack_refuses_before_starting_anything(tmp_path, monkeypatch):
@@ -125,8 +137,10 @@ def test_local_target_without_the_server_stack_refuses_before_starting_anything(
     target = LocalTarget(Settings(workdir=tmp_path))
     with pytest.raises(MissingExtra) as caught:
         target.deploy("test", release=None, current=None)
-    assert str(caught.value) == (f"the local target runs the server, which needs the 'serve' extra "
-                                 f"(fastapi is not installed): pip install '{DISTRIBUTION}[serve]'")
+    assert str(caught.value) == (
+        f"the local target runs the server, which needs the 'serve' extra "
+        f"(fastapi is not installed): pip install '{DISTRIBUTION}[serve]'"
+    )
     assert not (tmp_path / "run").exists() and not any(tmp_path.iterdir())
 
 
@@ -134,8 +148,11 @@ def test_trial_run_names_the_models_framework_extra(tmp_path, monkeypatch):
     from mlops_cli.trial import require_loader
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(MissingExtra, match=r"\(a onnx model\), which needs the 'onnx' extra \(onnxruntime is not "
-                                           r"installed\): pip install 'mlops-pipeline-kit\[onnx\]'"):
+    with pytest.raises(
+        MissingExtra,
+        match=r"\(a onnx model\), which needs the 'onnx' extra \(onnxruntime is not "
+        r"installed\): pip install 'mlops-pipeline-kit\[onnx\]'",
+    ):
         require_loader("onnx")
     require_loader("python")  # a .py model needs only the server's own code
 

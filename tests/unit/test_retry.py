@@ -25,14 +25,23 @@ def _flaky(failures, exc=lambda: TemporaryError("registry down")):
         if len(calls) <= failures:
             raise exc()
         return "done"
+
     return action, calls
 
 
 def test_retries_a_temporary_error_then_succeeds():
     action, calls = _flaky(2)
     pauses, said = [], []
-    assert call_with_retries(action, retries=3, backoff_s=1.0, sleep=pauses.append,
-                             on_retry=lambda exc, delay: said.append((str(exc), delay))) == "done"
+    assert (
+        call_with_retries(
+            action,
+            retries=3,
+            backoff_s=1.0,
+            sleep=pauses.append,
+            on_retry=lambda exc, delay: said.append((str(exc), delay)),
+        )
+        == "done"
+    )
     assert len(calls) == 3 and len(pauses) == 2
     assert 0.8 <= pauses[0] <= 1.0 and 1.6 <= pauses[1] <= 2.0
     assert [s for s, _ in said] == ["registry down", "registry down"] and [d for _, d in said] == pauses
@@ -67,8 +76,14 @@ def test_retryable_decides_per_exception_and_other_kinds_propagate_unchanged():
     action, calls = _flaky(10, exc=lambda: Refused(retryable=len(calls) < 2))
     pauses = []
     with pytest.raises(Refused):
-        call_with_retries(action, retries=5, backoff_s=0.1, retry_on=(Refused,),
-                          retryable=lambda exc: exc.retryable, sleep=pauses.append)
+        call_with_retries(
+            action,
+            retries=5,
+            backoff_s=0.1,
+            retry_on=(Refused,),
+            retryable=lambda exc: exc.retryable,
+            sleep=pauses.append,
+        )
     assert len(calls) == 2 and len(pauses) == 1  # the second refusal was not retryable
     action, calls = _flaky(10, exc=lambda: Refused(retryable=True))
     with pytest.raises(Refused):  # not a TemporaryError: raised as it is when attempts run out

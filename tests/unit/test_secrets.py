@@ -32,15 +32,21 @@ def test_the_registry_password_is_read_with_it(tmp_path):
 
 def test_redact_masks_every_secret_longest_first():
     text = "GET https://ci/job/x/build?token=abc123 as bob:abc123xyz failed"
-    assert redact(text, "abc123", "abc123xyz", None, "") == \
-        f"GET https://ci/job/x/build?token={MASK} as bob:{MASK} failed"
+    assert (
+        redact(text, "abc123", "abc123xyz", None, "") == f"GET https://ci/job/x/build?token={MASK} as bob:{MASK} failed"
+    )
     assert redact("nothing here", None) == "nothing here"
 
 
-@pytest.mark.parametrize("url, shown", [("http://user:pw@10.0.0.1:6443", "http://10.0.0.1:6443"),
-                                        ("https://token@api.example:443/x", "https://api.example:443/x"),
-                                        ("user:pw@host:6443", "host:6443"),
-                                        ("https://api.example:6443/a@b", "https://api.example:6443/a@b"),
-                                        ("https://api.example", "https://api.example")])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("http://user:pw@10.0.0.1:6443", "http://10.0.0.1:6443"),
+        ("https://token@api.example:443/x", "https://api.example:443/x"),
+        ("user:pw@host:6443", "host:6443"),
+        ("https://api.example:6443/a@b", "https://api.example:6443/a@b"),
+        ("https://api.example", "https://api.example"),
+    ],
+)
 def test_url_without_userinfo(url, shown):
     assert url_without_userinfo(url) == shown

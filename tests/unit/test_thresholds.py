@@ -4,19 +4,30 @@ import math
 
 import pytest
 
-from mlops_cli.config import ConfigError, load_settings
+from mlops_cli.config import load_settings
+from mlops_cli.errors import ConfigError
 from mlops_cli.thresholds import Threshold, check_conditions, parse
 
 
-@pytest.mark.parametrize("condition, op, bound", [(">= 0.9", ">=", 0.9), ("<0.25", "<", 0.25), (" == 1 ", "==", 1.0),
-                                                  ("> -3e-2", ">", -0.03), ("<= 10.", "<=", 10.0)])
+@pytest.mark.parametrize(
+    "condition, op, bound",
+    [
+        (">= 0.9", ">=", 0.9),
+        ("<0.25", "<", 0.25),
+        (" == 1 ", "==", 1.0),
+        ("> -3e-2", ">", -0.03),
+        ("<= 10.", "<=", 10.0),
+    ],
+)
 def test_parse(condition, op, bound):
     assert parse(condition) == Threshold(op, bound)
 
 
 @pytest.mark.parametrize("condition", [">= ", "0.9", "=> 0.9", ">= nan", ">= inf", ">= 0.9 or so", 0.9, None])
 def test_parse_refuses_what_is_no_condition(condition):
-    with pytest.raises(ValueError, match=r"^threshold for 'accuracy' must look like '>= 0.9' \(one of >=, >, <=, <, ==\)$"):
+    with pytest.raises(
+        ValueError, match=r"^threshold for 'accuracy' must look like '>= 0.9' \(one of >=, >, <=, <, ==\)$"
+    ):
         parse(condition, "accuracy")
 
 
@@ -36,8 +47,16 @@ def test_check_conditions_names_the_first_bad_metric():
 
 
 def test_settings_check_thresholds_at_load_with_it():
-    ok = load_settings(None, {"validation": {"thresholds": {"accuracy": ">= 0.9"},
-                                             "holdout": {"path": "h.csv", "thresholds": {"f1": "> 0.5"}}}}, environ={})
+    ok = load_settings(
+        None,
+        {
+            "validation": {
+                "thresholds": {"accuracy": ">= 0.9"},
+                "holdout": {"path": "h.csv", "thresholds": {"f1": "> 0.5"}},
+            }
+        },
+        environ={},
+    )
     assert ok.validation.thresholds == {"accuracy": ">= 0.9"}
     with pytest.raises(ConfigError, match=r"validation\.thresholds.*threshold for 'accuracy' must look like"):
         load_settings(None, {"validation": {"thresholds": {"accuracy": "high"}}}, environ={})

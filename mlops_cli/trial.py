@@ -19,8 +19,8 @@ from typing import Any, Optional
 
 import serving.spec
 
-from .config import Settings
 from .extras import FRAMEWORK_MODULES, require
+from .settings import Settings
 from .state import CheckRecord
 from .targets.local import server_environ
 

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..errors import MlopsError, StageFailed, TemporaryError
-from ..registry import load
+from ..backends import load
 from ..retry import call_with_retries
 from ..ui import progress
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 BUILDERS = {
     "buildah": "mlops_cli.builders.buildah:BuildahBuilder",

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..extras import require
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 
 def build(settings: "Settings", config_file: Optional[str] = None):

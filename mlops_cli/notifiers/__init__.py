@@ -18,11 +18,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Protocol
 
 from ..errors import MlopsError
-from ..registry import load
+from ..backends import load
 from ..retry import call_with_retries
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 NOTIFIERS = {
     "slack": "mlops_cli.notifiers.slack:SlackNotifier",

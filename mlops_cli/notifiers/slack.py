@@ -20,7 +20,7 @@ from ..extras import load
 from . import DeliveryError, Notification
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 ICONS = {"info": ":information_source:", "success": ":white_check_mark:",
          "warning": ":warning:", "critical": ":rotating_light:"}

@@ -3,9 +3,9 @@
 import pytest
 from pydantic import SecretStr
 
-from mlops_cli.config import BuildSettings
 from mlops_cli.errors import ConfigError
 from mlops_cli.secrets import MASK, redact, secret_value, url_without_userinfo
+from mlops_cli.settings import BuildSettings
 
 
 def test_secret_value_inline_or_from_a_file(tmp_path):

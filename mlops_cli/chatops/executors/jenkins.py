@@ -25,7 +25,7 @@ from ...secrets import redact
 from . import Approval, ExecutorError, Release, Say
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    from ...settings import Settings
 
 PARAMETERS = ("MODEL_REF", "TARGET", "REQUESTED_BY", "SLACK_CHANNEL", "SLACK_THREAD_TS")
 REQUIRED = ("MODEL_REF", "REQUESTED_BY", "SLACK_CHANNEL", "SLACK_THREAD_TS")

@@ -159,7 +159,10 @@ def test_trial_run_names_the_models_framework_extra(tmp_path, monkeypatch):
 
 def test_helpers(monkeypatch):
     assert missing(["json", "no_such_module_c11"]) == ["no_such_module_c11"]
+    assert missing(["no_such_module_c11.sub"]) == ["no_such_module_c11.sub"]  # a submodule of a missing package
+    # not installed, as find_spec and import see it (an earlier test may have imported the real ones)
     monkeypatch.setitem(sys.modules, "slack_sdk", None)
+    monkeypatch.setitem(sys.modules, "slack_sdk.webhook", None)
     assert missing(["slack_sdk", "slack_sdk.webhook"]) == ["slack_sdk", "slack_sdk.webhook"]
     with pytest.raises(MissingExtra, match=r"^the slack notifier talks to Slack, which needs the 'slack' extra"):
         load("slack_sdk.webhook", "the slack notifier talks to Slack")

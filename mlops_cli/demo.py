@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from . import run_all
+from .extras import SERVER_STACK, require
 from .settings import Settings
 from .register import reference_stats
 from .sources.local import LocalStore
@@ -40,6 +41,7 @@ class DemoResult(BaseModel):
 
 def train_and_register(settings: Settings) -> str:
     """Train an iris classifier, register it with everything validation needs; return its ref."""
+    require(("sklearn", "joblib"), "mlops demo trains a scikit-learn model", "sklearn")
     import joblib
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
@@ -74,6 +76,9 @@ def train_and_register(settings: Settings) -> str:
 
 
 def run(settings: Settings) -> DemoResult:
+    if settings.deploy.target == "local":
+        require(SERVER_STACK, "mlops demo serves the model with the local target", "serve")
+    require(("pytest",), "mlops demo runs the unit-test stage (pytest)", "unit-test")
     ref = train_and_register(settings)
     validation = settings.validation
     if not validation.thresholds:

@@ -178,8 +178,11 @@ def evaluate(meta: Any, bundle: Path, settings: Any) -> dict[str, float]:
     S3 settings); the model is loaded and scored in a clean, bounded child process, as validate-model's trial
     run loads it (unpickling runs code): its bundle's spec.json read by serving.spec, the rows fed through the
     server's own preprocessing."""
-    from .trial import memory_note, run_bounded
+    from .extras import require
+    from .trial import memory_note, require_loader, run_bounded
 
+    require(("sklearn",), "validate-model's holdout scoring computes its metrics with scikit-learn", "sklearn")
+    require_loader(meta.framework, "validate-model's holdout scoring loads the model with the server's code")
     holdout = settings.validation.holdout
     columns = read_table(holdout.path, holdout.format, settings.s3)
     scratch = settings.workdir / "artifacts"  # never the bundle itself: prod's must stay as assembled

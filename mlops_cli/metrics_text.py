@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from .errors import TemporaryError
+from .extras import load
 
 # the route templates of the predict endpoints (serving/app.py, serving/oip_routes.py, serving/kserve_v1.py)
 PREDICT_ROUTES = frozenset({"/v1/predict", "/v1/models/{name}:predict", "/v2/models/{name}/infer",
@@ -27,7 +28,8 @@ def parse_metrics(text: str) -> dict[str, Any]:
     shares ({feature: {bin: reference share}}), predictions ({label: count}), prediction_buckets
     ({le: cumulative count}, regression), and the modules seen: drift_module, outlier_module.
     """
-    from prometheus_client.parser import text_string_to_metric_families
+    text_string_to_metric_families = load("prometheus_client.parser", "reading a server's Prometheus metrics",
+                                          "serve").text_string_to_metric_families
 
     out: dict[str, Any] = {"requests": 0, "errors": 0, "outliers": {}, "outlier_rows": 0.0, "rows": 0.0,
                            "model": None, "bins": {}, "shares": {}, "latency": {}, "predictions": {},

@@ -14,21 +14,10 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from .errors import ConfigError
+from .secrets import secret_value
+from .thresholds import check_conditions
 
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-THRESHOLD_RE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(\.\d*)?([eE][-+]?\d+)?)\s*$")
-
-
-def secret_value(value: Optional[SecretStr], file: Optional[Path], key: str) -> Optional[str]:
-    """A secret given inline or in a file (a mounted secret), stripped; None when neither or empty."""
-    if value is not None:
-        return value.get_secret_value().strip() or None
-    if file is not None:
-        try:
-            return file.read_text(encoding="utf-8").strip() or None
-        except OSError as exc:
-            raise ConfigError(f"{key} {file}: {exc.strerror}") from None
-    return None
 
 
 def is_loopback(host: str) -> bool:
@@ -92,11 +81,7 @@ class ValidationSettings(Section):
     @field_validator("thresholds")
     @classmethod
     def _conditions(cls, value: dict[str, str]) -> dict[str, str]:
-        for metric, condition in value.items():
-            if not isinstance(condition, str) or not THRESHOLD_RE.match(condition):
-                raise ValueError(
-                    f"threshold for {metric!r} must look like '>= 0.9' (one of >=, >, <=, <, ==)"
-                )
+        check_conditions(value)
         return value
 
 
@@ -117,11 +102,10 @@ class HoldoutSettings(Section):
     @classmethod
     def _conditions(cls, value: dict[str, str]) -> dict[str, str]:
         known = sorted({m for names in HOLDOUT_METRICS.values() for m in names})
-        for metric, condition in value.items():
+        for metric in value:
             if metric not in known:
                 raise ValueError(f"unknown holdout metric {metric!r}; known: {', '.join(known)}")
-            if not isinstance(condition, str) or not THRESHOLD_RE.match(condition):
-                raise ValueError(f"threshold for {metric!r} must look like '>= 0.9' (one of >=, >, <=, <, ==)")
+        check_conditions(value)
         return value
 
 
@@ -244,14 +228,7 @@ class BuildSettings(Section):
         return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops" / "wheels"
 
     def registry_password(self) -> Optional[str]:
-        if self.password is not None:
-            return self.password.get_secret_value()
-        if self.password_file is not None:
-            try:
-                return self.password_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"build.password_file {self.password_file}: {exc.strerror}") from None
-        return None
+        return secret_value(self.password, self.password_file, "build.password_file")
 
 
 class EnvironmentSettings(Section):

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..extras import install_line
 from ..settings import Settings, is_loopback, registry_host
 from ..errors import ConfigError, StageFailed, TemporaryError
 from . import BuildRequest, registry_failure, with_retries
@@ -65,7 +66,7 @@ class DockerBuilder:
         try:
             import docker
         except ImportError as exc:
-            raise ConfigError("the docker builder needs the docker package", hint="pip install docker") from exc
+            raise ConfigError("the docker builder needs the docker package", hint=install_line("docker")) from exc
         self._errors = docker.errors
         where = self.cfg.docker_host or "DOCKER_HOST or the default socket"
         self.client = None

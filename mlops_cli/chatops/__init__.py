@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Optional
 
 from ..errors import ConfigError
+from ..extras import require
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 def build(settings: "Settings", config_file: Optional[str] = None):
     """The app and its service, from the settings; a ConfigError on anything wrong."""
+    require(("slack_sdk",), "mlops chatops is a Slack app", "chatops")
+    require(("uvicorn", "starlette", "prometheus_client"), "mlops chatops is a server", "serve")
     from prometheus_client import CollectorRegistry
 
     from . import views

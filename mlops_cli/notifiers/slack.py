@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ..errors import ConfigError
+from ..extras import load
 from . import DeliveryError, Notification
 
 if TYPE_CHECKING:
@@ -152,9 +153,8 @@ class SlackNotifier:
         self.timeout = cfg.timeout_s
         # imported here, not in send(): a missing package is a configuration error at start,
         # not a delivery failure retried forever (the registry turns it into a one-line hint)
-        from slack_sdk.webhook import WebhookClient
-
-        self._client_class = WebhookClient
+        self._client_class = load("slack_sdk.webhook", "the slack notifier talks to Slack",
+                                  "slack").WebhookClient
 
     def send(self, note: Notification) -> None:
         channel = note.channel or self.channel

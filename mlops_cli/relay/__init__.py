@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ..settings import is_loopback
 from ..errors import ConfigError
 from ..backends import load
+from ..extras import require
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -73,6 +74,7 @@ def check_transport(settings: "Settings") -> None:
 
 def build(settings: "Settings"):
     """The app, its notifiers and its queue, from the settings; a ConfigError on anything wrong."""
+    require(("uvicorn", "starlette", "prometheus_client"), "the alert relay is a server", "serve")
     from prometheus_client import CollectorRegistry
 
     from .app import RelayConfig, create_app

@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..notifiers import DeliveryError, Notifier
+from ..retry import backoff_delay
 from .payloads import MalformedPayload, notifications, parse
 from .queue import DiskQueue, Item, QueueFull
 
@@ -183,7 +184,7 @@ class Worker:
                       item.path.parent / "dead", message)
             return
         self.failed += 1
-        delay = min(self.config.retry_backoff_s * 2 ** (self.failed - 1), self.config.max_backoff_s)
+        delay = backoff_delay(self.failed, self.config.retry_backoff_s, self.config.max_backoff_s)
         depth = self.queue.depth(self.name)
         if sink_down and not self.down:  # refuses every message: down now, no point waiting for retries
             self.down = True

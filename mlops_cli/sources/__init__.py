@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Protocol
 
-from .. import DISTRIBUTION
 from ..backends import load
 from ..digests import sha256_file  # noqa: F401 (re-exported for the sources)
 from ..errors import UsageError
@@ -24,12 +23,11 @@ SOURCES = {
 
 
 def missing_client(package: str, extra: str) -> Exception:
-    """The one-line error for an optional client library that is not installed."""
-    from ..errors import ConfigError
+    """The one-line error for an optional client library that is not installed (mlops_cli.extras)."""
+    from ..extras import missing_extra
 
-    what = {"s3": "S3 access", "clearml": "the ClearML source"}.get(extra, f"the {extra} extra")
-    return ConfigError(f"{what} needs the {package!r} package, which is not installed",
-                       hint=f"pip install '{DISTRIBUTION}[{extra}]'")
+    what = {"s3": "S3 access", "clearml": "the ClearML source"}.get(extra, f"the {extra} source")
+    return missing_extra(f"{what} uses {package}", package, extra)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..settings import Settings
 from ..errors import StageFailed, UsageError
+from ..extras import require
 from ..proc import ProgramTimeout, run as run_program
 from ..ui import progress
 from .base import StageResult, stage
@@ -57,6 +58,7 @@ def _counts(junit: Path) -> tuple[int, int, int, int]:
 @stage("unit-test")
 def run(settings: Settings) -> UnitTestResult:
     paths, cwd, extra = _plan(settings)
+    require(("pytest",), "unit-test runs pytest in this venv", "unit-test")
     reports = (settings.workdir / "reports").resolve()
     reports.mkdir(parents=True, exist_ok=True)
     junit = reports / "unit-test.xml"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -11,18 +10,18 @@ from serving.spec import BundleError, load_spec
 
 from ..bundle import fetch_model, write_contents
 from ..interface_check import breaking_changes, schema_of
-from ..settings import HOLDOUT_METRICS, THRESHOLD_RE, Settings
+from ..settings import HOLDOUT_METRICS, Settings
 from ..errors import ConfigError, MlopsError, StageFailed, UsageError
 from ..digests import json_digest, sha256_file
 from ..module_files import fetch_verified, mismatches
 from ..sources import ModelRef, get_source, parse_ref
 from ..sources.metadata import ModelMetadata
+from ..thresholds import parse
 from ..trial import trial_run
 from ..state import CheckRecord, DeploymentRecord, ModelRecord, State, ValidationRecord, now
 from ..ui import progress
 from .base import StageResult, stage
 
-OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 
 
 class ValidateResult(StageResult):
@@ -40,8 +39,7 @@ class ValidateResult(StageResult):
 def _threshold_checks(meta: ModelMetadata, thresholds: dict[str, str]) -> list[CheckRecord]:
     checks = []
     for metric, condition in sorted(thresholds.items()):
-        match = THRESHOLD_RE.match(condition)
-        op, bound = match.group(1), float(match.group(2))
+        threshold = parse(condition, metric)
         value = meta.metrics.get(metric)
         if value is None:
             known = ", ".join(sorted(meta.metrics)) or "none"
@@ -50,9 +48,8 @@ def _threshold_checks(meta: ModelMetadata, thresholds: dict[str, str]) -> list[C
                                              f"{'task or metadata' if meta._extras.get('task') else 'metadata'} "
                                              f"(a threshold names it; reported: {known})"))
         else:
-            ok = OPS[op](value, bound)
-            checks.append(CheckRecord(name=f"metric {metric}", passed=ok,
-                                      detail=f"{metric} = {value:g}, needs {op} {bound:g}"))
+            checks.append(CheckRecord(name=f"metric {metric}", passed=threshold.met_by(value),
+                                      detail=f"{metric} = {value:g}, needs {threshold}"))
     return checks
 
 
@@ -90,11 +87,10 @@ def metadata_digest(meta: ModelMetadata) -> str:
 def _condition_checks(prefix: str, values: dict[str, float], thresholds: dict[str, str]) -> list[CheckRecord]:
     checks = []
     for metric, condition in sorted(thresholds.items()):
-        match = THRESHOLD_RE.match(condition)
-        op, bound = match.group(1), float(match.group(2))
+        threshold = parse(condition, metric)
         value = values[metric]
-        checks.append(CheckRecord(name=f"{prefix} {metric}", passed=OPS[op](value, bound),
-                                  detail=f"{prefix} {metric} = {value:.4g}, needs {op} {bound:g}"))
+        checks.append(CheckRecord(name=f"{prefix} {metric}", passed=threshold.met_by(value),
+                                  detail=f"{prefix} {metric} = {value:.4g}, needs {threshold}"))
     return checks
 
 
@@ -254,7 +250,7 @@ def _checks(meta: ModelMetadata, source: Any, ref: ModelRef, state: State, setti
         if actual == meta.sha256 and not wrong:
             write_contents(meta, settings, bundle)
             progress("loading the model as the server will and answering its examples (trial run)")
-            trial = trial_run(bundle, settings)
+            trial = trial_run(bundle, settings, meta.framework)
             checks.append(trial)
             if settings.validation.holdout is not None and trial.passed:
                 holdout = _holdout(meta, bundle, settings)

@@ -25,6 +25,7 @@ import httpx
 
 from ..settings import Settings
 from ..errors import StageFailed
+from ..extras import SERVER_STACK, require
 from ..state import DeploymentRecord
 from ..ui import progress
 from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal, pause_at, predates_identity
@@ -204,6 +205,7 @@ class LocalTarget:
 
     def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord],
                journal: Journal = no_journal) -> Rollout:
+        require(SERVER_STACK, "the local target runs the server", "serve")
         env_cfg = getattr(self.settings.deploy, env)
         host, port = env_cfg.host, env_cfg.port
         bundle = release.bundle

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from ... import DISTRIBUTION
 from ...errors import ConfigError
+from ...secrets import redact
 from . import Approval, ExecutorError, Release, Say
 
 if TYPE_CHECKING:
@@ -103,9 +104,7 @@ class JenkinsExecutor:
             if status:
                 raise ExecutorError(f"{what}: Jenkins answered {status.group(1)}") from None
             first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-            for secret in (self.token, self.build_token):  # never let a URL's token reach the thread
-                if secret:
-                    first = first.replace(secret, "***")
+            first = redact(first, self.token, self.build_token)  # never let a URL's token reach the thread
             raise ExecutorError(f"{what}: {first}") from None
 
     def _parameters(self, server: Any, job: str) -> set[str]:

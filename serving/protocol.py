@@ -87,7 +87,7 @@ def protocol_class(limits: ConnectionLimits) -> type:
     return GuardedProtocol
 
 
-class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
+class _GuardedBase(HttpToolsProtocol):
     limits: ConnectionLimits = ConnectionLimits()
     sweep_every = 1.0  # how often the deadlines of all connections are checked (one timer per server)
     _last_warning = float("-inf")
@@ -104,7 +104,7 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
         self._flushed_hook = self._flush_waiter  # one bound method per connection, not per request
 
     # -- connection --------------------------------------------------------------------------
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             now = self.loop.time()

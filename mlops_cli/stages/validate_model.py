@@ -40,6 +40,7 @@ def _threshold_checks(meta: ModelMetadata, thresholds: dict[str, str]) -> list[C
     checks = []
     for metric, condition in sorted(thresholds.items()):
         match = THRESHOLD_RE.match(condition)
+        assert match is not None  # conditions are checked when the config loads
         op, bound = match.group(1), float(match.group(2))
         value = meta.metrics.get(metric)
         if value is None:
@@ -66,7 +67,7 @@ def _require_thresholds(settings: Settings) -> None:
 
 def _schema_check(meta: ModelMetadata, state: State, allow_breaking: bool) -> Optional[CheckRecord]:
     deployed = state.deployments.get("prod") or state.deployments.get("test")
-    if deployed is None:
+    if deployed is None or meta.schema_ is None:  # (no schema: refused by _checks before this)
         return None
     problems = breaking_changes(schema_of(deployed.schema_, f"the {deployed.env} deployment's schema in state.json"),
                                 meta.schema_)
@@ -90,6 +91,7 @@ def _condition_checks(prefix: str, values: dict[str, float], thresholds: dict[st
     checks = []
     for metric, condition in sorted(thresholds.items()):
         match = THRESHOLD_RE.match(condition)
+        assert match is not None  # conditions are checked when the config loads
         op, bound = match.group(1), float(match.group(2))
         value = values[metric]
         checks.append(CheckRecord(name=f"{prefix} {metric}", passed=OPS[op](value, bound),
@@ -101,6 +103,7 @@ def _holdout(meta: ModelMetadata, bundle: Path, settings: Settings) -> dict[str,
     from ..holdout import evaluate
 
     holdout = settings.validation.holdout
+    assert holdout is not None  # the caller runs this only when validation.holdout is configured
     wrong = sorted(set(holdout.thresholds) - set(HOLDOUT_METRICS[meta.task]))
     if wrong:
         raise ConfigError(f"validation.holdout.thresholds: {', '.join(wrong)} do not apply to a {meta.task} model "
@@ -311,9 +314,10 @@ def run(settings: Settings) -> ValidateResult:
                                         model_sha256=meta.sha256 if passed else None,
                                         metadata_sha256=metadata_digest(meta) if passed else None)
     if passed:
+        assert meta.schema_ is not None  # _checks refuses a model without one
         state.model = ModelRecord(ref=pinned, name=meta.name, version=meta.version, framework=meta.framework,
                                   task=meta.task, sha256=meta.sha256, artifact_name=meta.artifact_name,
-                                  schema=meta.schema_.model_dump(mode="json"), labels=meta.labels,
+                                  schema_=meta.schema_.model_dump(mode="json"), labels=meta.labels,
                                   class_name=meta.class_name, metrics=meta.metrics)
         state.bundle = state.image = state.smoke = None
     state.save(settings.workdir)

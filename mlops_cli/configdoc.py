@@ -60,7 +60,7 @@ def _docstrings(cls: type) -> dict[str, str]:
     return found
 
 
-def _model_of(annotation: Any) -> tuple[type | None, str]:
+def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, str]:
     """(the settings class inside an annotation, how it nests: '' plain, '[]' list, '.<name>' mapping)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation, ""
@@ -104,7 +104,7 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(value) if not isinstance(value, str) else value}`"
 
 
-def rows(model: type = Settings, prefix: tuple[str, ...] = (), nested: bool = False) -> Iterator[tuple[str, ...]]:
+def rows(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = (), nested: bool = False) -> Iterator[tuple[str, ...]]:
     """(key, variable, type, default, description) for every field, depth first."""
     docs = _docstrings(model)
     for name, field in model.model_fields.items():

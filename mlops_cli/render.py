@@ -242,7 +242,7 @@ def pod_placement(settings: Settings, name: str, selector: dict[str, str]) -> di
               for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")] if k.topology_spread else None
     allowed = k.network_policy_from if k.network_policy_from is not None else (
         OPENSHIFT_FROM if k.flavour == "openshift" else KUBERNETES_FROM)
-    peers = [{"namespaceSelector": {"matchExpressions": [
+    peers: list[dict[str, Any]] = [{"namespaceSelector": {"matchExpressions": [
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(allowed)}]}}] if allowed else []
     if k.flavour == "openshift" and k.network_policy_from is None:  # routers on the host network (OpenShift docs)
         peers.append({"namespaceSelector": {"matchLabels": {"policy-group.network.openshift.io/host-network": ""}}})
@@ -305,7 +305,7 @@ def validate(manifests: list[dict[str, Any]], kubernetes_version: str) -> None:
     problems = []
     for manifest in manifests:
         what = f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}"
-        own = OWN_SCHEMAS.get((manifest.get("apiVersion"), manifest.get("kind")))
+        own = OWN_SCHEMAS.get((str(manifest.get("apiVersion")), str(manifest.get("kind"))))
         try:
             if own is not None:
                 schema = json.loads((resources.files("mlops_cli") / "schemas" / own).read_text(encoding="utf-8"))

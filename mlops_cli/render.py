@@ -323,7 +323,7 @@ def validate(manifests: list[dict[str, Any]], kubernetes_version: str) -> None:
         raise StageFailed(f"{len(problems)} rendered manifest(s) are not valid: " + "; ".join(problems))
 
 
-def to_yaml(manifest: dict[str, Any]) -> str:
+def to_yaml(manifest: dict[str, Any] | list[dict[str, Any]]) -> str:
     return yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False)
 
 

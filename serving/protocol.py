@@ -192,7 +192,7 @@ class _GuardedBase(HttpToolsProtocol):
         try:
             await asyncio.wait_for(self.flow.drain(), self.limits.body_timeout)
         except asyncio.TimeoutError:
-            client = "%s:%d" % self.client[:2] if self.client else "a client"
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
             log.info("closed the connection of %s: it read nothing of its answer for %gs", client,
                      self.limits.body_timeout)
             self.transport.abort()  # close() would keep the unsent answer in memory until sent
@@ -227,7 +227,7 @@ class _GuardedBase(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         seconds = self.limits.header_timeout if what == "headers" else self.limits.body_timeout
-        client = "%s:%d" % self.client[:2] if self.client else "a client"
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         log.info("closed the connection of %s: its request %s took over %gs", client, what, seconds)
         cycle = self.cycle
         if what == "headers" or cycle is None or not cycle.response_started:

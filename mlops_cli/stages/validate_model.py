@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from pydantic import Field
+
 from serving.spec import BundleError, load_spec
 
 from ..bundle import fetch_model, write_contents
@@ -28,7 +30,7 @@ class ValidateResult(StageResult):
     model_ref: str
     sha256: str
     checks: list[CheckRecord]
-    holdout: dict[str, float] = {}
+    holdout: dict[str, float] = Field(default_factory=dict)
     written_back: Optional[str] = None
 
     def lines(self) -> list[str]:
@@ -161,7 +163,7 @@ def _regression_checks(meta: ModelMetadata, ref: ModelRef, holdout: dict[str, fl
     unknown = sorted(m for m in limits if direction(m, declared) is None)
     if unknown:
         raise ConfigError(f"validation.max_regression: which way is better for {', '.join(unknown)} is not known",
-                          hint="declare it in validation.metric_directions, e.g. {%r: lower}" % unknown[0])
+                          hint=f"declare it in validation.metric_directions, e.g. {{{unknown[0]!r}: lower}}")
     prod = state.deployments.get("prod")
     theirs: dict[str, float] = {}
     if prod is None:

@@ -183,9 +183,8 @@ class ContainerTarget:
                                               "`mlops build-image`")
             if running is False or restarts:  # with --restart=on-failure a start-up crash would loop, not exit
                 raise StageFailed(f"container {name} exited during start-up; last log line: {self._show_logs(name)!r}")
-            if any(READY_LINE in line for line in logs):
-                if self._answering(url) == name:  # our container answers, not just the port
-                    return
+            if any(READY_LINE in line for line in logs) and self._answering(url) == name:
+                return  # our container answers, not just the port
             time.sleep(0.2)
         raise StageFailed(f"container {name} did not become ready within {timeout:g} s (deploy.ready_timeout_s); "
                           f"it was removed; last log line: {self._show_logs(name)!r}")

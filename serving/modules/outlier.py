@@ -1,7 +1,7 @@
 """Outlier: per-feature bounds from the reference statistics, and optionally a fitted detector.
 
 Bounds per watched feature: ``zscore`` ``mean ± threshold·std`` (default threshold 4), or
-``iqr`` ``[q1 − threshold·IQR, q3 + threshold·IQR]`` with q1/q3 interpolated from the reference
+``iqr`` ``[q1 - threshold·IQR, q3 + threshold·IQR]`` with q1/q3 interpolated from the reference
 quantiles (default threshold 3, Tukey's "far out"). A ``detector`` (a joblib artifact in the
 bundle whose ``predict`` returns -1 for an outlier, e.g. a fitted IsolationForest, checked
 against ``detector_sha256`` before loading) flags whole instances. Every outlying value counts

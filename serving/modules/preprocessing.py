@@ -28,7 +28,7 @@ Settings = PreprocessingSettings
 
 def _check(settings: Settings, inputs: list[Any]) -> None:
     types = {f.name: f.type for f in inputs}
-    for key, name in settings.rename.items():
+    for name in settings.rename.values():
         if name not in types:
             raise BundleError(f"preprocessing.rename: {name!r} is not an input")
     targets = list(settings.rename.values())

@@ -204,10 +204,10 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             metrics.requests.labels("commands", "accepted").inc()
             return _ephemeral(HELP)
         if cmd.verb == "rollback":
-            assert cmd.env is not None  # parse() requires the env of a rollback
+            env = cmd.env or service.default_env  # (parse() always names it)
             metrics.requests.labels("commands", "accepted").inc()
             audit.record("rollback-asked", **who)
-            return _ephemeral(f"Roll {cmd.env} back?", blocks=rollback_blocks(cmd.env, user))
+            return _ephemeral(f"Roll {env} back?", blocks=rollback_blocks(env, user))
         job = _job(cmd, user, channel, response_url)
         if not enqueue(cmd.verb, job):
             refused("commands", Refusal("busy", ""), **who)

@@ -84,6 +84,8 @@ def _type_name(annotation: Any) -> str:
     text = text.replace("mlops_cli.config.", "")
     if text.startswith("Optional[") and text.endswith("]"):
         text = text[len("Optional["):-1]
+    elif text.endswith(" | None"):  # the same, written X | None
+        text = text.removesuffix(" | None")
     return text
 
 

@@ -24,7 +24,7 @@ MODEL_DIR = "model"
 def _monitorable(meta: ModelMetadata) -> bool:
     """Outlier and drift monitoring need reference statistics of at least one numeric input."""
     stats = (meta.reference or {}).get("features", {})
-    return any(f.type in ("number", "integer") and "quantiles" in stats.get(f.name, {}) for f in meta.schema_.inputs)
+    return any(f.type in ("number", "integer") and "quantiles" in stats.get(f.name, {}) for f in (meta.schema_.inputs if meta.schema_ else ()))
 
 
 def build_spec(meta: ModelMetadata, settings: Settings) -> Spec:
@@ -40,7 +40,7 @@ def build_spec(meta: ModelMetadata, settings: Settings) -> Spec:
             model=ModelSpec(name=meta.name, version=meta.version, framework=meta.framework, task=meta.task,
                             artifact=f"{MODEL_DIR}/{meta.artifact_name}", sha256=meta.sha256,
                             class_name=meta.class_name),
-            schema=meta.schema_,
+            io=meta.schema_,
             modules=[ModuleSpec(name=m["name"], settings=m["settings"])
                      for m in spec_modules(meta, _monitorable(meta), meta.labels)],
             server=server_spec(settings),

@@ -15,7 +15,7 @@ from . import __version__
 from .errors import MlopsError
 
 # Global options: accepted before or after the command name (`mlops --json status`, `mlops status --json`).
-_OPTIONS = {"workdir": None, "config": None, "json": False, "debug": False, "emitted": False}
+_OPTIONS: dict[str, Any] = {"workdir": None, "config": None, "json": False, "debug": False, "emitted": False}
 
 
 def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:

@@ -108,7 +108,7 @@ def _describe(exc: ValidationError, sources: list[tuple[str, dict[str, Any], Any
             where = naming(loc) if callable(naming) else label
             break
     if err["type"] == "extra_forbidden":
-        parent = Settings
+        parent: Any = Settings  # a settings class while the path walks through models
         message = f"unknown key {key!r}"
         for part in loc[:-1]:
             field = parent.model_fields.get(part)

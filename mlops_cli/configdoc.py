@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import itertools
 import json
 import textwrap
 import typing
@@ -53,7 +54,7 @@ def _docstrings(cls: type) -> dict[str, str]:
         except (OSError, TypeError):
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, after in zip(body, body[1:]):
+        for node, after in itertools.pairwise(body):
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
                     and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) \
                     and isinstance(after.value.value, str):
@@ -61,7 +62,7 @@ def _docstrings(cls: type) -> dict[str, str]:
     return found
 
 
-def _model_of(annotation: Any) -> tuple[type | None, str]:
+def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, str]:
     """(the settings class inside an annotation, how it nests: '' plain, '[]' list, '.<name>' mapping)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation, ""
@@ -84,6 +85,8 @@ def _type_name(annotation: Any) -> str:
     text = text.replace("mlops_cli.settings.", "").replace("mlops_cli.canary.analysis.", "")
     if text.startswith("Optional[") and text.endswith("]"):
         text = text[len("Optional["):-1]
+    elif text.endswith(" | None"):  # the same, written X | None
+        text = text.removesuffix(" | None")
     return text
 
 
@@ -107,7 +110,7 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(value) if not isinstance(value, str) else value}`"
 
 
-def rows(model: type = Settings, prefix: tuple[str, ...] = (), nested: bool = False) -> Iterator[tuple[str, ...]]:
+def rows(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = (), nested: bool = False) -> Iterator[tuple[str, ...]]:
     """(key, variable, type, default, description) for every field, depth first."""
     docs = _docstrings(model)
     for name, field in model.model_fields.items():

@@ -63,7 +63,7 @@ def train_and_register(settings: Settings) -> str:
     artifact = folder / "iris.joblib"
     joblib.dump(model, artifact)
     rows: list[dict[str, Any]] = [dict(zip(FEATURES, map(float, row))) for row in x_test[:3]]
-    examples = [{"instances": rows}, {"instances": [list(map(float, x_test[3]))]}]
+    examples: list[dict[str, Any]] = [{"instances": rows}, {"instances": [list(map(float, x_test[3]))]}]
     schema = {"inputs": [{"name": f, "type": "number"} for f in FEATURES],
               "outputs": [{"name": "label", "type": "string"}, {"name": "probability", "type": "number"}]}
     reference = reference_stats({f: list(x_train[:, i]) for i, f in enumerate(FEATURES)})

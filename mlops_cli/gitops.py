@@ -88,7 +88,7 @@ def write(rendered: dict[str, Rendered], out: Path) -> list[Path]:
                 written[-1].write_text(to_yaml(ops), encoding="utf-8")
                 patches.append({"path": written[-1].name,
                                 "target": {"kind": manifest["kind"], "name": manifest["metadata"]["name"]}})
-        kustomization = {**KUSTOMIZATION, "namespace": result.namespace, "resources": ["../../base"]}
+        kustomization: dict[str, Any] = {**KUSTOMIZATION, "namespace": result.namespace, "resources": ["../../base"]}
         if patches:
             kustomization["patches"] = patches
         written.append(overlay / "kustomization.yaml")

@@ -260,7 +260,7 @@ def pod_placement(settings: Settings, name: str, selector: dict[str, str]) -> di
               for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")] if k.topology_spread else None
     allowed = k.network_policy_from if k.network_policy_from is not None else (
         OPENSHIFT_FROM if k.flavour == "openshift" else KUBERNETES_FROM)
-    peers = [{"namespaceSelector": {"matchExpressions": [
+    peers: list[dict[str, Any]] = [{"namespaceSelector": {"matchExpressions": [
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(allowed)}]}}] if allowed else []
     if k.flavour == "openshift" and k.network_policy_from is None:  # routers on the host network (OpenShift docs)
         peers.append({"namespaceSelector": {"matchLabels": {"policy-group.network.openshift.io/host-network": ""}}})
@@ -329,7 +329,7 @@ def validate(manifests: list[dict[str, Any]], kubernetes_version: str) -> None:
     problems = []
     for manifest in manifests:
         what = f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}"
-        own = OWN_SCHEMAS.get((manifest.get("apiVersion"), manifest.get("kind")))
+        own = OWN_SCHEMAS.get((str(manifest.get("apiVersion")), str(manifest.get("kind"))))
         try:
             if own is not None:
                 schema = json.loads((resources.files("mlops_cli") / "schemas" / own).read_text(encoding="utf-8"))
@@ -347,7 +347,7 @@ def validate(manifests: list[dict[str, Any]], kubernetes_version: str) -> None:
         raise StageFailed(f"{len(problems)} rendered manifest(s) are not valid: " + "; ".join(problems))
 
 
-def to_yaml(manifest: dict[str, Any]) -> str:
+def to_yaml(manifest: dict[str, Any] | list[dict[str, Any]]) -> str:
     return yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False)
 
 

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from serving.admission import ByteBudget
 from serving.asgi import PredictEndpoint, ServingApp
@@ -152,7 +152,7 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     routes += protocols.routes
     app = ServingApp(
         title=f"{model.name} {model.version}",
-        routes=routes,
+        routes=list[BaseRoute](routes),
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,

@@ -22,10 +22,11 @@ from . import BuildRequest, registry_failure, with_retries
 class BuildahBuilder:
     def __init__(self, settings: Settings):
         self.cfg = settings.build
-        self.binary = shutil.which("buildah")
-        if self.binary is None:
+        binary = shutil.which("buildah")
+        if binary is None:
             raise ConfigError("buildah is not installed or not on PATH",
                               hint="install it (Debian: apt-get install buildah) or set build.builder: docker")
+        self.binary = binary
 
     def _argv(self, *args: str) -> list[str]:
         argv = [self.binary]

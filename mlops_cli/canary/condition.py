@@ -126,8 +126,8 @@ def _eval(node: ast.AST, env: dict[str, float]) -> Any:
                 return False
             left = right
         return True
-    if isinstance(node, ast.Call):
-        return FUNCTIONS[node.func.id](*(_eval(a, env) for a in node.args))  # type: ignore[union-attr]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return FUNCTIONS[node.func.id](*(_eval(a, env) for a in node.args))
     raise ConditionError(f"{type(node).__name__} is not allowed in a condition")  # parse() refused it already
 
 

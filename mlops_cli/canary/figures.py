@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..metrics_text import PREDICT_ROUTES_PROMQL, bucket_counts, delta, histogram_quantile, parse_metrics
@@ -44,7 +45,7 @@ def tvd(a: dict[Any, float], b: dict[Any, float]) -> Optional[float]:
     return 0.5 * sum(abs(a.get(k, 0.0) / ta - b.get(k, 0.0) / tb) for k in set(a) | set(b))
 
 
-def worst_psi(by_feature: dict[str, Optional[float]], track: str) -> Reading:
+def worst_psi(by_feature: Mapping[str, Optional[float]], track: str) -> Reading:
     known = {f: v for f, v in by_feature.items() if v is not None and not math.isnan(v)}
     if not known:
         return Reading(None, f"no drift figures for the {track} in the window")

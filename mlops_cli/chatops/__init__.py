@@ -79,9 +79,10 @@ def run(settings: "Settings", config_file: Optional[str] = None) -> None:
     logging.getLogger("mlops.chatops").info(
         "chatops on %s://%s:%d, executor %s, %d users and %d groups with roles", "https" if cfg.tls_cert_file else "http",
         cfg.host, cfg.port, service.executor.name, len(cfg.users), len(cfg.groups))
-    tls = {"ssl_certfile": str(cfg.tls_cert_file), "ssl_keyfile": str(cfg.tls_key_file)} if cfg.tls_cert_file else {}
+    tls = bool(cfg.tls_cert_file)
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False, lifespan="on",
-                            **tls)
+                            ssl_certfile=str(cfg.tls_cert_file) if tls else None,
+                            ssl_keyfile=str(cfg.tls_key_file) if tls else None)
     server = uvicorn.Server(config)
     try:
         server.run()

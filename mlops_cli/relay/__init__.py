@@ -151,9 +151,10 @@ def run(settings: "Settings") -> None:
         logging.getLogger("mlops.relay").info(
             "relaying to %s on %s (queue %s, waiting: %s)", ", ".join(notifiers), where,
             queue.directory, ", ".join(f"{k} {v}" for k, v in pending.items()))
-        tls = {"ssl_certfile": str(relay.tls_cert_file), "ssl_keyfile": str(relay.tls_key_file)} \
-            if relay.tls_cert_file is not None else {}
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **tls)
+        tls = relay.tls_cert_file is not None
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                ssl_certfile=str(relay.tls_cert_file) if tls else None,
+                                ssl_keyfile=str(relay.tls_key_file) if tls else None)
         server = uvicorn.Server(config)
         try:
             server.run(sockets=sockets)

@@ -171,8 +171,8 @@ class Worker:
 
     async def failed_delivery(self, item: Item, exc: Exception) -> None:
         delivery = isinstance(exc, DeliveryError)
-        sink_down = delivery and exc.sink_down
-        dead = delivery and not exc.retryable and not sink_down
+        sink_down = isinstance(exc, DeliveryError) and exc.sink_down
+        dead = isinstance(exc, DeliveryError) and not exc.retryable and not sink_down
         message = str(exc) if delivery else f"{type(exc).__name__}: {exc}"
         self.metrics.failures.labels(self.name, str(not dead).lower()).inc()
         if dead:  # this message only: the sink answered, so it is up
@@ -217,7 +217,7 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
 
     def on_metrics_port(request: Request) -> bool:
         server = request.scope.get("server")
-        return config.metrics_port is not None and bool(server) and server[1] == config.metrics_port
+        return config.metrics_port is not None and server is not None and server[1] == config.metrics_port
 
     def endpoint(source: str) -> Any:
         async def receive(request: Request) -> Response:

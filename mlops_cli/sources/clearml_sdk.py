@@ -41,8 +41,7 @@ def _config_text(settings: Any, user_conf: Optional[Path]) -> str:
     lines = [f"include file({_hocon(str(user_conf))})"] if user_conf else []
     n = cfg.retries
     lines += [
-        "api.http.retries { total: %d, connect: %d, read: %d, redirect: %d, status: %d, backoff_factor: 0.2 }"
-        % (n, n, n, n, n),
+        f"api.http.retries {{ total: {n}, connect: {n}, read: {n}, redirect: {n}, status: {n}, backoff_factor: 0.2 }}",
     ]
     if cfg.api_host:
         lines.append(f"api.api_server: {_hocon(cfg.api_host)}")

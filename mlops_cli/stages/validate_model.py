@@ -6,6 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from pydantic import Field
+
 from serving.spec import BundleError, load_spec
 
 from ..bundle import fetch_model, write_contents
@@ -28,7 +30,7 @@ class ValidateResult(StageResult):
     model_ref: str
     sha256: str
     checks: list[CheckRecord]
-    holdout: dict[str, float] = {}
+    holdout: dict[str, float] = Field(default_factory=dict)
     written_back: Optional[str] = None
 
     def lines(self) -> list[str]:
@@ -64,7 +66,7 @@ def _require_thresholds(settings: Settings) -> None:
 
 def _schema_check(meta: ModelMetadata, state: State, allow_breaking: bool) -> Optional[CheckRecord]:
     deployed = state.deployments.get("prod") or state.deployments.get("test")
-    if deployed is None:
+    if deployed is None or meta.schema_ is None:  # (no schema: refused by _checks before this)
         return None
     problems = breaking_changes(schema_of(deployed.schema_, f"the {deployed.env} deployment's schema in state.json"),
                                 meta.schema_)
@@ -98,6 +100,7 @@ def _holdout(meta: ModelMetadata, bundle: Path, settings: Settings) -> dict[str,
     from ..holdout import evaluate
 
     holdout = settings.validation.holdout
+    assert holdout is not None  # the caller runs this only when validation.holdout is configured
     wrong = sorted(set(holdout.thresholds) - set(HOLDOUT_METRICS[meta.task]))
     if wrong:
         raise ConfigError(f"validation.holdout.thresholds: {', '.join(wrong)} do not apply to a {meta.task} model "
@@ -155,7 +158,7 @@ def _regression_checks(meta: ModelMetadata, ref: ModelRef, holdout: dict[str, fl
     unknown = sorted(m for m in limits if direction(m, declared) is None)
     if unknown:
         raise ConfigError(f"validation.max_regression: which way is better for {', '.join(unknown)} is not known",
-                          hint="declare it in validation.metric_directions, e.g. {%r: lower}" % unknown[0])
+                          hint=f"declare it in validation.metric_directions, e.g. {{{unknown[0]!r}: lower}}")
     prod = state.deployments.get("prod")
     theirs: dict[str, float] = {}
     if prod is None:
@@ -308,9 +311,10 @@ def run(settings: Settings) -> ValidateResult:
                                         model_sha256=meta.sha256 if passed else None,
                                         metadata_sha256=metadata_digest(meta) if passed else None)
     if passed:
+        assert meta.schema_ is not None  # _checks refuses a model without one
         state.model = ModelRecord(ref=pinned, name=meta.name, version=meta.version, framework=meta.framework,
                                   task=meta.task, sha256=meta.sha256, artifact_name=meta.artifact_name,
-                                  schema=meta.schema_.model_dump(mode="json"), labels=meta.labels,
+                                  schema_=meta.schema_.model_dump(mode="json"), labels=meta.labels,
                                   class_name=meta.class_name, metrics=meta.metrics)
         state.bundle = state.image = state.smoke = None
     state.save(settings.workdir)

@@ -181,7 +181,7 @@ class KubernetesTarget(KubeCanary):
         except (RolloutFailed, MlopsError) as exc:
             if written is None:  # a write failed: nothing to wait for or undo here
                 raise
-            if not previous:
+            if not previous or before is None:
                 raise StageFailed(f"{namespace}/{name}: the first rollout failed and there is no previous "
                                   f"revision to go back to: {exc.message}") from exc
             if written <= (before["metadata"].get("generation") or 0):

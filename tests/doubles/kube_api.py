@@ -322,7 +322,7 @@ class KubeApiDouble(ServerSideApply):
     def reconcile(self) -> None:
         if self.stalled:
             return
-        for (group, plural, ns, name), dep in list(self.objects.items()):
+        for (_group, plural, ns, _name), dep in list(self.objects.items()):
             if plural == "deployments":
                 self._reconcile_deployment(ns, dep)
 

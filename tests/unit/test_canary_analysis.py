@@ -117,10 +117,13 @@ def test_queries_place_the_selector_and_count_every_predict_route() -> None:
 
 # --- measurements and verdicts, on an observation double -----------------------------------------------
 
+NO_SHIFT = Reading(None, "none")
+
+
 class FixedObservation(Observation):
     """An observation double: fixed figures per track."""
 
-    def __init__(self, requests: dict, readings: dict, shift: Reading = Reading(None, "none"), unavailable=None):
+    def __init__(self, requests: dict, readings: dict, shift: Reading = NO_SHIFT, unavailable=None):
         self._requests, self._readings, self._shift = requests, readings, shift
         self.unavailable = unavailable
 

@@ -20,7 +20,7 @@ def test_every_setting_has_a_variable_a_real_default_and_a_description():
     keys = {key for key, *_ in table}
     for name in Settings.model_fields:
         assert name in keys or any(k.startswith(name + ".") for k in keys), name
-    for key, variable, kind, default, doc in table:
+    for key, variable, _kind, _default, doc in table:
         assert doc, f"{key} has no docstring in mlops_cli/settings.py"
         if variable:
             assert variable == "MLOPS_" + key.upper().replace(".", "__")

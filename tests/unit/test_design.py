@@ -14,8 +14,8 @@ HEAVY = ["clearml", "boto3", "kubernetes", "docker", "sklearn", "fastapi", "uvic
 
 
 def test_cli_import_pulls_in_no_heavy_client():
-    code = ("import sys, mlops_cli.cli; heavy = %r; "
-            "print(','.join(m for m in heavy if m in sys.modules))" % HEAVY)
+    code = (f"import sys, mlops_cli.cli; heavy = {HEAVY!r}; "
+            "print(','.join(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from ..errors import MlopsError, StageFailed, UsageError
 from ..render import TRACK, Rendered, render, render_template, split, validate
@@ -36,7 +36,24 @@ from .kubeapi import NotFound
 from .rollout import RolloutFailed, revision, wait
 
 if TYPE_CHECKING:
-    from .kubernetes import KubernetesTarget
+    from ..settings import KubernetesSettings, Settings
+    from .kubeapi import Kube
+
+
+class KubernetesTarget(Protocol):
+    """What the mixin uses of the kubernetes target (mypy's self-type for a mixin: a protocol)."""
+
+    settings: "Settings"
+    k: "KubernetesSettings"
+
+    @property
+    def kube(self) -> "Kube": ...
+    def _apply(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
+    def _roll_out(self, rendered: Rendered, journal: Journal, url: Optional[str] = None) -> Rollout: ...
+    def _where(self, env: str, current: Optional[DeploymentRecord]) -> tuple[str, str]: ...
+    def _members(self, namespace: str, name: str, stable: Optional[dict[str, Any]],
+                 canary: dict[str, Any]) -> tuple[CanaryMember, CanaryMember]: ...
+    def _remove_canary(self, namespace: str, name: str) -> None: ...
 
 INSTANCE = "app.kubernetes.io/instance"
 CANARY_OF = "mlops.io/canary-of"    # on the canary Deployment: the stable Deployment's name
@@ -181,6 +198,15 @@ def read_split(target: "KubernetesTarget", namespace: str, name: str) -> int:
 # --- the CanCanary protocol ----------------------------------------------------------------------------
 
 
+def _namespace_name(canary: Canary) -> tuple[str, str]:
+    """namespace, Deployment name of the stable member's handle (`namespace/name`)."""
+    handle = canary.stable.handle or ""
+    namespace, sep, name = handle.partition("/")
+    if not sep or not namespace or not name:
+        raise StageFailed(f"the canary's stable member names no namespace/deployment ({handle!r})")
+    return namespace, name
+
+
 class KubeCanary:
     """CanCanary for KubernetesTarget (mixed in): see the module's docstring."""
 
@@ -243,7 +269,7 @@ class KubeCanary:
     def canary_set_weight(self: "KubernetesTarget", canary: Canary, weight: int, journal: Journal) -> Canary:
         if not 0 <= weight <= 100:
             raise UsageError(f"canary weight {weight} is not a percentage (0..100)")
-        namespace, name = canary.stable.handle.split("/", 1)
+        namespace, name = _namespace_name(canary)
         journal("canary-weight", weight=weight)
         set_split(self, namespace, name, weight)
         progress(f"{namespace}/{canary_name(name)}: {weight} % of new requests (router {self.k.router})")
@@ -252,7 +278,7 @@ class KubeCanary:
     def canary_promote(self: "KubernetesTarget", canary: Canary, journal: Journal) -> Rollout:
         """Roll the stable Deployment to the canary's release (rolling update, rollback on failure), then
         all traffic to it and the canary removed. The split keeps its weight while the stable rolls."""
-        namespace, name = canary.stable.handle.split("/", 1)
+        namespace, name = _namespace_name(canary)
         cname = canary_name(name)
         try:
             dep = self.kube.get("Deployment", namespace, cname)
@@ -271,7 +297,7 @@ class KubeCanary:
 
     def canary_abort(self: "KubernetesTarget", canary: Canary, journal: Journal) -> Optional[Rollout]:
         """The stable Deployment was never touched: the deployment record holds (None)."""
-        namespace, name = canary.stable.handle.split("/", 1)
+        namespace, name = _namespace_name(canary)
         journal("canary-abort", weight=0)
         progress(f"aborting canary {namespace}/{canary_name(name)}: all requests to {namespace}/{name}")
         self._remove_canary(namespace, name)

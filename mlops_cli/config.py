@@ -718,6 +718,28 @@ class ChatOpsSettings(Section):
         return secret_value(self.bot_token, self.bot_token_file, "chatops.bot_token_file")
 
 
+class RolloutSettings(Section):
+    strategy: Literal["rolling", "canary"] = "rolling"
+    """How `mlops rolling-update` replaces production: `rolling` (the new revision takes over at once, no failed
+    request) or `canary` (beside the old one, traffic shifted by `steps`, judged by analysis; docs/canary.md)."""
+    steps: list[dict[str, Any]] = Field(default_factory=lambda: [
+        {"set_weight": 10}, {"pause": 60.0}, {"analysis": "default"},
+        {"set_weight": 50}, {"pause": 120.0}, {"analysis": "default"}])
+    """Canary steps in Argo Rollouts' words: `{set_weight: 10}`, `{pause: 60s}` (`{pause: {}}` waits for
+    `mlops canary promote`), `{analysis: TEMPLATE}`; then promotion to 100 % and removal of the old revision."""
+    analysis_retry_s: float = Field(10.0, gt=0, le=3600)
+    """After an inconclusive analysis with canary_analysis.on_inconclusive `pause`: seconds to wait before retrying."""
+    haproxy: str = "haproxy"
+    """The HAProxy program the local and container targets put in front of the two revisions of a canary."""
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps(cls, value: Any) -> Any:
+        from .canary.steps import parse_steps
+
+        return parse_steps(value)
+
+
 class Settings(Section):
     workdir: Path = Path(".mlops")
     """Where state.json, bundles, logs and reports live."""
@@ -741,6 +763,8 @@ class Settings(Section):
     lock_wait_s: float = Field(0.0, ge=0, le=86400)
     """How long a stage waits for another run holding the workdir lock; 0 fails at once, naming the holder."""
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    """How rolling-update replaces production: rolling or canary (docs/canary.md)."""
 
     @property
     def store_path(self) -> Path:
@@ -874,6 +898,7 @@ def load_settings(config_file: Optional[Path] = None, flags: Optional[dict[str, 
         raise ConfigError(_describe(exc, sources)) from None
     check_backend_names(settings, lambda loc: next((naming(loc) if callable(naming) else label for label, data, naming
                                                     in reversed(sources) if _has(data, loc)), "defaults"))
+    check_analysis_names(settings)
     return settings
 
 
@@ -904,6 +929,17 @@ def check_backend_names(settings: Settings, origin: Callable[[tuple[str, ...]], 
             if name not in table:
                 raise ConfigError(f"{origin(loc)}: {'.'.join(loc)}: unknown {kind} {name!r}; known: "
                                   f"{', '.join(sorted(table))}{did_you_mean(name, table)}")
+
+
+def check_analysis_names(settings: Settings) -> None:
+    """Each `{analysis: NAME}` step of rollout.steps names a template of canary_analysis.templates."""
+    analysis = getattr(settings, "canary_analysis", None)
+    known = set(getattr(analysis, "templates", None) or {}) | {"default"}
+    for index, step in enumerate(settings.rollout.steps):
+        name = step.get("analysis")
+        if name is not None and name not in known:
+            raise ConfigError(f"rollout.steps: step {index + 1}: unknown analysis template {name!r}; known: "
+                              f"{', '.join(sorted(known))}{did_you_mean(name, known)}")
 
 
 ValidationSettings.model_rebuild()

@@ -89,6 +89,8 @@ READS: dict[str, tuple[str, ...]] = {
     "status": ("deploy", "kubernetes"), "stop": ("deploy", "kubernetes"), "base-image": ("build",),
     "demo": _PIPELINE, "alert-relay": ("relay", "notify"), "chatops": ("chatops",), "monitor": ("monitor",),
 }
+READS["rolling-update"] += ("rollout",)
+READS.update({"promote": ("deploy", "rollout"), "abort": ("deploy", "rollout")})
 
 
 def reads_epilog(name: str) -> str:
@@ -452,6 +454,42 @@ def monitor(url: Optional[str], prometheus_url: Optional[str], job: Optional[str
 
     emit(snapshot(settings_from(**{"monitor.url": url, "monitor.prometheus_url": prometheus_url,
                                    "monitor.window_s": window_s}), job=job, top=top))
+
+
+@cli.group()
+def canary() -> None:
+    """The canary release of an environment (rollout.strategy canary): status, promote, abort."""
+
+
+_CANARY_ENV = click.option("--env", default="prod", show_default=True, type=click.Choice(["prod"]),
+                           help="The environment whose canary it is.")
+
+
+@command(canary, "status")
+@_CANARY_ENV
+def canary_status(env: str) -> None:
+    """Show the canary's steps, measurements and verdicts, and its traffic share."""
+    from .canary.control import status as canary_status_lib
+
+    emit(canary_status_lib(settings_from(), env))
+
+
+@command(canary, "promote")
+@_CANARY_ENV
+def canary_promote(env: str) -> None:
+    """Skip the remaining steps: 100 % to the new revision, the old one removed."""
+    from .canary.control import act
+
+    emit(act(settings_from(), env, "promote"))
+
+
+@command(canary, "abort")
+@_CANARY_ENV
+def canary_abort(env: str) -> None:
+    """Abort the canary now: weight 0, the canary removed, stable serves."""
+    from .canary.control import act
+
+    emit(act(settings_from(), env, "abort"))
 
 
 def _fail(message: str, code: int) -> int:

@@ -190,6 +190,9 @@ def _stop(settings: Settings, env: Optional[str], problems: list[str], move_asid
                 problems.append(f"{name}: cannot reach the {dep.target} target: {exc}")
             continue
         did = bool(dep) and target.stop(dep)
+        if hasattr(target, "stop_split") and target.stop_split(name):  # a canary's HAProxy goes too
+            did = True
+            notes.append(f"stopped the HAProxy of {name}'s canary")
         try:
             servers = target.observe(name).servers if hasattr(target, "observe") else ()
         except MlopsError as exc:

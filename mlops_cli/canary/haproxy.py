@@ -55,13 +55,12 @@ def weights(percent: int) -> tuple[int, int]:
     return 100 - percent, percent
 
 
-def render(split: Split, socket_path: Path, pid_path: Path) -> str:
+def render(split: Split, socket_path: Path) -> str:
     """The HAProxy config: one frontend on the env's port, one backend with the two servers."""
     stable_w, canary_w = weights(split.weight)
     return f"""# written by mlops for the canary of {split.env}; weights change through the admin socket
 global
     stats socket {socket_path} mode 600 level admin
-    pidfile {pid_path}
     maxconn 4096
 
 defaults
@@ -72,6 +71,9 @@ defaults
     timeout http-keep-alive 10s
     retries 2
     option redispatch
+    # a soft stop answers the next request of an idle keep-alive connection with "Connection: close"
+    # instead of closing it under a client that may be sending (the behaviour before HAProxy 2.4)
+    option idle-close-on-response
 
 frontend {split.env}
     bind {split.host}:{split.port}
@@ -132,7 +134,7 @@ def start(split: Split, run_dir: Path, *, binary: str = "haproxy", timeout: floa
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg, sock, pid_path = paths(run_dir, split.env)
     sock.unlink(missing_ok=True)
-    cfg.write_text(render(split, sock, pid_path))
+    cfg.write_text(render(split, sock))
     check = subprocess.run([exe, "-c", "-q", "-f", str(cfg)], capture_output=True, text=True, check=False,
                            stdin=subprocess.DEVNULL, timeout=30)
     if check.returncode != 0:
@@ -143,6 +145,7 @@ def start(split: Split, run_dir: Path, *, binary: str = "haproxy", timeout: floa
         proc = subprocess.Popen([exe, "-f", str(cfg), "-db"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True)
     _CHILDREN[proc.pid] = proc
+    pid_path.write_text(f"{proc.pid}\n")  # ours: HAProxy writes no pidfile in the foreground
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

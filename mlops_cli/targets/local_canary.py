@@ -127,13 +127,27 @@ class LocalCanary:
             raise
 
     def _stop_servers(self, info: dict, *roles: str) -> None:
-        from .local import _alive, _cmdline, _flag, terminate
+        """SIGTERM to each (they drain side by side), then SIGKILL to any still there after deploy.stop_timeout_s."""
+        from .local import _alive, _cmdline, _flag, _wait_exit
 
+        pids = []
         for role in roles:
             server = info.get(role)
             if server and server.get("pid") and _alive(server["pid"]) \
                     and _flag(_cmdline(server["pid"]), "--instance") == server["instance"]:
-                terminate(server["pid"], self.settings.deploy.stop_timeout_s)
+                try:
+                    os.kill(server["pid"], signal.SIGTERM)
+                    pids.append(server["pid"])
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + self.settings.deploy.stop_timeout_s
+        for pid in pids:
+            if not _wait_exit(pid, max(0.1, deadline - time.monotonic())):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                _wait_exit(pid, 5)
 
     def _answers(self, env: str, instance: Optional[str]) -> bool:
         env_cfg = getattr(self.settings.deploy, env)

@@ -22,8 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import read_state, register_iris, require_tool, run_cli
-from test_local_abort import Load, cli_env, finished, other_iris, prepare, start_paused
+from canary_helpers import prepare_two, prod_serving_v1
+from helpers import read_state, require_tool, run_cli
+from test_local_abort import Load, cli_env, finished, other_iris, start_paused
 from mlops_cli.canary import engine, haproxy
 from mlops_cli.errors import StageFailed
 from mlops_cli.state import State
@@ -75,12 +76,22 @@ class Verdicts:
         return Result(template, verdict, f"scripted {verdict} at {canary.weight} %", (m,))
 
 
-def two_revisions(make_settings, settings, iris_artifact, tmp_path, **rollout):
-    """prod serves model version 1 (a rolling update); version 2 is smoke-tested and ready for prod."""
-    prepare(make_settings, settings, register_iris(settings, iris_artifact), to_prod=True)
-    s2 = prepare(make_settings, settings, register_iris(settings, other_iris(tmp_path)), to_prod=False)
-    return make_settings(workdir=s2.workdir, model=s2.model, deploy=settings.deploy.model_dump(mode="json"),
-                         rollout={"strategy": "canary", "steps": STEPS, "analysis_retry_s": 0.5, **rollout})
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, iris_artifact):
+    root = tmp_path_factory.mktemp("canary")
+    return prepare_two(root, iris_artifact, other_iris(root))
+
+
+@pytest.fixture
+def two_revisions(make_settings, prepared, tmp_path):
+    """prod serves model version 1; version 2 is smoke-tested and ready for prod (rollout.strategy canary)."""
+    def make(**rollout):
+        s = make_settings(workdir=tmp_path / "work", model=prepared.state["model"]["ref"],
+                          store={"path": str(prepared.root / "work" / "store")},
+                          rollout={"strategy": "canary", "steps": STEPS, "analysis_retry_s": 0.5, **rollout})
+        prod_serving_v1(prepared, s)
+        return s
+    return make
 
 
 def instance_at(url: str) -> str:
@@ -96,8 +107,8 @@ def only_one_server(s, prod: dict) -> None:
     assert not LocalTarget(s).canary_file("prod").exists()
 
 
-def test_haproxy_splits_by_weight_under_load_and_abort_leaves_stable(make_settings, settings, iris_artifact, tmp_path):
-    s = two_revisions(make_settings, settings, iris_artifact, tmp_path)
+def test_haproxy_splits_by_weight_under_load_and_abort_leaves_stable(two_revisions):
+    s = two_revisions()
     state = State.load(s.workdir)
     current = state.deployments["prod"]
     target = LocalTarget(s)
@@ -133,9 +144,8 @@ def test_haproxy_splits_by_weight_under_load_and_abort_leaves_stable(make_settin
             httpx.get(member.url + "/health/ready", timeout=2)
 
 
-def test_good_canary_is_promoted_through_all_steps_with_no_failed_request(make_settings, settings, iris_artifact,
-                                                                          tmp_path):
-    s = two_revisions(make_settings, settings, iris_artifact, tmp_path)
+def test_good_canary_is_promoted_through_all_steps_with_no_failed_request(two_revisions):
+    s = two_revisions()
     state = State.load(s.workdir)
     analysis = Verdicts(["pass"])
     with Load(state.deployments["prod"].url) as load:
@@ -158,9 +168,8 @@ def test_good_canary_is_promoted_through_all_steps_with_no_failed_request(make_s
     assert [t["labels"]["track"] for t in sd] == ["stable"] and sd[0]["labels"]["revision"] == "2"
 
 
-def test_failing_analysis_aborts_at_the_first_analysis_and_stable_serves(make_settings, settings, iris_artifact,
-                                                                         tmp_path):
-    s = two_revisions(make_settings, settings, iris_artifact, tmp_path)
+def test_failing_analysis_aborts_at_the_first_analysis_and_stable_serves(two_revisions):
+    s = two_revisions()
     state = State.load(s.workdir)
     analysis = Verdicts(["fail"])
     with Load(state.deployments["prod"].url) as load:
@@ -184,37 +193,13 @@ def test_failing_analysis_aborts_at_the_first_analysis_and_stable_serves(make_se
     only_one_server(s, prod)
 
 
-@pytest.mark.parametrize("mode, script, expect", [
-    ("pause", ["inconclusive", "pass"], "promoted"),       # retried after analysis_retry_s, then passed
-    ("pause", ["inconclusive"], "aborted"),                # still inconclusive after the retries
-    ("abort", ["inconclusive"], "aborted"),
-    ("proceed", ["inconclusive"], "promoted"),
-])
-def test_inconclusive_analysis_is_handled_as_configured(make_settings, settings, iris_artifact, tmp_path, monkeypatch,
-                                                        mode, script, expect):
-    s = two_revisions(make_settings, settings, iris_artifact, tmp_path,
-                      steps=[{"set_weight": 20}, {"analysis": "default"}])
-    monkeypatch.setattr(engine, "inconclusive_policy", lambda settings: (mode, 1))
-    state = State.load(s.workdir)
-    analysis = Verdicts(script)
-    if expect == "aborted":
-        with pytest.raises(StageFailed, match="inconclusive at 20 %"):
-            engine.run(s, state, "prod", LocalTarget(s), analyse=analysis)
-    else:
-        engine.run(s, state, "prod", LocalTarget(s), analyse=analysis)
-    saved = read_state(s.workdir)
-    assert saved["canaries"]["prod"]["status"] == expect
-    assert len(analysis.calls) == {"pause": 2, "abort": 1, "proceed": 1}[mode]
-    assert saved["deployments"]["prod"]["model_version"] == ("2" if expect == "promoted" else "1")
-    only_one_server(s, saved["deployments"]["prod"])
-
-
 def canary_env(s, steps) -> dict[str, str]:
-    return {**cli_env(s), "MLOPS_ROLLOUT__STRATEGY": "canary", "MLOPS_ROLLOUT__STEPS": json.dumps(steps)}
+    return {**cli_env(s), "MLOPS_ROLLOUT__STRATEGY": "canary", "MLOPS_ROLLOUT__STEPS": json.dumps(steps),
+            "MLOPS_STORE__PATH": str(s.store_path)}
 
 
-def test_kill_9_mid_canary_is_undone_by_the_next_run(make_settings, settings, iris_artifact, tmp_path):
-    s = two_revisions(make_settings, settings, iris_artifact, tmp_path)
+def test_kill_9_mid_canary_is_undone_by_the_next_run(two_revisions):
+    s = two_revisions()
     url = read_state(s.workdir)["deployments"]["prod"]["url"]
     env = canary_env(s, [{"set_weight": 30}, {"pause": 30}])
     with Load(url) as load:
@@ -247,9 +232,8 @@ def test_kill_9_mid_canary_is_undone_by_the_next_run(make_settings, settings, ir
 
 
 @pytest.mark.parametrize("action", ["promote", "abort"])
-def test_canary_promote_and_abort_reach_a_waiting_rolling_update(make_settings, settings, iris_artifact, tmp_path,
-                                                                  action):
-    s = two_revisions(make_settings, settings, iris_artifact, tmp_path)
+def test_canary_promote_and_abort_reach_a_waiting_rolling_update(two_revisions, action):
+    s = two_revisions()
     env = canary_env(s, [{"set_weight": 20}, {"pause": {}}, {"set_weight": 60}])  # waits for a human
     environ = {**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}, **env}
     cli = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "rolling-update", "--workdir", str(s.workdir)],

@@ -12,11 +12,11 @@ from pydantic import ValidationError
 
 from serving.spec import SPEC_VERSION, ModelSpec, ModuleSpec, ServerSpec, Spec, write_spec
 
-from .config import Settings
+from .settings import Settings
 from .digests import sha256_file
 from .errors import ConfigError, StageFailed
 from .module_files import fetch_verified, mismatches, spec_modules
-from .sources import ModelMetadata
+from .sources.metadata import ModelMetadata
 
 MODEL_DIR = "model"
 

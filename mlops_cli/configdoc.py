@@ -19,7 +19,8 @@ from typing import Any, Iterator
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
-from .config import ENV_PREFIX, Settings
+from .config import ENV_PREFIX
+from .settings import Settings
 
 HEADER = """# Configuration
 
@@ -80,7 +81,7 @@ def _model_of(annotation: Any) -> tuple[type | None, str]:
 def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
     text = text.replace("<class '", "").replace("'>", "").replace("NoneType", "None")
-    text = text.replace("mlops_cli.config.", "")
+    text = text.replace("mlops_cli.settings.", "").replace("mlops_cli.canary.analysis.", "")
     if text.startswith("Optional[") and text.endswith("]"):
         text = text[len("Optional["):-1]
     return text
@@ -95,6 +96,8 @@ def _default(field: Any) -> str:
         value = field.default
     if isinstance(value, BaseModel) or value is None:
         return ""
+    if isinstance(value, dict) and value and all(isinstance(v, BaseModel) for v in value.values()):
+        return "built-in: " + ", ".join(f"`{k}`" for k in value)  # canary_analysis.templates
     if isinstance(value, SecretStr):
         return "(secret)"
     if isinstance(value, Path):

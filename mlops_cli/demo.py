@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from . import pipeline
-from .config import Settings
+from . import run_all
+from .settings import Settings
 from .register import reference_stats
 from .sources.local import LocalStore
 from .ui import progress
@@ -25,7 +25,7 @@ class DemoResult(BaseModel):
     url: str | None
     curl: str | None
     running: dict[str, str] = {}  # env -> URL of each server left running
-    pipeline: pipeline.PipelineResult
+    pipeline: run_all.PipelineResult
 
     def lines(self) -> list[str]:
         out = self.pipeline.lines()
@@ -79,7 +79,7 @@ def run(settings: Settings) -> DemoResult:
     if not validation.thresholds:
         validation = validation.model_copy(update={"thresholds": DEMO_THRESHOLDS})
     settings = settings.model_copy(update={"model": ref, "validation": validation})
-    result = pipeline.run(settings)
+    result = run_all.run(settings)
     url = curl = None
     running: dict[str, str] = {}
     if result.passed:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import Settings
+from .settings import Settings
 from .errors import MlopsError, StageFailed
 from .reconcile import reconcile, shielded
 from .state import DeploymentRecord, IntentRecord, State, now

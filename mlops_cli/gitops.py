@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import Settings
+from .settings import Settings
 from .errors import UsageError
 from .render import (ENVS, KUBERNETES_FROM, OPENSHIFT_FROM, Rendered, RenderResult, check_image, render,
                      template_env, to_yaml, validate)

@@ -231,7 +231,7 @@ def _child(argv: list[str]) -> int:
     """`python -m mlops_cli.holdout JOB MEMORY_MB RESULT`: score in this (bounded) process, write RESULT."""
     from serving.modules.trial import limit_memory
 
-    from .config import HoldoutSettings
+    from .settings import HoldoutSettings
     from .errors import MlopsError
 
     job_path, memory_mb, result_path = argv

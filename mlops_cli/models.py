@@ -6,8 +6,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict
 
-from .compat import schema_of
-from .config import Settings
+from .interface_check import schema_of
+from .settings import Settings
 from .sources import get_source, parse_ref
 from .sources.local import LocalStore
 

@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict
 
 from .audit import _digest
-from .config import Settings
+from .settings import Settings
 from .errors import UsageError
 from .notifiers import Delivery, Notification, notify as deliver
 from .notifiers.slack import approval_value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .config import Settings
+from .settings import Settings
 from .notifiers import Delivery, Notification, notify
 from .state import RolloutRecord, State
 from .ui import progress

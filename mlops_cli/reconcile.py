@@ -25,7 +25,7 @@ import signal
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-from .config import Settings
+from .settings import Settings
 from .errors import MlopsError
 from .state import IntentRecord, RolloutRecord, State, now
 from .targets import get_target

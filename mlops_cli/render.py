@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from serving.spec import BundleError, load_spec
 
 from . import DISTRIBUTION
-from .config import Settings
+from .settings import Settings
 from .errors import ConfigError, PrerequisiteError, StageFailed, UsageError
 from .state import State
 from .ui import progress

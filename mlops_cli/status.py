@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict
 
-from .config import Settings
+from .settings import Settings
 from .errors import ConfigError, MlopsError, UsageError
 from .reconcile import disagreements
 from .stages import STAGES

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import serving.spec
 
-from .config import Settings
+from .settings import Settings
 from .state import CheckRecord
 from .targets.local import server_environ
 

@@ -23,7 +23,7 @@ class Prepared:
 
 def prepare_two(root: Path, first: Path, second: Path) -> Prepared:
     from mlops_cli.config import load_settings
-    from mlops_cli.stages import assemble_server, deploy_test, rolling_update, smoke_test, validate_model
+    from mlops_cli.stages import assemble_server, deploy_to_test_env, rolling_update, smoke, validate_model
     from mlops_cli.state import State
     from mlops_cli.status import stop
 
@@ -32,11 +32,11 @@ def prepare_two(root: Path, first: Path, second: Path) -> Prepared:
     base = load_settings(None, flags, environ={})
     try:
         s1 = load_settings(None, {**flags, "model": register_iris(base, first)}, environ={})
-        for stage in (validate_model, assemble_server, deploy_test, smoke_test, rolling_update):
+        for stage in (validate_model, assemble_server, deploy_to_test_env, smoke, rolling_update):
             stage.run(s1)
         v1 = State.load(base.workdir).deployments["prod"].model_dump(mode="json", by_alias=True)
         s2 = load_settings(None, {**flags, "model": register_iris(base, second)}, environ={})
-        for stage in (validate_model, assemble_server, deploy_test, smoke_test):
+        for stage in (validate_model, assemble_server, deploy_to_test_env, smoke):
             stage.run(s2)
     finally:
         stop(base)

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..errors import MlopsError, StageFailed, TemporaryError
-from ..registry import load
+from ..backends import load
 from ..ui import progress
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 BUILDERS = {
     "buildah": "mlops_cli.builders.buildah:BuildahBuilder",

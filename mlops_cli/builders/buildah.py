@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..config import Settings, is_loopback, registry_host
+from ..settings import Settings, is_loopback, registry_host
 from ..errors import ConfigError, StageFailed
 from ..proc import run
 from . import BuildRequest, registry_failure, with_retries

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings, is_loopback, registry_host
+from ..settings import Settings, is_loopback, registry_host
 from ..errors import ConfigError, StageFailed, TemporaryError
 from . import BuildRequest, registry_failure, with_retries
 

@@ -54,10 +54,8 @@ def default_analyse(settings: Settings, template: str, canary: Canary, *, window
 
 
 def inconclusive_policy(settings: Settings) -> tuple[str, int]:
-    """(on_inconclusive, inconclusive_retries) from canary_analysis; pause and 2 retries by default."""
-    analysis = getattr(settings, "canary_analysis", None)
-    return (getattr(analysis, "on_inconclusive", "pause") or "pause",
-            int(getattr(analysis, "inconclusive_retries", 2) or 0))
+    """(canary_analysis.on_inconclusive, canary_analysis.inconclusive_retries)."""
+    return settings.canary_analysis.on_inconclusive, settings.canary_analysis.inconclusive_retries
 
 
 # --- requests from other processes ---
@@ -409,7 +407,7 @@ def run(settings: Settings, state: State, env: str, target: Any, *, analyse: Opt
 def rolling_update_canary(settings: Settings, state: State, who: Any) -> Any:
     """`mlops rolling-update` with rollout.strategy canary: the release, its audit record, its result."""
     from ..audit import record_deployment
-    from ..stages.deploy_test import DeployResult
+    from ..stages.deploy_to_test_env import DeployResult
     from ..targets import get_target
 
     target = get_target(settings.deploy.target, settings)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 
 def build(settings: "Settings", config_file: Optional[str] = None):

@@ -10,7 +10,7 @@ from ..errors import MlopsError
 from ..state import State
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 
 def _asked(audit: list[dict[str, Any]], env: str, model_ref: str) -> str:

@@ -18,10 +18,10 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Protocol
 
 from ..errors import MlopsError
-from ..registry import load
+from ..backends import load
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 NOTIFIERS = {
     "slack": "mlops_cli.notifiers.slack:SlackNotifier",

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from . import DeliveryError, Notification
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 ICONS = {"info": ":information_source:", "success": ":white_check_mark:",
          "warning": ":warning:", "critical": ":rotating_light:"}

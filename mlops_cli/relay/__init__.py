@@ -12,12 +12,12 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from ..config import is_loopback
+from ..settings import is_loopback
 from ..errors import ConfigError
-from ..registry import load
+from ..backends import load
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 def make_notifiers(settings: "Settings") -> dict:
     from ..notifiers import NOTIFIERS

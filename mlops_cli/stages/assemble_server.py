@@ -10,10 +10,11 @@ from pathlib import Path
 import jinja2
 
 from ..bundle import fetch_model, fetch_modules, write_contents
-from ..config import Settings
+from ..settings import Settings
 from ..errors import StageFailed
 from ..digests import tree_digest
-from ..sources import ModelMetadata, get_source, parse_ref
+from ..sources import get_source, parse_ref
+from ..sources.metadata import ModelMetadata
 from ..state import BundleRecord, State
 from ..ui import progress
 from .base import StageResult, stage

@@ -13,7 +13,7 @@ from typing import Optional
 
 from ..builders import BuildRequest, get_builder
 from ..builders.registry_check import check_registry
-from ..config import Settings
+from ..settings import Settings
 from ..digests import sha256_file
 from ..errors import ConfigError, StageFailed
 from ..proc import run as run_program

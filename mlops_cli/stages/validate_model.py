@@ -10,12 +10,13 @@ from typing import Any, Optional
 from serving.spec import BundleError, load_spec
 
 from ..bundle import fetch_model, write_contents
-from ..compat import breaking_changes, schema_of
-from ..config import HOLDOUT_METRICS, THRESHOLD_RE, Settings
+from ..interface_check import breaking_changes, schema_of
+from ..settings import HOLDOUT_METRICS, THRESHOLD_RE, Settings
 from ..errors import ConfigError, MlopsError, StageFailed, UsageError
 from ..digests import json_digest, sha256_file
 from ..module_files import fetch_verified, mismatches
-from ..sources import ModelMetadata, ModelRef, get_source, parse_ref
+from ..sources import ModelRef, get_source, parse_ref
+from ..sources.metadata import ModelMetadata
 from ..trial import trial_run
 from ..state import CheckRecord, DeploymentRecord, ModelRecord, State, ValidationRecord, now
 from ..ui import progress

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from ..errors import StageFailed, UsageError
-from ..registry import load
+from ..backends import load
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
     from ..state import DeploymentRecord, State
 
 TARGETS = {

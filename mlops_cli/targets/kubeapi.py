@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from ..config import KubernetesSettings, is_loopback
+from ..settings import KubernetesSettings, is_loopback
 from ..errors import ConfigError, StageFailed, TemporaryError, UsageError
 from ..ui import progress
 

@@ -16,7 +16,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..config import Settings
+from ..settings import Settings
 from ..errors import MlopsError, StageFailed
 from ..render import Rendered, render, validate
 from ..state import DeploymentRecord, State

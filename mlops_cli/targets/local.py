@@ -23,7 +23,7 @@ from typing import Optional
 
 import httpx
 
-from ..config import Settings
+from ..settings import Settings
 from ..errors import StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.integration
     ("abort", ["inconclusive"], "aborted"),
     ("proceed", ["inconclusive"], "promoted"),
 ])
-def test_inconclusive_analysis_is_handled_as_configured(two_revisions, monkeypatch, mode, script, expect):
-    s = two_revisions(steps=[{"set_weight": 20}, {"analysis": "default"}])
-    monkeypatch.setattr(engine, "inconclusive_policy", lambda settings: (mode, 1))
+def test_inconclusive_analysis_is_handled_as_configured(two_revisions, mode, script, expect):
+    s = two_revisions(steps=[{"set_weight": 20}, {"analysis": "default"}],
+                      canary_analysis={"on_inconclusive": mode, "inconclusive_retries": 1})
     state = State.load(s.workdir)
     analysis = Verdicts(script)
     if expect == "aborted":

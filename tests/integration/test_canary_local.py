@@ -85,10 +85,11 @@ def prepared(tmp_path_factory, iris_artifact):
 @pytest.fixture
 def two_revisions(make_settings, prepared, tmp_path):
     """prod serves model version 1; version 2 is smoke-tested and ready for prod (rollout.strategy canary)."""
-    def make(**rollout):
+    def make(canary_analysis=None, **rollout):
         s = make_settings(workdir=tmp_path / "work", model=prepared.state["model"]["ref"],
                           store={"path": str(prepared.root / "work" / "store")},
-                          rollout={"strategy": "canary", "steps": STEPS, "analysis_retry_s": 0.5, **rollout})
+                          rollout={"strategy": "canary", "steps": STEPS, "analysis_retry_s": 0.5, **rollout},
+                          **({"canary_analysis": canary_analysis} if canary_analysis else {}))
         prod_serving_v1(prepared, s)
         return s
     return make

@@ -24,7 +24,7 @@ from ...errors import ConfigError
 from . import Approval, ExecutorError, Release, Say
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    from ...settings import Settings
 
 PARAMETERS = ("MODEL_REF", "TARGET", "REQUESTED_BY", "SLACK_CHANNEL", "SLACK_THREAD_TS")
 REQUIRED = ("MODEL_REF", "REQUESTED_BY", "SLACK_CHANNEL", "SLACK_THREAD_TS")

@@ -22,7 +22,7 @@ from ...state import State
 from . import Approval, ExecutorError, Release, Say
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    from ...settings import Settings
 
 ICONS = {"passed": ":white_check_mark:", "skipped": ":fast_forward:", "failed": ":x:"}
 TEST_STAGES = STAGES[: STAGES.index("smoke-test") + 1]

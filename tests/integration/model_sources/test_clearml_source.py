@@ -252,10 +252,10 @@ def test_write_back_can_take_the_last_tag_off(clearml_api, s3_server, tmp_path, 
 
     from mlops_cli.sources import get_source, parse_ref
 
-    from mlops_cli.sources import clearml as clearml_mod
+    from mlops_cli.sources import clearml_sdk
 
     monkeypatch.setattr(os, "environ", dict(os.environ))  # what the source sets for the SDK stays in this test
-    monkeypatch.setattr(clearml_mod, "_prepared", {})      # and so does the process's one ClearML server
+    monkeypatch.setattr(clearml_sdk, "_prepared", {})      # and so does the process's one ClearML server
 
     model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact)
     model.tags = ["deployed:prod"]

@@ -6,7 +6,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..config import Settings
+from ..settings import Settings
 from ..errors import StageFailed, UsageError
 from ..proc import ProgramTimeout, run as run_program
 from ..ui import progress

@@ -21,7 +21,7 @@ class Prepared:
     v1: dict[str, Any]         # the deployment record of version 1 (its bundle)
 
 
-def prepare_two(root: Path, first: Path, second: Path) -> Prepared:
+def prepare_two(root: Path, first: Path, second: Path, **register: Any) -> Prepared:
     from mlops_cli.config import load_settings
     from mlops_cli.stages import assemble_server, deploy_to_test_env, rolling_update, smoke, validate_model
     from mlops_cli.state import State
@@ -31,11 +31,11 @@ def prepare_two(root: Path, first: Path, second: Path) -> Prepared:
              "validation": {"allow_no_thresholds": True}}
     base = load_settings(None, flags, environ={})
     try:
-        s1 = load_settings(None, {**flags, "model": register_iris(base, first)}, environ={})
+        s1 = load_settings(None, {**flags, "model": register_iris(base, first, **register)}, environ={})
         for stage in (validate_model, assemble_server, deploy_to_test_env, smoke, rolling_update):
             stage.run(s1)
         v1 = State.load(base.workdir).deployments["prod"].model_dump(mode="json", by_alias=True)
-        s2 = load_settings(None, {**flags, "model": register_iris(base, second)}, environ={})
+        s2 = load_settings(None, {**flags, "model": register_iris(base, second, **register)}, environ={})
         for stage in (validate_model, assemble_server, deploy_to_test_env, smoke):
             stage.run(s2)
     finally:

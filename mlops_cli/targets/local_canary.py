@@ -300,10 +300,6 @@ class LocalCanary:
             info["canary"] = {"instance": None, "host": info["host"], "port": 0, "revision": info["canary_revision"]}
         return self._canary_of(info)
 
-    def canary_step_files(self, env: str) -> Optional[dict]:
-        """What the target keeps about env's canary (for `mlops canary status`)."""
-        return self._load(env)
-
     def final_answers(self, env: str) -> bool:
         """Whether the server a promotion started on the env's port answers there (reconciliation)."""
         info = self._load(env)

@@ -51,6 +51,7 @@ def prometheus_for(tmp_path: Path):
             assert time.monotonic() < deadline, "prometheus not ready"
             time.sleep(0.2)
 
+    start.procs = procs  # type: ignore[attr-defined]  # a test may stop its Prometheus mid-run
     yield start
     for proc, log in procs:
         proc.terminate()

@@ -99,5 +99,9 @@ def act(settings: Settings, env: str, action: str, wait_s: float = 10.0) -> Cana
         if not hasattr(target, "canary_observe") or target.canary_observe(env, state.deployments.get(env)) is None:
             raise PrerequisiteError(f"no canary is running in {env}",
                                     hint="start one with `mlops rolling-update` and rollout.strategy canary")
+        intent = state.intents.get(env)
+        if action == "promote" and (intent is None or intent.action != engine.ACTION or intent.record is None):
+            raise PrerequisiteError(f"the journal of {env}'s canary is gone, so what it would promote is not known",
+                                    hint="abort it with `mlops canary abort` and release again")
         line = engine.reconcile_canary(settings, state, env, target, why=f"{action} of the", promote=action == "promote")
     return CanaryActionResult(env=env, action=action, done="done", message=line or f"nothing to {action} in {env}")

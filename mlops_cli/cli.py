@@ -87,6 +87,8 @@ READS: dict[str, tuple[str, ...]] = {
     "status": ("deploy", "kubernetes"), "stop": ("deploy", "kubernetes"), "base-image": ("build",),
     "demo": _PIPELINE, "alert-relay": ("relay", "notify"), "chatops": ("chatops",), "monitor": ("monitor",),
 }
+READS["rolling-update"] += ("rollout", "canary_analysis", "monitor")  # rollout.strategy canary (docs/canary.md)
+READS.update({"promote": ("deploy", "rollout"), "abort": ("deploy", "rollout")})
 
 
 def reads_epilog(name: str) -> str:
@@ -189,7 +191,7 @@ def _internal(exc: Exception) -> int:
 
 
 # the subcommands register themselves on `cli` (after everything they import from here is defined)
-from .commands import bootstrap, model, ops, release, services, stages  # noqa: E402,F401
+from .commands import bootstrap, canary, model, ops, release, services, stages  # noqa: E402,F401
 
 if __name__ == "__main__":  # python -m mlops_cli.cli: run the package's module, the one the commands are on
     from mlops_cli.cli import main as _main

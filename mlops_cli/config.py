@@ -155,6 +155,7 @@ def load_settings(config_file: Optional[Path] = None, flags: Optional[dict[str, 
         raise ConfigError(_describe(exc, sources)) from None
     check_backend_names(settings, lambda loc: next((naming(loc) if callable(naming) else label for label, data, naming
                                                     in reversed(sources) if _has(data, loc)), "defaults"))
+    check_analysis_names(settings)
     return settings
 
 
@@ -185,3 +186,13 @@ def check_backend_names(settings: Settings, origin: Callable[[tuple[str, ...]], 
             if name not in table:
                 raise ConfigError(f"{origin(loc)}: {'.'.join(loc)}: unknown {kind} {name!r}; known: "
                                   f"{', '.join(sorted(table))}{did_you_mean(name, table)}")
+
+
+def check_analysis_names(settings: Settings) -> None:
+    """Each `{analysis: NAME}` step of rollout.steps names a template of canary_analysis.templates."""
+    known = set(settings.canary_analysis.templates)
+    for index, step in enumerate(settings.rollout.steps):
+        name = step.get("analysis")
+        if name is not None and name not in known:
+            raise ConfigError(f"rollout.steps: step {index + 1}: unknown analysis template {name!r}; known: "
+                              f"{', '.join(sorted(known))}{did_you_mean(name, known)}")

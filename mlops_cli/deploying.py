@@ -50,13 +50,7 @@ def deploy_bundle(settings: Settings, state: State, env: str) -> DeploymentRecor
     current = state.deployments.get(env)
 
     def make_record(rollout: Rollout) -> DeploymentRecord:
-        return DeploymentRecord(
-            env=env, target=settings.deploy.target, url=rollout.url, model_ref=model.ref, model_name=model.name,
-            model_version=model.version, model_sha256=model.sha256, bundle_digest=bundle.bundle_digest,
-            bundle_path=bundle.path, schema_=model.schema_, revision=rollout.revision,
-            previous_revision=rollout.previous_revision, pid=rollout.pid, log_path=rollout.log_path,
-            handle=rollout.handle, image=image, metrics=dict(model.metrics),
-        )
+        return deployment_record(settings, state, env, rollout, image)
 
     def journal(step: str, **fields: Any) -> None:
         known = state.intents.get(env)
@@ -95,6 +89,20 @@ def deploy_bundle(settings: Settings, state: State, env: str) -> DeploymentRecor
         state.previous_deployments[env] = old  # what a rollback brings back
     state.deployments[env] = record
     return record
+
+
+def deployment_record(settings: Settings, state: State, env: str, rollout: Rollout,
+                      image: Optional[str]) -> DeploymentRecord:
+    """What state names once `rollout` of the validated bundle serves in env (the caller checked both)."""
+    model, bundle = state.model, state.bundle
+    assert model is not None and bundle is not None  # the callers required a validated model and its bundle
+    return DeploymentRecord(
+        env=env, target=settings.deploy.target, url=rollout.url, model_ref=model.ref, model_name=model.name,
+        model_version=model.version, model_sha256=model.sha256, bundle_digest=bundle.bundle_digest,
+        bundle_path=bundle.path, schema_=model.schema_, revision=rollout.revision,
+        previous_revision=rollout.previous_revision, pid=rollout.pid, log_path=rollout.log_path,
+        handle=rollout.handle, image=image, metrics=dict(model.metrics),
+    )
 
 
 def record_rollback(state: State, env: str, restored: Rollout, failed_revision: Optional[int]) -> None:

@@ -153,10 +153,17 @@ def shielded() -> Iterator[None]:
 def reconcile(settings: Settings, state: State, env: str, *, why: str = "found interrupted") -> Optional[str]:
     """Make env's reality match state (finishing or undoing a journaled rollout); save; one line or None."""
     target = _any_target(settings, state, env)
+    canary_line = None
+    pending = state.intents.get(env)
+    if hasattr(target, "canary_observe") and (
+            (pending is not None and pending.action == "canary") or target.canary_observe(env, state.deployments.get(env))):
+        from .canary.engine import reconcile_canary  # an interrupted canary: finished or undone first
+
+        canary_line = reconcile_canary(settings, state, env, target, why=why)
     if hasattr(target, "inspect"):
-        return _reconcile_deployment(settings, state, env, target, why)
+        return _reconcile_deployment(settings, state, env, target, why) or canary_line
     if not hasattr(target, "observe"):
-        return None
+        return canary_line
     intent: Optional[IntentRecord] = state.intents.get(env)
     rec = state.deployments.get(env)
     observed = target.observe(env)
@@ -203,7 +210,7 @@ def reconcile(settings: Settings, state: State, env: str, *, why: str = "found i
     if rec is not None and state.deployments.get(env) is rec and keep not in by_ident:
         done.append(f"revision {rec.revision} (pid {rec.pid}) that state names is not running")
     if not done:
-        return None
+        return canary_line
     if outcome is not None:
         state.rollouts[env] = outcome
     state.save(settings.workdir)

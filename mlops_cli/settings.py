@@ -713,6 +713,28 @@ class ChatOpsSettings(Section):
         return secret_value(self.bot_token, self.bot_token_file, "chatops.bot_token_file")
 
 
+class RolloutSettings(Section):
+    strategy: Literal["rolling", "canary"] = "rolling"
+    """How `mlops rolling-update` replaces production: `rolling` (the new revision takes over at once, no failed
+    request) or `canary` (beside the old one, traffic shifted by `steps`, judged by analysis; docs/canary.md)."""
+    steps: list[dict[str, Any]] = Field(default_factory=lambda: [
+        {"set_weight": 10}, {"pause": 60.0}, {"analysis": "default"},
+        {"set_weight": 50}, {"pause": 120.0}, {"analysis": "default"}])
+    """Canary steps in Argo Rollouts' words: `{set_weight: 10}`, `{pause: 60s}` (`{pause: {}}` waits for
+    `mlops canary promote`), `{analysis: TEMPLATE}`; then promotion to 100 % and removal of the old revision."""
+    analysis_retry_s: float = Field(10.0, gt=0, le=3600)
+    """After an inconclusive analysis with canary_analysis.on_inconclusive `pause`: seconds to wait before retrying."""
+    haproxy: str = "haproxy"
+    """The HAProxy program the local and container targets put in front of the two revisions of a canary."""
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps(cls, value: Any) -> Any:
+        from .canary.steps import parse_steps
+
+        return parse_steps(value)
+
+
 from .canary.analysis import CanaryAnalysisSettings  # noqa: E402  (its models live with the analysis)
 
 
@@ -740,6 +762,8 @@ class Settings(Section):
     """How long a stage waits for another run holding the workdir lock; 0 fails at once, naming the holder."""
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
     canary_analysis: CanaryAnalysisSettings = Field(default_factory=CanaryAnalysisSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    """How rolling-update replaces production: rolling or canary (docs/canary.md)."""
 
     @property
     def store_path(self) -> Path:

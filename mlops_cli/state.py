@@ -177,6 +177,40 @@ class IntentRecord(Record):
     at: str = Field(default_factory=now)
 
 
+class CanaryStepRecord(Record):
+    """One step of a canary release: what it was, how it ended, and the analysis' measurements if any."""
+
+    index: int
+    step: str                              # "set_weight 10", "pause 60s", "analysis default"
+    outcome: Literal["pending", "running", "done", "pass", "fail", "inconclusive", "skipped"] = "pending"
+    weight: Optional[int] = None           # the canary's share once the step was taken
+    analysis: Optional[dict[str, Any]] = None  # AnalysisResult.to_dict(): verdict, reason, measurements
+    attempts: int = 0
+    detail: str = ""
+    started_at: Optional[str] = None
+    ended_at: Optional[str] = None
+
+
+class CanaryRecord(Record):
+    """The last canary release of an environment: its steps as they went, and how it ended."""
+
+    env: str
+    status: Literal["starting", "running", "promoting", "aborting", "promoted", "aborted", "failed"] = "starting"
+    from_revision: Optional[int] = None
+    to_revision: Optional[int] = None
+    model_ref: Optional[str] = None
+    url: Optional[str] = None
+    weight: int = 0
+    stable: Optional[dict[str, Any]] = None    # CanaryMember as a dict: url, metrics_url, selector, revision, handle
+    canary: Optional[dict[str, Any]] = None
+    steps: list[CanaryStepRecord] = Field(default_factory=list)
+    current_step: Optional[int] = None
+    reason: str = ""
+    holder_pid: int = Field(default_factory=os.getpid)
+    started_at: str = Field(default_factory=now)
+    ended_at: Optional[str] = None
+
+
 class StageRecord(Record):
     status: Literal["passed", "failed", "skipped"]
     started_at: str
@@ -198,6 +232,7 @@ class State(Record):
     rollouts: dict[str, RolloutRecord] = Field(default_factory=dict)
     intents: dict[str, IntentRecord] = Field(default_factory=dict)  # the journal: changes in progress
     approvals: list[ApprovalRecord] = Field(default_factory=list)
+    canaries: dict[str, CanaryRecord] = Field(default_factory=dict)  # the last canary release per env
 
     @staticmethod
     def path(workdir: Path) -> Path:

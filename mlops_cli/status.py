@@ -193,6 +193,9 @@ def _stop(settings: Settings, env: Optional[str], problems: list[str], move_asid
             continue
         did = dep is not None and target.stop(dep)
         observer = cast(CanReconcile, target)  # used only where hasattr(target, "observe")
+        if hasattr(target, "stop_split") and target.stop_split(name):  # a canary's HAProxy goes too
+            did = True
+            notes.append(f"stopped the HAProxy of {name}'s canary")
         try:
             servers = observer.observe(name).servers if hasattr(target, "observe") else ()
         except MlopsError as exc:

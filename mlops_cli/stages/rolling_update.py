@@ -17,6 +17,7 @@ from ..audit import Who, record_deployment
 from ..outcomes import announce
 from ..state import RolloutRecord, State
 from ..targets import RollbackFailed, RolledBack
+from ..ui import progress
 from .base import stage
 from .deploy_to_test_env import DeployResult
 
@@ -38,6 +39,12 @@ def run(settings: Settings) -> DeployResult:
     state.require_smoke_passed()
     reconcile_first(settings, state, "prod")  # an interrupted earlier run is finished or undone first
     previous = state.deployments.get("prod")
+    if settings.rollout.strategy == "canary":
+        from ..canary.engine import rolling_update_canary  # rollout.strategy canary: docs/canary.md
+
+        if previous is not None:
+            return rolling_update_canary(settings, state, who)
+        progress("rollout.strategy canary: nothing serves in prod yet, so this first release is a rolling one")
     try:
         dep = deploy_bundle(settings, state, "prod")
     except RolledBack as exc:

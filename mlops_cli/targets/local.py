@@ -29,6 +29,7 @@ from ..extras import SERVER_STACK, require
 from ..state import DeploymentRecord
 from ..ui import progress
 from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal, pause_at, predates_identity
+from .local_canary import LocalCanary
 
 JENKINS_KILL_MARKERS = ("BUILD_ID", "JENKINS_NODE_COOKIE")
 
@@ -127,7 +128,7 @@ def server_environ(environ: "os._Environ[str] | dict[str, str]") -> dict[str, st
             and not any(word in name.upper() for word in _SECRET_WORDS)}
 
 
-class LocalTarget:
+class LocalTarget(LocalCanary):
     needs_image = False
 
     def __init__(self, settings: Settings):

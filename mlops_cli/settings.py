@@ -713,13 +713,16 @@ class ChatOpsSettings(Section):
         return secret_value(self.bot_token, self.bot_token_file, "chatops.bot_token_file")
 
 
+def _default_steps() -> list[dict[str, Any]]:
+    return [{"set_weight": 10}, {"pause": 60.0}, {"analysis": "default"},
+        {"set_weight": 50}, {"pause": 120.0}, {"analysis": "default"}]
+
+
 class RolloutSettings(Section):
     strategy: Literal["rolling", "canary"] = "rolling"
     """How `mlops rolling-update` replaces production: `rolling` (the new revision takes over at once, no failed
     request) or `canary` (beside the old one, traffic shifted by `steps`, judged by analysis; docs/canary.md)."""
-    steps: list[dict[str, Any]] = Field(default_factory=lambda: [
-        {"set_weight": 10}, {"pause": 60.0}, {"analysis": "default"},
-        {"set_weight": 50}, {"pause": 120.0}, {"analysis": "default"}])
+    steps: list[dict[str, Any]] = Field(default_factory=_default_steps)
     """Canary steps in Argo Rollouts' words: `{set_weight: 10}`, `{pause: 60s}` (`{pause: {}}` waits for
     `mlops canary promote`), `{analysis: TEMPLATE}`; then promotion to 100 % and removal of the old revision."""
     analysis_retry_s: float = Field(10.0, gt=0, le=3600)

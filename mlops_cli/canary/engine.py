@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 from ..config import Settings
 from ..errors import MlopsError, StageFailed
@@ -86,7 +86,8 @@ def take_request(workdir: Path, env: str) -> Optional[tuple[str, str]]:
 
 # --- record and tell ---
 
-def _tell(settings: Settings, state: State, env: str, title: str, text: str, severity: str,
+def _tell(settings: Settings, state: State, env: str, title: str, text: str,
+          severity: Literal["info", "success", "warning", "critical"],
           rec: CanaryRecord, step: Optional[CanaryStepRecord] = None) -> None:
     from ..notifiers import Notification, notify
 

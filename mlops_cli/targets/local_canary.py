@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..canary import haproxy
 from ..errors import StageFailed
@@ -54,6 +54,21 @@ def selector(track: str, env: str) -> str:
 
 class LocalCanary:
     """The CanCanary methods of LocalTarget (mixed into it; uses its helpers and settings)."""
+
+    if TYPE_CHECKING:  # what the mixin uses of LocalTarget (its attributes and helpers)
+        from ..settings import Settings
+
+        settings: Settings
+        run_dir: Path
+        log_dir: Path
+
+        def is_running(self, current: DeploymentRecord) -> bool: ...
+        def stop(self, current: DeploymentRecord) -> bool: ...
+        @staticmethod
+        def _answering(url: str) -> Optional[str]: ...
+        def _wait_loaded(self, proc: subprocess.Popen, ready_file: Path, log_path: Path) -> None: ...
+        def _wait_serving(self, proc: subprocess.Popen, ready_file: Path, log_path: Path, url: str,
+                          instance: str) -> None: ...
 
     # --- files ---
     def canary_file(self, env: str) -> Path:
@@ -303,7 +318,7 @@ class LocalCanary:
     def final_answers(self, env: str) -> bool:
         """Whether the server a promotion started on the env's port answers there (reconciliation)."""
         info = self._load(env)
-        final = (info or {}).get("final")
+        final = (info or {}).get("final") or {}
         return bool(final) and final.get("keep") == "canary" and self._answers(env, final.get("instance"))
 
     def stop_split(self, env: str) -> bool:

@@ -8,9 +8,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,3 +109,42 @@ def slow_model(tmp_path: Path, seconds: float = 60) -> tuple[Path, Path]:
     model, slow = tmp_path / "slow.py", tmp_path / "slow-from-now-on"
     model.write_text(SLOW_MODEL % (str(slow), seconds))
     return model, slow
+
+
+class Load:
+    """A bounded client loop on a URL: counts answers, failures and which instances answered."""
+
+    def __init__(self, url: str, clients: int = 4):
+        self.url, self.stop = url, threading.Event()
+        self.ok = self.failed = 0
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(i % 2 == 0,)) for i in range(clients)]
+
+    def _run(self, keep_alive: bool) -> None:
+        deadline = time.monotonic() + 180
+        limits = httpx.Limits(max_keepalive_connections=1 if keep_alive else 0)
+        with httpx.Client(base_url=self.url, timeout=10, limits=limits) as http:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                try:
+                    answer = http.post("/v1/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
+                    ok, detail = answer.status_code == 200, f"status {answer.status_code}"
+                except httpx.HTTPError as exc:
+                    ok, detail = False, repr(exc)
+                with self.lock:
+                    if ok:
+                        self.ok += 1
+                    else:
+                        self.failed += 1
+                        self.failures.append(detail)
+                time.sleep(0.01)
+
+    def __enter__(self) -> "Load":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)

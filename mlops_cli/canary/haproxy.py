@@ -128,8 +128,22 @@ def current_weights(socket_path: Path) -> dict[str, int]:
     return out
 
 
-def start(split: Split, run_dir: Path, *, binary: str = "haproxy", timeout: float = 10.0) -> int:
-    """Write the config, check it (haproxy -c), start HAProxy in its own session; its pid once the socket answers."""
+def as_user(user: Optional[str]) -> list[str]:
+    """The argv prefix that runs a program as `uid[:gid]` (setpriv), when root is asked to; else none.
+
+    Sockets join a SO_REUSEPORT group only under the same user: a HAProxy that joins the port of a
+    server running as deploy.run_as must run as that user too."""
+    if not user or os.geteuid() != 0:
+        return []
+    uid, _, gid = user.partition(":")
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid or uid}", "--clear-groups"]
+
+
+def start(split: Split, run_dir: Path, *, binary: str = "haproxy", timeout: float = 10.0,
+          user: Optional[str] = None) -> int:
+    """Write the config, check it (haproxy -c), start HAProxy in its own session; its pid once the socket answers.
+
+    With `user` (uid[:gid], when this process is root) HAProxy runs as that user; run_dir must be writable by it."""
     exe = haproxy_binary(binary)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg, sock, pid_path = paths(run_dir, split.env)
@@ -142,7 +156,7 @@ def start(split: Split, run_dir: Path, *, binary: str = "haproxy", timeout: floa
         raise StageFailed(f"HAProxy rejected the config it was given ({cfg}): {last[0]}")
     log = open(run_dir / f"haproxy-{split.env}.log", "ab")
     with log:
-        proc = subprocess.Popen([exe, "-f", str(cfg), "-db"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        proc = subprocess.Popen([*as_user(user), exe, "-f", str(cfg), "-db"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True)
     _CHILDREN[proc.pid] = proc
     pid_path.write_text(f"{proc.pid}\n")  # ours: HAProxy writes no pidfile in the foreground

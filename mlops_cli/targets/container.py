@@ -25,12 +25,13 @@ from ..settings import Settings
 from ..errors import ConfigError, StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
+from .container_canary import ContainerCanary
 from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal, pause_at, predates_identity
 
 READY_LINE = "serving on http://"
 
 
-class ContainerTarget:
+class ContainerTarget(ContainerCanary):
     needs_image = True
 
     def __init__(self, settings: Settings):
@@ -137,24 +138,9 @@ class ContainerTarget:
             check_port(env, host, port)
         revision = (current.revision if current is not None else 0) + 1
         name = f"mlops-{env}-{revision}-{uuid.uuid4().hex[:8]}"
-        argv = ["run", "--detach", "--name", name, "--network", "host", "--read-only",
-                "--label", f"io.mlops.env={env}", "--label", f"io.mlops.workdir={self.settings.workdir.resolve()}",
-                "--label", f"io.mlops.revision={revision}"]
-        if self.settings.deploy.restart == "on-failure":
-            argv.append("--restart=on-failure")
-        if self.settings.build.insecure:
-            argv.append("--tls-verify=false")
-        if self.settings.deploy.run_as:
-            argv += ["--user", self.settings.deploy.run_as]
-        argv += [release.image, "python", "-m", "serving", "/app", "--host", host, "--port", str(port),
-                 "--instance", name, "--revision", str(revision)]
         journal("starting", revision=revision, instance=name, port=port)
         progress(f"starting {release.image} as {name} on {host}:{port}")
-        started = self._podman(*argv, timeout=600)
-        if started.returncode != 0:
-            self._podman("rm", "--force", name)
-            last = (started.stderr or started.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise StageFailed(f"podman could not start {release.image}: {last[0]}")
+        self._run(name, env, revision, release.image, host, port)
         try:
             journal("loading")
             pause_at("loading")
@@ -170,6 +156,28 @@ class ContainerTarget:
             self._remove(old.handle)
         return Rollout(url=f"http://{host}:{port}", revision=revision,
                        previous_revision=old.revision if old else None, handle=name)
+
+    def _run(self, name: str, env: str, revision: int, image: str, host: str, port: int,
+             labels: tuple[str, ...] = ()) -> None:
+        """podman run one server of image on host:port (detached, labelled); StageFailed when podman cannot."""
+        argv = ["run", "--detach", "--name", name, "--network", "host", "--read-only",
+                "--label", f"io.mlops.env={env}", "--label", f"io.mlops.workdir={self.settings.workdir.resolve()}",
+                "--label", f"io.mlops.revision={revision}"]
+        for label in labels:
+            argv += ["--label", label]
+        if self.settings.deploy.restart == "on-failure":
+            argv.append("--restart=on-failure")
+        if self.settings.build.insecure:
+            argv.append("--tls-verify=false")
+        if self.settings.deploy.run_as:
+            argv += ["--user", self.settings.deploy.run_as]
+        argv += [image, "python", "-m", "serving", "/app", "--host", host, "--port", str(port),
+                 "--instance", name, "--revision", str(revision)]
+        started = self._podman(*argv, timeout=600)
+        if started.returncode != 0:
+            self._podman("rm", "--force", name)
+            last = (started.stderr or started.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise StageFailed(f"podman could not start {image}: {last[0]}")
 
     def _wait_ready(self, name: str, url: str) -> None:
         timeout = self.settings.deploy.ready_timeout_s

@@ -16,10 +16,8 @@ and the Prometheus file_sd targets in `<workdir>/prometheus/targets-<env>.json`,
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,27 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..canary import haproxy
+from ..canary.onehost import free_port as _free_port, read_json, selector, write_file_sd, write_json as _write_json
 from ..errors import StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
 from . import Canary, CanaryMember, Journal, Release, Rollout
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def selector(track: str, env: str) -> str:
-    return f'track="{track}",env="{env}"'
 
 
 class LocalCanary:
@@ -78,20 +60,13 @@ class LocalCanary:
         return self.settings.workdir.resolve() / "prometheus" / f"targets-{env}.json"
 
     def _load(self, env: str) -> Optional[dict]:
-        try:
-            info = json.loads(self.canary_file(env).read_text())
-        except (OSError, ValueError):
-            return None
-        return info if isinstance(info, dict) else None
+        return read_json(self.canary_file(env))
 
     def _save(self, info: dict) -> None:
         _write_json(self.canary_file(info["env"]), info)
 
     def _write_file_sd(self, env: str, members: list[tuple[str, str, Optional[int]]]) -> None:
-        _write_json(self.file_sd_path(env), [
-            {"targets": [address], "labels": {"track": track, "env": env,
-                                              **({"revision": str(rev)} if rev is not None else {})}}
-            for track, address, rev in members])
+        write_file_sd(self.file_sd_path(env), env, members)
 
     # --- servers ---
     def _spawn(self, env: str, bundle: str, host: str, port: int, revision: int, name: str,

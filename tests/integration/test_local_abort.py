@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import read_state, register_iris, run_cli, slow_model
+from helpers import Load, read_state, register_iris, run_cli, slow_model
 from test_slack_notifier import SlackWebhookDouble
 from mlops_cli.stages import assemble_server, deploy_to_test_env, rolling_update, smoke, validate_model
 from mlops_cli.targets import port_free
@@ -53,45 +53,6 @@ def other_iris(tmp_path: Path) -> Path:
     path = tmp_path / "tree.joblib"
     joblib.dump(DecisionTreeClassifier(max_depth=3, random_state=0).fit(data.data, data.target), path)
     return path
-
-
-class Load:
-    """A bounded client loop on a URL: counts answers, failures and which instances answered."""
-
-    def __init__(self, url: str, clients: int = 4):
-        self.url, self.stop = url, threading.Event()
-        self.ok = self.failed = 0
-        self.failures: list[str] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(i % 2 == 0,)) for i in range(clients)]
-
-    def _run(self, keep_alive: bool) -> None:
-        deadline = time.monotonic() + 180
-        limits = httpx.Limits(max_keepalive_connections=1 if keep_alive else 0)
-        with httpx.Client(base_url=self.url, timeout=10, limits=limits) as http:
-            while not self.stop.is_set() and time.monotonic() < deadline:
-                try:
-                    answer = http.post("/v1/predict", json={"instances": [ROW]})
-                    ok, detail = answer.status_code == 200, f"status {answer.status_code}"
-                except httpx.HTTPError as exc:
-                    ok, detail = False, repr(exc)
-                with self.lock:
-                    if ok:
-                        self.ok += 1
-                    else:
-                        self.failed += 1
-                        self.failures.append(detail)
-                time.sleep(0.01)
-
-    def __enter__(self) -> "Load":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=30)
 
 
 def start_paused(args: list[str], workdir: Path, env: dict[str, str], step: str) -> tuple[subprocess.Popen, list[str]]:

@@ -74,13 +74,17 @@ def test_missing_haproxy_is_one_line_naming_the_package():
     assert "apt-get install haproxy" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_a_target_without_canaries_refuses_the_canary_strategy_in_one_line(tmp_path):
+def test_a_target_without_canaries_refuses_the_canary_strategy_in_one_line(tmp_path, monkeypatch):
+    from mlops_cli import targets
     from mlops_cli.canary.engine import rolling_update_canary
     from mlops_cli.state import State
 
-    s = load_settings(None, {"workdir": str(tmp_path), "deploy": {"target": "container", "podman": "/bin/true"},
-                             "rollout": {"strategy": "canary"}}, environ={})
+    class NoCanaries:  # every built-in target runs canaries: a target of a plugin may not
+        needs_image = False
+
+    monkeypatch.setattr(targets, "get_target", lambda name, settings: NoCanaries())
+    s = load_settings(None, {"workdir": str(tmp_path), "rollout": {"strategy": "canary"}}, environ={})
     with pytest.raises(ConfigError) as err:
         rolling_update_canary(s, State(), None)
-    assert str(err.value) == "the container target does not do canary releases (set rollout.strategy rolling)"
+    assert str(err.value) == "the local target does not do canary releases (set rollout.strategy rolling)"
     assert err.value.exit_code == 2

@@ -149,11 +149,12 @@ def start(split: Split, run_dir: Path, *, binary: str = "haproxy", timeout: floa
     cfg, sock, pid_path = paths(run_dir, split.env)
     sock.unlink(missing_ok=True)
     cfg.write_text(render(split, sock))
-    check = subprocess.run([exe, "-c", "-q", "-f", str(cfg)], capture_output=True, text=True, check=False,
+    check = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True, check=False,
                            stdin=subprocess.DEVNULL, timeout=30)
     if check.returncode != 0:
-        last = (check.stderr or check.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise StageFailed(f"HAProxy rejected the config it was given ({cfg}): {last[0]}")
+        said = (check.stderr + check.stdout).strip().splitlines()
+        alerts = [line.rsplit("] : ", 1)[-1].strip() for line in said if "ALERT" in line] or said[-1:] or ["no output"]
+        raise StageFailed(f"HAProxy rejected the config it was given ({cfg}): {alerts[0]}")
     log = open(run_dir / f"haproxy-{split.env}.log", "ab")
     with log:
         proc = subprocess.Popen([*as_user(user), exe, "-f", str(cfg), "-db"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,

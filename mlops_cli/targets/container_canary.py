@@ -12,14 +12,18 @@ the container target's plain shape: one container of the kept image on the env's
 rolling update starts one), then HAProxy soft-stops and the two containers behind it drain and go.
 Both are resumable: run again after a crash, they finish what is left.
 
-Files under `<workdir>/run/container/` (writable by deploy.run_as): `canary-<env>.json` (what runs)
-and HAProxy's `haproxy-<env>.{cfg,sock,pid,log}`; Prometheus file_sd targets in
+What runs is kept in `<workdir>/run/container-canary-<env>.json`; HAProxy's `haproxy-<env>.{cfg,sock,pid,log}`
+are in `<workdir>/run/split/`, or, when HAProxy runs as deploy.run_as, in `<tmp>/mlops-split-<hash of the
+workdir>/` owned by that user (mode 700; the workdir's parents may be closed to it). Prometheus file_sd targets in
 `<workdir>/prometheus/targets-<env>.json` as on the local target.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
+import tempfile
 import time
 import uuid
 from dataclasses import replace
@@ -57,20 +61,37 @@ class ContainerCanary:
     # --- files ---
     @property
     def split_dir(self) -> Path:
-        return self.settings.workdir.resolve() / "run" / "container"
+        """Where HAProxy's files are: `<workdir>/run/split`, or, when HAProxy runs as deploy.run_as, a directory
+        of that user's in the temp dir (named after the workdir), which the workdir's parents may not let it reach."""
+        if self._haproxy_user() is None:
+            return self.settings.workdir.resolve() / "run" / "split"
+        digest = hashlib.sha256(str(self.settings.workdir.resolve()).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"mlops-split-{digest}"
+
+    def _haproxy_user(self) -> Optional[tuple[int, int]]:
+        user = self.settings.deploy.run_as
+        if not user or os.geteuid() != 0:
+            return None
+        uid, _, gid = user.partition(":")
+        return int(uid), int(gid or uid)
 
     def _split_dir_ready(self) -> Path:
         """The directory, owned by deploy.run_as when HAProxy runs as that user (it creates its socket there)."""
         directory = self.split_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        user = self.settings.deploy.run_as
-        if user and os.geteuid() == 0:
-            uid, _, gid = user.partition(":")
-            os.chown(directory, int(uid), int(gid or uid))
+        user = self._haproxy_user()
+        if user is None:
+            directory.mkdir(parents=True, exist_ok=True)
+            return directory
+        directory.mkdir(mode=0o700, exist_ok=True)
+        info = directory.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (0, user[0]):
+            raise StageFailed(f"{directory} is not a directory of root or of deploy.run_as {user[0]}; remove it")
+        os.chown(directory, *user)
+        os.chmod(directory, 0o700)
         return directory
 
     def _canary_file(self, env: str) -> Path:
-        return self.split_dir / f"canary-{env}.json"
+        return self.settings.workdir.resolve() / "run" / f"container-canary-{env}.json"
 
     def _load(self, env: str) -> Optional[dict]:
         return read_json(self._canary_file(env))

@@ -87,7 +87,7 @@ def test_container_canary_aborted_then_promoted_under_load(make_settings, settin
     print(f"abort: {load.ok} answered, {load.failed} failed {load.failures[:3]}")
     assert load.failed == 0, load.failures[:5]
     assert load.ok > 20
-    assert failing.calls == [10]
+    assert failing.calls == [10], str(failed.value)
     assert str(failed.value) == ("canary aborted, revision 1 still serves: analysis 'default' failed at 10 %: "
                                  "scripted fail at 10 %")
     saved = read_state(settings.workdir)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import tempfile
 import time
@@ -89,6 +90,16 @@ class ContainerCanary:
         os.chown(directory, *user)
         os.chmod(directory, 0o700)
         return directory
+
+    def _drop_split_dir(self, env: str) -> None:
+        """Once env's HAProxy is gone: the temp directory of HAProxy run as deploy.run_as goes too, unless another
+        env's HAProxy still runs from it (nothing of the workdir's is left in /tmp)."""
+        if self._haproxy_user() is None:
+            return
+        haproxy.paths(self.split_dir, env)[2].unlink(missing_ok=True)
+        others = [p.name[len("haproxy-"):-len(".pid")] for p in self.split_dir.glob("haproxy-*.pid")]
+        if not any(haproxy.running_pid(self.split_dir, other) for other in others):
+            shutil.rmtree(self.split_dir, ignore_errors=True)
 
     def _canary_file(self, env: str) -> Path:
         return self.settings.workdir.resolve() / "run" / f"container-canary-{env}.json"
@@ -237,6 +248,7 @@ class ContainerCanary:
             haproxy.stop(pid, self.settings.deploy.stop_timeout_s)
         self._remove_all(*(info[track]["name"] for track in ("stable", "canary") if track in info))
         self._canary_file(env).unlink(missing_ok=True)
+        self._drop_split_dir(env)
         self._file_sd(env, [("stable", f"{host}:{port}", revision)])
         return Rollout(url=f"http://{host}:{port}", revision=revision, previous_revision=other,
                        handle=final["name"], image=image)
@@ -286,4 +298,5 @@ class ContainerCanary:
         if pid:
             haproxy.stop(pid, self.settings.deploy.stop_timeout_s)
         self._canary_file(env).unlink(missing_ok=True)
+        self._drop_split_dir(env)
         return bool(pid)

@@ -62,9 +62,8 @@ def only_one_container(s, prod: dict) -> None:
     assert tracks == []
 
 
-@pytest.mark.timeout(600)  # two image builds on a shared 2-core machine; the canaries themselves take ~1 min
-def test_container_canary_aborted_then_promoted_under_load(make_settings, settings, registry, base_image,
-                                                           iris_artifact, tmp_path):
+def prepared(make_settings, settings, registry, base_image, iris_artifact, tmp_path):
+    """prod serves model 1 in a container (revision 1); model 2's image is built; rollout.strategy canary."""
     require_tool("haproxy")
     first = image_settings(make_settings, settings, "buildah", registry, base_image,
                            model=register_iris(settings, iris_artifact))
@@ -77,27 +76,13 @@ def test_container_canary_aborted_then_promoted_under_load(make_settings, settin
         stage.run(second)
     image = State.load(settings.workdir).require_image().reference
     assert image != v1["image"]
+    return second, v1, image
 
-    # a failing analysis at 10 %: aborted, revision 1 serves again (a new container on the port), no canary left
-    state = State.load(settings.workdir)
-    failing = Scripted("fail")
-    with Load(v1["url"]) as load:
-        with pytest.raises(StageFailed) as failed:
-            engine.run(second, state, "prod", ContainerTarget(second), analyse=failing, image=image)
-    print(f"abort: {load.ok} answered, {load.failed} failed {load.failures[:3]}")
-    assert load.failed == 0, load.failures[:5]
-    assert load.ok > 20
-    assert failing.calls == [10], str(failed.value)
-    assert str(failed.value) == ("canary aborted, revision 1 still serves: analysis 'default' failed at 10 %: "
-                                 "scripted fail at 10 %")
-    saved = read_state(settings.workdir)
-    prod = saved["deployments"]["prod"]
-    assert prod["revision"] == 1 and prod["image"] == v1["image"] and prod["model_version"] == v1["model_version"]
-    assert saved["canaries"]["prod"]["status"] == "aborted" and saved["rollouts"]["prod"]["failed_revision"] == 2
-    assert httpx.get(prod["url"] + "/health/ready", timeout=5).json()["revision"] == 1
-    only_one_container(second, prod)
 
-    # the same release again, a passing analysis: 10 % -> analysis -> promoted, one container of the new image
+@pytest.mark.timeout(300)  # an image build and a pipeline on a shared 2-core machine (about 1 min here)
+def test_container_canary_is_promoted_under_load_with_no_failed_request(make_settings, settings, registry,
+                                                                        base_image, iris_artifact, tmp_path):
+    second, v1, image = prepared(make_settings, settings, registry, base_image, iris_artifact, tmp_path)
     state = State.load(settings.workdir)
     passing = Scripted("pass")
     with Load(v1["url"]) as load:
@@ -111,9 +96,34 @@ def test_container_canary_aborted_then_promoted_under_load(make_settings, settin
     assert prod["revision"] == 2 == record.revision and prod["image"] == image and prod["url"] == v1["url"]
     assert prod["model_version"] != v1["model_version"]
     assert saved["canaries"]["prod"]["status"] == "promoted" and saved["intents"] == {}
+    assert [st["outcome"] for st in saved["canaries"]["prod"]["steps"]] == ["done", "done", "pass"]
     assert saved["rollouts"]["prod"]["outcome"] == "succeeded"
     ready = httpx.get(prod["url"] + "/health/ready", timeout=5).json()
     assert ready["instance"] == prod["handle"] and ready["revision"] == 2
     only_one_container(second, prod)
     sd = json.loads((settings.workdir.resolve() / "prometheus" / "targets-prod.json").read_text())
     assert [t["labels"]["track"] for t in sd] == ["stable"] and sd[0]["labels"]["revision"] == "2"
+
+
+@pytest.mark.timeout(300)
+def test_container_canary_failing_analysis_is_aborted_and_stable_serves(make_settings, settings, registry,
+                                                                        base_image, iris_artifact, tmp_path):
+    second, v1, image = prepared(make_settings, settings, registry, base_image, iris_artifact, tmp_path)
+    state = State.load(settings.workdir)
+    failing = Scripted("fail")
+    with Load(v1["url"]) as load:
+        with pytest.raises(StageFailed) as failed:
+            engine.run(second, state, "prod", ContainerTarget(second), analyse=failing, image=image)
+    print(f"abort: {load.ok} answered, {load.failed} failed {load.failures[:3]}")
+    assert load.failed == 0, load.failures[:5]
+    assert load.ok > 20
+    assert failing.calls == [10], str(failed.value)
+    assert str(failed.value) == ("canary aborted, revision 1 still serves: analysis 'default' failed at 10 %: "
+                                 "scripted fail at 10 %")
+    saved = read_state(settings.workdir)
+    prod = saved["deployments"]["prod"]  # revision 1 again, in a new container on the port
+    assert prod["revision"] == 1 and prod["image"] == v1["image"] and prod["model_version"] == v1["model_version"]
+    assert prod["handle"] != v1["handle"]
+    assert saved["canaries"]["prod"]["status"] == "aborted" and saved["rollouts"]["prod"]["failed_revision"] == 2
+    assert httpx.get(prod["url"] + "/health/ready", timeout=5).json()["revision"] == 1
+    only_one_container(second, prod)

@@ -6,8 +6,16 @@ from __future__ import annotations
 import json
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..errors import StageFailed
+from ..ui import progress
+from . import haproxy
+
+if TYPE_CHECKING:
+    from ..targets import Canary, Journal, Rollout
 
 
 def free_port(host: str) -> int:
@@ -43,3 +51,50 @@ def write_file_sd(path: Path, env: str, members: list[tuple[str, str, Optional[i
         {"targets": [address], "labels": {"track": track, "env": env,
                                           **({"revision": str(rev)} if rev is not None else {})}}
         for track, address, rev in members])
+
+
+class HAProxyCanary:
+    """What the local and container targets' canaries share: the weights on HAProxy's runtime API, and the
+    way promote and abort end (each target's `_finish` keeps one server of a revision on the env's port)."""
+
+    if TYPE_CHECKING:  # what each target's mixin provides
+        @property
+        def haproxy_dir(self) -> Path: ...
+        def canary_file(self, env: str) -> Path: ...
+        def _load(self, env: str) -> Optional[dict]: ...
+        def _save(self, info: dict) -> None: ...
+        def _finish(self, info: dict, keep: str, journal: Journal) -> Rollout: ...
+
+    def _weigh(self, info: dict, weight: int) -> None:
+        haproxy.set_weight(haproxy.paths(self.haproxy_dir, info["env"])[1], weight)
+        info["weight"] = weight
+        self._save(info)
+
+    def canary_set_weight(self, canary: Canary, weight: int, journal: Journal) -> Canary:
+        info = self._load(canary.env)
+        if info is None or not haproxy.running_pid(self.haproxy_dir, canary.env):
+            raise StageFailed(f"the canary of {canary.env} is not running (no HAProxy)")
+        journal(f"set-weight-{weight}")
+        self._weigh(info, weight)
+        return replace(canary, weight=weight)
+
+    def canary_promote(self, canary: Canary, journal: Journal) -> Rollout:
+        info = self._load(canary.env)
+        if info is None:
+            raise StageFailed(f"no canary of {canary.env} to promote ({self.canary_file(canary.env)} is gone)")
+        if haproxy.running_pid(self.haproxy_dir, canary.env):
+            journal("set-weight-100")
+            self._weigh(info, 100)
+        return self._finish(info, "canary", journal)
+
+    def canary_abort(self, canary: Canary, journal: Journal) -> Optional[Rollout]:
+        info = self._load(canary.env)
+        if info is None:
+            return None
+        if haproxy.running_pid(self.haproxy_dir, canary.env):
+            try:
+                self._weigh(info, 0)
+            except StageFailed as exc:
+                progress(f"warning: could not set the canary's weight to 0 ({exc.message}); removing it anyway")
+        rollout = self._finish(info, "stable", journal)
+        return None if info.get("final", {}).get("reused") else rollout

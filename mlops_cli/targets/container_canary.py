@@ -27,19 +27,18 @@ import stat
 import tempfile
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..canary import haproxy
-from ..canary.onehost import free_port, read_json, selector, write_file_sd, write_json
+from ..canary.onehost import HAProxyCanary, free_port, read_json, selector, write_file_sd, write_json
 from ..errors import StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
 from . import Canary, CanaryMember, Journal, Release, Rollout
 
 
-class ContainerCanary:
+class ContainerCanary(HAProxyCanary):
     """The CanCanary methods of ContainerTarget (mixed into it; uses its podman helpers)."""
 
     if TYPE_CHECKING:  # what the mixin uses of ContainerTarget
@@ -61,7 +60,7 @@ class ContainerCanary:
 
     # --- files ---
     @property
-    def split_dir(self) -> Path:
+    def haproxy_dir(self) -> Path:
         """Where HAProxy's files are: `<workdir>/run/split`, or, when HAProxy runs as deploy.run_as, a directory
         of that user's in the temp dir (named after the workdir), which the workdir's parents may not let it reach."""
         if self._haproxy_user() is None:
@@ -76,9 +75,9 @@ class ContainerCanary:
         uid, _, gid = user.partition(":")
         return int(uid), int(gid or uid)
 
-    def _split_dir_ready(self) -> Path:
+    def _haproxy_dir_ready(self) -> Path:
         """The directory, owned by deploy.run_as when HAProxy runs as that user (it creates its socket there)."""
-        directory = self.split_dir
+        directory = self.haproxy_dir
         user = self._haproxy_user()
         if user is None:
             directory.mkdir(parents=True, exist_ok=True)
@@ -91,24 +90,24 @@ class ContainerCanary:
         os.chmod(directory, 0o700)
         return directory
 
-    def _drop_split_dir(self, env: str) -> None:
+    def _drop_haproxy_dir(self, env: str) -> None:
         """Once env's HAProxy is gone: the temp directory of HAProxy run as deploy.run_as goes too, unless another
         env's HAProxy still runs from it (nothing of the workdir's is left in /tmp)."""
         if self._haproxy_user() is None:
             return
-        haproxy.paths(self.split_dir, env)[2].unlink(missing_ok=True)
-        others = [p.name[len("haproxy-"):-len(".pid")] for p in self.split_dir.glob("haproxy-*.pid")]
-        if not any(haproxy.running_pid(self.split_dir, other) for other in others):
-            shutil.rmtree(self.split_dir, ignore_errors=True)
+        haproxy.paths(self.haproxy_dir, env)[2].unlink(missing_ok=True)
+        others = [p.name[len("haproxy-"):-len(".pid")] for p in self.haproxy_dir.glob("haproxy-*.pid")]
+        if not any(haproxy.running_pid(self.haproxy_dir, other) for other in others):
+            shutil.rmtree(self.haproxy_dir, ignore_errors=True)
 
-    def _canary_file(self, env: str) -> Path:
+    def canary_file(self, env: str) -> Path:
         return self.settings.workdir.resolve() / "run" / f"container-canary-{env}.json"
 
     def _load(self, env: str) -> Optional[dict]:
-        return read_json(self._canary_file(env))
+        return read_json(self.canary_file(env))
 
     def _save(self, info: dict) -> None:
-        write_json(self._canary_file(info["env"]), info)
+        write_json(self.canary_file(info["env"]), info)
 
     def _file_sd(self, env: str, members: list[tuple[str, str, Optional[int]]]) -> None:
         write_file_sd(self.settings.workdir.resolve() / "prometheus" / f"targets-{env}.json", env, members)
@@ -163,7 +162,7 @@ class ContainerCanary:
                                 "original": {"name": current.handle},
                                 "stable_image": current.image, "canary_image": release.image,
                                 "stable_revision": current.revision, "canary_revision": revision}
-        directory = self._split_dir_ready()
+        directory = self._haproxy_dir_ready()
         journal("canary-starting", revision=revision, port=port)
         try:
             stable = self._start_member(info, "stable", current.image, current.revision)
@@ -198,21 +197,11 @@ class ContainerCanary:
 
     def _undo_start(self, info: dict) -> None:
         """A start that failed part-way: HAProxy and both new containers go; the original still serves."""
-        pid = haproxy.running_pid(self.split_dir, info["env"])
+        pid = haproxy.running_pid(self.haproxy_dir, info["env"])
         if pid:
             haproxy.stop(pid, self.settings.deploy.stop_timeout_s)
         self._remove_all(*(info[track]["name"] for track in ("stable", "canary") if track in info))
-        self._canary_file(info["env"]).unlink(missing_ok=True)
-
-    def canary_set_weight(self, canary: Canary, weight: int, journal: Journal) -> Canary:
-        info = self._load(canary.env)
-        if info is None or not haproxy.running_pid(self.split_dir, canary.env):
-            raise StageFailed(f"the canary of {canary.env} is not running (no HAProxy)")
-        journal(f"set-weight-{weight}")
-        haproxy.set_weight(haproxy.paths(self.split_dir, canary.env)[1], weight)
-        info["weight"] = weight
-        self._save(info)
-        return replace(canary, weight=weight)
+        self.canary_file(info["env"]).unlink(missing_ok=True)
 
     def _finish(self, info: dict, keep: str, journal: Journal) -> Rollout:
         """One container of the kept image on the env's port (resuming one that already answers), then the rest go."""
@@ -243,40 +232,15 @@ class ContainerCanary:
                     self._podman("rm", "--force", final["name"])
                     raise
         journal(f"{word}-cleanup")
-        pid = haproxy.running_pid(self.split_dir, env)
+        pid = haproxy.running_pid(self.haproxy_dir, env)
         if pid:
             haproxy.stop(pid, self.settings.deploy.stop_timeout_s)
         self._remove_all(*(info[track]["name"] for track in ("stable", "canary") if track in info))
-        self._canary_file(env).unlink(missing_ok=True)
-        self._drop_split_dir(env)
+        self.canary_file(env).unlink(missing_ok=True)
+        self._drop_haproxy_dir(env)
         self._file_sd(env, [("stable", f"{host}:{port}", revision)])
         return Rollout(url=f"http://{host}:{port}", revision=revision, previous_revision=other,
                        handle=final["name"], image=image)
-
-    def canary_promote(self, canary: Canary, journal: Journal) -> Rollout:
-        info = self._load(canary.env)
-        if info is None:
-            raise StageFailed(f"no canary of {canary.env} to promote ({self._canary_file(canary.env)} is gone)")
-        if haproxy.running_pid(self.split_dir, canary.env):
-            journal("set-weight-100")
-            haproxy.set_weight(haproxy.paths(self.split_dir, canary.env)[1], 100)
-            info["weight"] = 100
-            self._save(info)
-        return self._finish(info, "canary", journal)
-
-    def canary_abort(self, canary: Canary, journal: Journal) -> Optional[Rollout]:
-        info = self._load(canary.env)
-        if info is None:
-            return None
-        if haproxy.running_pid(self.split_dir, canary.env):
-            try:
-                haproxy.set_weight(haproxy.paths(self.split_dir, canary.env)[1], 0)
-                info["weight"] = 0
-                self._save(info)
-            except StageFailed as exc:
-                progress(f"warning: could not set the canary's weight to 0 ({exc.message}); removing it anyway")
-        rollout = self._finish(info, "stable", journal)
-        return None if info.get("final", {}).get("reused") else rollout
 
     def canary_observe(self, env: str, current: Optional[DeploymentRecord]) -> Optional[Canary]:
         info = self._load(env)
@@ -294,9 +258,9 @@ class ContainerCanary:
 
     def stop_split(self, env: str) -> bool:
         """`mlops stop`: HAProxy of env's canary goes too (its containers go by their labels); True when it ran."""
-        pid = haproxy.running_pid(self.split_dir, env)
+        pid = haproxy.running_pid(self.haproxy_dir, env)
         if pid:
             haproxy.stop(pid, self.settings.deploy.stop_timeout_s)
-        self._canary_file(env).unlink(missing_ok=True)
-        self._drop_split_dir(env)
+        self.canary_file(env).unlink(missing_ok=True)
+        self._drop_haproxy_dir(env)
         return bool(pid)

@@ -22,19 +22,18 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..canary import haproxy
-from ..canary.onehost import free_port as _free_port, read_json, selector, write_file_sd, write_json as _write_json
+from ..canary.onehost import HAProxyCanary, free_port as _free_port, read_json, selector, write_file_sd, write_json as _write_json
 from ..errors import StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
 from . import Canary, CanaryMember, Journal, Release, Rollout
 
 
-class LocalCanary:
+class LocalCanary(HAProxyCanary):
     """The CanCanary methods of LocalTarget (mixed into it; uses its helpers and settings)."""
 
     if TYPE_CHECKING:  # what the mixin uses of LocalTarget (its attributes and helpers)
@@ -53,6 +52,10 @@ class LocalCanary:
                           instance: str) -> None: ...
 
     # --- files ---
+    @property
+    def haproxy_dir(self) -> Path:
+        return self.run_dir
+
     def canary_file(self, env: str) -> Path:
         return self.run_dir / f"canary-{env}.json"
 
@@ -210,16 +213,6 @@ class LocalCanary:
         self._stop_servers(info, "stable", "canary")
         self.canary_file(info["env"]).unlink(missing_ok=True)
 
-    def canary_set_weight(self, canary: Canary, weight: int, journal: Journal) -> Canary:
-        info = self._load(canary.env)
-        if info is None or not haproxy.running_pid(self.run_dir, canary.env):
-            raise StageFailed(f"the canary of {canary.env} is not running (no HAProxy)")
-        journal(f"set-weight-{weight}")
-        haproxy.set_weight(haproxy.paths(self.run_dir, canary.env)[1], weight)
-        info["weight"] = weight
-        self._save(info)
-        return replace(canary, weight=weight)
-
     def _finish(self, info: dict, keep: str, journal: Journal) -> Rollout:
         """One server of the kept revision on the env's port (resuming one that already answers), then the rest go."""
         env = info["env"]
@@ -256,31 +249,6 @@ class LocalCanary:
                            pid=final["pid"], handle=final["instance"])
         return Rollout(url=f"http://{info['host']}:{info['port']}", revision=revision, previous_revision=other,
                        pid=final["pid"], log_path=final["log_path"], handle=final["instance"])
-
-    def canary_promote(self, canary: Canary, journal: Journal) -> Rollout:
-        info = self._load(canary.env)
-        if info is None:
-            raise StageFailed(f"no canary of {canary.env} to promote (run/canary-{canary.env}.json is gone)")
-        if haproxy.running_pid(self.run_dir, canary.env):
-            journal("set-weight-100")
-            haproxy.set_weight(haproxy.paths(self.run_dir, canary.env)[1], 100)
-            info["weight"] = 100
-            self._save(info)
-        return self._finish(info, "canary", journal)
-
-    def canary_abort(self, canary: Canary, journal: Journal) -> Optional[Rollout]:
-        info = self._load(canary.env)
-        if info is None:
-            return None
-        if haproxy.running_pid(self.run_dir, canary.env):
-            try:
-                haproxy.set_weight(haproxy.paths(self.run_dir, canary.env)[1], 0)
-                info["weight"] = 0
-                self._save(info)
-            except StageFailed as exc:
-                progress(f"warning: could not set the canary's weight to 0 ({exc.message}); removing it anyway")
-        rollout = self._finish(info, "stable", journal)
-        return None if info.get("final", {}).get("reused") else rollout
 
     def canary_observe(self, env: str, current: Optional[DeploymentRecord]) -> Optional[Canary]:
         info = self._load(env)

@@ -54,7 +54,7 @@ def only_one_container(s, prod: dict) -> None:
     observed = target.observe("prod")
     assert [c.ident for c in observed.servers] == [prod["handle"]]
     assert observed.serving == prod["handle"]
-    assert haproxy.running_pid(target.split_dir, "prod") is None
+    assert haproxy.running_pid(target.haproxy_dir, "prod") is None
     assert target.canary_observe("prod", None) is None
     tracks = subprocess.run(["podman", "ps", "-a", "--filter", "label=io.mlops.track", "--filter",
                              f"label=io.mlops.workdir={s.workdir.resolve()}", "--format", "{{.Names}}"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -61,9 +62,36 @@ class HAProxyCanary:
         @property
         def haproxy_dir(self) -> Path: ...
         def canary_file(self, env: str) -> Path: ...
-        def _load(self, env: str) -> Optional[dict]: ...
-        def _save(self, info: dict) -> None: ...
         def _finish(self, info: dict, keep: str, journal: Journal) -> Rollout: ...
+        def _answers(self, env: str, name: Optional[str]) -> bool: ...
+        from ..settings import Settings
+
+        settings: Settings
+
+    def _route(self, info: dict, stable: str, exe: str, user: Optional[str] = None) -> None:
+        """HAProxy on the env's port (weights 100/0) until it answers there with the stable copy `stable` (name)."""
+        env, host, port = info["env"], info["host"], info["port"]
+        split = haproxy.Split(env, host, port, f"{host}:{info['stable']['port']}", f"{host}:{info['canary']['port']}", 0)
+        info["haproxy_pid"] = haproxy.start(split, self.haproxy_dir, binary=exe, user=user)
+        self._save(info)
+        deadline = time.monotonic() + self.settings.deploy.ready_timeout_s
+        while not self._answers(env, stable):  # HAProxy took the port, and sends to the copy
+            if time.monotonic() > deadline:
+                raise StageFailed(f"HAProxy on {host}:{port} did not answer with the stable copy within "
+                                  f"{self.settings.deploy.ready_timeout_s:g} s (deploy.ready_timeout_s)")
+            time.sleep(0.1)
+
+    def file_sd_path(self, env: str) -> Path:
+        return self.settings.workdir.resolve() / "prometheus" / f"targets-{env}.json"
+
+    def _write_file_sd(self, env: str, members: list[tuple[str, str, Optional[int]]]) -> None:
+        write_file_sd(self.file_sd_path(env), env, members)
+
+    def _load(self, env: str) -> Optional[dict]:
+        return read_json(self.canary_file(env))
+
+    def _save(self, info: dict) -> None:
+        write_json(self.canary_file(info["env"]), info)
 
     def _weigh(self, info: dict, weight: int) -> None:
         haproxy.set_weight(haproxy.paths(self.haproxy_dir, info["env"])[1], weight)

@@ -25,13 +25,12 @@ import os
 import shutil
 import stat
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..canary import haproxy
-from ..canary.onehost import HAProxyCanary, free_port, read_json, selector, write_file_sd, write_json
+from ..canary.onehost import HAProxyCanary, free_port, selector
 from ..errors import StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
@@ -103,15 +102,6 @@ class ContainerCanary(HAProxyCanary):
     def canary_file(self, env: str) -> Path:
         return self.settings.workdir.resolve() / "run" / f"container-canary-{env}.json"
 
-    def _load(self, env: str) -> Optional[dict]:
-        return read_json(self.canary_file(env))
-
-    def _save(self, info: dict) -> None:
-        write_json(self.canary_file(info["env"]), info)
-
-    def _file_sd(self, env: str, members: list[tuple[str, str, Optional[int]]]) -> None:
-        write_file_sd(self.settings.workdir.resolve() / "prometheus" / f"targets-{env}.json", env, members)
-
     def _answers(self, env: str, name: Optional[str]) -> bool:
         env_cfg = getattr(self.settings.deploy, env)
         return bool(name) and self._answering(f"http://{env_cfg.host}:{env_cfg.port}") == name
@@ -162,7 +152,7 @@ class ContainerCanary(HAProxyCanary):
                                 "original": {"name": current.handle},
                                 "stable_image": current.image, "canary_image": release.image,
                                 "stable_revision": current.revision, "canary_revision": revision}
-        directory = self._haproxy_dir_ready()
+        self._haproxy_dir_ready()
         journal("canary-starting", revision=revision, port=port)
         try:
             stable = self._start_member(info, "stable", current.image, current.revision)
@@ -174,15 +164,7 @@ class ContainerCanary(HAProxyCanary):
             self._wait_ready(stable["name"], f"http://{host}:{stable['port']}")
             self._wait_ready(canary["name"], f"http://{host}:{canary['port']}")
             journal("canary-routing")
-            split = haproxy.Split(env, host, port, f"{host}:{stable['port']}", f"{host}:{canary['port']}", 0)
-            info["haproxy_pid"] = haproxy.start(split, directory, binary=exe, user=self.settings.deploy.run_as)
-            self._save(info)
-            deadline = time.monotonic() + self.settings.deploy.ready_timeout_s
-            while not self._answers(env, stable["name"]):  # HAProxy took the port, and sends to the copy
-                if time.monotonic() > deadline:
-                    raise StageFailed(f"HAProxy on {host}:{port} did not answer with the stable copy within "
-                                      f"{self.settings.deploy.ready_timeout_s:g} s (deploy.ready_timeout_s)")
-                time.sleep(0.1)
+            self._route(info, stable["name"], exe, user=self.settings.deploy.run_as)
         except BaseException:
             self._undo_start(info)
             raise
@@ -191,7 +173,7 @@ class ContainerCanary(HAProxyCanary):
         self._save(info)
         progress(f"HAProxy serves {host}:{port}; draining {current.handle} (revision {current.revision})")
         self._remove(current.handle)
-        self._file_sd(env, [("stable", f"{host}:{stable['port']}", current.revision),
+        self._write_file_sd(env, [("stable", f"{host}:{stable['port']}", current.revision),
                             ("canary", f"{host}:{canary['port']}", revision)])
         return self._canary_of(info)
 
@@ -238,7 +220,7 @@ class ContainerCanary(HAProxyCanary):
         self._remove_all(*(info[track]["name"] for track in ("stable", "canary") if track in info))
         self.canary_file(env).unlink(missing_ok=True)
         self._drop_haproxy_dir(env)
-        self._file_sd(env, [("stable", f"{host}:{port}", revision)])
+        self._write_file_sd(env, [("stable", f"{host}:{port}", revision)])
         return Rollout(url=f"http://{host}:{port}", revision=revision, previous_revision=other,
                        handle=final["name"], image=image)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..canary import haproxy
-from ..canary.onehost import HAProxyCanary, free_port as _free_port, read_json, selector, write_file_sd, write_json as _write_json
+from ..canary.onehost import HAProxyCanary, free_port as _free_port, selector
 from ..errors import StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
@@ -58,18 +58,6 @@ class LocalCanary(HAProxyCanary):
 
     def canary_file(self, env: str) -> Path:
         return self.run_dir / f"canary-{env}.json"
-
-    def file_sd_path(self, env: str) -> Path:
-        return self.settings.workdir.resolve() / "prometheus" / f"targets-{env}.json"
-
-    def _load(self, env: str) -> Optional[dict]:
-        return read_json(self.canary_file(env))
-
-    def _save(self, info: dict) -> None:
-        _write_json(self.canary_file(info["env"]), info)
-
-    def _write_file_sd(self, env: str, members: list[tuple[str, str, Optional[int]]]) -> None:
-        write_file_sd(self.file_sd_path(env), env, members)
 
     # --- servers ---
     def _spawn(self, env: str, bundle: str, host: str, port: int, revision: int, name: str,
@@ -185,15 +173,7 @@ class LocalCanary(HAProxyCanary):
             self._wait_up(stable, handover=False)
             self._wait_up(canary, handover=False)
             journal("canary-routing")
-            split = haproxy.Split(env, host, port, f"{host}:{stable['port']}", f"{host}:{canary['port']}", 0)
-            info["haproxy_pid"] = haproxy.start(split, self.run_dir, binary=exe)
-            self._save(info)
-            deadline = time.monotonic() + self.settings.deploy.ready_timeout_s
-            while not self._answers(env, stable["instance"]):  # HAProxy took the port, and sends to the copy
-                if time.monotonic() > deadline:
-                    raise StageFailed(f"HAProxy on {host}:{port} did not answer with the stable copy within "
-                                      f"{self.settings.deploy.ready_timeout_s:g} s (deploy.ready_timeout_s)")
-                time.sleep(0.1)
+            self._route(info, stable["instance"], exe)
         except BaseException:
             self._undo_start(info)
             raise

@@ -154,10 +154,10 @@ class Load:
 # ------------------------------------------------------------------------------------------ the stages
 
 
-def run_stage(stage: str, cwd: Path, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
+def run_stage(stage: str, cwd: Path, env: dict[str, str], extra: list[str], record: str = "") -> dict[str, Any]:
     """One `mlops <stage> --json` process; its stderr lines time-stamped as they arrive."""
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", stage, "--json", *extra], cwd=cwd, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", stage, *extra, "--json"], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[tuple[float, str]] = []
 
@@ -175,7 +175,7 @@ def run_stage(stage: str, cwd: Path, env: dict[str, str], extra: list[str]) -> d
         tail = "\n".join(line for _, line in lines[-15:])
         raise SystemExit(f"mlops {stage} failed (exit {proc.returncode}):\n{tail}\n{out[-2000:]}")
     state = json.loads((cwd / ".mlops" / "state.json").read_text())
-    own = state["stages"][stage]["duration_s"]
+    own = state["stages"][record or stage]["duration_s"]
     try:
         status = json.loads(out).get("status", "?")
     except ValueError:
@@ -201,9 +201,11 @@ def import_floor(stage: str, env: dict[str, str], repeat: int = 3) -> tuple[floa
     return statistics.median(times), sorted(top, reverse=True)[:6]
 
 
-def server_ready(bundle: Path, env: dict[str, str], repeat: int = 5) -> tuple[list[float], list[str]]:
-    """Spawn `python -m serving BUNDLE` and poll its ready file every 2 ms: seconds to ready, and the log."""
-    times, log = [], []
+def server_ready(bundle: Path, env: dict[str, str], repeat: int = 5) -> tuple[list[float], list[float], list[str]]:
+    """Spawn `python -m serving BUNDLE` and poll its ready file every 2 ms: seconds to ready, the server's CPU
+    seconds until then (steadier than wall time on a shared machine), and its log."""
+    times, cpu, log = [], [], []
+    tick = os.sysconf("SC_CLK_TCK")
     for i in range(repeat):
         ready = bundle.parent / f"bench-ready-{i}.json"
         ready.unlink(missing_ok=True)
@@ -217,12 +219,14 @@ def server_ready(bundle: Path, env: dict[str, str], repeat: int = 5) -> tuple[li
                     raise SystemExit(f"the server did not become ready: {proc.stderr.read()[-500:]}")
                 time.sleep(0.002)
             times.append(time.monotonic() - start)
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu.append((int(fields[11]) + int(fields[12])) / tick)
         finally:
             proc.send_signal(signal.SIGKILL)
             err = proc.communicate(timeout=10)[1]
             ready.unlink(missing_ok=True)
         log = [line for line in err.splitlines() if line.strip()]
-    return times, log
+    return times, cpu, log
 
 
 # ---------------------------------------------------------------------------------------------- target
@@ -271,7 +275,17 @@ def write_config(cwd: Path, target: str, registry: str | None) -> dict[str, Any]
     return config
 
 
-def bench_target(target: str, rounds: int, tmp: Path, model: Model, trace: bool) -> dict[str, Any]:
+def run_pipeline(cwd: Path, env: dict[str, str], ref: str) -> list[dict[str, Any]]:
+    """One `mlops pipeline run --json` process: its wall time, each stage's own time (state.json) and lines."""
+    result = run_stage("pipeline", cwd, env, ["run", "--model", ref], record="rolling-update")
+    state = json.loads((cwd / ".mlops" / "state.json").read_text())["stages"]
+    stages = [{"stage": name, "wall": state[name]["duration_s"], "own": state[name]["duration_s"],
+               "status": state[name]["status"], "lines": []} for name in STAGES]
+    result.update(stage="pipeline run (one process)", own=sum(x["own"] for x in stages))
+    return stages + [result]
+
+
+def bench_target(target: str, rounds: int, tmp: Path, model: Model, trace: bool, mode: str) -> dict[str, Any]:
     cwd = tmp / target
     cwd.mkdir()
     extra_env: dict[str, str] = {}
@@ -300,7 +314,9 @@ def bench_target(target: str, rounds: int, tmp: Path, model: Model, trace: bool)
             if ctx:
                 ctx.__enter__()
             try:
-                for stage in STAGES:
+                if mode == "pipeline" and load:
+                    results = run_pipeline(cwd, env, ref)
+                for stage in STAGES if not results else []:
                     args = ["--model", ref] if stage == "validate-model" else []
                     results.append(run_stage(stage, cwd, env, args))
             finally:
@@ -315,17 +331,18 @@ def bench_target(target: str, rounds: int, tmp: Path, model: Model, trace: bool)
         for i in range(rounds):
             ref = model.register(store, [0.5, 2.0, 0.3, 3.0, 0.7][i % 5] * (1 + i // 5))
             results, load = release(ref, load=True)
-            total = sum(r["wall"] for r in results)
+            total = results[-1]["wall"] if mode == "pipeline" else sum(r["wall"] for r in results)
             runs.append({"results": results, "total": total, "ok": load.ok, "failed": load.failed,
                          "failures": load.failures[:5]})
-            print(f"[{target}] round {i + 1}: {total:.1f} s, {load.ok} requests answered, {load.failed} failed",
-                  flush=True)
+            print(f"[{target}] round {i + 1}: {total:.1f} s, {load.ok} requests answered, {load.failed} failed "
+                  f"(load average {os.getloadavg()[0]:.1f})", flush=True)
         bundle = Path(json.loads((cwd / ".mlops" / "state.json").read_text())["bundle"]["path"])
-        ready_times, ready_log = server_ready(bundle, env)
+        ready_times, ready_cpu, ready_log = server_ready(bundle, env)
         floors = {stage: import_floor(stage, env) for stage in STAGES}
         subprocess.run([sys.executable, "-m", "mlops_cli.cli", "stop", "-q"], cwd=cwd, env=env, check=False,
                        timeout=300)
-        return {"target": target, "runs": runs, "ready": ready_times, "ready_log": ready_log, "floors": floors,
+        return {"target": target, "mode": mode, "runs": runs, "ready": ready_times, "ready_cpu": ready_cpu, "ready_log": ready_log,
+                "floors": floors,
                 "trace": trace}
     finally:
         if registry_proc is not None:
@@ -336,13 +353,14 @@ def bench_target(target: str, rounds: int, tmp: Path, model: Model, trace: bool)
 def report(found: dict[str, Any]) -> None:
     target, runs = found["target"], found["runs"]
     median_run = sorted(runs, key=lambda r: r["total"])[len(runs) // 2]
-    print(f"\n=== {target} target: {len(runs)} rounds, registered -> serving in prod ===")
+    how = "one `mlops pipeline run` process" if found["mode"] == "pipeline" else "seven `mlops <stage>` processes"
+    print(f"\n=== {target} target: {len(runs)} rounds, registered -> serving in prod, {how} ===")
     print(f"{'stage':16} {'wall s':>7} {'own s':>7} {'overhead':>8} {'import floor':>12}  "
           f"(median of rounds; wall per round)")
-    for i, stage in enumerate(STAGES):
+    for i, stage in enumerate(STAGES + (["pipeline run (one process)"] if found["mode"] == "pipeline" else [])):
         walls = [r["results"][i]["wall"] for r in runs]
         owns = [r["results"][i]["own"] for r in runs]
-        floor = found["floors"][stage][0]
+        floor = found["floors"][stage][0] if stage in found["floors"] else 0.0
         status = runs[-1]["results"][i]["status"]
         print(f"{stage:16} {statistics.median(walls):7.2f} {statistics.median(owns):7.2f} "
               f"{statistics.median(w - o for w, o in zip(walls, owns)):8.2f} {floor:12.2f}  "
@@ -355,7 +373,8 @@ def report(found: dict[str, Any]) -> None:
              else ""))
     ready = found["ready"]
     print(f"server time-to-ready (spawn -> ready file, benchmark bundle): median {statistics.median(ready):.2f} s, "
-          f"all {' '.join(f'{t:.2f}' for t in ready)}")
+          f"all {' '.join(f'{t:.2f}' for t in ready)}; its CPU time until ready: median "
+          f"{statistics.median(found['ready_cpu']):.2f} s")
     for line in found["ready_log"][:6]:
         print(f"    server log | {line}")
     print("biggest imports of each stage's process (cumulative s, python -X importtime):")
@@ -376,6 +395,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--target", choices=["local", "container", "both"], default="both")
+    parser.add_argument("--mode", choices=["stages", "pipeline"], default="stages",
+                        help="stages: seven `mlops <stage>` processes (as Jenkins runs them); pipeline: one "
+                             "`mlops pipeline run` process per round")
     parser.add_argument("--trace", action="store_true", help="every output line of the median round's stages")
     args = parser.parse_args()
     targets = ["local", "container"] if args.target == "both" else [args.target]
@@ -383,7 +405,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lead-time-", ignore_cleanup_errors=True) as tmp:
         model = Model(Path(tmp))
         for target in targets:
-            found.append(bench_target(target, args.rounds, Path(tmp), model, args.trace))
+            found.append(bench_target(target, args.rounds, Path(tmp), model, args.trace, args.mode))
     load = os.getloadavg()
     for item in found:
         report(item)

@@ -136,7 +136,8 @@ class ContainerTarget:
         name = f"mlops-{env}-{revision}-{uuid.uuid4().hex[:8]}"
         argv = ["run", "--detach", "--name", name, "--network", "host", "--read-only",
                 "--label", f"io.mlops.env={env}", "--label", f"io.mlops.workdir={self.settings.workdir.resolve()}",
-                "--label", f"io.mlops.revision={revision}"]
+                "--label", f"io.mlops.revision={revision}",
+                "--env", "SERVING_DRAIN_UNTIL_IDLE=1"]  # its successor takes the port over before it is stopped
         if self.settings.deploy.restart == "on-failure":
             argv.append("--restart=on-failure")
         if self.settings.build.insecure:

@@ -224,7 +224,8 @@ class LocalTarget:
             argv = [sys.executable, "-I", str(SUPERVISOR), "--status", str(self.supervision_file(env, revision)),
                     "--", *argv]
         environ = dict(server_environ(os.environ), PYTHONPATH=str(bundle),
-                       PYTHONDONTWRITEBYTECODE="1")  # the bundle stays as digested
+                       PYTHONDONTWRITEBYTECODE="1",  # the bundle stays as digested
+                       SERVING_DRAIN_UNTIL_IDLE="1")  # its successor takes the port over before it is stopped
         for name in JENKINS_KILL_MARKERS:  # Jenkins kills processes that carry these after the build
             if name in environ:
                 environ[name] = "dontKillMe"

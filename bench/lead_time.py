@@ -168,9 +168,11 @@ def run_stage(stage: str, cwd: Path, env: dict[str, str], extra: list[str], reco
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     out = proc.stdout.read()
-    proc.wait(timeout=1800)
+    _, status, usage = os.wait4(proc.pid, 0)  # its CPU time and that of the children it waited for
+    proc.returncode = os.waitstatus_to_exitcode(status)
     reader.join(timeout=10)
     wall = time.monotonic() - start
+    cpu = usage.ru_utime + usage.ru_stime
     if proc.returncode != 0:
         tail = "\n".join(line for _, line in lines[-15:])
         raise SystemExit(f"mlops {stage} failed (exit {proc.returncode}):\n{tail}\n{out[-2000:]}")
@@ -180,7 +182,7 @@ def run_stage(stage: str, cwd: Path, env: dict[str, str], extra: list[str], reco
         status = json.loads(out).get("status", "?")
     except ValueError:
         status = "?"
-    return {"stage": stage, "wall": wall, "own": own, "status": status, "lines": lines}
+    return {"stage": stage, "wall": wall, "own": own, "cpu": cpu, "status": status, "lines": lines}
 
 
 def import_floor(stage: str, env: dict[str, str], repeat: int = 3) -> tuple[float, list[tuple[float, str]]]:
@@ -279,7 +281,7 @@ def run_pipeline(cwd: Path, env: dict[str, str], ref: str) -> list[dict[str, Any
     """One `mlops pipeline run --json` process: its wall time, each stage's own time (state.json) and lines."""
     result = run_stage("pipeline", cwd, env, ["run", "--model", ref], record="rolling-update")
     state = json.loads((cwd / ".mlops" / "state.json").read_text())["stages"]
-    stages = [{"stage": name, "wall": state[name]["duration_s"], "own": state[name]["duration_s"],
+    stages = [{"stage": name, "wall": state[name]["duration_s"], "own": state[name]["duration_s"], "cpu": 0.0,
                "status": state[name]["status"], "lines": []} for name in STAGES]
     result.update(stage="pipeline run (one process)", own=sum(x["own"] for x in stages))
     return stages + [result]
@@ -355,18 +357,23 @@ def report(found: dict[str, Any]) -> None:
     median_run = sorted(runs, key=lambda r: r["total"])[len(runs) // 2]
     how = "one `mlops pipeline run` process" if found["mode"] == "pipeline" else "seven `mlops <stage>` processes"
     print(f"\n=== {target} target: {len(runs)} rounds, registered -> serving in prod, {how} ===")
-    print(f"{'stage':16} {'wall s':>7} {'own s':>7} {'overhead':>8} {'import floor':>12}  "
+    print(f"{'stage':16} {'wall s':>7} {'own s':>7} {'overhead':>8} {'import floor':>12} {'CPU s':>6}  "
           f"(median of rounds; wall per round)")
     for i, stage in enumerate(STAGES + (["pipeline run (one process)"] if found["mode"] == "pipeline" else [])):
         walls = [r["results"][i]["wall"] for r in runs]
         owns = [r["results"][i]["own"] for r in runs]
         floor = found["floors"][stage][0] if stage in found["floors"] else 0.0
+        cpus = [r["results"][i]["cpu"] for r in runs]
         status = runs[-1]["results"][i]["status"]
         print(f"{stage:16} {statistics.median(walls):7.2f} {statistics.median(owns):7.2f} "
-              f"{statistics.median(w - o for w, o in zip(walls, owns)):8.2f} {floor:12.2f}  "
+              f"{statistics.median(w - o for w, o in zip(walls, owns)):8.2f} {floor:12.2f} "
+              f"{statistics.median(cpus):6.2f}  "
               f"{' '.join(f'{w:.2f}' for w in walls)}{'  (' + status + ')' if status != 'passed' else ''}")
     totals = [r["total"] for r in runs]
-    print(f"{'total':16} {statistics.median(totals):7.2f}   rounds: {' '.join(f'{t:.1f}' for t in totals)}")
+    cpu_totals = [sum(x["cpu"] for x in r["results"]) for r in runs]
+    print(f"{'total':16} {statistics.median(totals):7.2f}   rounds: {' '.join(f'{t:.1f}' for t in totals)}; "
+          f"CPU s of the mlops processes and the children they waited for (not the servers they started): "
+          f"{' '.join(f'{t:.1f}' for t in cpu_totals)}")
     print(f"failed requests under load during the rounds: {sum(r['failed'] for r in runs)} "
           f"of {sum(r['ok'] + r['failed'] for r in runs)}"
           + (f"  first failures: {[f for r in runs for f in r['failures']][:5]}" if any(r['failed'] for r in runs)

@@ -78,8 +78,8 @@ def main() -> None:
     from mlops_cli.state import State
 
     ui.set_quiet(True)
-    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp_name:
+        tmp = Path(tmp_name)
         (tmp / "containers.conf").write_text('[engine]\nruntime = "runc"\n')
         (tmp / "storage.conf").write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{tmp / "graph"}"\n'
                                           f'runroot = "{tmp / "run"}"\n')
@@ -95,11 +95,13 @@ def main() -> None:
             timed([validate_model, assemble_server], first)
             cold = timed([build_image], first)
             image = State.load(settings.workdir).image
+            assert image is not None and first.model is not None  # build-image recorded it; set above
             data = load_iris()
             path = tmp / "iris-c01.joblib"
             joblib.dump(LogisticRegression(C=0.1, max_iter=1000).fit(data.data, data.target), path)
             store = LocalStore(settings.store_path)
             previous = store.metadata(parse_ref(first.model))
+            assert previous.schema_ is not None  # registered with one by train_and_register
             meta = store.register(path, name="iris-demo", metrics=previous.metrics, tags=["validated"],
                                   schema=previous.schema_.model_dump(), labels=previous.labels)
             second = settings.model_copy(update={"model": f"local:iris-demo@{meta.version}"})

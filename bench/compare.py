@@ -107,8 +107,15 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def _found(pattern: str, text: str) -> re.Match[str]:
+    match = re.search(pattern, text)
+    if match is None:
+        raise SystemExit(f"could not find {pattern!r} in wrk's output:\n{text}")
+    return match
+
+
 def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    value, unit = _found(r"^([\d.]+)(us|ms|s)$", text).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
@@ -120,8 +127,8 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> dict:
         raise SystemExit(f"could not read wrk's latency distribution:\n{out}")
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+    return {"rps": float(_found(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "requests": int(_found(r"(\d+) requests in", out).group(1)),
             "p50_ms": _ms(lat["50"]), "p99_ms": _ms(lat["99"]),
             "non_2xx": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": sum(map(int, errors.groups())) if errors else 0}

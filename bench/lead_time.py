@@ -46,9 +46,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-STAGES = ["unit-test", "validate-model", "assemble-server", "build-image", "deploy-test", "smoke-test",
-          "rolling-update"]
-MODULES = {s: s.replace("-", "_") for s in STAGES}
+STAGES = [
+    "unit-test",
+    "validate-model",
+    "assemble-server",
+    "build-image",
+    "deploy-test",
+    "smoke-test",
+    "rolling-update",
+]
+try:  # stage -> module; older checkouts named the modules after the stages
+    from mlops_cli.stages import MODULES
+except ImportError:
+    MODULES = {s: f"mlops_cli.stages.{s.replace('-', '_')}" for s in STAGES}
 BENCH_CACHE = Path.home() / ".cache" / "mlops-bench"  # podman/buildah storage of the benchmark (layers cached)
 ROOTFS_CACHE = Path.home() / ".cache" / "mlops-tests"  # the debootstrap rootfs tarball the tests cache
 BASE_IMAGE = "localhost/mlops-python-base:bookworm"
@@ -86,25 +96,33 @@ class Model:
 
     def register(self, store: Path, c: float) -> str:
         import joblib
+        from bench_bundle import LABELS
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        from bench_bundle import LABELS
         from mlops_cli.register import reference_stats
         from mlops_cli.sources.local import LocalStore
 
         model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(self.X, self.y)
         path = self.tmp / f"model-{c}.joblib"
         joblib.dump(model, path)
-        schema = {"inputs": [{"name": n, "type": "number"} for n in self.names],
-                  "outputs": [{"name": "label", "type": "string"}, {"name": "probability", "type": "number"}]}
+        schema = {
+            "inputs": [{"name": n, "type": "number"} for n in self.names],
+            "outputs": [{"name": "label", "type": "string"}, {"name": "probability", "type": "number"}],
+        }
         meta = LocalStore(store).register(
-            path, name="breast-cancer", framework="sklearn", task="classification",
-            metrics={"accuracy": float(model.score(self.X, self.y))}, tags=["validated"], schema=schema,
+            path,
+            name="breast-cancer",
+            framework="sklearn",
+            task="classification",
+            metrics={"accuracy": float(model.score(self.X, self.y))},
+            tags=["validated"],
+            schema=schema,
             examples=[{"instances": [dict(zip(self.names, self.row))]}, {"instances": [self.row]}],
             reference=reference_stats({n: self.X[:, i].tolist() for i, n in enumerate(self.names)}),
-            labels=LABELS)
+            labels=LABELS,
+        )
         return f"local:{meta.name}@{meta.version}"
 
 
@@ -140,7 +158,7 @@ class Load:
                         self.failures.append(detail)
                 time.sleep(0.01)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for t in self.threads:
             t.start()
         return self
@@ -157,19 +175,28 @@ class Load:
 def run_stage(stage: str, cwd: Path, env: dict[str, str], extra: list[str], record: str = "") -> dict[str, Any]:
     """One `mlops <stage> --json` process; its stderr lines time-stamped as they arrive."""
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", stage, *extra, "--json"], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_cli.cli", stage, *extra, "--json"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[tuple[float, str]] = []
 
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr = proc.stderr
+
     def read() -> None:
-        for line in proc.stderr:
+        for line in stderr:
             lines.append((time.monotonic() - start, line.rstrip()))
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)  # its CPU time and that of the children it waited for
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    _, wait_status, usage = os.wait4(proc.pid, 0)  # its CPU time and that of the children it waited for
+    proc.returncode = os.waitstatus_to_exitcode(wait_status)
     reader.join(timeout=10)
     wall = time.monotonic() - start
     cpu = usage.ru_utime + usage.ru_stime
@@ -187,14 +214,15 @@ def run_stage(stage: str, cwd: Path, env: dict[str, str], extra: list[str], reco
 
 def import_floor(stage: str, env: dict[str, str], repeat: int = 3) -> tuple[float, list[tuple[float, str]]]:
     """A fresh interpreter importing the CLI and the stage module: wall time (median) and top imports."""
-    code = f"import mlops_cli.cli, mlops_cli.stages.{MODULES[stage]}"
+    code = f"import mlops_cli.cli, {MODULES[stage]}"
     times = []
     for _ in range(repeat):
         start = time.monotonic()
         subprocess.run([sys.executable, "-c", code], env=env, check=True)
         times.append(time.monotonic() - start)
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     top = []
     for line in done.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
@@ -212,13 +240,17 @@ def server_ready(bundle: Path, env: dict[str, str], repeat: int = 5) -> tuple[li
         ready = bundle.parent / f"bench-ready-{i}.json"
         ready.unlink(missing_ok=True)
         start = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "serving", str(bundle), "--port", str(free_port()),
-                                 "--ready-file", str(ready)], env=dict(env, PYTHONPATH=f"{bundle}:{ROOT}"),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", str(bundle), "--port", str(free_port()), "--ready-file", str(ready)],
+            env=dict(env, PYTHONPATH=f"{bundle}:{ROOT}"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             while not ready.exists():
                 if proc.poll() is not None or time.monotonic() - start > 60:
-                    raise SystemExit(f"the server did not become ready: {proc.stderr.read()[-500:]}")
+                    raise SystemExit(f"the server did not become ready: {proc.communicate()[1][-500:]}")
                 time.sleep(0.002)
             times.append(time.monotonic() - start)
             fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -235,22 +267,30 @@ def server_ready(bundle: Path, env: dict[str, str], repeat: int = 5) -> tuple[li
 
 
 def container_env(tmp: Path) -> dict[str, str]:
-    (tmp / "containers.conf").write_text('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
-                                         '[engine]\nruntime = "runc"\n')
-    (tmp / "storage.conf").write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{BENCH_CACHE / "storage"}"\n'
-                                      f'runroot = "{BENCH_CACHE / "run"}"\n')
+    (tmp / "containers.conf").write_text(
+        '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n'
+    )
+    (tmp / "storage.conf").write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{BENCH_CACHE / "storage"}"\nrunroot = "{BENCH_CACHE / "run"}"\n'
+    )
     (tmp / "registries.conf").write_text("unqualified-search-registries = []\n")
-    return {"CONTAINERS_CONF": str(tmp / "containers.conf"), "CONTAINERS_STORAGE_CONF": str(tmp / "storage.conf"),
-            "CONTAINERS_REGISTRIES_CONF": str(tmp / "registries.conf")}
+    return {
+        "CONTAINERS_CONF": str(tmp / "containers.conf"),
+        "CONTAINERS_STORAGE_CONF": str(tmp / "storage.conf"),
+        "CONTAINERS_REGISTRIES_CONF": str(tmp / "registries.conf"),
+    }
 
 
 def start_registry(folder: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yml").write_text(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-                                       f"    rootdirectory: {folder / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    proc = subprocess.Popen(["docker-registry", "serve", str(folder / "config.yml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (folder / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {folder / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(folder / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -270,8 +310,13 @@ def write_config(cwd: Path, target: str, registry: str | None) -> dict[str, Any]
         "deploy": {"target": target, "test": {"port": free_port()}, "prod": {"port": free_port()}},
     }
     if target == "container":
-        config["build"] = {"builder": "buildah", "registry": registry, "insecure": True,
-                           "storage_driver": "overlay", "isolation": "chroot"}
+        config["build"] = {
+            "builder": "buildah",
+            "registry": registry,
+            "insecure": True,
+            "storage_driver": "overlay",
+            "isolation": "chroot",
+        }
         config["assemble"] = {"base_image": BASE_IMAGE}
     (cwd / "mlops.yaml").write_text(yaml.safe_dump(config))
     return config
@@ -281,8 +326,17 @@ def run_pipeline(cwd: Path, env: dict[str, str], ref: str) -> list[dict[str, Any
     """One `mlops pipeline run --json` process: its wall time, each stage's own time (state.json) and lines."""
     result = run_stage("pipeline", cwd, env, ["run", "--model", ref], record="rolling-update")
     state = json.loads((cwd / ".mlops" / "state.json").read_text())["stages"]
-    stages = [{"stage": name, "wall": state[name]["duration_s"], "own": state[name]["duration_s"], "cpu": 0.0,
-               "status": state[name]["status"], "lines": []} for name in STAGES]
+    stages = [
+        {
+            "stage": name,
+            "wall": state[name]["duration_s"],
+            "own": state[name]["duration_s"],
+            "cpu": 0.0,
+            "status": state[name]["status"],
+            "lines": [],
+        }
+        for name in STAGES
+    ]
     result.update(stage="pipeline run (one process)", own=sum(x["own"] for x in stages))
     return stages + [result]
 
@@ -302,8 +356,11 @@ def bench_target(target: str, rounds: int, tmp: Path, model: Model, trace: bool,
             from mlops_cli.baseimage import build_base_image
             from mlops_cli.config import load_settings
 
-            build_base_image(load_settings(None, {"workdir": tmp / "base", "build": {"storage_driver": "overlay"}},
-                                           environ={}), name=BASE_IMAGE, cache_dir=ROOTFS_CACHE)
+            build_base_image(
+                load_settings(None, {"workdir": tmp / "base", "build": {"storage_driver": "overlay"}}, environ={}),
+                name=BASE_IMAGE,
+                cache_dir=ROOTFS_CACHE,
+            )
         else:
             registry = None
         config = write_config(cwd, target, registry)
@@ -333,19 +390,38 @@ def bench_target(target: str, rounds: int, tmp: Path, model: Model, trace: bool,
         for i in range(rounds):
             ref = model.register(store, [0.5, 2.0, 0.3, 3.0, 0.7][i % 5] * (1 + i // 5))
             results, load = release(ref, load=True)
+            assert load is not None
             total = results[-1]["wall"] if mode == "pipeline" else sum(r["wall"] for r in results)
-            runs.append({"results": results, "total": total, "ok": load.ok, "failed": load.failed,
-                         "failures": load.failures[:5]})
-            print(f"[{target}] round {i + 1}: {total:.1f} s, {load.ok} requests answered, {load.failed} failed "
-                  f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+            runs.append(
+                {
+                    "results": results,
+                    "total": total,
+                    "ok": load.ok,
+                    "failed": load.failed,
+                    "failures": load.failures[:5],
+                }
+            )
+            print(
+                f"[{target}] round {i + 1}: {total:.1f} s, {load.ok} requests answered, {load.failed} failed "
+                f"(load average {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
         bundle = Path(json.loads((cwd / ".mlops" / "state.json").read_text())["bundle"]["path"])
         ready_times, ready_cpu, ready_log = server_ready(bundle, env)
         floors = {stage: import_floor(stage, env) for stage in STAGES}
-        subprocess.run([sys.executable, "-m", "mlops_cli.cli", "stop", "-q"], cwd=cwd, env=env, check=False,
-                       timeout=300)
-        return {"target": target, "mode": mode, "runs": runs, "ready": ready_times, "ready_cpu": ready_cpu, "ready_log": ready_log,
-                "floors": floors,
-                "trace": trace}
+        subprocess.run(
+            [sys.executable, "-m", "mlops_cli.cli", "stop", "-q"], cwd=cwd, env=env, check=False, timeout=300
+        )
+        return {
+            "target": target,
+            "mode": mode,
+            "runs": runs,
+            "ready": ready_times,
+            "ready_cpu": ready_cpu,
+            "ready_log": ready_log,
+            "floors": floors,
+            "trace": trace,
+        }
     finally:
         if registry_proc is not None:
             registry_proc.terminate()
@@ -357,31 +433,44 @@ def report(found: dict[str, Any]) -> None:
     median_run = sorted(runs, key=lambda r: r["total"])[len(runs) // 2]
     how = "one `mlops pipeline run` process" if found["mode"] == "pipeline" else "seven `mlops <stage>` processes"
     print(f"\n=== {target} target: {len(runs)} rounds, registered -> serving in prod, {how} ===")
-    print(f"{'stage':16} {'wall s':>7} {'own s':>7} {'overhead':>8} {'import floor':>12} {'CPU s':>6}  "
-          f"(median of rounds; wall per round)")
+    print(
+        f"{'stage':16} {'wall s':>7} {'own s':>7} {'overhead':>8} {'import floor':>12} {'CPU s':>6}  "
+        f"(median of rounds; wall per round)"
+    )
     for i, stage in enumerate(STAGES + (["pipeline run (one process)"] if found["mode"] == "pipeline" else [])):
         walls = [r["results"][i]["wall"] for r in runs]
         owns = [r["results"][i]["own"] for r in runs]
         floor = found["floors"][stage][0] if stage in found["floors"] else 0.0
         cpus = [r["results"][i]["cpu"] for r in runs]
         status = runs[-1]["results"][i]["status"]
-        print(f"{stage:16} {statistics.median(walls):7.2f} {statistics.median(owns):7.2f} "
-              f"{statistics.median(w - o for w, o in zip(walls, owns)):8.2f} {floor:12.2f} "
-              f"{statistics.median(cpus):6.2f}  "
-              f"{' '.join(f'{w:.2f}' for w in walls)}{'  (' + status + ')' if status != 'passed' else ''}")
+        print(
+            f"{stage:16} {statistics.median(walls):7.2f} {statistics.median(owns):7.2f} "
+            f"{statistics.median(w - o for w, o in zip(walls, owns)):8.2f} {floor:12.2f} "
+            f"{statistics.median(cpus):6.2f}  "
+            f"{' '.join(f'{w:.2f}' for w in walls)}{'  (' + status + ')' if status != 'passed' else ''}"
+        )
     totals = [r["total"] for r in runs]
     cpu_totals = [sum(x["cpu"] for x in r["results"]) for r in runs]
-    print(f"{'total':16} {statistics.median(totals):7.2f}   rounds: {' '.join(f'{t:.1f}' for t in totals)}; "
-          f"CPU s of the mlops processes and the children they waited for (not the servers they started): "
-          f"{' '.join(f'{t:.1f}' for t in cpu_totals)}")
-    print(f"failed requests under load during the rounds: {sum(r['failed'] for r in runs)} "
-          f"of {sum(r['ok'] + r['failed'] for r in runs)}"
-          + (f"  first failures: {[f for r in runs for f in r['failures']][:5]}" if any(r['failed'] for r in runs)
-             else ""))
+    print(
+        f"{'total':16} {statistics.median(totals):7.2f}   rounds: {' '.join(f'{t:.1f}' for t in totals)}; "
+        f"CPU s of the mlops processes and the children they waited for (not the servers they started): "
+        f"{' '.join(f'{t:.1f}' for t in cpu_totals)}"
+    )
+    print(
+        f"failed requests under load during the rounds: {sum(r['failed'] for r in runs)} "
+        f"of {sum(r['ok'] + r['failed'] for r in runs)}"
+        + (
+            f"  first failures: {[f for r in runs for f in r['failures']][:5]}"
+            if any(r["failed"] for r in runs)
+            else ""
+        )
+    )
     ready = found["ready"]
-    print(f"server time-to-ready (spawn -> ready file, benchmark bundle): median {statistics.median(ready):.2f} s, "
-          f"all {' '.join(f'{t:.2f}' for t in ready)}; its CPU time until ready: median "
-          f"{statistics.median(found['ready_cpu']):.2f} s")
+    print(
+        f"server time-to-ready (spawn -> ready file, benchmark bundle): median {statistics.median(ready):.2f} s, "
+        f"all {' '.join(f'{t:.2f}' for t in ready)}; its CPU time until ready: median "
+        f"{statistics.median(found['ready_cpu']):.2f} s"
+    )
     for line in found["ready_log"][:6]:
         print(f"    server log | {line}")
     print("biggest imports of each stage's process (cumulative s, python -X importtime):")
@@ -392,8 +481,11 @@ def report(found: dict[str, Any]) -> None:
         print(f"  {result['stage']} ({result['wall']:.2f} s)")
         lines = result["lines"]
         if not found["trace"]:
-            lines = [(t, line) for t, line in lines if not line.startswith("    |")
-                     or re.search(r"STEP|Copying|Writing|Storing|COMMIT|passed|failed", line)]
+            lines = [
+                (t, line)
+                for t, line in lines
+                if not line.startswith("    |") or re.search(r"STEP|Copying|Writing|Storing|COMMIT|passed|failed", line)
+            ]
         for t, line in lines[:60]:
             print(f"    {t:6.2f} {line[:150]}")
 
@@ -402,9 +494,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--target", choices=["local", "container", "both"], default="both")
-    parser.add_argument("--mode", choices=["stages", "pipeline"], default="stages",
-                        help="stages: seven `mlops <stage>` processes (as Jenkins runs them); pipeline: one "
-                             "`mlops pipeline run` process per round")
+    parser.add_argument(
+        "--mode",
+        choices=["stages", "pipeline"],
+        default="stages",
+        help="stages: seven `mlops <stage>` processes (as Jenkins runs them); pipeline: one "
+        "`mlops pipeline run` process per round",
+    )
     parser.add_argument("--trace", action="store_true", help="every output line of the median round's stages")
     args = parser.parse_args()
     targets = ["local", "container"] if args.target == "both" else [args.target]

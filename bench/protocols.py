@@ -94,7 +94,7 @@ def main() -> None:
                 if answer.status_code != 200:
                     raise SystemExit(f"{label}: {answer.status_code} {answer.text}")
             scripts = {label: script(tmp, label, path, body) for label, (path, body) in routes.items()}
-            for label, lua in scripts.items():
+            for lua in scripts.values():
                 wrk(url, lua, 2, max(args.concurrency))  # warm-up, not reported
             order = list(scripts.items())
             for r in range(args.rounds):

@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 def start(bundle: Path, port: int, ready: Path) -> subprocess.Popen:
-    pin = ["taskset", "-c", "0"] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else []
+    pin = ["taskset", "-c", "0"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
     proc = subprocess.Popen([*pin, sys.executable, "-m", "serving", str(bundle), "--port", str(port),
                              "--ready-file", str(ready)], cwd=bundle, env=dict(os.environ, PYTHONPATH=str(bundle)))
     deadline = time.monotonic() + 60

@@ -155,9 +155,38 @@ def service() -> dict:
     b.panel("timeseries", "Predicted value quantiles (regression)", [
         (f"histogram_quantile({q}, sum by (job, le) (rate(mlops_prediction_value_bucket{{{SEL}}}[{RATE}])))",
          f"p{int(q * 100)} {{{{job}}}}") for q in (0.1, 0.5, 0.9)])
+    canary_row(b)
     return dashboard("mlops-service", "mlops / Service", b,
                      "Request rate, errors, latency, in-flight requests, replicas, module times, batches and "
                      "the prediction distribution of mlops model services.")
+
+
+def canary_row(b: Board) -> None:
+    """Canary vs stable: the canary analysis' figures per track, from the recording rules of
+    deploy/monitoring (group mlops.canary, 1m windows, one canary release per namespace)."""
+    ns = 'namespace=~"$namespace"'
+    b.row("Canary vs stable")
+    b.panel("timeseries", "Error ratio (5xx) by track", [(
+        f"namespace_track:mlops_http_errors:ratio1m{{{ns}}}", "{{namespace}} {{track}}")], w=8, unit="percentunit",
+        description="5xx answers / predict requests over 1 minute, per track (the analysis' error_ratio).")
+    b.panel("timeseries", "p99 latency by track", [(
+        f"namespace_track:mlops_http_request_duration_seconds:p99_1m{{{ns}}}", "{{namespace}} {{track}}")], w=8,
+        unit="s", description="p99 of the predict routes' latency over 1 minute, per track (the analysis' latency_p99).")
+    b.panel("timeseries", "Predict requests by track (1m)", [(
+        f"namespace_track:mlops_http_requests:increase1m{{{ns}}}", "{{namespace}} {{track}}")], w=8,
+        description="Below canary_analysis.min_requests in a window, a measurement is inconclusive.")
+    b.panel("timeseries", "PSI per feature by track", [(
+        f"namespace_track_feature:mlops_drift_psi:1m{{{ns}}}", "{{track}} {{feature}}")], w=8,
+        description="Input drift against the reference over 1 minute, per track; the analysis judges the worst feature.",
+        thresholds={"mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 0.1},
+                                                  {"color": "red", "value": 0.25}]})
+    b.panel("bargauge", "Class shares by track", [(
+        f"namespace_track_label:mlops_predictions:share1m{{{ns}}}", "{{track}} {{label}}")], w=8, unit="percentunit",
+        description="Each class' share of the last minute's predictions, canary beside stable.")
+    b.panel("timeseries", "Prediction shift (TVD canary vs stable)", [(
+        f"namespace:mlops_canary_prediction_shift:tvd1m{{{ns}}}", "{{namespace}}")], w=8,
+        description="Total-variation distance between the canary's and stable's class shares (0 same, 1 disjoint); "
+                    "the built-in analysis fails above 0.2.")
 
 
 WINDOW = {"name": "window", "label": "PSI window", "type": "custom", "query": "15m,1h,6h,24h",

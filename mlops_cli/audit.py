@@ -17,7 +17,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict
 
-from .config import Settings
+from .settings import Settings
 from .errors import MlopsError
 from .sources import ModelRef, ModelSource, get_source, parse_ref
 from .state import ApprovalRecord, AuditRecord, State, now

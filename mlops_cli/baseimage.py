@@ -14,7 +14,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict
 
-from .config import Settings
+from .settings import Settings
 from .errors import ConfigError, StageFailed
 from .proc import run
 from .ui import progress

@@ -12,11 +12,11 @@ from pydantic import ValidationError
 
 from serving.spec import SPEC_VERSION, ModelSpec, ModuleSpec, ServerSpec, Spec, write_spec
 
-from .config import Settings
+from .settings import Settings
 from .digests import sha256_file
 from .errors import ConfigError, StageFailed
 from .module_files import fetch_verified, mismatches, spec_modules
-from .sources import ModelMetadata
+from .sources.metadata import ModelMetadata
 
 MODEL_DIR = "model"
 
@@ -24,7 +24,7 @@ MODEL_DIR = "model"
 def _monitorable(meta: ModelMetadata) -> bool:
     """Outlier and drift monitoring need reference statistics of at least one numeric input."""
     stats = (meta.reference or {}).get("features", {})
-    return any(f.type in ("number", "integer") and "quantiles" in stats.get(f.name, {}) for f in meta.schema_.inputs)
+    return any(f.type in ("number", "integer") and "quantiles" in stats.get(f.name, {}) for f in (meta.schema_.inputs if meta.schema_ else ()))
 
 
 def build_spec(meta: ModelMetadata, settings: Settings) -> Spec:
@@ -40,7 +40,7 @@ def build_spec(meta: ModelMetadata, settings: Settings) -> Spec:
             model=ModelSpec(name=meta.name, version=meta.version, framework=meta.framework, task=meta.task,
                             artifact=f"{MODEL_DIR}/{meta.artifact_name}", sha256=meta.sha256,
                             class_name=meta.class_name),
-            schema=meta.schema_,
+            io=meta.schema_,
             modules=[ModuleSpec(name=m["name"], settings=m["settings"])
                      for m in spec_modules(meta, _monitorable(meta), meta.labels)],
             server=server_spec(settings),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import itertools
 import json
 import textwrap
 import typing
@@ -19,7 +20,8 @@ from typing import Any, Iterator
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
-from .config import ENV_PREFIX, Settings
+from .config import ENV_PREFIX
+from .settings import Settings
 
 HEADER = """# Configuration
 
@@ -52,7 +54,7 @@ def _docstrings(cls: type) -> dict[str, str]:
         except (OSError, TypeError):
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, after in zip(body, body[1:]):
+        for node, after in itertools.pairwise(body):
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
                     and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) \
                     and isinstance(after.value.value, str):
@@ -60,7 +62,7 @@ def _docstrings(cls: type) -> dict[str, str]:
     return found
 
 
-def _model_of(annotation: Any) -> tuple[type | None, str]:
+def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, str]:
     """(the settings class inside an annotation, how it nests: '' plain, '[]' list, '.<name>' mapping)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation, ""
@@ -80,9 +82,11 @@ def _model_of(annotation: Any) -> tuple[type | None, str]:
 def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
     text = text.replace("<class '", "").replace("'>", "").replace("NoneType", "None")
-    text = text.replace("mlops_cli.config.", "")
+    text = text.replace("mlops_cli.settings.", "").replace("mlops_cli.canary.analysis.", "")
     if text.startswith("Optional[") and text.endswith("]"):
         text = text[len("Optional["):-1]
+    elif text.endswith(" | None"):  # the same, written X | None
+        text = text.removesuffix(" | None")
     return text
 
 
@@ -95,6 +99,8 @@ def _default(field: Any) -> str:
         value = field.default
     if isinstance(value, BaseModel) or value is None:
         return ""
+    if isinstance(value, dict) and value and all(isinstance(v, BaseModel) for v in value.values()):
+        return "built-in: " + ", ".join(f"`{k}`" for k in value)  # canary_analysis.templates
     if isinstance(value, SecretStr):
         return "(secret)"
     if isinstance(value, Path):
@@ -104,7 +110,7 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(value) if not isinstance(value, str) else value}`"
 
 
-def rows(model: type = Settings, prefix: tuple[str, ...] = (), nested: bool = False) -> Iterator[tuple[str, ...]]:
+def rows(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = (), nested: bool = False) -> Iterator[tuple[str, ...]]:
     """(key, variable, type, default, description) for every field, depth first."""
     docs = _docstrings(model)
     for name, field in model.model_fields.items():

@@ -8,8 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from . import pipeline
-from .config import Settings
+from . import run_all
+from .extras import SERVER_STACK, require
+from .settings import Settings
 from .register import reference_stats
 from .sources.local import LocalStore
 from .ui import progress
@@ -25,7 +26,7 @@ class DemoResult(BaseModel):
     url: str | None
     curl: str | None
     running: dict[str, str] = {}  # env -> URL of each server left running
-    pipeline: pipeline.PipelineResult
+    pipeline: run_all.PipelineResult
 
     def lines(self) -> list[str]:
         out = self.pipeline.lines()
@@ -40,6 +41,7 @@ class DemoResult(BaseModel):
 
 def train_and_register(settings: Settings) -> str:
     """Train an iris classifier, register it with everything validation needs; return its ref."""
+    require(("sklearn", "joblib"), "mlops demo trains a scikit-learn model", "sklearn")
     import joblib
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
@@ -61,7 +63,7 @@ def train_and_register(settings: Settings) -> str:
     artifact = folder / "iris.joblib"
     joblib.dump(model, artifact)
     rows: list[dict[str, Any]] = [dict(zip(FEATURES, map(float, row))) for row in x_test[:3]]
-    examples = [{"instances": rows}, {"instances": [list(map(float, x_test[3]))]}]
+    examples: list[dict[str, Any]] = [{"instances": rows}, {"instances": [list(map(float, x_test[3]))]}]
     schema = {"inputs": [{"name": f, "type": "number"} for f in FEATURES],
               "outputs": [{"name": "label", "type": "string"}, {"name": "probability", "type": "number"}]}
     reference = reference_stats({f: list(x_train[:, i]) for i, f in enumerate(FEATURES)})
@@ -74,12 +76,15 @@ def train_and_register(settings: Settings) -> str:
 
 
 def run(settings: Settings) -> DemoResult:
+    if settings.deploy.target == "local":
+        require(SERVER_STACK, "mlops demo serves the model with the local target", "serve")
+    require(("pytest",), "mlops demo runs the unit-test stage (pytest)", "unit-test")
     ref = train_and_register(settings)
     validation = settings.validation
     if not validation.thresholds:
         validation = validation.model_copy(update={"thresholds": DEMO_THRESHOLDS})
     settings = settings.model_copy(update={"model": ref, "validation": validation})
-    result = pipeline.run(settings)
+    result = run_all.run(settings)
     url = curl = None
     running: dict[str, str] = {}
     if result.passed:

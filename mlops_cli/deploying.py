@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol, cast
 
-from .config import Settings
+from .settings import Settings
 from .errors import MlopsError, StageFailed
 from .reconcile import reconcile, shielded
 from .state import DeploymentRecord, IntentRecord, State, now
-from .targets import Release, Rollout, get_target
+from .targets import Journal, Release, Rollout, get_target
 from .ui import progress
+
+
+
+class _JournaledDeploy(Protocol):
+    """A target whose deploy() journals its steps (those that observe or say `journals = True`)."""
+
+    def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord], journal: Journal) -> Rollout: ...
+
+
+def _journaling(target: object) -> _JournaledDeploy:
+    return cast(_JournaledDeploy, target)  # the caller checked: hasattr(target, "observe") or target.journals
 
 
 def reconcile_first(settings: Settings, state: State, env: str) -> None:
@@ -42,14 +53,14 @@ def deploy_bundle(settings: Settings, state: State, env: str) -> DeploymentRecor
         return DeploymentRecord(
             env=env, target=settings.deploy.target, url=rollout.url, model_ref=model.ref, model_name=model.name,
             model_version=model.version, model_sha256=model.sha256, bundle_digest=bundle.bundle_digest,
-            bundle_path=bundle.path, schema=model.schema_, revision=rollout.revision,
+            bundle_path=bundle.path, schema_=model.schema_, revision=rollout.revision,
             previous_revision=rollout.previous_revision, pid=rollout.pid, log_path=rollout.log_path,
             handle=rollout.handle, image=image, metrics=dict(model.metrics),
         )
 
     def journal(step: str, **fields: Any) -> None:
         known = state.intents.get(env)
-        data = known.model_dump(by_alias=True) if known else {
+        data: dict[str, Any] = known.model_dump(by_alias=True) if known else {
             "env": env, "action": action, "previous_pid": current.pid if current else None,
             "previous_handle": current.handle if current else None}
         data.update({k: v for k, v in fields.items() if k in IntentRecord.model_fields}, step=step, at=now())
@@ -63,7 +74,7 @@ def deploy_bundle(settings: Settings, state: State, env: str) -> DeploymentRecor
 
     release = Release(bundle=Path(bundle.path), image=image, state=state)
     try:
-        rollout = target.deploy(env, release, current, journal=journal) if journaled else \
+        rollout = _journaling(target).deploy(env, release, current, journal=journal) if journaled else \
             target.deploy(env, release, current)
     except StageFailed:
         if state.intents.pop(env, None) is not None:  # the target stopped the new revision itself

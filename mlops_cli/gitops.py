@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import Settings
+from .settings import Settings
 from .errors import UsageError
 from .render import (ENVS, KUBERNETES_FROM, OPENSHIFT_FROM, Rendered, RenderResult, check_image, render,
                      template_env, to_yaml, validate)
@@ -88,7 +88,7 @@ def write(rendered: dict[str, Rendered], out: Path) -> list[Path]:
                 written[-1].write_text(to_yaml(ops), encoding="utf-8")
                 patches.append({"path": written[-1].name,
                                 "target": {"kind": manifest["kind"], "name": manifest["metadata"]["name"]}})
-        kustomization = {**KUSTOMIZATION, "namespace": result.namespace, "resources": ["../../base"]}
+        kustomization: dict[str, Any] = {**KUSTOMIZATION, "namespace": result.namespace, "resources": ["../../base"]}
         if patches:
             kustomization["patches"] = patches
         written.append(overlay / "kustomization.yaml")

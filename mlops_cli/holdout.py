@@ -18,6 +18,7 @@ import sys
 import tempfile
 import types
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,7 +38,7 @@ HIGHER_IS_BETTER = {"accuracy", "acc", "balanced_accuracy", "f1", "f1_score", "f
                     "rouge", "tpr", "tnr", "specificity", "sensitivity", "top5", "top1", "top_5", "top_1"}
 
 
-def direction(metric: str, declared: dict[str, str]) -> Optional[str]:
+def direction(metric: str, declared: Mapping[str, str]) -> Optional[str]:
     """"lower" or "higher" (is better) for the metric: as declared, else by its name; None when unknown."""
     if metric in declared:
         return declared[metric]
@@ -178,8 +179,11 @@ def evaluate(meta: Any, bundle: Path, settings: Any) -> dict[str, float]:
     S3 settings); the model is loaded and scored in a clean, bounded child process, as validate-model's trial
     run loads it (unpickling runs code): its bundle's spec.json read by serving.spec, the rows fed through the
     server's own preprocessing."""
-    from .trial import memory_note, run_bounded
+    from .extras import require
+    from .trial import memory_note, require_loader, run_bounded
 
+    require(("sklearn",), "validate-model's holdout scoring computes its metrics with scikit-learn", "sklearn")
+    require_loader(meta.framework, "validate-model's holdout scoring loads the model with the server's code")
     holdout = settings.validation.holdout
     columns = read_table(holdout.path, holdout.format, settings.s3)
     scratch = settings.workdir / "artifacts"  # never the bundle itself: prod's must stay as assembled
@@ -209,8 +213,8 @@ def score(bundle: Path, columns: dict[str, list[Any]], task: str, labels: Any, h
         spec = load_spec(bundle)
     except BundleError as exc:
         raise StageFailed(str(exc)) from None
-    y = columns.get(holdout.target)
-    X = features(columns, bundle, spec, holdout.target, holdout.path)
+    X = features(columns, bundle, spec, holdout.target, holdout.path)  # (refuses a missing target column)
+    y = columns[holdout.target]
     if any(v is None for v in y):
         raise UsageError(f"holdout {holdout.path}: the target column {holdout.target!r} has empty cells")
     model = load_model(bundle, spec)
@@ -231,7 +235,7 @@ def _child(argv: list[str]) -> int:
     """`python -m mlops_cli.holdout JOB MEMORY_MB RESULT`: score in this (bounded) process, write RESULT."""
     from serving.modules.trial import limit_memory
 
-    from .config import HoldoutSettings
+    from .settings import HoldoutSettings
     from .errors import MlopsError
 
     job_path, memory_mb, result_path = argv
@@ -309,8 +313,8 @@ def _classification(meta: Any, model: Any, X: Any, y: list[Any], predicted: list
     if labels and all(t not in {_label(lab) for lab in labels} for t in truth):
         truth = [name(v) for v in y]   # the target holds class indices
     pred = [name(v) for v in predicted]
-    out = {"accuracy": float(skm.accuracy_score(truth, pred)),
-           "f1": float(skm.f1_score(truth, pred, average="macro", zero_division=0))}
+    out: dict[str, Optional[float]] = {"accuracy": float(skm.accuracy_score(truth, pred)),
+                                       "f1": float(skm.f1_score(truth, pred, average="macro", zero_division=0))}
     proba = getattr(model, "predict_proba", None)
     classes = getattr(model, "classes_", None)
     if callable(proba) and classes is not None and len(set(truth)) > 1:

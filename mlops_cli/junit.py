@@ -24,7 +24,7 @@ class Case:
     failure: Optional[str] = None   # why it failed; None: it passed
     time_s: float = 0.0
     detail: str = ""                # shown as the case's system-out
-    skipped: Optional[str] = None   # why it did not run; None: it ran
+    skipped: str | None = None      # why it did not run; None: it ran
 
 
 def _clean(text: str) -> str:

@@ -6,8 +6,8 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict
 
-from .compat import schema_of
-from .config import Settings
+from .interface_check import schema_of
+from .settings import Settings
 from .sources import get_source, parse_ref
 from .sources.local import LocalStore
 
@@ -48,7 +48,7 @@ class ModelShow(BaseModel):
                f"(sha256:{md['sha256'][:12]}, {md.get('size', 0)} bytes), created {md.get('created_at') or '?'}"]
         out.append("  tags: " + (", ".join(md.get("tags") or []) or "none"))
         out.append("  metrics: " + (", ".join(f"{k}={v:g}" for k, v in (md.get("metrics") or {}).items()) or "none"))
-        schema = schema_of(md.get("schema"), f"{self.ref}'s schema") if md.get("schema") else None
+        schema = schema_of(md["schema"], f"{self.ref}'s schema") if md.get("schema") else None
         if schema is not None:
             out.append("  inputs: " + ", ".join(f"{f.name}:{f.type}" for f in schema.inputs))
             out.append("  outputs: " + ", ".join(f"{f.name}:{f.type}" for f in schema.outputs))

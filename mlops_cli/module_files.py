@@ -9,7 +9,7 @@ from typing import Any
 
 from .digests import sha256_file
 from .errors import StageFailed
-from .sources import ModelMetadata, ModuleFile, UserModule
+from .sources.metadata import ModelMetadata, ModuleFile, UserModule
 
 DETECTOR_DIR = "modules/outlier"
 

@@ -20,8 +20,9 @@ from typing import Any, Callable, Literal, Optional
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from .config import Settings
+from .settings import Settings
 from .errors import TemporaryError, UsageError
+from .metrics_text import PREDICT_ROUTES_PROMQL, delta, parse_metrics
 from .state import State
 
 Level = Literal["ok", "warning", "critical", "few values", "no data"]
@@ -100,37 +101,6 @@ def _get(client: httpx.Client, url: str, what: str, params: Optional[dict] = Non
         raise TemporaryError(f"cannot reach {what} at {url}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
 
 
-def _metrics(text: str) -> dict[str, Any]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: dict[str, Any] = {"requests": 0, "errors": 0, "outliers": {}, "outlier_rows": 0.0, "rows": 0.0,
-                           "model": None, "bins": {}, "shares": {}}
-    try:
-        families = list(text_string_to_metric_families(text))
-    except ValueError as exc:
-        raise TemporaryError(f"the server's /metrics is not Prometheus text: {exc}") from None
-    for family in families:
-        for s in family.samples:
-            if s.name == "mlops_http_requests_total" and s.labels.get("route") == "/v1/predict":
-                out["requests"] += int(s.value)
-                if s.labels.get("status", "").startswith("5"):
-                    out["errors"] += int(s.value)
-            elif s.name == "mlops_outliers_total":
-                out["outliers"][s.labels.get("feature", "")] = int(s.value)
-            elif s.name == "mlops_outlier_instances_total":
-                out["outlier_rows"] = max(out["outlier_rows"], s.value)
-            elif s.name == "mlops_batch_size_rows_sum":
-                out["rows"] = s.value
-            elif s.name == "mlops_model_info" and s.value == 1:
-                out["model"] = f"{s.labels.get('name')}@{s.labels.get('version')}"
-                out["model_labels"] = {"name": s.labels.get("name", ""), "version": s.labels.get("version", "")}
-            elif s.name == "mlops_drift_observations_total":
-                out["bins"].setdefault(s.labels.get("feature", ""), {})[int(s.labels.get("bin", 0))] = s.value
-            elif s.name == "mlops_drift_reference_share":
-                out["shares"].setdefault(s.labels.get("feature", ""), {})[int(s.labels.get("bin", 0))] = s.value
-    return out
-
-
 def _level(psi: Optional[float], observations: int, settings: Settings) -> Level:
     m = settings.monitor
     if psi is None:
@@ -168,22 +138,6 @@ def _computed_alerts(features: list[FeatureDrift], m: dict[str, Any], settings: 
         out.append(AlertLine(name="MlopsHighOutlierRate", severity="warning", state="firing", labels={},
                              summary=f"{m['outlier_rows'] / m['rows']:.1%} of instances are outliers"))
     return sorted(out, key=lambda a: SEVERITY_ORDER.get(a.severity, 3))
-
-
-def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The counters' increase between two scrapes (a restart in between: the later values, as Prometheus does)."""
-    def inc(a: float, b: float) -> float:
-        return b - a if b >= a else b
-
-    out = dict(after)
-    out["requests"] = int(inc(before["requests"], after["requests"]))
-    out["errors"] = int(inc(before["errors"], after["errors"]))
-    out["outlier_rows"] = inc(before["outlier_rows"], after["outlier_rows"])
-    out["rows"] = inc(before["rows"], after["rows"])
-    out["outliers"] = {f: int(inc(before["outliers"].get(f, 0), v)) for f, v in after["outliers"].items()}
-    out["bins"] = {f: {b: inc(before["bins"].get(f, {}).get(b, 0), v) for b, v in bins.items()}
-                   for f, bins in after["bins"].items()}
-    return out
 
 
 def _scraped_features(m: dict[str, Any], settings: Settings) -> list[FeatureDrift]:
@@ -244,9 +198,9 @@ def _prometheus_figures(client: httpx.Client, base: str, job: str, m: dict[str, 
     seen = by(f"namespace_job_feature:mlops_drift_observations:increase1h{{{sel}}}", "feature")
     outliers = by(f"sum by (feature) (increase(mlops_outliers_total{{{sel}}}[1h]))", "feature")
     figures = dict(m)
-    figures["requests"] = int(round(one(f'sum by (job) (increase(mlops_http_requests_total{{{sel}, route="/v1/predict"}}[1h]))')))
+    figures["requests"] = int(round(one(f'sum by (job) (increase(mlops_http_requests_total{{{sel}, route=~"{PREDICT_ROUTES_PROMQL}"}}[1h]))')))
     figures["errors"] = int(round(one(
-        f'sum by (job) (increase(mlops_http_requests_total{{{sel}, route="/v1/predict", status=~"5.."}}[1h]))')))
+        f'sum by (job) (increase(mlops_http_requests_total{{{sel}, route=~"{PREDICT_ROUTES_PROMQL}", status=~"5.."}}[1h]))')))
     figures["outlier_rows"] = one(f"sum by (job) (increase(mlops_outlier_instances_total{{{sel}}}[1h]))")
     figures["rows"] = one(f"sum by (job) (increase(mlops_batch_size_rows_sum{{{sel}}}[1h]))")
     features = []
@@ -272,7 +226,7 @@ def snapshot(settings: Settings, job: Optional[str] = None, top: int = 5,
             r = _get(client, f"{url}/metrics", "the model server")
             if r.status_code != 200:
                 raise TemporaryError(f"{url}/metrics answered {r.status_code}: is this an mlops model server?")
-            return _metrics(r.text)
+            return parse_metrics(r.text)
 
         first = scrape()
         drift_module = bool(first["shares"])
@@ -285,7 +239,7 @@ def snapshot(settings: Settings, job: Optional[str] = None, top: int = 5,
         else:
             window_s = settings.monitor.window_s
             sleep(window_s)
-            m = _delta(first, scrape())
+            m = delta(first, scrape())
             features = _scraped_features(m, settings)
             window = f"last {window_s:g}s"
             alerts = _computed_alerts(features, m, settings)

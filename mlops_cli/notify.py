@@ -18,9 +18,9 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict
 
 from .audit import _digest
-from .config import Settings
+from .settings import Settings
 from .errors import UsageError
-from .notifiers import Delivery, Notification, notify as deliver
+from .notifiers import Delivery, Notification, Severity, notify as deliver
 from .notifiers.slack import approval_value
 from .stages import STAGES
 from .state import State
@@ -28,7 +28,7 @@ from .ui import progress
 
 Event = Literal["started", "success", "failure", "aborted", "approval-requested", "approved", "rejected"]
 EVENTS: tuple[str, ...] = Event.__args__  # type: ignore[attr-defined]
-SEVERITY = {"started": "info", "success": "success", "failure": "critical", "aborted": "warning",
+SEVERITY: dict[str, Severity] = {"started": "info", "success": "success", "failure": "critical", "aborted": "warning",
             "approval-requested": "info", "approved": "info", "rejected": "warning"}
 INPUT_ID = "ReleaseApproval"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from .config import Settings
-from .notifiers import Delivery, Notification, notify
+from .settings import Settings
+from .notifiers import Delivery, Notification, Severity, notify
 from .state import RolloutRecord, State
 from .ui import progress
 
-SEVERITY = {"succeeded": "success", "rolled-back": "warning", "failed": "critical"}
+SEVERITY: dict[str, Severity] = {"succeeded": "success", "rolled-back": "warning", "failed": "critical"}
 TITLE = {"succeeded": "{action} of {model} to {env} succeeded",
          "rolled-back": "{action} of {model} to {env} failed and was rolled back",
          "failed": "{action} of {model} to {env} failed"}

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import signal
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
-from .config import Settings
+from .settings import Settings
 from .errors import MlopsError
 from .state import IntentRecord, RolloutRecord, State, now
 from .targets import get_target
@@ -64,8 +64,8 @@ def _reconcile_deployment(settings: Settings, state: State, env: str, target, wh
         view = target.await_rollout(handle)  # still rolling out: give it the time the killed run would have
         # (not during an abort's repair: that runs shielded from signals and must stay short)
     what = f"{why} {intent.action} of revision {intent.revision} (at step {intent.step})"
-    common = dict(env=env, from_revision=rec.revision if rec else None, previous_image=old_image)
-    if view.exists and new_image and view.image == new_image and view.complete:
+    common: dict[str, Any] = dict(env=env, from_revision=rec.revision if rec else None, previous_image=old_image)
+    if view.exists and intent.record and new_image and view.image == new_image and view.complete:
         record = intent.record.model_copy(update={"revision": view.revision, "at": now(),
                                                   "previous_revision": rec.revision if rec else None})
         if rec is not None and rec.image != record.image:
@@ -90,7 +90,7 @@ def _reconcile_deployment(settings: Settings, state: State, env: str, target, wh
                                     failed_revision=intent.revision, message=message, **common)
     else:  # the new template never landed, or was already put back (an abort's own undo)
         back = rec is not None and view.image == old_image
-        if back and view.revision and view.revision != rec.revision:
+        if rec is not None and back and view.revision and view.revision != rec.revision:
             state.deployments[env] = rec.model_copy(update={"revision": view.revision, "at": now()})
         message = f"{what}: undone, the Deployment runs revision {view.revision} ({view.image})"
         outcome = RolloutRecord(outcome="rolled-back" if back else "failed", image=view.image,
@@ -169,6 +169,7 @@ def reconcile(settings: Settings, state: State, env: str, *, why: str = "found i
         took_traffic = bool(new) and observed.serving == new and new in by_ident and intent.record is not None
         what = f"{why} {intent.action} of revision {intent.revision} (at step {intent.step})"
         if took_traffic:
+            assert intent.record is not None  # took_traffic says so
             server = by_ident[new]
             record = intent.record.model_copy(update={"pid": server.pid, "handle": new, "at": now(),
                                                       "previous_revision": rec.revision if rec else None})
@@ -208,7 +209,7 @@ def reconcile(settings: Settings, state: State, env: str, *, why: str = "found i
     state.save(settings.workdir)
     line = f"reconciled {env}: " + "; ".join(done)
     progress(line)
-    if outcome is not None:
+    if outcome is not None and intent is not None:  # an outcome is an intent's
         from .outcomes import announce
 
         announce(settings, state, intent.action, outcome)

@@ -12,9 +12,9 @@ from typing import Any, Optional
 import numpy as np
 import yaml
 
-from .config import Settings
+from .settings import Settings
 from .errors import UsageError
-from .sources import ModelMetadata
+from .sources.metadata import ModelMetadata
 from .sources.local import LocalStore
 
 QUANTILES = [i / 10 for i in range(11)]

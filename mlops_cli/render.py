@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from serving.spec import BundleError, load_spec
 
 from . import DISTRIBUTION
-from .config import Settings
+from .settings import Settings
 from .errors import ConfigError, PrerequisiteError, StageFailed, UsageError
 from .state import State
 from .ui import progress
@@ -35,7 +35,9 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 ANNOTATION = "mlops.io/"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
+TRACK = "mlops.io/track"  # pod label: stable | canary (a canary release); the ServiceMonitor makes it `track`
 OWN_SCHEMAS = {("route.openshift.io/v1", "Route"): "route.openshift.io-v1-route.json",
+               ("gateway.networking.k8s.io/v1", "HTTPRoute"): "gateway.networking.k8s.io-v1-httproute.json",
                ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com-v1-servicemonitor.json",
                ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com-v1-prometheusrule.json"}
 
@@ -47,6 +49,7 @@ class Rendered:
     name: str
     image: str
     manifests: list[dict[str, Any]]
+    values: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # what the templates got
 
     def get(self, kind: str) -> Optional[dict[str, Any]]:
         return next((m for m in self.manifests if m["kind"] == kind), None)
@@ -216,6 +219,7 @@ def context(settings: Settings, state: State, env: str, image: str, change_cause
         raise ConfigError(f"kubernetes.tls_secret needs a host for {env}", hint=f"set kubernetes.hosts.{env}")
     return dict(
         name=name, namespace=getattr(k.namespaces, env), labels=labels, selector=selector, image=image,
+        pod_labels={**labels, TRACK: "stable"}, **split(settings, name, None, 0),
         # a tag may point elsewhere than a node's cached copy of it: pull it each time; a digest cannot move
         image_pull_policy="IfNotPresent" if DIGEST_REF.match(image) else "Always",
         annotations={**model_annotations, CHANGE_CAUSE: change_cause}, pod_annotations=model_annotations,
@@ -230,6 +234,20 @@ def context(settings: Settings, state: State, env: str, image: str, change_cause
     )
 
 
+def split(settings: Settings, name: str, canary_service: Optional[str], weight: int) -> dict[str, Any]:
+    """The traffic router's values: all to the Service `name`, or `weight` percent to `canary_service`."""
+    stable_weight = 100 - weight if canary_service else 100
+    refs = [{"name": name, "port": 80, "weight": stable_weight}]
+    if canary_service:
+        refs.append({"name": canary_service, "port": 80, "weight": weight})
+    gateway = settings.kubernetes.gateway or ""
+    parent = dict(zip(("namespace", "name"), gateway.split("/"))) if "/" in gateway else {"name": gateway}
+    ingress = {"nginx.ingress.kubernetes.io/canary": "true",
+               "nginx.ingress.kubernetes.io/canary-weight": str(weight)} if canary_service else {}
+    return dict(stable_weight=stable_weight, canary_service=canary_service, canary_weight=weight, backend_refs=refs,
+                gateway_parent_refs=[parent] if gateway else [], ingress_annotations=ingress)
+
+
 OPENSHIFT_FROM = ["openshift-ingress", "openshift-monitoring", "openshift-user-workload-monitoring"]
 KUBERNETES_FROM = ["ingress-nginx", "monitoring"]
 
@@ -242,7 +260,7 @@ def pod_placement(settings: Settings, name: str, selector: dict[str, str]) -> di
               for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")] if k.topology_spread else None
     allowed = k.network_policy_from if k.network_policy_from is not None else (
         OPENSHIFT_FROM if k.flavour == "openshift" else KUBERNETES_FROM)
-    peers = [{"namespaceSelector": {"matchExpressions": [
+    peers: list[dict[str, Any]] = [{"namespaceSelector": {"matchExpressions": [
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(allowed)}]}}] if allowed else []
     if k.flavour == "openshift" and k.network_policy_from is None:  # routers on the host network (OpenShift docs)
         peers.append({"namespaceSelector": {"matchLabels": {"policy-group.network.openshift.io/host-network": ""}}})
@@ -251,8 +269,11 @@ def pod_placement(settings: Settings, name: str, selector: dict[str, str]) -> di
                 network_policy_peers=peers)
 
 
+ROUTER_TEMPLATES = {"route": "route.yaml.j2", "nginx": "ingress.yaml.j2", "gateway": "httproute.yaml.j2"}
+
+
 def template_files(settings: Settings) -> list[str]:
-    route = "route.yaml.j2" if settings.kubernetes.flavour == "openshift" else "ingress.yaml.j2"
+    route = ROUTER_TEMPLATES[settings.kubernetes.router]
     k = settings.kubernetes
     files = ["deployment.yaml.j2", "service.yaml.j2", route, "hpa.yaml.j2", "pdb.yaml.j2"]
     files += ["servicemonitor.yaml.j2"] if k.service_monitor else []
@@ -284,15 +305,18 @@ def render(settings: Settings, state: State, env: str, image: Optional[str] = No
     cause = change_cause or (f"mlops: {model.ref} (sha256:{model.sha256[:12]}) as {image}" if model.ref
                              else f"mlops: {image}")
     values = context(settings, state, env, image, cause, model)
-    jinja = template_env()
-    manifests = []
-    for filename in template_files(settings):
-        text = jinja.get_template(filename).render(**values)
-        try:
-            manifests.append(yaml.safe_load(text))
-        except yaml.YAMLError as exc:  # a template bug, not a user error
-            raise RuntimeError(f"template {filename} rendered invalid YAML: {exc}") from exc
-    return Rendered(env=env, namespace=values["namespace"], name=values["name"], image=image, manifests=manifests)
+    manifests = [render_template(filename, values) for filename in template_files(settings)]
+    return Rendered(env=env, namespace=values["namespace"], name=values["name"], image=image, manifests=manifests,
+                    values=values)
+
+
+def render_template(filename: str, values: dict[str, Any]) -> dict[str, Any]:
+    """One template of deploy/openshift rendered with `values` (context()'s), as an object."""
+    text = template_env().get_template(filename).render(**values)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # a template bug, not a user error
+        raise RuntimeError(f"template {filename} rendered invalid YAML: {exc}") from exc
 
 
 def validate(manifests: list[dict[str, Any]], kubernetes_version: str) -> None:
@@ -305,7 +329,7 @@ def validate(manifests: list[dict[str, Any]], kubernetes_version: str) -> None:
     problems = []
     for manifest in manifests:
         what = f"{manifest.get('kind')}/{manifest.get('metadata', {}).get('name')}"
-        own = OWN_SCHEMAS.get((manifest.get("apiVersion"), manifest.get("kind")))
+        own = OWN_SCHEMAS.get((str(manifest.get("apiVersion")), str(manifest.get("kind"))))
         try:
             if own is not None:
                 schema = json.loads((resources.files("mlops_cli") / "schemas" / own).read_text(encoding="utf-8"))
@@ -323,7 +347,7 @@ def validate(manifests: list[dict[str, Any]], kubernetes_version: str) -> None:
         raise StageFailed(f"{len(problems)} rendered manifest(s) are not valid: " + "; ".join(problems))
 
 
-def to_yaml(manifest: dict[str, Any]) -> str:
+def to_yaml(manifest: dict[str, Any] | list[dict[str, Any]]) -> str:
     return yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False)
 
 

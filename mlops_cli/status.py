@@ -8,16 +8,16 @@ workdir, found by their ready-file paths). A corrupt state file is moved aside o
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from .config import Settings
+from .settings import Settings
 from .errors import ConfigError, MlopsError, UsageError
 from .reconcile import disagreements
 from .stages import STAGES
 from .state import State
-from .targets import get_target
+from .targets import CanReconcile, get_target
 from .workdir_lock import hold
 
 ENVS = ("test", "prod")
@@ -180,7 +180,9 @@ def _stop(settings: Settings, env: Optional[str], problems: list[str], move_asid
     if env is not None and env not in state.deployments and env not in ENVS:
         raise UsageError(f"nothing is deployed to {env!r}; deployed: {', '.join(state.deployments) or 'none'}")
     envs = [env] if env else _observed_envs(settings, state)
-    stopped, idle, notes = [], [], []
+    stopped: list[str] = []
+    idle: list[str] = []
+    notes: list[str] = []
     for name in envs:
         dep = state.deployments.get(name)
         try:
@@ -189,16 +191,17 @@ def _stop(settings: Settings, env: Optional[str], problems: list[str], move_asid
             if dep is not None:  # nothing recorded there: an unusable default target is no news
                 problems.append(f"{name}: cannot reach the {dep.target} target: {exc}")
             continue
-        did = bool(dep) and target.stop(dep)
+        did = dep is not None and target.stop(dep)
+        observer = cast(CanReconcile, target)  # used only where hasattr(target, "observe")
         try:
-            servers = target.observe(name).servers if hasattr(target, "observe") else ()
+            servers = observer.observe(name).servers if hasattr(target, "observe") else ()
         except MlopsError as exc:
             problems.append(f"{name}: cannot list what runs: {exc.message}")
             servers = ()
         for server in servers:  # orphans, a half-done rollout's new revision
-            target.stop_server(server)
+            observer.stop_server(server)
             did = True
-            if dep is None or server.ident != target.ident_of(dep):
+            if dep is None or server.ident != observer.ident_of(dep):
                 notes.append(f"stopped revision {server.revision} of {name} (pid {server.pid}), "
                               f"which state did not name")
         intent = state.intents.pop(name, None)

@@ -19,11 +19,13 @@ from typing import Any, Optional
 
 import serving.spec
 
-from .config import Settings
+from .extras import FRAMEWORK_MODULES, require
+from .settings import Settings
 from .state import CheckRecord
 from .targets.local import server_environ
 
 RESULT_FILE = ".child-result-"
+TRIAL_STACK = ("numpy", "prometheus_client")  # what serving.modules.trial imports besides the model's framework
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -90,8 +92,16 @@ def memory_note(problem: str, settings: Settings) -> str:
     return problem
 
 
-def trial_run(bundle: Path, settings: Settings) -> CheckRecord:
+def require_loader(framework: str, doing: str = "validate-model's trial run loads the model with the server's code") -> None:
+    """The one-line MissingExtra when this venv lacks what the server's code needs to load a `framework` model."""
+    require(TRIAL_STACK, doing, "serve")
+    require(FRAMEWORK_MODULES.get(framework, ()), f"{doing} (a {framework} model)")
+
+
+def trial_run(bundle: Path, settings: Settings, framework: Optional[str] = None) -> CheckRecord:
     """Load the bundle's model and answer its examples as the server would; the outcome as a check."""
+    if framework is not None:
+        require_loader(framework)
     bundle = Path(bundle).resolve()
     outcome, failure = run_bounded("serving.modules.trial",
                                    [str(bundle), "--memory-mb", str(settings.validation.load_memory_mb)],

@@ -14,6 +14,9 @@ memory therefore stays near ``baseline + max_inflight_bytes x multiplier`` (docs
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 from serving.errors import ServingError
 
 
@@ -21,7 +24,7 @@ class Shed(ServingError):
     """503: the in-flight byte budget is spent; the body is dropped, the client should retry."""
 
     status, code = 503, "overloaded"
-    headers = {"retry-after": "1"}
+    headers: ClassVar[Mapping[str, str] | None] = {"retry-after": "1"}
 
 
 class ByteBudget:

@@ -20,7 +20,7 @@ from typing import Any, Optional
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from serving.admission import ByteBudget
 from serving.asgi import PredictEndpoint, ServingApp
@@ -149,7 +149,7 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     budget = ByteBudget(server.max_inflight_bytes, metrics.queue_rejected)
     protocols = ProtocolRoutes(spec, state, batcher, server.max_body_bytes, budget)  # Open Inference Protocol, KServe v1
     routes += protocols.routes
-    app = ServingApp(routes=routes, lifespan=lifespan)
+    app = ServingApp(routes=list[BaseRoute](routes), lifespan=lifespan)
     app.state.serving = state
     app.state.pipeline = pipeline
     app.state.metrics = metrics

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -30,7 +31,7 @@ class ClientGone(Exception):
 _CLOSE = (b"connection", b"close")
 
 
-async def send_json(send: Any, status: int, body: bytes, headers: dict[str, str] | None = None,
+async def send_json(send: Any, status: int, body: bytes, headers: Mapping[str, str] | None = None,
                     close: bool = False) -> None:
     extra = [(k.encode(), v.encode()) for k, v in headers.items()] if headers else []
     if close:
@@ -136,7 +137,7 @@ class PredictEndpoint:
         self.http = http
         self.budget = budget
 
-    async def _answer(self, scope: dict, receive: Any, held: list[int]) -> tuple[int, bytes, dict[str, str] | None]:
+    async def _answer(self, scope: dict, receive: Any, held: list[int]) -> tuple[int, bytes, Mapping[str, str] | None]:
         try:
             if not self.state.ready:
                 raise NotReady("the model is not loaded yet")
@@ -202,7 +203,7 @@ class ServingApp(Starlette):
 
     fast_routes: dict[tuple[str, str], Any]
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             handler = self.fast_routes.get((scope["method"], scope["path"]))
             if handler is not None:

@@ -24,7 +24,8 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from serving.errors import NotReady, ServingError, one_line
 from serving.metrics import Metrics
@@ -37,7 +38,7 @@ class Overloaded(ServingError):
     """503: the queue is full; the client should retry."""
 
     status, code = 503, "overloaded"
-    headers = {"retry-after": "1"}
+    headers: ClassVar[Mapping[str, str] | None] = {"retry-after": "1"}
 
 
 class Batcher:
@@ -52,7 +53,7 @@ class Batcher:
         self.max_requests = max_batch_requests
         self.max_wait = max_batch_wait_ms / 1000
         self.max_queue = max_queue
-        self._queue: deque[tuple[bytes, asyncio.Future, float]] = deque()
+        self._queue: deque[tuple[bytes | list[Any], asyncio.Future, float]] = deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._rows = metrics.batch_rows
@@ -106,7 +107,8 @@ class Batcher:
                 await asyncio.sleep(self.max_wait)
             else:
                 await asyncio.sleep(0)
-            items, size = [], 0
+            items: list[tuple[bytes | list[Any], asyncio.Future, float]] = []
+            size = 0
             while queue and len(items) < self.max_requests:
                 item = queue[0]
                 if items and size + len(item[0]) > self.max_bytes:
@@ -131,7 +133,7 @@ class Batcher:
             loop.close()
             self._worker.loop = None
 
-    async def _process(self, items: list[tuple[bytes, asyncio.Future, float]], size: int = 0) -> None:
+    async def _process(self, items: list[tuple[bytes | list[Any], asyncio.Future, float]], size: int = 0) -> None:
         now = time.perf_counter()
         for _, _, queued in items:
             self._wait.observe(now - queued)

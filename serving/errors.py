@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:  # starlette is imported where an answer is made: the toolkit reads BundleError without it
     from starlette.requests import Request
@@ -33,7 +34,7 @@ class ServingError(Exception):
 
     status = 500
     code = "internal_error"
-    headers: dict[str, str] | None = None
+    headers: ClassVar[Mapping[str, str] | None] = None  # extra response headers, per error class
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
         super().__init__(message)
@@ -54,7 +55,7 @@ class PayloadTooLarge(ServingError):
     """413: the body is over ``server.max_body_bytes``."""
 
     status, code = 413, "payload_too_large"
-    headers = {"connection": "close"}  # the rest of the body is not read
+    headers: ClassVar[Mapping[str, str] | None] = {"connection": "close"}  # the rest of the body is not read
 
 
 class TooManyInstances(ServingError):
@@ -78,7 +79,7 @@ class NotReady(ServingError):
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
     from starlette.responses import Response
 
     body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()

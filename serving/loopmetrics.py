@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 
@@ -33,6 +33,12 @@ class _Metric:
         registry.register(self)
 
     def _child(self) -> Any:
+        raise NotImplementedError
+
+    def _family(self) -> Metric:
+        raise NotImplementedError
+
+    def _add(self, family: Any, labels: list[str], child: Any) -> None:
         raise NotImplementedError
 
     def labels(self, *values: str, **named: str) -> Any:
@@ -76,7 +82,7 @@ class LoopCounter(_Metric):
     def _child(self) -> _Value:
         return _Value()
 
-    def _family(self) -> CounterMetricFamily:
+    def _family(self) -> Metric:
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
     def _add(self, family: Any, labels: list[str], child: _Value) -> None:

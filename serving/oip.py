@@ -212,7 +212,8 @@ class V2Codec:
         """The fast path: the rows when every tensor is a flat [N] column of a float datatype for a
         number input, with plain numbers, and every input is there; else None (then
         :meth:`_columns` decides, and names any problem)."""
-        index, numbers, floats, columns, n = self.index, self.numbers, _FLOAT_SET, [None] * self.width, -1
+        index, numbers, floats, n = self.index, self.numbers, _FLOAT_SET, -1
+        columns: list[list[Any] | None] = [None] * self.width
         for tensor in tensors:
             try:
                 name, shape, datatype, data = _PARTS(tensor)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from importlib import metadata
 from types import SimpleNamespace
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -63,7 +64,7 @@ class ProtocolEndpoint(PredictEndpoint):
         self.codec = codec
         self.check = check
 
-    async def _answer(self, scope: dict, receive: Any, held: list[int]) -> tuple[int, bytes, dict[str, str] | None]:
+    async def _answer(self, scope: dict, receive: Any, held: list[int]) -> tuple[int, bytes, Mapping[str, str] | None]:
         try:
             unknown = self.check is not None and self.check(scope.get("path_params"))
             if unknown:
@@ -76,7 +77,7 @@ class ProtocolEndpoint(PredictEndpoint):
                 answer = self.codec.encode(predictions, context)
             except ValueError:
                 raise ServingError("the model produced a non-finite value", code="prediction_failed") from None
-            if held[0] and len(answer) > held[0]:  # the answer is held until sent: count it, as /v1/predict does
+            if held[0] and self.budget is not None and len(answer) > held[0]:  # the answer is held until sent: count it, as /v1/predict does
                 self.budget.force(len(answer) - held[0])
                 held[0] = len(answer)
             return 200, answer, None

@@ -24,7 +24,7 @@ def _row_schemas(spec: Spec) -> tuple[dict[str, Any], dict[str, Any]]:
     categories = pre.get("categories", {})
 
     def prop(f: Any) -> dict[str, Any]:
-        schema = dict(_TYPES[f.type])
+        schema: dict[str, Any] = dict(_TYPES[f.type])
         if f.name in categories:
             schema["enum"] = list(categories[f.name])
         if not f.required:
@@ -46,8 +46,10 @@ def openapi_document(spec: Spec) -> dict[str, Any]:
     model = spec.model
     as_object, as_list = _row_schemas(spec)
     outputs = {o.name: _TYPES[o.type] for o in spec.io.outputs}
-    get = lambda summary, ref: {"get": {"summary": summary, "responses": {"200": {"description": "OK", **_json_body(ref)}}}}  # noqa: E731
-    doc = {
+    def get(summary: str, ref: str) -> dict[str, Any]:
+        return {"get": {"summary": summary, "responses": {"200": {"description": "OK", **_json_body(ref)}}}}
+
+    doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {"title": f"{model.name} {model.version}", "version": model.version,
                  "description": f"{model.task} model {model.name} (sha256 {model.sha256})"},

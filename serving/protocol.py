@@ -87,7 +87,7 @@ def protocol_class(limits: ConnectionLimits) -> type:
     return GuardedProtocol
 
 
-class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
+class _GuardedBase(HttpToolsProtocol):
     limits: ConnectionLimits = ConnectionLimits()
     sweep_every = 1.0  # how often the deadlines of all connections are checked (one timer per server)
     _last_warning = float("-inf")
@@ -104,7 +104,7 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
         self._flushed_hook = self._flush_waiter  # one bound method per connection, not per request
 
     # -- connection --------------------------------------------------------------------------
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             now = self.loop.time()
@@ -192,7 +192,7 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
         try:
             await asyncio.wait_for(self.flow.drain(), self.limits.body_timeout)
         except asyncio.TimeoutError:
-            client = "%s:%d" % self.client[:2] if self.client else "a client"
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
             log.info("closed the connection of %s: it read nothing of its answer for %gs", client,
                      self.limits.body_timeout)
             self.transport.abort()  # close() would keep the unsent answer in memory until sent
@@ -227,7 +227,7 @@ class _GuardedBase(HttpToolsProtocol):  # type: ignore[misc,valid-type]
         if self.transport.is_closing():
             return
         seconds = self.limits.header_timeout if what == "headers" else self.limits.body_timeout
-        client = "%s:%d" % self.client[:2] if self.client else "a client"
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         log.info("closed the connection of %s: its request %s took over %gs", client, what, seconds)
         cycle = self.cycle
         if what == "headers" or cycle is None or not cycle.response_started:

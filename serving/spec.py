@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from serving.errors import BundleError  # noqa: F401 (the toolkit catches it from here)
 
 SPEC_FILE = "spec.json"
-SPEC_VERSION = 1
+SPEC_VERSION: Final = 1
 InputType = Literal["number", "integer", "string", "boolean"]
 Framework = Literal["sklearn", "onnx", "python"]
 Task = Literal["classification", "regression"]

@@ -8,17 +8,17 @@ push it; the digest the registry returns is what every later stage deploys.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..errors import MlopsError, StageFailed, TemporaryError
-from ..registry import load
+from ..backends import load
+from ..retry import call_with_retries
 from ..ui import progress
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 BUILDERS = {
     "buildah": "mlops_cli.builders.buildah:BuildahBuilder",
@@ -68,14 +68,8 @@ def registry_failure(registry: str, output: str) -> MlopsError:
 
 
 def with_retries(action: Callable[[], str], *, retries: int, backoff_s: float, what: str) -> str:
-    """Run action; on TemporaryError try again up to `retries` times, doubling the wait."""
-    for attempt in range(retries + 1):
-        try:
-            return action()
-        except TemporaryError as exc:
-            if attempt == retries:
-                raise TemporaryError(f"{exc.message} (gave up after {retries + 1} attempts)") from exc
-            delay = backoff_s * 2 ** attempt
-            progress(f"{what} failed ({exc.message}); retrying in {delay:g} s")
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    """Run action; on TemporaryError try again up to `retries` times, with backoff (mlops_cli.retry)."""
+    def say(exc: BaseException, delay: float) -> None:
+        progress(f"{what} failed ({getattr(exc, 'message', exc)}); retrying in {delay:.1f} s")
+
+    return call_with_retries(action, retries=retries, backoff_s=backoff_s, on_retry=say)

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..config import Settings, is_loopback, registry_host
+from ..settings import Settings, is_loopback, registry_host
 from ..errors import ConfigError, StageFailed
 from ..proc import run
 from . import BuildRequest, registry_failure, with_retries
@@ -42,10 +42,11 @@ def labelled_dockerfile(request: BuildRequest) -> Path:
 class BuildahBuilder:
     def __init__(self, settings: Settings):
         self.cfg = settings.build
-        self.binary = shutil.which("buildah")
-        if self.binary is None:
+        binary = shutil.which("buildah")
+        if binary is None:
             raise ConfigError("buildah is not installed or not on PATH",
                               hint="install it (Debian: apt-get install buildah) or set build.builder: docker")
+        self.binary = binary
 
     def _argv(self, *args: str) -> list[str]:
         argv = [self.binary]

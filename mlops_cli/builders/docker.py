@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings, is_loopback, registry_host
+from ..extras import install_line
+from ..settings import Settings, is_loopback, registry_host
 from ..errors import ConfigError, StageFailed, TemporaryError
 from . import BuildRequest, registry_failure, with_retries
 
@@ -40,10 +41,10 @@ def engine_plain_http(info: dict[str, Any], registry: str) -> bool:
         return False
     host = registry_host(registry)
     try:
-        addresses = [ipaddress.ip_address(host)]
+        addresses = {ipaddress.ip_address(host)}
     except ValueError:
         try:
-            addresses = {ipaddress.ip_address(a[4][0].split("%")[0]) for a in socket.getaddrinfo(host, None)}
+            addresses = {ipaddress.ip_address(str(a[4][0]).split("%")[0]) for a in socket.getaddrinfo(host, None)}
         except (OSError, UnicodeError, ValueError):  # not resolvable here: the engine cannot push there either
             return False
     return any(address in cidr for address in addresses for cidr in cidrs if address.version == cidr.version)
@@ -65,26 +66,28 @@ class DockerBuilder:
         try:
             import docker
         except ImportError as exc:
-            raise ConfigError("the docker builder needs the docker package", hint="pip install docker") from exc
+            raise ConfigError("the docker builder needs the docker package", hint=install_line("docker")) from exc
         self._errors = docker.errors
         where = self.cfg.docker_host or "DOCKER_HOST or the default socket"
-        self.client = None
-        socket_path = Path(self.cfg.docker_host.removeprefix("unix://")) if (self.cfg.docker_host or "").startswith("unix://") else None
+        host = self.cfg.docker_host or ""
+        socket_path = Path(host.removeprefix("unix://")) if host.startswith("unix://") else None
         if socket_path is not None and not socket_path.exists():
             raise ConfigError(f"no Docker-API engine answers at {self.cfg.docker_host}: the socket does not exist",
                               hint="start Docker or `podman system service`, or set build.docker_host")
+        client = None
         try:
-            self.client = (docker.DockerClient(base_url=self.cfg.docker_host, timeout=int(self.cfg.timeout_s))
-                           if self.cfg.docker_host else docker.from_env(timeout=int(self.cfg.timeout_s)))
-            self.client.ping()
+            client = (docker.DockerClient(base_url=self.cfg.docker_host, timeout=int(self.cfg.timeout_s))
+                      if self.cfg.docker_host else docker.from_env(timeout=int(self.cfg.timeout_s)))
+            client.ping()
         except docker.errors.DockerException as exc:
-            self.close()
+            if client is not None:
+                client.close()
             raise ConfigError(f"no Docker-API engine answers at {where}: {engine_reason(exc)}",
                               hint="start Docker or `podman system service`, or set build.docker_host") from None
+        self.client = client
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
+        self.client.close()
 
     def build(self, request: BuildRequest) -> None:
         lines: list[str] = []

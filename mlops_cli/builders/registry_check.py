@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from ..config import BuildSettings
+from ..settings import BuildSettings
 from ..errors import StageFailed, TemporaryError
 from ..ui import progress
 from . import with_retries

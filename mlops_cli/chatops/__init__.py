@@ -13,13 +13,16 @@ import logging
 from typing import TYPE_CHECKING, Optional
 
 from ..errors import ConfigError
+from ..extras import require
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 
 def build(settings: "Settings", config_file: Optional[str] = None):
     """The app and its service, from the settings; a ConfigError on anything wrong."""
+    require(("slack_sdk",), "mlops chatops is a Slack app", "chatops")
+    require(("uvicorn", "starlette", "prometheus_client"), "mlops chatops is a server", "serve")
     from prometheus_client import CollectorRegistry
 
     from . import views
@@ -76,9 +79,10 @@ def run(settings: "Settings", config_file: Optional[str] = None) -> None:
     logging.getLogger("mlops.chatops").info(
         "chatops on %s://%s:%d, executor %s, %d users and %d groups with roles", "https" if cfg.tls_cert_file else "http",
         cfg.host, cfg.port, service.executor.name, len(cfg.users), len(cfg.groups))
-    tls = {"ssl_certfile": str(cfg.tls_cert_file), "ssl_keyfile": str(cfg.tls_key_file)} if cfg.tls_cert_file else {}
+    tls = bool(cfg.tls_cert_file)
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False, lifespan="on",
-                            **tls)
+                            ssl_certfile=str(cfg.tls_cert_file) if tls else None,
+                            ssl_keyfile=str(cfg.tls_key_file) if tls else None)
     server = uvicorn.Server(config)
     try:
         server.run()

@@ -122,23 +122,23 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             await asyncio.to_thread(authoriser.refresh, slack.group_members)
             await asyncio.sleep(service.group_refresh_s)
 
-    async def read(request: Request, endpoint: str) -> tuple[Optional[bytes], Optional[Response]]:
-        """The body once its signature, age and novelty hold; else the answer to give."""
+    async def read(request: Request, endpoint: str) -> tuple[bytes, Optional[Response]]:
+        """The body once its signature, age and novelty hold; else (b"", the answer to give)."""
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > service.max_body_bytes):
             metrics.requests.labels(endpoint, "too-large").inc()
-            return None, JSONResponse({"error": "request too large"}, status_code=413)
+            return b"", JSONResponse({"error": "request too large"}, status_code=413)
         body = b""
         async for chunk in request.stream():
             body += chunk
             if len(body) > service.max_body_bytes:
                 metrics.requests.labels(endpoint, "too-large").inc()
-                return None, JSONResponse({"error": "request too large"}, status_code=413)
+                return b"", JSONResponse({"error": "request too large"}, status_code=413)
         if endpoint == "commands" and b"ssl_check=1" in body:
             probe = parse_qs(body.decode("utf-8", "replace"))
             if probe.get("ssl_check") == ["1"] and "command" not in probe:  # Slack checking our certificate: 200, nothing done
                 metrics.requests.labels(endpoint, "ssl-check").inc()
-                return None, Response(status_code=200)
+                return b"", Response(status_code=200)
         verdict = service.guard.check(body, request.headers)
         if verdict == "ok":
             return body, None
@@ -147,9 +147,9 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         if verdict == "retry":
             log.info("%s: Slack retry %s of a request already received: not acted on again", endpoint,
                      request.headers.get("x-slack-retry-num"))
-            return None, Response(status_code=200)
+            return b"", Response(status_code=200)
         audit_unsigned(endpoint, verdict, client)
-        return None, JSONResponse({"error": f"{verdict} request"}, status_code=401)
+        return b"", JSONResponse({"error": f"{verdict} request"}, status_code=401)
 
     quiet: dict[str, tuple[float, int]] = {}  # reason -> (when last audited, similar refusals since)
 
@@ -204,9 +204,10 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             metrics.requests.labels("commands", "accepted").inc()
             return _ephemeral(HELP)
         if cmd.verb == "rollback":
+            env = cmd.env or service.default_env  # (parse() always names it)
             metrics.requests.labels("commands", "accepted").inc()
             audit.record("rollback-asked", **who)
-            return _ephemeral(f"Roll {cmd.env} back?", blocks=rollback_blocks(cmd.env, user))
+            return _ephemeral(f"Roll {env} back?", blocks=rollback_blocks(env, user))
         job = _job(cmd, user, channel, response_url)
         if not enqueue(cmd.verb, job):
             refused("commands", Refusal("busy", ""), **who)

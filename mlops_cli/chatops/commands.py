@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from ..errors import UsageError
-from ..sources import NAME_RE, parse_ref
+from ..sources import parse_ref
+from ..sources.metadata import NAME_RE
 
 TARGETS = ("local", "container", "kubernetes")
 ENVS = ("test", "prod")

@@ -10,7 +10,7 @@ from ..errors import MlopsError
 from ..state import State
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 
 def _asked(audit: list[dict[str, Any]], env: str, model_ref: str) -> str:
@@ -26,6 +26,8 @@ def cluster_status_text(settings: "Settings", env: Optional[str], audit: list[di
 
     kube = Kube(settings.kubernetes)
     name = settings.kubernetes.name
+    if not name:  # (chatops shows the cluster only when kubernetes.name is set)
+        return "kubernetes.name is not set: no Deployment to look at"
     lines = []
     for env_name in [env] if env else ["test", "prod"]:
         namespace = getattr(settings.kubernetes.namespaces, env_name)
@@ -80,7 +82,7 @@ def models_text(settings: "Settings", name: Optional[str], limit: int = 20) -> s
     from ..sources.local import LocalStore
 
     store = LocalStore(settings.store_path)
-    tag = settings.validation.validator_tag
+    validated = settings.validation.validator_tag
     names = [name] if name else store.names()
     lines = []
     for model in names[:limit]:
@@ -89,7 +91,7 @@ def models_text(settings: "Settings", name: Optional[str], limit: int = 20) -> s
                 meta = store.metadata(_ref(model, version))
             except MlopsError:
                 continue
-            if tag and tag not in meta.tags:
+            if validated and validated not in meta.tags:
                 continue
             metrics = ", ".join(f"{k} {v:g}" for k, v in sorted(meta.metrics.items()))
             lines.append(f"• `local:{model}@{version}` {meta.framework}, {metrics or 'no metrics'}, "

@@ -18,10 +18,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Protocol
 
 from ..errors import MlopsError
-from ..registry import load
+from ..backends import load
+from ..retry import call_with_retries
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 NOTIFIERS = {
     "slack": "mlops_cli.notifiers.slack:SlackNotifier",
@@ -100,17 +101,19 @@ class Delivery:
 
 def send_with_retries(notifier: Notifier, note: Notification, *, retries: int, backoff_s: float,
                       sleep: Callable[[float], None] = time.sleep) -> Delivery:
-    """Send, retrying a retryable failure up to `retries` times with exponential backoff."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            notifier.send(note)
-            return Delivery(notifier.name, True, attempt)
-        except DeliveryError as exc:
-            if not exc.retryable or attempt > retries:
-                return Delivery(notifier.name, False, attempt, str(exc))
-            sleep(backoff_s * 2 ** (attempt - 1))
+    """Send, retrying a retryable failure up to `retries` times with backoff and jitter (mlops_cli.retry)."""
+    attempts = []
+
+    def once() -> None:
+        attempts.append(1)
+        notifier.send(note)
+
+    try:
+        call_with_retries(once, retries=retries, backoff_s=backoff_s, retry_on=(DeliveryError,),
+                          retryable=lambda exc: getattr(exc, "retryable", False), sleep=sleep)
+    except DeliveryError as exc:
+        return Delivery(notifier.name, False, len(attempts), str(exc))
+    return Delivery(notifier.name, True, len(attempts))
 
 
 def notify(settings: "Settings", note: Notification,

@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from . import DeliveryError, Notification
 
 if TYPE_CHECKING:
-    from ..config import KafkaSettings, Settings
+    from ..settings import KafkaSettings, Settings
 
 # kafka-python logs every failed connection attempt at ERROR/WARNING: our one-line error says it once.
 logging.getLogger("kafka").addHandler(logging.NullHandler())

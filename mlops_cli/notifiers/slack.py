@@ -16,10 +16,11 @@ import logging
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from ..errors import ConfigError
+from ..extras import load
 from . import DeliveryError, Notification
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 ICONS = {"info": ":information_source:", "success": ":white_check_mark:",
          "warning": ":warning:", "critical": ":rotating_light:"}
@@ -152,18 +153,18 @@ class SlackNotifier:
         self.timeout = cfg.timeout_s
         # imported here, not in send(): a missing package is a configuration error at start,
         # not a delivery failure retried forever (the registry turns it into a one-line hint)
-        from slack_sdk.webhook import WebhookClient
-
-        self._client_class = WebhookClient
+        self._client_class = load("slack_sdk.webhook", "the slack notifier talks to Slack",
+                                  "slack").WebhookClient
 
     def send(self, note: Notification) -> None:
         channel = note.channel or self.channel
         if self.token and channel:
-            return self._post(note, channel)
+            self._post(note, channel)
+            return
         if not self.url:
             raise DeliveryError("slack: a bot token but no channel to post to", retryable=False, sink_down=True,
                                 hint="set notify.slack.channel or pass a channel")
-        self._send_webhook(note)
+        self._send_webhook(note, self.url)
 
     def _post(self, note: Notification, channel: str) -> Optional[str]:
         """chat.postMessage with the bot token, in the note's thread when it has one; returns the message's ts."""
@@ -187,8 +188,8 @@ class SlackNotifier:
             raise DeliveryError(f"slack Web API unreachable: {_reason(exc)}", retryable=True) from None
         return resp.get("ts")
 
-    def _send_webhook(self, note: Notification) -> None:
-        client = self._client_class(self.url, timeout=max(1, round(self.timeout)), logger=_QUIET, retry_handlers=[])
+    def _send_webhook(self, note: Notification, url: str) -> None:
+        client = self._client_class(url, timeout=max(1, round(self.timeout)), logger=_QUIET, retry_handlers=[])
         try:
             resp = client.send_dict(render(note))
         except Exception as exc:  # urllib's URLError, timeouts, TLS errors: the sink is unreachable

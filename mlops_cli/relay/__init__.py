@@ -12,12 +12,13 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from ..config import is_loopback
+from ..settings import is_loopback
 from ..errors import ConfigError
-from ..registry import load
+from ..backends import load
+from ..extras import require
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
 
 def make_notifiers(settings: "Settings") -> dict:
     from ..notifiers import NOTIFIERS
@@ -73,6 +74,7 @@ def check_transport(settings: "Settings") -> None:
 
 def build(settings: "Settings"):
     """The app, its notifiers and its queue, from the settings; a ConfigError on anything wrong."""
+    require(("uvicorn", "starlette", "prometheus_client"), "the alert relay is a server", "serve")
     from prometheus_client import CollectorRegistry
 
     from .app import RelayConfig, create_app
@@ -149,9 +151,10 @@ def run(settings: "Settings") -> None:
         logging.getLogger("mlops.relay").info(
             "relaying to %s on %s (queue %s, waiting: %s)", ", ".join(notifiers), where,
             queue.directory, ", ".join(f"{k} {v}" for k, v in pending.items()))
-        tls = {"ssl_certfile": str(relay.tls_cert_file), "ssl_keyfile": str(relay.tls_key_file)} \
-            if relay.tls_cert_file is not None else {}
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **tls)
+        tls = relay.tls_cert_file is not None
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                ssl_certfile=str(relay.tls_cert_file) if tls else None,
+                                ssl_keyfile=str(relay.tls_key_file) if tls else None)
         server = uvicorn.Server(config)
         try:
             server.run(sockets=sockets)

@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..notifiers import DeliveryError, Notifier
+from ..retry import backoff_delay
 from .payloads import MalformedPayload, notifications, parse
 from .queue import DiskQueue, Item, QueueFull
 
@@ -170,8 +171,8 @@ class Worker:
 
     async def failed_delivery(self, item: Item, exc: Exception) -> None:
         delivery = isinstance(exc, DeliveryError)
-        sink_down = delivery and exc.sink_down
-        dead = delivery and not exc.retryable and not sink_down
+        sink_down = isinstance(exc, DeliveryError) and exc.sink_down
+        dead = isinstance(exc, DeliveryError) and not exc.retryable and not sink_down
         message = str(exc) if delivery else f"{type(exc).__name__}: {exc}"
         self.metrics.failures.labels(self.name, str(not dead).lower()).inc()
         if dead:  # this message only: the sink answered, so it is up
@@ -183,7 +184,7 @@ class Worker:
                       item.path.parent / "dead", message)
             return
         self.failed += 1
-        delay = min(self.config.retry_backoff_s * 2 ** (self.failed - 1), self.config.max_backoff_s)
+        delay = backoff_delay(self.failed, self.config.retry_backoff_s, self.config.max_backoff_s)
         depth = self.queue.depth(self.name)
         if sink_down and not self.down:  # refuses every message: down now, no point waiting for retries
             self.down = True
@@ -216,7 +217,7 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
 
     def on_metrics_port(request: Request) -> bool:
         server = request.scope.get("server")
-        return config.metrics_port is not None and bool(server) and server[1] == config.metrics_port
+        return config.metrics_port is not None and server is not None and server[1] == config.metrics_port
 
     def endpoint(source: str) -> Any:
         async def receive(request: Request) -> Response:

@@ -14,9 +14,9 @@ from urllib.parse import urljoin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..notifiers import Notification
+from ..notifiers import Notification, Severity
 
-SEVERITIES = {"critical": "critical", "error": "critical", "page": "critical", "warning": "warning",
+SEVERITIES: dict[str, Severity] = {"critical": "critical", "error": "critical", "page": "critical", "warning": "warning",
               "info": "info", "none": "info"}
 FIELDS = ("namespace", "job", "feature", "pod", "reason", "instance")
 
@@ -74,7 +74,7 @@ def notifications(hook: Webhook, source: str, runbook_base_url: Optional[str] = 
         name = labels.get("alertname", "alert")
         summary = alert.annotations.get("summary") or alert.annotations.get("message") or ""
         resolved = alert.status == "resolved"
-        severity = "success" if resolved else SEVERITIES.get(labels.get("severity", "").lower(), "warning")
+        severity: Severity = "success" if resolved else SEVERITIES.get(labels.get("severity", "").lower(), "warning")
         title = f"{'RESOLVED' if resolved else 'FIRING'} {name}" + (f": {summary}" if summary else "")
         fields = {k: labels[k] for k in FIELDS if k in labels}
         if "severity" in labels:

@@ -20,7 +20,8 @@ from pydantic import ValidationError
 
 from ..errors import NotFoundError, StageFailed, TemporaryError, UsageError
 from ..state import now
-from . import _LOCAL_RE, ModelMetadata, ModelRef, ModuleFile, invalid_metadata, sha256_file
+from . import _LOCAL_RE, ModelRef, sha256_file
+from .metadata import ModelMetadata, ModuleFile, invalid_metadata
 
 FRAMEWORKS_BY_SUFFIX = {".joblib": "sklearn", ".pkl": "sklearn", ".pickle": "sklearn", ".py": "python", ".onnx": "onnx"}
 

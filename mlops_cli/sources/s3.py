@@ -17,7 +17,8 @@ from typing import Any, Optional
 from pydantic import ValidationError
 
 from ..errors import ConfigError, NotFoundError, StageFailed, TemporaryError, UsageError
-from . import ModelMetadata, ModelRef, ModuleFile, invalid_metadata, missing_client
+from . import ModelRef, missing_client
+from .metadata import ModelMetadata, ModuleFile, invalid_metadata
 
 METADATA_FILE = "metadata.json"
 DENIED = {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken",

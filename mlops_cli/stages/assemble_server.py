@@ -10,10 +10,12 @@ from pathlib import Path
 import jinja2
 
 from ..bundle import fetch_model, fetch_modules, write_contents
-from ..config import Settings
+from ..settings import Settings
 from ..errors import StageFailed
+from ..extras import DIST_MODULE, missing_extra
 from ..digests import tree_digest
-from ..sources import ModelMetadata, get_source, parse_ref
+from ..sources import get_source, parse_ref
+from ..sources.metadata import ModelMetadata
 from ..state import BundleRecord, State
 from ..ui import progress
 from .base import StageResult, stage
@@ -38,8 +40,8 @@ def _requirements(framework: str) -> str:
         try:
             lines.append(f"{dist}=={importlib_metadata.version(dist)}")
         except importlib_metadata.PackageNotFoundError:
-            raise StageFailed(f"the serving runtime needs {dist}, which is not installed here",
-                              hint=f"pip install {dist}") from None
+            raise missing_extra("assemble-server pins the versions of the serving runtime installed here",
+                                DIST_MODULE.get(dist, dist)) from None
     return "\n".join(lines) + "\n"
 
 

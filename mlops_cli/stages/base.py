@@ -8,7 +8,7 @@ from typing import Callable, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from ..config import Settings
+from ..settings import Settings
 from ..state import StageRecord, State, now
 from ..workdir_lock import hold
 

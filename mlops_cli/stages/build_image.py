@@ -13,7 +13,7 @@ from typing import Optional
 
 from ..builders import BuildRequest, get_builder
 from ..builders.registry_check import check_registry
-from ..config import Settings
+from ..settings import Settings
 from ..digests import sha256_file
 from ..errors import ConfigError, StageFailed
 from ..proc import run as run_program
@@ -117,7 +117,7 @@ def run(settings: Settings) -> BuildResult:
         if not cfg.registry:
             raise ConfigError("build.registry is not set",
                               hint="set build.registry or MLOPS_BUILD__REGISTRY, e.g. artifactory.example.com/ml")
-        model = state.model
+        model, _ = state.require_validated()  # (require_bundle checked it already)
         repository = f"{cfg.registry.rstrip('/')}/{cfg.repository or model.name}".lower()
         tag = f"{repository}:{model.version}-{bundle.bundle_digest[:12]}"
         check_registry(cfg)  # a wrong address or password fails now, not after the build

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..config import Settings
+from ..settings import Settings
 from ..deploying import record_rollback
 from ..errors import PrerequisiteError, StageFailed, UsageError
 from ..outcomes import announce

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from ..config import Settings
+from ..settings import Settings
 from ..deploying import deploy_bundle, reconcile_first, record_rollback
 from ..errors import StageFailed, TemporaryError, UsageError
 from ..audit import Who, record_deployment
@@ -18,7 +18,7 @@ from ..outcomes import announce
 from ..state import RolloutRecord, State
 from ..targets import RollbackFailed, RolledBack
 from .base import stage
-from .deploy_test import DeployResult
+from .deploy_to_test_env import DeployResult
 
 
 def _who(settings: Settings) -> Who:

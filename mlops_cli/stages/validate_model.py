@@ -2,33 +2,35 @@
 
 from __future__ import annotations
 
-import operator
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from pydantic import Field
+
 from serving.spec import BundleError, load_spec
 
 from ..bundle import fetch_model, write_contents
-from ..compat import breaking_changes, schema_of
-from ..config import HOLDOUT_METRICS, THRESHOLD_RE, Settings
+from ..interface_check import breaking_changes, schema_of
+from ..settings import HOLDOUT_METRICS, Settings
 from ..errors import ConfigError, MlopsError, StageFailed, UsageError
 from ..digests import json_digest, sha256_file
 from ..module_files import fetch_verified, mismatches
-from ..sources import ModelMetadata, ModelRef, get_source, parse_ref
+from ..sources import ModelRef, get_source, parse_ref
+from ..sources.metadata import ModelMetadata
+from ..thresholds import parse
 from ..trial import trial_run
 from ..state import CheckRecord, DeploymentRecord, ModelRecord, State, ValidationRecord, now
 from ..ui import progress
 from .base import StageResult, stage
 
-OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 
 
 class ValidateResult(StageResult):
     model_ref: str
     sha256: str
     checks: list[CheckRecord]
-    holdout: dict[str, float] = {}
+    holdout: dict[str, float] = Field(default_factory=dict)
     written_back: Optional[str] = None
 
     def lines(self) -> list[str]:
@@ -39,8 +41,7 @@ class ValidateResult(StageResult):
 def _threshold_checks(meta: ModelMetadata, thresholds: dict[str, str]) -> list[CheckRecord]:
     checks = []
     for metric, condition in sorted(thresholds.items()):
-        match = THRESHOLD_RE.match(condition)
-        op, bound = match.group(1), float(match.group(2))
+        threshold = parse(condition, metric)
         value = meta.metrics.get(metric)
         if value is None:
             known = ", ".join(sorted(meta.metrics)) or "none"
@@ -49,9 +50,8 @@ def _threshold_checks(meta: ModelMetadata, thresholds: dict[str, str]) -> list[C
                                              f"{'task or metadata' if meta._extras.get('task') else 'metadata'} "
                                              f"(a threshold names it; reported: {known})"))
         else:
-            ok = OPS[op](value, bound)
-            checks.append(CheckRecord(name=f"metric {metric}", passed=ok,
-                                      detail=f"{metric} = {value:g}, needs {op} {bound:g}"))
+            checks.append(CheckRecord(name=f"metric {metric}", passed=threshold.met_by(value),
+                                      detail=f"{metric} = {value:g}, needs {threshold}"))
     return checks
 
 
@@ -66,7 +66,7 @@ def _require_thresholds(settings: Settings) -> None:
 
 def _schema_check(meta: ModelMetadata, state: State, allow_breaking: bool) -> Optional[CheckRecord]:
     deployed = state.deployments.get("prod") or state.deployments.get("test")
-    if deployed is None:
+    if deployed is None or meta.schema_ is None:  # (no schema: refused by _checks before this)
         return None
     problems = breaking_changes(schema_of(deployed.schema_, f"the {deployed.env} deployment's schema in state.json"),
                                 meta.schema_)
@@ -89,11 +89,10 @@ def metadata_digest(meta: ModelMetadata) -> str:
 def _condition_checks(prefix: str, values: dict[str, float], thresholds: dict[str, str]) -> list[CheckRecord]:
     checks = []
     for metric, condition in sorted(thresholds.items()):
-        match = THRESHOLD_RE.match(condition)
-        op, bound = match.group(1), float(match.group(2))
+        threshold = parse(condition, metric)
         value = values[metric]
-        checks.append(CheckRecord(name=f"{prefix} {metric}", passed=OPS[op](value, bound),
-                                  detail=f"{prefix} {metric} = {value:.4g}, needs {op} {bound:g}"))
+        checks.append(CheckRecord(name=f"{prefix} {metric}", passed=threshold.met_by(value),
+                                  detail=f"{prefix} {metric} = {value:.4g}, needs {threshold}"))
     return checks
 
 
@@ -101,6 +100,7 @@ def _holdout(meta: ModelMetadata, bundle: Path, settings: Settings) -> dict[str,
     from ..holdout import evaluate
 
     holdout = settings.validation.holdout
+    assert holdout is not None  # the caller runs this only when validation.holdout is configured
     wrong = sorted(set(holdout.thresholds) - set(HOLDOUT_METRICS[meta.task]))
     if wrong:
         raise ConfigError(f"validation.holdout.thresholds: {', '.join(wrong)} do not apply to a {meta.task} model "
@@ -158,7 +158,7 @@ def _regression_checks(meta: ModelMetadata, ref: ModelRef, holdout: dict[str, fl
     unknown = sorted(m for m in limits if direction(m, declared) is None)
     if unknown:
         raise ConfigError(f"validation.max_regression: which way is better for {', '.join(unknown)} is not known",
-                          hint="declare it in validation.metric_directions, e.g. {%r: lower}" % unknown[0])
+                          hint=f"declare it in validation.metric_directions, e.g. {{{unknown[0]!r}: lower}}")
     prod = state.deployments.get("prod")
     theirs: dict[str, float] = {}
     if prod is None:
@@ -253,7 +253,7 @@ def _checks(meta: ModelMetadata, source: Any, ref: ModelRef, state: State, setti
         if actual == meta.sha256 and not wrong:
             write_contents(meta, settings, bundle)
             progress("loading the model as the server will and answering its examples (trial run)")
-            trial = trial_run(bundle, settings)
+            trial = trial_run(bundle, settings, meta.framework)
             checks.append(trial)
             if settings.validation.holdout is not None and trial.passed:
                 holdout = _holdout(meta, bundle, settings)
@@ -311,9 +311,10 @@ def run(settings: Settings) -> ValidateResult:
                                         model_sha256=meta.sha256 if passed else None,
                                         metadata_sha256=metadata_digest(meta) if passed else None)
     if passed:
+        assert meta.schema_ is not None  # _checks refuses a model without one
         state.model = ModelRecord(ref=pinned, name=meta.name, version=meta.version, framework=meta.framework,
                                   task=meta.task, sha256=meta.sha256, artifact_name=meta.artifact_name,
-                                  schema=meta.schema_.model_dump(mode="json"), labels=meta.labels,
+                                  schema_=meta.schema_.model_dump(mode="json"), labels=meta.labels,
                                   class_name=meta.class_name, metrics=meta.metrics)
         state.bundle = state.image = state.smoke = None
     state.save(settings.workdir)

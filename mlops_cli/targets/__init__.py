@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from ..errors import StageFailed, UsageError
-from ..registry import load
+from ..backends import load
 
 if TYPE_CHECKING:
-    from ..config import Settings
+    from ..settings import Settings
     from ..state import DeploymentRecord, State
 
 TARGETS = {
@@ -159,6 +159,50 @@ class CanRollBack(Protocol):
 
     def rollback(self, env: str, current: "DeploymentRecord") -> Rollout:
         """Run the revision before the current one again and wait until it serves."""
+
+
+@dataclass(frozen=True)
+class CanaryMember:
+    """One revision of a canary release, as the target runs it."""
+
+    track: str                    # "stable" | "canary"
+    url: str                      # that revision's own server (direct, bypassing the split)
+    metrics_url: str              # its /metrics (the no-Prometheus fallback scrapes it)
+    selector: str                 # PromQL label matchers for its series, e.g. 'track="canary",namespace="mlops-prod"'
+    revision: Optional[int] = None
+    image: Optional[str] = None   # repo@sha256:... when the target runs images
+    handle: Optional[str] = None  # the target's own name (process ident, container, Deployment)
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A canary release in progress: the shared entry point, both revisions, the canary's share."""
+
+    env: str
+    url: str                      # the shared entry point users call (HAProxy / Route / Ingress)
+    stable: CanaryMember
+    canary: CanaryMember
+    weight: int                   # percent of traffic to the canary, 0..100
+
+
+class CanCanary(Protocol):
+    """A target that can run a new revision beside the current one and shift traffic by weight."""
+
+    def canary_start(self, env: str, release: Release, current: "DeploymentRecord", journal: Journal) -> Canary:
+        """Start the release beside the current revision at weight 0 and wait until it is ready."""
+
+    def canary_set_weight(self, canary: Canary, weight: int, journal: Journal) -> Canary:
+        """Send `weight` percent of new requests to the canary; no request fails while changing."""
+
+    def canary_promote(self, canary: Canary, journal: Journal) -> Rollout:
+        """100 % to the new revision, the old one removed; the Rollout is the new current deployment."""
+
+    def canary_abort(self, canary: Canary, journal: Journal) -> Optional[Rollout]:
+        """Weight 0, the canary removed; stable serves as before. A target that had to restart the stable
+        revision to put it back returns its new identity as a Rollout (None: the deployment record holds)."""
+
+    def canary_observe(self, env: str, current: "DeploymentRecord") -> Optional[Canary]:
+        """The canary that runs in env now, if any (for reconciliation after a crash)."""
 
 
 def get_target(name: str, settings: "Settings") -> DeployTarget:

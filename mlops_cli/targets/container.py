@@ -21,7 +21,7 @@ from typing import Optional
 
 import httpx
 
-from ..config import Settings
+from ..settings import Settings
 from ..errors import ConfigError, StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
@@ -35,10 +35,11 @@ class ContainerTarget:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.podman = shutil.which(settings.deploy.podman)
-        if self.podman is None:
+        podman = shutil.which(settings.deploy.podman)
+        if podman is None:
             raise ConfigError(f"{settings.deploy.podman} is not installed or not on PATH",
                               hint="install podman (Debian: apt-get install podman runc) or use deploy.target: local")
+        self.podman = podman
 
     def _podman(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         try:
@@ -109,7 +110,9 @@ class ContainerTarget:
         self._remove(server.ident)
 
     def is_running(self, current: DeploymentRecord) -> bool:
-        return bool(current.handle) and self._running(current.handle) is True
+        if not current.handle:
+            return False
+        return self._running(current.handle) is True
 
     def _remove(self, name: str) -> None:
         self._podman("stop", "--time", str(int(self.settings.deploy.stop_timeout_s)), name,
@@ -164,6 +167,7 @@ class ContainerTarget:
             journal("draining")
             pause_at("draining")
             progress(f"{name} is ready; draining {old.handle}")
+            assert old.handle is not None  # old is running (is_running above)
             self._remove(old.handle)
         return Rollout(url=f"http://{host}:{port}", revision=revision,
                        previous_revision=old.revision if old else None, handle=name)

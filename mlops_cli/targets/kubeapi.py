@@ -13,13 +13,14 @@ import inspect
 import json
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
-from ..config import KubernetesSettings, is_loopback
+from ..settings import KubernetesSettings, is_loopback
 from ..errors import ConfigError, StageFailed, TemporaryError, UsageError
+from ..retry import call_with_retries
+from ..secrets import url_without_userinfo
 from ..ui import progress
 
 try:
@@ -51,6 +52,7 @@ BUILTIN = {
 CUSTOM = {
     "Route": ("route.openshift.io", "v1", "routes"),
     "ServiceMonitor": ("monitoring.coreos.com", "v1", "servicemonitors"),
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),
 }
 
 
@@ -146,7 +148,7 @@ def _configuration(settings: KubernetesSettings) -> tuple[Any, Optional[str]]:
     if not cfg.host.lower().startswith("https://") and (cfg.api_key or cfg.password) and not (
             cfg.host.lower().startswith("http://") and is_loopback(urlsplit(cfg.host).hostname or "")
             and settings.insecure):
-        shown = re.sub(r"^([^/]*//)?[^/@]*@", r"\1", cfg.host)  # never the user:password of a server URL
+        shown = url_without_userinfo(cfg.host)  # never the user:password of a server URL
         raise ConfigError(f"kubeconfig {path}, context {wanted!r}: server {shown} is plain http and the user's "
                           "credentials would go out in clear text",
                           hint="use https:// (plain http only to a loopback address, with kubernetes.insecure: true)")
@@ -175,25 +177,22 @@ class Kube:
     def call(self, verb: str, resource: str, namespace: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """fn(*args) as JSON-like data; bounded retries of what a retry may cure; one-line errors."""
         kwargs.setdefault("_request_timeout", (self.settings.api_timeout_s, self.settings.api_timeout_s))
-        attempts = self.settings.api_retries + 1
-        for attempt in range(attempts):
+        def once() -> Any:
             try:
                 answer = fn(*args, **kwargs)
                 return answer if isinstance(answer, (dict, list)) else self.api.sanitize_for_serialization(answer)
             except ApiException as exc:
-                error = self._error(exc, verb, resource, namespace)
+                raise self._error(exc, verb, resource, namespace) from None
             except urllib3.exceptions.HTTPError as exc:
                 reason = getattr(exc, "reason", None) or exc
-                error = TemporaryError(f"cannot reach the Kubernetes API server at {self.server}: {reason}")
-            if not isinstance(error, TemporaryError):
-                raise error
-            if attempt == attempts - 1:
-                raise TemporaryError(f"{error.message} (gave up after {attempts} attempts)",
-                                     hint="check kubernetes.server / the kubeconfig's cluster and the network")
-            delay = self.settings.retry_backoff_s * 2 ** attempt
-            progress(f"{verb} {resource}: {error.message}; retrying in {delay:g} s")
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+                raise TemporaryError(f"cannot reach the Kubernetes API server at {self.server}: {reason}") from None
+
+        def say(exc: BaseException, delay: float) -> None:
+            progress(f"{verb} {resource}: {getattr(exc, 'message', exc)}; retrying in {delay:.1f} s")
+
+        return call_with_retries(once, retries=self.settings.api_retries, backoff_s=self.settings.retry_backoff_s,
+                                 on_retry=say,
+                                 give_up_hint="check kubernetes.server / the kubeconfig's cluster and the network")
 
     def _error(self, exc: ApiException, verb: str, resource: str, namespace: str) -> Exception:
         status = _status(exc)
@@ -229,10 +228,10 @@ class Kube:
     def _resolve(self, kind: str, verb: str) -> tuple[str, Callable[..., Any], tuple[Any, ...]]:
         if kind in CUSTOM:
             group, version, plural = CUSTOM[kind]
-            fn = {"get": "get", "create": "create", "patch": "patch"}[verb] + "_namespaced_custom_object"
+            fn = {"get": "get", "create": "create", "patch": "patch", "delete": "delete"}[verb] + "_namespaced_custom_object"
             return f"{plural}.{group}", getattr(self._api("CustomObjectsApi"), fn), (group, version)
         resource, api, suffix = BUILTIN[kind]
-        fn = {"get": "read", "create": "create", "patch": "patch"}[verb] + "_" + suffix
+        fn = {"get": "read", "create": "create", "patch": "patch", "delete": "delete"}[verb] + "_" + suffix
         return resource, getattr(self._api(api), fn), ()
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
@@ -246,6 +245,19 @@ class Kube:
         if kind in CUSTOM:
             return self.call("create", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], body)
         return self.call("create", resource, namespace, fn, namespace, body)
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete the object (its ReplicaSets and pods go in the background, as kubectl's default); False if absent."""
+        resource, fn, lead = self._resolve(kind, "delete")
+        try:
+            if kind in CUSTOM:
+                self.call("delete", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], name,
+                          propagation_policy="Background")
+            else:
+                self.call("delete", resource, namespace, fn, name, namespace, propagation_policy="Background")
+        except NotFound:
+            return False
+        return True
 
     def patch(self, kind: str, namespace: str, name: str, body: Any) -> dict[str, Any]:
         """A list body is a JSON patch; a dict a strategic merge patch, or a merge patch for custom kinds.

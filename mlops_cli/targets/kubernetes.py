@@ -16,17 +16,18 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..config import Settings
+from ..settings import Settings
 from ..errors import MlopsError, StageFailed
 from ..render import Rendered, render, validate
 from ..state import DeploymentRecord, State
 from ..ui import progress
 from . import Journal, Release, RollbackFailed, RolledBack, Rollout, no_journal, pause_at
 from .kubeapi import ApplyConflict, Kube, NotFound
+from .kubecanary import KubeCanary
 from .rollout import RolloutFailed, owned_replicasets, restore, revision, rollout_status, undo, wait
 
 # The Deployment last: when another object is refused (RBAC, a missing CRD) no new revision has started.
-APPLY_ORDER = ("ServiceAccount", "NetworkPolicy", "Service", "Route", "Ingress", "HorizontalPodAutoscaler",
+APPLY_ORDER = ("ServiceAccount", "NetworkPolicy", "Service", "Route", "Ingress", "HTTPRoute", "HorizontalPodAutoscaler",
                "PodDisruptionBudget", "ServiceMonitor", "Deployment")
 
 
@@ -49,7 +50,7 @@ def _image(template: dict[str, Any]) -> Optional[str]:
     return containers[0].get("image")
 
 
-class KubernetesTarget:
+class KubernetesTarget(KubeCanary):
     needs_image = True
     journals = True  # deploy() journals its steps; inspect/restore_image reconcile after an interruption
 
@@ -111,7 +112,8 @@ class KubernetesTarget:
     @staticmethod
     def _missing_kind_hint(kind: str) -> str:
         return {"Route": "not OpenShift? set kubernetes.flavour: kubernetes",
-                "ServiceMonitor": "no Prometheus Operator? set kubernetes.service_monitor: false"}.get(
+                "ServiceMonitor": "no Prometheus Operator? set kubernetes.service_monitor: false",
+                "HTTPRoute": "no Gateway API in the cluster? choose another kubernetes.traffic_router"}.get(
                     kind, "check the cluster's Kubernetes version")
 
     def _url(self, rendered: Rendered, applied: dict[str, dict[str, Any]]) -> str:
@@ -129,6 +131,10 @@ class KubernetesTarget:
             host = next((r["host"] for r in rules if r.get("host")), None)
             if host:
                 return f"{'https' if (ingress.get('spec') or {}).get('tls') else 'http'}://{host}"
+        route = applied.get("HTTPRoute")
+        hostnames = (route.get("spec") or {}).get("hostnames") if route is not None else None
+        if hostnames:  # TLS, if any, ends at the Gateway's listener (kubernetes.gateway)
+            return f"https://{hostnames[0]}"
         return f"http://{rendered.name}.{rendered.namespace}.svc"
 
     # --- the DeployTarget protocol -------------------------------------------------------------
@@ -139,6 +145,12 @@ class KubernetesTarget:
             raise StageFailed("the kubernetes target runs images only", hint="run `mlops build-image` first")
         rendered = render(self.settings, release.state or State(), env, image=release.image)
         validate(rendered.manifests, self.k.kubernetes_version)
+        return self._roll_out(rendered, journal)
+
+    def _roll_out(self, rendered: Rendered, journal: Journal, url: Optional[str] = None) -> Rollout:
+        """Apply the rendered objects (the Deployment last), wait, roll back when the new revision fails.
+
+        `url`: the entry point when `rendered` holds no Route/Ingress/HTTPRoute (a canary's promotion)."""
         namespace, name = rendered.namespace, rendered.name
         try:
             before = self.kube.get("Deployment", namespace, name)
@@ -158,7 +170,7 @@ class KubernetesTarget:
                     continue
                 if kind == "Deployment":  # journaled first: a kill -9 from here on is finished or undone next run
                     journal("applying", revision=(previous or 0) + 1, instance=f"{namespace}/{name}",
-                            url=self._url(rendered, applied))
+                            url=url or self._url(rendered, applied))
                 touched = touched or kind == "Deployment"
                 applied[kind] = self._apply(manifest)
             written = applied["Deployment"]["metadata"].get("generation") or 0
@@ -169,7 +181,7 @@ class KubernetesTarget:
         except (RolloutFailed, MlopsError) as exc:
             if written is None:  # a write failed: nothing to wait for or undo here
                 raise
-            if not previous:
+            if not previous or before is None:
                 raise StageFailed(f"{namespace}/{name}: the first rollout failed and there is no previous "
                                   f"revision to go back to: {exc.message}") from exc
             if written <= (before["metadata"].get("generation") or 0):
@@ -185,8 +197,8 @@ class KubernetesTarget:
                 progress(f"interrupted: putting {namespace}/{name} back to the previous revision")
                 self._undo(namespace, name, before)
             raise
-        return Rollout(url=self._url(rendered, applied), revision=revision(dep), previous_revision=previous,
-                       handle=f"{namespace}/{name}", image=release.image)
+        return Rollout(url=url or self._url(rendered, applied), revision=revision(dep), previous_revision=previous,
+                       handle=f"{namespace}/{name}", image=rendered.image)
 
     def _undo(self, namespace: str, name: str, replaced: Optional[dict[str, Any]]) -> tuple[dict[str, Any], int]:
         """`kubectl rollout undo`; if the controller never made our change a revision, put `replaced` back."""

@@ -23,8 +23,9 @@ from typing import Optional
 
 import httpx
 
-from ..config import Settings
+from ..settings import Settings
 from ..errors import StageFailed
+from ..extras import SERVER_STACK, require
 from ..state import DeploymentRecord
 from ..ui import progress
 from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal, pause_at, predates_identity
@@ -151,12 +152,12 @@ class LocalTarget:
         return info if isinstance(info, dict) and info.get("pid") == current.pid else None
 
     def is_running(self, current: DeploymentRecord) -> bool:
-        if not _alive(current.pid, current.bundle_path):
+        if not current.pid or not _alive(current.pid, current.bundle_path):
             return False
         return not current.handle or _flag(_cmdline(current.pid), "--instance") == current.handle
 
     def stop(self, current: DeploymentRecord) -> bool:
-        if not self.is_running(current):
+        if current.pid is None or not self.is_running(current):
             return False
         terminate(current.pid, self.settings.deploy.stop_timeout_s)
         return True
@@ -206,6 +207,7 @@ class LocalTarget:
 
     def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord],
                journal: Journal = no_journal) -> Rollout:
+        require(SERVER_STACK, "the local target runs the server", "serve")
         env_cfg = getattr(self.settings.deploy, env)
         host, port = env_cfg.host, env_cfg.port
         bundle = release.bundle
@@ -254,6 +256,7 @@ class LocalTarget:
             journal("draining")
             pause_at("draining")
             progress(f"revision {revision} is ready; draining revision {old.revision} (pid {old.pid})")
+            assert old.pid is not None  # old is running (is_running above)
             terminate(old.pid, self.settings.deploy.stop_timeout_s)
         return Rollout(url=url, revision=revision, previous_revision=old.revision if old else None,
                        pid=proc.pid, log_path=str(log_path), handle=instance)

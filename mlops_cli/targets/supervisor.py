@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 MAX_RESTARTS = 5
 WINDOW_S = 60.0
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> int:
         return 2
     status_path, server_argv = argv[1], argv[3:]
     flags = {"stopping": False, "handed_over": "--await-handover" not in server_argv}
-    info = {"pid": os.getpid(), "server_pid": None, "restarts": 0, "last_exit": None, "restarted_at": None,
+    info: dict[str, Any] = {"pid": os.getpid(), "server_pid": None, "restarts": 0, "last_exit": None, "restarted_at": None,
             "gave_up": False}
     child = {"proc": subprocess.Popen(server_argv, preexec_fn=_die_with_parent)}
     info["server_pid"] = child["proc"].pid

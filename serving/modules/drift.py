@@ -64,11 +64,14 @@ class Settings(BaseModel):
         return check_relative(value)
 
 
+DriftSettings = Settings  # the name the module class's methods annotate with (its own `Settings` attribute is a value)
+
+
 class Drift:
     name = "drift"
     Settings = Settings
 
-    def __init__(self, ctx: ModuleContext, settings: Settings):
+    def __init__(self, ctx: ModuleContext, settings: DriftSettings):
         self.ctx = ctx
         self.settings = settings
 
@@ -93,7 +96,9 @@ class Drift:
         self.ctx.shared["drift_report"] = self.report
 
     async def process(self, batch: Batch) -> Batch:
-        x = batch.features if self.columns is None else batch.features[:, self.columns]
+        features = batch.features
+        assert features is not None, "preprocessing must run before drift"
+        x = features if self.columns is None else features[:, self.columns]
         if x.dtype != np.float64:
             x = x.astype(np.float64)
         index = np.empty(x.shape, dtype=np.int64)

@@ -87,7 +87,7 @@ def decode_instances(body: bytes | list[Any], max_rows: int | None = None) -> li
     (TooManyInstances over ``max_rows``).
 
     A list is instances a protocol adapter (:mod:`serving.oip`) already decoded and checked."""
-    if type(body) is list:
+    if isinstance(body, list):
         if max_rows is not None and len(body) > max_rows:
             raise TooManyInstances(f"{len(body)} instances in one request; the limit is {max_rows} "
                                    "(server.max_rows): split the request")

@@ -111,11 +111,14 @@ class Settings(BaseModel):
     label_from_proba: bool = False
 
 
+ModelSettings = Settings  # the name the module class's methods annotate with (its own `Settings` attribute is a value)
+
+
 class ModelModule:
     name = "model"
     Settings = Settings
 
-    def __init__(self, ctx: ModuleContext, settings: Settings):
+    def __init__(self, ctx: ModuleContext, settings: ModelSettings):
         self.ctx = ctx
         outputs = {o.name for o in ctx.spec.io.outputs}
         self.want_proba = ctx.spec.model.task == "classification" and "probability" in outputs
@@ -159,12 +162,15 @@ class ModelModule:
     def _predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self.scaling is not None:
             features = self.scaling(features)
+        proba: np.ndarray | None
         try:
             with np.errstate(all="ignore"), (self.fast_config() if self.fast_config else contextlib.nullcontext()):
                 # extreme inputs: non-finite outputs are refused per instance by postprocessing
                 if self.label_from_proba:
+                    classes = self.classes
+                    assert classes is not None  # label_from_proba requires classes_ (checked at load)
                     proba = np.asarray(self.estimator.predict_proba(features))
-                    prediction = self.classes[proba.argmax(axis=1)] if proba.ndim == 2 else proba
+                    prediction = classes[proba.argmax(axis=1)] if proba.ndim == 2 else proba
                 else:
                     prediction = np.asarray(self.estimator.predict(features))
                     proba = np.asarray(self.estimator.predict_proba(features)) if self.want_proba else None
@@ -197,10 +203,12 @@ class ModelModule:
 
     def _one_by_one(self, batch: Batch, live: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
         results = {}
+        features = batch.features
+        assert features is not None, "preprocessing must run before the model"
         for i in live:
             lo, hi = batch.spans[i]
             try:
-                results[i] = self._predict(batch.features[lo:hi])
+                results[i] = self._predict(features[lo:hi])
             except ServingError as exc:
                 batch.fail(i, exc)
         if not results:
@@ -209,7 +217,9 @@ class ModelModule:
 
         def rows(i: int, which: int, like: np.ndarray) -> np.ndarray:
             if i in results:
-                return results[i][which]
+                got = results[i][which]
+                assert got is not None  # proba is there for every request or for none
+                return got
             lo, hi = batch.spans[i]  # a failed request's rows: dropped by the chain after this module
             return np.zeros((hi - lo, *like.shape[1:]), dtype=like.dtype)
 

@@ -41,6 +41,7 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
 def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, value): ints for varints, memoryviews for length-delimited."""
     pos = 0
+    value: int | memoryview | None
     while pos < len(buf):
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7

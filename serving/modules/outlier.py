@@ -1,7 +1,7 @@
 """Outlier: per-feature bounds from the reference statistics, and optionally a fitted detector.
 
 Bounds per watched feature: ``zscore`` ``mean ± threshold·std`` (default threshold 4), or
-``iqr`` ``[q1 − threshold·IQR, q3 + threshold·IQR]`` with q1/q3 interpolated from the reference
+``iqr`` ``[q1 - threshold·IQR, q3 + threshold·IQR]`` with q1/q3 interpolated from the reference
 quantiles (default threshold 3, Tukey's "far out"). A ``detector`` (a joblib artifact in the
 bundle whose ``predict`` returns -1 for an outlier, e.g. a fitted IsolationForest, checked
 against ``detector_sha256`` before loading) flags whole instances. Every outlying value counts
@@ -14,7 +14,7 @@ instance and the features).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -50,16 +50,19 @@ class Settings(BaseModel):
         return self
 
 
+OutlierSettings = Settings  # the name the module class's methods annotate with (its own `Settings` attribute is a value)
+
+
 class Outlier:
     name = "outlier"
     Settings = Settings
 
-    def __init__(self, ctx: ModuleContext, settings: Settings):
+    def __init__(self, ctx: ModuleContext, settings: OutlierSettings):
         self.ctx = ctx
         self.settings = settings
         self.threshold = settings.threshold or DEFAULT_THRESHOLD[settings.method]
         self.values, self.instances = outlier_metrics(ctx.metrics.registry)
-        self.detector = None
+        self.detector: Any = None  # an estimator with predict(), from the bundle
 
     async def load(self) -> None:
         s = self.settings
@@ -102,14 +105,16 @@ class Outlier:
         return detector
 
     async def process(self, batch: Batch) -> Batch:
-        x = batch.features if self.columns is None else batch.features[:, self.columns]
+        features = batch.features
+        assert features is not None, "preprocessing must run before outlier"
+        x = features if self.columns is None else features[:, self.columns]
         if x.dtype != np.float64:
             x = x.astype(np.float64)
         mask = (x < self.low) | (x > self.high)
         flagged = mask.any(axis=1)
         detected = None
         if self.detector is not None and len(x):
-            detected = np.asarray(self.detector.predict(batch.features)) == -1
+            detected = np.asarray(self.detector.predict(features)) == -1
             if detected.any():
                 self.by_detector.inc(int(detected.sum()))
         if flagged.any():

@@ -33,11 +33,14 @@ class Settings(BaseModel):
     prediction_buckets: list[StrictFloat | StrictInt] | None = Field(default=None, min_length=1)
 
 
+PostprocessingSettings = Settings  # the name the module class's methods annotate with (its own `Settings` attribute is a value)
+
+
 class Postprocessing:
     name = "postprocessing"
     Settings = Settings
 
-    def __init__(self, ctx: ModuleContext, settings: Settings):
+    def __init__(self, ctx: ModuleContext, settings: PostprocessingSettings):
         self.ctx = ctx
         self.task = ctx.spec.model.task
         self.labels = settings.labels

@@ -28,7 +28,7 @@ Settings = PreprocessingSettings
 
 def _check(settings: Settings, inputs: list[Any]) -> None:
     types = {f.name: f.type for f in inputs}
-    for key, name in settings.rename.items():
+    for name in settings.rename.values():
         if name not in types:
             raise BundleError(f"preprocessing.rename: {name!r} is not an input")
     targets = list(settings.rename.values())
@@ -77,7 +77,7 @@ class Preprocessing:
     name = "preprocessing"
     Settings = Settings
 
-    def __init__(self, ctx: ModuleContext, settings: Settings):
+    def __init__(self, ctx: ModuleContext, settings: PreprocessingSettings):
         inputs = ctx.spec.io.inputs
         _check(settings, inputs)
         keys = {name: key for key, name in settings.rename.items()}
@@ -117,7 +117,7 @@ class Preprocessing:
             rows.append(row)
         return rows
 
-    def _array(self, body: bytes) -> np.ndarray:
+    def _array(self, body: bytes | list[Any]) -> np.ndarray:
         """The request's rows as a 2-D array; ServingError (400/413/422) names the problem.
 
         Each request becomes its array at once, so the Python lists its JSON decodes to (about
@@ -229,5 +229,7 @@ def features_for(spec: Any, bundle_dir: Path, instances: list[Any]) -> np.ndarra
     error = batch.errors[0]
     if error is not None:
         raise ValueError(error.message)
+    features = batch.features
+    assert features is not None  # set for a request without an error
     scaling = ctx.shared.get("model_input_scaling")
-    return scaling(batch.features) if scaling is not None else batch.features
+    return scaling(features) if scaling is not None else features

@@ -56,6 +56,7 @@ BUILTIN = {("", "v1", "services"): "Service", ("", "v1", "pods"): "Pod",
            ("networking.k8s.io", "v1", "networkpolicies"): "NetworkPolicy"}
 OPENSHIFT = {("route.openshift.io", "v1", "routes"): "Route"}  # aggregated API: takes strategic merge
 CRDS = {("monitoring.coreos.com", "v1", "servicemonitors"): "ServiceMonitor"}
+GATEWAY = {("gateway.networking.k8s.io", "v1", "httproutes"): "HTTPRoute"}  # Gateway API CRDs: plain CRUD
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
@@ -67,11 +68,12 @@ class KubeApiDouble(ServerSideApply):
     """The double's state and controller; `start()` serves it on 127.0.0.1 and returns its URL."""
 
     def __init__(self, *, namespaces: tuple[str, ...] = ("mlops-test", "mlops-prod"), token: str = "double-token",
-                 openshift: bool = True, crds: bool = True, tick: float = 1.0, ready_after: float = 2.0,
+                 openshift: bool = True, crds: bool = True, gateway_api: bool = True, tick: float = 1.0, ready_after: float = 2.0,
                  router_domain: str = "apps.cluster.test", user: str = "system:serviceaccount:ci:jenkins"):
         self.namespaces = set(namespaces)
         self.token = token
-        self.kinds = {**BUILTIN, **(OPENSHIFT if openshift else {}), **(CRDS if crds else {})}
+        self.kinds = {**BUILTIN, **(OPENSHIFT if openshift else {}), **(CRDS if crds else {}),
+                      **(GATEWAY if gateway_api else {})}
         self.tick, self.ready_after = tick, ready_after
         self.router_domain, self.user = router_domain, user
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}  # (group, plural, ns, name) -> object
@@ -185,6 +187,10 @@ class KubeApiDouble(ServerSideApply):
             if key not in self.objects:
                 raise not_found
             return 200, self.objects[key]
+        if verb == "delete":
+            if key not in self.objects:
+                raise not_found
+            return 200, self.delete(key, query.get("propagationPolicy", ["Background"])[0])
         try:  # an apply body is YAML (JSON is YAML); every other body JSON
             body = yaml.safe_load(raw or b"null") if content_type == APPLY else json.loads(raw or b"null")
         except (ValueError, yaml.YAMLError):
@@ -215,7 +221,23 @@ class KubeApiDouble(ServerSideApply):
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported by this double")
 
     def _crd(self, key: tuple[str, str, str, str]) -> bool:
-        return (key[0], "v1", key[1]) in CRDS
+        return (key[0], "v1", key[1]) in CRDS or (key[0], "v1", key[1]) in GATEWAY
+
+    def delete(self, key: tuple[str, str, str, str], propagation: str) -> dict[str, Any]:
+        """DELETE: the object goes at once (no finalizers here); with Background or Foreground propagation
+        the garbage collector removes its dependents (ReplicaSets, their pods) too, here at once; Orphan
+        leaves them. The answer is the deleted object for Services, Pods and custom resources (their
+        storage returns it; the client's delete_namespaced_service reads a V1Service), else a Status."""
+        obj = self.objects.pop(key)
+        if propagation != "Orphan":
+            for dependent in [k for k, o in self.objects.items() if k[2] == key[2] and any(
+                    r.get("uid") == obj["metadata"]["uid"] for r in o["metadata"].get("ownerReferences", []))]:
+                if dependent in self.objects:
+                    self.delete(dependent, propagation)
+        if self._crd(key) or key[1] in ("services", "pods"):
+            return obj
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": key[3], "group": key[0], "kind": key[1], "uid": obj["metadata"]["uid"]}}
 
     def _stamp(self, obj: dict[str, Any]) -> None:
         obj["metadata"]["resourceVersion"] = str(next(self._rv))
@@ -300,7 +322,7 @@ class KubeApiDouble(ServerSideApply):
     def reconcile(self) -> None:
         if self.stalled:
             return
-        for (group, plural, ns, name), dep in list(self.objects.items()):
+        for (_group, plural, ns, _name), dep in list(self.objects.items()):
             if plural == "deployments":
                 self._reconcile_deployment(ns, dep)
 

@@ -510,8 +510,8 @@ def test_the_jobs_remote_trigger_token_is_sent_and_a_wrong_one_starts_nothing(tm
             try:
                 before = len(slack.roots())
                 deploy(server, slack, SlackSender(SECRET))
-                root = slack.wait(lambda: len(slack.roots()) > before and slack.roots()[-1])
-                line = slack.wait(lambda: slack.thread(root["ts"]))[0]
+                root = slack.wait(lambda before=before: len(slack.roots()) > before and slack.roots()[-1])
+                line = slack.wait(lambda root=root: slack.thread(root["ts"]))[0]
             finally:
                 server.stop()
             assert expected in line and given not in line

@@ -13,9 +13,9 @@ import pytest
 
 from helpers import free_port, read_state, register_iris, require_module, require_tool
 from mlops_cli.builders.registry_check import check_registry
-from mlops_cli.config import BuildSettings
+from mlops_cli.settings import BuildSettings
 from mlops_cli.errors import ConfigError, StageFailed, TemporaryError
-from mlops_cli.stages import assemble_server, build_image, unit_test, validate_model
+from mlops_cli.stages import assemble_server, build_image, unit_tests, validate_model
 
 pytestmark = pytest.mark.integration
 THRESHOLDS = {"thresholds": {"accuracy": ">= 0.9"}}  # validate-model checks at least one metric
@@ -27,7 +27,7 @@ def test_unit_test_timeout_names_the_stage_and_the_setting(make_settings, tmp_pa
     s = make_settings(unit_test={"project_dir": tmp_path / "proj", "timeout_s": 3})
     start = time.monotonic()
     with pytest.raises(StageFailed) as info:
-        unit_test.run(s)
+        unit_tests.run(s)
     assert time.monotonic() - start < 45
     message = str(info.value)
     assert message.startswith("unit-test: pytest did not finish within 3 s")

@@ -23,7 +23,7 @@ import pytest
 
 from helpers import read_state, register_iris, run_cli, slow_model
 from test_slack_notifier import SlackWebhookDouble
-from mlops_cli.stages import assemble_server, deploy_test, rolling_update, smoke_test, validate_model
+from mlops_cli.stages import assemble_server, deploy_to_test_env, rolling_update, smoke, validate_model
 from mlops_cli.targets import port_free
 from mlops_cli.targets.local import LocalTarget, _alive
 
@@ -39,7 +39,7 @@ def cli_env(s) -> dict[str, str]:
 
 def prepare(make_settings, settings, ref, to_prod: bool):
     s = make_settings(workdir=settings.workdir, model=ref, deploy=settings.deploy.model_dump(mode="json"))
-    for stage in (validate_model, assemble_server, deploy_test, smoke_test) + ((rolling_update,) if to_prod else ()):
+    for stage in (validate_model, assemble_server, deploy_to_test_env, smoke) + ((rolling_update,) if to_prod else ()):
         stage.run(s)
     return s
 
@@ -268,7 +268,7 @@ def test_revision_timed_out_while_loading_never_accepts_a_connection(make_settin
         from mlops_cli.errors import StageFailed
 
         with pytest.raises(StageFailed, match="did not become ready within 3 s"):
-            deploy_test.run(s)
+            deploy_to_test_env.run(s)
         time.sleep(1.0)  # the server exited once its load ended; it must not have listened then either
     finally:
         stop.set()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from helpers import free_port, read_state, register_iris, run_cli
-from mlops_cli import pipeline
+from mlops_cli import run_all
 from mlops_cli.stages import STAGES
 from mlops_cli.targets.local import _alive
 
@@ -29,7 +29,7 @@ def test_pipeline_runs_every_stage_and_serves(make_settings, settings, iris_arti
     ref = register_iris(settings, iris_artifact)
     run_settings = make_settings(workdir=settings.workdir, model=ref, deploy=settings.deploy.model_dump(mode="json"),
                                  validation={"thresholds": {"accuracy": ">= 0.9"}})
-    result = pipeline.run(run_settings)
+    result = run_all.run(run_settings)
     assert result.passed, result.error
     statuses = {row.stage: row.status for row in result.stages}
     assert list(statuses) == list(STAGES)
@@ -63,7 +63,7 @@ def test_an_onnx_model_travels_every_stage(make_settings, settings, iris_artifac
     artifact = tmp_path / "iris.onnx"
     artifact.write_bytes(graph.SerializeToString())
     ref = register_iris(settings, artifact, framework=None)
-    result = pipeline.run(make_settings(workdir=settings.workdir, model=ref, deploy=settings.deploy.model_dump(mode="json")))
+    result = run_all.run(make_settings(workdir=settings.workdir, model=ref, deploy=settings.deploy.model_dump(mode="json")))
     assert result.passed, result.error
     state = read_state(settings.workdir)
     bundle = Path(state["bundle"]["path"])
@@ -78,7 +78,7 @@ def test_an_onnx_model_travels_every_stage(make_settings, settings, iris_artifac
 def test_pipeline_stops_at_the_first_failure(make_settings, settings, iris_artifact):
     ref = register_iris(settings, iris_artifact, metrics={"accuracy": 0.5})
     run_settings = make_settings(workdir=settings.workdir, model=ref, validation={"thresholds": {"accuracy": ">= 0.9"}})
-    result = pipeline.run(run_settings)
+    result = run_all.run(run_settings)
     assert not result.passed and result.failed_stage == "validate-model" and result.exit_code == 1
     statuses = [row.status for row in result.stages]
     assert statuses == ["skipped", "failed", "not run", "not run", "not run", "not run", "not run"]

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import read_state, register_iris, slow_model
 from mlops_cli.errors import PrerequisiteError, StageFailed, UsageError
-from mlops_cli.stages import assemble_server, deploy_test, rolling_update, smoke_test, validate_model
+from mlops_cli.stages import assemble_server, deploy_to_test_env, rolling_update, smoke, validate_model
 from mlops_cli.targets.local import _alive
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ def ship(make_settings, settings, ref, to_prod=True, **overrides):
     """validate -> assemble -> deploy-test -> smoke-test [-> rolling-update] for ref."""
     overrides.setdefault("deploy", settings.deploy.model_dump(mode="json"))
     s = make_settings(workdir=settings.workdir, model=ref, **overrides)
-    for stage in (validate_model, assemble_server, deploy_test, smoke_test) + ((rolling_update,) if to_prod else ()):
+    for stage in (validate_model, assemble_server, deploy_to_test_env, smoke) + ((rolling_update,) if to_prod else ()):
         stage.run(s)
     return s
 
@@ -120,7 +120,7 @@ def test_server_that_never_becomes_ready_is_stopped(make_settings, settings, tmp
                                 deploy={**settings.deploy.model_dump(mode="json"), "ready_timeout_s": 3})
     slow.touch()
     with pytest.raises(StageFailed, match=r"did not become ready within 3 s .*it was stopped \(it never took a connection\); .*log: "):
-        deploy_test.run(s)
+        deploy_to_test_env.run(s)
     assert read_state(settings.workdir)["deployments"] == {}
     with socket.socket() as probe:  # the port is free again: nothing was left running
         probe.bind(("127.0.0.1", settings.deploy.test.port))
@@ -138,7 +138,7 @@ def test_model_that_fails_to_load_exits_at_start_up_with_the_reason(make_setting
     s = validated_and_assembled(make_settings, settings, ref)
     gone.touch()
     with pytest.raises(StageFailed, match=r"exited during start-up \(exit code 1\); last log line: .*weights missing"):
-        deploy_test.run(s)
+        deploy_to_test_env.run(s)
     assert read_state(settings.workdir)["deployments"] == {}
 
 

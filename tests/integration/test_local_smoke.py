@@ -3,7 +3,7 @@
 import pytest
 
 from helpers import read_state, register_iris
-from mlops_cli.stages import assemble_server, deploy_test, smoke_test, validate_model
+from mlops_cli.stages import assemble_server, deploy_to_test_env, smoke, validate_model
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +24,9 @@ def test_examples_may_leave_optional_inputs_out(make_settings, settings, tmp_pat
                         schema=schema, examples=[{"instances": [{"a": 1.0}]}, {"instances": [{"a": 1.0, "b": 2.0}]}],
                         reference=None)
     s = make_settings(workdir=settings.workdir, model=ref, deploy=settings.deploy.model_dump(mode="json"))
-    for stage in (validate_model, assemble_server, deploy_test):
+    for stage in (validate_model, assemble_server, deploy_to_test_env):
         stage.run(s)
-    result = smoke_test.run(s)
+    result = smoke.run(s)
     assert result.requests == 20 and read_state(s.workdir)["smoke"]["problems"] == []
 
 
@@ -43,9 +43,9 @@ def test_smoke_test_over_the_open_inference_protocol(make_settings, settings, tm
                                                  {"instances": [{"a": 1.0, "b": 2.0}]}], reference=None)
     s = make_settings(workdir=settings.workdir, model=ref, deploy=settings.deploy.model_dump(mode="json"),
                       smoke={"protocol": "v2", "requests": 5})
-    for stage in (validate_model, assemble_server, deploy_test):
+    for stage in (validate_model, assemble_server, deploy_to_test_env):
         stage.run(s)
-    result = smoke_test.run(s)
+    result = smoke.run(s)
     assert result.requests == 5 and read_state(s.workdir)["smoke"]["problems"] == []
     import httpx
 

@@ -16,6 +16,5 @@ def test_labels_are_one_last_instruction_escaped_as_dockerfile_words(tmp_path: P
     assert lines[:2] == ["FROM base", "COPY model/ /app/model/"]
     # sorted, quoted; \, " and $ escaped so that buildah neither expands $HOME nor ends the word early
     # (read back with real buildah: tests/integration/images/test_image_pipeline.py checks the labels)
-    assert lines[2] == ('LABEL "io.mlops.model.ref"="local:a\\$HOME\\"b\\\\c" '
-                        '"org.opencontainers.image.version"="2"')
+    assert lines[2] == ('LABEL "io.mlops.model.ref"="local:a\\$HOME\\"b\\\\c" "org.opencontainers.image.version"="2"')
     assert len(lines) == 3

@@ -3,6 +3,7 @@ button's checks, configuration errors, and the OpenShift manifests under deploy/
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -302,7 +303,7 @@ def test_the_local_executor_runs_one_release_at_a_time_per_workdir(tmp_path, mon
     for thread in threads:
         thread.join(timeout=30)
     one = sorted((s, e) for w, s, e in spans if w.endswith("one"))
-    assert len(one) == 2 * 6 and all(a[1] <= b[0] for a, b in zip(one, one[1:]))  # never two at once
+    assert len(one) == 2 * 6 and all(a[1] <= b[0] for a, b in itertools.pairwise(one))  # never two at once
     assert any("another release runs" in line for line in said["b"]) and said["b"][-1] == "done"
     assert not any("another release runs" in line for line in said["c"])
 

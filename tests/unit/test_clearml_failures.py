@@ -59,24 +59,24 @@ def test_network_errors_by_type(source):
 
 def test_a_clearml_config_file_that_does_not_exist_is_a_config_error(make_settings, monkeypatch, tmp_path):
     require_module("clearml")
-    from mlops_cli.sources import clearml as clearml_mod
+    from mlops_cli.sources import clearml_sdk
 
-    monkeypatch.setattr(clearml_mod, "_prepared", {})
+    monkeypatch.setattr(clearml_sdk, "_prepared", {})
     monkeypatch.setenv("CLEARML_CONFIG_FILE", str(tmp_path / "nowhere.conf"))
     with pytest.raises(ConfigError, match="CLEARML_CONFIG_FILE names .*nowhere.conf, which is not a file"):
-        clearml_mod._user_conf(make_settings())
+        clearml_sdk._user_conf(make_settings())
 
 
 def test_a_call_past_the_deadline_is_given_up_on():
     require_module("clearml")
     import threading
 
-    from mlops_cli.sources import clearml as clearml_mod
+    from mlops_cli.sources import clearml_sdk
 
     release = threading.Event()
-    with pytest.raises(clearml_mod._Deadline):
-        clearml_mod.within(0.2, release.wait, 30)
+    with pytest.raises(clearml_sdk.Deadline):
+        clearml_sdk.within(0.2, release.wait, 30)
     release.set()
-    assert clearml_mod.within(5, lambda: 42) == 42
+    assert clearml_sdk.within(5, lambda: 42) == 42
     with pytest.raises(KeyError):
-        clearml_mod.within(5, {}.__getitem__, "x")
+        clearml_sdk.within(5, {}.__getitem__, "x")

@@ -73,7 +73,7 @@ def test_empty_file_is_all_defaults(tmp_path):
 def test_registry_credentials_go_only_over_tls() -> None:
     """build.insecure with credentials only to a loopback registry; the docker engine's insecure registries too."""
     from mlops_cli.builders.docker import engine_plain_http
-    from mlops_cli.config import is_loopback, registry_host
+    from mlops_cli.settings import is_loopback, registry_host
 
     with pytest.raises(ConfigError, match=r"build: insecure: true would send the registry credentials to "
                                           r"art\.example\.com without TLS"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlops_cli.config import Settings
+from mlops_cli.settings import Settings
 from mlops_cli.configdoc import render, rows
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -20,8 +20,8 @@ def test_every_setting_has_a_variable_a_real_default_and_a_description():
     keys = {key for key, *_ in table}
     for name in Settings.model_fields:
         assert name in keys or any(k.startswith(name + ".") for k in keys), name
-    for key, variable, kind, default, doc in table:
-        assert doc, f"{key} has no docstring in mlops_cli/config.py"
+    for key, variable, _kind, _default, doc in table:
+        assert doc, f"{key} has no docstring in mlops_cli/settings.py"
         if variable:
             assert variable == "MLOPS_" + key.upper().replace(".", "__")
     by_key = {key: default for key, _, _, default, _ in table}

@@ -13,7 +13,8 @@ import pytest
 from helpers import IRIS_SCHEMA, read_state, run_cli
 from mlops_cli.builders.docker import engine_reason
 from mlops_cli.cli import READS, cli
-from mlops_cli.config import Settings, load_settings
+from mlops_cli.config import load_settings
+from mlops_cli.settings import Settings
 from mlops_cli.state import State
 
 

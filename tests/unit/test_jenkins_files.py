@@ -59,7 +59,11 @@ def test_the_manifests_are_valid_kubernetes_objects(path):
 def test_the_deployer_role_covers_what_mlops_deploys():
     docs = list(yaml.safe_load_all((JENKINS / "openshift" / "rbac.yaml").read_text()))
     (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
-    granted = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:  # RBAC rules add up
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                granted.setdefault((g, r), set()).update(rule["verbs"])
     # every kind the kubernetes target applies (its APPLY_ORDER; a new kind without an entry here fails)
     from mlops_cli.targets.kubernetes import APPLY_ORDER
 
@@ -67,9 +71,12 @@ def test_the_deployer_role_covers_what_mlops_deploys():
            "Service": ("", "services"), "Route": ("route.openshift.io", "routes"),
            "Ingress": ("networking.k8s.io", "ingresses"), "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
            "PodDisruptionBudget": ("policy", "poddisruptionbudgets"), "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
-           "Deployment": ("apps", "deployments")}
+           "Deployment": ("apps", "deployments"), "HTTPRoute": ("gateway.networking.k8s.io", "httproutes")}
     for kind in APPLY_ORDER:
         assert {"get", "create", "patch"} <= granted.get(api[kind], set()), kind
+    # a canary release deletes its own objects (mlops_cli/targets/kubecanary.py)
+    for kind in ("Deployment", "Service", "NetworkPolicy", "Ingress"):
+        assert "delete" in granted.get(api[kind], set()), kind
     assert "list" in granted[("apps", "replicasets")] and "list" in granted[("", "pods")]
     bound = {d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == "mlops-deployer"}
     assert bound == {"mlops-test", "mlops-prod"}

@@ -85,7 +85,7 @@ def test_the_source_modules_load_their_clients_only_when_used():
 
 
 def test_the_generated_clearml_config_bounds_retries_and_carries_the_s3_endpoint(make_settings, tmp_path):
-    from mlops_cli.sources.clearml import _config_text
+    from mlops_cli.sources.clearml_sdk import _config_text
 
     user = tmp_path / "clearml.conf"
     user.write_text("api { api_server: \"http://x\" }\n")

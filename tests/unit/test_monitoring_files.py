@@ -134,7 +134,7 @@ def test_model_not_ready_finds_serving_targets_by_up_not_by_a_series_that_vanish
 
 def test_alertmanager_relay_example_fits_max_alerts_into_the_relay_s_body_limit() -> None:
     """Alertmanager does not retry a 413: a group it sends must fit relay.max_body_bytes."""
-    from mlops_cli.config import RelaySettings
+    from mlops_cli.settings import RelaySettings
 
     config = yaml.safe_load((MONITORING / "alertmanager-relay.yml").read_text())
     limit = RelaySettings().max_body_bytes

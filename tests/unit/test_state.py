@@ -5,7 +5,7 @@ import pytest
 
 from helpers import register_iris
 from mlops_cli.errors import ConfigError, PrerequisiteError, StageFailed
-from mlops_cli.stages import assemble_server, deploy_test, rolling_update, smoke_test, validate_model
+from mlops_cli.stages import assemble_server, deploy_to_test_env, rolling_update, smoke, validate_model
 from mlops_cli.state import State, ValidationRecord
 
 
@@ -33,12 +33,12 @@ def test_each_stage_names_the_stage_to_run_first(make_settings, settings, iris_a
     with pytest.raises(PrerequisiteError, match="run `mlops validate-model --model REF` first"):
         assemble_server.run(s)
     validate_model.run(s)
-    for stage in (deploy_test, smoke_test, rolling_update):
+    for stage in (deploy_to_test_env, smoke, rolling_update):
         with pytest.raises(PrerequisiteError, match="run `mlops assemble-server` first"):
             stage.run(s)
     assemble_server.run(s)
     with pytest.raises(PrerequisiteError, match="run `mlops deploy-test` first"):
-        smoke_test.run(s)
+        smoke.run(s)
     with pytest.raises(PrerequisiteError, match="run `mlops smoke-test` first"):
         rolling_update.run(s)
 
@@ -57,7 +57,7 @@ def test_a_failed_validation_blocks_what_passed_before(make_settings, settings, 
                         validation={"thresholds": {"accuracy": ">= 0.9"}})
     with pytest.raises(StageFailed):
         validate_model.run(bad)
-    for stage in (assemble_server, deploy_test, smoke_test, rolling_update):
+    for stage in (assemble_server, deploy_to_test_env, smoke, rolling_update):
         with pytest.raises(PrerequisiteError, match="did not pass validation"):
             stage.run(good)
 
@@ -68,7 +68,7 @@ def test_a_bundle_changed_after_assembly_is_refused(make_settings, settings, iri
     bundle = Path(assemble_server.run(s).bundle_path)
     (bundle / "serving" / "app.py").write_text("print('not the runtime')\n")
     with pytest.raises(PrerequisiteError, match="changed since it was assembled"):
-        deploy_test.run(s)
+        deploy_to_test_env.run(s)
     assert Path(assemble_server.run(s).bundle_path) == bundle  # assembling again replaces it whole
     assert "not the runtime" not in (bundle / "serving" / "app.py").read_text()
     assert [p.name for p in bundle.parent.iterdir()] == [bundle.name]

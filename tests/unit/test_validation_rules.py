@@ -10,7 +10,7 @@ import pytest
 from helpers import IRIS_SCHEMA, register_iris
 from mlops_cli.errors import ConfigError, StageFailed
 from mlops_cli.holdout import direction
-from mlops_cli.sources import ModelMetadata
+from mlops_cli.sources.metadata import ModelMetadata
 from mlops_cli.stages import assemble_server, validate_model
 from mlops_cli.state import DeploymentRecord, State
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
-from ...registry import load
+from ...backends import load
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    from ...settings import Settings
 
 EXECUTORS = {
     "jenkins": "mlops_cli.chatops.executors.jenkins:JenkinsExecutor",

@@ -21,10 +21,11 @@ from urllib.parse import quote
 
 from ... import DISTRIBUTION
 from ...errors import ConfigError
+from ...secrets import redact
 from . import Approval, ExecutorError, Release, Say
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    from ...settings import Settings
 
 PARAMETERS = ("MODEL_REF", "TARGET", "REQUESTED_BY", "SLACK_CHANNEL", "SLACK_THREAD_TS")
 REQUIRED = ("MODEL_REF", "REQUESTED_BY", "SLACK_CHANNEL", "SLACK_THREAD_TS")
@@ -71,7 +72,9 @@ class JenkinsExecutor:
     def _server(self) -> Any:
         import jenkins
 
-        return jenkins.Jenkins(self.url, username=self.cfg.user, password=self.token, timeout=self.cfg.timeout_s)
+        # the stub says int; python-jenkins hands the timeout to requests, which takes seconds as a float
+        return jenkins.Jenkins(self.url, username=self.cfg.user, password=self.token,
+                               timeout=self.cfg.timeout_s)  # type: ignore[arg-type]
 
     def _call(self, what: str, fn: Any, *args: Any, missing: Optional[str] = None, **kwargs: Any) -> Any:
         """fn(*args), its failures as one ExecutorError line saying what could not be done and why."""
@@ -103,9 +106,7 @@ class JenkinsExecutor:
             if status:
                 raise ExecutorError(f"{what}: Jenkins answered {status.group(1)}") from None
             first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-            for secret in (self.token, self.build_token):  # never let a URL's token reach the thread
-                if secret:
-                    first = first.replace(secret, "***")
+            first = redact(first, self.token, self.build_token)  # never let a URL's token reach the thread
             raise ExecutorError(f"{what}: {first}") from None
 
     def _parameters(self, server: Any, job: str) -> set[str]:
@@ -181,7 +182,7 @@ class JenkinsExecutor:
             raise ExecutorError("the button names no build number")
         if job not in {j for j in (self.cfg.job, self.cfg.test_job) if j}:
             raise ExecutorError(f"the button names the job {job!r}, not the release job this service answers for")
-        if input_key(input_id) != input_key(self.cfg.input_id):
+        if input_key(str(input_id)) != input_key(self.cfg.input_id):
             raise ExecutorError(f"the button names the input {input_id!r}, not {self.cfg.input_id!r}")
         expected = f"{self.url}{job_path(job)}{build}/"
         if build_url != expected:

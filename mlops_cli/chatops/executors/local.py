@@ -22,14 +22,14 @@ from ...state import State
 from . import Approval, ExecutorError, Release, Say
 
 if TYPE_CHECKING:
-    from ...config import Settings
+    from ...settings import Settings
 
 ICONS = {"passed": ":white_check_mark:", "skipped": ":fast_forward:", "failed": ":x:"}
 TEST_STAGES = STAGES[: STAGES.index("smoke-test") + 1]
 
 
 def _first_line(text: str, limit: int = 300) -> str:
-    line = next((l.strip() for l in text.splitlines() if l.strip()), "")
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -80,7 +80,7 @@ class LocalExecutor:
                 code, out, err = self._mlops([stage], release)
                 took = f"{time.monotonic() - start:.1f}s"
                 if code != 0:
-                    reason = next((l[len("error: "):] for l in reversed(err.splitlines()) if l.startswith("error: ")),
+                    reason = next((ln[len("error: "):] for ln in reversed(err.splitlines()) if ln.startswith("error: ")),
                                   _first_line(err) or f"exit code {code}")
                     say(f"{ICONS['failed']} [{index}/{len(stages)}] {stage} failed ({took}): {reason}")
                     raise ExecutorError(f"the release stopped at {stage}: nothing after it ran")
@@ -107,7 +107,7 @@ class LocalExecutor:
         with self._locked(say):
             code, out, err = self._mlops(["rollback", "--env", release.env], release)
         if code != 0:
-            reason = next((l[len("error: "):] for l in reversed(err.splitlines()) if l.startswith("error: ")),
+            reason = next((ln[len("error: "):] for ln in reversed(err.splitlines()) if ln.startswith("error: ")),
                           f"exit code {code}")
             raise ExecutorError(f"rollback of {release.env} failed: {reason}")
         try:

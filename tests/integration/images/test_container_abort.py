@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from helpers import read_state, register_iris
-from mlops_cli import pipeline
-from mlops_cli.stages import assemble_server, build_image, deploy_test, rolling_update, smoke_test, validate_model
+from mlops_cli import run_all
+from mlops_cli.stages import assemble_server, build_image, deploy_to_test_env, rolling_update, smoke, validate_model
 from mlops_cli.targets import port_free
 from mlops_cli.targets.container import ContainerTarget
 from test_image_pipeline import image_settings, other_model
@@ -27,7 +27,7 @@ def test_container_rollout_killed_after_the_handover_is_finished_by_the_next_run
         make_settings, settings, registry, base_image, iris_artifact, tmp_path):
     first = image_settings(make_settings, settings, "buildah", registry, base_image,
                            model=register_iris(settings, iris_artifact))
-    assert pipeline.run(first).passed
+    assert run_all.run(first).passed
     prod = read_state(settings.workdir)["deployments"]["prod"]
     assert httpx.get(prod["url"] + "/health/ready").json()["instance"] == prod["handle"]
 
@@ -61,7 +61,7 @@ def test_container_rollout_killed_after_the_handover_is_finished_by_the_next_run
     # a rolling update whose CLI is killed once the new container serves: the next run finishes it
     second = image_settings(make_settings, settings, "buildah", registry, base_image,
                             model=register_iris(settings, other_model(tmp_path)))
-    for stage in (validate_model, assemble_server, build_image, deploy_test, smoke_test):
+    for stage in (validate_model, assemble_server, build_image, deploy_to_test_env, smoke):
         stage.run(second)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
     env.update(MLOPS_TEST_PAUSE_AT="draining", MLOPS_DEPLOY__TARGET="container",

@@ -7,7 +7,7 @@ import pytest
 from helpers import free_port, read_state, register_iris
 from imagetools import podman
 from mlops_cli.errors import ConfigError, StageFailed, TemporaryError
-from mlops_cli.stages import assemble_server, build_image, deploy_test, validate_model
+from mlops_cli.stages import assemble_server, build_image, deploy_to_test_env, validate_model
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ def test_image_that_never_gets_ready_is_removed_with_its_logs(make_settings, set
                   framework="python", class_name="Slow", labels=None, schema=schema, examples=[{"instances": [[1.0]]}], reference=None)
     build_image.run(s)
     with pytest.raises(StageFailed, match=r"did not become ready within 8 s .*it was removed"):
-        deploy_test.run(s)
+        deploy_to_test_env.run(s)
     assert "container log |" in capsys.readouterr().err
     left = podman("ps", "--all", "--filter", f"label=io.mlops.workdir={s.workdir.resolve()}", "--format", "{{.Names}}")
     assert left.stdout.strip() == ""

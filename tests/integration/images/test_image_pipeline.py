@@ -9,7 +9,7 @@ import pytest
 
 from helpers import read_state, register_iris
 from imagetools import image_layers, manifest_digest, podman
-from mlops_cli import pipeline
+from mlops_cli import run_all
 from mlops_cli.stages import assemble_server, build_image, validate_model
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ def test_build_push_run_and_a_model_only_rebuild(builder, make_settings, setting
     name, build_extra = builder
     first = image_settings(make_settings, settings, name, registry, base_image, build=build_extra,
                            model=register_iris(settings, iris_artifact))
-    result = pipeline.run(first)  # all seven stages, as `mlops pipeline run` runs them
+    result = run_all.run(first)  # all seven stages, as `mlops pipeline run` runs them
     assert result.passed, result.error
     assert [row.status for row in result.stages] == ["skipped"] + ["passed"] * 6  # unit-test: no project tests
     state = read_state(settings.workdir)

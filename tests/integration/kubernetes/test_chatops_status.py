@@ -8,14 +8,14 @@ import pytest
 
 from kubetools import digest_ref
 from mlops_cli.chatops import views
-from mlops_cli.stages import deploy_test
+from mlops_cli.stages import deploy_to_test_env
 
 pytestmark = pytest.mark.integration
 
 
 def test_status_reads_what_the_cluster_runs_and_who_asked(kube, shipped, kube_settings):
     settings = kube_settings(model=shipped.model, kubernetes={"name": "iris"})
-    deploy_test.run(settings)
+    deploy_to_test_env.run(settings)
     audit = [{"event": "released", "env": "test", "model": shipped.model, "user": "U_DEP"}]
     text = views.cluster_status_text(settings, None, audit)
     test_line, prod_line = text.splitlines()

@@ -32,7 +32,7 @@ def status_of(exc: ApiException) -> dict:
 
 
 def test_typed_answers_and_status_bodies(apps, kube):
-    deployments, custom = apps
+    deployments, _custom = apps
     created = deployments.create_namespaced_deployment("mlops-test", DEPLOYMENT)
     assert created.metadata.generation == 1 and created.metadata.uid
     with pytest.raises(ApiException) as exists:

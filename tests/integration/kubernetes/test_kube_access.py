@@ -10,7 +10,7 @@ import yaml
 from kubetools import digest_ref
 from helpers import run_cli
 from mlops_cli.errors import ConfigError
-from mlops_cli.stages import deploy_test
+from mlops_cli.stages import deploy_to_test_env
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def test_kubeconfig_and_its_context_reach_the_server(kube, shipped, kube_setting
     config = kubeconfig(tmp_path / "config", kube.url, kube.token, contexts=("other", "ci"), current="other")
     settings = kube_settings(model=shipped.model, kubernetes={"server": None, "token": None,
                                                               "kubeconfig": str(config), "context": "ci"})
-    assert deploy_test.run(settings).revision == 1
+    assert deploy_to_test_env.run(settings).revision == 1
     assert kube.running_images("mlops-test", "iris") == [digest_ref("a")] * 2
 
 
@@ -39,12 +39,12 @@ def test_context_not_in_the_kubeconfig_names_the_known_ones(kube, shipped, kube_
     settings = kube_settings(model=shipped.model, kubernetes={"server": None, "token": None,
                                                               "kubeconfig": str(config), "context": "prod"})
     with pytest.raises(ConfigError, match=r"context 'prod' is not in kubeconfig .* \(known: dev, ci\)"):
-        deploy_test.run(settings)
+        deploy_to_test_env.run(settings)
 
 
 def test_server_without_token_is_a_config_error(shipped, kube_settings):
     with pytest.raises(ConfigError, match="kubernetes.server is set but no token"):
-        deploy_test.run(kube_settings(model=shipped.model, kubernetes={"token": None}))
+        deploy_to_test_env.run(kube_settings(model=shipped.model, kubernetes={"token": None}))
 
 
 def test_no_kubeconfig_is_one_line_with_exit_code_2(shipped, tmp_path):
@@ -113,7 +113,7 @@ def test_a_kubeconfig_wins_over_the_pods_service_account_as_with_kubectl(kube, s
     config = kubeconfig(tmp_path / "config", kube.url, kube.token)
     monkeypatch.setenv("KUBECONFIG", str(config))
     settings = kube_settings(model=shipped.model, kubernetes={"server": None, "token": None})
-    assert deploy_test.run(settings).revision == 1  # the kubeconfig's cluster, not the pod's own
+    assert deploy_to_test_env.run(settings).revision == 1  # the kubeconfig's cluster, not the pod's own
     assert kube.running_images("mlops-test", "iris") == [digest_ref("a")] * 2
 
 
@@ -141,7 +141,7 @@ def test_an_untrusted_certificate_is_one_config_error_not_retried(shipped, kube_
             "retry_backoff_s": 5})
         with pytest.raises(ConfigError, match=r"TLS verification of the Kubernetes API server at https://127\.0\.0\.1:"
                                               r"\d+ failed: .*CERTIFICATE_VERIFY_FAILED.*kubernetes.ca_file"):
-            deploy_test.run(settings)
+            deploy_to_test_env.run(settings)
     finally:
         server.shutdown()
         server.server_close()
@@ -173,7 +173,7 @@ def test_a_kubeconfig_with_a_plain_http_server_and_a_token_is_refused(kube, ship
                                                               "kubeconfig": str(config)})
     with pytest.raises(ConfigError, match=r"server http://localhost:\d+ is plain http and the user's credentials "
                                           r"would go out in clear text.*kubernetes.insecure: true"):
-        deploy_test.run(settings)
+        deploy_to_test_env.run(settings)
     assert kube.requests == []  # refused before anything was sent
 
 
@@ -186,12 +186,12 @@ def test_a_kubeconfig_server_without_a_scheme_is_plain_http_and_refused_with_a_t
     settings = kube_settings(model=shipped.model, kubernetes={"server": None, "token": None, "insecure": True,
                                                               "kubeconfig": str(config)})
     with pytest.raises(ConfigError, match=rf"server {bare} is plain http and the user's credentials"):
-        deploy_test.run(settings)
+        deploy_to_test_env.run(settings)
     assert kube.requests == []
     # a user:password in the server URL is not repeated in the error
     config = kubeconfig(tmp_path / "config2", kube.url.replace("http://", "http://ci:pa55word@"), kube.token)
     settings = kube_settings(model=shipped.model, kubernetes={"server": None, "token": None, "insecure": False,
                                                               "kubeconfig": str(config)})
     with pytest.raises(ConfigError, match=r"server http://127\.0\.0\.1:\d+ is plain http") as caught:
-        deploy_test.run(settings)
+        deploy_to_test_env.run(settings)
     assert "pa55word" not in str(caught.value) and kube.requests == []

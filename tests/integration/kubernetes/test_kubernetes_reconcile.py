@@ -17,7 +17,7 @@ import pytest
 
 from helpers import read_state, run_cli
 from kubetools import digest_ref, set_image, set_smoke_passed
-from mlops_cli.stages import deploy_test, rollback, rolling_update
+from mlops_cli.stages import deploy_to_test_env, rollback, rolling_update
 
 pytestmark = pytest.mark.integration
 PROD = "mlops-prod"
@@ -59,7 +59,7 @@ def killed_while_waiting(kube, settings) -> None:
 
 
 def to_prod(settings) -> None:
-    deploy_test.run(settings)
+    deploy_to_test_env.run(settings)
     set_smoke_passed(settings)
     rolling_update.run(settings)
 
@@ -67,7 +67,7 @@ def to_prod(settings) -> None:
 def test_a_killed_rollout_that_became_available_is_finished_by_the_next_run(kube, shipped, capsys):
     to_prod(shipped)
     set_image(shipped, digest_ref("b"))
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     set_smoke_passed(shipped)
     killed_while_waiting(kube, shipped)
     # the template is b's; state still names a: status says so, and that a rollout is pending
@@ -94,14 +94,14 @@ def test_a_killed_rollout_that_never_became_available_is_undone_recorded_and_ann
                                                                                      kube_settings, slack):
     to_prod(shipped)
     set_image(shipped, digest_ref("b"))
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     set_smoke_passed(shipped)
     kube.image_modes["sha256:" + "b" * 8] = "pull-error"  # b never becomes available in prod
     killed_while_waiting(kube, shipped)
     capsys.readouterr()
 
     set_image(shipped, digest_ref("a"))  # the operator goes on with the image that served
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     set_smoke_passed(shipped)
     notifying = kube_settings(model=shipped.model, notify={"notifiers": ["slack"], "slack": {"webhook_url": slack.url}})
     rolling_update.run(notifying)
@@ -121,7 +121,7 @@ def test_a_killed_rollout_that_never_became_available_is_undone_recorded_and_ann
 def test_rollback_reconciles_before_working_out_the_previous_revision(kube, shipped, capsys):
     to_prod(shipped)
     set_image(shipped, digest_ref("b"))
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     set_smoke_passed(shipped)
     killed_while_waiting(kube, shipped)
     capsys.readouterr()

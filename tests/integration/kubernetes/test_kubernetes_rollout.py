@@ -9,7 +9,7 @@ import pytest
 from kubetools import digest_ref, set_image, set_smoke_passed
 from helpers import read_state
 from mlops_cli.errors import StageFailed, TemporaryError, UsageError
-from mlops_cli.stages import deploy_test, rollback, rolling_update
+from mlops_cli.stages import deploy_to_test_env, rollback, rolling_update
 
 pytestmark = pytest.mark.integration
 TEST, PROD = "mlops-test", "mlops-prod"
@@ -17,13 +17,13 @@ TEST, PROD = "mlops-test", "mlops-prod"
 
 def to_prod(settings) -> None:
     """deploy-test, (smoke-test's record), rolling-update of the image in state."""
-    deploy_test.run(settings)
+    deploy_to_test_env.run(settings)
     set_smoke_passed(settings)
     rolling_update.run(settings)
 
 
 def test_deploy_test_applies_every_object_and_records_the_route_url(kube, shipped):
-    result = deploy_test.run(shipped)
+    result = deploy_to_test_env.run(shipped)
     assert result.url == "https://iris-mlops-test.apps.cluster.test"   # the host OpenShift gave the Route
     assert result.revision == 1 and result.previous_revision is None
     dep = kube.deployment(TEST, "iris")
@@ -74,7 +74,7 @@ def test_failed_rollout_rolls_back_to_the_previous_digest(kube, shipped, mode, r
     set_image(shipped, digest_ref("b"))
     deploy_test_settings = shipped
     with pytest.raises(StageFailed) as failed:
-        deploy_test.run(deploy_test_settings)   # the test namespace goes back too
+        deploy_to_test_env.run(deploy_test_settings)   # the test namespace goes back too
     assert "rolled back" in failed.value.message and reason in failed.value.message
     assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
     set_smoke_passed(shipped)  # pretend the test passed anyway: prod must protect itself
@@ -114,15 +114,15 @@ def test_rollout_that_never_becomes_available_times_out_and_rolls_back(kube, shi
 def test_first_rollout_that_fails_says_there_is_nothing_to_go_back_to(kube, shipped):
     kube.image_modes["sha256:" + "a" * 8] = "pull-error"
     with pytest.raises(StageFailed, match="no previous revision to go back to.*ErrImagePull|ImagePullBackOff"):
-        deploy_test.run(shipped)
+        deploy_to_test_env.run(shipped)
 
 
 def test_rbac_refusal_names_the_verb_and_the_resource(kube, shipped):
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     set_image(shipped, digest_ref("b"))
     kube.forbidden.add(("patch", "deployments"))
     with pytest.raises(StageFailed) as failed:
-        deploy_test.run(shipped)
+        deploy_to_test_env.run(shipped)
     text = str(failed.value)
     assert "forbidden: not allowed to patch deployments.apps in namespace mlops-test" in text
     assert 'cannot patch resource "deployments"' in text and "RBAC" in text
@@ -132,11 +132,11 @@ def test_rbac_refusal_names_the_verb_and_the_resource(kube, shipped):
 def test_missing_namespace_is_named(kube, shipped, kube_settings):
     settings = kube_settings(model=shipped.model, kubernetes={"namespaces": {"test": "nosuch"}})
     with pytest.raises(UsageError, match="namespace nosuch does not exist"):
-        deploy_test.run(settings)
+        deploy_to_test_env.run(settings)
 
 
 def test_a_field_another_manager_owns_is_a_one_line_conflict_and_force_takes_it(kube, shipped, kube_settings):
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     other = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "iris"},
              "spec": {"progressDeadlineSeconds": 45}}  # e.g. someone's `kubectl apply --server-side`
     code, _ = kube.handle("PATCH", f"/apis/apps/v1/namespaces/{TEST}/deployments/iris?fieldManager=kubectl&force=true",
@@ -144,7 +144,7 @@ def test_a_field_another_manager_owns_is_a_one_line_conflict_and_force_takes_it(
     assert code == 200
     set_image(shipped, digest_ref("b"))
     with pytest.raises(StageFailed) as failed:
-        deploy_test.run(shipped)
+        deploy_to_test_env.run(shipped)
     message = failed.value.message
     assert message == ('Deployment mlops-test/iris: another field manager owns fields this apply would change: '
                        '"kubectl" owns .spec.progressDeadlineSeconds')
@@ -153,7 +153,7 @@ def test_a_field_another_manager_owns_is_a_one_line_conflict_and_force_takes_it(
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == digest_ref("a")  # nothing half-applied
     assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
 
-    deploy_test.run(kube_settings(model=shipped.model, kubernetes={"force_conflicts": True}))
+    deploy_to_test_env.run(kube_settings(model=shipped.model, kubernetes={"force_conflicts": True}))
     dep = kube.deployment(TEST, "iris")
     assert dep["spec"]["progressDeadlineSeconds"] == 30 and kube.running_images(TEST, "iris") == [digest_ref("b")] * 2
     owners = {m["manager"]: m["fieldsV1"] for m in dep["metadata"]["managedFields"]}
@@ -178,10 +178,10 @@ def test_fields_our_own_rollback_wrote_are_taken_back_without_force(kube, shippe
 def test_a_deployment_scaled_to_zero_by_stop_is_scaled_up_again_by_the_next_deploy(kube, shipped, capsys):
     from mlops_cli.status import stop
 
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     assert stop(shipped, "test").stopped == ["test"]
     assert kube.deployment(TEST, "iris")["spec"]["replicas"] == 0  # our own Update now owns .spec.replicas
-    deploy_test.run(shipped)  # no --force: the field our own scale-down wrote is taken back
+    deploy_to_test_env.run(shipped)  # no --force: the field our own scale-down wrote is taken back
     assert '("mlops" owns .spec.replicas)' in capsys.readouterr().err
     assert kube.deployment(TEST, "iris")["spec"]["replicas"] == 2
     assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
@@ -191,7 +191,7 @@ def test_replicas_the_autoscaler_changes_between_our_read_and_our_apply_are_read
                                                                                        capsys):
     from mlops_cli.targets.kubeapi import Kube
 
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     real_get, reads = Kube.get, []
 
     def get_then_autoscale(self, kind, namespace, name):
@@ -207,7 +207,7 @@ def test_replicas_the_autoscaler_changes_between_our_read_and_our_apply_are_read
 
     monkeypatch.setattr(Kube, "get", get_then_autoscale)
     set_image(shipped, digest_ref("b"))
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     assert "replicas changed while we applied" in capsys.readouterr().err
     assert kube.deployment(TEST, "iris")["spec"]["replicas"] == 3  # the autoscaler's count stays
     assert kube.running_images(TEST, "iris") == [digest_ref("b")] * 3
@@ -216,7 +216,7 @@ def test_replicas_the_autoscaler_changes_between_our_read_and_our_apply_are_read
 def test_a_field_removed_from_the_template_disappears_from_the_live_object(kube, shipped, kube_settings, monkeypatch):
     from mlops_cli import render as render_mod
 
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     dep = kube.deployment(TEST, "iris")
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert "livenessProbe" in container and [e["name"] for e in container["env"]] == ["HOME"]
@@ -230,7 +230,7 @@ def test_a_field_removed_from_the_template_disappears_from_the_live_object(kube,
         return rendered
 
     monkeypatch.setattr("mlops_cli.targets.kubernetes.render", render_without)
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     dep = kube.deployment(TEST, "iris")
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert "livenessProbe" not in container and "env" not in container
@@ -246,12 +246,12 @@ def test_unreachable_api_server_gives_up_after_bounded_attempts(shipped, kube_se
                                                                "api_retries": 2, "api_timeout_s": 2})
     with pytest.raises(TemporaryError, match=r"cannot reach the Kubernetes API server at http://127\.0\.0\.1:\d+.*"
                                              r"gave up after 3 attempts"):
-        deploy_test.run(settings)
+        deploy_to_test_env.run(settings)
 
 
 def test_wrong_token_is_one_line(kube, shipped, kube_settings):
     with pytest.raises(StageFailed, match="rejected the credentials"):
-        deploy_test.run(kube_settings(model=shipped.model, kubernetes={"token": "wrong"}))
+        deploy_to_test_env.run(kube_settings(model=shipped.model, kubernetes={"token": "wrong"}))
 
 
 def test_rollback_on_request_brings_the_previous_digest_back_and_notifies(kube, shipped, kube_settings, slack):
@@ -316,11 +316,11 @@ def test_a_cluster_without_the_servicemonitor_crd_changes_no_deployment(shipped,
     try:
         settings = kube_settings(model=shipped.model, kubernetes={"server": url, "token": plain.token})
         with pytest.raises(StageFailed, match=r"does not serve ServiceMonitor.*service_monitor: false"):
-            deploy_test.run(settings)
+            deploy_to_test_env.run(settings)
         assert not [p for m, p, _ in plain.requests if m == "POST" and p.endswith("/deployments")]
         quiet = kube_settings(model=shipped.model, kubernetes={"server": url, "token": plain.token,
                                                                "service_monitor": False})
-        assert deploy_test.run(quiet).revision == 1
+        assert deploy_to_test_env.run(quiet).revision == 1
     finally:
         plain.stop()
 
@@ -355,11 +355,11 @@ def test_a_change_the_controller_never_took_up_is_put_back_not_undone_too_far(ku
 
 
 def test_a_failing_rollout_of_the_same_template_rolls_nothing_back(kube, shipped):
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     kube.image_modes["sha256:" + "a" * 8] = "crash-loop"  # the running pods start crashing
     with pytest.raises(StageFailed, match="CrashLoopBackOff.*the pod template did not change, so there is nothing "
                                           "to roll back"):
-        deploy_test.run(shipped)
+        deploy_to_test_env.run(shipped)
     assert not [p for m, p, c in kube.requests if c == "application/json-patch+json" and "deployments" in p]
 
 
@@ -388,13 +388,13 @@ def test_a_rollback_that_fails_too_does_not_claim_the_previous_revision_serves(k
 
 def test_a_user_who_may_not_list_pods_still_gets_a_good_rollout(kube, shipped):
     kube.forbidden.add(("list", "pods"))  # naming stuck pods is a courtesy; the outcome is the Deployment's
-    result = deploy_test.run(shipped)
+    result = deploy_to_test_env.run(shipped)
     assert result.revision == 1
     assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
     kube.image_modes["sha256:" + "b" * 8] = "crash-loop"
     set_image(shipped, digest_ref("b"))
     with pytest.raises(StageFailed) as failed:  # a failing one still fails, by the progress deadline
-        deploy_test.run(shipped)
+        deploy_to_test_env.run(shipped)
     assert "exceeded its progress deadline" in failed.value.message and "rolled back" in failed.value.message
     assert "cannot name stuck pods: forbidden: not allowed to list pods" in failed.value.message
 
@@ -415,18 +415,18 @@ def test_an_api_server_lost_mid_rollout_is_recorded_and_announced(kube, shipped,
 
 
 def test_deploying_the_same_image_again_says_unchanged_not_replaced(kube, shipped):
-    first = deploy_test.run(shipped)
-    again = deploy_test.run(shipped)
+    first = deploy_to_test_env.run(shipped)
+    again = deploy_to_test_env.run(shipped)
     assert (again.revision, again.previous_revision) == (first.revision, first.revision)  # what served before it
     assert again.lines() == [f"test: revision 1 ready at {again.url} (unchanged)"]
     set_image(shipped, digest_ref("b"))
-    assert deploy_test.run(shipped).lines()[0].endswith("(replaced revision 1)")
+    assert deploy_to_test_env.run(shipped).lines()[0].endswith("(replaced revision 1)")
 
 
 def test_an_abort_just_as_the_deployment_is_written_puts_it_back(kube, shipped, monkeypatch):
     from mlops_cli.targets.kubeapi import Kube
 
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     template = kube.deployment(TEST, "iris")["spec"]["template"]
     real_apply = Kube.apply
 
@@ -439,7 +439,7 @@ def test_an_abort_just_as_the_deployment_is_written_puts_it_back(kube, shipped, 
     monkeypatch.setattr(Kube, "apply", apply_then_abort)
     set_image(shipped, digest_ref("b"))
     with pytest.raises(KeyboardInterrupt):
-        deploy_test.run(shipped)
+        deploy_to_test_env.run(shipped)
     assert kube.deployment(TEST, "iris")["spec"]["template"] == template  # the controller brings pods of it back
 
 
@@ -447,7 +447,7 @@ def test_an_abort_between_the_deployment_write_and_the_wait_puts_it_back(kube, s
     """The window after the write has answered and before the wait starts (issue 10)."""
     from mlops_cli.targets.kubernetes import KubernetesTarget
 
-    deploy_test.run(shipped)
+    deploy_to_test_env.run(shipped)
     template = kube.deployment(TEST, "iris")["spec"]["template"]
     real_apply = KubernetesTarget._apply
 
@@ -462,7 +462,7 @@ def test_an_abort_between_the_deployment_write_and_the_wait_puts_it_back(kube, s
     monkeypatch.setattr(KubernetesTarget, "_apply", apply_then_abort)
     set_image(shipped, digest_ref("b"))
     with pytest.raises(KeyboardInterrupt):
-        deploy_test.run(shipped)
+        deploy_to_test_env.run(shipped)
     monkeypatch.undo()
     assert kube.deployment(TEST, "iris")["spec"]["template"] == template
     # the journal's repair ran at once: recorded as a rollout, nothing left pending

@@ -79,7 +79,7 @@ class SeaweedS3:
             except Exception:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError("weed mini did not start: " + (self.root / "weed.log").read_text()[-800:])
+                    raise RuntimeError("weed mini did not start: " + (self.root / "weed.log").read_text()[-800:]) from None
                 time.sleep(0.2)
 
     def client(self, secret: str = SECRET_KEY, key: str = ACCESS_KEY) -> Any:

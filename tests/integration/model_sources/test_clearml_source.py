@@ -230,8 +230,9 @@ def test_the_sdk_retries_are_bounded_by_the_generated_config(s3_server, tmp_path
 def test_host_and_keys_from_the_users_clearml_conf(clearml_api, s3_server, tmp_path, iris_artifact):
     model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact)
     conf = tmp_path / "clearml.conf"
-    conf.write_text('api {\n  api_server: "%s"\n  credentials { access_key: "%s", secret_key: "%s" }\n'
-                    '  http.retries { total: 240 }\n}\n' % (clearml_api.host, CLEARML_KEY, CLEARML_SECRET))
+    conf.write_text(f'api {{\n  api_server: "{clearml_api.host}"\n'
+                    f'  credentials {{ access_key: "{CLEARML_KEY}", secret_key: "{CLEARML_SECRET}" }}\n'
+                    '  http.retries { total: 240 }\n}\n')
     env = source_env(None, s3_server, tmp_path / "w", CLEARML_CONFIG_FILE=str(conf))
     done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=env)
     assert done.returncode == 0, done.stderr
@@ -252,10 +253,10 @@ def test_write_back_can_take_the_last_tag_off(clearml_api, s3_server, tmp_path, 
 
     from mlops_cli.sources import get_source, parse_ref
 
-    from mlops_cli.sources import clearml as clearml_mod
+    from mlops_cli.sources import clearml_sdk
 
     monkeypatch.setattr(os, "environ", dict(os.environ))  # what the source sets for the SDK stays in this test
-    monkeypatch.setattr(clearml_mod, "_prepared", {})      # and so does the process's one ClearML server
+    monkeypatch.setattr(clearml_sdk, "_prepared", {})      # and so does the process's one ClearML server
 
     model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact)
     model.tags = ["deployed:prod"]

@@ -6,7 +6,7 @@ import joblib
 import pytest
 
 from helpers import FEATURES, read_state, register_iris
-from mlops_cli import pipeline
+from mlops_cli import run_all
 from mlops_cli.errors import StageFailed
 from mlops_cli.stages import validate_model
 from mlops_cli.status import status
@@ -43,7 +43,7 @@ def test_a_model_worse_than_prod_is_refused_on_the_same_holdout(make_settings, s
     holdout = {"path": holdout_csv(tmp_path / "holdout.csv"), "target": "species"}
     rules = {"holdout": holdout, "max_regression": {"accuracy": 0.02, "roc_auc": 0.02}, "allow_no_prod": True}
     deploy = settings.deploy.model_dump(mode="json")
-    first = pipeline.run(make_settings(workdir=settings.workdir, model=good, deploy=deploy, validation=rules))
+    first = run_all.run(make_settings(workdir=settings.workdir, model=good, deploy=deploy, validation=rules))
     assert first.passed, first.error
     checks = {c["name"]: c["detail"] for c in read_state(settings.workdir)["validation"]["checks"]}
     assert checks["against prod"] == "no model in prod yet: nothing to compare with (allowed by allow_no_prod)"
@@ -61,7 +61,7 @@ def test_a_model_worse_than_prod_is_refused_on_the_same_holdout(make_settings, s
 def test_reported_metrics_are_compared_without_a_holdout(make_settings, settings, iris_artifact):
     good = register_iris(settings, iris_artifact, metrics={"accuracy": 0.96})
     deploy = settings.deploy.model_dump(mode="json")
-    assert pipeline.run(make_settings(workdir=settings.workdir, model=good, deploy=deploy)).passed
+    assert run_all.run(make_settings(workdir=settings.workdir, model=good, deploy=deploy)).passed
     worse = register_iris(settings, iris_artifact, metrics={"accuracy": 0.90})
     with pytest.raises(StageFailed, match=r"reported accuracy = 0.9 vs 0.96 for local:iris@1 in prod \(higher is better; worse by 0.06, at most 0.05 allowed"):
         validate_model.run(make_settings(workdir=settings.workdir, model=worse, deploy=deploy,
@@ -74,7 +74,7 @@ def test_reported_metrics_are_compared_without_a_holdout(make_settings, settings
 def test_local_deployments_are_audited_in_state_and_status(make_settings, settings, iris_artifact):
     ref = register_iris(settings, iris_artifact)
     run_settings = make_settings(workdir=settings.workdir, model=ref, deploy=settings.deploy.model_dump(mode="json"))
-    assert pipeline.run(run_settings).passed
+    assert run_all.run(run_settings).passed
     audit = read_state(settings.workdir)["audit"]
     assert [(a["env"], a["model_ref"], a["tag"]) for a in audit] == [("test", ref, "deployed:test"),
                                                                      ("prod", ref, "deployed:prod")]

@@ -37,7 +37,7 @@ MONITORING = RULES.parent
 def test_rule_files_pass_promtool_check_and_unit_tests(tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
-    assert check.returncode == 0 and "SUCCESS: 19 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "SUCCESS: 26 rules found" in check.stdout, check.stdout + check.stderr
     # the PrometheusRule object's groups, as a plain rule file
     obj = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
     plain = tmp_path / "prometheusrule-groups.yml"
@@ -198,9 +198,14 @@ def prometheus(servers, kube_double: str, relay: str, tmp_path: Path) -> Iterato
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
 
     def target(name: str) -> dict:
+        # iris is scraped twice, as the stable and the canary track of a canary release (the canary rules
+        # and the dashboards' canary row need both tracks; the same server: no shift, no extra drift)
+        tracks = ("stable", "canary") if name == "iris" else (None,)
         return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{servers[name].port}"],
                                                       "labels": {"namespace": "mlops-test", "pod": f"{name}-0",
-                                                                 "mlops_role": "serving"}}]}
+                                                                 "mlops_role": "serving",
+                                                                 **({"track": track} if track else {})}}
+                                                     for track in tracks]}
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(tmp_path / "rules.yml")],
@@ -275,7 +280,7 @@ def send_traffic(servers) -> None:
 
 def test_every_expression_returns_data_and_the_drift_alert_fires(servers, prometheus: str) -> None:
     # traffic only once Prometheus has a sample of every target, so increases see all of it
-    wait_for(lambda: len(query(prometheus, "up == 1")) == 4, 60, "targets not scraped")
+    wait_for(lambda: len(query(prometheus, "up == 1")) == 5, 60, "targets not scraped")
     send_traffic(servers)
     exprs: list[Expr] = dashboard_exprs() + rule_exprs()
     assert len(exprs) > 40

@@ -121,13 +121,13 @@ def test_headers_over_their_limits_get_431_and_close(start_server, tmp_path, iri
     for what, request in cases.items():
         with connect(port) as sock:
             sock.sendall(request)
-            answer, took = read_until_closed(sock, 10)
+            answer, _took = read_until_closed(sock, 10)
         assert answer.startswith(b"HTTP/1.1 431"), (what, answer[:200])
         assert b'"code":"headers_too_large"' in answer and b"connection: close" in answer.lower()
     # a header block that never ends is cut off once over the limit, before it is complete
     with connect(port) as sock:
         sock.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-endless: " + b"a" * 8000)
-        answer, took = read_until_closed(sock, 10)
+        answer, _took = read_until_closed(sock, 10)
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
     with httpx.Client(base_url=srv.url, timeout=10) as client:  # within the limits all is well
         headers = {f"x-h{i}": "v" for i in range(10)}

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict
 
-from .config import Settings
+from .settings import Settings
 from .errors import MlopsError, StageFailed
 from .stages import MODULES, STAGES
 from .ui import progress

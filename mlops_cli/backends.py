@@ -17,8 +17,11 @@ def load(kind: str, name: str, table: dict[str, str]) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        from .extras import EXTRA_OF, install_line
+
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
         raise ConfigError(
             f"the {kind} {name!r} needs a package that is not installed: {exc.name}",
-            hint=f"pip install {exc.name}",
+            hint=install_line(extra) if extra else f"pip install {exc.name}",
         ) from exc
     return getattr(module, attr)

@@ -1,6 +1,6 @@
 import pytest
 
-from mlops_cli.compat import breaking_changes
+from mlops_cli.interface_check import breaking_changes
 from mlops_cli.errors import StageFailed
 
 OLD = {

@@ -12,8 +12,8 @@ import httpx
 
 from serving.spec import InputSpec, answer_problems
 
-from ..compat import schema_of
-from ..config import Settings
+from ..interface_check import schema_of
+from ..settings import Settings
 from ..errors import StageFailed
 from ..state import SmokeRecord, State
 from ..ui import progress

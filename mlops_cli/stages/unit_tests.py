@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Optional
 
-from ..config import Settings
+from ..settings import Settings
 from ..errors import StageFailed, UsageError
+from ..extras import require
 from ..junit import Case, write as write_junit
 from ..proc import ProgramTimeout, run as run_program
 from ..ui import progress
@@ -34,7 +34,7 @@ class UnitTestResult(StageResult):
                 f"{self.failures} failed, {self.errors} errors, {self.skipped} skipped; JUnit XML: {self.junit_xml}"]
 
 
-def _plan(settings: Settings) -> Optional[tuple[list[str], Path, list[str]]]:
+def _plan(settings: Settings) -> tuple[list[str], Path, list[str]] | None:
     """(test paths, working directory, extra pytest arguments); None: nothing to run."""
     cfg = settings.unit_test
     project = cfg.project_dir.resolve() if cfg.project_dir else None
@@ -76,6 +76,7 @@ def run(settings: Settings) -> UnitTestResult:
         return UnitTestResult(stage="unit-test", status="skipped", paths=[], junit_xml=str(junit), tests=1,
                               failures=0, errors=0, skipped=1, message=f"skipped: {NO_TESTS}")
     paths, cwd, extra = plan
+    require(("pytest",), "unit-test runs pytest in this venv", "unit-test")
     progress(f"running pytest on {', '.join(paths)}")
     try:
         done = run_program([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",

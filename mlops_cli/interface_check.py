@@ -51,9 +51,9 @@ def breaking_changes(old: Union[SchemaSpec, dict[str, Any]], new: Union[SchemaSp
             problems.append(f"new required input {name!r}")
     old_out = {f.name: f for f in old.outputs}
     new_out = {f.name: f for f in new.outputs}
-    for name, field in old_out.items():
+    for name, output in old_out.items():
         if name not in new_out:
             problems.append(f"output {name!r} removed")
-        elif new_out[name].type != field.type:
-            problems.append(f"output {name!r} retyped {field.type} -> {new_out[name].type}")
+        elif new_out[name].type != output.type:
+            problems.append(f"output {name!r} retyped {output.type} -> {new_out[name].type}")
     return problems

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..config import Settings
+from ..settings import Settings
 from ..deploying import deploy_bundle, record_rollback
 from ..state import State
 from ..audit import record_deployment

@@ -1,0 +1,1 @@
+"""Canary releases: steps, traffic split, analysis."""

@@ -40,7 +40,7 @@ def deploy_bundle(settings: Settings, state: State, env: str) -> DeploymentRecor
     one known revision, recorded as a rollout and announced, and the abort goes on.
     """
     action = "rolling-update" if env == "prod" else "deploy-test"
-    model, _ = state.require_validated()
+    state.require_validated()
     bundle = state.require_bundle()
     target = get_target(settings.deploy.target, settings)
     image = state.require_image().reference if target.needs_image else None

@@ -24,6 +24,7 @@ class Case:
     failure: Optional[str] = None   # why it failed; None: it passed
     time_s: float = 0.0
     detail: str = ""                # shown as the case's system-out
+    skipped: str | None = None      # why it did not run; None: it ran
 
 
 def _clean(text: str) -> str:
@@ -35,7 +36,8 @@ def write(path: Path, suite: str, cases: Iterable[Case]) -> Path:
     cases = list(cases)
     failures = sum(1 for c in cases if c.failure is not None)
     root = ET.Element("testsuite", {
-        "name": suite, "tests": str(len(cases)), "failures": str(failures), "errors": "0", "skipped": "0",
+        "name": suite, "tests": str(len(cases)), "failures": str(failures), "errors": "0",
+        "skipped": str(sum(1 for c in cases if c.skipped is not None)),
         "time": f"{sum(c.time_s for c in cases):.3f}", "hostname": socket.gethostname() or "localhost",
         "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
     })
@@ -47,6 +49,8 @@ def write(path: Path, suite: str, cases: Iterable[Case]) -> Path:
             first = case.failure.splitlines()[0] if case.failure else "failed"
             failure = ET.SubElement(el, "failure", {"message": _clean(first[:500]), "type": "AssertionError"})
             failure.text = _clean(case.failure)
+        if case.skipped is not None:
+            ET.SubElement(el, "skipped", {"message": _clean(case.skipped[:500])})
         if case.detail:
             ET.SubElement(el, "system-out").text = _clean(case.detail)
     ET.SubElement(root, "system-out")

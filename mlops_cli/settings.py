@@ -158,9 +158,11 @@ class UnitTestSettings(Section):
     project_dir: Optional[Path] = None
     """The model's project; its `tests/` run when `paths` is empty."""
     paths: list[str] = Field(default_factory=list)
-    """Test paths for pytest; empty: the project's tests/, else the toolkit's own smoke suite."""
+    """Test paths for pytest; empty: the project's tests/, else the toolkit's own smoke suite (see `selftest`)."""
     timeout_s: float = Field(900, gt=0)
     """Give up on the test run after this many seconds."""
+    selftest: bool = False
+    """With no project tests (no `project_dir`, no `paths`): run the toolkit's own smoke suite (several seconds: it trains, validates and serves a demo model); false: the stage is skipped, the reason in state and in the JUnit XML."""
 
 
 class AssembleSettings(Section):

@@ -1,5 +1,5 @@
 """``python -m serving BUNDLE_DIR [--host 127.0.0.1] [--port 8080] [--ready-file PATH] [--log-level info]
-[--instance TOKEN] [--revision N] [--await-handover]``
+[--instance TOKEN] [--revision N] [--await-handover] [--drain-until-idle]``
 
 ``--instance``/``--revision`` name the server for the deployer that started it: both are reported on
 ``/health/ready`` (with the pid), so a deployer counts a ready answer only from its own process.
@@ -64,6 +64,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--revision", type=int, default=None, help="the deployer's revision number, reported on /health/ready")
     parser.add_argument("--await-handover", action="store_true",
                         help="load the model, write the ready file with listening: false, listen only on SIGUSR1")
+    parser.add_argument("--drain-until-idle", action="store_true",
+                        default=os.environ.get("SERVING_DRAIN_UNTIL_IDLE") == "1",
+                        help="on SIGTERM drain only while connections are open (at most drain_seconds): for "
+                             "deployers whose newer server has taken the port over (also: SERVING_DRAIN_UNTIL_IDLE=1, "
+                             "which servers that predate it ignore)")
     args = parser.parse_args(argv)
     if not args.bundle_dir.is_dir():
         parser.error(f"BUNDLE_DIR {args.bundle_dir}: not a directory")
@@ -106,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     code = serve(app, sock, host=args.host, log_level=level, drain_seconds=spec.server.drain_seconds,
-                 sha256=spec.model.sha256, ready_file=args.ready_file, limits=spec.server)
+                 sha256=spec.model.sha256, ready_file=args.ready_file, limits=spec.server,
+                 drain_until_idle=args.drain_until_idle)
     if code and app.state.serving.load_error is not None:
         print(f"error: {app.state.serving.load_error}", file=sys.stderr)
     return code

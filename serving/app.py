@@ -6,7 +6,7 @@ Inference Protocol v2 and KServe v1 routes (:mod:`serving.oip_routes`). The mode
 is loaded by the app's lifespan startup (which then starts the batcher), so a server that runs
 the lifespan before listening (uvicorn does) never answers before the model is verified.
 ``POST /v1/predict`` is a plain ASGI endpoint served ahead of Starlette's stack
-(:mod:`serving.asgi`); its body is decoded by the chain, not by FastAPI/pydantic (speed).
+(:mod:`serving.asgi`); its body is decoded by the chain, not by pydantic (speed).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Optional
 
-from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -55,7 +54,7 @@ class ServingState:
         self.draining = True
 
 
-def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) -> FastAPI:
+def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) -> ServingApp:
     """Build the app for ``spec``; metrics go to ``registry``; the model loads at lifespan startup.
 
     ``app.state.serving`` is the :class:`ServingState`, ``app.state.pipeline`` the chain.
@@ -82,7 +81,7 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     )
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: ServingApp) -> AsyncIterator[None]:
         try:
             await pipeline.load()
         except BundleError as exc:
@@ -150,14 +149,7 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     budget = ByteBudget(server.max_inflight_bytes, metrics.queue_rejected)
     protocols = ProtocolRoutes(spec, state, batcher, server.max_body_bytes, budget)  # Open Inference Protocol, KServe v1
     routes += protocols.routes
-    app = ServingApp(
-        title=f"{model.name} {model.version}",
-        routes=list[BaseRoute](routes),
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
+    app = ServingApp(routes=list[BaseRoute](routes), lifespan=lifespan)
     app.state.serving = state
     app.state.pipeline = pipeline
     app.state.metrics = metrics

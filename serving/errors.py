@@ -105,7 +105,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 def install_error_handlers(app) -> None:
-    """Route every error through the JSON shape above (the app is a FastAPI/Starlette app)."""
+    """Route every error through the JSON shape above (the app is a Starlette app)."""
     from starlette.exceptions import HTTPException
 
     app.add_exception_handler(ServingError, _serving_error)

@@ -4,7 +4,11 @@ Order of events: the lifespan loads and verifies the model (uvicorn runs it befo
 uvicorn listens on our socket; we steer new connections to the newest listener and write the
 ready file. On the first SIGTERM/SIGINT the server drains: ``/health/ready`` answers 503 and
 every response carries ``connection: close``; after ``drain_seconds`` uvicorn stops accepting,
-finishes in-flight requests and exits. A second signal stops at once.
+finishes in-flight requests and exits. With ``drain_until_idle`` (``--drain-until-idle``: the
+local and container targets, whose newer server has taken the port over before the old one is
+told to stop) the drain ends as soon as no connection is open any more, at the earliest after
+``IDLE_DRAIN_MIN_SECONDS`` (connections already queued on the old listener get accepted and
+answered first), at the latest after ``drain_seconds``. A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from serving.spec import ServerSpec
 
 log = logging.getLogger("serving")
 GRACEFUL_TIMEOUT_SECONDS = 30  # in-flight requests get this long once the listener is closed
+IDLE_DRAIN_MIN_SECONDS = 0.1  # an idle drain lasts at least this (one tick of uvicorn's main loop)
 
 
 def write_ready_file(path: Path, info: dict[str, Any]) -> None:
@@ -59,10 +64,13 @@ class _HideFailedStartup(logging.Filter):
 
 class ServingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: Any, *, drain_seconds: float,
-                 ready_file: Path | None, ready_info: dict[str, Any]):
+                 ready_file: Path | None, ready_info: dict[str, Any], drain_until_idle: bool = False):
         super().__init__(config)
         self.state = state
         self.drain_seconds = drain_seconds
+        self.drain_until_idle = drain_until_idle
+        self.steered = False  # new connections go to the newest listener (not shared by hash)
+        self.drain_started: float | None = None
         self.ready_file = ready_file
         self.ready_info = ready_info
         self.drain_deadline: float | None = None
@@ -76,6 +84,7 @@ class ServingServer(uvicorn.Server):
         for sock in sockets or []:
             try:
                 steer_to_newest(sock)
+                self.steered = True
             except OSError as exc:
                 log.warning("cannot steer new connections to the newest listener (%s); "
                             "a replacement server will share connections by hash", exc)
@@ -88,21 +97,34 @@ class ServingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.drain_deadline is None and not self.should_exit:
             self.state.start_draining()
-            self.drain_deadline = time.monotonic() + self.drain_seconds
-            log.info("%s: draining for %.1fs, then stopping", signal.Signals(sig).name, self.drain_seconds)
+            self.drain_started = time.monotonic()
+            self.drain_deadline = self.drain_started + self.drain_seconds
+            log.info("%s: draining for %.1fs%s, then stopping", signal.Signals(sig).name, self.drain_seconds,
+                     " at most (until no connection is open)" if self._idle_drain() else "")
         else:
             log.info("%s again: stopping now", signal.Signals(sig).name)
             self.should_exit = True
             self.force_exit = True
 
+    def _idle_drain(self) -> bool:
+        # only where a newer listener takes every new connection: with connections shared by hash, an
+        # idle moment says nothing about the next connection, which would be refused once we stop
+        return self.drain_until_idle and self.steered
+
     async def on_tick(self, counter: int) -> bool:
-        if self.drain_deadline is not None and time.monotonic() >= self.drain_deadline:
-            self.should_exit = True
+        if self.drain_deadline is not None:
+            now = time.monotonic()
+            if now >= self.drain_deadline:
+                self.should_exit = True
+            elif (self._idle_drain() and not self.server_state.connections
+                  and now - (self.drain_started or now) >= IDLE_DRAIN_MIN_SECONDS):
+                log.info("drained: no connection open after %.2fs", now - (self.drain_started or now))
+                self.should_exit = True
         return await super().on_tick(counter)
 
 
 def serve(app: Any, sock: socket.socket, *, host: str, log_level: int, drain_seconds: float,
-          sha256: str, ready_file: Path | None = None, limits: Any = None) -> int:
+          sha256: str, ready_file: Path | None = None, limits: Any = None, drain_until_idle: bool = False) -> int:
     """Serve ``app`` on the bound ``sock`` until stopped; 0 after a clean stop, 1 if startup failed.
 
     ``limits`` (the spec's ``server`` section, :class:`serving.spec.ServerSpec`) sets the
@@ -124,7 +146,8 @@ def serve(app: Any, sock: socket.socket, *, host: str, log_level: int, drain_sec
     )
     port = sock.getsockname()[1]
     info = {"pid": os.getpid(), "host": host, "port": port, "sha256": sha256}
-    server = ServingServer(config, state, drain_seconds=drain_seconds, ready_file=ready_file, ready_info=info)
+    server = ServingServer(config, state, drain_seconds=drain_seconds, ready_file=ready_file, ready_info=info,
+                           drain_until_idle=drain_until_idle)
     quiet = _HideFailedStartup(state)
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addFilter(quiet)

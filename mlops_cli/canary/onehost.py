@@ -9,7 +9,7 @@ import socket
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StageFailed
 from ..ui import progress
@@ -33,7 +33,7 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_json(path: Path) -> Optional[dict]:
+def read_json(path: Path) -> dict | None:
     """The dict in path; None when it is missing or not a JSON object."""
     try:
         info = json.loads(path.read_text())
@@ -46,7 +46,7 @@ def selector(track: str, env: str) -> str:
     return f'track="{track}",env="{env}"'
 
 
-def write_file_sd(path: Path, env: str, members: list[tuple[str, str, Optional[int]]]) -> None:
+def write_file_sd(path: Path, env: str, members: list[tuple[str, str, int | None]]) -> None:
     """Prometheus file_sd targets: (track, host:port, revision) each, labelled track/env/revision."""
     write_json(path, [
         {"targets": [address], "labels": {"track": track, "env": env,
@@ -63,12 +63,12 @@ class HAProxyCanary:
         def haproxy_dir(self) -> Path: ...
         def canary_file(self, env: str) -> Path: ...
         def _finish(self, info: dict, keep: str, journal: Journal) -> Rollout: ...
-        def _answers(self, env: str, name: Optional[str]) -> bool: ...
+        def _answers(self, env: str, name: str | None) -> bool: ...
         from ..settings import Settings
 
         settings: Settings
 
-    def _route(self, info: dict, stable: str, exe: str, user: Optional[str] = None) -> None:
+    def _route(self, info: dict, stable: str, exe: str, user: str | None = None) -> None:
         """HAProxy on the env's port (weights 100/0) until it answers there with the stable copy `stable` (name)."""
         env, host, port = info["env"], info["host"], info["port"]
         split = haproxy.Split(env, host, port, f"{host}:{info['stable']['port']}", f"{host}:{info['canary']['port']}", 0)
@@ -84,10 +84,10 @@ class HAProxyCanary:
     def file_sd_path(self, env: str) -> Path:
         return self.settings.workdir.resolve() / "prometheus" / f"targets-{env}.json"
 
-    def _write_file_sd(self, env: str, members: list[tuple[str, str, Optional[int]]]) -> None:
+    def _write_file_sd(self, env: str, members: list[tuple[str, str, int | None]]) -> None:
         write_file_sd(self.file_sd_path(env), env, members)
 
-    def _load(self, env: str) -> Optional[dict]:
+    def _load(self, env: str) -> dict | None:
         return read_json(self.canary_file(env))
 
     def _save(self, info: dict) -> None:
@@ -115,7 +115,7 @@ class HAProxyCanary:
             self._weigh(info, 100)
         return self._finish(info, "canary", journal)
 
-    def canary_abort(self, canary: Canary, journal: Journal) -> Optional[Rollout]:
+    def canary_abort(self, canary: Canary, journal: Journal) -> Rollout | None:
         info = self._load(canary.env)
         if info is None:
             return None

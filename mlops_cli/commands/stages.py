@@ -24,7 +24,7 @@ MODEL_HELP = ("Model reference: local:NAME[@VERSION] (local store, default newes
 @click.option("--project-dir", type=click.Path(file_okay=False, path_type=Path), help="The model's project; runs its tests/.")
 @click.option("--path", "paths", multiple=True, help="A test path for pytest (repeatable).")
 def unit_test(project_dir: Optional[Path], paths: tuple[str, ...]) -> None:
-    """Run the project's tests (default: the toolkit's smoke suite); JUnit XML in WORKDIR/reports."""
+    """Run the project's tests (none: skipped, or the toolkit's smoke suite with unit_test.selftest); JUnit XML in WORKDIR/reports."""
     emit(_stage("unit-test")(settings_from(**{"unit_test.project_dir": project_dir, "unit_test.paths": paths})))
 
 

@@ -9,11 +9,14 @@ from pathlib import Path
 from ..settings import Settings
 from ..errors import StageFailed, UsageError
 from ..extras import require
+from ..junit import Case, write as write_junit
 from ..proc import ProgramTimeout, run as run_program
 from ..ui import progress
 from .base import StageResult, stage
 
 SELFTEST = Path(__file__).resolve().parent.parent / "selftest"
+NO_TESTS = ("the model project has no tests (unit_test.project_dir and unit_test.paths are unset); "
+            "the toolkit's own smoke suite runs with unit_test.selftest: true")
 
 
 class UnitTestResult(StageResult):
@@ -25,12 +28,14 @@ class UnitTestResult(StageResult):
     skipped: int
 
     def lines(self) -> list[str]:
+        if self.status == "skipped":
+            return [f"{self.message}; JUnit XML: {self.junit_xml}"]
         return [f"{self.tests} tests: {self.tests - self.failures - self.errors - self.skipped} passed, "
                 f"{self.failures} failed, {self.errors} errors, {self.skipped} skipped; JUnit XML: {self.junit_xml}"]
 
 
-def _plan(settings: Settings) -> tuple[list[str], Path, list[str]]:
-    """(test paths, working directory, extra pytest arguments)."""
+def _plan(settings: Settings) -> tuple[list[str], Path, list[str]] | None:
+    """(test paths, working directory, extra pytest arguments); None: nothing to run."""
     cfg = settings.unit_test
     project = cfg.project_dir.resolve() if cfg.project_dir else None
     if project is not None and not project.is_dir():
@@ -45,6 +50,8 @@ def _plan(settings: Settings) -> tuple[list[str], Path, list[str]]:
         if not (project / "tests").is_dir():
             raise UsageError(f"{project} has no tests/ directory", hint="set unit_test.paths")
         return ["tests"], project, []
+    if not cfg.selftest:
+        return None
     return [str(SELFTEST)], SELFTEST, ["-c", str(SELFTEST / "pytest.ini")]
 
 
@@ -57,12 +64,19 @@ def _counts(junit: Path) -> tuple[int, int, int, int]:
 
 @stage("unit-test")
 def run(settings: Settings) -> UnitTestResult:
-    paths, cwd, extra = _plan(settings)
-    require(("pytest",), "unit-test runs pytest in this venv", "unit-test")
+    plan = _plan(settings)
     reports = (settings.workdir / "reports").resolve()
     reports.mkdir(parents=True, exist_ok=True)
     junit = reports / "unit-test.xml"
     junit.unlink(missing_ok=True)
+    if plan is None:  # no pytest start-up (seconds) for nothing: the reason goes to state and the JUnit XML
+        progress(f"skipped: {NO_TESTS}")
+        write_junit(junit, "unit-test", [Case(name="model project tests", classname="mlops.unit-test",
+                                              skipped=NO_TESTS)])
+        return UnitTestResult(stage="unit-test", status="skipped", paths=[], junit_xml=str(junit), tests=1,
+                              failures=0, errors=0, skipped=1, message=f"skipped: {NO_TESTS}")
+    paths, cwd, extra = plan
+    require(("pytest",), "unit-test runs pytest in this venv", "unit-test")
     progress(f"running pytest on {', '.join(paths)}")
     try:
         done = run_program([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",

@@ -55,6 +55,15 @@ def no_journal(step: str, **fields: Any) -> None:
     """The journal of a caller that keeps none."""
 
 
+def poll_delays(first: float = 0.005, cap: float = 0.1):
+    """Waits between polls of a readiness check: from a few ms, doubling up to cap (a server ready in
+    300 ms is seen within ms of it, one that takes seconds costs a poll per cap)."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, cap)
+
+
 IDENTITY_FLAGS = ("--instance", "--revision", "--await-handover")
 
 

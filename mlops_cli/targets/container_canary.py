@@ -27,7 +27,7 @@ import stat
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..canary import haproxy
 from ..canary.onehost import HAProxyCanary, free_port, selector
@@ -48,14 +48,14 @@ class ContainerCanary(HAProxyCanary):
         settings: Settings
 
         def _podman(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess: ...
-        def _running(self, name: str) -> Optional[bool]: ...
+        def _running(self, name: str) -> bool | None: ...
         def _remove(self, name: str) -> None: ...
         def _run(self, name: str, env: str, revision: int, image: str, host: str, port: int,
                  labels: tuple[str, ...] = ()) -> None: ...
         def _wait_ready(self, name: str, url: str) -> None: ...
         def is_running(self, current: DeploymentRecord) -> bool: ...
         @staticmethod
-        def _answering(url: str) -> Optional[str]: ...
+        def _answering(url: str) -> str | None: ...
 
     # --- files ---
     @property
@@ -67,7 +67,7 @@ class ContainerCanary(HAProxyCanary):
         digest = hashlib.sha256(str(self.settings.workdir.resolve()).encode()).hexdigest()[:16]
         return Path(tempfile.gettempdir()) / f"mlops-split-{digest}"
 
-    def _haproxy_user(self) -> Optional[tuple[int, int]]:
+    def _haproxy_user(self) -> tuple[int, int] | None:
         user = self.settings.deploy.run_as
         if not user or os.geteuid() != 0:
             return None
@@ -102,7 +102,7 @@ class ContainerCanary(HAProxyCanary):
     def canary_file(self, env: str) -> Path:
         return self.settings.workdir.resolve() / "run" / f"container-canary-{env}.json"
 
-    def _answers(self, env: str, name: Optional[str]) -> bool:
+    def _answers(self, env: str, name: str | None) -> bool:
         env_cfg = getattr(self.settings.deploy, env)
         return bool(name) and self._answering(f"http://{env_cfg.host}:{env_cfg.port}") == name
 
@@ -224,7 +224,7 @@ class ContainerCanary(HAProxyCanary):
         return Rollout(url=f"http://{host}:{port}", revision=revision, previous_revision=other,
                        handle=final["name"], image=image)
 
-    def canary_observe(self, env: str, current: Optional[DeploymentRecord]) -> Optional[Canary]:
+    def canary_observe(self, env: str, current: DeploymentRecord | None) -> Canary | None:
         info = self._load(env)
         if info is None or "stable" not in info:
             return None

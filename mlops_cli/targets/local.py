@@ -29,6 +29,7 @@ from ..extras import SERVER_STACK, require
 from ..state import DeploymentRecord
 from ..ui import progress
 from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal, pause_at, predates_identity
+from . import poll_delays
 from .local_canary import LocalCanary
 
 JENKINS_KILL_MARKERS = ("BUILD_ID", "JENKINS_NODE_COOKIE")
@@ -54,13 +55,14 @@ def _alive(pid: Optional[int], bundle_path: Optional[str] = None) -> bool:
 def _wait_exit(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     child = _CHILDREN.get(pid)
+    delays = poll_delays(cap=0.05)
     while time.monotonic() < deadline:
         if child is not None and child.poll() is not None:
             _CHILDREN.pop(pid, None)
             return True
         if child is None and not _alive(pid):
             return True
-        time.sleep(0.05)
+        time.sleep(next(delays))
     return False
 
 
@@ -227,7 +229,8 @@ class LocalTarget(LocalCanary):
             argv = [sys.executable, "-I", str(SUPERVISOR), "--status", str(self.supervision_file(env, revision)),
                     "--", *argv]
         environ = dict(server_environ(os.environ), PYTHONPATH=str(bundle),
-                       PYTHONDONTWRITEBYTECODE="1")  # the bundle stays as digested
+                       PYTHONDONTWRITEBYTECODE="1",  # the bundle stays as digested
+                       SERVING_DRAIN_UNTIL_IDLE="1")  # its successor takes the port over before it is stopped
         for name in JENKINS_KILL_MARKERS:  # Jenkins kills processes that carry these after the build
             if name in environ:
                 environ[name] = "dontKillMe"
@@ -282,10 +285,11 @@ class LocalTarget(LocalCanary):
         """Until the server has loaded its model and waits for the handover (it does not listen yet)."""
         timeout = self.settings.deploy.ready_timeout_s
         deadline = time.monotonic() + timeout
+        delays = poll_delays(cap=0.1)
         while time.monotonic() < deadline:
             if self._ready_info(proc, ready_file, log_path):
                 return
-            time.sleep(0.1)
+            time.sleep(next(delays))
         raise StageFailed(f"the server did not become ready within {timeout:g} s (deploy.ready_timeout_s); "
                           f"it was stopped (it never took a connection); {_last_words(log_path)}")
 
@@ -294,10 +298,11 @@ class LocalTarget(LocalCanary):
         """Until the server listens and its own /health/ready answers on the port (identity, not port)."""
         timeout = self.settings.deploy.ready_timeout_s
         deadline = time.monotonic() + timeout
+        delays = poll_delays(first=0.002, cap=0.05)
         while time.monotonic() < deadline:
             info = self._ready_info(proc, ready_file, log_path)
             if info and info.get("listening") is not False and self._answering(url) == instance:
                 return
-            time.sleep(0.05)
+            time.sleep(next(delays))
         raise StageFailed(f"the server loaded but did not answer on {url} within {timeout:g} s "
                           f"(deploy.ready_timeout_s); it was stopped; {_last_words(log_path)}")

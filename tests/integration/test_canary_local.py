@@ -205,7 +205,7 @@ def test_kill_9_mid_canary_is_undone_by_the_next_run(two_revisions):
     env = canary_env(s, [{"set_weight": 30}, {"pause": 30}])
     with Load(url) as load:
         time.sleep(0.3)
-        cli, lines = start_paused(["rolling-update"], s.workdir, env, "pause-2")
+        cli, _ = start_paused(["rolling-update"], s.workdir, env, "pause-2")
         cli.kill()
         assert finished(cli) == -signal.SIGKILL
         time.sleep(0.5)  # HAProxy still serves, 30 % to the canary: nobody owns it now
@@ -253,7 +253,7 @@ def test_canary_promote_and_abort_reach_a_waiting_rolling_update(two_revisions, 
         assert answer.returncode == 0, answer.stderr
         assert f"asked the running rolling-update (pid {cli.pid}) to {action} the canary of prod; it took the request" \
             in answer.stdout
-        out, err = cli.communicate(timeout=120)
+        _, err = cli.communicate(timeout=120)
     finally:
         if cli.poll() is None:
             cli.kill()

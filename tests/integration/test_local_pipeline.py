@@ -19,6 +19,10 @@ from mlops_cli.targets.local import _alive
 pytestmark = pytest.mark.integration
 
 
+def state_message(workdir: Path, stage: str) -> str:
+    return read_state(workdir)["stages"][stage]["message"]
+
+
 def test_pipeline_runs_every_stage_and_serves(make_settings, settings, iris_artifact, monkeypatch):
     for name in ("AWS_SECRET_ACCESS_KEY", "CLEARML_API_SECRET_KEY", "MLOPS_BUILD__PASSWORD", "SLACK_BOT_TOKEN"):
         monkeypatch.setenv(name, "s3cr3t-value")  # the toolkit's credentials: never handed to a server
@@ -29,8 +33,10 @@ def test_pipeline_runs_every_stage_and_serves(make_settings, settings, iris_arti
     assert result.passed, result.error
     statuses = {row.stage: row.status for row in result.stages}
     assert list(statuses) == list(STAGES)
-    assert statuses == {**{s: "passed" for s in STAGES}, "build-image": "skipped"}
+    # no project tests (unit-test skipped, the reason recorded), no builder (build-image skipped)
+    assert statuses == {**{s: "passed" for s in STAGES}, "unit-test": "skipped", "build-image": "skipped"}
     assert "skipped: no image builder configured" in "\n".join(result.lines())
+    assert "the model project has no tests" in state_message(settings.workdir, "unit-test")
 
     state = read_state(settings.workdir)
     prod = state["deployments"]["prod"]
@@ -75,7 +81,7 @@ def test_pipeline_stops_at_the_first_failure(make_settings, settings, iris_artif
     result = run_all.run(run_settings)
     assert not result.passed and result.failed_stage == "validate-model" and result.exit_code == 1
     statuses = [row.status for row in result.stages]
-    assert statuses == ["passed", "failed", "not run", "not run", "not run", "not run", "not run"]
+    assert statuses == ["skipped", "failed", "not run", "not run", "not run", "not run", "not run"]
     assert "deployments" not in read_state(settings.workdir) or not read_state(settings.workdir)["deployments"]
 
 
@@ -111,7 +117,7 @@ def test_each_stage_as_its_own_process_like_jenkins(tmp_path, iris_artifact):
             done = run_cli(stage, env=env)
             assert done.returncode == 0, f"{stage}: {done.stderr}"
         assert {k: v["status"] for k, v in read_state(work)["stages"].items()} == {
-            **{s: "passed" for s in STAGES}, "build-image": "skipped"}
+            **{s: "passed" for s in STAGES}, "unit-test": "skipped", "build-image": "skipped"}
     finally:
         run_cli("stop", env=env)
     assert os.path.exists(work / "state.json")

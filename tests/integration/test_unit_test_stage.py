@@ -15,10 +15,24 @@ def project(tmp_path, body):
     return tmp_path / "proj"
 
 
-def test_default_is_the_toolkits_smoke_suite(settings):
+def test_selftest_runs_the_toolkits_smoke_suite(make_settings):
+    settings = make_settings(unit_test={"selftest": True})
     result = unit_tests.run(settings)
-    assert result.tests >= 1 and result.failures == result.errors == 0
+    assert result.status == "passed" and result.paths and "selftest" in result.paths[0]
+    assert result.tests >= 1 and result.failures == result.errors == result.skipped == 0
     assert "<testsuite" in (settings.workdir / "reports" / "unit-test.xml").read_text()
+
+
+def test_no_project_tests_is_skipped_with_the_reason_in_state_and_junit(settings):
+    import xml.etree.ElementTree as ET
+
+    result = unit_tests.run(settings)
+    assert result.status == "skipped" and result.paths == [] and "no tests" in result.message
+    suite = ET.parse(settings.workdir / "reports" / "unit-test.xml").getroot()
+    assert (suite.get("tests"), suite.get("skipped"), suite.get("failures")) == ("1", "1", "0")
+    assert "unit_test.selftest" in suite.find("testcase/skipped").get("message")
+    record = read_state(settings.workdir)["stages"]["unit-test"]
+    assert record["status"] == "skipped" and "no tests" in record["message"]
 
 
 def test_project_tests_pass(make_settings, tmp_path):

@@ -129,3 +129,12 @@ def test_the_layout_shows_the_architecture():
                 and not (m.startswith("mlops_cli/commands/") or m == "mlops_cli/cli.py")]
     assert commands == []
     assert "class ModelMetadata" not in (REPO / "mlops_cli" / "sources" / "__init__.py").read_text(encoding="utf-8")
+
+
+def test_no_two_test_files_share_a_basename():
+    """The test folders are not packages: pytest imports each test file by its basename, so two files of one
+    name stop the collection of the whole suite ("import file mismatch")."""
+    import collections
+
+    names = collections.Counter(p.name for p in (REPO / "tests").rglob("test_*.py"))
+    assert [name for name, count in names.items() if count > 1] == []

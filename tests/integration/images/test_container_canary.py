@@ -11,8 +11,9 @@ import subprocess
 
 import httpx
 import pytest
-
 from helpers import Load, read_state, register_iris, require_tool
+from test_image_pipeline import image_settings, other_model
+
 from mlops_cli import run_all
 from mlops_cli.canary import engine, haproxy
 from mlops_cli.canary.analysis import AnalysisResult, Measurement
@@ -20,7 +21,6 @@ from mlops_cli.errors import StageFailed
 from mlops_cli.stages import assemble_server, build_image, validate_model
 from mlops_cli.state import State
 from mlops_cli.targets.container import ContainerTarget
-from test_image_pipeline import image_settings, other_model
 
 pytestmark = pytest.mark.integration
 

@@ -58,6 +58,35 @@ def test_draining_answers_503_on_ready_and_closes_connections(start_server, tmp_
     assert time.monotonic() - started > 1.0  # it waited for the drain period
 
 
+def test_drain_until_idle_stops_once_no_connection_is_open(start_server, tmp_path: Path, iris_model, port: int) -> None:
+    bundle = bundles.write_bundle(tmp_path / "idle-drain", iris_model, drain_seconds=20.0)
+    server = start_server(bundle, port, "--drain-until-idle")
+    server.wait_ready()
+    with httpx.Client(base_url=server.url, timeout=5) as client:  # a keep-alive connection keeps it draining
+        assert client.get("/health/ready").status_code == 200
+        server.signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert server.proc.poll() is None
+        predict = client.post("/v1/predict", json={"instances": bundles.IRIS_ROWS[:1]})
+        assert predict.status_code == 200 and predict.headers["connection"] == "close"
+    started = time.monotonic()  # the last connection is closed: it stops well before its 20 s drain
+    assert server.wait_exit(timeout=10) == 0
+    assert time.monotonic() - started < 10
+    assert "drained: no connection open" in server.stderr
+
+
+def test_drain_until_idle_from_the_environment_without_connections(start_server, tmp_path: Path, iris_model,
+                                                                   port: int, monkeypatch) -> None:
+    monkeypatch.setenv("SERVING_DRAIN_UNTIL_IDLE", "1")  # how the local and container targets ask for it
+    bundle = bundles.write_bundle(tmp_path / "idle-drain-env", iris_model, drain_seconds=20.0)
+    server = start_server(bundle, port)
+    server.wait_ready()
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(timeout=10) == 0
+    assert time.monotonic() - started < 10 and "drained: no connection open" in server.stderr
+
+
 def test_a_second_signal_stops_at_once(start_server, tmp_path: Path, iris_model, port: int) -> None:
     bundle = bundles.write_bundle(tmp_path / "long-drain", iris_model, drain_seconds=60.0)
     server = start_server(bundle, port)

@@ -310,7 +310,9 @@ class KubeCanary:
         for kind in ("Deployment", "Service", "NetworkPolicy"):
             self.kube.delete(kind, namespace, cname)
 
-    def canary_observe(self: "KubernetesTarget", env: str, current: DeploymentRecord) -> Optional[Canary]:
+    def canary_observe(self: "KubernetesTarget", env: str, current: Optional[DeploymentRecord]) -> Optional[Canary]:
+        if current is None or not current.handle or "/" not in current.handle:
+            return None  # nothing deployed in env yet: a canary starts beside a recorded deployment only
         namespace, name = self._where(env, current)
         try:
             canary = self.kube.get("Deployment", namespace, canary_name(name))

@@ -36,9 +36,14 @@ def reference(names: list[str], rows: Any) -> dict[str, Any]:
     features = {}
     for i, name in enumerate(names):
         col = rows[:, i]
-        features[name] = {"count": int(col.size), "mean": float(col.mean()), "std": float(col.std()),
-                          "min": float(col.min()), "max": float(col.max()),
-                          "quantiles": [float(q) for q in np.quantile(col, LEVELS)]}
+        features[name] = {
+            "count": int(col.size),
+            "mean": float(col.mean()),
+            "std": float(col.std()),
+            "min": float(col.min()),
+            "max": float(col.max()),
+            "quantiles": [float(q) for q in np.quantile(col, LEVELS)],
+        }
     return {"rows": int(rows.shape[0]), "quantile_levels": LEVELS, "features": features}
 
 
@@ -46,10 +51,19 @@ def _spec(names: list[str], sha256: str, modules: list[str]) -> dict[str, Any]:
     settings = {"postprocessing": {"labels": LABELS}, "model": {"label_from_proba": True}}
     return {
         "spec_version": 1,
-        "model": {"name": "breast-cancer", "version": "1", "framework": "sklearn", "task": "classification",
-                  "artifact": "model/model.joblib", "sha256": sha256, "class_name": None},
-        "schema": {"inputs": [{"name": n, "type": "number", "required": True, "default": None} for n in names],
-                   "outputs": [{"name": "label", "type": "string"}, {"name": "probability", "type": "number"}]},
+        "model": {
+            "name": "breast-cancer",
+            "version": "1",
+            "framework": "sklearn",
+            "task": "classification",
+            "artifact": "model/model.joblib",
+            "sha256": sha256,
+            "class_name": None,
+        },
+        "schema": {
+            "inputs": [{"name": n, "type": "number", "required": True, "default": None} for n in names],
+            "outputs": [{"name": "label", "type": "string"}, {"name": "probability", "type": "number"}],
+        },
         "modules": [{"name": m, "settings": settings.get(m, {})} for m in modules],
         "server": {"max_body_bytes": 1048576, "drain_seconds": 0.5},
     }

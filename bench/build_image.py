@@ -31,10 +31,13 @@ def free_port() -> int:
 
 def start_registry(folder: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    (folder / "config.yml").write_text(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-                                       f"    rootdirectory: {folder / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    proc = subprocess.Popen(["docker-registry", "serve", str(folder / "config.yml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (folder / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {folder / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(folder / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     for _ in range(100):
         try:
             httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
@@ -51,8 +54,9 @@ def layer_sizes_mb(registry: str, repository: str, digest: str) -> list[float]:
 
 
 def uncompressed_mb(image: str) -> float:
-    out = subprocess.run(["podman", "image", "inspect", "--format", "{{.Size}}", image],
-                         capture_output=True, text=True, check=False).stdout.strip()
+    out = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Size}}", image], capture_output=True, text=True, check=False
+    ).stdout.strip()
     return float(out or 0) / 1e6
 
 
@@ -81,14 +85,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "containers.conf").write_text('[engine]\nruntime = "runc"\n')
-        (tmp / "storage.conf").write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{tmp / "graph"}"\n'
-                                          f'runroot = "{tmp / "run"}"\n')
-        os.environ.update(CONTAINERS_CONF=str(tmp / "containers.conf"), CONTAINERS_STORAGE_CONF=str(tmp / "storage.conf"))
+        (tmp / "storage.conf").write_text(
+            f'[storage]\ndriver = "overlay"\ngraphroot = "{tmp / "graph"}"\nrunroot = "{tmp / "run"}"\n'
+        )
+        os.environ.update(
+            CONTAINERS_CONF=str(tmp / "containers.conf"), CONTAINERS_STORAGE_CONF=str(tmp / "storage.conf")
+        )
         registry_proc, registry = start_registry(tmp)
         try:
-            flags = {"workdir": tmp / "work", "assemble": {"base_image": "localhost/mlops-python-base:bookworm"},
-                     "build": {"builder": "buildah", "registry": registry, "insecure": True, "storage_driver": "overlay",
-                               "isolation": "chroot", "wheel_cache": str(tmp / "wheels")}}
+            flags = {
+                "workdir": tmp / "work",
+                "assemble": {"base_image": "localhost/mlops-python-base:bookworm"},
+                "build": {
+                    "builder": "buildah",
+                    "registry": registry,
+                    "insecure": True,
+                    "storage_driver": "overlay",
+                    "isolation": "chroot",
+                    "wheel_cache": str(tmp / "wheels"),
+                },
+            }
             settings = load_settings(None, flags, environ={})
             build_base_image(settings, cache_dir=Path.home() / ".cache" / "mlops")
             first = settings.model_copy(update={"model": train_and_register(settings)})
@@ -102,8 +118,14 @@ def main() -> None:
             store = LocalStore(settings.store_path)
             previous = store.metadata(parse_ref(first.model))
             assert previous.schema_ is not None  # registered with one by train_and_register
-            meta = store.register(path, name="iris-demo", metrics=previous.metrics, tags=["validated"],
-                                  schema=previous.schema_.model_dump(), labels=previous.labels)
+            meta = store.register(
+                path,
+                name="iris-demo",
+                metrics=previous.metrics,
+                tags=["validated"],
+                schema=previous.schema_.model_dump(),
+                labels=previous.labels,
+            )
             second = settings.model_copy(update={"model": f"local:iris-demo@{meta.version}"})
             timed([validate_model, assemble_server], second)
             rebuild = timed([build_image], second)
@@ -114,8 +136,10 @@ def main() -> None:
             registry_proc.wait(timeout=10)
     print(f"cold build + push:            {cold:6.1f} s")
     print(f"model-only rebuild + push:    {rebuild:6.1f} s   (target <= 15 s)")
-    print(f"image over the base, pushed:  {sum(layers[1:]):6.1f} MB compressed "
-          f"({len(layers) - 1} layers; base layer {layers[0]:.1f} MB)")
+    print(
+        f"image over the base, pushed:  {sum(layers[1:]):6.1f} MB compressed "
+        f"({len(layers) - 1} layers; base layer {layers[0]:.1f} MB)"
+    )
     print(f"image over the base, on disk: {sizes[0] - sizes[1]:6.1f} MB   (target <= 120 MB; base {sizes[1]:.1f} MB)")
 
 

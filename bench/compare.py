@@ -67,12 +67,42 @@ def argv_for(server: str, port: int, paths: dict, ready: Path) -> tuple[list[str
     if server in ("full", "model-only"):
         bundle = paths[server]
         env["PYTHONPATH"] = str(ROOT)
-        return ([sys.executable, "-m", "serving", str(bundle), "--port", str(port), "--ready-file", str(ready),
-                 "--log-level", "warning"], env, bundle)
-    env.update(BENCH_MODEL=str(paths["artifact"]), BENCH_LABELS=",".join(paths["labels"]),
-               PYTHONPATH=str(ROOT / "bench"))
-    return ([sys.executable, "-m", "uvicorn", f"peer_apps:{server}", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning", "--no-access-log"], env, ROOT)
+        return (
+            [
+                sys.executable,
+                "-m",
+                "serving",
+                str(bundle),
+                "--port",
+                str(port),
+                "--ready-file",
+                str(ready),
+                "--log-level",
+                "warning",
+            ],
+            env,
+            bundle,
+        )
+    env.update(
+        BENCH_MODEL=str(paths["artifact"]), BENCH_LABELS=",".join(paths["labels"]), PYTHONPATH=str(ROOT / "bench")
+    )
+    return (
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"peer_apps:{server}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env,
+        ROOT,
+    )
 
 
 def start(server: str, paths: dict, body: str, tmp: Path) -> tuple[subprocess.Popen, str, float]:
@@ -85,8 +115,12 @@ def start(server: str, paths: dict, body: str, tmp: Path) -> tuple[subprocess.Po
         if proc.poll() is not None:
             raise SystemExit(f"{server} exited with {proc.returncode}")
         try:
-            if httpx.post(f"{url}/v1/predict", content=body, headers={"content-type": "application/json"},
-                          timeout=1).status_code == 200:
+            if (
+                httpx.post(
+                    f"{url}/v1/predict", content=body, headers={"content-type": "application/json"}, timeout=1
+                ).status_code
+                == 200
+            ):
                 return proc, url, time.monotonic() - began
         except httpx.TransportError:
             pass
@@ -120,18 +154,35 @@ def _ms(text: str) -> float:
 
 
 def wrk(url: str, script: Path, seconds: int, connections: int) -> dict:
-    out = subprocess.run([*pinned(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-                          "-s", str(script), f"{url}/v1/predict"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            *pinned(1),
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"{url}/v1/predict",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     if set(lat) != {"50", "99"}:
         raise SystemExit(f"could not read wrk's latency distribution:\n{out}")
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": float(_found(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "requests": int(_found(r"(\d+) requests in", out).group(1)),
-            "p50_ms": _ms(lat["50"]), "p99_ms": _ms(lat["99"]),
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": sum(map(int, errors.groups())) if errors else 0}
+    return {
+        "rps": float(_found(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(_found(r"(\d+) requests in", out).group(1)),
+        "p50_ms": _ms(lat["50"]),
+        "p99_ms": _ms(lat["99"]),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+    }
 
 
 def module_shares(url: str, cpu: float) -> dict[str, float]:
@@ -181,20 +232,30 @@ def medians(runs: list[Run]) -> list[Run]:
 
 
 def report(runs: list[Run]) -> str:
-    lines = [f"{'server':<11} {'c':>3} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} {'sock err':>8} "
-             f"{'RSS MiB':>7} {'ready s':>7} {'CPU us/req':>10}"]
+    lines = [
+        f"{'server':<11} {'c':>3} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} {'sock err':>8} "
+        f"{'RSS MiB':>7} {'ready s':>7} {'CPU us/req':>10}"
+    ]
     for r in runs:
-        lines.append(f"{r.server:<11} {r.concurrency:>3} {r.rps:>8.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
-                     f"{r.non_2xx:>7} {r.socket_errors:>8} {r.rss_mib:>7.1f} {r.ready_s:>7.2f} {r.cpu_us:>10.1f}")
+        lines.append(
+            f"{r.server:<11} {r.concurrency:>3} {r.rps:>8.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
+            f"{r.non_2xx:>7} {r.socket_errors:>8} {r.rss_mib:>7.1f} {r.ready_s:>7.2f} {r.cpu_us:>10.1f}"
+        )
     by = {(r.server, r.concurrency): r for r in runs}
     for c in sorted({r.concurrency for r in runs}):
         full = by.get(("full", c))
         if full is None:
             continue
-        for other, what in (("plain", "plain FastAPI"), ("raw", "raw ASGI ceiling"), ("model-only", "model module alone")):
+        for other, what in (
+            ("plain", "plain FastAPI"),
+            ("raw", "raw ASGI ceiling"),
+            ("model-only", "model module alone"),
+        ):
             if (other, c) in by:
-                lines.append(f"c={c}: full / {what} = {full.rps / by[(other, c)].rps:.2f} (throughput), "
-                             f"{by[(other, c)].cpu_us / full.cpu_us:.2f} (inverse CPU per request)")
+                lines.append(
+                    f"c={c}: full / {what} = {full.rps / by[(other, c)].rps:.2f} (throughput), "
+                    f"{by[(other, c)].cpu_us / full.cpu_us:.2f} (inverse CPU per request)"
+                )
     return "\n".join(lines)
 
 
@@ -213,14 +274,22 @@ def main() -> None:
         paths = write_bundles(tmp / "bundles")
         body = json.dumps({"instances": [paths["row"]]})
         script = tmp / "post.lua"
-        script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
-                          'wrk.headers["Content-Type"] = "application/json"\n')
-        runs = [run for _ in range(args.rounds) for server in args.servers
-                for run in measure(server, paths, body, script, tmp, args)]
+        script.write_text(
+            f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
+        )
+        runs = [
+            run
+            for _ in range(args.rounds)
+            for server in args.servers
+            for run in measure(server, paths, body, script, tmp, args)
+        ]
     print(report(medians(runs)))
     for shares in SHARES.get("full", []):
-        print("full: share of server CPU per module: " + ", ".join(f"{m} {v:.1%}" for m, v in shares.items())
-              + f"; outlier + drift {shares.get('outlier', 0) + shares.get('drift', 0):.1%}")
+        print(
+            "full: share of server CPU per module: "
+            + ", ".join(f"{m} {v:.1%}" for m, v in shares.items())
+            + f"; outlier + drift {shares.get('outlier', 0) + shares.get('drift', 0):.1%}"
+        )
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in runs], indent=2) + "\n")
 

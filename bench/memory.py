@@ -76,15 +76,24 @@ async def post(port: int, body: bytes, timeout: float) -> int:
     except (OSError, asyncio.TimeoutError):
         return 0
     try:
-        head = (f"POST /v1/predict HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-                f"content-length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST /v1/predict HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        ).encode()
         writer.write(head + body)
         try:
             await asyncio.wait_for(writer.drain(), timeout)
         except (ConnectionError, OSError):
             pass  # shed: the server answered and closed before reading the body
         return await asyncio.wait_for(read_status(reader), timeout)
-    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError):
+    except (
+        OSError,
+        asyncio.TimeoutError,
+        asyncio.IncompleteReadError,
+        asyncio.LimitOverrunError,
+        ValueError,
+        IndexError,
+    ):
         return 0
     finally:
         writer.close()
@@ -116,9 +125,24 @@ def run_one(code: Path, bundle: Path, concurrency: int, body: bytes, small: byte
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready.json"
         env = {**os.environ, "PYTHONPATH": str(code)}
-        proc = subprocess.Popen([sys.executable, "-m", "serving", str(bundle), "--port", str(port),
-                                 "--ready-file", str(ready), "--log-level", "warning"],
-                                env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serving",
+                str(bundle),
+                "--port",
+                str(port),
+                "--ready-file",
+                str(ready),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            cwd=tmp,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 60
             while not ready.exists():
@@ -151,19 +175,32 @@ def run_one(code: Path, bundle: Path, concurrency: int, body: bytes, small: byte
     served = statuses.count(200)
     counts = {s: statuses.count(s) for s in sorted(set(statuses))}
     growth = peak - baseline
-    return {"c": concurrency, "statuses": counts, "baseline": baseline, "peak": peak,
-            "per_request": growth / max(served, 1), "multiplier": growth * MIB / max(served, 1) / len(body),
-            "live_max": probe.slowest, "live_failures": probe.failures, "seconds": elapsed}
+    return {
+        "c": concurrency,
+        "statuses": counts,
+        "baseline": baseline,
+        "peak": peak,
+        "per_request": growth / max(served, 1),
+        "multiplier": growth * MIB / max(served, 1) / len(body),
+        "live_max": probe.slowest,
+        "live_failures": probe.failures,
+        "seconds": elapsed,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--code", type=Path, default=HERE.parent, help="checkout whose serving/ runs (default: this one)")
+    parser.add_argument(
+        "--code", type=Path, default=HERE.parent, help="checkout whose serving/ runs (default: this one)"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--body-bytes", type=int, default=1_000_000)
     parser.add_argument("--limits", choices=("raised", "default", "none"), default="raised")
-    parser.add_argument("--narrow", action="store_true",
-                        help="the iris classifier of the tests (4 features: about 8x the rows per byte)")
+    parser.add_argument(
+        "--narrow",
+        action="store_true",
+        help="the iris classifier of the tests (4 features: about 8x the rows per byte)",
+    )
     parser.add_argument("--timeout", type=float, default=120, help="per request, seconds")
     args = parser.parse_args()
 
@@ -172,8 +209,9 @@ def main() -> None:
             sys.path.insert(0, str(HERE.parent / "tests" / "unit" / "serving"))
             import serving_bundles
 
-            bundle = serving_bundles.write_bundle(Path(tmp) / "iris", serving_bundles.train_iris(),
-                                                  labels=serving_bundles.IRIS_LABELS)
+            bundle = serving_bundles.write_bundle(
+                Path(tmp) / "iris", serving_bundles.train_iris(), labels=serving_bundles.IRIS_LABELS
+            )
             row, kind = serving_bundles.IRIS_ROWS[1], "iris (4 features)"
         else:
             paths = bench_bundle.write_bundles(Path(tmp))
@@ -188,13 +226,18 @@ def main() -> None:
         body = body_of(row, args.body_bytes)
         small = body_of(row, 200)
         print(f"code {args.code}; bundle {kind}; body {len(body)} bytes; limits {args.limits}")
-        print(f"{'c':>4} {'answers':<24} {'base MiB':>8} {'peak MiB':>8} {'MiB/req':>8} {'x body':>7} "
-              f"{'live max s':>10} {'burst s':>8}")
+        print(
+            f"{'c':>4} {'answers':<24} {'base MiB':>8} {'peak MiB':>8} {'MiB/req':>8} {'x body':>7} "
+            f"{'live max s':>10} {'burst s':>8}"
+        )
         for c in args.concurrency:
             r = run_one(args.code, bundle, c, body, small, args.timeout)
             answers = " ".join(f"{s}:{n}" for s, n in r["statuses"].items())
-            print(f"{c:>4} {answers:<24} {r['baseline']:>8.1f} {r['peak']:>8.1f} {r['per_request']:>8.1f} "
-                  f"{r['multiplier']:>7.1f} {r['live_max']:>10.3f} {r['seconds']:>8.1f}", flush=True)
+            print(
+                f"{c:>4} {answers:<24} {r['baseline']:>8.1f} {r['peak']:>8.1f} {r['per_request']:>8.1f} "
+                f"{r['multiplier']:>7.1f} {r['live_max']:>10.3f} {r['seconds']:>8.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

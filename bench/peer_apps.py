@@ -47,8 +47,13 @@ async def raw(scope, receive, send) -> None:
     while more:
         message = await receive()
         more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(RAW_BODY)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(RAW_BODY)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": RAW_BODY})
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx  # noqa: E402
-from bench_bundle import write_bundles  # noqa: E402
-from compare import Run, cpu_seconds, medians, rss_mib, start, wrk  # noqa: E402
+import httpx
+from bench_bundle import write_bundles
+from compare import Run, cpu_seconds, medians, rss_mib, start, wrk
 
 MODEL = "breast-cancer"
 
@@ -44,8 +44,10 @@ def bodies(names: list[str], row: list[float]) -> dict[str, tuple[str, str]]:
 
 def script(tmp: Path, label: str, path: str, body: str) -> Path:
     out = tmp / (label.replace(" ", "_").replace("/", "_") + ".lua")
-    out.write_text(f'wrk.method = "POST"\nwrk.path = {json.dumps(path)}\nwrk.body = {json.dumps(body)}\n'
-                   'wrk.headers["Content-Type"] = "application/json"\n')
+    out.write_text(
+        f'wrk.method = "POST"\nwrk.path = {json.dumps(path)}\nwrk.body = {json.dumps(body)}\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
     return out
 
 
@@ -64,14 +66,18 @@ def served_by_route(url: str) -> dict[str, float]:
 def report(runs: list[Run]) -> str:
     lines = [f"{'route':<15} {'c':>3} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} {'CPU us/req':>10}"]
     for r in runs:
-        lines.append(f"{r.server:<15} {r.concurrency:>3} {r.rps:>8.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
-                     f"{r.non_2xx:>7} {r.cpu_us:>10.1f}")
+        lines.append(
+            f"{r.server:<15} {r.concurrency:>3} {r.rps:>8.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
+            f"{r.non_2xx:>7} {r.cpu_us:>10.1f}"
+        )
     by = {(r.server, r.concurrency): r for r in runs}
     for r in runs:
         base = by.get(("v1/predict", r.concurrency))
         if base is not None and r.server != "v1/predict":
-            lines.append(f"c={r.concurrency}: {r.server} / v1/predict = {r.rps / base.rps:.2f} (throughput), "
-                         f"{base.cpu_us / r.cpu_us:.2f} (inverse CPU per request)")
+            lines.append(
+                f"c={r.concurrency}: {r.server} / v1/predict = {r.rps / base.rps:.2f} (throughput), "
+                f"{base.cpu_us / r.cpu_us:.2f} (inverse CPU per request)"
+            )
     return "\n".join(lines)
 
 
@@ -98,7 +104,7 @@ def main() -> None:
                 wrk(url, lua, 2, max(args.concurrency))  # warm-up, not reported
             order = list(scripts.items())
             for r in range(args.rounds):
-                for label, lua in order[r % len(order):] + order[:r % len(order)]:  # each round starts elsewhere
+                for label, lua in order[r % len(order) :] + order[: r % len(order)]:  # each round starts elsewhere
                     for c in args.concurrency:
                         before = cpu_seconds(proc.pid)
                         result = wrk(url, lua, args.seconds, c)
@@ -113,8 +119,10 @@ def main() -> None:
                 proc.kill()
                 proc.wait()
     print(report(medians(runs)))
-    print("answered by route (server's mlops_http_requests_total, 200s): "
-          + ", ".join(f"{route} {n:.0f}" for route, n in counted.items()))
+    print(
+        "answered by route (server's mlops_http_requests_total, 200s): "
+        + ", ".join(f"{route} {n:.0f}" for route, n in counted.items())
+    )
 
 
 if __name__ == "__main__":

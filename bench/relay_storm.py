@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,10 +39,16 @@ def free_port() -> int:
 
 
 def webhook(i: int) -> bytes:
-    alert = {"status": "firing", "labels": {"alertname": f"Storm{i}", "severity": "warning", "job": "iris"},
-             "annotations": {"summary": f"storm alert {i}"}, "startsAt": "2026-11-30T18:00:00Z", "fingerprint": f"fp{i}"}
-    return json.dumps({"version": "4", "status": "firing", "receiver": "mlops-relay", "groupKey": f"{{}}:{i}",
-                       "alerts": [alert]}).encode()
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": f"Storm{i}", "severity": "warning", "job": "iris"},
+        "annotations": {"summary": f"storm alert {i}"},
+        "startsAt": "2026-11-30T18:00:00Z",
+        "fingerprint": f"fp{i}",
+    }
+    return json.dumps(
+        {"version": "4", "status": "firing", "receiver": "mlops-relay", "groupKey": f"{{}}:{i}", "alerts": [alert]}
+    ).encode()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -61,25 +66,43 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=2000)
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--src", type=Path, default=REPO, help="checkout whose mlops_cli runs the relay")
-    parser.add_argument("--before-tls", action="store_true",
-                        help="the --src checkout predates relay.insecure (e.g. 8bdd760): do not set it")
+    parser.add_argument(
+        "--before-tls",
+        action="store_true",
+        help="the --src checkout predates relay.insecure (e.g. 8bdd760): do not set it",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="give up on the storm after this many seconds")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="relay-storm-"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    env.update({"PYTHONPATH": str(args.src.resolve()), "MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__PORT": str(port),
-                "MLOPS_RELAY__SINKS": '["slack", "kafka"]', "MLOPS_RELAY__QUEUE_DIR": str(work / "queue"),
-                "MLOPS_RELAY__QUEUE_MAX": str(args.alerts * 2), "MLOPS_RELAY__MAX_BACKOFF_S": "5",
-                "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/services/T0/B0/x",
-                "MLOPS_NOTIFY__SLACK__TIMEOUT_S": "2", "MLOPS_NOTIFY__KAFKA__TIMEOUT_S": "2",
-                "MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"})
+    env.update(
+        {
+            "PYTHONPATH": str(args.src.resolve()),
+            "MLOPS_RELAY__TOKEN": TOKEN,
+            "MLOPS_RELAY__PORT": str(port),
+            "MLOPS_RELAY__SINKS": '["slack", "kafka"]',
+            "MLOPS_RELAY__QUEUE_DIR": str(work / "queue"),
+            "MLOPS_RELAY__QUEUE_MAX": str(args.alerts * 2),
+            "MLOPS_RELAY__MAX_BACKOFF_S": "5",
+            "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/services/T0/B0/x",
+            "MLOPS_NOTIFY__SLACK__TIMEOUT_S": "2",
+            "MLOPS_NOTIFY__KAFKA__TIMEOUT_S": "2",
+            "MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        }
+    )
     if not args.before_tls:
         env["MLOPS_RELAY__INSECURE"] = "true"  # plain http, on 127.0.0.1
     log = open(work / "relay.log", "wb")
-    relay = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "alert-relay"], cwd=work, env=env,
-                             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "mlops_cli.cli", "alert-relay"],
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -96,13 +119,20 @@ def main() -> None:
 
         # the sinks are known down before the storm: one alert, until both sinks have failed with it
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-        assert httpx.post(f"http://127.0.0.1:{port}/v1/alertmanager", content=webhook(-1), headers=headers,
-                          timeout=30).status_code == 202
+        assert (
+            httpx.post(
+                f"http://127.0.0.1:{port}/v1/alertmanager", content=webhook(-1), headers=headers, timeout=30
+            ).status_code
+            == 202
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-            failed_sinks = {line.split('sink="')[1].split('"')[0] for line in text.splitlines()
-                            if line.startswith("mlops_relay_delivery_failures_total{") and not line.endswith(" 0.0")}
+            failed_sinks = {
+                line.split('sink="')[1].split('"')[0]
+                for line in text.splitlines()
+                if line.startswith("mlops_relay_delivery_failures_total{") and not line.endswith(" 0.0")
+            }
             if {"slack", "kafka"} <= failed_sinks:
                 break
             time.sleep(0.2)
@@ -141,17 +171,23 @@ def main() -> None:
         took = time.perf_counter() - began
         cpu = cpu_seconds(relay.pid) - cpu_before
         values = list(latency.values())
-        print(f"relay from {args.src}: {len(values)} of {args.alerts} webhooks (1 alert each) in {took:.1f} s "
-              f"({len(values) / took:.0f}/s), {args.senders} senders, slack and kafka down, {len(failed)} not 202")
-        print(f"intake  p50 {pct(values, 0.5):8.1f} ms   p95 {pct(values, 0.95):8.1f} ms   "
-              f"p99 {pct(values, 0.99):8.1f} ms   max {max(values) * 1000:8.1f} ms")
+        print(
+            f"relay from {args.src}: {len(values)} of {args.alerts} webhooks (1 alert each) in {took:.1f} s "
+            f"({len(values) / took:.0f}/s), {args.senders} senders, slack and kafka down, {len(failed)} not 202"
+        )
+        print(
+            f"intake  p50 {pct(values, 0.5):8.1f} ms   p95 {pct(values, 0.95):8.1f} ms   "
+            f"p99 {pct(values, 0.99):8.1f} ms   max {max(values) * 1000:8.1f} ms"
+        )
         print(f"relay CPU {cpu / max(1, len(values)) * 1000:.2f} ms per webhook (user + system, its threads included)")
         step = max(1, args.alerts // 5)
         for start in range(0, args.alerts, step):
             window = [latency[i] for i in range(start, min(start + step, args.alerts)) if i in latency]
             if window:
-                print(f"  queued {start:5d}-{start + len(window) - 1:5d}: p50 {pct(window, 0.5):8.1f} ms   "
-                      f"p99 {pct(window, 0.99):8.1f} ms")
+                print(
+                    f"  queued {start:5d}-{start + len(window) - 1:5d}: p50 {pct(window, 0.5):8.1f} ms   "
+                    f"p99 {pct(window, 0.99):8.1f} ms"
+                )
         if failed:
             print("first refusals:", failed[:3])
     finally:

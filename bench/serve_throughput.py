@@ -42,8 +42,11 @@ def free_port() -> int:
 
 def start(bundle: Path, port: int, ready: Path) -> subprocess.Popen:
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
-    proc = subprocess.Popen([*pin, sys.executable, "-m", "serving", str(bundle), "--port", str(port),
-                             "--ready-file", str(ready)], cwd=bundle, env=dict(os.environ, PYTHONPATH=str(bundle)))
+    proc = subprocess.Popen(
+        [*pin, sys.executable, "-m", "serving", str(bundle), "--port", str(port), "--ready-file", str(ready)],
+        cwd=bundle,
+        env=dict(os.environ, PYTHONPATH=str(bundle)),
+    )
     deadline = time.monotonic() + 60
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -54,11 +57,16 @@ def start(bundle: Path, port: int, ready: Path) -> subprocess.Popen:
 
 def with_wrk(url: str, seconds: int, connections: int) -> str:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY)}\n'
-                      'wrk.headers["Content-Type"] = "application/json"\n')
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY)}\nwrk.headers["Content-Type"] = "application/json"\n'
+    )
     pin = ["taskset", "-c", "1"] if shutil.which("taskset") else []
-    out = subprocess.run([*pin, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-                          f"{url}/v1/predict"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [*pin, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), f"{url}/v1/predict"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out
 
 
@@ -69,6 +77,7 @@ async def with_python(url: str, seconds: int, connections: int) -> str:
     errors = 0
     stop_at = time.monotonic() + seconds
     async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=connections)) as client:
+
         async def worker() -> None:
             nonlocal errors
             while time.monotonic() < stop_at:
@@ -76,11 +85,14 @@ async def with_python(url: str, seconds: int, connections: int) -> str:
                 answer = await client.post("/v1/predict", content=BODY, headers={"content-type": "application/json"})
                 latencies.append(time.perf_counter() - start)
                 errors += answer.status_code != 200
+
         await asyncio.gather(*(worker() for _ in range(connections)))
     latencies.sort()
     pct = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    return (f"python load generator: {len(latencies) / seconds:.0f} req/s, p50 {pct(0.5):.1f} ms, "
-            f"p99 {pct(0.99):.1f} ms, non-200: {errors}")
+    return (
+        f"python load generator: {len(latencies) / seconds:.0f} req/s, p50 {pct(0.5):.1f} ms, "
+        f"p99 {pct(0.99):.1f} ms, non-200: {errors}"
+    )
 
 
 def main() -> None:

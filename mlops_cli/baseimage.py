@@ -10,13 +10,12 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 from pydantic import BaseModel, ConfigDict
 
-from .settings import Settings
 from .errors import ConfigError, StageFailed
 from .proc import run
+from .settings import Settings
 from .ui import progress
 
 DEFAULT_NAME = "localhost/mlops-python-base:bookworm"
@@ -41,7 +40,7 @@ def _tool(name: str) -> str:
     return path
 
 
-def _rootfs_tarball(suite: str, cache_dir: Path, mirror: Optional[str]) -> Path:
+def _rootfs_tarball(suite: str, cache_dir: Path, mirror: str | None) -> Path:
     tarball = cache_dir / f"{suite}-python-rootfs.tar"
     if tarball.is_file():
         return tarball
@@ -63,10 +62,16 @@ def _rootfs_tarball(suite: str, cache_dir: Path, mirror: Optional[str]) -> Path:
     return tarball
 
 
-def build_base_image(settings: Settings, name: str = DEFAULT_NAME, suite: str = "bookworm",
-                     mirror: Optional[str] = None, cache_dir: Optional[Path] = None) -> BaseImageResult:
-    buildah = [_tool("buildah")] + (["--storage-driver", settings.build.storage_driver]
-                                    if settings.build.storage_driver else [])
+def build_base_image(
+    settings: Settings,
+    name: str = DEFAULT_NAME,
+    suite: str = "bookworm",
+    mirror: str | None = None,
+    cache_dir: Path | None = None,
+) -> BaseImageResult:
+    buildah = [_tool("buildah")] + (
+        ["--storage-driver", settings.build.storage_driver] if settings.build.storage_driver else []
+    )
     found = run(buildah + ["inspect", "--type", "image", "--format", "{{.FromImageID}}", name], timeout=60)
     if found.returncode == 0 and found.output.strip():
         return BaseImageResult(name=name, image_id=found.output.strip(), cached=True)
@@ -77,10 +82,20 @@ def build_base_image(settings: Settings, name: str = DEFAULT_NAME, suite: str = 
         raise StageFailed(f"buildah from scratch failed: {made.tail(1)}")
     container = made.output.strip().splitlines()[-1]
     try:
-        for step in (["add", container, str(tarball), "/"],
-                     ["config", "--env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                      "--env", "LANG=C.UTF-8", "--cmd", "python3", container],
-                     ["commit", "--quiet", container, name]):
+        for step in (
+            ["add", container, str(tarball), "/"],
+            [
+                "config",
+                "--env",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--env",
+                "LANG=C.UTF-8",
+                "--cmd",
+                "python3",
+                container,
+            ],
+            ["commit", "--quiet", container, name],
+        ):
             done = run(buildah + step, timeout=600)
             if done.returncode != 0:
                 raise StageFailed(f"buildah {step[0]} failed: {done.tail(1)}")

@@ -6,8 +6,9 @@ import json
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import click
 
@@ -23,20 +24,44 @@ def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]
         if value not in (None, False):
             _OPTIONS[name] = value
         return value
+
     return callback
 
 
 def common_options(fn: Callable) -> Callable:
-    fn = click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), expose_value=False,
-                      callback=_remember("workdir"), help="Work directory holding state.json, bundles and logs [default: ./.mlops].")(fn)
-    fn = click.option("--config", type=click.Path(dir_okay=False, path_type=Path), expose_value=False,
-                      callback=_remember("config"), help="Config file [default: ./mlops.yaml if present].")(fn)
-    fn = click.option("--json", "json_", is_flag=True, expose_value=False, callback=_remember("json"),
-                      help="Print the result as JSON on stdout.")(fn)
-    fn = click.option("--debug", is_flag=True, expose_value=False, callback=_remember("debug"),
-                      help="Show tracebacks.")(fn)
-    fn = click.option("--quiet", "-q", is_flag=True, expose_value=False, callback=_quiet,
-                      help="No progress lines and no output of the programs stages run (buildah, pip, pytest).")(fn)
+    fn = click.option(
+        "--workdir",
+        type=click.Path(file_okay=False, path_type=Path),
+        expose_value=False,
+        callback=_remember("workdir"),
+        help="Work directory holding state.json, bundles and logs [default: ./.mlops].",
+    )(fn)
+    fn = click.option(
+        "--config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        expose_value=False,
+        callback=_remember("config"),
+        help="Config file [default: ./mlops.yaml if present].",
+    )(fn)
+    fn = click.option(
+        "--json",
+        "json_",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember("json"),
+        help="Print the result as JSON on stdout.",
+    )(fn)
+    fn = click.option(
+        "--debug", is_flag=True, expose_value=False, callback=_remember("debug"), help="Show tracebacks."
+    )(fn)
+    fn = click.option(
+        "--quiet",
+        "-q",
+        is_flag=True,
+        expose_value=False,
+        callback=_quiet,
+        help="No progress lines and no output of the programs stages run (buildah, pip, pytest).",
+    )(fn)
     return fn
 
 
@@ -79,13 +104,28 @@ _SOURCES = ("model", "store", "clearml", "s3")
 _PIPELINE = (*_SOURCES, "unit_test", "validation", "assemble", "build", "deploy", "smoke", "kubernetes", "audit")
 # The settings sections (top-level keys of mlops.yaml) each command reads; shown in its --help.
 READS: dict[str, tuple[str, ...]] = {
-    "unit-test": ("unit_test",), "validate-model": (*_SOURCES, "validation", "audit"),
-    "assemble-server": (*_SOURCES, "assemble"), "build-image": ("build",), "deploy-test": ("deploy", "kubernetes"),
-    "smoke-test": ("smoke", "deploy"), "rolling-update": ("deploy", "kubernetes", "approval", "audit"),
-    "rollback": ("deploy", "kubernetes"), "render": ("kubernetes", "deploy", *_SOURCES), "notify": ("notify",),
-    "approval": ("approval",), "run": _PIPELINE, "register": ("store",), "list": ("store",), "show": _SOURCES,
-    "status": ("deploy", "kubernetes"), "stop": ("deploy", "kubernetes"), "base-image": ("build",),
-    "demo": _PIPELINE, "alert-relay": ("relay", "notify"), "chatops": ("chatops",), "monitor": ("monitor",),
+    "unit-test": ("unit_test",),
+    "validate-model": (*_SOURCES, "validation", "audit"),
+    "assemble-server": (*_SOURCES, "assemble"),
+    "build-image": ("build",),
+    "deploy-test": ("deploy", "kubernetes"),
+    "smoke-test": ("smoke", "deploy"),
+    "rolling-update": ("deploy", "kubernetes", "approval", "audit"),
+    "rollback": ("deploy", "kubernetes"),
+    "render": ("kubernetes", "deploy", *_SOURCES),
+    "notify": ("notify",),
+    "approval": ("approval",),
+    "run": _PIPELINE,
+    "register": ("store",),
+    "list": ("store",),
+    "show": _SOURCES,
+    "status": ("deploy", "kubernetes"),
+    "stop": ("deploy", "kubernetes"),
+    "base-image": ("build",),
+    "demo": _PIPELINE,
+    "alert-relay": ("relay", "notify"),
+    "chatops": ("chatops",),
+    "monitor": ("monitor",),
 }
 READS["rolling-update"] += ("rollout", "canary_analysis", "monitor")  # rollout.strategy canary (docs/canary.md)
 READS.update({"promote": ("deploy", "rollout"), "abort": ("deploy", "rollout")})
@@ -94,15 +134,19 @@ READS.update({"promote": ("deploy", "rollout"), "abort": ("deploy", "rollout")})
 def reads_epilog(name: str) -> str:
     sections = READS.get(name, ())
     named = ", ".join(f"{s} (MLOPS_{s.upper()}{'' if s == 'model' else '__*'})" for s in sections)
-    return ("\b\nSettings: " + (named + ", " if named else "") + "workdir (MLOPS_WORKDIR), lock_wait_s;\n"
-            "each key SECTION.KEY also as MLOPS_SECTION__KEY; all keys: docs/configuration.md")
+    return (
+        "\b\nSettings: " + (named + ", " if named else "") + "workdir (MLOPS_WORKDIR), lock_wait_s;\n"
+        "each key SECTION.KEY also as MLOPS_SECTION__KEY; all keys: docs/configuration.md"
+    )
 
 
 def command(group: click.Group, name: str, **kwargs: Any) -> Callable:
     """A subcommand with the common options."""
+
     def decorate(fn: Callable) -> Callable:
         kwargs.setdefault("epilog", reads_epilog(name))
         return group.command(name, **kwargs)(common_options(fn))
+
     return decorate
 
 
@@ -142,7 +186,7 @@ def _terminated(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # unwinds like Ctrl-C: a half-started server is stopped, state recorded
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     for key in _OPTIONS:
         _OPTIONS[key] = False if key in ("json", "debug", "emitted") else None
     from .ui import set_quiet
@@ -157,8 +201,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         exc.show()
         if _OPTIONS["json"] or "--json" in (sys.argv[1:] if argv is None else argv):
             ctx = getattr(exc, "ctx", None)
-            message = (f"missing command (see `{ctx.command_path} --help`)" if type(exc).__name__ == "NoArgsIsHelpError"
-                       and ctx is not None else exc.format_message())
+            message = (
+                f"missing command (see `{ctx.command_path} --help`)"
+                if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None
+                else exc.format_message()
+            )
             click.echo(json.dumps({"error": " ".join(message.split()), "exit_code": exc.exit_code}))
         return exc.exit_code
     except click.exceptions.Exit as exc:
@@ -171,13 +218,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         import errno
 
         if isinstance(exc, (ConnectionError, TimeoutError)) or (
-                exc.filename is None and exc.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)):
+            exc.filename is None and exc.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+        ):
             return _internal(exc)
         if _OPTIONS["debug"]:
             traceback.print_exc()
         where = f"{exc.filename}: " if exc.filename else ""
-        return _fail(f"{where}{exc.strerror or exc} (check the permissions and free space there; "
-                     "--workdir or MLOPS_WORKDIR picks another workdir)", 74)
+        return _fail(
+            f"{where}{exc.strerror or exc} (check the permissions and free space there; "
+            "--workdir or MLOPS_WORKDIR picks another workdir)",
+            74,
+        )
     except Exception as exc:  # a bug, not a user error: say so, and how to see more
         return _internal(exc)
     return 0

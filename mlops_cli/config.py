@@ -11,8 +11,9 @@ import difflib
 import json
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -22,7 +23,10 @@ from .settings import Settings  # the loader's result, the one settings name imp
 
 DEFAULT_CONFIG_FILE = "mlops.yaml"
 ENV_PREFIX = "MLOPS_"
-NOT_CONFIG = {"MLOPS_REQUIRE_INTEGRATION", "MLOPS_TEST_PAUSE_AT"}  # MLOPS_ variables that are not settings (the test suite's)
+NOT_CONFIG = {
+    "MLOPS_REQUIRE_INTEGRATION",
+    "MLOPS_TEST_PAUSE_AT",
+}  # MLOPS_ variables that are not settings (the test suite's)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -31,8 +35,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})",
-                          hint="save it as UTF-8") from None
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})", hint="save it as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -63,7 +66,7 @@ def _read_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[st
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX) or name in NOT_CONFIG:
             continue
-        path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
         if path[0] not in Settings.model_fields:
             raise ConfigError(f"{name}: unknown setting {path[0]!r} (known: {', '.join(Settings.model_fields)})")
         node = data
@@ -123,8 +126,9 @@ def _describe(exc: ValidationError, sources: list[tuple[str, dict[str, Any], Any
     return f"{where}: {message}" + (f" (and {more} more)" if more else "")
 
 
-def load_settings(config_file: Optional[Path] = None, flags: Optional[dict[str, Any]] = None,
-                  environ: Optional[Mapping[str, str]] = None) -> Settings:
+def load_settings(
+    config_file: Path | None = None, flags: dict[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
     """Build the settings from defaults, the config file, MLOPS_* variables and flags."""
     environ = os.environ if environ is None else environ
     if config_file is None and Path(DEFAULT_CONFIG_FILE).is_file():
@@ -153,13 +157,23 @@ def load_settings(config_file: Optional[Path] = None, flags: Optional[dict[str, 
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, sources)) from None
-    check_backend_names(settings, lambda loc: next((naming(loc) if callable(naming) else label for label, data, naming
-                                                    in reversed(sources) if _has(data, loc)), "defaults"))
+    check_backend_names(
+        settings,
+        lambda loc: next(
+            (
+                naming(loc) if callable(naming) else label
+                for label, data, naming in reversed(sources)
+                if _has(data, loc)
+            ),
+            "defaults",
+        ),
+    )
     check_analysis_names(settings)
     return settings
 
 
 # --- backend names, checked at load against their registries (the registries only: no backend is imported) ---
+
 
 def did_you_mean(name: str, known: Any) -> str:
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
@@ -176,16 +190,20 @@ def check_backend_names(settings: Settings, origin: Callable[[tuple[str, ...]], 
 
     model = settings.model or ""
     scheme = model.partition(":")[0] if re.match(r"^[A-Za-z][A-Za-z0-9_-]*:(?!//)", model) else None
-    checks = [(("deploy", "target"), "deploy target", [settings.deploy.target], TARGETS),
-              (("build", "builder"), "image builder", [settings.build.builder] if settings.build.builder else [], BUILDERS),
-              (("notify", "notifiers"), "notifier", settings.notify.notifiers, NOTIFIERS),
-              (("relay", "sinks"), "notifier", settings.relay.sinks, NOTIFIERS),
-              (("model",), "model source", [scheme] if scheme else [], SOURCES)]
+    checks = [
+        (("deploy", "target"), "deploy target", [settings.deploy.target], TARGETS),
+        (("build", "builder"), "image builder", [settings.build.builder] if settings.build.builder else [], BUILDERS),
+        (("notify", "notifiers"), "notifier", settings.notify.notifiers, NOTIFIERS),
+        (("relay", "sinks"), "notifier", settings.relay.sinks, NOTIFIERS),
+        (("model",), "model source", [scheme] if scheme else [], SOURCES),
+    ]
     for loc, kind, names, table in checks:
         for name in names:
             if name not in table:
-                raise ConfigError(f"{origin(loc)}: {'.'.join(loc)}: unknown {kind} {name!r}; known: "
-                                  f"{', '.join(sorted(table))}{did_you_mean(name, table)}")
+                raise ConfigError(
+                    f"{origin(loc)}: {'.'.join(loc)}: unknown {kind} {name!r}; known: "
+                    f"{', '.join(sorted(table))}{did_you_mean(name, table)}"
+                )
 
 
 def check_analysis_names(settings: Settings) -> None:
@@ -194,5 +212,7 @@ def check_analysis_names(settings: Settings) -> None:
     for index, step in enumerate(settings.rollout.steps):
         name = step.get("analysis")
         if name is not None and name not in known:
-            raise ConfigError(f"rollout.steps: step {index + 1}: unknown analysis template {name!r}; known: "
-                              f"{', '.join(sorted(known))}{did_you_mean(name, known)}")
+            raise ConfigError(
+                f"rollout.steps: step {index + 1}: unknown analysis template {name!r}; known: "
+                f"{', '.join(sorted(known))}{did_you_mean(name, known)}"
+            )

@@ -14,8 +14,9 @@ import itertools
 import json
 import textwrap
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
@@ -55,9 +56,13 @@ def _docstrings(cls: type) -> dict[str, str]:
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
         for node, after in itertools.pairwise(body):
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
-                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) \
-                    and isinstance(after.value.value, str):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
                 found[node.target.id] = " ".join(after.value.value.split())
     return found
 
@@ -84,7 +89,7 @@ def _type_name(annotation: Any) -> str:
     text = text.replace("<class '", "").replace("'>", "").replace("NoneType", "None")
     text = text.replace("mlops_cli.settings.", "").replace("mlops_cli.canary.analysis.", "")
     if text.startswith("Optional[") and text.endswith("]"):
-        text = text[len("Optional["):-1]
+        text = text[len("Optional[") : -1]
     elif text.endswith(" | None"):  # the same, written X | None
         text = text.removesuffix(" | None")
     return text
@@ -110,7 +115,9 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(value) if not isinstance(value, str) else value}`"
 
 
-def rows(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = (), nested: bool = False) -> Iterator[tuple[str, ...]]:
+def rows(
+    model: type[BaseModel] = Settings, prefix: tuple[str, ...] = (), nested: bool = False
+) -> Iterator[tuple[str, ...]]:
     """(key, variable, type, default, description) for every field, depth first."""
     docs = _docstrings(model)
     for name, field in model.model_fields.items():
@@ -123,8 +130,13 @@ def rows(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = (), nested
                 yield key, variable, "section", "", docs[name]
             yield from rows(inner, path, nested)
             continue
-        yield key, variable, _type_name(field.annotation) if inner is None else f"list/map of {inner.__name__}", \
-            _default(field), docs.get(name, "")
+        yield (
+            key,
+            variable,
+            _type_name(field.annotation) if inner is None else f"list/map of {inner.__name__}",
+            _default(field),
+            docs.get(name, ""),
+        )
         if inner is not None:
             yield from rows(inner, (*path[:-1], path[-1] + how), True)
 
@@ -136,7 +148,13 @@ def render() -> str:
         top = key.split(".")[0] if "." in key else "(top level)"
         if top != section:
             section = top
-            out += ["", f"## {section}", "", "| key | variable | type | default | what it is |", "|---|---|---|---|---|"]
+            out += [
+                "",
+                f"## {section}",
+                "",
+                "| key | variable | type | default | what it is |",
+                "|---|---|---|---|---|",
+            ]
         cell = doc.replace("|", "\\|")
         var = f"`{variable}`" if variable else "(in the file, or as JSON in the parent's variable)"
         out.append(f"| `{key}` | {var} | {kind.replace('|', ' or ')} | {default.replace('|', ' or ')} | {cell} |")

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Protocol, cast
+from typing import Any, Protocol, cast
 
-from .settings import Settings
 from .errors import MlopsError, StageFailed
 from .reconcile import reconcile, shielded
+from .settings import Settings
 from .state import DeploymentRecord, IntentRecord, State, now
 from .targets import Journal, Release, Rollout, get_target
 from .ui import progress
 
 
-
 class _JournaledDeploy(Protocol):
     """A target whose deploy() journals its steps (those that observe or say `journals = True`)."""
 
-    def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord], journal: Journal) -> Rollout: ...
+    def deploy(self, env: str, release: Release, current: DeploymentRecord | None, journal: Journal) -> Rollout: ...
 
 
 def _journaling(target: object) -> _JournaledDeploy:
@@ -54,22 +53,37 @@ def deploy_bundle(settings: Settings, state: State, env: str) -> DeploymentRecor
 
     def journal(step: str, **fields: Any) -> None:
         known = state.intents.get(env)
-        data: dict[str, Any] = known.model_dump(by_alias=True) if known else {
-            "env": env, "action": action, "previous_pid": current.pid if current else None,
-            "previous_handle": current.handle if current else None}
+        data: dict[str, Any] = (
+            known.model_dump(by_alias=True)
+            if known
+            else {
+                "env": env,
+                "action": action,
+                "previous_pid": current.pid if current else None,
+                "previous_handle": current.handle if current else None,
+            }
+        )
         data.update({k: v for k, v in fields.items() if k in IntentRecord.model_fields}, step=step, at=now())
         if data.get("record") is None and data.get("revision"):
             env_cfg = getattr(settings.deploy, env)
-            data["record"] = make_record(Rollout(
-                url=fields.get("url", f"http://{env_cfg.host}:{env_cfg.port}"), revision=data["revision"],
-                previous_revision=current.revision if current else None, handle=data.get("instance")))
+            data["record"] = make_record(
+                Rollout(
+                    url=fields.get("url", f"http://{env_cfg.host}:{env_cfg.port}"),
+                    revision=data["revision"],
+                    previous_revision=current.revision if current else None,
+                    handle=data.get("instance"),
+                )
+            )
         state.intents[env] = IntentRecord.model_validate(data)
         state.save(settings.workdir)
 
     release = Release(bundle=Path(bundle.path), image=image, state=state)
     try:
-        rollout = _journaling(target).deploy(env, release, current, journal=journal) if journaled else \
-            target.deploy(env, release, current)
+        rollout = (
+            _journaling(target).deploy(env, release, current, journal=journal)
+            if journaled
+            else target.deploy(env, release, current)
+        )
     except StageFailed:
         if state.intents.pop(env, None) is not None:  # the target stopped the new revision itself
             state.save(settings.workdir)
@@ -91,27 +105,41 @@ def deploy_bundle(settings: Settings, state: State, env: str) -> DeploymentRecor
     return record
 
 
-def deployment_record(settings: Settings, state: State, env: str, rollout: Rollout,
-                      image: Optional[str]) -> DeploymentRecord:
+def deployment_record(
+    settings: Settings, state: State, env: str, rollout: Rollout, image: str | None
+) -> DeploymentRecord:
     """What state names once `rollout` of the validated bundle serves in env (the caller checked both)."""
     model, bundle = state.model, state.bundle
     assert model is not None and bundle is not None  # the callers required a validated model and its bundle
     return DeploymentRecord(
-        env=env, target=settings.deploy.target, url=rollout.url, model_ref=model.ref, model_name=model.name,
-        model_version=model.version, model_sha256=model.sha256, bundle_digest=bundle.bundle_digest,
-        bundle_path=bundle.path, schema_=model.schema_, revision=rollout.revision,
-        previous_revision=rollout.previous_revision, pid=rollout.pid, log_path=rollout.log_path,
-        handle=rollout.handle, image=image, metrics=dict(model.metrics),
+        env=env,
+        target=settings.deploy.target,
+        url=rollout.url,
+        model_ref=model.ref,
+        model_name=model.name,
+        model_version=model.version,
+        model_sha256=model.sha256,
+        bundle_digest=bundle.bundle_digest,
+        bundle_path=bundle.path,
+        schema_=model.schema_,
+        revision=rollout.revision,
+        previous_revision=rollout.previous_revision,
+        pid=rollout.pid,
+        log_path=rollout.log_path,
+        handle=rollout.handle,
+        image=image,
+        metrics=dict(model.metrics),
     )
 
 
-def record_rollback(state: State, env: str, restored: Rollout, failed_revision: Optional[int]) -> None:
+def record_rollback(state: State, env: str, restored: Rollout, failed_revision: int | None) -> None:
     """After a rollback: the record of what serves again (if state knows it) takes the restored revision number."""
     current, previous = state.deployments.get(env), state.previous_deployments.get(env)
     for candidate in (current, previous):
         if candidate is not None and restored.image and candidate.image == restored.image:
-            state.deployments[env] = candidate.model_copy(update={
-                "revision": restored.revision, "previous_revision": failed_revision, "at": now()})
+            state.deployments[env] = candidate.model_copy(
+                update={"revision": restored.revision, "previous_revision": failed_revision, "at": now()}
+            )
             if candidate is previous and current is not None:
                 state.previous_deployments[env] = current
             return

@@ -17,12 +17,22 @@ import copy
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from .settings import Settings
 from .errors import UsageError
-from .render import (ENVS, KUBERNETES_FROM, OPENSHIFT_FROM, Rendered, RenderResult, check_image, render,
-                     template_env, to_yaml, validate)
+from .render import (
+    ENVS,
+    KUBERNETES_FROM,
+    OPENSHIFT_FROM,
+    Rendered,
+    RenderResult,
+    check_image,
+    render,
+    template_env,
+    to_yaml,
+    validate,
+)
+from .settings import Settings
 from .state import State
 
 KUSTOMIZATION = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
@@ -32,7 +42,7 @@ def _pointer(path: list[str]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
-def json_patch(base: Any, target: Any, path: Optional[list[str]] = None) -> list[dict[str, Any]]:
+def json_patch(base: Any, target: Any, path: list[str] | None = None) -> list[dict[str, Any]]:
     """RFC 6902 operations turning base into target: maps field by field, lists and scalars as a whole."""
     path = path or []
     if isinstance(base, dict) and isinstance(target, dict):
@@ -86,8 +96,12 @@ def write(rendered: dict[str, Rendered], out: Path) -> list[Path]:
             if ops:
                 written.append(overlay / f"patch-{filename}")
                 written[-1].write_text(to_yaml(ops), encoding="utf-8")
-                patches.append({"path": written[-1].name,
-                                "target": {"kind": manifest["kind"], "name": manifest["metadata"]["name"]}})
+                patches.append(
+                    {
+                        "path": written[-1].name,
+                        "target": {"kind": manifest["kind"], "name": manifest["metadata"]["name"]},
+                    }
+                )
         kustomization: dict[str, Any] = {**KUSTOMIZATION, "namespace": result.namespace, "resources": ["../../base"]}
         if patches:
             kustomization["patches"] = patches
@@ -110,13 +124,20 @@ def relay_config(settings: Settings) -> dict[str, str]:
     """The relay pod's MLOPS_* settings, from the CLI's own (no secrets: those come from the Secret)."""
     relay, kafka = settings.relay, settings.notify.kafka
     sinks = relay.sinks or list(settings.notify.notifiers)
-    config = {"MLOPS_RELAY__SINKS": json.dumps(sinks), "MLOPS_RELAY__RETRIES": str(relay.retries),
-              "MLOPS_RELAY__QUEUE_MAX": str(relay.queue_max), "MLOPS_RELAY__MAX_BODY_BYTES": str(relay.max_body_bytes)}
+    config = {
+        "MLOPS_RELAY__SINKS": json.dumps(sinks),
+        "MLOPS_RELAY__RETRIES": str(relay.retries),
+        "MLOPS_RELAY__QUEUE_MAX": str(relay.queue_max),
+        "MLOPS_RELAY__MAX_BODY_BYTES": str(relay.max_body_bytes),
+    }
     if relay.runbook_base_url:
         config["MLOPS_RELAY__RUNBOOK_BASE_URL"] = relay.runbook_base_url
     if "kafka" in sinks:
-        config.update(MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS=",".join(kafka.bootstrap_servers),
-                      MLOPS_NOTIFY__KAFKA__TOPIC=kafka.topic, MLOPS_NOTIFY__KAFKA__SECURITY_PROTOCOL=kafka.security_protocol)
+        config.update(
+            MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS=",".join(kafka.bootstrap_servers),
+            MLOPS_NOTIFY__KAFKA__TOPIC=kafka.topic,
+            MLOPS_NOTIFY__KAFKA__SECURITY_PROTOCOL=kafka.security_protocol,
+        )
     return config
 
 
@@ -133,27 +154,54 @@ def monitoring_manifests(settings: Settings) -> list[dict[str, Any]]:
     manifests = [rule]
     for dashboard in sorted((templates / "dashboards").iterdir(), key=lambda p: p.name):
         if dashboard.name.endswith(".json"):
-            manifests.append(_template("dashboard-configmap.yaml.j2", dict(
-                namespace=namespace, dashboard_name=f"grafana-dashboard-{dashboard.name[:-5]}",
-                dashboard_labels={"grafana_dashboard": "1", **PART_OF},
-                dashboard_data={dashboard.name: dashboard.read_text(encoding="utf-8")})))
+            manifests.append(
+                _template(
+                    "dashboard-configmap.yaml.j2",
+                    dict(
+                        namespace=namespace,
+                        dashboard_name=f"grafana-dashboard-{dashboard.name[:-5]}",
+                        dashboard_labels={"grafana_dashboard": "1", **PART_OF},
+                        dashboard_data={dashboard.name: dashboard.read_text(encoding="utf-8")},
+                    ),
+                )
+            )
     if k.relay_image:
         image = check_image(k.relay_image, "prod", k.allow_tag)
-        allowed = k.network_policy_from if k.network_policy_from is not None else (
-            OPENSHIFT_FROM if k.flavour == "openshift" else KUBERNETES_FROM)
-        env = [{"name": "HOME", "value": "/tmp"}, {"name": "MLOPS_WORKDIR", "value": "/tmp/mlops"},
-               {"name": "MLOPS_RELAY__TOKEN_FILE", "value": "/etc/mlops-relay/token"},
-               {"name": "MLOPS_RELAY__QUEUE_DIR", "value": "/var/lib/mlops-relay/queue"},
-               {"name": "MLOPS_RELAY__TLS_CERT_FILE", "value": "/etc/mlops-relay-tls/tls.crt"},
-               {"name": "MLOPS_RELAY__TLS_KEY_FILE", "value": "/etc/mlops-relay-tls/tls.key"}]
+        allowed = (
+            k.network_policy_from
+            if k.network_policy_from is not None
+            else (OPENSHIFT_FROM if k.flavour == "openshift" else KUBERNETES_FROM)
+        )
+        env = [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "MLOPS_WORKDIR", "value": "/tmp/mlops"},
+            {"name": "MLOPS_RELAY__TOKEN_FILE", "value": "/etc/mlops-relay/token"},
+            {"name": "MLOPS_RELAY__QUEUE_DIR", "value": "/var/lib/mlops-relay/queue"},
+            {"name": "MLOPS_RELAY__TLS_CERT_FILE", "value": "/etc/mlops-relay-tls/tls.crt"},
+            {"name": "MLOPS_RELAY__TLS_KEY_FILE", "value": "/etc/mlops-relay-tls/tls.key"},
+        ]
         config = relay_config(settings)
         if "slack" in json.loads(config["MLOPS_RELAY__SINKS"]):
             env.append({"name": "MLOPS_NOTIFY__SLACK__WEBHOOK_URL_FILE", "value": "/etc/mlops-relay/slack-webhook-url"})
-        values = dict(namespace=namespace, relay_labels={**RELAY_SELECTOR, **PART_OF}, relay_selector=RELAY_SELECTOR,
-                      relay_image=image, relay_port=settings.relay.port, relay_env=env, relay_config=config,
-                      image_pull_secrets=[{"name": n} for n in k.image_pull_secrets],
-                      relay_peers=[{"namespaceSelector": {"matchExpressions": [
-                          {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(allowed)}]}}])
+        values = dict(
+            namespace=namespace,
+            relay_labels={**RELAY_SELECTOR, **PART_OF},
+            relay_selector=RELAY_SELECTOR,
+            relay_image=image,
+            relay_port=settings.relay.port,
+            relay_env=env,
+            relay_config=config,
+            image_pull_secrets=[{"name": n} for n in k.image_pull_secrets],
+            relay_peers=[
+                {
+                    "namespaceSelector": {
+                        "matchExpressions": [
+                            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(allowed)}
+                        ]
+                    }
+                }
+            ],
+        )
         for name in ("relay-configmap", "relay-pvc", "relay-deployment", "relay-service", "relay-networkpolicy"):
             manifests.append(_template(f"{name}.yaml.j2", values))
     return manifests
@@ -172,12 +220,14 @@ def write_monitoring(manifests: list[dict[str, Any]], folder: Path) -> list[Path
     return written
 
 
-def run(settings: Settings, out: Path, image: Optional[str] = None, allow_tag: bool = False,
-        model_ref: Optional[str] = None) -> RenderResult:
+def run(
+    settings: Settings, out: Path, image: str | None = None, allow_tag: bool = False, model_ref: str | None = None
+) -> RenderResult:
     """Render and validate every environment, then write the base and the overlays to out/."""
     state = State.load(settings.workdir)
-    rendered = {env: render(settings, state, env, image=image, allow_tag=allow_tag, model_ref=model_ref)
-                for env in ENVS}
+    rendered = {
+        env: render(settings, state, env, image=image, allow_tag=allow_tag, model_ref=model_ref) for env in ENVS
+    }
     monitoring = monitoring_manifests(settings)
     for manifests in [r.manifests for r in rendered.values()] + [monitoring]:
         validate(manifests, settings.kubernetes.kubernetes_version)
@@ -185,5 +235,10 @@ def run(settings: Settings, out: Path, image: Optional[str] = None, allow_tag: b
         raise UsageError(f"--out {out} exists and is not a directory")
     files = write(rendered, out) + write_monitoring(monitoring, out / "monitoring")
     first = rendered["prod"]
-    return RenderResult(env="+".join(ENVS), namespace=",".join(r.namespace for r in rendered.values()),
-                        image=first.image, flavour=settings.kubernetes.flavour, files=[str(p) for p in files])
+    return RenderResult(
+        env="+".join(ENVS),
+        namespace=",".join(r.namespace for r in rendered.values()),
+        image=first.image,
+        flavour=settings.kubernetes.flavour,
+        files=[str(p) for p in files],
+    )

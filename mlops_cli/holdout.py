@@ -20,7 +20,7 @@ import types
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from serving.spec import BundleError, Spec, load_spec
 
@@ -29,17 +29,76 @@ from .errors import ConfigError, StageFailed, UsageError
 
 # Which way is better, for metrics known by name; a prefixed name (`val/rmse`, `val_loss`, `test-mae`) counts
 # as its last part. A metric in neither table needs validation.metric_directions.
-LOWER_IS_BETTER = {"loss", "log_loss", "logloss", "cross_entropy", "nll", "mse", "rmse", "mae", "mape", "smape",
-                   "msle", "rmsle", "error", "error_rate", "err", "brier", "brier_score", "hinge", "hamming_loss",
-                   "zero_one_loss", "perplexity", "wer", "cer", "fpr", "fnr", "far", "frr", "latency", "eer"}
-HIGHER_IS_BETTER = {"accuracy", "acc", "balanced_accuracy", "f1", "f1_score", "f1_macro", "f1_micro",
-                    "f1_weighted", "precision", "recall", "roc_auc", "auc", "pr_auc", "average_precision", "ap",
-                    "r2", "explained_variance", "mcc", "kappa", "cohen_kappa", "iou", "map", "ndcg", "bleu",
-                    "rouge", "tpr", "tnr", "specificity", "sensitivity", "top5", "top1", "top_5", "top_1"}
+LOWER_IS_BETTER = {
+    "loss",
+    "log_loss",
+    "logloss",
+    "cross_entropy",
+    "nll",
+    "mse",
+    "rmse",
+    "mae",
+    "mape",
+    "smape",
+    "msle",
+    "rmsle",
+    "error",
+    "error_rate",
+    "err",
+    "brier",
+    "brier_score",
+    "hinge",
+    "hamming_loss",
+    "zero_one_loss",
+    "perplexity",
+    "wer",
+    "cer",
+    "fpr",
+    "fnr",
+    "far",
+    "frr",
+    "latency",
+    "eer",
+}
+HIGHER_IS_BETTER = {
+    "accuracy",
+    "acc",
+    "balanced_accuracy",
+    "f1",
+    "f1_score",
+    "f1_macro",
+    "f1_micro",
+    "f1_weighted",
+    "precision",
+    "recall",
+    "roc_auc",
+    "auc",
+    "pr_auc",
+    "average_precision",
+    "ap",
+    "r2",
+    "explained_variance",
+    "mcc",
+    "kappa",
+    "cohen_kappa",
+    "iou",
+    "map",
+    "ndcg",
+    "bleu",
+    "rouge",
+    "tpr",
+    "tnr",
+    "specificity",
+    "sensitivity",
+    "top5",
+    "top1",
+    "top_5",
+    "top_1",
+}
 
 
-def direction(metric: str, declared: Mapping[str, str]) -> Optional[str]:
-    """"lower" or "higher" (is better) for the metric: as declared, else by its name; None when unknown."""
+def direction(metric: str, declared: Mapping[str, str]) -> str | None:
+    """ "lower" or "higher" (is better) for the metric: as declared, else by its name; None when unknown."""
     if metric in declared:
         return declared[metric]
     base = metric.rsplit("/", 1)[-1].strip().lower().replace(" ", "_")
@@ -90,8 +149,10 @@ def _read_parquet(data: bytes, where: str) -> dict[str, list[Any]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ConfigError("reading a Parquet holdout needs the 'pyarrow' package, which is not installed",
-                          hint=f"pip install '{DISTRIBUTION}[parquet]'") from None
+        raise ConfigError(
+            "reading a Parquet holdout needs the 'pyarrow' package, which is not installed",
+            hint=f"pip install '{DISTRIBUTION}[parquet]'",
+        ) from None
     try:
         table = pq.read_table(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises ArrowInvalid and OSError kinds for a bad file
@@ -99,7 +160,7 @@ def _read_parquet(data: bytes, where: str) -> dict[str, list[Any]]:
     return {name: table.column(name).to_pylist() for name in table.column_names}
 
 
-def read_table(path: str, fmt: Optional[str], s3_settings: Any) -> dict[str, list[Any]]:
+def read_table(path: str, fmt: str | None, s3_settings: Any) -> dict[str, list[Any]]:
     """Column name -> values, from a local file or s3://bucket/key."""
     if path.startswith("s3://"):
         from .sources.s3 import S3Client, split_url
@@ -113,9 +174,14 @@ def read_table(path: str, fmt: Optional[str], s3_settings: Any) -> dict[str, lis
             raise UsageError(f"holdout dataset {path} not found") from None
         except OSError as exc:
             raise UsageError(f"cannot read holdout dataset {path}: {exc.strerror}") from None
-    fmt = fmt or ("parquet" if path.lower().endswith((".parquet", ".pq")) else "csv" if path.lower().endswith(".csv") else None)
+    fmt = fmt or (
+        "parquet" if path.lower().endswith((".parquet", ".pq")) else "csv" if path.lower().endswith(".csv") else None
+    )
     if fmt is None:
-        raise UsageError(f"cannot tell the format of holdout {path}", hint="name it .csv or .parquet or set validation.holdout.format")
+        raise UsageError(
+            f"cannot tell the format of holdout {path}",
+            hint="name it .csv or .parquet or set validation.holdout.format",
+        )
     columns = (_read_parquet if fmt == "parquet" else _read_csv)(data, path)
     if not columns or not next(iter(columns.values()), []):
         raise UsageError(f"holdout {path} has no rows")
@@ -147,8 +213,10 @@ def _rows(columns: dict[str, list[Any]], spec: Spec, target: str, where: str) ->
     if extra:
         problems.append("extra columns " + ", ".join(extra))
     if problems:
-        raise UsageError(f"holdout {where}: {'; '.join(problems)} (the model's inputs: {', '.join(names)}; "
-                         f"target: {target})", hint="set validation.holdout.target to the label column")
+        raise UsageError(
+            f"holdout {where}: {'; '.join(problems)} (the model's inputs: {', '.join(names)}; target: {target})",
+            hint="set validation.holdout.target to the label column",
+        )
     rows = len(columns[target])
     values = [columns.get(f.name) or [f.default] * rows for f in inputs]
     return [[float(v[i]) if isinstance(v[i], bool) else v[i] for v in values] for i in range(rows)]
@@ -190,11 +258,26 @@ def evaluate(meta: Any, bundle: Path, settings: Any) -> dict[str, float]:
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         job = Path(tmp) / "holdout-job.json"
-        job.write_text(json.dumps({"bundle": str(Path(bundle).resolve()), "columns": columns, "task": meta.task,
-                                   "labels": meta.labels, "holdout": holdout.model_dump(mode="json")}, default=str),
-                       encoding="utf-8")
-        outcome, failure = run_bounded("mlops_cli.holdout", [str(job), str(settings.validation.load_memory_mb)],
-                                       Path(tmp), settings, "scoring the model on the holdout")
+        job.write_text(
+            json.dumps(
+                {
+                    "bundle": str(Path(bundle).resolve()),
+                    "columns": columns,
+                    "task": meta.task,
+                    "labels": meta.labels,
+                    "holdout": holdout.model_dump(mode="json"),
+                },
+                default=str,
+            ),
+            encoding="utf-8",
+        )
+        outcome, failure = run_bounded(
+            "mlops_cli.holdout",
+            [str(job), str(settings.validation.load_memory_mb)],
+            Path(tmp),
+            settings,
+            "scoring the model on the holdout",
+        )
     if outcome is None:
         raise StageFailed(str(failure))
     error = outcome.get("error")
@@ -226,8 +309,11 @@ def score(bundle: Path, columns: dict[str, list[Any]], task: str, labels: Any, h
         raise StageFailed(f"the model gave {len(predicted)} predictions for {len(X)} holdout rows")
     with warnings.catch_warnings():  # an undefined score is reported as such below, not as a warning
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        scores = _regression(y, predicted, holdout) if meta.task == "regression" else \
-            _classification(meta, model, X, y, predicted, holdout)
+        scores = (
+            _regression(y, predicted, holdout)
+            if meta.task == "regression"
+            else _classification(meta, model, X, y, predicted, holdout)
+        )
     return {name: value for name, value in scores.items() if value is not None}
 
 
@@ -235,24 +321,33 @@ def _child(argv: list[str]) -> int:
     """`python -m mlops_cli.holdout JOB MEMORY_MB RESULT`: score in this (bounded) process, write RESULT."""
     from serving.modules.trial import limit_memory
 
-    from .settings import HoldoutSettings
     from .errors import MlopsError
+    from .settings import HoldoutSettings
 
     job_path, memory_mb, result_path = argv
     outcome: dict[str, Any]
     try:
         limit_memory(int(memory_mb))
         job = json.loads(Path(job_path).read_text(encoding="utf-8"))
-        scores = score(Path(job["bundle"]), job["columns"], job["task"], job["labels"],
-                       HoldoutSettings.model_validate(job["holdout"]))
+        scores = score(
+            Path(job["bundle"]),
+            job["columns"],
+            job["task"],
+            job["labels"],
+            HoldoutSettings.model_validate(job["holdout"]),
+        )
         outcome = {"scores": scores}
     except MlopsError as exc:
         outcome = {"error": {"kind": type(exc).__name__, "message": exc.message, "hint": exc.hint}}
     except MemoryError:
         outcome = {"error": {"kind": "StageFailed", "message": "scoring the holdout ran out of memory: MemoryError"}}
     except Exception as exc:  # the model's own code
-        outcome = {"error": {"kind": "StageFailed",
-                             "message": f"scoring the holdout failed: {type(exc).__name__}: {_first_line(exc)}"}}
+        outcome = {
+            "error": {
+                "kind": "StageFailed",
+                "message": f"scoring the holdout failed: {type(exc).__name__}: {_first_line(exc)}",
+            }
+        }
     tmp = Path(result_path).with_name(f".{Path(result_path).name}.tmp")
     tmp.write_text(json.dumps(outcome), encoding="utf-8")
     os.replace(tmp, result_path)
@@ -270,14 +365,16 @@ def _finite(name: str, value: float, why: str) -> float:
     return float(value)
 
 
-def _regression(y: list[Any], predicted: list[Any], holdout: Any) -> dict[str, Optional[float]]:
+def _regression(y: list[Any], predicted: list[Any], holdout: Any) -> dict[str, float | None]:
     import numpy as np
     from sklearn import metrics as skm
 
     try:
         truth = np.asarray(y, dtype=float)
     except (TypeError, ValueError):
-        raise UsageError(f"holdout {holdout.path}: the target {holdout.target!r} is not numeric (a regression model)") from None
+        raise UsageError(
+            f"holdout {holdout.path}: the target {holdout.target!r} is not numeric (a regression model)"
+        ) from None
     if not np.isfinite(truth).all():
         raise UsageError(f"holdout {holdout.path}: the target {holdout.target!r} has NaN or infinite values")
     try:
@@ -288,12 +385,16 @@ def _regression(y: list[Any], predicted: list[Any], holdout: Any) -> dict[str, O
         bad = int((~np.isfinite(pred)).sum())
         raise StageFailed(f"the model predicted NaN or infinity for {bad} of {len(pred)} holdout rows")
     r2 = float(skm.r2_score(truth, pred)) if len(truth) > 1 else math.nan
-    return {"rmse": float(math.sqrt(skm.mean_squared_error(truth, pred))),
-            "mae": float(skm.mean_absolute_error(truth, pred)),
-            "r2": r2 if math.isfinite(r2) else None}  # undefined for a constant target: left out, named if needed
+    return {
+        "rmse": float(math.sqrt(skm.mean_squared_error(truth, pred))),
+        "mae": float(skm.mean_absolute_error(truth, pred)),
+        "r2": r2 if math.isfinite(r2) else None,
+    }  # undefined for a constant target: left out, named if needed
 
-def _classification(meta: Any, model: Any, X: Any, y: list[Any], predicted: list[Any],
-                    holdout: Any) -> dict[str, Optional[float]]:
+
+def _classification(
+    meta: Any, model: Any, X: Any, y: list[Any], predicted: list[Any], holdout: Any
+) -> dict[str, float | None]:
     import numpy as np
     from sklearn import metrics as skm
 
@@ -304,32 +405,43 @@ def _classification(meta: Any, model: Any, X: Any, y: list[Any], predicted: list
         raise StageFailed("the model predicted NaN or infinity as a class on the holdout data")
 
     def name(value: Any) -> str:  # a class index becomes its label where the model has labels
-        if labels and isinstance(value, (int, np.integer, float, np.floating)) and float(value).is_integer() \
-                and 0 <= int(value) < len(labels):
+        if (
+            labels
+            and isinstance(value, (int, np.integer, float, np.floating))
+            and float(value).is_integer()
+            and 0 <= int(value) < len(labels)
+        ):
             return _label(labels[int(value)])
         return _label(value)
 
     truth = [_label(v) for v in y]
     if labels and all(t not in {_label(lab) for lab in labels} for t in truth):
-        truth = [name(v) for v in y]   # the target holds class indices
+        truth = [name(v) for v in y]  # the target holds class indices
     pred = [name(v) for v in predicted]
-    out: dict[str, Optional[float]] = {"accuracy": float(skm.accuracy_score(truth, pred)),
-                                       "f1": float(skm.f1_score(truth, pred, average="macro", zero_division=0))}
+    out: dict[str, float | None] = {
+        "accuracy": float(skm.accuracy_score(truth, pred)),
+        "f1": float(skm.f1_score(truth, pred, average="macro", zero_division=0)),
+    }
     proba = getattr(model, "predict_proba", None)
     classes = getattr(model, "classes_", None)
     if callable(proba) and classes is not None and len(set(truth)) > 1:
         try:
             scores = np.asarray(proba(X), dtype=float)
         except Exception as exc:  # the model's own code
-            raise StageFailed(f"the model's predict_proba failed on the holdout data: {type(exc).__name__}: "
-                              f"{_first_line(exc)}") from None
+            raise StageFailed(
+                f"the model's predict_proba failed on the holdout data: {type(exc).__name__}: {_first_line(exc)}"
+            ) from None
         names = [name(c) for c in classes]
         if not set(truth) <= set(names):
-            raise UsageError(f"holdout {holdout.path}: target values {sorted(set(truth) - set(names))} "
-                             f"are not classes of the model ({', '.join(names)})")
+            raise UsageError(
+                f"holdout {holdout.path}: target values {sorted(set(truth) - set(names))} "
+                f"are not classes of the model ({', '.join(names)})"
+            )
         if scores.shape != (len(truth), len(names)):
-            raise StageFailed(f"the model's predict_proba gave shape {scores.shape} for {len(truth)} holdout rows "
-                              f"and {len(names)} classes")
+            raise StageFailed(
+                f"the model's predict_proba gave shape {scores.shape} for {len(truth)} holdout rows "
+                f"and {len(names)} classes"
+            )
         if not np.isfinite(scores).all():
             raise StageFailed("the model's predict_proba gave NaN or infinity on the holdout data")
         missing = sorted(set(names) - set(truth))
@@ -344,8 +456,11 @@ def _classification(meta: Any, model: Any, X: Any, y: list[Any], predicted: list
         if math.isfinite(auc):
             out["roc_auc"] = auc
         elif "roc_auc" in holdout.thresholds:
-            raise StageFailed(f"holdout roc_auc cannot be computed (the holdout target has no rows of class "
-                              f"{', '.join(missing)})" if missing else "holdout roc_auc cannot be computed")
+            raise StageFailed(
+                f"holdout roc_auc cannot be computed (the holdout target has no rows of class {', '.join(missing)})"
+                if missing
+                else "holdout roc_auc cannot be computed"
+            )
     return out
 
 

@@ -6,14 +6,14 @@ records one per deployment) is read through :func:`schema_of`.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 from serving.spec import BundleError, SchemaSpec, parse_schema
 
 from .errors import StageFailed
 
 
-def schema_of(data: Union[SchemaSpec, dict[str, Any]], where: str = "schema") -> SchemaSpec:
+def schema_of(data: SchemaSpec | dict[str, Any], where: str = "schema") -> SchemaSpec:
     """The interface as the server reads it; StageFailed (one line) when the server would refuse it."""
     if isinstance(data, SchemaSpec):
         return data
@@ -23,7 +23,7 @@ def schema_of(data: Union[SchemaSpec, dict[str, Any]], where: str = "schema") ->
         raise StageFailed(str(exc)) from None
 
 
-def breaking_changes(old: Union[SchemaSpec, dict[str, Any]], new: Union[SchemaSpec, dict[str, Any]]) -> list[str]:
+def breaking_changes(old: SchemaSpec | dict[str, Any], new: SchemaSpec | dict[str, Any]) -> list[str]:
     """Each breaking difference from `old` to `new`, in words; empty when clients keep working.
 
     Breaking: an input or output removed (a rename is a removal plus an addition), retyped,

@@ -11,20 +11,20 @@ import os
 import socket
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Optional
 
 
 @dataclass(frozen=True)
 class Case:
     name: str
     classname: str
-    failure: Optional[str] = None   # why it failed; None: it passed
+    failure: str | None = None  # why it failed; None: it passed
     time_s: float = 0.0
-    detail: str = ""                # shown as the case's system-out
-    skipped: str | None = None      # why it did not run; None: it ran
+    detail: str = ""  # shown as the case's system-out
+    skipped: str | None = None  # why it did not run; None: it ran
 
 
 def _clean(text: str) -> str:
@@ -35,16 +35,26 @@ def _clean(text: str) -> str:
 def write(path: Path, suite: str, cases: Iterable[Case]) -> Path:
     cases = list(cases)
     failures = sum(1 for c in cases if c.failure is not None)
-    root = ET.Element("testsuite", {
-        "name": suite, "tests": str(len(cases)), "failures": str(failures), "errors": "0",
-        "skipped": str(sum(1 for c in cases if c.skipped is not None)),
-        "time": f"{sum(c.time_s for c in cases):.3f}", "hostname": socket.gethostname() or "localhost",
-        "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
-    })
+    root = ET.Element(
+        "testsuite",
+        {
+            "name": suite,
+            "tests": str(len(cases)),
+            "failures": str(failures),
+            "errors": "0",
+            "skipped": str(sum(1 for c in cases if c.skipped is not None)),
+            "time": f"{sum(c.time_s for c in cases):.3f}",
+            "hostname": socket.gethostname() or "localhost",
+            "timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
     ET.SubElement(root, "properties")
     for case in cases:
-        el = ET.SubElement(root, "testcase", {"name": _clean(case.name), "classname": _clean(case.classname),
-                                              "time": f"{case.time_s:.3f}"})
+        el = ET.SubElement(
+            root,
+            "testcase",
+            {"name": _clean(case.name), "classname": _clean(case.classname), "time": f"{case.time_s:.3f}"},
+        )
         if case.failure is not None:
             first = case.failure.splitlines()[0] if case.failure else "failed"
             failure = ET.SubElement(el, "failure", {"message": _clean(first[:500]), "type": "AssertionError"})

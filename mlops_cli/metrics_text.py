@@ -14,10 +14,18 @@ from .errors import TemporaryError
 from .extras import load
 
 # the route templates of the predict endpoints (serving/app.py, serving/oip_routes.py, serving/kserve_v1.py)
-PREDICT_ROUTES = frozenset({"/v1/predict", "/v1/models/{name}:predict", "/v2/models/{name}/infer",
-                            "/v2/models/{name}/versions/{version}/infer"})
+PREDICT_ROUTES = frozenset(
+    {
+        "/v1/predict",
+        "/v1/models/{name}:predict",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+    }
+)
 # the same set as a PromQL regex, exactly as deploy/monitoring/mlops-rules.yml writes it
-PREDICT_ROUTES_PROMQL = r"/v1/predict|/v1/models/\\{name\\}:predict|/v2/models/\\{name\\}(/versions/\\{version\\})?/infer"
+PREDICT_ROUTES_PROMQL = (
+    r"/v1/predict|/v1/models/\\{name\\}:predict|/v2/models/\\{name\\}(/versions/\\{version\\})?/infer"
+)
 
 
 def parse_metrics(text: str) -> dict[str, Any]:
@@ -28,12 +36,25 @@ def parse_metrics(text: str) -> dict[str, Any]:
     shares ({feature: {bin: reference share}}), predictions ({label: count}), prediction_buckets
     ({le: cumulative count}, regression), and the modules seen: drift_module, outlier_module.
     """
-    text_string_to_metric_families = load("prometheus_client.parser", "reading a server's Prometheus metrics",
-                                          "serve").text_string_to_metric_families
+    text_string_to_metric_families = load(
+        "prometheus_client.parser", "reading a server's Prometheus metrics", "serve"
+    ).text_string_to_metric_families
 
-    out: dict[str, Any] = {"requests": 0, "errors": 0, "outliers": {}, "outlier_rows": 0.0, "rows": 0.0,
-                           "model": None, "bins": {}, "shares": {}, "latency": {}, "predictions": {},
-                           "prediction_buckets": {}, "drift_module": False, "outlier_module": False}
+    out: dict[str, Any] = {
+        "requests": 0,
+        "errors": 0,
+        "outliers": {},
+        "outlier_rows": 0.0,
+        "rows": 0.0,
+        "model": None,
+        "bins": {},
+        "shares": {},
+        "latency": {},
+        "predictions": {},
+        "prediction_buckets": {},
+        "drift_module": False,
+        "outlier_module": False,
+    }
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError as exc:
@@ -73,6 +94,7 @@ def parse_metrics(text: str) -> dict[str, Any]:
 
 def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """The counters' increase between two scrapes (a restart in between: the later values, as Prometheus does)."""
+
     def inc(a: float, b: float) -> float:
         return b - a if b >= a else b
 

@@ -24,7 +24,7 @@ def bundle_path(file: ModuleFile) -> str:
 def fetch_verified(source: Any, meta: ModelMetadata, root: Path) -> list[tuple[ModuleFile, Path, str]]:
     """Every module file at root/<bundle path>, with its actual sha256: (file, path, actual)."""
     out = []
-    for file in (meta.modules.files() if meta.modules else []):
+    for file in meta.modules.files() if meta.modules else []:
         dest = root / bundle_path(file)
         if dest.exists():
             raise StageFailed(f"two module files of model {meta.name} go to {bundle_path(file)} in the bundle")
@@ -34,8 +34,11 @@ def fetch_verified(source: Any, meta: ModelMetadata, root: Path) -> list[tuple[M
 
 
 def mismatches(fetched: list[tuple[ModuleFile, Path, str]]) -> list[str]:
-    return [f"module file {f.file} has sha256:{actual[:12]} but metadata says sha256:{f.sha256[:12]} "
-            "(corrupt or altered)" for f, _, actual in fetched if actual != f.sha256]
+    return [
+        f"module file {f.file} has sha256:{actual[:12]} but metadata says sha256:{f.sha256[:12]} (corrupt or altered)"
+        for f, _, actual in fetched
+        if actual != f.sha256
+    ]
 
 
 def spec_modules(meta: ModelMetadata, monitorable: bool, labels: Any) -> list[dict[str, Any]]:
@@ -46,13 +49,18 @@ def spec_modules(meta: ModelMetadata, monitorable: bool, labels: Any) -> list[di
     chain: list[dict[str, Any]] = [{"name": "preprocessing", "settings": pre}]
     detector = mods.outlier_detector if mods else None
     if detector is not None and not monitorable:
-        raise StageFailed(f"model {meta.name} has an outlier detector but no reference statistics of a numeric "
-                          "input: the outlier module needs them", hint="register the model with reference data")
+        raise StageFailed(
+            f"model {meta.name} has an outlier detector but no reference statistics of a numeric "
+            "input: the outlier module needs them",
+            hint="register the model with reference data",
+        )
     if monitorable:
         outlier = {"detector": bundle_path(detector), "detector_sha256": detector.sha256} if detector else {}
         chain += [{"name": "outlier", "settings": outlier}, {"name": "drift", "settings": {}}]
-    for user in (mods.user_modules if mods else []):
+    for user in mods.user_modules if mods else []:
         chain.append({"name": user.class_, "settings": dict(user.settings)})
-    chain += [{"name": "model", "settings": {}},
-              {"name": "postprocessing", "settings": {"labels": labels} if labels else {}}]
+    chain += [
+        {"name": "model", "settings": {}},
+        {"name": "postprocessing", "settings": {"labels": labels} if labels else {}},
+    ]
     return chain

@@ -13,43 +13,51 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from .audit import _digest
-from .settings import Settings
 from .errors import UsageError
-from .notifiers import Delivery, Notification, Severity, notify as deliver
+from .notifiers import Delivery, Notification, Severity
+from .notifiers import notify as deliver
 from .notifiers.slack import approval_value
+from .settings import Settings
 from .stages import STAGES
 from .state import State
 from .ui import progress
 
 Event = Literal["started", "success", "failure", "aborted", "approval-requested", "approved", "rejected"]
 EVENTS: tuple[str, ...] = Event.__args__  # type: ignore[attr-defined]
-SEVERITY: dict[str, Severity] = {"started": "info", "success": "success", "failure": "critical", "aborted": "warning",
-            "approval-requested": "info", "approved": "info", "rejected": "warning"}
+SEVERITY: dict[str, Severity] = {
+    "started": "info",
+    "success": "success",
+    "failure": "critical",
+    "aborted": "warning",
+    "approval-requested": "info",
+    "approved": "info",
+    "rejected": "warning",
+}
 INPUT_ID = "ReleaseApproval"
 
 
 @dataclass(frozen=True)
 class NotifyRequest:
     event: str
-    channel: Optional[str] = None
-    thread_ts: Optional[str] = None
-    build_url: Optional[str] = None
-    job: Optional[str] = None
-    build: Optional[int] = None
-    triggered_by: Optional[str] = None
-    requested_by: Optional[str] = None   # as the requester named themselves (the job's REQUESTED_BY), for the buttons
-    approved_by: Optional[str] = None
-    stage: Optional[str] = None
-    reason: Optional[str] = None
+    channel: str | None = None
+    thread_ts: str | None = None
+    build_url: str | None = None
+    job: str | None = None
+    build: int | None = None
+    triggered_by: str | None = None
+    requested_by: str | None = None  # as the requester named themselves (the job's REQUESTED_BY), for the buttons
+    approved_by: str | None = None
+    stage: str | None = None
+    reason: str | None = None
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     @classmethod
-    def from_ci(cls, event: str, **given: Any) -> "NotifyRequest":
+    def from_ci(cls, event: str, **given: Any) -> NotifyRequest:
         """Empty strings are not given (Jenkins passes unset parameters as ""); the rest from the CI's env."""
         given = {k: (v.strip() if isinstance(v, str) else v) for k, v in given.items()}
         given = {k: v for k, v in given.items() if v not in (None, "")}
@@ -71,14 +79,18 @@ class NotifyResult(BaseModel):
     def lines(self) -> list[str]:
         if not self.deliveries:
             return [f"{self.title} (no notifier configured: notify.notifiers)"]
-        return [self.title] + [f"  {'sent to' if d['delivered'] else 'NOT sent to'} {d['notifier']}"
-                               + (f": {d['error']}" if d.get("error") else "") for d in self.deliveries]
+        return [self.title] + [
+            f"  {'sent to' if d['delivered'] else 'NOT sent to'} {d['notifier']}"
+            + (f": {d['error']}" if d.get("error") else "")
+            for d in self.deliveries
+        ]
 
 
-def failed_stage(state: State) -> tuple[Optional[str], Optional[str]]:
+def failed_stage(state: State) -> tuple[str | None, str | None]:
     """The stage that failed last and its one-line reason: the last stage to start, if it failed."""
-    ran = [(rec.started_at, STAGES.index(name) if name in STAGES else -1, name, rec)
-           for name, rec in state.stages.items()]
+    ran = [
+        (rec.started_at, STAGES.index(name) if name in STAGES else -1, name, rec) for name, rec in state.stages.items()
+    ]
     if not ran:
         return None, None
     _, _, name, rec = max(ran)
@@ -105,8 +117,11 @@ def compose(settings: Settings, req: NotifyRequest) -> Notification:
     current = state.model is not None and state.model.ref == model
     digest = _digest(state) if current and state.bundle is not None else None
     last_approval = state.approvals[-1] if state.approvals else None
-    approved_by = req.approved_by or (last_approval.by if last_approval and last_approval.decision == "approved"
-                                      and req.event in ("approved", "success") else None)
+    approved_by = req.approved_by or (
+        last_approval.by
+        if last_approval and last_approval.decision == "approved" and req.event in ("approved", "success")
+        else None
+    )
     stage, reason = (req.stage, req.reason) if req.stage else (None, req.reason)
     if req.event == "failure" and stage is None:
         stage, found = failed_stage(state)
@@ -121,8 +136,9 @@ def compose(settings: Settings, req: NotifyRequest) -> Notification:
         "aborted": f"Release of {model} aborted: not deployed",
         "approval-requested": f"Approval needed: {model} to production",
         "approved": f"{model} approved for production" + (f" by {approved_by}" if approved_by else ""),
-        "rejected": f"Release of {model} rejected" + (f" by {req.approved_by}" if req.approved_by else "")
-                    + ": not deployed",
+        "rejected": f"Release of {model} rejected"
+        + (f" by {req.approved_by}" if req.approved_by else "")
+        + ": not deployed",
     }
     fields = {"model": model}
     if digest:
@@ -142,31 +158,58 @@ def compose(settings: Settings, req: NotifyRequest) -> Notification:
     approval = None
     if req.event == "approval-requested":
         if not (req.job and req.build is not None and req.build_url):
-            raise UsageError("approval-requested needs the job, build number and build URL",
-                             hint="run it in Jenkins (JOB_NAME, BUILD_NUMBER, BUILD_URL) or pass --job, --build, --build-url")
-        approval = approval_value(req.job, req.build, req.build_url, INPUT_ID, req.requested_by or req.triggered_by,
-                                  model, digest)
-    event = {"event": req.event, "model": model, "digest": digest, "failed_stage": stage, "reason": reason,
-             "build_url": req.build_url, "job": req.job, "build": req.build, "triggered_by": req.triggered_by,
-             "approved_by": approved_by if req.event != "rejected" else None,
-             "rejected_by": req.approved_by if req.event == "rejected" else None}
-    return Notification(title=titles[req.event], text=reason or "", severity=SEVERITY[req.event],
-                        kind="release", fields=fields, link=req.build_url,
-                        button=f"Open {where}" if req.build_url else None,
-                        channel=req.channel, thread_ts=req.thread_ts, approval=approval,
-                        event={k: v for k, v in event.items() if v is not None})
+            raise UsageError(
+                "approval-requested needs the job, build number and build URL",
+                hint="run it in Jenkins (JOB_NAME, BUILD_NUMBER, BUILD_URL) or pass --job, --build, --build-url",
+            )
+        approval = approval_value(
+            req.job, req.build, req.build_url, INPUT_ID, req.requested_by or req.triggered_by, model, digest
+        )
+    event = {
+        "event": req.event,
+        "model": model,
+        "digest": digest,
+        "failed_stage": stage,
+        "reason": reason,
+        "build_url": req.build_url,
+        "job": req.job,
+        "build": req.build,
+        "triggered_by": req.triggered_by,
+        "approved_by": approved_by if req.event != "rejected" else None,
+        "rejected_by": req.approved_by if req.event == "rejected" else None,
+    }
+    return Notification(
+        title=titles[req.event],
+        text=reason or "",
+        severity=SEVERITY[req.event],
+        kind="release",
+        fields=fields,
+        link=req.build_url,
+        button=f"Open {where}" if req.build_url else None,
+        channel=req.channel,
+        thread_ts=req.thread_ts,
+        approval=approval,
+        event={k: v for k, v in event.items() if v is not None},
+    )
 
 
 def run(settings: Settings, req: NotifyRequest) -> NotifyResult:
     note = compose(settings, req)
     if req.channel and "slack" not in settings.notify.notifiers:
         # asked to answer in a Slack channel (the chatops trigger): Slack is a notifier for this call
-        settings = settings.model_copy(update={"notify": settings.notify.model_copy(
-            update={"notifiers": [*settings.notify.notifiers, "slack"]})})
+        settings = settings.model_copy(
+            update={"notify": settings.notify.model_copy(update={"notifiers": [*settings.notify.notifiers, "slack"]})}
+        )
     deliveries: list[Delivery] = deliver(settings, note)
     for d in deliveries:
         if not d.delivered:
             progress(f"warning: could not notify {d.notifier}: {d.error}")
-    return NotifyResult(event=req.event, title=note.title, fields=dict(note.fields),
-                        deliveries=[{"notifier": d.notifier, "delivered": d.delivered, "attempts": d.attempts,
-                                     "error": d.error} for d in deliveries])
+    return NotifyResult(
+        event=req.event,
+        title=note.title,
+        fields=dict(note.fields),
+        deliveries=[
+            {"notifier": d.notifier, "delivered": d.delivered, "attempts": d.attempts, "error": d.error}
+            for d in deliveries
+        ],
+    )

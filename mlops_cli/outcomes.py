@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import os
 
-from .settings import Settings
 from .notifiers import Delivery, Notification, Severity, notify
+from .settings import Settings
 from .state import RolloutRecord, State
 from .ui import progress
 
 SEVERITY: dict[str, Severity] = {"succeeded": "success", "rolled-back": "warning", "failed": "critical"}
-TITLE = {"succeeded": "{action} of {model} to {env} succeeded",
-         "rolled-back": "{action} of {model} to {env} failed and was rolled back",
-         "failed": "{action} of {model} to {env} failed"}
+TITLE = {
+    "succeeded": "{action} of {model} to {env} succeeded",
+    "rolled-back": "{action} of {model} to {env} failed and was rolled back",
+    "failed": "{action} of {model} to {env} failed",
+}
 
 
 def note_for(state: State, action: str, record: RolloutRecord) -> Notification:
     model = f"{state.model.name}@{state.model.version}" if state.model else "the model"
     if action == "rollback":
-        title = f"{record.env} rolled back to revision {record.to_revision}" if record.outcome == "succeeded" \
+        title = (
+            f"{record.env} rolled back to revision {record.to_revision}"
+            if record.outcome == "succeeded"
             else f"rollback of {record.env} failed"
+        )
     else:
         title = TITLE[record.outcome].format(action=action, model=model, env=record.env)
     fields = {"environment": record.env, "outcome": record.outcome}
@@ -29,9 +34,15 @@ def note_for(state: State, action: str, record: RolloutRecord) -> Notification:
         value = getattr(record, key)
         if value is not None:
             fields[key.replace("_", " ")] = str(value)
-    return Notification(title=title, text=record.message, severity=SEVERITY[record.outcome], kind=action,
-                        fields=fields, link=os.environ.get("BUILD_URL") or None,
-                        event={"action": action, **record.model_dump(mode="json")})
+    return Notification(
+        title=title,
+        text=record.message,
+        severity=SEVERITY[record.outcome],
+        kind=action,
+        fields=fields,
+        link=os.environ.get("BUILD_URL") or None,
+        event={"action": action, **record.model_dump(mode="json")},
+    )
 
 
 def announce(settings: Settings, state: State, action: str, record: RolloutRecord) -> list[Delivery]:

@@ -24,8 +24,14 @@ class Completed:
         return "\n".join(self.output.splitlines()[-lines:])
 
 
-def run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-        timeout: float | None = None, stream: bool = False) -> Completed:
+def run(
+    argv: list[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    stream: bool = False,
+) -> Completed:
     """Run argv to completion; stdout and stderr are captured together.
 
     With `stream`, each line is also shown as it comes (ui.output_line, on stderr; not with --quiet),
@@ -34,8 +40,15 @@ def run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None 
         return _run_streaming(argv, cwd=cwd, env=env, timeout=timeout)
     try:
         proc = subprocess.run(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False,
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     except FileNotFoundError as exc:
         raise MlopsError(f"program not found: {argv[0]}", hint="is it installed and on PATH?") from exc
@@ -44,14 +57,24 @@ def run(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None 
     return Completed(argv=list(argv), returncode=proc.returncode, output=proc.stdout or "")
 
 
-def _run_streaming(argv: list[str], *, cwd: Path | None, env: dict[str, str] | None,
-                   timeout: float | None) -> Completed:
+def _run_streaming(
+    argv: list[str], *, cwd: Path | None, env: dict[str, str] | None, timeout: float | None
+) -> Completed:
     from .ui import output_line
 
     lines: list[str] = []
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
     except FileNotFoundError as exc:
         raise MlopsError(f"program not found: {argv[0]}", hint="is it installed and on PATH?") from exc
 

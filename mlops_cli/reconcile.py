@@ -22,11 +22,12 @@ nothing is changed; `mlops status` reports a template that is not the one state 
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any
 
-from .settings import Settings
 from .errors import MlopsError
+from .settings import Settings
 from .state import IntentRecord, RolloutRecord, State, now
 from .targets import get_target
 from .ui import progress
@@ -44,14 +45,14 @@ def _target(settings: Settings, state: State, env: str):
     return target if hasattr(target, "observe") else None
 
 
-def _deployment_of(state: State, env: str) -> Optional[str]:
+def _deployment_of(state: State, env: str) -> str | None:
     """namespace/name of env's Deployment, from the journal or the record."""
     intent, rec = state.intents.get(env), state.deployments.get(env)
     handle = (intent.instance if intent else None) or (rec.handle if rec else None)
     return handle if handle and "/" in handle else None
 
 
-def _reconcile_deployment(settings: Settings, state: State, env: str, target, why: str) -> Optional[str]:
+def _reconcile_deployment(settings: Settings, state: State, env: str, target, why: str) -> str | None:
     """Finish or undo a journaled Kubernetes rollout; save; one line or None (see the module's docstring)."""
     intent, rec = state.intents.get(env), state.deployments.get(env)
     handle = _deployment_of(state, env)
@@ -66,14 +67,16 @@ def _reconcile_deployment(settings: Settings, state: State, env: str, target, wh
     what = f"{why} {intent.action} of revision {intent.revision} (at step {intent.step})"
     common: dict[str, Any] = dict(env=env, from_revision=rec.revision if rec else None, previous_image=old_image)
     if view.exists and intent.record and new_image and view.image == new_image and view.complete:
-        record = intent.record.model_copy(update={"revision": view.revision, "at": now(),
-                                                  "previous_revision": rec.revision if rec else None})
+        record = intent.record.model_copy(
+            update={"revision": view.revision, "at": now(), "previous_revision": rec.revision if rec else None}
+        )
         if rec is not None and rec.image != record.image:
             state.previous_deployments[env] = rec  # what a rollback brings back
         state.deployments[env] = record
         message = f"{what}: finished, revision {view.revision} ({new_image}) rolled out and is available"
-        outcome = RolloutRecord(outcome="succeeded", to_revision=view.revision, image=new_image, message=message,
-                                **common)
+        outcome = RolloutRecord(
+            outcome="succeeded", to_revision=view.revision, image=new_image, message=message, **common
+        )
     elif not view.exists:
         message = f"{what}: undone, {handle} does not exist"
         outcome = RolloutRecord(outcome="failed", failed_revision=intent.revision, message=message, **common)
@@ -84,18 +87,31 @@ def _reconcile_deployment(settings: Settings, state: State, env: str, target, wh
         else:
             restored = target.restore_image(handle, old_image)
             state.deployments[env] = rec.model_copy(update={"revision": restored.revision, "at": now()})
-            message = (f"{what}: undone ({view.status}), revision {rec.revision} ({old_image}) serves again "
-                       f"as revision {restored.revision}")
-            outcome = RolloutRecord(outcome="rolled-back", to_revision=restored.revision, image=old_image,
-                                    failed_revision=intent.revision, message=message, **common)
+            message = (
+                f"{what}: undone ({view.status}), revision {rec.revision} ({old_image}) serves again "
+                f"as revision {restored.revision}"
+            )
+            outcome = RolloutRecord(
+                outcome="rolled-back",
+                to_revision=restored.revision,
+                image=old_image,
+                failed_revision=intent.revision,
+                message=message,
+                **common,
+            )
     else:  # the new template never landed, or was already put back (an abort's own undo)
         back = rec is not None and view.image == old_image
         if rec is not None and back and view.revision and view.revision != rec.revision:
             state.deployments[env] = rec.model_copy(update={"revision": view.revision, "at": now()})
         message = f"{what}: undone, the Deployment runs revision {view.revision} ({view.image})"
-        outcome = RolloutRecord(outcome="rolled-back" if back else "failed", image=view.image,
-                                to_revision=view.revision if back else None, failed_revision=intent.revision,
-                                message=message, **common)
+        outcome = RolloutRecord(
+            outcome="rolled-back" if back else "failed",
+            image=view.image,
+            to_revision=view.revision if back else None,
+            failed_revision=intent.revision,
+            message=message,
+            **common,
+        )
     del state.intents[env]
     state.rollouts[env] = outcome
     state.save(settings.workdir)
@@ -112,8 +128,10 @@ def _deployment_disagreements(target, state: State, env: str) -> list[str]:
     handle = _deployment_of(state, env)
     out = []
     if intent is not None:
-        out.append(f"{env}: an interrupted {intent.action} of revision {intent.revision} (step {intent.step}, "
-                   f"by pid {intent.holder_pid}) is pending; the next stage finishes or undoes it")
+        out.append(
+            f"{env}: an interrupted {intent.action} of revision {intent.revision} (step {intent.step}, "
+            f"by pid {intent.holder_pid}) is pending; the next stage finishes or undoes it"
+        )
     if rec is None or handle is None:
         return out
     view = target.inspect(handle)
@@ -122,8 +140,10 @@ def _deployment_disagreements(target, state: State, env: str) -> list[str]:
     if rec.image and view.image != rec.image:
         out.append(f"{env}: {handle}'s template runs {view.image}, not {rec.image} as state says")
     elif rec.model_sha256 and view.model_sha256 and view.model_sha256 != rec.model_sha256:
-        out.append(f"{env}: {handle}'s template is annotated with model sha256 {view.model_sha256}, "
-                   f"not {rec.model_sha256} as state says")
+        out.append(
+            f"{env}: {handle}'s template is annotated with model sha256 {view.model_sha256}, "
+            f"not {rec.model_sha256} as state says"
+        )
     if view.revision != rec.revision:
         out.append(f"{env}: {handle} is at revision {view.revision}, state names revision {rec.revision}")
     if not view.complete:
@@ -150,13 +170,14 @@ def shielded() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def reconcile(settings: Settings, state: State, env: str, *, why: str = "found interrupted") -> Optional[str]:
+def reconcile(settings: Settings, state: State, env: str, *, why: str = "found interrupted") -> str | None:
     """Make env's reality match state (finishing or undoing a journaled rollout); save; one line or None."""
     target = _any_target(settings, state, env)
     canary_line = None
     pending = state.intents.get(env)
     if hasattr(target, "canary_observe") and (
-            (pending is not None and pending.action == "canary") or target.canary_observe(env, state.deployments.get(env))):
+        (pending is not None and pending.action == "canary") or target.canary_observe(env, state.deployments.get(env))
+    ):
         from .canary.engine import reconcile_canary  # an interrupted canary: finished or undone first
 
         canary_line = reconcile_canary(settings, state, env, target, why=why)
@@ -164,12 +185,12 @@ def reconcile(settings: Settings, state: State, env: str, *, why: str = "found i
         return _reconcile_deployment(settings, state, env, target, why) or canary_line
     if not hasattr(target, "observe"):
         return canary_line
-    intent: Optional[IntentRecord] = state.intents.get(env)
+    intent: IntentRecord | None = state.intents.get(env)
     rec = state.deployments.get(env)
     observed = target.observe(env)
     by_ident = {s.ident: s for s in observed.servers}
     done: list[str] = []
-    outcome: Optional[RolloutRecord] = None
+    outcome: RolloutRecord | None = None
     keep = target.ident_of(rec) if rec else None
     if intent is not None:
         new = intent.instance
@@ -178,25 +199,45 @@ def reconcile(settings: Settings, state: State, env: str, *, why: str = "found i
         if took_traffic:
             assert intent.record is not None  # took_traffic says so
             server = by_ident[new]
-            record = intent.record.model_copy(update={"pid": server.pid, "handle": new, "at": now(),
-                                                      "previous_revision": rec.revision if rec else None})
+            record = intent.record.model_copy(
+                update={
+                    "pid": server.pid,
+                    "handle": new,
+                    "at": now(),
+                    "previous_revision": rec.revision if rec else None,
+                }
+            )
             if rec is not None:
                 state.previous_deployments[env] = rec
             state.deployments[env] = record
             keep = new
             message = f"{what}: finished, revision {intent.revision} serves"
-            outcome = RolloutRecord(env=env, outcome="succeeded", from_revision=rec.revision if rec else None,
-                                    to_revision=intent.revision, image=record.image,
-                                    previous_image=rec.image if rec else None, message=message)
+            outcome = RolloutRecord(
+                env=env,
+                outcome="succeeded",
+                from_revision=rec.revision if rec else None,
+                to_revision=intent.revision,
+                image=record.image,
+                previous_image=rec.image if rec else None,
+                message=message,
+            )
         else:
             old_alive = keep is not None and keep in by_ident
-            message = (f"{what}: undone, revision {rec.revision} still serves" if old_alive and rec else
-                       f"{what}: undone, and no earlier revision is running")
-            outcome = RolloutRecord(env=env, outcome="rolled-back" if old_alive else "failed",
-                                    from_revision=rec.revision if rec else None,
-                                    to_revision=rec.revision if old_alive and rec else None,
-                                    failed_revision=intent.revision, image=rec.image if rec else None,
-                                    previous_image=rec.image if rec else None, message=message)
+            message = (
+                f"{what}: undone, revision {rec.revision} still serves"
+                if old_alive and rec
+                else f"{what}: undone, and no earlier revision is running"
+            )
+            outcome = RolloutRecord(
+                env=env,
+                outcome="rolled-back" if old_alive else "failed",
+                from_revision=rec.revision if rec else None,
+                to_revision=rec.revision if old_alive and rec else None,
+                failed_revision=intent.revision,
+                image=rec.image if rec else None,
+                previous_image=rec.image if rec else None,
+                message=message,
+            )
         done.append(message)
         del state.intents[env]
     replaced = target.ident_of(rec) if rec else None
@@ -233,8 +274,10 @@ def disagreements(settings: Settings, state: State, env: str) -> list[str]:
             running = busy(settings.workdir)
             intent = state.intents.get(env)
             if intent is not None and running and running.get("pid") == intent.holder_pid:
-                return [f"{env}: {intent.action} of revision {intent.revision} is in progress (step {intent.step}, "
-                        f"pid {intent.holder_pid})"]
+                return [
+                    f"{env}: {intent.action} of revision {intent.revision} is in progress (step {intent.step}, "
+                    f"pid {intent.holder_pid})"
+                ]
             return _deployment_disagreements(target, state, env)
         target = target if hasattr(target, "observe") else None
         observed = target.observe(env) if target is not None else None
@@ -250,11 +293,15 @@ def disagreements(settings: Settings, state: State, env: str) -> list[str]:
 
     running = busy(settings.workdir)
     if intent is not None and running and running.get("pid") == intent.holder_pid:
-        return [f"{env}: {intent.action} of revision {intent.revision} is in progress (step {intent.step}, "
-                f"pid {intent.holder_pid})"]  # not a disagreement yet: its owner is at work
+        return [
+            f"{env}: {intent.action} of revision {intent.revision} is in progress (step {intent.step}, "
+            f"pid {intent.holder_pid})"
+        ]  # not a disagreement yet: its owner is at work
     if intent is not None:
-        out.append(f"{env}: an interrupted {intent.action} of revision {intent.revision} (step {intent.step}, "
-                   f"by pid {intent.holder_pid}) is pending; the next stage or `mlops stop` finishes or undoes it")
+        out.append(
+            f"{env}: an interrupted {intent.action} of revision {intent.revision} (step {intent.step}, "
+            f"by pid {intent.holder_pid}) is pending; the next stage or `mlops stop` finishes or undoes it"
+        )
     if rec is not None and keep not in by_ident:
         out.append(f"{env}: state names revision {rec.revision} (pid {rec.pid}) but it is not running")
     for server in observed.servers:
@@ -262,6 +309,8 @@ def disagreements(settings: Settings, state: State, env: str) -> list[str]:
             out.append(f"{env}: {_label(server)} runs but state does not name it")
     if observed.serving is not None and observed.serving != keep:
         who = by_ident.get(observed.serving)
-        out.append(f"{env}: the port is answered by {_label(who) if who else 'a server that is not ours'}, "
-                   f"not by the revision state names")
+        out.append(
+            f"{env}: the port is answered by {_label(who) if who else 'a server that is not ours'}, "
+            f"not by the revision state names"
+        )
     return out

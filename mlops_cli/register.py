@@ -7,15 +7,15 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import yaml
 
-from .settings import Settings
 from .errors import UsageError
-from .sources.metadata import ModelMetadata
+from .settings import Settings
 from .sources.local import LocalStore
+from .sources.metadata import ModelMetadata
 
 QUANTILES = [i / 10 for i in range(11)]
 
@@ -24,16 +24,16 @@ QUANTILES = [i / 10 for i in range(11)]
 class RegisterRequest:
     artifact: Path
     name: str
-    framework: Optional[str] = None
+    framework: str | None = None
     task: str = "classification"
     metrics: dict[str, float] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
-    schema_file: Optional[Path] = None
-    examples_file: Optional[Path] = None
-    reference_file: Optional[Path] = None
-    labels: Optional[list[str]] = None
-    class_name: Optional[str] = None
-    modules_file: Optional[Path] = None
+    schema_file: Path | None = None
+    examples_file: Path | None = None
+    reference_file: Path | None = None
+    labels: list[str] | None = None
+    class_name: str | None = None
+    modules_file: Path | None = None
 
 
 def _load_modules(path: Path) -> dict[str, Any]:
@@ -64,8 +64,10 @@ def _load_structured(path: Path, what: str) -> Any:
     try:
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise UsageError(f"{what} file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                         f"{str(exc).splitlines()[0]}") from exc
+        raise UsageError(
+            f"{what} file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
 
 
 def normalize_examples(data: Any) -> list[dict[str, Any]]:
@@ -73,7 +75,7 @@ def normalize_examples(data: Any) -> list[dict[str, Any]]:
     if isinstance(data, dict) and "instances" in data:
         data = [data]
     if not isinstance(data, list) or not data:
-        raise UsageError("examples must be a request body {\"instances\": [...]} or a non-empty list")
+        raise UsageError('examples must be a request body {"instances": [...]} or a non-empty list')
     bodies = []
     for item in data:
         body = item if isinstance(item, dict) and "instances" in item else {"instances": [item]}
@@ -94,8 +96,11 @@ def reference_stats(columns: dict[str, list[float]]) -> dict[str, Any]:
         if arr.size == 0:
             continue
         features[name] = {
-            "count": int(arr.size), "mean": float(arr.mean()), "std": float(arr.std()),
-            "min": float(arr.min()), "max": float(arr.max()),
+            "count": int(arr.size),
+            "mean": float(arr.mean()),
+            "std": float(arr.std()),
+            "min": float(arr.min()),
+            "max": float(arr.max()),
             "quantiles": [float(q) for q in np.quantile(arr, QUANTILES)],
         }
     return {"rows": rows, "quantile_levels": QUANTILES, "features": features}
@@ -135,7 +140,16 @@ def register(settings: Settings, req: RegisterRequest) -> ModelMetadata:
         else:
             reference = _load_structured(req.reference_file, "reference")
     return LocalStore(settings.store_path).register(
-        req.artifact, name=req.name, framework=req.framework, task=req.task, metrics=req.metrics,
-        tags=req.tags, schema=schema, examples=examples, reference=reference, labels=req.labels,
-        class_name=req.class_name, modules=_load_modules(req.modules_file) if req.modules_file else None,
+        req.artifact,
+        name=req.name,
+        framework=req.framework,
+        task=req.task,
+        metrics=req.metrics,
+        tags=req.tags,
+        schema=schema,
+        examples=examples,
+        reference=reference,
+        labels=req.labels,
+        class_name=req.class_name,
+        modules=_load_modules(req.modules_file) if req.modules_file else None,
     )

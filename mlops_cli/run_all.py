@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib
 import time
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .settings import Settings
 from .errors import MlopsError, StageFailed
+from .settings import Settings
 from .stages import MODULES, STAGES
 from .ui import progress
 
@@ -26,8 +26,8 @@ class PipelineResult(BaseModel):
     model_config = ConfigDict(frozen=True)
     passed: bool
     stages: list[StageRow]
-    failed_stage: Optional[str] = None
-    error: Optional[str] = None
+    failed_stage: str | None = None
+    error: str | None = None
     exit_code: int = 0
 
     def lines(self) -> list[str]:
@@ -35,7 +35,9 @@ class PipelineResult(BaseModel):
         out = [f"{'stage':<{width}}  {'status':<8}  {'time':>7}  detail"]
         for row in self.stages:
             time_s = f"{row.duration_s:6.1f}s" if row.status != "not run" else "      -"
-            out.append(f"{row.stage:<{width}}  {row.status:<8}  {time_s}  {row.message.splitlines()[0] if row.message else ''}")
+            out.append(
+                f"{row.stage:<{width}}  {row.status:<8}  {time_s}  {row.message.splitlines()[0] if row.message else ''}"
+            )
         return out
 
 
@@ -46,8 +48,11 @@ def run(settings: Settings) -> PipelineResult:
     from .workdir_lock import hold
 
     if not settings.model:  # validate-model needs one: say so before unit-test spends minutes
-        raise UsageError("no model given", hint="pass --model REF, set MLOPS_MODEL or `model:` in mlops.yaml; "
-                         "`mlops model list` shows the local store")
+        raise UsageError(
+            "no model given",
+            hint="pass --model REF, set MLOPS_MODEL or `model:` in mlops.yaml; "
+            "`mlops model list` shows the local store",
+        )
     parse_ref(settings.model)
     with hold(settings.workdir, "mlops pipeline run", settings.lock_wait_s):
         return _run(settings)
@@ -55,7 +60,7 @@ def run(settings: Settings) -> PipelineResult:
 
 def _run(settings: Settings) -> PipelineResult:
     rows: list[StageRow] = []
-    failure: Optional[MlopsError] = None
+    failure: MlopsError | None = None
     failed_stage = None
     for index, name in enumerate(STAGES, start=1):
         if failure is not None:
@@ -69,11 +74,16 @@ def _run(settings: Settings) -> PipelineResult:
             failure, failed_stage = exc, name
             rows.append(StageRow(stage=name, status="failed", duration_s=time.monotonic() - start, message=str(exc)))
             continue
-        rows.append(StageRow(stage=name, status=result.status, duration_s=time.monotonic() - start,
-                             message=result.message))
-    return PipelineResult(passed=failure is None, stages=rows, failed_stage=failed_stage,
-                          error=str(failure) if failure else None,
-                          exit_code=failure.exit_code if failure else 0)
+        rows.append(
+            StageRow(stage=name, status=result.status, duration_s=time.monotonic() - start, message=result.message)
+        )
+    return PipelineResult(
+        passed=failure is None,
+        stages=rows,
+        failed_stage=failed_stage,
+        error=str(failure) if failure else None,
+        exit_code=failure.exit_code if failure else 0,
+    )
 
 
 def raise_if_failed(result: PipelineResult) -> None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from .errors import ConfigError
 from .secrets import secret_value
 from .thresholds import check_conditions
 
@@ -47,18 +46,18 @@ class Section(BaseModel):
 
 
 class StoreSettings(Section):
-    path: Optional[Path] = None
+    path: Path | None = None
     """Directory of the local model store; default `<workdir>/store`."""
 
 
 class ValidationSettings(Section):
     thresholds: dict[str, str] = Field(default_factory=dict)
     """Metric name -> condition, e.g. `accuracy: ">= 0.9"`; every one must hold."""
-    validator_tag: Optional[str] = "validated"
+    validator_tag: str | None = "validated"
     """Tag the validator puts on a model that passed its checks; empty or null turns the check off."""
     allow_breaking: bool = False
     """Accept a breaking change of the input/output schema against the deployed model."""
-    holdout: Optional["HoldoutSettings"] = None
+    holdout: HoldoutSettings | None = None
     """Evaluate the model on a holdout dataset (CSV or Parquet, a local path or s3://bucket/key)."""
     max_regression: dict[str, float] = Field(default_factory=dict)
     """Metric -> largest allowed drop against the model now in prod, e.g. `accuracy: 0.01` (holdout scores when
@@ -69,7 +68,9 @@ class ValidationSettings(Section):
     rmse, mae, error..., also with a prefix such as `val/rmse`, `val_loss`); declared here wins."""
     allow_no_prod: bool = False
     """With max_regression set: pass when no model is in prod yet (else that fails: nothing to compare with)."""
-    verdict_tags: dict[str, str] = Field(default_factory=lambda: {"passed": "mlops:validated", "failed": "mlops:rejected"})
+    verdict_tags: dict[str, str] = Field(
+        default_factory=lambda: {"passed": "mlops:validated", "failed": "mlops:rejected"}
+    )
     """Tags written back to the source (ClearML) with the verdict: `passed` and `failed`; empty values write none."""
     allow_no_thresholds: bool = False
     """Pass a model with no metric checked at all (no `thresholds`, no holdout thresholds); else that is refused."""
@@ -93,7 +94,7 @@ class HoldoutSettings(Section):
     """The dataset: a local path or `s3://bucket/key` (read with the `s3` settings), `.csv` or `.parquet`."""
     target: str = "target"
     """The column holding the true value (a class label or index, or a number); every other column is an input."""
-    format: Optional[Literal["csv", "parquet"]] = None
+    format: Literal["csv", "parquet"] | None = None
     """Default: from the file's suffix."""
     thresholds: dict[str, str] = Field(default_factory=dict)
     """Holdout metric -> condition: accuracy, f1 (macro), roc_auc (one-vs-rest) or rmse, mae, r2."""
@@ -110,15 +111,15 @@ class HoldoutSettings(Section):
 
 
 class ClearMLSettings(Section):
-    api_host: Optional[str] = None
+    api_host: str | None = None
     """ClearML API server, e.g. `https://api.clear.ml`; default: CLEARML_API_HOST or the clearml.conf."""
-    files_host: Optional[str] = None
+    files_host: str | None = None
     """ClearML files server; default: CLEARML_FILES_HOST or the clearml.conf."""
-    access_key: Optional[str] = None
+    access_key: str | None = None
     """API access key; default: CLEARML_API_ACCESS_KEY or the clearml.conf."""
-    secret_key: Optional[SecretStr] = None
+    secret_key: SecretStr | None = None
     """API secret key (MLOPS_CLEARML__SECRET_KEY); default: CLEARML_API_SECRET_KEY or the clearml.conf. Never printed."""
-    config_file: Optional[Path] = None
+    config_file: Path | None = None
     """An existing clearml.conf to start from; default: CLEARML_CONFIG_FILE, else ~/clearml.conf if present."""
     retries: int = Field(2, ge=0, le=10)
     """HTTP retries of a failed API call (the SDK's own default retries for minutes)."""
@@ -129,15 +130,15 @@ class ClearMLSettings(Section):
 
 
 class S3Settings(Section):
-    endpoint_url: Optional[str] = None
+    endpoint_url: str | None = None
     """S3 endpoint, e.g. `http://minio.example:9000`; default: AWS."""
-    region: Optional[str] = None
+    region: str | None = None
     """Region; default: AWS_DEFAULT_REGION or the profile's, else us-east-1."""
-    access_key_id: Optional[str] = None
+    access_key_id: str | None = None
     """Access key; default: AWS_ACCESS_KEY_ID or the profile's."""
-    secret_access_key: Optional[SecretStr] = None
+    secret_access_key: SecretStr | None = None
     """Secret key (MLOPS_S3__SECRET_ACCESS_KEY); default: AWS_SECRET_ACCESS_KEY or the profile's. Never printed."""
-    profile: Optional[str] = None
+    profile: str | None = None
     """A profile of ~/.aws/credentials; default: AWS_PROFILE."""
     addressing_style: Literal["path", "virtual", "auto"] = "path"
     """Path-style (MinIO, SeaweedFS) or virtual-hosted buckets."""
@@ -155,7 +156,7 @@ class AuditSettings(Section):
 
 
 class UnitTestSettings(Section):
-    project_dir: Optional[Path] = None
+    project_dir: Path | None = None
     """The model's project; its `tests/` run when `paths` is empty."""
     paths: list[str] = Field(default_factory=list)
     """Test paths for pytest; empty: the project's tests/, else the toolkit's own smoke suite (see `selftest`)."""
@@ -178,20 +179,20 @@ class AssembleSettings(Section):
 
 
 class BuildSettings(Section):
-    builder: Optional[str] = None
+    builder: str | None = None
     """Image builder: `buildah` or `docker`; none: build-image is skipped and the local target runs the bundle."""
-    registry: Optional[str] = None
+    registry: str | None = None
     """Registry to push to, `host[:port][/path]` (Artifactory speaks Docker Registry v2)."""
-    repository: Optional[str] = None
+    repository: str | None = None
     """Repository in the registry; default: the model's name."""
     insecure: bool = False
     """Talk plain HTTP / skip TLS verification to the registry. Only for a registry on this machine: with
     credentials (username, password) the registry must be a loopback address (127.0.0.1, ::1, localhost)."""
-    username: Optional[str] = None
+    username: str | None = None
     """Registry user (or MLOPS_BUILD__USERNAME)."""
-    password: Optional[SecretStr] = None
+    password: SecretStr | None = None
     """Registry password or token (MLOPS_BUILD__PASSWORD); never printed, never stored in state."""
-    password_file: Optional[Path] = None
+    password_file: Path | None = None
     """A file holding the registry password, instead of `password`."""
     retries: int = Field(3, ge=0, le=10)
     """Extra attempts of a push that failed with a connection error or a 5xx, with backoff."""
@@ -199,37 +200,39 @@ class BuildSettings(Section):
     """Wait before the first retry; doubles each time."""
     timeout_s: float = Field(1800, gt=0)
     """Give up on a build after this many seconds."""
-    storage_driver: Optional[str] = None
+    storage_driver: str | None = None
     """buildah: `--storage-driver` (e.g. `vfs` where overlay is not available)."""
-    isolation: Optional[str] = None
+    isolation: str | None = None
     """buildah: `--isolation` (`chroot` on agents without user namespaces)."""
-    docker_host: Optional[str] = None
+    docker_host: str | None = None
     """docker: the engine's API, e.g. `unix:///run/podman/podman.sock`; default: DOCKER_HOST or Docker's default."""
-    git_commit: Optional[str] = None
+    git_commit: str | None = None
     """Source git commit for the image label; default: `git rev-parse HEAD` of the current directory, if any."""
-    wheel_cache: Optional[Path] = None
+    wheel_cache: Path | None = None
     """Where the wheels of each distinct pinned requirements.txt are kept between builds;
     default: $XDG_CACHE_HOME/mlops/wheels or ~/.cache/mlops/wheels."""
     cache_wheels: bool = True
     """Reuse downloaded wheels (checked against their recorded sha256); false: download every build."""
 
     @model_validator(mode="after")
-    def _credentials_only_over_tls(self) -> "BuildSettings":
+    def _credentials_only_over_tls(self) -> BuildSettings:
         credentials = self.username or self.password is not None or self.password_file is not None
         if self.insecure and credentials and self.registry and not is_loopback(registry_host(self.registry)):
-            raise ValueError(f"insecure: true would send the registry credentials to {registry_host(self.registry)} "
-                             "without TLS; turn build.insecure off (the registry needs a certificate) or use a "
-                             "registry on this machine (127.0.0.1, localhost)")
+            raise ValueError(
+                f"insecure: true would send the registry credentials to {registry_host(self.registry)} "
+                "without TLS; turn build.insecure off (the registry needs a certificate) or use a "
+                "registry on this machine (127.0.0.1, localhost)"
+            )
         return self
 
-    def wheel_cache_dir(self) -> Optional[Path]:
+    def wheel_cache_dir(self) -> Path | None:
         if not self.cache_wheels:
             return None
         if self.wheel_cache is not None:
             return self.wheel_cache
         return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops" / "wheels"
 
-    def registry_password(self) -> Optional[str]:
+    def registry_password(self) -> str | None:
         return secret_value(self.password, self.password_file, "build.password_file")
 
 
@@ -250,7 +253,7 @@ class DeploySettings(Section):
     """Deploy target: `local` (the bundle as a process), `container` (the built image, with podman) or `kubernetes`."""
     podman: str = "podman"
     """container target: the podman binary."""
-    run_as: Optional[str] = None
+    run_as: str | None = None
     """container target: `--user UID:GID`, e.g. `1000950000:0` to run as OpenShift does; default: the image's user."""
     ready_timeout_s: float = Field(60.0, gt=0)
     """How long a new server may take to become ready."""
@@ -274,8 +277,10 @@ class KubeNamespaces(Section):
     @classmethod
     def _dns_label(cls, value: str) -> str:
         if not DNS_LABEL_RE.match(value) or len(value) > 63:
-            raise ValueError(f"{value!r} is not a namespace name (lower-case letters, digits and '-', at most 63, "
-                             "starting and ending with a letter or digit)")
+            raise ValueError(
+                f"{value!r} is not a namespace name (lower-case letters, digits and '-', at most 63, "
+                "starting and ending with a letter or digit)"
+            )
         return value
 
 
@@ -302,28 +307,28 @@ class KubeCustomMetric(Section):
 class KubernetesSettings(Section):
     flavour: Literal["openshift", "kubernetes"] = "openshift"
     """`openshift` (a Route with TLS edge) or `kubernetes` (an Ingress)."""
-    name: Optional[str] = None
+    name: str | None = None
     """Name of the Deployment, Service, Route/Ingress, HPA, PDB and ServiceMonitor; default: the model's name."""
     namespaces: KubeNamespaces = Field(default_factory=KubeNamespaces)
     """Namespace per environment."""
-    kubeconfig: Optional[Path] = None
+    kubeconfig: Path | None = None
     """Kubeconfig file; default: KUBECONFIG, else ~/.kube/config. Not used when `server` is set or in a cluster."""
-    context: Optional[str] = None
+    context: str | None = None
     """Kubeconfig context; default: the file's current-context."""
-    server: Optional[str] = None
+    server: str | None = None
     """API server URL, used with `token` instead of a kubeconfig (MLOPS_KUBERNETES__SERVER)."""
-    token: Optional[SecretStr] = None
+    token: SecretStr | None = None
     """Bearer token for `server` (MLOPS_KUBERNETES__TOKEN); never printed, never stored in state."""
-    ca_file: Optional[Path] = None
+    ca_file: Path | None = None
     """CA bundle that signs `server`'s certificate; default: the system's."""
     insecure: bool = False
     """Skip TLS verification of `server`. Only for a test cluster. A plain `http://` server with a token is
     refused (the token would go out in clear text) unless it is a loopback address and this is true."""
     hosts: dict[str, str] = Field(default_factory=dict)
     """Route/Ingress host per environment, e.g. `{prod: iris.apps.example.com}`; OpenShift picks one when unset."""
-    ingress_class: Optional[str] = None
+    ingress_class: str | None = None
     """kubernetes flavour: the Ingress's ingressClassName."""
-    tls_secret: Optional[str] = None
+    tls_secret: str | None = None
     """kubernetes flavour: a Secret with the Ingress's TLS certificate."""
     replicas: int = Field(2, ge=1, le=1000)
     """Replicas of a new Deployment (the HPA changes them later)."""
@@ -333,7 +338,7 @@ class KubernetesSettings(Section):
     """Upper bound of the HorizontalPodAutoscaler."""
     cpu_target_percent: int = Field(70, ge=1, le=1000)
     """HPA target: average CPU use as a percentage of the request."""
-    custom_metric: Optional[KubeCustomMetric] = None
+    custom_metric: KubeCustomMetric | None = None
     """An extra HPA metric from Prometheus (through a custom metrics adapter)."""
     resources: KubeResources = Field(default_factory=KubeResources)
     """Requests and limits of each pod."""
@@ -367,7 +372,7 @@ class KubernetesSettings(Section):
     """Server-side apply's field manager: the name the API server records as owner of the fields mlops applies."""
     force_conflicts: bool = False
     """Take over fields another field manager owns when applying (`--force`); by default that is an error naming it."""
-    service_account: Optional[str] = Field(None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
+    service_account: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)
     """The pods' service account; default: a ServiceAccount rendered for the app (its name, no API token mounted)."""
     image_pull_secrets: list[str] = Field(default_factory=list)
     """Secrets the kubelet pulls the image with (a private registry), on the pods and the rendered ServiceAccount."""
@@ -375,21 +380,21 @@ class KubernetesSettings(Section):
     """Spread the pods over zones and nodes (topologySpreadConstraints, maxSkew 1, ScheduleAnyway)."""
     network_policy: bool = True
     """Render a NetworkPolicy: only the router/ingress and monitoring namespaces reach the pods' port."""
-    network_policy_from: Optional[list[str]] = None
+    network_policy_from: list[str] | None = None
     """Namespaces let in (by kubernetes.io/metadata.name); default per flavour: OpenShift's ingress and monitoring
     namespaces (and host-network routers), or `ingress-nginx` and `monitoring`."""
-    relay_image: Optional[str] = None
+    relay_image: str | None = None
     """`render --kustomize`: an image with mlops (and its kafka extra) to run `mlops alert-relay` from, by digest;
     unset: no relay manifests."""
-    monitoring_namespace: Optional[str] = None
+    monitoring_namespace: str | None = None
     """`render --kustomize`: namespace of the relay, dashboards and PrometheusRule; default: the prod namespace."""
-    traffic_router: Optional[Literal["route", "nginx", "gateway"]] = None
+    traffic_router: Literal["route", "nginx", "gateway"] | None = None
     """How users' traffic reaches the pods, and how a canary release (`rollout.strategy: canary`) splits it:
     `route` (an OpenShift Route; a canary is its `alternateBackends`, weighted), `nginx` (an Ingress for
     Ingress-NGINX; a canary is a second Ingress with `nginx.ingress.kubernetes.io/canary-weight`) or `gateway`
     (a Gateway API HTTPRoute attached to `kubernetes.gateway`; a canary is a second weighted backendRef).
     Default: `route` on the openshift flavour, `nginx` on kubernetes. `route` needs the openshift flavour."""
-    gateway: Optional[str] = Field(None, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    gateway: str | None = Field(None, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     """traffic_router `gateway`: the Gateway the HTTPRoute attaches to, `NAME` or `NAMESPACE/NAME` (TLS, if any,
     ends at its listener; the recorded URL is https://HOST)."""
     canary_replicas: int = Field(1, ge=1, le=1000)
@@ -397,22 +402,25 @@ class KubernetesSettings(Section):
 
     @field_validator("server")
     @classmethod
-    def _server_url(cls, value: Optional[str]) -> Optional[str]:
+    def _server_url(cls, value: str | None) -> str | None:
         if not value:
             return None
         if not re.match(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$", value):
-            raise ValueError(f"{value!r} is not an API server URL (https://HOST[:PORT], as `oc whoami --show-server` "
-                             "prints it)")
+            raise ValueError(
+                f"{value!r} is not an API server URL (https://HOST[:PORT], as `oc whoami --show-server` prints it)"
+            )
         return value
 
     @model_validator(mode="after")
-    def _token_only_over_tls(self) -> "KubernetesSettings":
+    def _token_only_over_tls(self) -> KubernetesSettings:
         if self.server and self.token is not None and self.server.lower().startswith("http://"):
             from urllib.parse import urlsplit
 
             if not (is_loopback(urlsplit(self.server).hostname or "") and self.insecure):
-                raise ValueError(f"server {self.server} is plain http: the token would go out in clear text; use "
-                                 "https:// (plain http only to a loopback address, with kubernetes.insecure: true)")
+                raise ValueError(
+                    f"server {self.server} is plain http: the token would go out in clear text; use "
+                    "https:// (plain http only to a loopback address, with kubernetes.insecure: true)"
+                )
         return self
 
     @field_validator("hosts")
@@ -424,7 +432,7 @@ class KubernetesSettings(Section):
         return value
 
     @model_validator(mode="after")
-    def _bounds(self) -> "KubernetesSettings":
+    def _bounds(self) -> KubernetesSettings:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
         if self.replicas > self.max_replicas:  # the HPA would scale a new Deployment down at once
@@ -432,10 +440,12 @@ class KubernetesSettings(Section):
         return self
 
     @model_validator(mode="after")
-    def _router(self) -> "KubernetesSettings":
+    def _router(self) -> KubernetesSettings:
         if self.traffic_router == "route" and self.flavour != "openshift":
-            raise ValueError("traffic_router route is an OpenShift Route: it needs flavour openshift "
-                             "(on plain Kubernetes use nginx or gateway)")
+            raise ValueError(
+                "traffic_router route is an OpenShift Route: it needs flavour openshift "
+                "(on plain Kubernetes use nginx or gateway)"
+            )
         if self.router == "gateway" and not self.gateway:
             raise ValueError("traffic_router gateway needs kubernetes.gateway (the Gateway's NAME or NAMESPACE/NAME)")
         return self
@@ -459,25 +469,25 @@ class SmokeSettings(Section):
 
 
 class SlackSettings(Section):
-    webhook_url: Optional[SecretStr] = None
+    webhook_url: SecretStr | None = None
     """Slack incoming webhook URL (a secret: never printed); or use webhook_url_file."""
-    webhook_url_file: Optional[Path] = None
+    webhook_url_file: Path | None = None
     """File holding the webhook URL (e.g. a mounted Kubernetes/Jenkins secret)."""
     timeout_s: float = Field(10.0, gt=0)
     """Timeout of one webhook request."""
-    bot_token: Optional[SecretStr] = None
+    bot_token: SecretStr | None = None
     """Slack bot token (xoxb-..., a secret) for the Web API's chat.postMessage: threads and any channel; or bot_token_file."""
-    bot_token_file: Optional[Path] = None
+    bot_token_file: Path | None = None
     """File holding the bot token (a mounted secret)."""
-    channel: Optional[str] = None
+    channel: str | None = None
     """Channel the bot posts to when a notification names none (with bot_token)."""
     api_url: str = Field("https://slack.com/api/", pattern=r"^https?://")
     """Base URL of the Slack Web API."""
 
-    def url(self) -> Optional[str]:
+    def url(self) -> str | None:
         return secret_value(self.webhook_url, self.webhook_url_file, "notify.slack.webhook_url_file")
 
-    def token(self) -> Optional[str]:
+    def token(self) -> str | None:
         return secret_value(self.bot_token, self.bot_token_file, "notify.slack.bot_token_file")
 
 
@@ -490,13 +500,13 @@ class KafkaSettings(Section):
     """Client id the broker sees (quotas, logs)."""
     security_protocol: str = Field("PLAINTEXT", pattern=r"^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")
     """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
-    sasl_mechanism: Optional[str] = Field(None, pattern=r"^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$")
+    sasl_mechanism: str | None = Field(None, pattern=r"^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$")
     """With SASL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."""
-    sasl_username: Optional[str] = None
+    sasl_username: str | None = None
     """SASL user name."""
-    sasl_password: Optional[SecretStr] = None
+    sasl_password: SecretStr | None = None
     """SASL password (a secret: MLOPS_NOTIFY__KAFKA__SASL_PASSWORD)."""
-    ssl_cafile: Optional[Path] = None
+    ssl_cafile: Path | None = None
     """CA bundle to verify the brokers' certificates (SSL, SASL_SSL)."""
     timeout_s: float = Field(10.0, gt=0)
     """How long one publish may wait for the brokers (connection, metadata, acknowledgement)."""
@@ -536,13 +546,13 @@ class RelaySettings(Section):
     """Address `mlops alert-relay` listens on (0.0.0.0 in a pod)."""
     port: int = Field(9095, ge=1, le=65535)
     """Port `mlops alert-relay` listens on."""
-    token: Optional[SecretStr] = None
+    token: SecretStr | None = None
     """Shared token senders present as `Authorization: Bearer <token>` (a secret: MLOPS_RELAY__TOKEN); or token_file."""
-    token_file: Optional[Path] = None
+    token_file: Path | None = None
     """File holding the shared token (a mounted secret)."""
     sinks: list[str] = Field(default_factory=list)
     """Notifiers each alert goes to, e.g. `[slack, kafka]`; empty: notify.notifiers."""
-    queue_dir: Optional[Path] = None
+    queue_dir: Path | None = None
     """Where undelivered alerts wait on disk, one directory per sink; default `<workdir>/relay-queue`."""
     queue_max: int = Field(10_000, ge=1)
     """Most alerts waiting per sink; beyond it a webhook is refused with 503 (the sender retries)."""
@@ -554,32 +564,32 @@ class RelaySettings(Section):
     """Longest pause between two attempts to a sink that is down."""
     max_body_bytes: int = Field(1_048_576, gt=0)
     """Largest webhook body accepted (413 above it)."""
-    runbook_base_url: Optional[str] = None
+    runbook_base_url: str | None = None
     """Prefix for relative runbook_url annotations (e.g. the repository's web URL), so Slack links work."""
     dead_max: int = Field(1000, ge=1)
     """Most dead letters kept per sink (in <queue_dir>/<sink>/dead); beyond it the oldest are deleted, each logged."""
-    tls_cert_file: Optional[Path] = None
+    tls_cert_file: Path | None = None
     """PEM certificate (chain) the relay serves HTTPS with; with tls_key_file. Senders' tokens need TLS."""
-    tls_key_file: Optional[Path] = None
+    tls_key_file: Path | None = None
     """PEM private key of tls_cert_file (a mounted secret)."""
     insecure: bool = False
     """Serve plain http without a certificate: only on a loopback host (127.0.0.1), else the senders' token
     would cross the network in clear text."""
-    metrics_token: Optional[SecretStr] = None
+    metrics_token: SecretStr | None = None
     """Token `GET /metrics` needs as `Authorization: Bearer <token>` (a secret: MLOPS_RELAY__METRICS_TOKEN); or
     metrics_token_file. None: /metrics is open (to whoever reaches its port; see metrics_port)."""
-    metrics_token_file: Optional[Path] = None
+    metrics_token_file: Path | None = None
     """File holding metrics_token (a mounted secret)."""
-    metrics_port: Optional[int] = Field(None, ge=1, le=65535)
+    metrics_port: int | None = Field(None, ge=1, le=65535)
     """Serve `/metrics` on this port (of metrics_host) instead of the webhook port, e.g. one only the cluster's
     Prometheus may reach; it takes no webhooks; `/health/live` answers on both; with TLS set, it is HTTPS too."""
-    metrics_host: Optional[str] = None
+    metrics_host: str | None = None
     """Address of metrics_port; default: host."""
 
-    def token_value(self) -> Optional[str]:
+    def token_value(self) -> str | None:
         return secret_value(self.token, self.token_file, "relay.token_file")
 
-    def metrics_token_value(self) -> Optional[str]:
+    def metrics_token_value(self) -> str | None:
         return secret_value(self.metrics_token, self.metrics_token_file, "relay.metrics_token_file")
 
 
@@ -587,16 +597,16 @@ class ApprovalSettings(Section):
     required: bool = False
     """rolling-update refuses to run without `--approved-by` (the Jenkinsfile turns this on unless the job's
     configuration sets MLOPS_APPROVAL__REQUIRED=false)."""
-    approved_by: Optional[str] = Field(None, max_length=200)
+    approved_by: str | None = Field(None, max_length=200)
     """Who approved this release (rolling-update --approved-by), e.g. "alice" or "slack:U456 via chatops-bot"."""
-    triggered_by: Optional[str] = Field(None, max_length=200)
+    triggered_by: str | None = Field(None, max_length=200)
     """Who asked for this release (--triggered-by), e.g. "bob" or "slack:U123 via chatops-bot"."""
 
 
 class MonitorSettings(Section):
-    url: Optional[str] = None
+    url: str | None = None
     """Base URL of the model server `mlops monitor` looks at; default: the prod deployment in state.json."""
-    prometheus_url: Optional[str] = None
+    prometheus_url: str | None = None
     """Prometheus to read the firing alerts from; none: alerts are computed from the server's own figures."""
     psi_warning: float = Field(0.1, gt=0)
     """PSI from which a feature counts as drifted (warning), as in deploy/monitoring."""
@@ -610,29 +620,29 @@ class MonitorSettings(Section):
     """Without a Prometheus: seconds between the two scrapes of the server's counters that PSI is computed from."""
 
     @model_validator(mode="after")
-    def _psi_levels_in_order(self) -> "MonitorSettings":
+    def _psi_levels_in_order(self) -> MonitorSettings:
         if self.psi_warning >= self.psi_critical:
             raise ValueError(f"psi_warning ({self.psi_warning:g}) must be below psi_critical ({self.psi_critical:g})")
         return self
 
 
 class ChatOpsJenkinsSettings(Section):
-    url: Optional[str] = None
+    url: str | None = None
     """Jenkins' base URL, e.g. `https://jenkins.example.com/`; approval buttons must point under it."""
-    user: Optional[str] = None
+    user: str | None = None
     """The Jenkins user whose API token the service uses."""
-    api_token: Optional[SecretStr] = None
+    api_token: SecretStr | None = None
     """That user's API token (a secret: MLOPS_CHATOPS__JENKINS__API_TOKEN); or api_token_file."""
-    api_token_file: Optional[Path] = None
+    api_token_file: Path | None = None
     """File holding the API token (a mounted secret)."""
-    build_token: Optional[SecretStr] = None
+    build_token: SecretStr | None = None
     """The job's "Trigger builds remotely" token, when the job has one (MLOPS_CHATOPS__JENKINS__BUILD_TOKEN)."""
     job: str = "mlops-release"
     """The release job (`folder/name` in folders): parameters MODEL_REF, TARGET, REQUESTED_BY, SLACK_CHANNEL,
     SLACK_THREAD_TS; approvals from Slack are accepted for its builds only."""
-    test_job: Optional[str] = None
+    test_job: str | None = None
     """A job that deploys to test only, for `deploy REF to test`; none: `to test` is refused."""
-    rollback_job: Optional[str] = "mlops-rollback"
+    rollback_job: str | None = "mlops-rollback"
     """The job `rollback prod` triggers (parameters ENV, REQUESTED_BY, SLACK_CHANNEL, SLACK_THREAD_TS): the one
     deploy/jenkins/jobs/mlops_rollback.groovy defines; none: `rollback` is refused."""
     input_id: str = "ReleaseApproval"
@@ -644,12 +654,12 @@ class ChatOpsJenkinsSettings(Section):
     poll_s: float = Field(2.0, gt=0)
     """How often the queue item is read while waiting."""
 
-    def token_value(self) -> Optional[str]:
+    def token_value(self) -> str | None:
         return secret_value(self.api_token, self.api_token_file, "chatops.jenkins.api_token_file")
 
 
 class ChatOpsLocalSettings(Section):
-    workdir: Optional[Path] = None
+    workdir: Path | None = None
     """Work directory the local executor runs the pipeline in; default: the service's workdir."""
     stage_timeout_s: float = Field(3600.0, gt=0)
     """Give up on one stage after this long."""
@@ -660,23 +670,23 @@ class ChatOpsSettings(Section):
     """Address `mlops chatops` listens on (0.0.0.0 in a pod)."""
     port: int = Field(3000, ge=1, le=65535)
     """Port `mlops chatops` listens on."""
-    tls_cert_file: Optional[Path] = None
+    tls_cert_file: Path | None = None
     """Serve HTTPS with this certificate (PEM); none: plain HTTP (behind an OpenShift edge Route)."""
-    tls_key_file: Optional[Path] = None
+    tls_key_file: Path | None = None
     """The certificate's private key (PEM)."""
-    signing_secret: Optional[SecretStr] = None
+    signing_secret: SecretStr | None = None
     """The Slack app's signing secret (MLOPS_CHATOPS__SIGNING_SECRET); or signing_secret_file."""
-    signing_secret_file: Optional[Path] = None
+    signing_secret_file: Path | None = None
     """File holding the signing secret (a mounted secret)."""
-    bot_token: Optional[SecretStr] = None
+    bot_token: SecretStr | None = None
     """The app's bot token, `xoxb-...` (MLOPS_CHATOPS__BOT_TOKEN), for chat.postMessage/chat.update; or bot_token_file."""
-    bot_token_file: Optional[Path] = None
+    bot_token_file: Path | None = None
     """File holding the bot token (a mounted secret)."""
     slack_api_url: str = "https://slack.com/api/"
     """Slack Web API base URL."""
     response_url_prefix: str = "https://hooks.slack.com/"
     """Replies go only to response_url values under this prefix."""
-    team_id: Optional[str] = None
+    team_id: str | None = None
     """The Slack workspace (team ID, `T...`) allowed to send commands; none: any that knows the signing secret."""
     channels: list[str] = Field(default_factory=list)
     """Channel IDs (`C...`) commands and approvals are accepted in; empty: any channel."""
@@ -703,21 +713,27 @@ class ChatOpsSettings(Section):
     models_source: Literal["local", "clearml"] = "local"
     """Where `models` looks: the local store (latest version carrying validation.validator_tag) or ClearML
     (models carrying validation.verdict_tags.passed)."""
-    audit_log: Optional[Path] = None
+    audit_log: Path | None = None
     """JSON-lines file of every decision (accepted, refused, approved, rejected); default `<workdir>/chatops-audit.jsonl`."""
     max_body_bytes: int = Field(65_536, gt=0)
     """Largest request body accepted from Slack (413 above it)."""
 
-    def signing_secret_value(self) -> Optional[str]:
+    def signing_secret_value(self) -> str | None:
         return secret_value(self.signing_secret, self.signing_secret_file, "chatops.signing_secret_file")
 
-    def bot_token_value(self) -> Optional[str]:
+    def bot_token_value(self) -> str | None:
         return secret_value(self.bot_token, self.bot_token_file, "chatops.bot_token_file")
 
 
 def _default_steps() -> list[dict[str, Any]]:
-    return [{"set_weight": 10}, {"pause": 60.0}, {"analysis": "default"},
-        {"set_weight": 50}, {"pause": 120.0}, {"analysis": "default"}]
+    return [
+        {"set_weight": 10},
+        {"pause": 60.0},
+        {"analysis": "default"},
+        {"set_weight": 50},
+        {"pause": 120.0},
+        {"analysis": "default"},
+    ]
 
 
 class RolloutSettings(Section):
@@ -746,7 +762,7 @@ from .canary.analysis import CanaryAnalysisSettings  # noqa: E402  (its models l
 class Settings(Section):
     workdir: Path = Path(".mlops")
     """Where state.json, bundles, logs and reports live."""
-    model: Optional[str] = None
+    model: str | None = None
     """Model reference, e.g. `local:iris@1`."""
     store: StoreSettings = Field(default_factory=StoreSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)

@@ -11,7 +11,7 @@ import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -41,8 +41,8 @@ class ModelRecord(Record):
     sha256: str
     artifact_name: str
     schema_: dict[str, Any] = Field(alias="schema")
-    labels: Optional[list[Any]] = None
-    class_name: Optional[str] = None
+    labels: list[Any] | None = None
+    class_name: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -57,8 +57,8 @@ class CheckRecord(Record):
 class ValidationRecord(Record):
     passed: bool
     model_ref: str
-    model_sha256: Optional[str] = None
-    metadata_sha256: Optional[str] = None
+    model_sha256: str | None = None
+    metadata_sha256: str | None = None
     checks: list[CheckRecord] = Field(default_factory=list)
     at: str = Field(default_factory=now)
 
@@ -71,7 +71,7 @@ class BundleRecord(Record):
 
 
 class ImageRecord(Record):
-    reference: str          # repository@sha256:...: what later stages deploy, never a tag
+    reference: str  # repository@sha256:...: what later stages deploy, never a tag
     repository: str
     tag: str
     digest: str
@@ -92,13 +92,13 @@ class DeploymentRecord(Record):
     bundle_path: str
     schema_: dict[str, Any] = Field(alias="schema")
     revision: int
-    previous_revision: Optional[int] = None
-    pid: Optional[int] = None
-    log_path: Optional[str] = None
-    handle: Optional[str] = None
-    image: Optional[str] = None
+    previous_revision: int | None = None
+    pid: int | None = None
+    log_path: str | None = None
+    handle: str | None = None
+    image: str | None = None
     at: str = Field(default_factory=now)
-    metrics: Optional[dict[str, float]] = None   # the reported metrics the model was validated with
+    metrics: dict[str, float] | None = None  # the reported metrics the model was validated with
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -116,29 +116,30 @@ class SmokeRecord(Record):
 
 class AuditRecord(Record):
     """A deployment as the audit trail keeps it: what was deployed where, since when, and the write-back."""
+
     env: str
     model_ref: str
     model_sha256: str
-    digest: str             # the image reference (repository@sha256:...) or the bundle's sha256
+    digest: str  # the image reference (repository@sha256:...) or the bundle's sha256
     target: str
-    tag: Optional[str] = None
+    tag: str | None = None
     written_back: bool = False
     detail: str = ""
     at: str = Field(default_factory=now)
-    triggered_by: Optional[str] = None    # who asked for it, e.g. "slack:U123 via chatops-bot" (a Jenkins user ID)
-    approved_by: Optional[str] = None     # who passed the approval gate, e.g. "alice" or "slack:U456 via chatops-bot"
-    build_url: Optional[str] = None       # the CI build that did it
+    triggered_by: str | None = None  # who asked for it, e.g. "slack:U123 via chatops-bot" (a Jenkins user ID)
+    approved_by: str | None = None  # who passed the approval gate, e.g. "alice" or "slack:U456 via chatops-bot"
+    build_url: str | None = None  # the CI build that did it
 
 
 class ApprovalRecord(Record):
     """A decision at the approval gate before production: approved, rejected or timed out (not deployed)."""
 
     decision: Literal["approved", "rejected", "timed-out"]
-    by: Optional[str] = None              # who decided (none for a timeout)
-    triggered_by: Optional[str] = None
-    model_ref: Optional[str] = None
-    digest: Optional[str] = None          # what was to be deployed: image reference or bundle sha256
-    build_url: Optional[str] = None
+    by: str | None = None  # who decided (none for a timeout)
+    triggered_by: str | None = None
+    model_ref: str | None = None
+    digest: str | None = None  # what was to be deployed: image reference or bundle sha256
+    build_url: str | None = None
     at: str = Field(default_factory=now)
 
 
@@ -147,11 +148,11 @@ class RolloutRecord(Record):
 
     env: str
     outcome: Literal["succeeded", "rolled-back", "failed"]
-    from_revision: Optional[int] = None   # what served before
-    to_revision: Optional[int] = None     # what serves now (after a rollback: the restored one's new number)
-    failed_revision: Optional[int] = None
-    image: Optional[str] = None           # the image that serves now
-    previous_image: Optional[str] = None
+    from_revision: int | None = None  # what served before
+    to_revision: int | None = None  # what serves now (after a rollback: the restored one's new number)
+    failed_revision: int | None = None
+    image: str | None = None  # the image that serves now
+    previous_image: str | None = None
     message: str = ""
     at: str = Field(default_factory=now)
 
@@ -164,16 +165,16 @@ class IntentRecord(Record):
     """
 
     env: str
-    action: str                            # deploy-test / rolling-update
-    step: str                              # starting / loading / switching / draining
+    action: str  # deploy-test / rolling-update
+    step: str  # starting / loading / switching / draining
     revision: int
-    port: Optional[int] = None
-    instance: Optional[str] = None         # the new server's identity token (local: its --instance)
-    pid: Optional[int] = None              # the new server's process, once started
-    previous_handle: Optional[str] = None
-    previous_pid: Optional[int] = None
+    port: int | None = None
+    instance: str | None = None  # the new server's identity token (local: its --instance)
+    pid: int | None = None  # the new server's process, once started
+    previous_handle: str | None = None
+    previous_pid: int | None = None
     holder_pid: int = Field(default_factory=os.getpid)
-    record: Optional[DeploymentRecord] = None  # what state names once the new revision serves
+    record: DeploymentRecord | None = None  # what state names once the new revision serves
     at: str = Field(default_factory=now)
 
 
@@ -181,14 +182,14 @@ class CanaryStepRecord(Record):
     """One step of a canary release: what it was, how it ended, and the analysis' measurements if any."""
 
     index: int
-    step: str                              # "set_weight 10", "pause 60s", "analysis default"
+    step: str  # "set_weight 10", "pause 60s", "analysis default"
     outcome: Literal["pending", "running", "done", "pass", "fail", "inconclusive", "skipped"] = "pending"
-    weight: Optional[int] = None           # the canary's share once the step was taken
-    analysis: Optional[dict[str, Any]] = None  # AnalysisResult.to_dict(): verdict, reason, measurements
+    weight: int | None = None  # the canary's share once the step was taken
+    analysis: dict[str, Any] | None = None  # AnalysisResult.to_dict(): verdict, reason, measurements
     attempts: int = 0
     detail: str = ""
-    started_at: Optional[str] = None
-    ended_at: Optional[str] = None
+    started_at: str | None = None
+    ended_at: str | None = None
 
 
 class CanaryRecord(Record):
@@ -196,19 +197,19 @@ class CanaryRecord(Record):
 
     env: str
     status: Literal["starting", "running", "promoting", "aborting", "promoted", "aborted", "failed"] = "starting"
-    from_revision: Optional[int] = None
-    to_revision: Optional[int] = None
-    model_ref: Optional[str] = None
-    url: Optional[str] = None
+    from_revision: int | None = None
+    to_revision: int | None = None
+    model_ref: str | None = None
+    url: str | None = None
     weight: int = 0
-    stable: Optional[dict[str, Any]] = None    # CanaryMember as a dict: url, metrics_url, selector, revision, handle
-    canary: Optional[dict[str, Any]] = None
+    stable: dict[str, Any] | None = None  # CanaryMember as a dict: url, metrics_url, selector, revision, handle
+    canary: dict[str, Any] | None = None
     steps: list[CanaryStepRecord] = Field(default_factory=list)
-    current_step: Optional[int] = None
+    current_step: int | None = None
     reason: str = ""
     holder_pid: int = Field(default_factory=os.getpid)
     started_at: str = Field(default_factory=now)
-    ended_at: Optional[str] = None
+    ended_at: str | None = None
 
 
 class StageRecord(Record):
@@ -220,12 +221,12 @@ class StageRecord(Record):
 
 class State(Record):
     version: int = STATE_VERSION
-    model: Optional[ModelRecord] = None
-    validation: Optional[ValidationRecord] = None
-    bundle: Optional[BundleRecord] = None
-    image: Optional[ImageRecord] = None
+    model: ModelRecord | None = None
+    validation: ValidationRecord | None = None
+    bundle: BundleRecord | None = None
+    image: ImageRecord | None = None
     deployments: dict[str, DeploymentRecord] = Field(default_factory=dict)
-    smoke: Optional[SmokeRecord] = None
+    smoke: SmokeRecord | None = None
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     audit: list[AuditRecord] = Field(default_factory=list)
     previous_deployments: dict[str, DeploymentRecord] = Field(default_factory=dict)
@@ -239,7 +240,7 @@ class State(Record):
         return Path(workdir) / STATE_FILE
 
     @classmethod
-    def load(cls, workdir: Path) -> "State":
+    def load(cls, workdir: Path) -> State:
         path = cls.path(workdir)
         try:
             raw = path.read_text(encoding="utf-8")
@@ -282,12 +283,15 @@ class State(Record):
     def require_bundle(self) -> BundleRecord:
         model, _ = self.require_validated()
         if self.bundle is None or self.bundle.model_sha256 != model.sha256:
-            raise PrerequisiteError("no server bundle for the validated model", hint="run `mlops assemble-server` first")
+            raise PrerequisiteError(
+                "no server bundle for the validated model", hint="run `mlops assemble-server` first"
+            )
         if not (Path(self.bundle.path) / SPEC_FILE).is_file():
             raise PrerequisiteError(f"bundle {self.bundle.path} is gone", hint="run `mlops assemble-server` again")
         if tree_digest(Path(self.bundle.path)) != self.bundle.bundle_digest:
-            raise PrerequisiteError(f"bundle {self.bundle.path} changed since it was assembled",
-                                    hint="run `mlops assemble-server` again")
+            raise PrerequisiteError(
+                f"bundle {self.bundle.path} changed since it was assembled", hint="run `mlops assemble-server` again"
+            )
         return self.bundle
 
     def require_image(self) -> ImageRecord:
@@ -309,5 +313,7 @@ class State(Record):
         if smoke is None or smoke.bundle_digest != bundle.bundle_digest:
             raise PrerequisiteError("the current bundle has not been smoke-tested", hint="run `mlops smoke-test` first")
         if not smoke.passed:
-            raise PrerequisiteError("the smoke test of the current bundle failed", hint="fix it and run `mlops smoke-test` again")
+            raise PrerequisiteError(
+                "the smoke test of the current bundle failed", hint="fix it and run `mlops smoke-test` again"
+            )
         return smoke

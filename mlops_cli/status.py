@@ -8,13 +8,13 @@ workdir, found by their ready-file paths). A corrupt state file is moved aside o
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Optional, cast
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict
 
-from .settings import Settings
 from .errors import ConfigError, MlopsError, UsageError
 from .reconcile import disagreements
+from .settings import Settings
 from .stages import STAGES
 from .state import State
 from .targets import CanReconcile, get_target
@@ -49,11 +49,11 @@ class StatusResult(BaseModel):
     workdir: str
     state: dict[str, Any]
     running: dict[str, bool]
-    problems: list[str] = []        # a broken config or state file, said in one line each
-    disagreements: list[str] = []   # where state and what runs differ
+    problems: list[str] = []  # a broken config or state file, said in one line each
+    disagreements: list[str] = []  # where state and what runs differ
     supervision: dict[str, dict[str, Any]] = {}  # env -> its supervisor's report (restarts, last exit)
-    looked_in: str = ""             # the state file read (absolute), and where else state was found
-    hint: Optional[str] = None
+    looked_in: str = ""  # the state file read (absolute), and where else state was found
+    hint: str | None = None
 
     def lines(self) -> list[str]:
         s = self.state
@@ -81,7 +81,9 @@ class StatusResult(BaseModel):
                 alive += f" at {sup['restarted_at']}" if sup.get("restarted_at") else ""
             if sup and sup.get("gave_up"):
                 alive += ", its supervisor GAVE UP restarting it"
-            out.append(f"{env:<10} {dep['model_ref']} revision {dep['revision']} at {dep['url']} ({alive}, since {dep['at']})")
+            out.append(
+                f"{env:<10} {dep['model_ref']} revision {dep['revision']} at {dep['url']} ({alive}, since {dep['at']})"
+            )
         latest = {a["env"]: a for a in s.get("audit", [])}
         for env, rec in sorted(latest.items()):
             tag = f"tag {rec['tag']}, " if rec.get("tag") else ""
@@ -90,14 +92,19 @@ class StatusResult(BaseModel):
             if who:
                 out.append(f"             {', '.join(who)}")
         for ap in s.get("approvals", [])[-1:]:
-            out.append(f"approval   {ap['decision']}" + (f" by {ap['by']}" if ap.get("by") else "")
-                       + f" of {ap.get('model_ref') or 'the model'} at {ap['at']}")
+            out.append(
+                f"approval   {ap['decision']}"
+                + (f" by {ap['by']}" if ap.get("by") else "")
+                + f" of {ap.get('model_ref') or 'the model'} at {ap['at']}"
+            )
         for env, ro in sorted(s.get("rollouts", {}).items()):
             revisions = f"revision {ro.get('from_revision') or 'none'} -> {ro.get('to_revision') or 'none'}"
             out.append(f"rollout    {env}: {ro['outcome']} ({revisions}) at {ro['at']}")
         if s.get("smoke"):
             sm = s["smoke"]
-            out.append(f"smoke      {'passed' if sm['passed'] else 'FAILED'}: p95 {sm['p95_ms']} ms over {sm['requests']} requests")
+            out.append(
+                f"smoke      {'passed' if sm['passed'] else 'FAILED'}: p95 {sm['p95_ms']} ms over {sm['requests']} requests"
+            )
             out += [f"             {p}" for p in sm.get("problems", [])]
         stages = s.get("stages", {})
         for name in [n for n in STAGES if n in stages]:
@@ -106,7 +113,7 @@ class StatusResult(BaseModel):
         return out
 
 
-def status(settings: Settings, problems: Optional[list[str]] = None, move_aside: bool = False) -> StatusResult:
+def status(settings: Settings, problems: list[str] | None = None, move_aside: bool = False) -> StatusResult:
     """What state says, whether each deployment really serves (by identity), and every disagreement."""
     problems = list(problems or [])
     if move_aside:
@@ -129,12 +136,19 @@ def status(settings: Settings, problems: Optional[list[str]] = None, move_aside:
     for env in _observed_envs(settings, state):
         differ += disagreements(settings, state, env)
     looked_in, hint = where_state_is(settings)
-    return StatusResult(workdir=str(settings.workdir), state=state.model_dump(mode="json", by_alias=True),
-                        running=running, problems=problems, disagreements=differ, supervision=supervision,
-                        looked_in=looked_in, hint=hint)
+    return StatusResult(
+        workdir=str(settings.workdir),
+        state=state.model_dump(mode="json", by_alias=True),
+        running=running,
+        problems=problems,
+        disagreements=differ,
+        supervision=supervision,
+        looked_in=looked_in,
+        hint=hint,
+    )
 
 
-def where_state_is(settings: Settings) -> tuple[str, Optional[str]]:
+def where_state_is(settings: Settings) -> tuple[str, str | None]:
     """The state file status read, and when it does not exist, the workdirs beside it that have state."""
     import shlex
     from pathlib import Path
@@ -145,10 +159,10 @@ def where_state_is(settings: Settings) -> tuple[str, Optional[str]]:
     parent = path.parent.parent
     found = sorted(p.parent for p in parent.glob("*/state.json") if p.parent != path.parent) if parent.is_dir() else []
     if not found:
-        return str(path), (f"no state in {path}: nothing has run with this workdir; "
-                           "pick another with --workdir or MLOPS_WORKDIR")
-    names = ", ".join(shlex.quote(str(p.relative_to(parent) if parent == Path.cwd().resolve() else p))
-                      for p in found)
+        return str(path), (
+            f"no state in {path}: nothing has run with this workdir; pick another with --workdir or MLOPS_WORKDIR"
+        )
+    names = ", ".join(shlex.quote(str(p.relative_to(parent) if parent == Path.cwd().resolve() else p)) for p in found)
     first = shlex.quote(str(found[0].relative_to(parent) if parent == Path.cwd().resolve() else found[0]))
     return str(path), f"no state in {path}; state found in {names}: try `mlops status --workdir {first}`"
 
@@ -158,7 +172,7 @@ class StopResult(BaseModel):
     stopped: list[str]
     not_running: list[str]
     problems: list[str] = []
-    notes: list[str] = []           # servers stopped that state did not name, journal entries dropped
+    notes: list[str] = []  # servers stopped that state did not name, journal entries dropped
 
     def lines(self) -> list[str]:
         out = [f"warning: {p}" for p in self.problems]
@@ -167,14 +181,15 @@ class StopResult(BaseModel):
         return out if (self.stopped or self.not_running or self.notes) else out + ["nothing deployed"]
 
 
-def stop(settings: Settings, env: Optional[str] = None, problems: Optional[list[str]] = None,
-         move_aside: bool = False) -> StopResult:
+def stop(
+    settings: Settings, env: str | None = None, problems: list[str] | None = None, move_aside: bool = False
+) -> StopResult:
     """Stop env (or every env): what state names and every server of ours found running, under the lock."""
     with hold(settings.workdir, "mlops stop", settings.lock_wait_s):
         return _stop(settings, env, list(problems or []), move_aside)
 
 
-def _stop(settings: Settings, env: Optional[str], problems: list[str], move_aside: bool) -> StopResult:
+def _stop(settings: Settings, env: str | None, problems: list[str], move_aside: bool) -> StopResult:
     state, found, writable = load_state_leniently(settings, move_aside)
     problems += found
     if env is not None and env not in state.deployments and env not in ENVS:
@@ -205,8 +220,9 @@ def _stop(settings: Settings, env: Optional[str], problems: list[str], move_asid
             observer.stop_server(server)
             did = True
             if dep is None or server.ident != observer.ident_of(dep):
-                notes.append(f"stopped revision {server.revision} of {name} (pid {server.pid}), "
-                              f"which state did not name")
+                notes.append(
+                    f"stopped revision {server.revision} of {name} (pid {server.pid}), which state did not name"
+                )
         intent = state.intents.pop(name, None)
         if intent is not None:
             notes.append(f"dropped the journal of an interrupted {intent.action} of revision {intent.revision}")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import serving.spec
 
@@ -51,8 +51,9 @@ def _last_line(output: str) -> str:
     return f": {lines[-1][:300]}" if lines else ""
 
 
-def run_bounded(module: str, args: list[str], cwd: Path, settings: Settings,
-                doing: str) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+def run_bounded(
+    module: str, args: list[str], cwd: Path, settings: Settings, doing: str
+) -> tuple[dict[str, Any] | None, str | None]:
     """`python -m module ARGS... RESULT` in a clean, bounded child; (the JSON it wrote in RESULT, None), or
     (None, why it did not finish: too slow or crashed, in words)."""
     cfg = settings.validation
@@ -62,8 +63,16 @@ def run_bounded(module: str, args: list[str], cwd: Path, settings: Settings,
     result = Path(name)
     argv = [sys.executable, "-m", module, *args, str(result)]
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=_environ(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=_environ(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             output, _ = proc.communicate(timeout=cfg.load_timeout_s)
         except subprocess.TimeoutExpired:
@@ -92,27 +101,37 @@ def memory_note(problem: str, settings: Settings) -> str:
     return problem
 
 
-def require_loader(framework: str, doing: str = "validate-model's trial run loads the model with the server's code") -> None:
+def require_loader(
+    framework: str, doing: str = "validate-model's trial run loads the model with the server's code"
+) -> None:
     """The one-line MissingExtra when this venv lacks what the server's code needs to load a `framework` model."""
     require(TRIAL_STACK, doing, "serve")
     require(FRAMEWORK_MODULES.get(framework, ()), f"{doing} (a {framework} model)")
 
 
-def trial_run(bundle: Path, settings: Settings, framework: Optional[str] = None) -> CheckRecord:
+def trial_run(bundle: Path, settings: Settings, framework: str | None = None) -> CheckRecord:
     """Load the bundle's model and answer its examples as the server would; the outcome as a check."""
     if framework is not None:
         require_loader(framework)
     bundle = Path(bundle).resolve()
-    outcome, failure = run_bounded("serving.modules.trial",
-                                   [str(bundle), "--memory-mb", str(settings.validation.load_memory_mb)],
-                                   bundle, settings, "loading the model and answering its examples")
+    outcome, failure = run_bounded(
+        "serving.modules.trial",
+        [str(bundle), "--memory-mb", str(settings.validation.load_memory_mb)],
+        bundle,
+        settings,
+        "loading the model and answering its examples",
+    )
     if outcome is None:
         return CheckRecord(name="trial run", passed=False, detail=str(failure))
     problem = outcome.get("problem")
     if problem:
-        return CheckRecord(name="trial run", passed=False,
-                           detail=f"the server would refuse it: {memory_note(problem, settings)}")
+        return CheckRecord(
+            name="trial run", passed=False, detail=f"the server would refuse it: {memory_note(problem, settings)}"
+        )
     count = outcome.get("examples", 0)
-    detail = (f"loaded as the server loads it; {count} example request(s) answered as schema.outputs says"
-              if count else "loaded as the server loads it (no example requests registered to run)")
+    detail = (
+        f"loaded as the server loads it; {count} example request(s) answered as schema.outputs says"
+        if count
+        else "loaded as the server loads it (no example requests registered to run)"
+    )
     return CheckRecord(name="trial run", passed=True, detail=detail)

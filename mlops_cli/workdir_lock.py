@@ -18,9 +18,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
 
 from .errors import TemporaryError
 from .state import now
@@ -28,7 +28,7 @@ from .state import now
 LOCK_FILE = ".mlops.lock"
 POLL_S = 0.2
 
-_held: dict[tuple[str, int], int] = {}    # (resolved workdir, thread) -> nesting depth
+_held: dict[tuple[str, int], int] = {}  # (resolved workdir, thread) -> nesting depth
 _fds: dict[tuple[str, int], int] = {}
 
 
@@ -36,7 +36,7 @@ class WorkdirBusy(TemporaryError):
     """Another run holds the workdir lock."""
 
 
-def holder(workdir: Path) -> Optional[dict]:
+def holder(workdir: Path) -> dict | None:
     """What the lock file says about its holder (it may be stale if nobody holds the lock)."""
     try:
         return json.loads((Path(workdir) / LOCK_FILE).read_text(encoding="utf-8") or "null")
@@ -44,7 +44,7 @@ def holder(workdir: Path) -> Optional[dict]:
         return None
 
 
-def busy(workdir: Path) -> Optional[dict]:
+def busy(workdir: Path) -> dict | None:
     """The holder's record if another process holds the lock now (None when free or held by us)."""
     key = str(Path(workdir).resolve())
     path = Path(key) / LOCK_FILE
@@ -60,7 +60,7 @@ def busy(workdir: Path) -> Optional[dict]:
     return None
 
 
-def _describe(info: Optional[dict]) -> str:
+def _describe(info: dict | None) -> str:
     if not info:
         return "another mlops process"
     return f"pid {info.get('pid')} ({info.get('command')}, since {info.get('started_at')})"
@@ -90,8 +90,10 @@ def hold(workdir: Path, command: str, wait_s: float = 0.0) -> Iterator[None]:
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 os.close(fd)
-                raise WorkdirBusy(f"workdir {key} is in use by {_describe(holder(Path(key)))}",
-                                  hint="wait for it to finish, or set lock_wait_s / MLOPS_LOCK_WAIT_S to wait") from None
+                raise WorkdirBusy(
+                    f"workdir {key} is in use by {_describe(holder(Path(key)))}",
+                    hint="wait for it to finish, or set lock_wait_s / MLOPS_LOCK_WAIT_S to wait",
+                ) from None
             if not announced:
                 from .ui import progress
 

@@ -26,7 +26,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 class OneLineFormatter(logging.Formatter):
     """One line per event: an exception becomes ``Type: message (file:line)`` after the message."""
 
-    def formatException(self, ei) -> str:  # noqa: N802 (logging's name)
+    def formatException(self, ei) -> str:
         exc_type, exc, tb = ei
         where = ""
         while tb is not None:
@@ -57,18 +57,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("bundle_dir", metavar="BUNDLE_DIR", type=Path, help="the bundle (holds spec.json)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port to bind (default: 8080; 0 picks one)")
-    parser.add_argument("--ready-file", type=Path, default=None,
-                        help='written atomically once serving: {"pid", "host", "port", "sha256"}')
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        help='written atomically once serving: {"pid", "host", "port", "sha256"}',
+    )
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="default: info")
     parser.add_argument("--instance", default=None, help="a token naming this server, reported on /health/ready")
-    parser.add_argument("--revision", type=int, default=None, help="the deployer's revision number, reported on /health/ready")
-    parser.add_argument("--await-handover", action="store_true",
-                        help="load the model, write the ready file with listening: false, listen only on SIGUSR1")
-    parser.add_argument("--drain-until-idle", action="store_true",
-                        default=os.environ.get("SERVING_DRAIN_UNTIL_IDLE") == "1",
-                        help="on SIGTERM drain only while connections are open (at most drain_seconds): for "
-                             "deployers whose newer server has taken the port over (also: SERVING_DRAIN_UNTIL_IDLE=1, "
-                             "which servers that predate it ignore)")
+    parser.add_argument(
+        "--revision", type=int, default=None, help="the deployer's revision number, reported on /health/ready"
+    )
+    parser.add_argument(
+        "--await-handover",
+        action="store_true",
+        help="load the model, write the ready file with listening: false, listen only on SIGUSR1",
+    )
+    parser.add_argument(
+        "--drain-until-idle",
+        action="store_true",
+        default=os.environ.get("SERVING_DRAIN_UNTIL_IDLE") == "1",
+        help="on SIGTERM drain only while connections are open (at most drain_seconds): for "
+        "deployers whose newer server has taken the port over (also: SERVING_DRAIN_UNTIL_IDLE=1, "
+        "which servers that predate it ignore)",
+    )
     args = parser.parse_args(argv)
     if not args.bundle_dir.is_dir():
         parser.error(f"BUNDLE_DIR {args.bundle_dir}: not a directory")
@@ -102,17 +114,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.await_handover:
         from serving.handover import Handover
 
-        app.state.serving.handover = Handover(args.ready_file, {"pid": os.getpid(), **identity,
-                                                                "sha256": spec.model.sha256})
+        app.state.serving.handover = Handover(
+            args.ready_file, {"pid": os.getpid(), **identity, "sha256": spec.model.sha256}
+        )
         app.state.serving.handover.install()
     try:
         sock = bind_listener(args.host, args.port)
     except BindError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    code = serve(app, sock, host=args.host, log_level=level, drain_seconds=spec.server.drain_seconds,
-                 sha256=spec.model.sha256, ready_file=args.ready_file, limits=spec.server,
-                 drain_until_idle=args.drain_until_idle)
+    code = serve(
+        app,
+        sock,
+        host=args.host,
+        log_level=level,
+        drain_seconds=spec.server.drain_seconds,
+        sha256=spec.model.sha256,
+        ready_file=args.ready_file,
+        limits=spec.server,
+        drain_until_idle=args.drain_until_idle,
+    )
     if code and app.state.serving.load_error is not None:
         print(f"error: {app.state.serving.load_error}", file=sys.stderr)
     return code

@@ -41,8 +41,9 @@ class ByteBudget:
         if self.used + size > self.limit:
             if self._rejected is not None:
                 self._rejected.inc()  # type: ignore[attr-defined]
-            raise Shed(f"the server is at capacity ({self.used} request bytes in flight, "
-                       f"limit {self.limit}); retry shortly")
+            raise Shed(
+                f"the server is at capacity ({self.used} request bytes in flight, limit {self.limit}); retry shortly"
+            )
         self.used += size
         if self.used > self.peak:
             self.peak = self.used

@@ -11,11 +11,11 @@ the lifespan before listening (uvicorn does) never answers before the model is v
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from starlette.requests import Request
@@ -48,7 +48,7 @@ class ServingState:
         # Who this server is, reported on /health/ready: pid, and what the deployer named it
         # (--instance, --revision), so a deployer counts only the process it started.
         self.identity: dict[str, Any] = {"pid": os.getpid()}
-        self.handover: Optional[Any] = None  # serving.handover.Handover with --await-handover
+        self.handover: Any | None = None  # serving.handover.Handover with --await-handover
 
     def start_draining(self) -> None:
         self.draining = True
@@ -64,9 +64,15 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     ctx = ModuleContext(spec, Path(bundle_dir), metrics)
     pipeline = Pipeline(build_modules(ctx), metrics.module_duration)
     server = spec.server
-    batcher = Batcher(pipeline, metrics, max_batch_requests=server.max_batch_requests,
-                      max_batch_wait_ms=server.max_batch_wait_ms, max_queue=server.max_queue,
-                      max_batch_bytes=server.max_batch_bytes, offload_bytes=server.offload_bytes)
+    batcher = Batcher(
+        pipeline,
+        metrics,
+        max_batch_requests=server.max_batch_requests,
+        max_batch_wait_ms=server.max_batch_wait_ms,
+        max_queue=server.max_queue,
+        max_batch_bytes=server.max_batch_bytes,
+        offload_bytes=server.offload_bytes,
+    )
     state = ServingState()
     model = spec.model
     ready_fields = {"status": "ready", "name": model.name, "version": model.version, "sha256": model.sha256}
@@ -147,7 +153,9 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     ]
     # admission control (serving.admission): one byte budget for every predict route
     budget = ByteBudget(server.max_inflight_bytes, metrics.queue_rejected)
-    protocols = ProtocolRoutes(spec, state, batcher, server.max_body_bytes, budget)  # Open Inference Protocol, KServe v1
+    protocols = ProtocolRoutes(
+        spec, state, batcher, server.max_body_bytes, budget
+    )  # Open Inference Protocol, KServe v1
     routes += protocols.routes
     app = ServingApp(routes=list[BaseRoute](routes), lifespan=lifespan)
     app.state.serving = state
@@ -159,6 +167,8 @@ def create_app(spec: Spec, bundle_dir: str | Path, registry: CollectorRegistry) 
     templates = [r.path for r in routes]
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics, state=state, templates=templates)
     http = HTTPMetricsMiddleware(None, metrics, state, templates)  # its observe() only
-    app.fast_routes = {("POST", "/v1/predict"): PredictEndpoint(state, batcher, server.max_body_bytes, http, budget),
-                       **protocols.fast_routes(http)}
+    app.fast_routes = {
+        ("POST", "/v1/predict"): PredictEndpoint(state, batcher, server.max_body_bytes, http, budget),
+        **protocols.fast_routes(http),
+    }
     return app

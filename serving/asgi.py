@@ -31,13 +31,19 @@ class ClientGone(Exception):
 _CLOSE = (b"connection", b"close")
 
 
-async def send_json(send: Any, status: int, body: bytes, headers: Mapping[str, str] | None = None,
-                    close: bool = False) -> None:
+async def send_json(
+    send: Any, status: int, body: bytes, headers: Mapping[str, str] | None = None, close: bool = False
+) -> None:
     extra = [(k.encode(), v.encode()) for k, v in headers.items()] if headers else []
     if close:
         extra.append(_CLOSE)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *extra]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *extra],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -59,8 +65,9 @@ def declared_length(scope: dict, limit: int) -> int | None:
     return None
 
 
-async def read_body(scope: dict, receive: Any, limit: int, budget: ByteBudget | None = None,
-                    held: list[int] | None = None) -> bytes | bytearray:
+async def read_body(
+    scope: dict, receive: Any, limit: int, budget: ByteBudget | None = None, held: list[int] | None = None
+) -> bytes | bytearray:
     """The request body, refused with 413 once it is over ``limit`` bytes (declared or read).
 
     With ``budget``, its bytes are reserved before they are read (all at once when the length is
@@ -91,7 +98,7 @@ async def read_body(scope: dict, receive: Any, limit: int, budget: ByteBudget | 
         while True:
             if end + len(chunk) > size:
                 raise BadRequest(f"request body is longer than its Content-Length {size}")
-            view[end:end + len(chunk)] = chunk
+            view[end : end + len(chunk)] = chunk
             end += len(chunk)
             if not message.get("more_body", False):
                 break
@@ -143,10 +150,15 @@ class PredictEndpoint:
                 raise NotReady("the model is not loaded yet")
             for name, value in scope["headers"]:  # JSON only: no form, multipart or compressed bodies
                 kind = value.split(b";")[0].strip().lower()
-                if (name == b"content-type" and kind and kind != b"application/json" and not kind.endswith(b"+json")) \
-                        or (name == b"content-encoding" and kind not in (b"", b"identity")):
-                    raise ServingError(f"{name.decode()} {value[:60].decode('latin-1')!r} is not read here; send JSON "
-                                       "as application/json, uncompressed", status=415, code="unsupported_media_type")
+                if (
+                    name == b"content-type" and kind and kind != b"application/json" and not kind.endswith(b"+json")
+                ) or (name == b"content-encoding" and kind not in (b"", b"identity")):
+                    raise ServingError(
+                        f"{name.decode()} {value[:60].decode('latin-1')!r} is not read here; send JSON "
+                        "as application/json, uncompressed",
+                        status=415,
+                        code="unsupported_media_type",
+                    )
             predictions = await self.batcher.submit(await read_body(scope, receive, self.limit, self.budget, held))
             try:
                 answer = dumps({"predictions": predictions})

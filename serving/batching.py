@@ -23,8 +23,8 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from serving.errors import NotReady, ServingError, one_line
@@ -42,9 +42,17 @@ class Overloaded(ServingError):
 
 
 class Batcher:
-    def __init__(self, pipeline: Pipeline, metrics: Metrics, *, max_batch_requests: int,
-                 max_batch_wait_ms: float, max_queue: int, max_batch_bytes: int = 1 << 20,
-                 offload_bytes: int | None = 65_536):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        *,
+        max_batch_requests: int,
+        max_batch_wait_ms: float,
+        max_queue: int,
+        max_batch_bytes: int = 1 << 20,
+        offload_bytes: int | None = 65_536,
+    ):
         self.pipeline = pipeline
         self.max_bytes = max_batch_bytes
         self.offload_bytes = offload_bytes  # None: never leave the loop

@@ -16,7 +16,7 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 POLL_SECONDS = 0.05
 
@@ -28,7 +28,7 @@ class StoppedBeforeServing(Exception):
 class Handover:
     """Written into ``ServingState.handover`` by ``python -m serving``; awaited by the lifespan."""
 
-    def __init__(self, ready_file: Optional[Path], info: dict[str, Any]):
+    def __init__(self, ready_file: Path | None, info: dict[str, Any]):
         self.ready_file = ready_file
         self.info = info
         self.go = False

@@ -24,8 +24,10 @@ def decode_v1(body: bytes) -> list[Any]:
     keys = [k for k in ("instances", "inputs") if k in payload]
     unknown = sorted(set(payload) - {"instances", "inputs", "parameters"})
     if len(keys) != 1 or unknown:
-        raise ProtocolError('expected {"instances": [row, ...]} (or "inputs")'
-                            + (f"; unknown key(s) {', '.join(map(repr, unknown))}" if unknown else ""))
+        raise ProtocolError(
+            'expected {"instances": [row, ...]} (or "inputs")'
+            + (f"; unknown key(s) {', '.join(map(repr, unknown))}" if unknown else "")
+        )
     instances = payload[keys[0]]
     if type(instances) is not list or not instances:
         raise ProtocolError(f"'{keys[0]}' must be a non-empty list of rows, got {describe(instances)}")

@@ -22,8 +22,7 @@ from prometheus_client.utils import floatToGoString
 class _Metric:
     kind: str = ""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
-                 registry: CollectorRegistry):
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (), *, registry: CollectorRegistry):
         self.name = name.removesuffix("_total") if self.kind == "counter" else name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
@@ -121,8 +120,15 @@ class _Buckets:
 class LoopHistogram(_Metric):
     kind = "histogram"
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
-                 buckets: Sequence[float], registry: CollectorRegistry):
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ):
         self.bounds = tuple(float(b) for b in buckets if b != float("inf"))
         if list(self.bounds) != sorted(set(self.bounds)):
             raise ValueError(f"{name}: buckets must increase")

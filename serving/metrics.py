@@ -26,8 +26,18 @@ BATCH_SIZE = "mlops_batch_size_rows"
 BATCH_REQUESTS = "mlops_batch_size_requests"
 QUEUE_WAIT = "mlops_batch_queue_wait_seconds"
 QUEUE_REJECTED = "mlops_batch_queue_rejected_total"
-METRIC_NAMES = (HTTP_REQUESTS, HTTP_DURATION, HTTP_IN_FLIGHT, MODULE_DURATION, MODEL_INFO, PREDICTIONS,
-                BATCH_SIZE, BATCH_REQUESTS, QUEUE_WAIT, QUEUE_REJECTED)
+METRIC_NAMES = (
+    HTTP_REQUESTS,
+    HTTP_DURATION,
+    HTTP_IN_FLIGHT,
+    MODULE_DURATION,
+    MODEL_INFO,
+    PREDICTIONS,
+    BATCH_SIZE,
+    BATCH_REQUESTS,
+    QUEUE_WAIT,
+    QUEUE_REJECTED,
+)
 # created only when their module is in the chain
 PREDICTION_VALUE = "mlops_prediction_value"  # regression
 OUTLIERS = "mlops_outliers_total"
@@ -56,8 +66,11 @@ def http_metrics(registry: CollectorRegistry) -> tuple[LoopCounter, LoopHistogra
 def module_duration(registry: CollectorRegistry) -> LoopHistogram:
     """Time spent in each pipeline module, per request."""
     return LoopHistogram(
-        MODULE_DURATION, "Time spent in each pipeline module, per batch.", ["module"], buckets=MODULE_BUCKETS,
-        registry=registry
+        MODULE_DURATION,
+        "Time spent in each pipeline module, per batch.",
+        ["module"],
+        buckets=MODULE_BUCKETS,
+        registry=registry,
     )
 
 
@@ -73,14 +86,20 @@ def predictions(registry: CollectorRegistry) -> Counter:
 
 def batch_metrics(registry: CollectorRegistry) -> tuple[LoopHistogram, LoopHistogram, LoopHistogram, LoopCounter]:
     """Rows and requests per batch, time a request waits for its batch, requests shed (503)."""
-    rows = LoopHistogram(BATCH_SIZE, "Rows per batch run through the module chain.", buckets=BATCH_BUCKETS,
-                         registry=registry)
-    requests = LoopHistogram(BATCH_REQUESTS, "Requests per batch run through the module chain.",
-                             buckets=BATCH_BUCKETS, registry=registry)
-    wait = LoopHistogram(QUEUE_WAIT, "Time a request waited in the queue for its batch.", buckets=QUEUE_BUCKETS,
-                         registry=registry)
-    rejected = LoopCounter(QUEUE_REJECTED, "Requests refused with 503 overloaded: the queue was full or the in-flight bytes over budget.",
-                           registry=registry)
+    rows = LoopHistogram(
+        BATCH_SIZE, "Rows per batch run through the module chain.", buckets=BATCH_BUCKETS, registry=registry
+    )
+    requests = LoopHistogram(
+        BATCH_REQUESTS, "Requests per batch run through the module chain.", buckets=BATCH_BUCKETS, registry=registry
+    )
+    wait = LoopHistogram(
+        QUEUE_WAIT, "Time a request waited in the queue for its batch.", buckets=QUEUE_BUCKETS, registry=registry
+    )
+    rejected = LoopCounter(
+        QUEUE_REJECTED,
+        "Requests refused with 503 overloaded: the queue was full or the in-flight bytes over budget.",
+        registry=registry,
+    )
     return rows, requests, wait, rejected
 
 
@@ -92,8 +111,12 @@ def prediction_histogram(registry: CollectorRegistry, buckets: list[float]) -> H
 def outlier_metrics(registry: CollectorRegistry) -> tuple[Counter, Counter]:
     """Values outside their reference bounds, by feature; instances with at least one."""
     values = Counter(OUTLIERS, "Feature values outside the reference bounds.", ["feature"], registry=registry)
-    rows = Counter(OUTLIER_INSTANCES, "Instances flagged as outliers, by reason (bounds or detector).", ["reason"],
-                   registry=registry)
+    rows = Counter(
+        OUTLIER_INSTANCES,
+        "Instances flagged as outliers, by reason (bounds or detector).",
+        ["reason"],
+        registry=registry,
+    )
     return values, rows
 
 

@@ -34,15 +34,23 @@ from serving.spec import Spec
 DATATYPE_OF = {"number": "FP64", "integer": "INT64", "boolean": "BOOL", "string": "BYTES"}
 _FLOATS = ("FP16", "FP32", "FP64")
 _RANGES = {f"INT{b}": (-(2 ** (b - 1)), 2 ** (b - 1) - 1) for b in (8, 16, 32, 64)}
-_RANGES.update({f"UINT{b}": (0, 2 ** b - 1) for b in (8, 16, 32, 64)})
+_RANGES.update({f"UINT{b}": (0, 2**b - 1) for b in (8, 16, 32, 64)})
 DATATYPES = (*_FLOATS, *_RANGES, "BOOL", "BYTES")
 _FLOAT_SET = frozenset(_FLOATS)
 _LIST = {list}
 _PARTS = operator.itemgetter("name", "shape", "datatype", "data")
-_KINDS = {**{d: frozenset({float, int}) for d in _FLOATS}, **{d: frozenset({int}) for d in _RANGES},
-          "BOOL": frozenset({bool}), "BYTES": frozenset({str})}
-FITS = {"number": frozenset((*_FLOATS, *_RANGES)), "integer": frozenset(_RANGES), "boolean": frozenset({"BOOL"}),
-        "string": frozenset({"BYTES"})}
+_KINDS = {
+    **{d: frozenset({float, int}) for d in _FLOATS},
+    **{d: frozenset({int}) for d in _RANGES},
+    "BOOL": frozenset({bool}),
+    "BYTES": frozenset({str}),
+}
+FITS = {
+    "number": frozenset((*_FLOATS, *_RANGES)),
+    "integer": frozenset(_RANGES),
+    "boolean": frozenset({"BOOL"}),
+    "string": frozenset({"BYTES"}),
+}
 _REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "data", "parameters"})
 
@@ -145,9 +153,12 @@ class V2Codec:
     def _tensor(self, i: int, tensor: Any) -> tuple[str, list[int], str, Any]:
         tensor = _object(f"inputs[{i}]", tensor)
         missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
-        if missing or len(tensor) > 4 and not set(tensor) <= _TENSOR_KEYS:
-            what = f"missing {', '.join(missing)}" if missing else \
-                f"unknown key(s) {', '.join(sorted(set(tensor) - _TENSOR_KEYS))}"
+        if missing or (len(tensor) > 4 and not set(tensor) <= _TENSOR_KEYS):
+            what = (
+                f"missing {', '.join(missing)}"
+                if missing
+                else f"unknown key(s) {', '.join(sorted(set(tensor) - _TENSOR_KEYS))}"
+            )
             raise ProtocolError(f"inputs[{i}]: {what} (a tensor has name, shape, datatype, data)")
         name, shape, datatype = tensor["name"], tensor["shape"], tensor["datatype"]
         if type(name) is not str:
@@ -170,11 +181,22 @@ class V2Codec:
             return None
         shape, data = tensor.get("shape"), tensor.get("data")
         datatype = tensor.get("datatype")
-        if (len(tensor) == 4 and type(datatype) is str and datatype in self.chain_checks
-                and type(tensor.get("name")) is str
-                and type(shape) is list and len(shape) == 2 and shape[1] == self.width and type(data) is list
-                and len(data) == shape[0] and shape[0] and type(shape[0]) is int and type(shape[1]) is int
-                and set(map(type, data)) == _LIST and set(map(len, data)) == {self.width}):
+        if (
+            len(tensor) == 4
+            and type(datatype) is str
+            and datatype in self.chain_checks
+            and type(tensor.get("name")) is str
+            and type(shape) is list
+            and len(shape) == 2
+            and shape[1] == self.width
+            and type(data) is list
+            and len(data) == shape[0]
+            and shape[0]
+            and type(shape[0]) is int
+            and type(shape[1]) is int
+            and set(map(type, data)) == _LIST
+            and set(map(len, data)) == {self.width}
+        ):
             return data
         return None
 
@@ -185,12 +207,16 @@ class V2Codec:
         name, shape, datatype, data = self._tensor(0, tensor)
         width = self.width
         if len(shape) != 2 or shape[1] != width:
-            raise ProtocolError(f"unknown input {name!r}: send one tensor per input ({self._names}) or one tensor "
-                                f"of shape [N, {width}] with the inputs as columns; got shape {shape}")
+            raise ProtocolError(
+                f"unknown input {name!r}: send one tensor per input ({self._names}) or one tensor "
+                f"of shape [N, {width}] with the inputs as columns; got shape {shape}"
+            )
         for field, kind, _ in self.inputs if datatype not in self.matrix_types else ():
             if datatype not in FITS[kind]:
-                raise ProtocolError(f"input {name!r}: datatype {datatype} does not fit {kind} input {field!r}; "
-                                    "send one tensor per input when their types differ")
+                raise ProtocolError(
+                    f"input {name!r}: datatype {datatype} does not fit {kind} input {field!r}; "
+                    "send one tensor per input when their types differ"
+                )
         n = shape[0]
         if type(data) is not list:
             raise ProtocolError(f"input {name!r}: data must be a list, got {describe(data)}")
@@ -201,7 +227,7 @@ class V2Codec:
         elif len(data) != n * width:
             raise ProtocolError(f"input {name!r}: shape {shape} holds {n * width} values, data has {len(data)}")
         else:
-            rows = [data[r * width:(r + 1) * width] for r in range(n)]
+            rows = [data[r * width : (r + 1) * width] for r in range(n)]
         if not n:
             raise ProtocolError(f"input {name!r}: shape {shape} has no rows; send at least one")
         if datatype not in self.chain_checks:
@@ -220,10 +246,20 @@ class V2Codec:
             except (KeyError, TypeError):
                 return None
             position = index.get(name) if type(name) is str else None
-            if (position is None or len(tensor) != 4 or not numbers[position] or columns[position] is not None
-                    or type(datatype) is not str or datatype not in floats or type(shape) is not list
-                    or len(shape) != 1 or type(data) is not list or shape[0] != len(data)
-                    or type(shape[0]) is not int or n != shape[0] and n != -1):
+            if (
+                position is None
+                or len(tensor) != 4
+                or not numbers[position]
+                or columns[position] is not None
+                or type(datatype) is not str
+                or datatype not in floats
+                or type(shape) is not list
+                or len(shape) != 1
+                or type(data) is not list
+                or shape[0] != len(data)
+                or type(shape[0]) is not int
+                or (n != shape[0] and n != -1)
+            ):
                 return None
             n = shape[0]
             columns[position] = data  # the chain checks the values, as numbers
@@ -243,9 +279,10 @@ class V2Codec:
                 raise ProtocolError(f"input {name!r} is given twice")
             kind = self.inputs[position][1]
             if datatype not in FITS[kind]:
-                raise ProtocolError(f"input {name!r}: datatype {datatype} does not fit a {kind} input "
-                                    f"(use {DATATYPE_OF[kind]})")
-            if not (len(shape) == 1 or len(shape) == 2 and shape[1] == 1):
+                raise ProtocolError(
+                    f"input {name!r}: datatype {datatype} does not fit a {kind} input (use {DATATYPE_OF[kind]})"
+                )
+            if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
                 raise ProtocolError(f"input {name!r}: shape must be [N] or [N, 1], got {shape}")
             if type(data) is not list:
                 raise ProtocolError(f"input {name!r}: data must be a list, got {describe(data)}")
@@ -287,15 +324,27 @@ class V2Codec:
     def encode(self, predictions: list[dict[str, Any]], context: tuple[str, list[str]]) -> bytes:
         request_id, names = context
         shape, kinds, column = [len(predictions)], self.outputs, self._columns_of
-        outputs = [{"name": name, "datatype": kinds[name], "shape": shape,
-                    "data": list(map(column[name], predictions)) if name != "outliers"
-                    else [jsonio.dumps(p.get(name)).decode() for p in predictions]} for name in names]
-        return jsonio.dumps({"model_name": self.name, "model_version": self.version, "id": request_id,
-                             "outputs": outputs})
+        outputs = [
+            {
+                "name": name,
+                "datatype": kinds[name],
+                "shape": shape,
+                "data": list(map(column[name], predictions))
+                if name != "outliers"
+                else [jsonio.dumps(p.get(name)).decode() for p in predictions],
+            }
+            for name in names
+        ]
+        return jsonio.dumps(
+            {"model_name": self.name, "model_version": self.version, "id": request_id, "outputs": outputs}
+        )
 
     def metadata(self) -> dict[str, Any]:
         """The model metadata response: inputs and outputs with datatypes and shapes."""
-        return {"name": self.name, "versions": [self.version], "platform": "mlops",
-                "inputs": [{"name": n, "datatype": DATATYPE_OF[t], "shape": [-1]} for n, t, _ in self.inputs],
-                "outputs": [{"name": n, "datatype": d, "shape": [-1]} for n, d in self.outputs.items()]}
-
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "mlops",
+            "inputs": [{"name": n, "datatype": DATATYPE_OF[t], "shape": [-1]} for n, t, _ in self.inputs],
+            "outputs": [{"name": n, "datatype": d, "shape": [-1]} for n, d in self.outputs.items()],
+        }

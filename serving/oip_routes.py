@@ -14,9 +14,9 @@ is 400 here, as KServe and Triton answer invalid input.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from importlib import metadata
 from types import SimpleNamespace
-from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -57,8 +57,18 @@ class ProtocolEndpoint(PredictEndpoint):
     bytes``. ``check(path_params)`` returns a 404 message for a model this server does not
     serve (the templated routes; a fast route is the served model's and has None)."""
 
-    def __init__(self, state: Any, batcher: Any, limit: int, http: Any, *, template: str, codec: Any,
-                 check: Any, budget: Any = None):
+    def __init__(
+        self,
+        state: Any,
+        batcher: Any,
+        limit: int,
+        http: Any,
+        *,
+        template: str,
+        codec: Any,
+        check: Any,
+        budget: Any = None,
+    ):
         super().__init__(state, batcher, limit, http, budget)
         self.route = SimpleNamespace(path=template)
         self.codec = codec
@@ -77,7 +87,9 @@ class ProtocolEndpoint(PredictEndpoint):
                 answer = self.codec.encode(predictions, context)
             except ValueError:
                 raise ServingError("the model produced a non-finite value", code="prediction_failed") from None
-            if held[0] and self.budget is not None and len(answer) > held[0]:  # the answer is held until sent: count it, as /v1/predict does
+            if (
+                held[0] and self.budget is not None and len(answer) > held[0]
+            ):  # the answer is held until sent: count it, as /v1/predict does
                 self.budget.force(len(answer) - held[0])
                 held[0] = len(answer)
             return 200, answer, None
@@ -91,7 +103,6 @@ class ProtocolEndpoint(PredictEndpoint):
         except Exception as exc:
             log.error("unhandled error on POST %s: %s: %s", self.route.path, type(exc).__name__, one_line(exc))
             return 500, dumps({"error": "internal server error"}), None
-
 
 
 class RoutedProtocolEndpoint(ProtocolEndpoint):
@@ -125,9 +136,13 @@ class ProtocolRoutes:
         self.metadata_body = dumps(self.v2.metadata())
         get = self._get
         self.routes = [
-            get("/v2/health/live", self.live), get("/v2/health/ready", self.ready), get("/v2", self.server),
-            get(V2, self.model), get(V2_VERSION, self.model),
-            get(f"{V2}/ready", self.model_ready), get(f"{V2_VERSION}/ready", self.model_ready),
+            get("/v2/health/live", self.live),
+            get("/v2/health/ready", self.ready),
+            get("/v2", self.server),
+            get(V2, self.model),
+            get(V2_VERSION, self.model),
+            get(f"{V2}/ready", self.model_ready),
+            get(f"{V2_VERSION}/ready", self.model_ready),
             *(Route(t, self.endpoint(t, None), methods=["POST"]) for t in self.codecs),
             get(V1_MODEL, self.v1_model),
         ]
@@ -141,18 +156,29 @@ class ProtocolRoutes:
         async def endpoint(request: Request) -> Response:
             request.scope.setdefault("route", label)
             return await handler(request)
+
         return Route(template, endpoint, methods=["GET"])
 
     def endpoint(self, template: str, http: Any, fast: bool = False) -> ProtocolEndpoint:
         kind = ProtocolEndpoint if fast else RoutedProtocolEndpoint
-        return kind(self.state, self.batcher, self.limit, http, template=template, codec=self.codecs[template],
-                    check=None if fast else self.unknown, budget=self.budget)
+        return kind(
+            self.state,
+            self.batcher,
+            self.limit,
+            http,
+            template=template,
+            codec=self.codecs[template],
+            check=None if fast else self.unknown,
+            budget=self.budget,
+        )
 
     def fast_routes(self, http: Any) -> dict[tuple[str, str], ProtocolEndpoint]:
         """The served model's exact infer/predict paths -> endpoints that record ``http`` metrics."""
-        paths = {f"{V2}/infer": f"/v2/models/{self.name}/infer",
-                 f"{V2_VERSION}/infer": f"/v2/models/{self.name}/versions/{self.version}/infer",
-                 V1_PREDICT: f"/v1/models/{self.name}:predict"}
+        paths = {
+            f"{V2}/infer": f"/v2/models/{self.name}/infer",
+            f"{V2_VERSION}/infer": f"/v2/models/{self.name}/versions/{self.version}/infer",
+            V1_PREDICT: f"/v1/models/{self.name}:predict",
+        }
         for template, path in paths.items():  # the metrics' route label of the exact path: its template
             http.templates[path] = template
         return {("POST", path): self.endpoint(template, http, fast=True) for template, path in paths.items()}
@@ -201,5 +227,4 @@ class ProtocolRoutes:
         if unknown:
             return protocol_error(404, unknown)
         ready = self._not_ready() is None
-        return Response(dumps({"name": self.name, "ready": ready}), status_code=200 if ready else 503,
-                        media_type=JSON)
+        return Response(dumps({"name": self.name, "ready": ready}), status_code=200 if ready else 503, media_type=JSON)

@@ -29,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from time import monotonic as _monotonic
 from dataclasses import dataclass
+from time import monotonic as _monotonic
 from typing import Any
 
 log = logging.getLogger("serving")
@@ -55,16 +55,24 @@ class ConnectionLimits:
     @classmethod
     def of(cls, server: Any) -> ConnectionLimits:
         """The limits of a :class:`serving.spec.ServerSpec`."""
-        return cls(max_connections=server.max_connections, max_header_bytes=server.max_header_bytes,
-                   max_headers=server.max_headers, header_timeout=server.header_timeout_seconds,
-                   body_timeout=server.body_timeout_seconds)
+        return cls(
+            max_connections=server.max_connections,
+            max_header_bytes=server.max_header_bytes,
+            max_headers=server.max_headers,
+            header_timeout=server.header_timeout_seconds,
+            body_timeout=server.body_timeout_seconds,
+        )
 
 
 def refusal(status: int, code: str, message: str, retry_after: int | None = None) -> bytes:
     """A complete HTTP/1.1 response that closes the connection."""
     body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
-    head = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Error")),
-            b"content-type: application/json", b"content-length: %d" % len(body), b"connection: close"]
+    head = [
+        b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Error")),
+        b"content-type: application/json",
+        b"content-length: %d" % len(body),
+        b"connection: close",
+    ]
     if retry_after is not None:
         head.append(b"retry-after: %d" % retry_after)
     return b"\r\n".join(head) + b"\r\n\r\n" + body
@@ -110,11 +118,19 @@ class _GuardedBase(HttpToolsProtocol):
             now = self.loop.time()
             if now - _GuardedBase._last_warning >= 10:  # one line per 10 s, not one per connection
                 _GuardedBase._last_warning = now
-                log.warning("refusing connections: %d open, the limit is %d (server.max_connections)",
-                            len(self.connections) - 1, self.limits.max_connections)
-            self._refuse(refusal(503, "too_many_connections",
-                                 f"the server holds {self.limits.max_connections} connections; retry shortly",
-                                 retry_after=1))
+                log.warning(
+                    "refusing connections: %d open, the limit is %d (server.max_connections)",
+                    len(self.connections) - 1,
+                    self.limits.max_connections,
+                )
+            self._refuse(
+                refusal(
+                    503,
+                    "too_many_connections",
+                    f"the server holds {self.limits.max_connections} connections; retry shortly",
+                    retry_after=1,
+                )
+            )
             return
         # until the first byte arrives the connection is idle: uvicorn's keep-alive timer covers
         # that after a response; arm it for a fresh connection too (data_received cancels it)
@@ -165,8 +181,9 @@ class _GuardedBase(HttpToolsProtocol):
         # cannot be over max_header_bytes when all bytes received for it are not
         limits = self.limits
         if len(self.headers) > limits.max_headers or (
-                self._pending_bytes + self._chunk > limits.max_header_bytes
-                and len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > limits.max_header_bytes):
+            self._pending_bytes + self._chunk > limits.max_header_bytes
+            and len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > limits.max_header_bytes
+        ):
             self._too_large_headers(stop=True)
         self._in_headers = False
         self._reading, self._deadline = "body", _monotonic() + limits.body_timeout
@@ -193,15 +210,18 @@ class _GuardedBase(HttpToolsProtocol):
             await asyncio.wait_for(self.flow.drain(), self.limits.body_timeout)
         except asyncio.TimeoutError:
             client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
-            log.info("closed the connection of %s: it read nothing of its answer for %gs", client,
-                     self.limits.body_timeout)
+            log.info(
+                "closed the connection of %s: it read nothing of its answer for %gs", client, self.limits.body_timeout
+            )
             self.transport.abort()  # close() would keep the unsent answer in memory until sent
 
     # -- helpers -----------------------------------------------------------------------------
     def _too_large_headers(self, stop: bool = False) -> None:
-        self._refusal = refusal(431, "headers_too_large",
-                                f"request headers over the limit ({self.limits.max_headers} headers, "
-                                f"{self.limits.max_header_bytes} bytes)")
+        self._refusal = refusal(
+            431,
+            "headers_too_large",
+            f"request headers over the limit ({self.limits.max_headers} headers, {self.limits.max_header_bytes} bytes)",
+        )
         if stop:
             raise _Refused()  # httptools stops; uvicorn calls send_400_response, answered above
         self._write_refusal()
@@ -237,4 +257,4 @@ class _GuardedBase(HttpToolsProtocol):
             self.transport.close()
 
 
-__all__ = ["ConnectionLimits", "protocol_class", "refusal", "httptools"]
+__all__ = ["ConnectionLimits", "httptools", "protocol_class", "refusal"]

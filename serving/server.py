@@ -63,8 +63,16 @@ class _HideFailedStartup(logging.Filter):
 
 
 class ServingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, state: Any, *, drain_seconds: float,
-                 ready_file: Path | None, ready_info: dict[str, Any], drain_until_idle: bool = False):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        state: Any,
+        *,
+        drain_seconds: float,
+        ready_file: Path | None,
+        ready_info: dict[str, Any],
+        drain_until_idle: bool = False,
+    ):
         super().__init__(config)
         self.state = state
         self.drain_seconds = drain_seconds
@@ -86,11 +94,19 @@ class ServingServer(uvicorn.Server):
                 steer_to_newest(sock)
                 self.steered = True
             except OSError as exc:
-                log.warning("cannot steer new connections to the newest listener (%s); "
-                            "a replacement server will share connections by hash", exc)
+                log.warning(
+                    "cannot steer new connections to the newest listener (%s); "
+                    "a replacement server will share connections by hash",
+                    exc,
+                )
         info = self.ready_info
-        log.info("serving on http://%s:%d (pid %d, sha256 %s…)", info["host"], info["port"], info["pid"],
-                 str(info["sha256"])[:12])
+        log.info(
+            "serving on http://%s:%d (pid %d, sha256 %s…)",
+            info["host"],
+            info["port"],
+            info["pid"],
+            str(info["sha256"])[:12],
+        )
         if self.ready_file is not None and not self.state.draining:
             write_ready_file(self.ready_file, info)
 
@@ -99,8 +115,12 @@ class ServingServer(uvicorn.Server):
             self.state.start_draining()
             self.drain_started = time.monotonic()
             self.drain_deadline = self.drain_started + self.drain_seconds
-            log.info("%s: draining for %.1fs%s, then stopping", signal.Signals(sig).name, self.drain_seconds,
-                     " at most (until no connection is open)" if self._idle_drain() else "")
+            log.info(
+                "%s: draining for %.1fs%s, then stopping",
+                signal.Signals(sig).name,
+                self.drain_seconds,
+                " at most (until no connection is open)" if self._idle_drain() else "",
+            )
         else:
             log.info("%s again: stopping now", signal.Signals(sig).name)
             self.should_exit = True
@@ -116,15 +136,28 @@ class ServingServer(uvicorn.Server):
             now = time.monotonic()
             if now >= self.drain_deadline:
                 self.should_exit = True
-            elif (self._idle_drain() and not self.server_state.connections
-                  and now - (self.drain_started or now) >= IDLE_DRAIN_MIN_SECONDS):
+            elif (
+                self._idle_drain()
+                and not self.server_state.connections
+                and now - (self.drain_started or now) >= IDLE_DRAIN_MIN_SECONDS
+            ):
                 log.info("drained: no connection open after %.2fs", now - (self.drain_started or now))
                 self.should_exit = True
         return await super().on_tick(counter)
 
 
-def serve(app: Any, sock: socket.socket, *, host: str, log_level: int, drain_seconds: float,
-          sha256: str, ready_file: Path | None = None, limits: Any = None, drain_until_idle: bool = False) -> int:
+def serve(
+    app: Any,
+    sock: socket.socket,
+    *,
+    host: str,
+    log_level: int,
+    drain_seconds: float,
+    sha256: str,
+    ready_file: Path | None = None,
+    limits: Any = None,
+    drain_until_idle: bool = False,
+) -> int:
     """Serve ``app`` on the bound ``sock`` until stopped; 0 after a clean stop, 1 if startup failed.
 
     ``limits`` (the spec's ``server`` section, :class:`serving.spec.ServerSpec`) sets the
@@ -146,8 +179,14 @@ def serve(app: Any, sock: socket.socket, *, host: str, log_level: int, drain_sec
     )
     port = sock.getsockname()[1]
     info = {"pid": os.getpid(), "host": host, "port": port, "sha256": sha256}
-    server = ServingServer(config, state, drain_seconds=drain_seconds, ready_file=ready_file, ready_info=info,
-                           drain_until_idle=drain_until_idle)
+    server = ServingServer(
+        config,
+        state,
+        drain_seconds=drain_seconds,
+        ready_file=ready_file,
+        ready_info=info,
+        drain_until_idle=drain_until_idle,
+    )
     quiet = _HideFailedStartup(state)
     uvicorn_log = logging.getLogger("uvicorn.error")
     uvicorn_log.addFilter(quiet)

@@ -45,9 +45,9 @@ def _reason(exc: OSError) -> str:
 def bind_listener(host: str, port: int) -> socket.socket:
     """A TCP socket bound to host:port with SO_REUSEADDR and SO_REUSEPORT, not yet listening."""
     try:
-        family, kind, proto, _, addr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+            0
+        ]
     except socket.gaierror as exc:
         raise BindError(f"cannot bind {_address(host, port)}: {_reason(exc)}") from None
     sock = socket.socket(family, kind, proto)

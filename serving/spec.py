@@ -14,7 +14,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from serving.errors import BundleError  # noqa: F401 (the toolkit catches it from here)
+from serving.errors import BundleError
 
 SPEC_FILE = "spec.json"
 SPEC_VERSION: Final = 1
@@ -145,8 +145,10 @@ class ServerSpec(_Frozen):
     @model_validator(mode="after")
     def _body_fits_budget(self) -> ServerSpec:
         if self.max_inflight_bytes < self.max_body_bytes:
-            raise ValueError(f"max_inflight_bytes ({self.max_inflight_bytes}) must be at least max_body_bytes "
-                             f"({self.max_body_bytes}), else a body of the largest size is never admitted")
+            raise ValueError(
+                f"max_inflight_bytes ({self.max_inflight_bytes}) must be at least max_body_bytes "
+                f"({self.max_body_bytes}), else a body of the largest size is never admitted"
+            )
         return self
 
 

@@ -17,8 +17,8 @@ from helpers import free_port, register_iris
 @dataclass(frozen=True)
 class Prepared:
     root: Path
-    state: dict[str, Any]      # state.json with version 2 validated, assembled and smoke-tested; nothing deployed
-    v1: dict[str, Any]         # the deployment record of version 1 (its bundle)
+    state: dict[str, Any]  # state.json with version 2 validated, assembled and smoke-tested; nothing deployed
+    v1: dict[str, Any]  # the deployment record of version 1 (its bundle)
 
 
 def prepare_two(root: Path, first: Path, second: Path, **register: Any) -> Prepared:
@@ -27,8 +27,11 @@ def prepare_two(root: Path, first: Path, second: Path, **register: Any) -> Prepa
     from mlops_cli.state import State
     from mlops_cli.status import stop
 
-    flags = {"workdir": root / "work", "deploy": {"test": {"port": free_port()}, "prod": {"port": free_port()}},
-             "validation": {"allow_no_thresholds": True}}
+    flags = {
+        "workdir": root / "work",
+        "deploy": {"test": {"port": free_port()}, "prod": {"port": free_port()}},
+        "validation": {"allow_no_thresholds": True},
+    }
     base = load_settings(None, flags, environ={})
     try:
         s1 = load_settings(None, {**flags, "model": register_iris(base, first, **register)}, environ={})
@@ -54,7 +57,15 @@ def prod_serving_v1(prepared: Prepared, settings) -> None:
 
     rollout = LocalTarget(settings).deploy("prod", Release(bundle=Path(prepared.v1["bundle_path"])), None)
     state = State.model_validate(prepared.state)
-    state.deployments["prod"] = DeploymentRecord.model_validate({
-        **prepared.v1, "url": rollout.url, "pid": rollout.pid, "handle": rollout.handle,
-        "log_path": rollout.log_path, "revision": rollout.revision, "previous_revision": None})
+    state.deployments["prod"] = DeploymentRecord.model_validate(
+        {
+            **prepared.v1,
+            "url": rollout.url,
+            "pid": rollout.pid,
+            "handle": rollout.handle,
+            "log_path": rollout.log_path,
+            "revision": rollout.revision,
+            "previous_revision": None,
+        }
+    )
     state.save(settings.workdir)

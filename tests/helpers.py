@@ -61,8 +61,12 @@ def register_iris(settings, artifact: Path, **overrides: Any) -> str:
 
     rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
     fields: dict[str, Any] = dict(
-        name="iris", framework="sklearn", task="classification",
-        metrics={"accuracy": 0.96}, tags=["validated"], schema=IRIS_SCHEMA,
+        name="iris",
+        framework="sklearn",
+        task="classification",
+        metrics={"accuracy": 0.96},
+        tags=["validated"],
+        schema=IRIS_SCHEMA,
         examples=[{"instances": [dict(zip(FEATURES, r)) for r in rows]}, {"instances": [rows[0]]}],
         reference=reference_stats({f: [r[i] for r in rows] for i, f in enumerate(FEATURES)}),
         labels=["setosa", "versicolor", "virginica"],
@@ -72,13 +76,21 @@ def register_iris(settings, artifact: Path, **overrides: Any) -> str:
     return f"local:{meta.name}@{meta.version}"
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """The real `mlops` command in a child process: real exit codes, real stdout/stderr."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
     environ.update(env or {})
-    return subprocess.run([sys.executable, "-m", "mlops_cli.cli", *args], cwd=cwd, env=environ,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "mlops_cli.cli", *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def read_state(workdir: Path) -> dict[str, Any]:
@@ -139,7 +151,7 @@ class Load:
                         self.failures.append(detail)
                 time.sleep(0.01)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for t in self.threads:
             t.start()
         return self

@@ -27,10 +27,9 @@ import random
 import socket
 import struct
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Optional
-
 import warnings
+from dataclasses import dataclass, field
+from typing import Any
 
 with warnings.catch_warnings():  # kafka-python 3.0 loads its schemas with importlib.resources.read_text,
     warnings.simplefilter("ignore", DeprecationWarning)  # deprecated on Python 3.11-3.12 (not ours to fix)
@@ -54,8 +53,8 @@ class Message:
     topic: str
     partition: int
     offset: int
-    key: Optional[bytes]
-    value: Optional[bytes]
+    key: bytes | None
+    value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
 
     def json(self) -> Any:
@@ -65,18 +64,20 @@ class Message:
 class KafkaBrokerDouble:
     def __init__(self) -> None:
         self.messages: list[Message] = []
-        self.refused: set[str] = set()  # topics whose produce requests get TOPIC_AUTHORIZATION_FAILED (29), as an ACL would
+        self.refused: set[str] = (
+            set()
+        )  # topics whose produce requests get TOPIC_AUTHORIZATION_FAILED (29), as an ACL would
         self.requests: list[tuple[int, int]] = []  # (api key, version) of every request answered
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
-        self._listener: Optional[socket.socket] = None
+        self._listener: socket.socket | None = None
         self.port = 0
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "KafkaBrokerDouble":
+    def start(self) -> KafkaBrokerDouble:
         """Listen (again, on the same port after a stop). The port is chosen below the ephemeral range:
         a client that keeps reconnecting to a local ephemeral port while nothing listens there can end
         up connected to itself (TCP simultaneous open) and hold the port."""
@@ -171,8 +172,10 @@ class KafkaBrokerDouble:
     @staticmethod
     def _api_keys(version: int) -> list[Any]:
         item = ApiVersionsResponse[version].ApiVersion
-        return [item(api_key=k, min_version=lo, max_version=hi, version=version)
-                for k, (_, _, lo, hi) in sorted(SUPPORTED.items())]
+        return [
+            item(api_key=k, min_version=lo, max_version=hi, version=version)
+            for k, (_, _, lo, hi) in sorted(SUPPORTED.items())
+        ]
 
     def _ApiVersionsRequest(self, request: Any, response: Any, version: int) -> Any:
         return response(error_code=0, api_keys=self._api_keys(version), throttle_time_ms=0)
@@ -181,13 +184,33 @@ class KafkaBrokerDouble:
         names = sorted({m.topic for m in self.messages}) if request.topics is None else [t.name for t in request.topics]
         topic_cls = response.MetadataResponseTopic
         part_cls = topic_cls.MetadataResponsePartition
-        topics = [topic_cls(error_code=0, name=name, is_internal=False, version=version, partitions=[
-            part_cls(error_code=0, partition_index=0, leader_id=NODE_ID, leader_epoch=0, replica_nodes=[NODE_ID],
-                     isr_nodes=[NODE_ID], offline_replicas=[], version=version)]) for name in names]
-        broker = response.MetadataResponseBroker(node_id=NODE_ID, host="127.0.0.1", port=self.port, rack=None,
-                                                 version=version)
-        return response(throttle_time_ms=0, brokers=[broker], cluster_id="mlops-test-double", controller_id=NODE_ID,
-                        topics=topics)
+        topics = [
+            topic_cls(
+                error_code=0,
+                name=name,
+                is_internal=False,
+                version=version,
+                partitions=[
+                    part_cls(
+                        error_code=0,
+                        partition_index=0,
+                        leader_id=NODE_ID,
+                        leader_epoch=0,
+                        replica_nodes=[NODE_ID],
+                        isr_nodes=[NODE_ID],
+                        offline_replicas=[],
+                        version=version,
+                    )
+                ],
+            )
+            for name in names
+        ]
+        broker = response.MetadataResponseBroker(
+            node_id=NODE_ID, host="127.0.0.1", port=self.port, rack=None, version=version
+        )
+        return response(
+            throttle_time_ms=0, brokers=[broker], cluster_id="mlops-test-double", controller_id=NODE_ID, topics=topics
+        )
 
     def _ProduceRequest(self, request: Any, response: Any, version: int) -> Any:
         topic_cls = response.TopicProduceResponse
@@ -197,9 +220,18 @@ class KafkaBrokerDouble:
             parts = []
             for data in topic.partition_data:
                 if topic.name in self.refused:
-                    parts.append(part_cls(index=data.index, error_code=TOPIC_AUTHORIZATION_FAILED, base_offset=-1,
-                                          log_append_time_ms=-1, log_start_offset=-1, record_errors=[],
-                                          error_message=None, version=version))
+                    parts.append(
+                        part_cls(
+                            index=data.index,
+                            error_code=TOPIC_AUTHORIZATION_FAILED,
+                            base_offset=-1,
+                            log_append_time_ms=-1,
+                            log_start_offset=-1,
+                            record_errors=[],
+                            error_message=None,
+                            version=version,
+                        )
+                    )
                     continue
                 records = MemoryRecords(bytes(data.records))
                 with self._lock:
@@ -210,10 +242,21 @@ class KafkaBrokerDouble:
                         if not batch.validate_crc():
                             raise ConnectionError("corrupt record batch")  # a broker answers CORRUPT_MESSAGE
                         for record in batch:
-                            self.messages.append(Message(topic.name, data.index, offset, record.key, record.value,
-                                                         list(record.headers)))
+                            self.messages.append(
+                                Message(topic.name, data.index, offset, record.key, record.value, list(record.headers))
+                            )
                             offset += 1
-                parts.append(part_cls(index=data.index, error_code=0, base_offset=base, log_append_time_ms=-1,
-                                      log_start_offset=0, record_errors=[], error_message=None, version=version))
+                parts.append(
+                    part_cls(
+                        index=data.index,
+                        error_code=0,
+                        base_offset=base,
+                        log_append_time_ms=-1,
+                        log_start_offset=0,
+                        record_errors=[],
+                        error_message=None,
+                        version=version,
+                    )
+                )
             answers.append(topic_cls(name=topic.name, partition_responses=parts, version=version))
         return response(responses=answers, throttle_time_ms=0)

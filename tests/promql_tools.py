@@ -19,8 +19,14 @@ RULES = REPO / "deploy" / "monitoring" / "mlops-rules.yml"
 KUBE_DOUBLE = REPO / "tests" / "fixtures" / "monitoring" / "kube-metrics.prom"
 PROMETHEUS_OWN = {"up"}  # series Prometheus writes itself for every target
 # Grafana's variables as a query would see them: every namespace and service, a 1m rate window.
-GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "15s", "$window": "1h",
-                "$namespace": ".*", "$job": ".+"}
+GRAFANA_VARS = {
+    "$__rate_interval": "1m",
+    "$__range": "5m",
+    "$__interval": "15s",
+    "$window": "1h",
+    "$namespace": ".*",
+    "$job": ".+",
+}
 _COMPARISON = re.compile(r"(?<![=!<>~])(>=|<=|==|!=|>|<)\s*(?=[-+]?[\d.])")
 
 

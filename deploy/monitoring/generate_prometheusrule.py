@@ -30,9 +30,12 @@ _Dumper.add_representer(str, _str)
 
 def render() -> str:
     groups = yaml.safe_load((HERE / "mlops-rules.yml").read_text())["groups"]
-    obj = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-           "metadata": {"name": "mlops-rules", "labels": {"app.kubernetes.io/part-of": "mlops", "role": "alert-rules"}},
-           "spec": {"groups": groups}}
+    obj = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "mlops-rules", "labels": {"app.kubernetes.io/part-of": "mlops", "role": "alert-rules"}},
+        "spec": {"groups": groups},
+    }
     return HEADER + yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=200)
 
 

@@ -8,12 +8,13 @@ push it; the digest the registry returns is what every later stage deploys.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ..errors import MlopsError, StageFailed, TemporaryError
 from ..backends import load
+from ..errors import MlopsError, StageFailed, TemporaryError
 from ..retry import call_with_retries
 from ..ui import progress
 
@@ -28,13 +29,15 @@ BUILDERS = {
 AUTH_FAILURE = re.compile(r"unauthori[sz]ed|authentication required|\b40[13]\b|denied|forbidden", re.I)
 TRANSIENT_FAILURE = re.compile(
     r"connection refused|connection reset|no such host|i/o timeout|timeout|\bEOF\b|dial tcp|"
-    r"\b50[0234]\b|service unavailable|bad gateway|temporar", re.I)
+    r"\b50[0234]\b|service unavailable|bad gateway|temporar",
+    re.I,
+)
 
 
 @dataclass(frozen=True)
 class BuildRequest:
-    context: Path           # holds Dockerfile, the bundle's files and wheels/
-    tag: str                # registry/repository:tag
+    context: Path  # holds Dockerfile, the bundle's files and wheels/
+    tag: str  # registry/repository:tag
     labels: dict[str, str]
 
 
@@ -52,7 +55,7 @@ class ImageBuilder(Protocol):
         """
 
 
-def get_builder(name: str, settings: "Settings") -> ImageBuilder:
+def get_builder(name: str, settings: Settings) -> ImageBuilder:
     return load("image builder", name, BUILDERS)(settings)
 
 
@@ -60,8 +63,10 @@ def registry_failure(registry: str, output: str) -> MlopsError:
     """The error for a failed push, from what the tool said: auth, transient, or other."""
     last = next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "no output")
     if AUTH_FAILURE.search(output):
-        return StageFailed(f"registry {registry} refused the credentials or access: {last}",
-                           hint="check build.username and MLOPS_BUILD__PASSWORD / build.password_file")
+        return StageFailed(
+            f"registry {registry} refused the credentials or access: {last}",
+            hint="check build.username and MLOPS_BUILD__PASSWORD / build.password_file",
+        )
     if TRANSIENT_FAILURE.search(output):
         return TemporaryError(f"registry {registry} did not answer: {last}")
     return StageFailed(f"push to {registry} failed: {last}")
@@ -69,6 +74,7 @@ def registry_failure(registry: str, output: str) -> MlopsError:
 
 def with_retries(action: Callable[[], str], *, retries: int, backoff_s: float, what: str) -> str:
     """Run action; on TemporaryError try again up to `retries` times, with backoff (mlops_cli.retry)."""
+
     def say(exc: BaseException, delay: float) -> None:
         progress(f"{what} failed ({getattr(exc, 'message', exc)}); retrying in {delay:.1f} s")
 

@@ -13,9 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..settings import Settings, is_loopback, registry_host
 from ..errors import ConfigError, StageFailed
 from ..proc import run
+from ..settings import Settings, is_loopback, registry_host
 from . import BuildRequest, registry_failure, with_retries
 
 
@@ -34,8 +34,9 @@ def labelled_dockerfile(request: BuildRequest) -> Path:
     text = dockerfile.read_text(encoding="utf-8")
     pairs = " ".join(f"{_quoted(k)}={_quoted(v)}" for k, v in sorted(request.labels.items()))
     labelled = request.context / ".Dockerfile.labelled"
-    labelled.write_text(text + ("" if text.endswith("\n") else "\n") + (f"LABEL {pairs}\n" if pairs else ""),
-                        encoding="utf-8")
+    labelled.write_text(
+        text + ("" if text.endswith("\n") else "\n") + (f"LABEL {pairs}\n" if pairs else ""), encoding="utf-8"
+    )
     return labelled
 
 
@@ -44,8 +45,10 @@ class BuildahBuilder:
         self.cfg = settings.build
         binary = shutil.which("buildah")
         if binary is None:
-            raise ConfigError("buildah is not installed or not on PATH",
-                              hint="install it (Debian: apt-get install buildah) or set build.builder: docker")
+            raise ConfigError(
+                "buildah is not installed or not on PATH",
+                hint="install it (Debian: apt-get install buildah) or set build.builder: docker",
+            )
         self.binary = binary
 
     def _argv(self, *args: str) -> list[str]:
@@ -63,13 +66,18 @@ class BuildahBuilder:
             args += ["--isolation", self.cfg.isolation]
         done = run(self._argv(*args, str(request.context)), timeout=self.cfg.timeout_s, stream=True)
         if done.returncode != 0:
-            raise StageFailed(f"buildah bud failed (exit code {done.returncode}); last lines of its log:\n"
-                              f"{done.tail(15)}")
+            raise StageFailed(
+                f"buildah bud failed (exit code {done.returncode}); last lines of its log:\n{done.tail(15)}"
+            )
 
     def push(self, tag: str) -> str:
         registry = self.cfg.registry or tag.split("/")[0]
-        return with_retries(lambda: self._push_once(tag, registry), retries=self.cfg.retries,
-                            backoff_s=self.cfg.retry_backoff_s, what=f"push to {registry}")
+        return with_retries(
+            lambda: self._push_once(tag, registry),
+            retries=self.cfg.retries,
+            backoff_s=self.cfg.retry_backoff_s,
+            what=f"push to {registry}",
+        )
 
     def _push_once(self, tag: str, registry: str) -> str:
         with tempfile.TemporaryDirectory(prefix="mlops-push-") as tmp:

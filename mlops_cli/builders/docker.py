@@ -10,9 +10,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError, StageFailed, TemporaryError
 from ..extras import install_line
 from ..settings import Settings, is_loopback, registry_host
-from ..errors import ConfigError, StageFailed, TemporaryError
 from . import BuildRequest, registry_failure, with_retries
 
 DIGEST_LINE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
@@ -28,7 +28,8 @@ def engine_plain_http(info: dict[str, Any], registry: str) -> bool:
     config = info.get("RegistryConfig") or {}
     hostport = registry.split("/")[0]
     index = (config.get("IndexConfigs") or {}).get(hostport) or (config.get("IndexConfigs") or {}).get(
-        registry_host(registry))
+        registry_host(registry)
+    )
     if isinstance(index, dict) and index.get("Secure") is False:
         return True
     cidrs = []
@@ -72,18 +73,25 @@ class DockerBuilder:
         host = self.cfg.docker_host or ""
         socket_path = Path(host.removeprefix("unix://")) if host.startswith("unix://") else None
         if socket_path is not None and not socket_path.exists():
-            raise ConfigError(f"no Docker-API engine answers at {self.cfg.docker_host}: the socket does not exist",
-                              hint="start Docker or `podman system service`, or set build.docker_host")
+            raise ConfigError(
+                f"no Docker-API engine answers at {self.cfg.docker_host}: the socket does not exist",
+                hint="start Docker or `podman system service`, or set build.docker_host",
+            )
         client = None
         try:
-            client = (docker.DockerClient(base_url=self.cfg.docker_host, timeout=int(self.cfg.timeout_s))
-                      if self.cfg.docker_host else docker.from_env(timeout=int(self.cfg.timeout_s)))
+            client = (
+                docker.DockerClient(base_url=self.cfg.docker_host, timeout=int(self.cfg.timeout_s))
+                if self.cfg.docker_host
+                else docker.from_env(timeout=int(self.cfg.timeout_s))
+            )
             client.ping()
         except docker.errors.DockerException as exc:
             if client is not None:
                 client.close()
-            raise ConfigError(f"no Docker-API engine answers at {where}: {engine_reason(exc)}",
-                              hint="start Docker or `podman system service`, or set build.docker_host") from None
+            raise ConfigError(
+                f"no Docker-API engine answers at {where}: {engine_reason(exc)}",
+                hint="start Docker or `podman system service`, or set build.docker_host",
+            ) from None
         self.client = client
 
     def close(self) -> None:
@@ -92,8 +100,15 @@ class DockerBuilder:
     def build(self, request: BuildRequest) -> None:
         lines: list[str] = []
         try:
-            for event in self.client.api.build(path=str(request.context), dockerfile="Dockerfile", tag=request.tag,
-                                               labels=request.labels, rm=True, forcerm=True, decode=True):
+            for event in self.client.api.build(
+                path=str(request.context),
+                dockerfile="Dockerfile",
+                tag=request.tag,
+                labels=request.labels,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            ):
                 lines += [line for line in str(event.get("stream", "")).splitlines() if line.strip()]
                 if "error" in event or "errorDetail" in event:
                     lines.append(str(event.get("error") or event["errorDetail"].get("message")))
@@ -101,13 +116,18 @@ class DockerBuilder:
         except self._errors.APIError as exc:
             raise StageFailed(f"the engine refused the build: {exc.explanation or exc}") from None
         if not self.client.images.list(name=request.tag):
-            raise StageFailed("the engine reported no image after the build; last lines of its log:\n"
-                              + "\n".join(lines[-15:]))
+            raise StageFailed(
+                "the engine reported no image after the build; last lines of its log:\n" + "\n".join(lines[-15:])
+            )
 
     def push(self, tag: str) -> str:
         registry = self.cfg.registry or tag.split("/")[0]
-        return with_retries(lambda: self._push_once(tag, registry), retries=self.cfg.retries,
-                            backoff_s=self.cfg.retry_backoff_s, what=f"push to {registry}")
+        return with_retries(
+            lambda: self._push_once(tag, registry),
+            retries=self.cfg.retries,
+            backoff_s=self.cfg.retry_backoff_s,
+            what=f"push to {registry}",
+        )
 
     def _push_once(self, tag: str, registry: str) -> str:
         repository, _, name = tag.rpartition(":")
@@ -121,10 +141,12 @@ class DockerBuilder:
                 except self._errors.DockerException as exc:
                     raise TemporaryError(f"lost the engine before pushing to {registry}: {exc}") from None
                 if engine_plain_http(info, registry):
-                    raise ConfigError(f"the engine reaches {registry} without TLS (an insecure registry in its "
-                                      "configuration): the registry credentials would go out in clear text",
-                                      hint="give the registry a certificate and drop it from the engine's "
-                                           "insecure registries, or use a registry on this machine")
+                    raise ConfigError(
+                        f"the engine reaches {registry} without TLS (an insecure registry in its "
+                        "configuration): the registry credentials would go out in clear text",
+                        hint="give the registry a certificate and drop it from the engine's "
+                        "insecure registries, or use a registry on this machine",
+                    )
         digest = None
         said: list[str] = []
         try:

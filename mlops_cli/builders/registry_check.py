@@ -9,10 +9,9 @@ whole build. Without configured credentials a 401 is left to the builder's own l
 from __future__ import annotations
 
 import re
-from typing import Optional
 
-from ..settings import BuildSettings
 from ..errors import StageFailed, TemporaryError
+from ..settings import BuildSettings
 from ..ui import progress
 from . import with_retries
 
@@ -38,11 +37,13 @@ def _token_accepted(client, challenge: str, auth: tuple[str, str], registry: str
         return True  # nothing to ask: leave it to the push
     answer = client.get(realm, params={k: v for k, v in params.items() if k == "service"}, auth=auth)
     if answer.status_code >= 500:
-        raise TemporaryError(f"registry {registry} did not answer: HTTP {answer.status_code} from its token service {realm}")
+        raise TemporaryError(
+            f"registry {registry} did not answer: HTTP {answer.status_code} from its token service {realm}"
+        )
     return answer.status_code < 400
 
 
-def _probe_once(cfg: BuildSettings, registry: str, password: Optional[str]) -> str:
+def _probe_once(cfg: BuildSettings, registry: str, password: str | None) -> str:
     import httpx
 
     url = _base(cfg) + "/v2/"
@@ -54,23 +55,34 @@ def _probe_once(cfg: BuildSettings, registry: str, password: Optional[str]) -> s
                 challenge = answer.headers.get("www-authenticate", "")
                 if challenge.lower().startswith("bearer") and _token_accepted(client, challenge, auth, registry):
                     return "credentials accepted"
-                raise StageFailed(f"registry {registry} refused the credentials of user {cfg.username!r} "
-                                  f"(HTTP 401 at {url}), checked before building", hint=_CRED_HINT)
+                raise StageFailed(
+                    f"registry {registry} refused the credentials of user {cfg.username!r} "
+                    f"(HTTP 401 at {url}), checked before building",
+                    hint=_CRED_HINT,
+                )
     except httpx.TimeoutException:
-        raise TemporaryError(f"registry {registry} did not answer: no answer within {TIMEOUT_S:g} s at {url}; "
-                             "check build.registry and the network") from None
+        raise TemporaryError(
+            f"registry {registry} did not answer: no answer within {TIMEOUT_S:g} s at {url}; "
+            "check build.registry and the network"
+        ) from None
     except httpx.HTTPError as exc:
         if "SSL" in str(exc) or "CERTIFICATE" in str(exc):  # something answers; its TLS is the builder's to judge
-            progress(f"warning: TLS to {url} failed here ({_reason(exc)}); the builder's own trust settings "
-                     "(certs.d, insecure registries) decide")
+            progress(
+                f"warning: TLS to {url} failed here ({_reason(exc)}); the builder's own trust settings "
+                "(certs.d, insecure registries) decide"
+            )
             return "reachable (TLS not checked)"
-        raise TemporaryError(f"registry {registry} did not answer: {_reason(exc)} at {url}; "
-                             "check build.registry (and build.insecure for a plain-HTTP registry)") from None
+        raise TemporaryError(
+            f"registry {registry} did not answer: {_reason(exc)} at {url}; "
+            "check build.registry (and build.insecure for a plain-HTTP registry)"
+        ) from None
     if answer.status_code >= 500:
         raise TemporaryError(f"registry {registry} did not answer: HTTP {answer.status_code} at {url}")
     if answer.status_code == 401:
-        progress(f"registry {registry} asks for credentials and none are configured "
-                 "(build.username, MLOPS_BUILD__PASSWORD): relying on the builder's own login")
+        progress(
+            f"registry {registry} asks for credentials and none are configured "
+            "(build.username, MLOPS_BUILD__PASSWORD): relying on the builder's own login"
+        )
         return "needs the builder's login"
     return "reachable" if auth is None else "credentials accepted"
 
@@ -80,5 +92,9 @@ def check_registry(cfg: BuildSettings) -> str:
     registry = cfg.registry or ""
     progress(f"checking registry {registry} before building")
     password = cfg.registry_password()
-    return with_retries(lambda: _probe_once(cfg, registry, password), retries=cfg.retries,
-                        backoff_s=cfg.retry_backoff_s, what=f"reaching {registry}")
+    return with_retries(
+        lambda: _probe_once(cfg, registry, password),
+        retries=cfg.retries,
+        backoff_s=cfg.retry_backoff_s,
+        what=f"reaching {registry}",
+    )

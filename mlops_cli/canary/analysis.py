@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -59,7 +60,7 @@ class MetricCheck(BaseModel):
     """Seconds between two measurements of this metric."""
     count: int = Field(1, ge=1, le=100)
     """Measurements per analysis run."""
-    query: Optional[str] = Field(None, max_length=2000)
+    query: str | None = Field(None, max_length=2000)
     """kind=query: PromQL with {selector} and {window} placeholders, one series per member."""
 
     @field_validator("success_condition")
@@ -72,15 +73,17 @@ class MetricCheck(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _query_matches_kind(self) -> "MetricCheck":
+    def _query_matches_kind(self) -> MetricCheck:
         if self.kind == "query":
             if not self.query or "{selector}" not in self.query:
                 raise ValueError(f"metric {self.name!r} of kind query needs a query with a {{selector}} placeholder")
         elif self.query is not None:
             raise ValueError(f"metric {self.name!r}: query is only for kind query (this one is {self.kind})")
         if self.kind == "prediction_shift" and "stable" in condition.names(self.success_condition):
-            raise ValueError(f"metric {self.name!r}: a prediction_shift's result already compares canary with stable; "
-                             "its condition cannot use `stable`")
+            raise ValueError(
+                f"metric {self.name!r}: a prediction_shift's result already compares canary with stable; "
+                "its condition cannot use `stable`"
+            )
         return self
 
 
@@ -99,13 +102,17 @@ class AnalysisTemplate(BaseModel):
         return value
 
 
-DEFAULT_TEMPLATE = AnalysisTemplate(metrics=[
-    MetricCheck(name="error-ratio", kind="error_ratio", success_condition="result <= max(stable * 2, 0.01)"),
-    MetricCheck(name="latency-p99", kind="latency_p99", success_condition="result <= max(stable * 1.5, stable + 0.05)"),
-    MetricCheck(name="input-drift", kind="input_drift", success_condition="result <= 0.25"),
-    MetricCheck(name="prediction-shift", kind="prediction_shift", success_condition="result <= 0.2"),
-    MetricCheck(name="outlier-rate", kind="outlier_rate", success_condition="result <= max(stable * 2, 0.05)"),
-])
+DEFAULT_TEMPLATE = AnalysisTemplate(
+    metrics=[
+        MetricCheck(name="error-ratio", kind="error_ratio", success_condition="result <= max(stable * 2, 0.01)"),
+        MetricCheck(
+            name="latency-p99", kind="latency_p99", success_condition="result <= max(stable * 1.5, stable + 0.05)"
+        ),
+        MetricCheck(name="input-drift", kind="input_drift", success_condition="result <= 0.25"),
+        MetricCheck(name="prediction-shift", kind="prediction_shift", success_condition="result <= 0.2"),
+        MetricCheck(name="outlier-rate", kind="outlier_rate", success_condition="result <= max(stable * 2, 0.05)"),
+    ]
+)
 
 
 class CanaryAnalysisSettings(BaseModel):
@@ -129,10 +136,10 @@ class CanaryAnalysisSettings(BaseModel):
 class Measurement:
     metric: str
     kind: str
-    canary: Optional[float]
-    stable: Optional[float]
+    canary: float | None
+    stable: float | None
     outcome: Outcome
-    detail: str   # one line, e.g. "PSI petal_width 0.41 > 0.25"
+    detail: str  # one line, e.g. "PSI petal_width 0.41 > 0.25"
 
 
 @dataclass(frozen=True)
@@ -140,35 +147,43 @@ class AnalysisResult:
     template: str
     verdict: Outcome
     measurements: tuple[Measurement, ...]
-    reason: str   # one line for humans / notifiers
+    reason: str  # one line for humans / notifiers
 
     def to_dict(self) -> dict[str, Any]:
-        return {"template": self.template, "verdict": self.verdict, "reason": self.reason,
-                "measurements": [asdict(m) for m in self.measurements]}
+        return {
+            "template": self.template,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "measurements": [asdict(m) for m in self.measurements],
+        }
 
 
-def _number(value: Optional[float]) -> Optional[float]:
+def _number(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) or math.isinf(value) else value
 
 
-def _fmt(value: Optional[float]) -> str:
+def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
 def measure(check: MetricCheck, obs: Observation, min_requests: int) -> Measurement:
     """One measurement of one check from one observation window; inconclusive rather than an exception."""
-    def inconclusive(why: str, canary: Optional[float] = None, stable: Optional[float] = None) -> Measurement:
+
+    def inconclusive(why: str, canary: float | None = None, stable: float | None = None) -> Measurement:
         return Measurement(check.name, check.kind, canary, stable, "inconclusive", why)
 
     try:
         if obs.unavailable:
             return inconclusive(obs.unavailable)
-        enough: dict[str, Optional[str]] = {}
+        enough: dict[str, str | None] = {}
         for track in ("canary", "stable"):
             n = obs.requests(track)
-            enough[track] = (None if n is not None and n >= min_requests else
-                             f"{track} answered {0 if n is None else round(n)} predict requests in the window "
-                             f"(fewer than min_requests {min_requests})")
+            enough[track] = (
+                None
+                if n is not None and n >= min_requests
+                else f"{track} answered {0 if n is None else round(n)} predict requests in the window "
+                f"(fewer than min_requests {min_requests})"
+            )
         if obs.unavailable:
             return inconclusive(obs.unavailable)
         if enough["canary"]:
@@ -195,8 +210,9 @@ def measure(check: MetricCheck, obs: Observation, min_requests: int) -> Measurem
         if check.kind != "prediction_shift":
             figures += f", stable {_fmt(s)}"
         verdict = "holds" if ok else "does not hold"
-        return Measurement(check.name, check.kind, c, s, "pass" if ok else "fail",
-                           f"{figures}: {check.success_condition} {verdict}")
+        return Measurement(
+            check.name, check.kind, c, s, "pass" if ok else "fail", f"{figures}: {check.success_condition} {verdict}"
+        )
     except Exception as exc:  # the contract: an analysis never raises on data; say what happened instead
         return inconclusive(f"cannot measure: {type(exc).__name__}: {' '.join(str(exc).split())}"[:300])
 
@@ -224,12 +240,14 @@ def verdict_of(template: str, metrics: list[MetricCheck], measurements: list[Mea
         return AnalysisResult(template, "fail", tuple(measurements), "failed: " + "; ".join(failed))
     if unsure:
         return AnalysisResult(template, "inconclusive", tuple(measurements), "inconclusive: " + "; ".join(unsure))
-    return AnalysisResult(template, "pass", tuple(measurements),
-                          f"passed: {len(measurements)} measurements of {len(metrics)} metrics")
+    return AnalysisResult(
+        template, "pass", tuple(measurements), f"passed: {len(measurements)} measurements of {len(metrics)} metrics"
+    )
 
 
-def run_analysis(settings: "Settings", template: str, canary: "Canary", *, window_s: float,
-                 sleep: Callable[[float], None] = time.sleep) -> AnalysisResult:
+def run_analysis(
+    settings: Settings, template: str, canary: Canary, *, window_s: float, sleep: Callable[[float], None] = time.sleep
+) -> AnalysisResult:
     """Measure canary vs stable over the last window_s seconds: from Prometheus at
     settings.monitor.prometheus_url when set (PromQL using each member's selector), otherwise from
     scrapes of the two members' metrics_url (two scrapes window_s apart, deltas, as `mlops monitor`
@@ -242,7 +260,7 @@ def run_analysis(settings: "Settings", template: str, canary: "Canary", *, windo
     metrics = list(config.templates[template].metrics)
     timeout = settings.monitor.timeout_s
     prom = settings.monitor.prometheus_url
-    source = (PrometheusSource(prom, timeout) if prom else ScrapeSource(timeout, sleep))
+    source = PrometheusSource(prom, timeout) if prom else ScrapeSource(timeout, sleep)
     measurements: list[Measurement] = []
     clock = 0.0
     with source:

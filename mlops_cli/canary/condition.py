@@ -13,7 +13,8 @@ from __future__ import annotations
 import ast
 import math
 import operator
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 NAMES = ("result", "stable")
 FUNCTIONS: dict[str, Callable[..., float]] = {"min": min, "max": max, "abs": abs}
@@ -21,11 +22,18 @@ MAX_LENGTH = 500
 MAX_NODES = 200
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
     ast.Mod: operator.mod,
 }
 _COMPARE: dict[type, Callable[[Any, Any], bool]] = {
-    ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Eq: operator.eq,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
     ast.NotEq: operator.ne,
 }
 
@@ -131,7 +139,7 @@ def _eval(node: ast.AST, env: dict[str, float]) -> Any:
     raise ConditionError(f"{type(node).__name__} is not allowed in a condition")  # parse() refused it already
 
 
-def evaluate(text: str, result: float, stable: Optional[float]) -> tuple[Optional[bool], str]:
+def evaluate(text: str, result: float, stable: float | None) -> tuple[bool | None, str]:
     """(True/False, "") when the condition holds or not; (None, why) when it cannot be decided
     (a figure it needs is missing or NaN, a division by zero)."""
     tree = parse(text)

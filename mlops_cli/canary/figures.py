@@ -8,9 +8,9 @@ observation's ``unavailable`` reason), so the analysis can call the measurement 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..metrics_text import PREDICT_ROUTES_PROMQL, bucket_counts, delta, histogram_quantile, parse_metrics
 
@@ -24,20 +24,25 @@ PSI_CLAMP = 1e-4  # as serving.modules.drift.EPSILON and the recording rules
 
 @dataclass(frozen=True)
 class Reading:
-    value: Optional[float]
+    value: float | None
     detail: str  # why there is no value, or the figure in words ("PSI petal_width 0.41")
 
 
-def psi(counts: list[float], shares: list[float]) -> Optional[float]:
+def psi(counts: list[float], shares: list[float]) -> float | None:
     """PSI of observed counts against reference shares, observed shares clamped as the runtime does."""
     total = sum(counts)
     if total <= 0:
         return None
-    return float(sum((max(c / total, PSI_CLAMP) - s) * math.log(max(c / total, PSI_CLAMP) / s)
-                     for c, s in zip(counts, shares) if s > 0))
+    return float(
+        sum(
+            (max(c / total, PSI_CLAMP) - s) * math.log(max(c / total, PSI_CLAMP) / s)
+            for c, s in zip(counts, shares)
+            if s > 0
+        )
+    )
 
 
-def tvd(a: dict[Any, float], b: dict[Any, float]) -> Optional[float]:
+def tvd(a: dict[Any, float], b: dict[Any, float]) -> float | None:
     """Total-variation distance between two count vectors' shares: half the L1 distance, 0..1."""
     ta, tb = sum(a.values()), sum(b.values())
     if ta <= 0 or tb <= 0:
@@ -45,7 +50,7 @@ def tvd(a: dict[Any, float], b: dict[Any, float]) -> Optional[float]:
     return 0.5 * sum(abs(a.get(k, 0.0) / ta - b.get(k, 0.0) / tb) for k in set(a) | set(b))
 
 
-def worst_psi(by_feature: Mapping[str, Optional[float]], track: str) -> Reading:
+def worst_psi(by_feature: Mapping[str, float | None], track: str) -> Reading:
     known = {f: v for f, v in by_feature.items() if v is not None and not math.isnan(v)}
     if not known:
         return Reading(None, f"no drift figures for the {track} in the window")
@@ -62,9 +67,9 @@ def _shares(predictions: dict[str, float], buckets: dict[float, float]) -> dict[
 class Observation:
     """One window of both members; figures by track ("canary" | "stable")."""
 
-    unavailable: Optional[str] = None
+    unavailable: str | None = None
 
-    def requests(self, track: str) -> Optional[float]:
+    def requests(self, track: str) -> float | None:
         raise NotImplementedError
 
     def reading(self, kind: str, track: str) -> Reading:
@@ -84,11 +89,12 @@ class Unavailable(Observation):
 
 # --- without Prometheus: two scrapes -------------------------------------------------------------
 
+
 class ScrapedObservation(Observation):
     def __init__(self, figures: dict[str, dict[str, Any]]):
         self.figures = figures
 
-    def requests(self, track: str) -> Optional[float]:
+    def requests(self, track: str) -> float | None:
         return float(self.figures[track]["requests"])
 
     def reading(self, kind: str, track: str) -> Reading:
@@ -103,13 +109,22 @@ class ScrapedObservation(Observation):
         if kind == "input_drift":
             if not m["drift_module"]:
                 return Reading(None, f"the {track} has no drift module (no mlops_drift_reference_share)")
-            return worst_psi({f: psi([m["bins"].get(f, {}).get(b, 0.0) for b in sorted(shares)],
-                                     [shares[b] for b in sorted(shares)]) for f, shares in m["shares"].items()}, track)
+            return worst_psi(
+                {
+                    f: psi(
+                        [m["bins"].get(f, {}).get(b, 0.0) for b in sorted(shares)], [shares[b] for b in sorted(shares)]
+                    )
+                    for f, shares in m["shares"].items()
+                },
+                track,
+            )
         raise ValueError(f"unknown kind {kind}")
 
     def shift(self) -> Reading:
         c, s = self.figures["canary"], self.figures["stable"]
-        value = tvd(_shares(c["predictions"], c["prediction_buckets"]), _shares(s["predictions"], s["prediction_buckets"]))
+        value = tvd(
+            _shares(c["predictions"], c["prediction_buckets"]), _shares(s["predictions"], s["prediction_buckets"])
+        )
         if value is None:
             return Reading(None, "no predictions counted for canary or stable in the window")
         return Reading(value, f"TVD of predictions {value:.3g}")
@@ -121,9 +136,9 @@ class ScrapeSource:
     def __init__(self, timeout: float, sleep: Callable[[float], None]):
         self.timeout, self.sleep = timeout, sleep
         self.waited = 0.0
-        self.client: Optional["httpx.Client"] = None
+        self.client: httpx.Client | None = None
 
-    def __enter__(self) -> "ScrapeSource":
+    def __enter__(self) -> ScrapeSource:
         import httpx
 
         self.client = httpx.Client(timeout=self.timeout)
@@ -133,7 +148,7 @@ class ScrapeSource:
         if self.client is not None:
             self.client.close()
 
-    def _scrape(self, member: "CanaryMember") -> dict[str, Any] | str:
+    def _scrape(self, member: CanaryMember) -> dict[str, Any] | str:
         import httpx
 
         from ..errors import MlopsError
@@ -150,7 +165,7 @@ class ScrapeSource:
         except MlopsError as exc:
             return f"the {member.track}'s {member.metrics_url}: {exc}"
 
-    def observe(self, canary: "Canary", window_s: float) -> Observation:
+    def observe(self, canary: Canary, window_s: float) -> Observation:
         self.waited = 0.0
         members = {"canary": canary.canary, "stable": canary.stable}
         before = {t: self._scrape(m) for t, m in members.items()}
@@ -168,6 +183,7 @@ class ScrapeSource:
 
 # --- with Prometheus: instant queries over the window ------------------------------------------------
 
+
 def selector(member_selector: str, *more: str) -> str:
     return "{" + ", ".join(p for p in (member_selector.strip().strip(","), *more) if p) + "}"
 
@@ -176,6 +192,7 @@ def queries(member_selector: str, window: str, by: tuple[str, ...] = ()) -> dict
     """The PromQL of each figure of one member over `window` (e.g. "60s"). With `by` (labels kept, e.g.
     ("namespace", "track")) they are the recording rules of deploy/monitoring/mlops-rules.yml (group
     mlops.canary, selector `track!=""`, window 1m); a unit test checks that the two are the same."""
+
     def agg(op: str, *extra: str) -> str:
         labels = ", ".join((*by, *extra))
         return f"{op} by ({labels})" if labels else op
@@ -198,7 +215,7 @@ def queries(member_selector: str, window: str, by: tuple[str, ...] = ()) -> dict
         "error_ratio": f"({agg('sum')} (increase(mlops_http_requests_total{errors}[{window}])) or 0 * {requests}) / {requests}",
         "latency_p99": f"histogram_quantile(0.99, {agg('sum', 'le')} (rate(mlops_http_request_duration_seconds_bucket{predict}[{window}])))",
         "input_drift": f"{agg('sum', 'feature')} (({observed} - {on('feature', 'bin')} {reference}) "
-                       f"* ln({observed} / {on('feature', 'bin')} {reference}))",
+        f"* ln({observed} / {on('feature', 'bin')} {reference}))",
         "drift_module": f"count(mlops_drift_reference_share{plain})",
         "outlier_rate": f"({agg('sum')} (increase(mlops_outlier_instances_total{plain}[{window}])) or 0 * {rows}) / {rows}",
         "predictions": predictions,
@@ -212,7 +229,7 @@ class PromError(Exception):
 
 
 class PrometheusObservation(Observation):
-    def __init__(self, source: "PrometheusSource", canary: "Canary", window: str):
+    def __init__(self, source: PrometheusSource, canary: Canary, window: str):
         self.source = source
         self.q = {"canary": queries(canary.canary.selector, window), "stable": queries(canary.stable.selector, window)}
         self.selectors = {"canary": canary.canary.selector, "stable": canary.stable.selector}
@@ -224,7 +241,7 @@ class PrometheusObservation(Observation):
             self.cache[expr] = self.source.query(expr)
         return self.cache[expr]
 
-    def _scalar(self, expr: str) -> Optional[float]:
+    def _scalar(self, expr: str) -> float | None:
         result = self._run(expr)
         if len(result) != 1:
             return None
@@ -239,7 +256,7 @@ class PrometheusObservation(Observation):
             return Reading(None, f"no data for {what} in the last {self.window}")
         return Reading(value, "")
 
-    def requests(self, track: str) -> Optional[float]:
+    def requests(self, track: str) -> float | None:
         try:
             value = self._scalar(self.q[track]["requests"])
         except PromError as exc:
@@ -263,10 +280,16 @@ class PrometheusObservation(Observation):
         try:
             counts = {}
             for track in ("canary", "stable"):
-                got = {r["metric"].get("label", ""): float(r["value"][1]) for r in self._run(self.q[track]["predictions"])}
+                got = {
+                    r["metric"].get("label", ""): float(r["value"][1]) for r in self._run(self.q[track]["predictions"])
+                }
                 if sum(v for v in got.values() if not math.isnan(v)) <= 0:
-                    got = bucket_counts({float(r["metric"].get("le", "+Inf")): float(r["value"][1])
-                                         for r in self._run(self.q[track]["prediction_buckets"])})
+                    got = bucket_counts(
+                        {
+                            float(r["metric"].get("le", "+Inf")): float(r["value"][1])
+                            for r in self._run(self.q[track]["prediction_buckets"])
+                        }
+                    )
                 counts[track] = {k: v for k, v in got.items() if not math.isnan(v)}
         except PromError as exc:
             return Reading(None, str(exc))
@@ -282,7 +305,9 @@ class PrometheusObservation(Observation):
         except PromError as exc:
             return Reading(None, str(exc))
         if len(result) != 1:
-            return Reading(None, f"the query returned {len(result)} series for the {track} (one is needed; aggregate it)")
+            return Reading(
+                None, f"the query returned {len(result)} series for the {track} (one is needed; aggregate it)"
+            )
         return self._reading(expr, f"the query for the {track}")
 
 
@@ -292,9 +317,9 @@ class PrometheusSource:
     def __init__(self, url: str, timeout: float):
         self.url, self.timeout = url.rstrip("/"), timeout
         self.waited = 0.0
-        self.client: Optional["httpx.Client"] = None
+        self.client: httpx.Client | None = None
 
-    def __enter__(self) -> "PrometheusSource":
+    def __enter__(self) -> PrometheusSource:
         import httpx
 
         self.client = httpx.Client(timeout=self.timeout)
@@ -321,9 +346,11 @@ class PrometheusSource:
                 return [{"metric": {}, "value": result}]
             return list(result)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise PromError(f"Prometheus at {self.url} answered {r.status_code} to a query: "
-                            f"{' '.join(str(exc).split())[:200] or 'no result'}") from None
+            raise PromError(
+                f"Prometheus at {self.url} answered {r.status_code} to a query: "
+                f"{' '.join(str(exc).split())[:200] or 'no result'}"
+            ) from None
 
-    def observe(self, canary: "Canary", window_s: float) -> Observation:
+    def observe(self, canary: Canary, window_s: float) -> Observation:
         window = f"{max(1, round(window_s))}s"
         return PrometheusObservation(self, canary, window)

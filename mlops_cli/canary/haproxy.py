@@ -21,7 +21,6 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from ..errors import ConfigError, StageFailed
 
@@ -32,8 +31,9 @@ PACKAGE_HINT = "install HAProxy (Debian: apt-get install haproxy) or use rollout
 def haproxy_binary(name: str = "haproxy") -> str:
     path = shutil.which(name)
     if path is None:
-        raise ConfigError("rollout.strategy canary on this target needs HAProxy, which is not installed",
-                          hint=PACKAGE_HINT)
+        raise ConfigError(
+            "rollout.strategy canary on this target needs HAProxy, which is not installed", hint=PACKAGE_HINT
+        )
     return path
 
 
@@ -44,9 +44,9 @@ class Split:
     env: str
     host: str
     port: int
-    stable: str     # host:port
-    canary: str     # host:port
-    weight: int     # percent to the canary
+    stable: str  # host:port
+    canary: str  # host:port
+    weight: int  # percent to the canary
 
 
 def weights(percent: int) -> tuple[int, int]:
@@ -128,7 +128,7 @@ def current_weights(socket_path: Path) -> dict[str, int]:
     return out
 
 
-def as_user(user: Optional[str]) -> list[str]:
+def as_user(user: str | None) -> list[str]:
     """The argv prefix that runs a program as `uid[:gid]` (setpriv), when root is asked to; else none.
 
     Sockets join a SO_REUSEPORT group only under the same user: a HAProxy that joins the port of a
@@ -139,8 +139,9 @@ def as_user(user: Optional[str]) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={gid or uid}", "--clear-groups"]
 
 
-def start(split: Split, run_dir: Path, *, binary: str = "haproxy", timeout: float = 10.0,
-          user: Optional[str] = None) -> int:
+def start(
+    split: Split, run_dir: Path, *, binary: str = "haproxy", timeout: float = 10.0, user: str | None = None
+) -> int:
     """Write the config, check it (haproxy -c), start HAProxy in its own session; its pid once the socket answers.
 
     With `user` (uid[:gid], when this process is root) HAProxy runs as that user; run_dir must be writable by it."""
@@ -149,16 +150,22 @@ def start(split: Split, run_dir: Path, *, binary: str = "haproxy", timeout: floa
     cfg, sock, pid_path = paths(run_dir, split.env)
     sock.unlink(missing_ok=True)
     cfg.write_text(render(split, sock))
-    check = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True, check=False,
-                           stdin=subprocess.DEVNULL, timeout=30)
+    check = subprocess.run(
+        [exe, "-c", "-f", str(cfg)], capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, timeout=30
+    )
     if check.returncode != 0:
         said = (check.stderr + check.stdout).strip().splitlines()
         alerts = [line.rsplit("] : ", 1)[-1].strip() for line in said if "ALERT" in line] or said[-1:] or ["no output"]
         raise StageFailed(f"HAProxy rejected the config it was given ({cfg}): {alerts[0]}")
     log = open(run_dir / f"haproxy-{split.env}.log", "ab")
     with log:
-        proc = subprocess.Popen([*as_user(user), exe, "-f", str(cfg), "-db"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [*as_user(user), exe, "-f", str(cfg), "-db"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     _CHILDREN[proc.pid] = proc
     pid_path.write_text(f"{proc.pid}\n")  # ours: HAProxy writes no pidfile in the foreground
     deadline = time.monotonic() + timeout
@@ -166,7 +173,9 @@ def start(split: Split, run_dir: Path, *, binary: str = "haproxy", timeout: floa
         if proc.poll() is not None:
             _CHILDREN.pop(proc.pid, None)
             tail = (run_dir / f"haproxy-{split.env}.log").read_text(errors="replace").strip().splitlines()[-1:]
-            raise StageFailed(f"HAProxy exited at start (exit code {proc.returncode}): {tail[0] if tail else 'no output'}")
+            raise StageFailed(
+                f"HAProxy exited at start (exit code {proc.returncode}): {tail[0] if tail else 'no output'}"
+            )
         try:
             command(sock, "show info", timeout=1)
             return proc.pid
@@ -183,7 +192,7 @@ def paths(run_dir: Path, env: str) -> tuple[Path, Path, Path]:
     return run_dir / f"haproxy-{env}.cfg", run_dir / f"haproxy-{env}.sock", run_dir / f"haproxy-{env}.pid"
 
 
-def is_haproxy(pid: Optional[int], cfg: Path) -> bool:
+def is_haproxy(pid: int | None, cfg: Path) -> bool:
     """A live HAProxy process of ours: its command line names our config."""
     if not pid:
         return False
@@ -195,7 +204,7 @@ def is_haproxy(pid: Optional[int], cfg: Path) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X") and str(cfg).encode() in argv
 
 
-def running_pid(run_dir: Path, env: str) -> Optional[int]:
+def running_pid(run_dir: Path, env: str) -> int | None:
     """The pid of env's HAProxy if it runs (from its pid file, checked against /proc)."""
     cfg, _, pid_path = paths(run_dir, env)
     try:

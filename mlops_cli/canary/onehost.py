@@ -48,10 +48,16 @@ def selector(track: str, env: str) -> str:
 
 def write_file_sd(path: Path, env: str, members: list[tuple[str, str, int | None]]) -> None:
     """Prometheus file_sd targets: (track, host:port, revision) each, labelled track/env/revision."""
-    write_json(path, [
-        {"targets": [address], "labels": {"track": track, "env": env,
-                                          **({"revision": str(rev)} if rev is not None else {})}}
-        for track, address, rev in members])
+    write_json(
+        path,
+        [
+            {
+                "targets": [address],
+                "labels": {"track": track, "env": env, **({"revision": str(rev)} if rev is not None else {})},
+            }
+            for track, address, rev in members
+        ],
+    )
 
 
 class HAProxyCanary:
@@ -59,11 +65,13 @@ class HAProxyCanary:
     way promote and abort end (each target's `_finish` keeps one server of a revision on the env's port)."""
 
     if TYPE_CHECKING:  # what each target's mixin provides
+
         @property
         def haproxy_dir(self) -> Path: ...
         def canary_file(self, env: str) -> Path: ...
         def _finish(self, info: dict, keep: str, journal: Journal) -> Rollout: ...
         def _answers(self, env: str, name: str | None) -> bool: ...
+
         from ..settings import Settings
 
         settings: Settings
@@ -71,14 +79,18 @@ class HAProxyCanary:
     def _route(self, info: dict, stable: str, exe: str, user: str | None = None) -> None:
         """HAProxy on the env's port (weights 100/0) until it answers there with the stable copy `stable` (name)."""
         env, host, port = info["env"], info["host"], info["port"]
-        split = haproxy.Split(env, host, port, f"{host}:{info['stable']['port']}", f"{host}:{info['canary']['port']}", 0)
+        split = haproxy.Split(
+            env, host, port, f"{host}:{info['stable']['port']}", f"{host}:{info['canary']['port']}", 0
+        )
         info["haproxy_pid"] = haproxy.start(split, self.haproxy_dir, binary=exe, user=user)
         self._save(info)
         deadline = time.monotonic() + self.settings.deploy.ready_timeout_s
         while not self._answers(env, stable):  # HAProxy took the port, and sends to the copy
             if time.monotonic() > deadline:
-                raise StageFailed(f"HAProxy on {host}:{port} did not answer with the stable copy within "
-                                  f"{self.settings.deploy.ready_timeout_s:g} s (deploy.ready_timeout_s)")
+                raise StageFailed(
+                    f"HAProxy on {host}:{port} did not answer with the stable copy within "
+                    f"{self.settings.deploy.ready_timeout_s:g} s (deploy.ready_timeout_s)"
+                )
             time.sleep(0.1)
 
     def file_sd_path(self, env: str) -> Path:

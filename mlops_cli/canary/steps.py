@@ -10,7 +10,7 @@ pause -> seconds (float) or None, analysis -> template name.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 KINDS = ("set_weight", "pause", "analysis")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -37,14 +37,19 @@ def parse_step(index: int, raw: Any) -> dict[str, Any]:
     """One step as a canonical one-key dict; ValueError naming the step otherwise."""
     where = f"step {index + 1}"
     if not isinstance(raw, dict) or len(raw) != 1:
-        raise ValueError(f"{where}: a step is a mapping with one key of {', '.join(KINDS)}, e.g. {{set_weight: 10}}; "
-                         f"got {raw!r}")
-    (kind, value), = raw.items()
+        raise ValueError(
+            f"{where}: a step is a mapping with one key of {', '.join(KINDS)}, e.g. {{set_weight: 10}}; got {raw!r}"
+        )
+    ((kind, value),) = raw.items()
     if kind not in KINDS:
         raise ValueError(f"{where}: unknown step {kind!r}; known: {', '.join(KINDS)}")
     if kind == "set_weight":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
-                or not 0 <= value <= 100:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or int(value) != value
+            or not 0 <= value <= 100
+        ):
             raise ValueError(f"{where}: set_weight takes a whole percent 0..100, got {value!r}")
         return {"set_weight": int(value)}
     if kind == "pause":
@@ -54,7 +59,7 @@ def parse_step(index: int, raw: Any) -> dict[str, Any]:
                 raise ValueError(f"{where}: pause takes only `duration`, got {', '.join(sorted(unknown))}")
             value = value.get("duration")
         try:
-            seconds: Optional[float] = None if value in (None, "") else duration_s(value)
+            seconds: float | None = None if value in (None, "") else duration_s(value)
         except ValueError as exc:
             raise ValueError(f"{where}: pause: {exc}") from None
         return {"pause": seconds}
@@ -71,7 +76,7 @@ def parse_steps(raw: Any) -> list[dict[str, Any]]:
 
 def describe(step: dict[str, Any]) -> str:
     """One step in words: `set_weight 10`, `pause 60s`, `pause until promoted`, `analysis default`."""
-    (kind, value), = step.items()
+    ((kind, value),) = step.items()
     if kind == "pause":
         return "pause until promoted" if value is None else f"pause {value:g}s"
     return f"{kind} {value}"

@@ -10,7 +10,7 @@ and retry memory is the process's own.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..extras import require
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 
-def build(settings: "Settings", config_file: Optional[str] = None):
+def build(settings: Settings, config_file: str | None = None):
     """The app and its service, from the settings; a ConfigError on anything wrong."""
     require(("slack_sdk",), "mlops chatops is a Slack app", "chatops")
     require(("uvicorn", "starlette", "prometheus_client"), "mlops chatops is a server", "serve")
@@ -36,15 +36,21 @@ def build(settings: "Settings", config_file: Optional[str] = None):
     cfg = settings.chatops
     secret = cfg.signing_secret_value()
     if not secret:
-        raise ConfigError("chatops needs the Slack app's signing secret",
-                          hint="set MLOPS_CHATOPS__SIGNING_SECRET or chatops.signing_secret_file")
+        raise ConfigError(
+            "chatops needs the Slack app's signing secret",
+            hint="set MLOPS_CHATOPS__SIGNING_SECRET or chatops.signing_secret_file",
+        )
     token = cfg.bot_token_value()
     if not token:
-        raise ConfigError("chatops needs the Slack app's bot token (xoxb-...)",
-                          hint="set MLOPS_CHATOPS__BOT_TOKEN or chatops.bot_token_file")
+        raise ConfigError(
+            "chatops needs the Slack app's bot token (xoxb-...)",
+            hint="set MLOPS_CHATOPS__BOT_TOKEN or chatops.bot_token_file",
+        )
     if not cfg.users and not cfg.groups:
-        raise ConfigError("chatops gives nobody a role: every command would be refused",
-                          hint="set chatops.users (Slack user ID -> [viewer, deployer, approver]) or chatops.groups")
+        raise ConfigError(
+            "chatops gives nobody a role: every command would be refused",
+            hint="set chatops.users (Slack user ID -> [viewer, deployer, approver]) or chatops.groups",
+        )
     if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
         raise ConfigError("chatops.tls_cert_file and chatops.tls_key_file go together")
     for key in ("tls_cert_file", "tls_key_file"):
@@ -61,28 +67,48 @@ def build(settings: "Settings", config_file: Optional[str] = None):
         authoriser=Authoriser(cfg.users, cfg.groups, cfg.team_id, cfg.channels, cfg.four_eyes),
         executor=executor,
         slack=Slack(token, cfg.slack_api_url, cfg.response_url_prefix),
-        audit=audit, default_env=cfg.default_env, queue_max=cfg.queue_max, workers=cfg.workers,
-        max_body_bytes=cfg.max_body_bytes, group_refresh_s=cfg.group_refresh_s,
-        status=lambda env: (views.cluster_status_text(settings, env, audit.entries()) if cluster
-                            else views.status_text(workdir, env, audit.entries())),
+        audit=audit,
+        default_env=cfg.default_env,
+        queue_max=cfg.queue_max,
+        workers=cfg.workers,
+        max_body_bytes=cfg.max_body_bytes,
+        group_refresh_s=cfg.group_refresh_s,
+        status=lambda env: (
+            views.cluster_status_text(settings, env, audit.entries())
+            if cluster
+            else views.status_text(workdir, env, audit.entries())
+        ),
         models=lambda name: views.models_text(settings, name),
     )
     return create_app(service, CollectorRegistry()), service
 
 
-def run(settings: "Settings", config_file: Optional[str] = None) -> None:
+def run(settings: Settings, config_file: str | None = None) -> None:
     import uvicorn
 
     app, service = build(settings, config_file)
     cfg = settings.chatops
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlops.chatops").info(
-        "chatops on %s://%s:%d, executor %s, %d users and %d groups with roles", "https" if cfg.tls_cert_file else "http",
-        cfg.host, cfg.port, service.executor.name, len(cfg.users), len(cfg.groups))
+        "chatops on %s://%s:%d, executor %s, %d users and %d groups with roles",
+        "https" if cfg.tls_cert_file else "http",
+        cfg.host,
+        cfg.port,
+        service.executor.name,
+        len(cfg.users),
+        len(cfg.groups),
+    )
     tls = bool(cfg.tls_cert_file)
-    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False, lifespan="on",
-                            ssl_certfile=str(cfg.tls_cert_file) if tls else None,
-                            ssl_keyfile=str(cfg.tls_key_file) if tls else None)
+    config = uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        ssl_certfile=str(cfg.tls_cert_file) if tls else None,
+        ssl_keyfile=str(cfg.tls_key_file) if tls else None,
+    )
     server = uvicorn.Server(config)
     try:
         server.run()

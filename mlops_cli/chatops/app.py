@@ -16,12 +16,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -59,12 +59,12 @@ class Service:
     workers: int = 8
     max_body_bytes: int = 65_536
     group_refresh_s: float = 300.0
-    decisions_max: int = 10_000   # approvals remembered as decided (oldest forgotten first)
-    status: Optional[Callable[[Optional[str]], str]] = None   # env -> status text
-    models: Optional[Callable[[Optional[str]], str]] = None   # name -> models text
+    decisions_max: int = 10_000  # approvals remembered as decided (oldest forgotten first)
+    status: Callable[[str | None], str] | None = None  # env -> status text
+    models: Callable[[str | None], str] | None = None  # name -> models text
 
 
-def _ephemeral(text: str, blocks: Optional[list[dict[str, Any]]] = None) -> JSONResponse:
+def _ephemeral(text: str, blocks: list[dict[str, Any]] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"response_type": "ephemeral", "text": text}
     if blocks:
         body["blocks"] = blocks
@@ -122,7 +122,7 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             await asyncio.to_thread(authoriser.refresh, slack.group_members)
             await asyncio.sleep(service.group_refresh_s)
 
-    async def read(request: Request, endpoint: str) -> tuple[bytes, Optional[Response]]:
+    async def read(request: Request, endpoint: str) -> tuple[bytes, Response | None]:
         """The body once its signature, age and novelty hold; else (b"", the answer to give)."""
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > service.max_body_bytes):
@@ -136,7 +136,9 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
                 return b"", JSONResponse({"error": "request too large"}, status_code=413)
         if endpoint == "commands" and b"ssl_check=1" in body:
             probe = parse_qs(body.decode("utf-8", "replace"))
-            if probe.get("ssl_check") == ["1"] and "command" not in probe:  # Slack checking our certificate: 200, nothing done
+            if (
+                probe.get("ssl_check") == ["1"] and "command" not in probe
+            ):  # Slack checking our certificate: 200, nothing done
                 metrics.requests.labels(endpoint, "ssl-check").inc()
                 return b"", Response(status_code=200)
         verdict = service.guard.check(body, request.headers)
@@ -145,8 +147,11 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         metrics.requests.labels(endpoint, verdict).inc()
         client = request.client.host if request.client else "?"
         if verdict == "retry":
-            log.info("%s: Slack retry %s of a request already received: not acted on again", endpoint,
-                     request.headers.get("x-slack-retry-num"))
+            log.info(
+                "%s: Slack retry %s of a request already received: not acted on again",
+                endpoint,
+                request.headers.get("x-slack-retry-num"),
+            )
             return b"", Response(status_code=200)
         audit_unsigned(endpoint, verdict, client)
         return b"", JSONResponse({"error": f"{verdict} request"}, status_code=401)
@@ -211,7 +216,9 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         job = _job(cmd, user, channel, response_url)
         if not enqueue(cmd.verb, job):
             refused("commands", Refusal("busy", ""), **who)
-            return _ephemeral(f"busy: {service.queue_max} commands are waiting; nothing was started, try again in a minute")
+            return _ephemeral(
+                f"busy: {service.queue_max} commands are waiting; nothing was started, try again in a minute"
+            )
         metrics.requests.labels("commands", "accepted").inc()
         audit.record("accepted", **who)
         if cmd.verb == "deploy":
@@ -220,16 +227,26 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
 
     def _job(cmd: Command, user: str, channel: str, response_url: str) -> Callable[[], None]:
         if cmd.verb == "deploy":
-            release = Release(model=cmd.model or "", env=cmd.env or service.default_env, target=cmd.target,
-                              user=user, channel=channel, thread_ts="")
-            return lambda: release_thread(release, response_url, executor.deploy,
-                                          f":package: <@{user}> asked to deploy `{cmd.model}` to *{release.env}*"
-                                          + (f" ({cmd.target})" if cmd.target else ""))
+            release = Release(
+                model=cmd.model or "",
+                env=cmd.env or service.default_env,
+                target=cmd.target,
+                user=user,
+                channel=channel,
+                thread_ts="",
+            )
+            return lambda: release_thread(
+                release,
+                response_url,
+                executor.deploy,
+                f":package: <@{user}> asked to deploy `{cmd.model}` to *{release.env}*"
+                + (f" ({cmd.target})" if cmd.target else ""),
+            )
         if cmd.verb == "status":
             return lambda: reply(response_url, _safe(service.status, cmd.env, "status"))
         return lambda: reply(response_url, _safe(service.models, cmd.name, "models"))
 
-    def _safe(view: Optional[Callable[[Optional[str]], str]], arg: Optional[str], what: str) -> str:
+    def _safe(view: Callable[[str | None], str] | None, arg: str | None, what: str) -> str:
         if view is None:
             return f"{what} is not available here"
         try:
@@ -242,8 +259,14 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         try:
             ts = slack.post(release.channel, opening)
         except ReplyError as exc:
-            audit.record("failed", user=release.user, channel=release.channel, model=release.model, env=release.env,
-                         reason=str(exc))
+            audit.record(
+                "failed",
+                user=release.user,
+                channel=release.channel,
+                model=release.model,
+                env=release.env,
+                reason=str(exc),
+            )
             reply(response_url, f"cannot post in this channel ({exc}): invite the app; nothing was started")
             return
         release = Release(release.model, release.env, release.target, release.user, release.channel, ts)
@@ -258,16 +281,29 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         try:
             action(release, say)
         except ExecutorError as exc:
-            audit.record("failed", kind=kind, user=release.user, channel=release.channel, model=release.model or None,
-                         env=release.env, reason=str(exc))
+            audit.record(
+                "failed",
+                kind=kind,
+                user=release.user,
+                channel=release.channel,
+                model=release.model or None,
+                env=release.env,
+                reason=str(exc),
+            )
             say(f":x: {exc}")
             return
         except Exception as exc:  # a bug: the thread still hears that it stopped
             log.error("%s failed: %s: %s", kind, type(exc).__name__, exc)
             say(f":x: internal error: {type(exc).__name__}; see the service's log")
             raise
-        audit.record("released" if kind == "release" else "rolled-back", user=release.user, channel=release.channel,
-                     model=release.model or None, env=release.env, thread=ts)
+        audit.record(
+            "released" if kind == "release" else "rolled-back",
+            user=release.user,
+            channel=release.channel,
+            model=release.model or None,
+            env=release.env,
+            thread=ts,
+        )
 
     async def interactions(request: Request) -> Response:
         started = time.monotonic()
@@ -284,8 +320,9 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             payload = json.loads(parse_qs(body.decode("utf-8", "replace"))["payload"][0])
         except (KeyError, ValueError):
             payload = None
-        if not isinstance(payload, dict) or not all(isinstance(payload.get(k) or {}, dict) for k in
-                                                    ("user", "team", "channel", "container", "message")):
+        if not isinstance(payload, dict) or not all(
+            isinstance(payload.get(k) or {}, dict) for k in ("user", "team", "channel", "container", "message")
+        ):
             metrics.requests.labels("interactions", "malformed").inc()
             return JSONResponse({"error": "no interaction payload"}, status_code=400)
         actions = payload.get("actions")
@@ -322,12 +359,14 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             if refusal is not None:
                 return refuse(refusal, build=approval.key)
             if not deciding.claim(approval.key):
-                return refuse(Refusal("decided", f"{approval.job} #{approval.build} is decided already"),
-                              build=approval.key)
+                return refuse(
+                    Refusal("decided", f"{approval.job} #{approval.build} is decided already"), build=approval.key
+                )
             approve = action_id == APPROVE
             thread = message.get("thread_ts") or message_ts
-            if not enqueue("decision", lambda: decide(approval, approve, user, channel, message, message_ts, thread,
-                                                      response_url)):
+            if not enqueue(
+                "decision", lambda: decide(approval, approve, user, channel, message, message_ts, thread, response_url)
+            ):
                 deciding.release(approval.key)
                 return refuse(Refusal("busy", "busy: not answered, click again in a minute"), build=approval.key)
             metrics.requests.labels("interactions", "accepted").inc()
@@ -363,8 +402,16 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         metrics.requests.labels("interactions", "ignored").inc()
         return Response(status_code=200)
 
-    def decide(approval: Approval, approve: bool, user: str, channel: str, message: dict[str, Any],
-               message_ts: str, thread: str, response_url: str) -> None:
+    def decide(
+        approval: Approval,
+        approve: bool,
+        user: str,
+        channel: str,
+        message: dict[str, Any],
+        message_ts: str,
+        thread: str,
+        response_url: str,
+    ) -> None:
         verb = "approved" if approve else "rejected"
         try:
             requested_by = executor.requester(approval)
@@ -373,8 +420,9 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
                 executor.decide(approval, approve, user)
         except ExecutorError as exc:
             deciding.release(approval.key)
-            audit.record("decision-failed", user=user, channel=channel, build=approval.key, decision=verb,
-                         reason=str(exc))
+            audit.record(
+                "decision-failed", user=user, channel=channel, build=approval.key, decision=verb, reason=str(exc)
+            )
             reply(response_url, f"not {verb}: {exc}")
             return
         if refusal is not None:  # the build names another requester than its button did
@@ -382,13 +430,24 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             refused("interactions", refusal, user=user, channel=channel, action=verb, build=approval.key)
             reply(response_url, refusal.message)
             return
-        audit.record(verb, user=user, channel=channel, build=approval.key, model=approval.model or None,
-                     digest=approval.digest or None, requested_by=requested_by)
+        audit.record(
+            verb,
+            user=user,
+            channel=channel,
+            build=approval.key,
+            model=approval.model or None,
+            digest=approval.digest or None,
+            requested_by=requested_by,
+        )
         icon = ":white_check_mark:" if approve else ":no_entry:"
         line = f"{icon} {verb.capitalize()} by <@{user}> at {now()}"
         try:
-            slack.update(channel, message_ts, f"{approval.job} #{approval.build} {verb} by <@{user}>",
-                         decided_blocks(message, line))
+            slack.update(
+                channel,
+                message_ts,
+                f"{approval.job} #{approval.build} {verb} by <@{user}>",
+                decided_blocks(message, line),
+            )
         except ReplyError as exc:  # Jenkins has its answer; the thread still hears it
             log.warning("approval message not updated: %s", exc)
             try:
@@ -416,8 +475,9 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for lane in lanes:
             lane.pool = ThreadPoolExecutor(lane.workers, thread_name_prefix=f"chatops-{lane.name}")
-            tasks.extend(asyncio.create_task(worker(lane), name=f"chatops-{lane.name}-worker-{i}")
-                         for i in range(lane.workers))
+            tasks.extend(
+                asyncio.create_task(worker(lane), name=f"chatops-{lane.name}-worker-{i}") for i in range(lane.workers)
+            )
         if authoriser.groups:
             tasks.append(asyncio.create_task(refresh_groups(), name="chatops-groups"))
         try:
@@ -430,11 +490,13 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
                 if lane.pool is not None:
                     lane.pool.shutdown(wait=False, cancel_futures=True)
 
-    routes = [Route("/slack/commands", commands, methods=["POST"]),
-              Route("/slack/interactions", interactions, methods=["POST"]),
-              Route("/metrics", prometheus, methods=["GET"]),
-              Route("/health/live", live, methods=["GET"]),
-              Route("/health/ready", ready, methods=["GET"])]
+    routes = [
+        Route("/slack/commands", commands, methods=["POST"]),
+        Route("/slack/interactions", interactions, methods=["POST"]),
+        Route("/metrics", prometheus, methods=["GET"]),
+        Route("/health/live", live, methods=["GET"]),
+        Route("/health/ready", ready, methods=["GET"]),
+    ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.queue = queue
     app.state.quick = quick.queue

@@ -8,7 +8,7 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..state import now
 
@@ -16,7 +16,7 @@ log = logging.getLogger("mlops.chatops.audit")
 
 
 class AuditLog:
-    def __init__(self, path: Optional[Path]):
+    def __init__(self, path: Path | None):
         self.path = path
         self._lock = threading.Lock()
         if path is not None:

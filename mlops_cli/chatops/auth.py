@@ -10,8 +10,8 @@ request is decided from memory within the 3 seconds Slack allows.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Optional
 
 log = logging.getLogger("mlops.chatops")
 
@@ -20,13 +20,19 @@ IMPLIED = {"deployer": {"viewer"}, "approver": {"viewer"}, "viewer": set()}
 
 @dataclass(frozen=True)
 class Refusal:
-    reason: str   # short, for the audit line and the metrics label
+    reason: str  # short, for the audit line and the metrics label
     message: str  # the one line the user sees
 
 
 class Authoriser:
-    def __init__(self, users: Mapping[str, Iterable[str]], groups: Mapping[str, Iterable[str]],
-                 team_id: Optional[str], channels: Iterable[str], four_eyes: bool):
+    def __init__(
+        self,
+        users: Mapping[str, Iterable[str]],
+        groups: Mapping[str, Iterable[str]],
+        team_id: str | None,
+        channels: Iterable[str],
+        four_eyes: bool,
+    ):
         self.users = {u: set(r) for u, r in users.items()}
         self.groups = {g: set(r) for g, r in groups.items()}
         self.team_id = team_id
@@ -41,7 +47,7 @@ class Authoriser:
                 roles |= self.groups.get(group, set())
         return roles | {implied for role in roles for implied in IMPLIED.get(role, ())}
 
-    def where(self, team: Optional[str], channel: Optional[str]) -> Optional[Refusal]:
+    def where(self, team: str | None, channel: str | None) -> Refusal | None:
         """A refusal unless the request comes from the allowed team and channel."""
         if self.team_id and team != self.team_id:
             return Refusal("other-team", "this mlops app does not take commands from this workspace")
@@ -49,12 +55,12 @@ class Authoriser:
             return Refusal("other-channel", "mlops commands are not accepted in this channel")
         return None
 
-    def allow(self, user: str, role: str, what: str) -> Optional[Refusal]:
+    def allow(self, user: str, role: str, what: str) -> Refusal | None:
         if role in self.roles(user):
             return None
         return Refusal("unauthorised", f"you need the {role} role to {what}; ask an mlops admin")
 
-    def may_approve(self, user: str, requested_by: str) -> Optional[Refusal]:
+    def may_approve(self, user: str, requested_by: str) -> Refusal | None:
         refusal = self.allow(user, "approver", "approve or reject a release")
         if refusal is not None:
             return refusal
@@ -71,6 +77,10 @@ class Authoriser:
             try:
                 members[group] = set(list_members(group))
             except Exception as exc:  # Slack down, a missing scope: say so, keep what we knew
-                log.warning("cannot read the members of user group %s (%s): its roles use the last known members "
-                            "(%d)", group, type(exc).__name__, len(members.get(group, ())))
+                log.warning(
+                    "cannot read the members of user group %s (%s): its roles use the last known members (%d)",
+                    group,
+                    type(exc).__name__,
+                    len(members.get(group, ())),
+                )
         self.members = members

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 from ..errors import UsageError
 from ..sources import parse_ref
@@ -12,27 +12,34 @@ from ..sources.metadata import NAME_RE
 TARGETS = ("local", "container", "kubernetes")
 ENVS = ("test", "prod")
 
-HELP = "\n".join([
-    "*/mlops* commands:",
-    "• `deploy MODEL_REF [to test|prod] [local|container|kubernetes]`: run the release pipeline (deployer)",
-    "• `status [test|prod]`: what serves where: model, version, digest, since, by whom (viewer)",
-    "• `rollback prod`: run production's previous revision again, after a confirmation (deployer)",
-    "• `models [NAME]`: the latest validated versions in the model source (viewer)",
-    "• `help`: this list",
-])
+HELP = "\n".join(
+    [
+        "*/mlops* commands:",
+        "• `deploy MODEL_REF [to test|prod] [local|container|kubernetes]`: run the release pipeline (deployer)",
+        "• `status [test|prod]`: what serves where: model, version, digest, since, by whom (viewer)",
+        "• `rollback prod`: run production's previous revision again, after a confirmation (deployer)",
+        "• `models [NAME]`: the latest validated versions in the model source (viewer)",
+        "• `help`: this list",
+    ]
+)
 
 ROLE = {"help": "viewer", "status": "viewer", "models": "viewer", "deploy": "deployer", "rollback": "deployer"}
-WHAT = {"help": "see the commands", "status": "see what serves", "models": "list models",
-        "deploy": "deploy a model", "rollback": "roll back"}
+WHAT = {
+    "help": "see the commands",
+    "status": "see what serves",
+    "models": "list models",
+    "deploy": "deploy a model",
+    "rollback": "roll back",
+}
 
 
 @dataclass(frozen=True)
 class Command:
     verb: Literal["help", "deploy", "status", "rollback", "models"]
-    model: Optional[str] = None
-    env: Optional[str] = None
-    target: Optional[str] = None
-    name: Optional[str] = None
+    model: str | None = None
+    env: str | None = None
+    target: str | None = None
+    name: str | None = None
 
     @property
     def role(self) -> str:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable, Literal, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Literal
 
 from slack_sdk.signature import Clock, SignatureVerifier
 
@@ -78,7 +79,7 @@ class RequestGuard:
         self.signatures.add(signature)
         return "ok"
 
-    def first_time(self, trigger: Optional[str]) -> bool:
+    def first_time(self, trigger: str | None) -> bool:
         """True the first time a trigger_id is seen (None: no id to tell, so it counts as new)."""
         if not trigger:
             return True

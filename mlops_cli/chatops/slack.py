@@ -11,7 +11,7 @@ through a prefix written without its final slash). slack_sdk's own loggers are k
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
@@ -48,8 +48,12 @@ def under_prefix(url: str, prefix: str) -> bool:
 
 class Slack:
     def __init__(self, token: str, api_url: str, response_url_prefix: str, timeout_s: float = 10.0):
-        self.client = WebClient(token=token, base_url=api_url if api_url.endswith("/") else api_url + "/",
-                                timeout=max(1, round(timeout_s)), logger=_QUIET)
+        self.client = WebClient(
+            token=token,
+            base_url=api_url if api_url.endswith("/") else api_url + "/",
+            timeout=max(1, round(timeout_s)),
+            logger=_QUIET,
+        )
         self.prefix = response_url_prefix
         self.timeout = max(1, round(timeout_s))
 
@@ -61,8 +65,9 @@ class Slack:
         except Exception as exc:  # unreachable, TLS, timeout: the token never appears in these
             raise ReplyError(f"Slack unreachable for {method}: {type(exc).__name__}") from None
 
-    def post(self, channel: str, text: str, thread_ts: Optional[str] = None,
-             blocks: Optional[list[dict[str, Any]]] = None) -> str:
+    def post(
+        self, channel: str, text: str, thread_ts: str | None = None, blocks: list[dict[str, Any]] | None = None
+    ) -> str:
         """Post a message (in a thread when thread_ts is given); its ts."""
         kwargs: dict[str, Any] = {"channel": channel, "text": text, "unfurl_links": False}
         if thread_ts:
@@ -77,8 +82,15 @@ class Slack:
     def group_members(self, group: str) -> list[str]:
         return list(self._call("usergroups_users_list", usergroup=group)["users"])
 
-    def respond(self, response_url: str, text: str, *, ephemeral: bool = True, replace_original: bool = False,
-                blocks: Optional[list[dict[str, Any]]] = None) -> None:
+    def respond(
+        self,
+        response_url: str,
+        text: str,
+        *,
+        ephemeral: bool = True,
+        replace_original: bool = False,
+        blocks: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Answer through the request's response_url (valid 30 minutes, 5 answers)."""
         if not under_prefix(response_url, self.prefix):
             raise ReplyError("the response_url is not under chatops.response_url_prefix: not answered")

@@ -4,7 +4,7 @@ log, which knows who asked), and the latest validated model versions in the stor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MlopsError
 from ..state import State
@@ -14,12 +14,20 @@ if TYPE_CHECKING:
 
 
 def _asked(audit: list[dict[str, Any]], env: str, model_ref: str) -> str:
-    asked = next((a for a in reversed(audit) if a.get("event") == "released" and a.get("env") == env
-                  and a.get("model") in (model_ref, model_ref.rsplit("@", 1)[0])), None)
+    asked = next(
+        (
+            a
+            for a in reversed(audit)
+            if a.get("event") == "released"
+            and a.get("env") == env
+            and a.get("model") in (model_ref, model_ref.rsplit("@", 1)[0])
+        ),
+        None,
+    )
     return f", requested by <@{asked['user']}>" if asked else ""
 
 
-def cluster_status_text(settings: "Settings", env: Optional[str], audit: list[dict[str, Any]]) -> str:
+def cluster_status_text(settings: Settings, env: str | None, audit: list[dict[str, Any]]) -> str:
     """What the cluster runs: the Deployment `kubernetes.name` in each environment's namespace, as the
     kubernetes target annotates it (model ref, version, sha256, image by digest)."""
     from ..targets.kubeapi import Kube, NotFound
@@ -40,16 +48,24 @@ def cluster_status_text(settings: "Settings", env: Optional[str], audit: list[di
         template = ((dep.get("spec") or {}).get("template") or {}).get("metadata") or {}
         notes = {**notes, **(template.get("annotations") or {})}
         ref = notes.get("mlops.io/model-ref", "unknown model")
-        ready = ((dep.get("status") or {}).get("availableReplicas") or 0)
-        since = next((c.get("lastUpdateTime") for c in (dep.get("status") or {}).get("conditions") or []
-                      if c.get("type") == "Progressing"), None) or (dep.get("metadata") or {}).get("creationTimestamp")
-        lines.append(f"*{env_name}*: `{ref}` ({notes.get('mlops.io/model-name', '?')} version "
-                     f"{notes.get('mlops.io/model-version', '?')}) since {since}{_asked(audit, env_name, ref)}, digest "
-                     f"`{notes.get('mlops.io/image', '?')}`, {ready} pods available in {namespace}")
+        ready = (dep.get("status") or {}).get("availableReplicas") or 0
+        since = next(
+            (
+                c.get("lastUpdateTime")
+                for c in (dep.get("status") or {}).get("conditions") or []
+                if c.get("type") == "Progressing"
+            ),
+            None,
+        ) or (dep.get("metadata") or {}).get("creationTimestamp")
+        lines.append(
+            f"*{env_name}*: `{ref}` ({notes.get('mlops.io/model-name', '?')} version "
+            f"{notes.get('mlops.io/model-version', '?')}) since {since}{_asked(audit, env_name, ref)}, digest "
+            f"`{notes.get('mlops.io/image', '?')}`, {ready} pods available in {namespace}"
+        )
     return "\n".join(lines)
 
 
-def status_text(workdir: Path, env: Optional[str], audit: list[dict[str, Any]]) -> str:
+def status_text(workdir: Path, env: str | None, audit: list[dict[str, Any]]) -> str:
     state = State.load(workdir)
     lines = []
     for name in [env] if env else ["test", "prod"]:
@@ -60,12 +76,14 @@ def status_text(workdir: Path, env: Optional[str], audit: list[dict[str, Any]]) 
         record = next((a for a in reversed(state.audit) if a.env == name and a.model_ref == dep.model_ref), None)
         digest = record.digest if record else (dep.image or f"bundle sha256:{dep.bundle_digest}")
         by = _asked(audit, name, dep.model_ref)
-        lines.append(f"*{name}*: `{dep.model_ref}` ({dep.model_name} version {dep.model_version}) since {dep.at}"
-                     f"{by}, digest `{digest}`, at {dep.url}")
+        lines.append(
+            f"*{name}*: `{dep.model_ref}` ({dep.model_name} version {dep.model_version}) since {dep.at}"
+            f"{by}, digest `{digest}`, at {dep.url}"
+        )
     return "\n".join(lines)
 
 
-def models_text(settings: "Settings", name: Optional[str], limit: int = 20) -> str:
+def models_text(settings: Settings, name: str | None, limit: int = 20) -> str:
     """The newest validated version of each model (or of NAME) in the local store; the ClearML source lists
     the models carrying the passed-verdict tag."""
     source = settings.chatops.models_source
@@ -94,8 +112,9 @@ def models_text(settings: "Settings", name: Optional[str], limit: int = 20) -> s
             if validated and validated not in meta.tags:
                 continue
             metrics = ", ".join(f"{k} {v:g}" for k, v in sorted(meta.metrics.items()))
-            lines.append(f"• `local:{model}@{version}` {meta.framework}, {metrics or 'no metrics'}, "
-                         f"sha256 {meta.sha256[:12]}")
+            lines.append(
+                f"• `local:{model}@{version}` {meta.framework}, {metrics or 'no metrics'}, sha256 {meta.sha256[:12]}"
+            )
             break
     if not lines:
         return f"no validated version of {name!r}" if name else "no validated model in the store"

@@ -12,8 +12,9 @@ def canary() -> None:
     """The canary release of an environment (rollout.strategy canary): status, promote, abort."""
 
 
-_ENV = click.option("--env", default="prod", show_default=True, type=click.Choice(["prod"]),
-                    help="The environment whose canary it is.")
+_ENV = click.option(
+    "--env", default="prod", show_default=True, type=click.Choice(["prod"]), help="The environment whose canary it is."
+)
 
 
 @command(canary, "status")

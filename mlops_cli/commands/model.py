@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import click
 
@@ -32,24 +32,51 @@ def _metric(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Model name.")
 @click.option("--framework", type=click.Choice(["sklearn", "onnx", "python"]), help="Default: from the file's suffix.")
-@click.option("--task", type=click.Choice(["classification", "regression"]), default="classification", show_default=True,
-              help="What the model predicts: a class or a number.")
-@click.option("--metrics", "metrics", multiple=True, callback=_metric, metavar="NAME=VALUE", help="A metric (repeatable).")
+@click.option(
+    "--task",
+    type=click.Choice(["classification", "regression"]),
+    default="classification",
+    show_default=True,
+    help="What the model predicts: a class or a number.",
+)
+@click.option(
+    "--metrics", "metrics", multiple=True, callback=_metric, metavar="NAME=VALUE", help="A metric (repeatable)."
+)
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
-@click.option("--schema", "schema_file", type=click.Path(dir_okay=False, path_type=Path), help="JSON/YAML with inputs and outputs.")
-@click.option("--examples", "examples_file", type=click.Path(dir_okay=False, path_type=Path), help="JSON/YAML example requests.")
-@click.option("--reference", "reference_file", type=click.Path(dir_okay=False, path_type=Path), help="Training data CSV, or JSON statistics.")
+@click.option(
+    "--schema",
+    "schema_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON/YAML with inputs and outputs.",
+)
+@click.option(
+    "--examples", "examples_file", type=click.Path(dir_okay=False, path_type=Path), help="JSON/YAML example requests."
+)
+@click.option(
+    "--reference",
+    "reference_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Training data CSV, or JSON statistics.",
+)
 @click.option("--labels", help="Class labels in the model's class order, comma-separated.")
 @click.option("--class-name", help="For --framework python: the model class in the file.")
-@click.option("--modules", "modules_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="JSON/YAML: preprocessing settings, outlier_detector, user_modules (files relative to it).")
+@click.option(
+    "--modules",
+    "modules_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON/YAML: preprocessing settings, outlier_detector, user_modules (files relative to it).",
+)
 def model_register(file: Path, **kwargs: Any) -> None:
     """Store FILE content-addressed by sha256, with its metadata, as the next version of --name."""
     from ..register import RegisterRequest, register
 
     labels = kwargs.pop("labels")
-    req = RegisterRequest(artifact=file, labels=[s.strip() for s in labels.split(",")] if labels else None,
-                          tags=list(kwargs.pop("tags")), **kwargs)
+    req = RegisterRequest(
+        artifact=file,
+        labels=[s.strip() for s in labels.split(",")] if labels else None,
+        tags=list(kwargs.pop("tags")),
+        **kwargs,
+    )
     meta = register(settings_from(), req)
     if _OPTIONS["json"]:
         click.echo(meta.model_dump_json(by_alias=True, indent=2))
@@ -67,7 +94,7 @@ def model_list() -> None:
 
 @command(model, "show")
 @click.argument("reference", required=False)
-def model_show(reference: Optional[str]) -> None:
+def model_show(reference: str | None) -> None:
     """Show a model's metadata from its source: REFERENCE is local:NAME[@VERSION], clearml:MODEL_ID or
     s3://BUCKET/PREFIX [default: config model / MLOPS_MODEL]; reads the store, clearml and s3 sections."""
     from ..models import show_model

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import click
 
@@ -21,15 +21,21 @@ def rollback(env: str) -> None:
 
 @command(cli, "render")
 @click.option("--env", type=click.Choice(["test", "prod"]), help="The environment to render for.")
-@click.option("--kustomize", is_flag=True, help="Write a Kustomize base and overlays/ENV for every environment instead.")
+@click.option(
+    "--kustomize", is_flag=True, help="Write a Kustomize base and overlays/ENV for every environment instead."
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to write into.")
 @click.option("--image", help="REPOSITORY@sha256:DIGEST to deploy [default: the image in state].")
 @click.option("--allow-tag", is_flag=True, help="Accept --image as a moving tag for prod.")
-@click.option("--model", "model_ref", help="Model reference whose metadata labels the objects [default: state's model].")
-def render(env: Optional[str], kustomize: bool, out: Path, image: Optional[str], allow_tag: bool,
-           model_ref: Optional[str]) -> None:
+@click.option(
+    "--model", "model_ref", help="Model reference whose metadata labels the objects [default: state's model]."
+)
+def render(
+    env: str | None, kustomize: bool, out: Path, image: str | None, allow_tag: bool, model_ref: str | None
+) -> None:
     """Write the environment's validated Kubernetes/OpenShift manifests (for GitOps; no state needed with --image)."""
-    from .. import gitops, render as render_lib
+    from .. import gitops
+    from .. import render as render_lib
 
     if kustomize and env:
         raise click.UsageError("--kustomize writes every environment; give --env or --kustomize, not both")
@@ -53,8 +59,12 @@ def lenient_settings() -> tuple[Any, list[str]]:
         return Settings(workdir=workdir), [f"{exc.message}; using the default settings (workdir {workdir})"]
 
 
-_MOVE_ASIDE = click.option("--move-aside-corrupt-state", "move_aside", is_flag=True,
-                           help="If state.json is not valid, rename it to state.json.corrupt-<time> (never done unasked).")
+_MOVE_ASIDE = click.option(
+    "--move-aside-corrupt-state",
+    "move_aside",
+    is_flag=True,
+    help="If state.json is not valid, rename it to state.json.corrupt-<time> (never done unasked).",
+)
 
 
 @command(cli, "status")
@@ -70,7 +80,7 @@ def status(move_aside: bool) -> None:
 @command(cli, "stop")
 @click.option("--env", help="Stop only this environment (test or prod).")
 @_MOVE_ASIDE
-def stop(env: Optional[str], move_aside: bool) -> None:
+def stop(env: str | None, move_aside: bool) -> None:
     """Stop the servers of this workdir (what state names and any of ours found running)."""
     from ..status import stop as stop_lib
 
@@ -80,14 +90,29 @@ def stop(env: Optional[str], move_aside: bool) -> None:
 
 @command(cli, "monitor")
 @click.option("--url", help="The model server's base URL [config monitor.url, default: the prod deployment].")
-@click.option("--prometheus", "prometheus_url", help="Prometheus base URL to read firing alerts from [config monitor.prometheus_url].")
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    help="Prometheus base URL to read firing alerts from [config monitor.prometheus_url].",
+)
 @click.option("--job", help="With --prometheus: only the alerts of this job (service).")
 @click.option("--top", type=click.IntRange(1, 100), default=5, show_default=True, help="How many alerts to show.")
-@click.option("--window", "window_s", type=click.FloatRange(0.1, 3600), help="Without --prometheus: seconds between the two scrapes the figures come from [config monitor.window_s, default 10].")
-def monitor(url: Optional[str], prometheus_url: Optional[str], job: Optional[str], top: int,
-            window_s: Optional[float]) -> None:
+@click.option(
+    "--window",
+    "window_s",
+    type=click.FloatRange(0.1, 3600),
+    help="Without --prometheus: seconds between the two scrapes the figures come from [config monitor.window_s, default 10].",
+)
+def monitor(url: str | None, prometheus_url: str | None, job: str | None, top: int, window_s: float | None) -> None:
     """Print the live PSI per feature and the top alerts of a deployed model server."""
     from ..monitor import snapshot
 
-    emit(snapshot(settings_from(**{"monitor.url": url, "monitor.prometheus_url": prometheus_url,
-                                   "monitor.window_s": window_s}), job=job, top=top))
+    emit(
+        snapshot(
+            settings_from(
+                **{"monitor.url": url, "monitor.prometheus_url": prometheus_url, "monitor.window_s": window_s}
+            ),
+            job=job,
+            top=top,
+        )
+    )

@@ -13,12 +13,13 @@ and never fails the stage; an undelivered outcome is reported back, not raised.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ..errors import MlopsError
 from ..backends import load
+from ..errors import MlopsError
 from ..retry import call_with_retries
 
 if TYPE_CHECKING:
@@ -45,18 +46,18 @@ class Notification:
     """What produced it: `rollout`, `rollback`, `alert`, ..."""
     fields: Mapping[str, str] = field(default_factory=dict)
     """Short key/value facts shown side by side (model, version, digest, environment)."""
-    link: Optional[str] = None
+    link: str | None = None
     """Where to look next (a runbook, a dashboard, a Jenkins build)."""
     event: Mapping[str, Any] = field(default_factory=dict)
     """Machine-readable payload for sinks that other programs read (Kafka, webhooks)."""
     time: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    button: Optional[str] = None
+    button: str | None = None
     """Label of a link button to `link` (e.g. "Open build #12"); none: the link is in the footer line only."""
-    channel: Optional[str] = None
+    channel: str | None = None
     """Where a chat notifier that can choose posts it (Slack with a bot token); none: its configured channel."""
-    thread_ts: Optional[str] = None
+    thread_ts: str | None = None
     """The Slack thread to reply in (the `ts` of its first message); none: a new message."""
-    approval: Optional[Mapping[str, Any]] = None
+    approval: Mapping[str, Any] | None = None
     """An approval request (job, build, build_url, input_id, requested_by, model, digest): Slack adds
     Approve/Reject buttons carrying it (notifiers.slack.approval_blocks)."""
 
@@ -72,7 +73,7 @@ class Notification:
 class DeliveryError(MlopsError):
     """A notification that did not arrive; `retryable` when trying again may help."""
 
-    def __init__(self, message: str, *, retryable: bool, hint: Optional[str] = None, sink_down: bool = False):
+    def __init__(self, message: str, *, retryable: bool, hint: str | None = None, sink_down: bool = False):
         super().__init__(message, hint=hint)
         self.retryable = retryable
         self.sink_down = sink_down
@@ -87,7 +88,7 @@ class Notifier(Protocol):
     # optional: close() -> None, releasing connections (the relay calls it at shutdown)
 
 
-def get_notifier(name: str, settings: "Settings") -> Notifier:
+def get_notifier(name: str, settings: Settings) -> Notifier:
     return load("notifier", name, NOTIFIERS)(settings)
 
 
@@ -96,11 +97,17 @@ class Delivery:
     notifier: str
     delivered: bool
     attempts: int
-    error: Optional[str] = None
+    error: str | None = None
 
 
-def send_with_retries(notifier: Notifier, note: Notification, *, retries: int, backoff_s: float,
-                      sleep: Callable[[float], None] = time.sleep) -> Delivery:
+def send_with_retries(
+    notifier: Notifier,
+    note: Notification,
+    *,
+    retries: int,
+    backoff_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Delivery:
     """Send, retrying a retryable failure up to `retries` times with backoff and jitter (mlops_cli.retry)."""
     attempts = []
 
@@ -109,15 +116,20 @@ def send_with_retries(notifier: Notifier, note: Notification, *, retries: int, b
         notifier.send(note)
 
     try:
-        call_with_retries(once, retries=retries, backoff_s=backoff_s, retry_on=(DeliveryError,),
-                          retryable=lambda exc: getattr(exc, "retryable", False), sleep=sleep)
+        call_with_retries(
+            once,
+            retries=retries,
+            backoff_s=backoff_s,
+            retry_on=(DeliveryError,),
+            retryable=lambda exc: getattr(exc, "retryable", False),
+            sleep=sleep,
+        )
     except DeliveryError as exc:
         return Delivery(notifier.name, False, len(attempts), str(exc))
     return Delivery(notifier.name, True, len(attempts))
 
 
-def notify(settings: "Settings", note: Notification,
-           sleep: Callable[[float], None] = time.sleep) -> list[Delivery]:
+def notify(settings: Settings, note: Notification, sleep: Callable[[float], None] = time.sleep) -> list[Delivery]:
     """Deliver `note` to every notifier in `notify.notifiers`; failures come back, never raise.
 
     A misconfigured notifier (unknown name, missing webhook URL) is reported the same way:
@@ -130,6 +142,9 @@ def notify(settings: "Settings", note: Notification,
         except MlopsError as exc:
             results.append(Delivery(name, False, 0, str(exc)))
             continue
-        results.append(send_with_retries(notifier, note, retries=settings.notify.retries,
-                                         backoff_s=settings.notify.retry_backoff_s, sleep=sleep))
+        results.append(
+            send_with_retries(
+                notifier, note, retries=settings.notify.retries, backoff_s=settings.notify.retry_backoff_s, sleep=sleep
+            )
+        )
     return results

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from . import DeliveryError, Notification
@@ -27,14 +27,14 @@ if TYPE_CHECKING:
 logging.getLogger("kafka").addHandler(logging.NullHandler())
 
 
-def event_bytes(note: Notification) -> tuple[Optional[bytes], bytes]:
+def event_bytes(note: Notification) -> tuple[bytes | None, bytes]:
     """The message's key and value."""
     fingerprint = note.event.get("fingerprint")
     key = str(fingerprint).encode() if fingerprint else None
     return key, json.dumps(note.as_event(), separators=(",", ":"), sort_keys=True).encode()
 
 
-def producer_config(cfg: "KafkaSettings") -> dict[str, Any]:
+def producer_config(cfg: KafkaSettings) -> dict[str, Any]:
     timeout_ms = int(cfg.timeout_s * 1000)
     config: dict[str, Any] = {
         "bootstrap_servers": list(cfg.bootstrap_servers),
@@ -50,8 +50,11 @@ def producer_config(cfg: "KafkaSettings") -> dict[str, Any]:
         "security_protocol": cfg.security_protocol,
     }
     if cfg.sasl_mechanism:
-        config.update(sasl_mechanism=cfg.sasl_mechanism, sasl_plain_username=cfg.sasl_username,
-                      sasl_plain_password=cfg.sasl_password.get_secret_value() if cfg.sasl_password else None)
+        config.update(
+            sasl_mechanism=cfg.sasl_mechanism,
+            sasl_plain_username=cfg.sasl_username,
+            sasl_plain_password=cfg.sasl_password.get_secret_value() if cfg.sasl_password else None,
+        )
     if cfg.ssl_cafile is not None:
         config["ssl_cafile"] = str(cfg.ssl_cafile)
     return config
@@ -61,18 +64,23 @@ def _message_errors() -> tuple[type, ...]:
     """Broker refusals of one message (it will never be accepted as it is), not of the sink."""
     from kafka import errors
 
-    return tuple(getattr(errors, n) for n in ("MessageSizeTooLargeError", "RecordListTooLargeError",
-                                               "InvalidRecordError", "CorruptRecordError") if hasattr(errors, n))
+    return tuple(
+        getattr(errors, n)
+        for n in ("MessageSizeTooLargeError", "RecordListTooLargeError", "InvalidRecordError", "CorruptRecordError")
+        if hasattr(errors, n)
+    )
 
 
 class KafkaNotifier:
     name = "kafka"
 
-    def __init__(self, settings: "Settings"):
+    def __init__(self, settings: Settings):
         cfg = settings.notify.kafka
         if not cfg.bootstrap_servers:
-            raise ConfigError("the kafka notifier has no brokers",
-                              hint="set notify.kafka.bootstrap_servers (or MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS)")
+            raise ConfigError(
+                "the kafka notifier has no brokers",
+                hint="set notify.kafka.bootstrap_servers (or MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS)",
+            )
         if cfg.security_protocol.startswith("SASL") and not (cfg.sasl_mechanism and cfg.sasl_username):
             raise ConfigError("notify.kafka: SASL needs sasl_mechanism and sasl_username (and sasl_password)")
         self.cfg = cfg
@@ -89,11 +97,14 @@ class KafkaNotifier:
         except KafkaConfigurationError as exc:
             raise DeliveryError(f"kafka: bad configuration: {exc}", retryable=False, sink_down=True) from None
         except KafkaError as exc:  # NoBrokersAvailable and friends
-            raise DeliveryError(f"kafka brokers {','.join(self.cfg.bootstrap_servers)} unreachable: "
-                                f"{type(exc).__name__}", retryable=True) from None
+            raise DeliveryError(
+                f"kafka brokers {','.join(self.cfg.bootstrap_servers)} unreachable: {type(exc).__name__}",
+                retryable=True,
+            ) from None
         except (OSError, ValueError) as exc:
-            raise DeliveryError(f"kafka brokers {','.join(self.cfg.bootstrap_servers)} unreachable: {exc}",
-                                retryable=True) from None
+            raise DeliveryError(
+                f"kafka brokers {','.join(self.cfg.bootstrap_servers)} unreachable: {exc}", retryable=True
+            ) from None
 
     def send(self, note: Notification) -> None:
         from kafka.errors import AuthorizationError, KafkaError
@@ -104,20 +115,31 @@ class KafkaNotifier:
             if self._producer is None:
                 self._producer = self._connect()
             try:
-                future = self._producer.send(self.topic, value=value, key=key,
-                                             headers=[("kind", note.kind.encode()), ("severity", note.severity.encode())])
+                future = self._producer.send(
+                    self.topic,
+                    value=value,
+                    key=key,
+                    headers=[("kind", note.kind.encode()), ("severity", note.severity.encode())],
+                )
                 future.get(timeout=self.cfg.timeout_s * 2 + 1)
             except AuthorizationError as exc:
                 self._reset()
-                raise DeliveryError(f"kafka refused topic {self.topic}: {type(exc).__name__}", retryable=False,
-                                    sink_down=True) from None
+                raise DeliveryError(
+                    f"kafka refused topic {self.topic}: {type(exc).__name__}", retryable=False, sink_down=True
+                ) from None
             except KafkaError as exc:
                 self._reset()
-                retryable = bool(getattr(exc, "retriable", False)) or "Timeout" in type(exc).__name__ \
+                retryable = (
+                    bool(getattr(exc, "retriable", False))
+                    or "Timeout" in type(exc).__name__
                     or "Connection" in type(exc).__name__
+                )
                 this_message = isinstance(exc, MESSAGE_ERRORS)
-                raise DeliveryError(f"kafka publish to {self.topic} failed: {type(exc).__name__} {exc}".rstrip(),
-                                    retryable=retryable, sink_down=not retryable and not this_message) from None
+                raise DeliveryError(
+                    f"kafka publish to {self.topic} failed: {type(exc).__name__} {exc}".rstrip(),
+                    retryable=retryable,
+                    sink_down=not retryable and not this_message,
+                ) from None
 
     def _reset(self) -> None:
         producer, self._producer = self._producer, None

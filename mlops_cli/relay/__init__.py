@@ -12,39 +12,43 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from ..settings import is_loopback
-from ..errors import ConfigError
 from ..backends import load
+from ..errors import ConfigError
 from ..extras import require
+from ..settings import is_loopback
 
 if TYPE_CHECKING:
     from ..settings import Settings
 
-def make_notifiers(settings: "Settings") -> dict:
+
+def make_notifiers(settings: Settings) -> dict:
     from ..notifiers import NOTIFIERS
 
     names = settings.relay.sinks or settings.notify.notifiers
     if not names:
-        raise ConfigError("the relay has nowhere to send alerts",
-                          hint="set relay.sinks, e.g. [slack, kafka] (or notify.notifiers)")
+        raise ConfigError(
+            "the relay has nowhere to send alerts", hint="set relay.sinks, e.g. [slack, kafka] (or notify.notifiers)"
+        )
     if len(set(names)) != len(names):
         raise ConfigError(f"relay.sinks names a sink twice: {', '.join(names)}")
     return {name: load("notifier", name, NOTIFIERS)(settings) for name in names}
 
 
-def listeners(settings: "Settings") -> list[tuple[str, int]]:
+def listeners(settings: Settings) -> list[tuple[str, int]]:
     """The (host, port) pairs the relay listens on: the webhook port, then metrics_port if set."""
     relay = settings.relay
     out = [(relay.host, relay.port)]
     if relay.metrics_port is not None:
         out.append((relay.metrics_host or relay.host, relay.metrics_port))
         if relay.metrics_port == relay.port:  # the app tells the two apart by the port a request came in on
-            raise ConfigError(f"relay.metrics_port {relay.metrics_port} is the webhook port",
-                              hint="choose another port for /metrics, or leave relay.metrics_port unset")
+            raise ConfigError(
+                f"relay.metrics_port {relay.metrics_port} is the webhook port",
+                hint="choose another port for /metrics, or leave relay.metrics_port unset",
+            )
     return out
 
 
-def check_transport(settings: "Settings") -> None:
+def check_transport(settings: Settings) -> None:
     """Tokens only over TLS: a certificate and key, or plain http on loopback addresses with relay.insecure."""
     relay = settings.relay
     if (relay.tls_cert_file is None) != (relay.tls_key_file is None):
@@ -55,24 +59,32 @@ def check_transport(settings: "Settings") -> None:
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(relay.tls_cert_file, relay.tls_key_file)
         except ssl.SSLError as exc:  # (an OSError too)
-            raise ConfigError(f"relay TLS certificate {relay.tls_cert_file} / key {relay.tls_key_file} not usable "
-                              f"({exc.reason or exc})", hint="a PEM certificate (chain) and its PEM private key") from None
+            raise ConfigError(
+                f"relay TLS certificate {relay.tls_cert_file} / key {relay.tls_key_file} not usable "
+                f"({exc.reason or exc})",
+                hint="a PEM certificate (chain) and its PEM private key",
+            ) from None
         except OSError as exc:
-            raise ConfigError(f"relay TLS certificate {relay.tls_cert_file} / key {relay.tls_key_file}: "
-                              f"{exc.strerror or exc}") from None
+            raise ConfigError(
+                f"relay TLS certificate {relay.tls_cert_file} / key {relay.tls_key_file}: {exc.strerror or exc}"
+            ) from None
         return
     public = [host for host, _ in listeners(settings) if not is_loopback(host)]
     if public:
-        raise ConfigError(f"the relay would take its token over plain http on {public[0]}",
-                          hint="set relay.tls_cert_file and relay.tls_key_file (plain http only on a loopback "
-                               "address, with relay.insecure: true)")
+        raise ConfigError(
+            f"the relay would take its token over plain http on {public[0]}",
+            hint="set relay.tls_cert_file and relay.tls_key_file (plain http only on a loopback "
+            "address, with relay.insecure: true)",
+        )
     if not relay.insecure:
-        raise ConfigError("the relay has no TLS certificate",
-                          hint="set relay.tls_cert_file and relay.tls_key_file, or, on this loopback address only, "
-                               "relay.insecure: true (MLOPS_RELAY__INSECURE=true)")
+        raise ConfigError(
+            "the relay has no TLS certificate",
+            hint="set relay.tls_cert_file and relay.tls_key_file, or, on this loopback address only, "
+            "relay.insecure: true (MLOPS_RELAY__INSECURE=true)",
+        )
 
 
-def build(settings: "Settings"):
+def build(settings: Settings):
     """The app, its notifiers and its queue, from the settings; a ConfigError on anything wrong."""
     require(("uvicorn", "starlette", "prometheus_client"), "the alert relay is a server", "serve")
     from prometheus_client import CollectorRegistry
@@ -83,8 +95,10 @@ def build(settings: "Settings"):
     relay = settings.relay
     token = relay.token_value()
     if not token:
-        raise ConfigError("the relay needs a shared token",
-                          hint="set MLOPS_RELAY__TOKEN or relay.token_file; senders send 'Authorization: Bearer <token>'")
+        raise ConfigError(
+            "the relay needs a shared token",
+            hint="set MLOPS_RELAY__TOKEN or relay.token_file; senders send 'Authorization: Bearer <token>'",
+        )
     if relay.retry_backoff_s > relay.max_backoff_s:
         raise ConfigError("relay.retry_backoff_s is larger than relay.max_backoff_s")
     check_transport(settings)
@@ -96,14 +110,20 @@ def build(settings: "Settings"):
         raise ConfigError(str(exc), hint="give each relay its own relay.queue_dir") from None
     except OSError as exc:
         raise ConfigError(f"relay queue directory {queue_dir}: {exc.strerror}") from None
-    config = RelayConfig(token=token, retries=relay.retries, retry_backoff_s=relay.retry_backoff_s,
-                         max_backoff_s=relay.max_backoff_s, max_body_bytes=relay.max_body_bytes,
-                         runbook_base_url=relay.runbook_base_url, metrics_token=relay.metrics_token_value(),
-                         metrics_port=relay.metrics_port)
+    config = RelayConfig(
+        token=token,
+        retries=relay.retries,
+        retry_backoff_s=relay.retry_backoff_s,
+        max_backoff_s=relay.max_backoff_s,
+        max_body_bytes=relay.max_body_bytes,
+        runbook_base_url=relay.runbook_base_url,
+        metrics_token=relay.metrics_token_value(),
+        metrics_port=relay.metrics_port,
+    )
     return create_app(config, notifiers, queue, CollectorRegistry()), notifiers, queue
 
 
-def requeue_dead(settings: "Settings") -> dict[str, int]:
+def requeue_dead(settings: Settings) -> dict[str, int]:
     """Move every sink's dead letters back into its queue (a running relay picks them up within
     relay.max_backoff_s); how many per sink. Needs no token and contacts no sink."""
     from .queue import DiskQueue
@@ -133,7 +153,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(settings: "Settings") -> None:
+def run(settings: Settings) -> None:
     import uvicorn
 
     app, notifiers, queue = build(settings)
@@ -147,14 +167,24 @@ def run(settings: "Settings") -> None:
         scheme = "https" if relay.tls_cert_file is not None else "http"
         pending = {name: queue.depth(name) for name in notifiers}
         where = f"{scheme}://{relay.host}:{relay.port}" + (
-            f" (metrics on {scheme}://{listeners(settings)[1][0]}:{relay.metrics_port})" if relay.metrics_port else "")
+            f" (metrics on {scheme}://{listeners(settings)[1][0]}:{relay.metrics_port})" if relay.metrics_port else ""
+        )
         logging.getLogger("mlops.relay").info(
-            "relaying to %s on %s (queue %s, waiting: %s)", ", ".join(notifiers), where,
-            queue.directory, ", ".join(f"{k} {v}" for k, v in pending.items()))
+            "relaying to %s on %s (queue %s, waiting: %s)",
+            ", ".join(notifiers),
+            where,
+            queue.directory,
+            ", ".join(f"{k} {v}" for k, v in pending.items()),
+        )
         tls = relay.tls_cert_file is not None
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                ssl_certfile=str(relay.tls_cert_file) if tls else None,
-                                ssl_keyfile=str(relay.tls_key_file) if tls else None)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            ssl_certfile=str(relay.tls_cert_file) if tls else None,
+            ssl_keyfile=str(relay.tls_key_file) if tls else None,
+        )
         server = uvicorn.Server(config)
         try:
             server.run(sockets=sockets)
@@ -166,8 +196,9 @@ def run(settings: "Settings") -> None:
                 raise
         if not server.started:
             raise ConfigError(f"the relay could not listen on {relay.host}:{relay.port}")
-        logging.getLogger("mlops.relay").info("stopped; waiting on disk: %s", ", ".join(
-            f"{name} {queue.depth(name)}" for name in notifiers))
+        logging.getLogger("mlops.relay").info(
+            "stopped; waiting on disk: %s", ", ".join(f"{name} {queue.depth(name)}" for name in notifiers)
+        )
     finally:
         for sock in sockets:
             sock.close()

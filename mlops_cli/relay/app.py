@@ -24,11 +24,11 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from starlette.applications import Starlette
@@ -58,29 +58,58 @@ class RelayConfig:
 
 class RelayMetrics:
     def __init__(self, registry: CollectorRegistry, sinks: list[str]):
-        self.requests = Counter("mlops_relay_requests_total", "Webhook requests, by source and answer status.",
-                                ["source", "status"], registry=registry)
-        self.received = Counter("mlops_relay_alerts_received_total", "Alerts accepted and queued, by source.",
-                                ["source"], registry=registry)
-        self.delivered = Counter("mlops_relay_deliveries_total", "Alerts delivered, by sink.", ["sink"],
-                                 registry=registry)
-        self.failures = Counter("mlops_relay_delivery_failures_total", "Failed delivery attempts, by sink; retryable=false: the alert became a dead letter.",
-                                ["sink", "retryable"], registry=registry)
-        self.dead = Counter("mlops_relay_dead_letters_total", "Alerts a sink refused for good (kept in dead/).",
-                            ["sink"], registry=registry)
+        self.requests = Counter(
+            "mlops_relay_requests_total",
+            "Webhook requests, by source and answer status.",
+            ["source", "status"],
+            registry=registry,
+        )
+        self.received = Counter(
+            "mlops_relay_alerts_received_total", "Alerts accepted and queued, by source.", ["source"], registry=registry
+        )
+        self.delivered = Counter(
+            "mlops_relay_deliveries_total", "Alerts delivered, by sink.", ["sink"], registry=registry
+        )
+        self.failures = Counter(
+            "mlops_relay_delivery_failures_total",
+            "Failed delivery attempts, by sink; retryable=false: the alert became a dead letter.",
+            ["sink", "retryable"],
+            registry=registry,
+        )
+        self.dead = Counter(
+            "mlops_relay_dead_letters_total",
+            "Alerts a sink refused for good (kept in dead/).",
+            ["sink"],
+            registry=registry,
+        )
         self.depth = Gauge("mlops_relay_queue_depth", "Alerts waiting on disk, by sink.", ["sink"], registry=registry)
-        self.up = Gauge("mlops_relay_sink_up", "1 while the sink's last delivery worked (or none was needed).",
-                        ["sink"], registry=registry)
-        self.queue_max = Gauge("mlops_relay_queue_max", "Most alerts a sink's queue holds (relay.queue_max).",
-                               registry=registry)
-        self.dropped = Counter("mlops_relay_dead_letters_dropped_total",
-                               "Dead letters deleted, oldest first, to keep dead/ within relay.dead_max.", ["sink"],
-                               registry=registry)
-        self.unreadable = Counter("mlops_relay_unreadable_items_total",
-                                  "Queued files that could not be read back (moved to dead/).", ["sink"],
-                                  registry=registry)
-        self.restarts = Counter("mlops_relay_worker_restarts_total", "Delivery workers that ended and were started again.",
-                                ["sink"], registry=registry)
+        self.up = Gauge(
+            "mlops_relay_sink_up",
+            "1 while the sink's last delivery worked (or none was needed).",
+            ["sink"],
+            registry=registry,
+        )
+        self.queue_max = Gauge(
+            "mlops_relay_queue_max", "Most alerts a sink's queue holds (relay.queue_max).", registry=registry
+        )
+        self.dropped = Counter(
+            "mlops_relay_dead_letters_dropped_total",
+            "Dead letters deleted, oldest first, to keep dead/ within relay.dead_max.",
+            ["sink"],
+            registry=registry,
+        )
+        self.unreadable = Counter(
+            "mlops_relay_unreadable_items_total",
+            "Queued files that could not be read back (moved to dead/).",
+            ["sink"],
+            registry=registry,
+        )
+        self.restarts = Counter(
+            "mlops_relay_worker_restarts_total",
+            "Delivery workers that ended and were started again.",
+            ["sink"],
+            registry=registry,
+        )
         for sink in sinks:
             self.delivered.labels(sink)
             self.dead.labels(sink)
@@ -138,8 +167,13 @@ class Worker:
                 raise
             except Exception as exc:  # the disk, a bug: say so, keep the worker alive, look again later
                 self.metrics.up.labels(self.name).set(0)
-                log.error("%s delivery round failed (%s: %s); the alerts stay on disk, trying again in %gs",
-                          self.name, type(exc).__name__, exc, self.config.max_backoff_s)
+                log.error(
+                    "%s delivery round failed (%s: %s); the alerts stay on disk, trying again in %gs",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                    self.config.max_backoff_s,
+                )
                 await asyncio.sleep(self.config.max_backoff_s)
 
     async def round(self) -> None:
@@ -180,8 +214,13 @@ class Worker:
             self.metrics.dead.labels(self.name).inc()
             self.metrics.up.labels(self.name).set(1)
             self.failed, self.down = 0, False
-            log.error("%s refused %r for good (kept in %s): %s", self.name, item.note.title,
-                      item.path.parent / "dead", message)
+            log.error(
+                "%s refused %r for good (kept in %s): %s",
+                self.name,
+                item.note.title,
+                item.path.parent / "dead",
+                message,
+            )
             return
         self.failed += 1
         delay = backoff_delay(self.failed, self.config.retry_backoff_s, self.config.max_backoff_s)
@@ -189,21 +228,39 @@ class Worker:
         if sink_down and not self.down:  # refuses every message: down now, no point waiting for retries
             self.down = True
             self.metrics.up.labels(self.name).set(0)
-            log.error("%s is down: it refuses every message (%s); %d alerts kept on disk, retrying every %gs at most",
-                      self.name, message, depth, self.config.max_backoff_s)
+            log.error(
+                "%s is down: it refuses every message (%s); %d alerts kept on disk, retrying every %gs at most",
+                self.name,
+                message,
+                depth,
+                self.config.max_backoff_s,
+            )
         elif self.failed >= self.config.retries + 1 and not self.down:
             self.down = True
             self.metrics.up.labels(self.name).set(0)
-            log.error("%s is down after %d attempts: %s; %d alerts kept on disk, retrying every %gs at most",
-                      self.name, self.failed, message, depth, self.config.max_backoff_s)
+            log.error(
+                "%s is down after %d attempts: %s; %d alerts kept on disk, retrying every %gs at most",
+                self.name,
+                self.failed,
+                message,
+                depth,
+                self.config.max_backoff_s,
+            )
         else:
-            log.warning("%s delivery failed (attempt %d, %d alerts queued, next in %.1fs): %s",
-                        self.name, self.failed, depth, delay, message)
+            log.warning(
+                "%s delivery failed (attempt %d, %d alerts queued, next in %.1fs): %s",
+                self.name,
+                self.failed,
+                depth,
+                delay,
+                message,
+            )
         await asyncio.sleep(delay)
 
 
-def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: DiskQueue,
-               registry: CollectorRegistry) -> Starlette:
+def create_app(
+    config: RelayConfig, notifiers: Mapping[str, Notifier], queue: DiskQueue, registry: CollectorRegistry
+) -> Starlette:
     metrics = RelayMetrics(registry, list(notifiers))
     metrics.queue_max.set(queue.max_items)
     queue.on_unreadable = lambda sink: metrics.unreadable.labels(sink).inc()
@@ -230,14 +287,23 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
 
             given = request.headers.get("authorization", "").encode()
             if not hmac.compare_digest(given, expected):
-                log.warning("%s webhook from %s refused: %s token", source,
-                            request.client.host if request.client else "?", "wrong" if given else "no")
+                log.warning(
+                    "%s webhook from %s refused: %s token",
+                    source,
+                    request.client.host if request.client else "?",
+                    "wrong" if given else "no",
+                )
                 return answer(_error(401, "unauthorized", "missing or wrong bearer token"))
+
             def too_large(size: str) -> Response:
                 # Alertmanager does not retry a 4xx: these alerts are lost unless someone reads this line
-                log.error("%s webhook refused with 413: %s bytes, over relay.max_body_bytes %d; its alerts are "
-                          "NOT relayed (lower max_alerts in Alertmanager's webhook_config or raise max_body_bytes)",
-                          source, size, config.max_body_bytes)
+                log.error(
+                    "%s webhook refused with 413: %s bytes, over relay.max_body_bytes %d; its alerts are "
+                    "NOT relayed (lower max_alerts in Alertmanager's webhook_config or raise max_body_bytes)",
+                    source,
+                    size,
+                    config.max_body_bytes,
+                )
                 return answer(_error(413, "too_large", f"the body is over {config.max_body_bytes} bytes"))
 
             length = request.headers.get("content-length")
@@ -254,8 +320,13 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
                     raise MalformedPayload(f"nested deeper than {MAX_JSON_DEPTH} levels")
                 hook = parse(data)
             except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-                reason = (str(exc) if isinstance(exc, MalformedPayload)
-                          else "nested too deeply" if isinstance(exc, RecursionError) else "the body is not JSON")
+                reason = (
+                    str(exc)
+                    if isinstance(exc, MalformedPayload)
+                    else "nested too deeply"
+                    if isinstance(exc, RecursionError)
+                    else "the body is not JSON"
+                )
                 log.warning("%s webhook refused: malformed payload: %s", source, reason)
                 return answer(_error(400, "malformed", f"not an alert webhook: {reason}"))
             notes = notifications(hook, source, config.runbook_base_url)
@@ -265,20 +336,26 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
                 log.error("%s webhook refused with 503: %s", source, exc)
                 return answer(_error(503, "queue_full", str(exc)))
             except OSError as exc:  # the queue's disk (full, read-only): nothing was queued, the sender retries
-                log.error("%s webhook refused with 503: cannot write the queue in %s: %s", source, queue.directory,
-                          exc.strerror or type(exc).__name__)
+                log.error(
+                    "%s webhook refused with 503: cannot write the queue in %s: %s",
+                    source,
+                    queue.directory,
+                    exc.strerror or type(exc).__name__,
+                )
                 return answer(_error(503, "queue_unwritable", "the relay cannot write its queue; try again later"))
             metrics.received.labels(source).inc(len(notes))
             for worker in workers.values():
                 worker.wake.set()
             return answer(JSONResponse({"queued": len(notes), "sinks": list(workers)}, status_code=202))
+
         return receive
 
     async def prometheus(request: Request) -> Response:
         if config.metrics_port is not None and not on_metrics_port(request):
             return _error(404, "not_found", "/metrics is served on relay.metrics_port")
         if metrics_expected is not None and not hmac.compare_digest(
-                request.headers.get("authorization", "").encode(), metrics_expected):
+            request.headers.get("authorization", "").encode(), metrics_expected
+        ):
             return _error(401, "unauthorized", "missing or wrong bearer token for /metrics")
         for name in workers:
             metrics.depth.labels(name).set(queue.depth(name))
@@ -286,12 +363,21 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
 
     async def health(request: Request) -> Response:
         dead = [n for n, task in tasks.items() if task.done()]
-        sinks = {n: {"queued": queue.depth(n), "dead": queue.dead(n), "failures_in_a_row": w.failed,
-                     "worker": "dead" if n in dead else "running", "worker_restarts": restarts[n]}
-                 for n, w in workers.items()}
+        sinks = {
+            n: {
+                "queued": queue.depth(n),
+                "dead": queue.dead(n),
+                "failures_in_a_row": w.failed,
+                "worker": "dead" if n in dead else "running",
+                "worker_restarts": restarts[n],
+            }
+            for n, w in workers.items()
+        }
         if dead:
-            return JSONResponse({"status": "dead", "reason": f"delivery worker of {', '.join(dead)} ended",
-                                 "sinks": sinks}, status_code=503)
+            return JSONResponse(
+                {"status": "dead", "reason": f"delivery worker of {', '.join(dead)} ended", "sinks": sinks},
+                status_code=503,
+            )
         return JSONResponse({"status": "alive", "sinks": sinks})
 
     stopping = False
@@ -307,13 +393,22 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
         exc = task.exception()
         metrics.up.labels(name).set(0)
         if restarts[name] >= MAX_RESTARTS:
-            log.error("%s delivery worker ended (%s); not restarted after %d restarts: /health/live fails", name,
-                      f"{type(exc).__name__}: {exc}" if exc else "returned", restarts[name])
+            log.error(
+                "%s delivery worker ended (%s); not restarted after %d restarts: /health/live fails",
+                name,
+                f"{type(exc).__name__}: {exc}" if exc else "returned",
+                restarts[name],
+            )
             return
         restarts[name] += 1
         metrics.restarts.labels(name).inc()
-        log.error("%s delivery worker ended (%s); restarting it (restart %d of %d)", name,
-                  f"{type(exc).__name__}: {exc}" if exc else "returned", restarts[name], MAX_RESTARTS)
+        log.error(
+            "%s delivery worker ended (%s); restarting it (restart %d of %d)",
+            name,
+            f"{type(exc).__name__}: {exc}" if exc else "returned",
+            restarts[name],
+            MAX_RESTARTS,
+        )
         start(name)
 
     @asynccontextmanager
@@ -330,10 +425,12 @@ def create_app(config: RelayConfig, notifiers: Mapping[str, Notifier], queue: Di
             await asyncio.gather(*tasks.values(), return_exceptions=True)
             intake.shutdown(wait=True)  # a write under way finishes (its sender gets no answer, and retries)
 
-    routes = [Route("/v1/alertmanager", endpoint("alertmanager"), methods=["POST"]),
-              Route("/v1/grafana", endpoint("grafana"), methods=["POST"]),
-              Route("/metrics", prometheus, methods=["GET"]),
-              Route("/health/live", health, methods=["GET"])]
+    routes = [
+        Route("/v1/alertmanager", endpoint("alertmanager"), methods=["POST"]),
+        Route("/v1/grafana", endpoint("grafana"), methods=["POST"]),
+        Route("/metrics", prometheus, methods=["GET"]),
+        Route("/health/live", health, methods=["GET"]),
+    ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.workers = workers
     app.state.metrics = metrics

@@ -9,15 +9,21 @@ per alert `values`, `dashboardURL`, `panelURL`, `silenceURL`) share what matters
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 from urllib.parse import urljoin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..notifiers import Notification, Severity
 
-SEVERITIES: dict[str, Severity] = {"critical": "critical", "error": "critical", "page": "critical", "warning": "warning",
-              "info": "info", "none": "info"}
+SEVERITIES: dict[str, Severity] = {
+    "critical": "critical",
+    "error": "critical",
+    "page": "critical",
+    "warning": "warning",
+    "info": "info",
+    "none": "info",
+}
 FIELDS = ("namespace", "job", "feature", "pod", "reason", "instance")
 
 
@@ -26,21 +32,21 @@ class Alert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str] = Field(min_length=1)
     annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: Optional[str] = None
-    endsAt: Optional[str] = None
-    generatorURL: Optional[str] = None
-    fingerprint: Optional[str] = None
-    dashboardURL: Optional[str] = None  # Grafana
+    startsAt: str | None = None
+    endsAt: str | None = None
+    generatorURL: str | None = None
+    fingerprint: str | None = None
+    dashboardURL: str | None = None  # Grafana
 
 
 class Webhook(BaseModel):
     model_config = ConfigDict(extra="allow")
     status: Literal["firing", "resolved"]
     alerts: list[Alert] = Field(min_length=1)
-    receiver: Optional[str] = None
-    groupKey: Optional[str] = None
-    externalURL: Optional[str] = None
-    version: Optional[str] = None
+    receiver: str | None = None
+    groupKey: str | None = None
+    externalURL: str | None = None
+    version: str | None = None
 
 
 class MalformedPayload(ValueError):
@@ -57,7 +63,7 @@ def parse(body: Any) -> Webhook:
         raise MalformedPayload(f"{where}: {err['msg']}" + (f" (and {more} more)" if more else "")) from None
 
 
-def _link(alert: Alert, runbook_base_url: Optional[str]) -> Optional[str]:
+def _link(alert: Alert, runbook_base_url: str | None) -> str | None:
     runbook = alert.annotations.get("runbook_url")
     if runbook and runbook.startswith(("http://", "https://")):
         return runbook
@@ -66,7 +72,7 @@ def _link(alert: Alert, runbook_base_url: Optional[str]) -> Optional[str]:
     return alert.dashboardURL or alert.generatorURL or None
 
 
-def notifications(hook: Webhook, source: str, runbook_base_url: Optional[str] = None) -> list[Notification]:
+def notifications(hook: Webhook, source: str, runbook_base_url: str | None = None) -> list[Notification]:
     """One Notification per alert: a readable title for Slack, the whole alert as the Kafka event."""
     out = []
     for alert in hook.alerts:
@@ -82,8 +88,22 @@ def notifications(hook: Webhook, source: str, runbook_base_url: Optional[str] = 
         fields["since"] = alert.startsAt or ""
         if resolved and alert.endsAt:
             fields["resolved at"] = alert.endsAt
-        event = {"source": source, "receiver": hook.receiver, "groupKey": hook.groupKey,
-                 "externalURL": hook.externalURL, **alert.model_dump(mode="json", exclude_none=True)}
-        out.append(Notification(title=title, text=alert.annotations.get("description", ""), severity=severity,
-                                kind="alert", fields=fields, link=_link(alert, runbook_base_url), event=event))
+        event = {
+            "source": source,
+            "receiver": hook.receiver,
+            "groupKey": hook.groupKey,
+            "externalURL": hook.externalURL,
+            **alert.model_dump(mode="json", exclude_none=True),
+        }
+        out.append(
+            Notification(
+                title=title,
+                text=alert.annotations.get("description", ""),
+                severity=severity,
+                kind="alert",
+                fields=fields,
+                link=_link(alert, runbook_base_url),
+                event=event,
+            )
+        )
     return out

@@ -34,9 +34,9 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 from ..notifiers import Notification
 
@@ -85,16 +85,24 @@ class _Index:
         if not self.names:
             self.heap.clear()
 
-    def oldest(self) -> Optional[str]:
+    def oldest(self) -> str | None:
         while self.heap and self.heap[0] not in self.names:
             heapq.heappop(self.heap)
         return self.heap[0] if self.heap else None
 
 
 class DiskQueue:
-    def __init__(self, directory: Path, sinks: Iterable[str], max_items: int, dead_max: int = 1000,
-                 on_unreadable: Optional[Callable[[str], None]] = None,
-                 on_dropped: Optional[Callable[[str], None]] = None, exclusive: bool = False, clean: bool = True):
+    def __init__(
+        self,
+        directory: Path,
+        sinks: Iterable[str],
+        max_items: int,
+        dead_max: int = 1000,
+        on_unreadable: Callable[[str], None] | None = None,
+        on_dropped: Callable[[str], None] | None = None,
+        exclusive: bool = False,
+        clean: bool = True,
+    ):
         self.directory = Path(directory)
         self.max_items = max_items
         self.dead_max = dead_max
@@ -207,7 +215,7 @@ class DiskQueue:
                     os.fsync(f.fileno())
             for sink in self.sinks:
                 for tmp in written:
-                    final = self.directory / sink / tmp.name[1:-len(".tmp")]
+                    final = self.directory / sink / tmp.name[1 : -len(".tmp")]
                     os.link(tmp, final)
                     placed.append(final)
             for sink in self.sinks:
@@ -231,7 +239,7 @@ class DiskQueue:
             for final in placed:
                 self._index[final.parent.name].add(final.name)
 
-    def oldest(self, sink: str) -> Optional[Item]:
+    def oldest(self, sink: str) -> Item | None:
         index = self._index[sink]
         while True:
             with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..backends import load
 from ..digests import sha256_file  # noqa: F401 (re-exported for the sources)
@@ -36,14 +36,14 @@ class ModelRef:
 
     scheme: str
     name: str
-    version: Optional[str] = None
+    version: str | None = None
 
     def __str__(self) -> str:
         if self.scheme == "s3":
             return f"s3://{self.name}"
         return f"{self.scheme}:{self.name}" + (f"@{self.version}" if self.version else "")
 
-    def pinned(self, version: str) -> "ModelRef":
+    def pinned(self, version: str) -> ModelRef:
         """The reference naming this exact version: local names a version; ClearML IDs and S3 prefixes already do."""
         if self.scheme != "local" or self.version:
             return self
@@ -57,14 +57,18 @@ _FORMS = "local:NAME[@VERSION], clearml:MODEL_ID or s3://BUCKET/PREFIX"
 
 
 def _parse_s3(text: str) -> ModelRef:
-    bucket, _, prefix = text[len("s3://"):].partition("/")
+    bucket, _, prefix = text[len("s3://") :].partition("/")
     prefix = prefix.strip("/")
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
-        raise UsageError(f"malformed model reference {text!r}: {bucket!r} is not an S3 bucket name",
-                         hint="expected s3://BUCKET/PREFIX")
+        raise UsageError(
+            f"malformed model reference {text!r}: {bucket!r} is not an S3 bucket name",
+            hint="expected s3://BUCKET/PREFIX",
+        )
     if not prefix or any(part in ("", ".", "..") for part in prefix.split("/")) or any(c in prefix for c in "\\\n\r\0"):
-        raise UsageError(f"malformed model reference {text!r}: needs a key prefix under the bucket",
-                         hint="expected s3://BUCKET/PREFIX, the prefix holding metadata.json and the artifact")
+        raise UsageError(
+            f"malformed model reference {text!r}: needs a key prefix under the bucket",
+            hint="expected s3://BUCKET/PREFIX, the prefix holding metadata.json and the artifact",
+        )
     return ModelRef("s3", f"{bucket}/{prefix}")
 
 
@@ -82,7 +86,9 @@ def parse_ref(text: str) -> ModelRef:
         raise UsageError(f"malformed model reference {text!r}", hint="expected s3://BUCKET/PREFIX")
     if scheme == "clearml":
         if not _CLEARML_RE.match(rest):
-            raise UsageError(f"malformed model reference {text!r}", hint="expected clearml:MODEL_ID (the model's ID, no version)")
+            raise UsageError(
+                f"malformed model reference {text!r}", hint="expected clearml:MODEL_ID (the model's ID, no version)"
+            )
         return ModelRef("clearml", rest)
     match = _LOCAL_RE.match(rest)
     if not match:
@@ -97,8 +103,9 @@ class ModelSource(Protocol):
     def fetch_artifact(self, meta: ModelMetadata, dest_dir: Path) -> Path:
         """Put the artifact in dest_dir and return its path (not yet checked against sha256)."""
 
-    def write_back(self, ref: ModelRef, *, add_tags: list[str], remove_tags: list[str],
-                   metadata: dict[str, str]) -> bool:
+    def write_back(
+        self, ref: ModelRef, *, add_tags: list[str], remove_tags: list[str], metadata: dict[str, str]
+    ) -> bool:
         """Record on the model itself (tags, metadata) what the pipeline did with it; False where the
         source keeps no such record (the state file still does). Never changes what validation digested."""
 
@@ -110,5 +117,5 @@ class ModelSource(Protocol):
         empty where the source keeps no tags."""
 
 
-def get_source(scheme: str, settings: "Settings") -> ModelSource:
+def get_source(scheme: str, settings: Settings) -> ModelSource:
     return load("model source", scheme, SOURCES)(settings)

@@ -32,8 +32,15 @@ from . import ModelRef
 from .clearml_sdk import Deadline, connect, quiet_sdk, within
 from .metadata import ModelMetadata, ModuleFile, invalid_metadata
 
-FRAMEWORKS = {"scikitlearn": "sklearn", "scikit-learn": "sklearn", "sklearn": "sklearn", "joblib": "sklearn",
-              "python": "python", "custom": "python", "onnx": "onnx"}
+FRAMEWORKS = {
+    "scikitlearn": "sklearn",
+    "scikit-learn": "sklearn",
+    "sklearn": "sklearn",
+    "joblib": "sklearn",
+    "python": "python",
+    "custom": "python",
+    "onnx": "onnx",
+}
 JSON_FIELDS = ("schema", "examples", "reference", "labels", "modules")
 # result_subcode of a 400 for an unknown ID (clearml-server apiserver/apierrors/errors.conf, bad_request)
 NOT_FOUND_SUBCODES = {"task": 101, "model": 201}
@@ -97,8 +104,10 @@ class ClearMLSource:
         except MlopsError:
             raise
         except Deadline:
-            raise TemporaryError(f"ClearML server {self.host} did not answer within {timeout:g} s ({what})",
-                                 hint="check the server; clearml.timeout_s bounds each call") from None
+            raise TemporaryError(
+                f"ClearML server {self.host} did not answer within {timeout:g} s ({what})",
+                hint="check the server; clearml.timeout_s bounds each call",
+            ) from None
         except Exception as exc:
             raise self._failure(exc, model_id) from None
         finally:
@@ -119,10 +128,14 @@ class ClearMLSource:
         import requests
 
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        unreachable = TemporaryError(f"ClearML server {self.host} is unreachable or failing: {text}",
-                                     hint=f"gave up after {self.settings.clearml.retries} retries (clearml.retries)")
-        refused = ConfigError(f"ClearML server {self.host} refused the credentials",
-                              hint="check clearml.access_key / CLEARML_API_ACCESS_KEY and the secret key")
+        unreachable = TemporaryError(
+            f"ClearML server {self.host} is unreachable or failing: {text}",
+            hint=f"gave up after {self.settings.clearml.retries} retries (clearml.retries)",
+        )
+        refused = ConfigError(
+            f"ClearML server {self.host} refused the credentials",
+            hint="check clearml.access_key / CLEARML_API_ACCESS_KEY and the secret key",
+        )
         meta = getattr(getattr(exc, "result", None), "meta", None)  # clearml.backend_interface.session.SendError
         if meta is not None:
             code, subcode = int(meta.result_code or 0), int(meta.result_subcode or 0)
@@ -137,8 +150,9 @@ class ClearMLSource:
             return StageFailed(f"ClearML server {self.host} failed on model {model_id}: {code}/{subcode} {message}")
         cause = exc.__cause__ or exc.__context__
         for err in (exc, cause):
-            if isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                                requests.exceptions.RetryError)):
+            if isinstance(
+                err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError)
+            ):
                 return unreachable
         if type(exc).__name__ == "LoginError":  # "Failed getting token (error <status> from <host>): ..."
             match = re.search(r"\(error (\d{3}) from ", text)
@@ -156,7 +170,12 @@ class ClearMLSource:
             raw_meta = {k: _value(v) for k, v in (model.get_all_metadata() or {}).items() if isinstance(v, dict)}
             task = self._task(model)
             metrics = _task_metrics(task) if task is not None else {}
-            for name in ("schema", "examples", "reference", "modules"):  # the task's JSON artifacts, where metadata has none
+            for name in (
+                "schema",
+                "examples",
+                "reference",
+                "modules",
+            ):  # the task's JSON artifacts, where metadata has none
                 if name not in raw_meta and task is not None:
                     found = self._task_json(task, name)
                     if found is not None:
@@ -167,32 +186,46 @@ class ClearMLSource:
         for key, value in sorted(raw_meta.items()):  # `metrics.NAME` entries: what the task does not report
             if not key.startswith("metrics.") or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
-            name = key[len("metrics."):]
+            name = key[len("metrics.") :]
             if name in metrics and not math.isclose(metrics[name], float(value), rel_tol=1e-9, abs_tol=1e-12):
-                raise StageFailed(f"ClearML model {ref.name}: metric {name} is {metrics[name]:g} on its task but "
-                                  f"{float(value):g} in the model's metadata ({key}): they disagree",
-                                  hint=f"remove or correct the model's {key} metadata; the task's value counts")
+                raise StageFailed(
+                    f"ClearML model {ref.name}: metric {name} is {metrics[name]:g} on its task but "
+                    f"{float(value):g} in the model's metadata ({key}): they disagree",
+                    hint=f"remove or correct the model's {key} metadata; the task's value counts",
+                )
             metrics.setdefault(name, float(value))
         uri = model.url or ""
         if not uri.strip():
-            raise StageFailed(f"ClearML model {ref.name} on {self.host} has no file (its URI is empty)",
-                              hint="upload the weights with OutputModel.update_weights()")
+            raise StageFailed(
+                f"ClearML model {ref.name} on {self.host} has no file (its URI is empty)",
+                hint="upload the weights with OutputModel.update_weights()",
+            )
         labels = raw_meta.get("labels")
         if labels is None and getattr(model, "labels", None):
             labels = [name for name, _ in sorted(model.labels.items(), key=lambda kv: kv[1])]
         framework = str(raw_meta.get("framework") or model.framework or "").lower()
         fields = {
-            "name": model.name, "version": str(raw_meta.get("version") or ref.name),
+            "name": model.name,
+            "version": str(raw_meta.get("version") or ref.name),
             "framework": FRAMEWORKS.get(framework, framework or "sklearn"),
-            "task": raw_meta.get("task", "classification"), "sha256": raw_meta.get("sha256"),
-            "artifact_name": Path(urlparse(uri).path).name or "model", "metrics": metrics,
-            "tags": list(model.tags or []), "schema": raw_meta.get("schema"), "labels": labels,
-            "class_name": raw_meta.get("class_name"), "examples": raw_meta.get("examples") or [],
-            "reference": raw_meta.get("reference"), "modules": raw_meta.get("modules"), "created_at": str(getattr(model._get_model_data(), "created", "") or ""),
+            "task": raw_meta.get("task", "classification"),
+            "sha256": raw_meta.get("sha256"),
+            "artifact_name": Path(urlparse(uri).path).name or "model",
+            "metrics": metrics,
+            "tags": list(model.tags or []),
+            "schema": raw_meta.get("schema"),
+            "labels": labels,
+            "class_name": raw_meta.get("class_name"),
+            "examples": raw_meta.get("examples") or [],
+            "reference": raw_meta.get("reference"),
+            "modules": raw_meta.get("modules"),
+            "created_at": str(getattr(model._get_model_data(), "created", "") or ""),
         }
         if not fields["sha256"]:
-            raise StageFailed(f"ClearML model {ref.name} has no sha256 in its metadata: its file cannot be verified",
-                              hint="set_metadata('sha256', <hex digest of the file>) on the model")
+            raise StageFailed(
+                f"ClearML model {ref.name} has no sha256 in its metadata: its file cannot be verified",
+                hint="set_metadata('sha256', <hex digest of the file>) on the model",
+            )
         try:
             meta = ModelMetadata.model_validate(fields)
         except ValidationError as exc:
@@ -235,8 +268,10 @@ class ClearMLSource:
         finally:
             quiet_sdk()
         if not local or not Path(local).is_file():
-            raise StageFailed(f"the file of ClearML model {meta._ref} could not be downloaded from {model.url}",
-                              hint="check that it exists and the storage credentials (s3.* settings for S3/MinIO)")
+            raise StageFailed(
+                f"the file of ClearML model {meta._ref} could not be downloaded from {model.url}",
+                hint="check that it exists and the storage credentials (s3.* settings for S3/MinIO)",
+            )
         dest = Path(dest_dir) / meta.artifact_name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, dest)
@@ -247,8 +282,11 @@ class ClearMLSource:
         sdk = self._connect()
         where = f"module file {file.file!r} of ClearML model {meta._ref}"
         if "://" in file.file:
-            local = self._sdk_call(f"downloading {file.file}", str(meta._ref),
-                                   lambda: sdk.StorageManager.get_local_copy(remote_url=file.file, extract_archive=False))
+            local = self._sdk_call(
+                f"downloading {file.file}",
+                str(meta._ref),
+                lambda: sdk.StorageManager.get_local_copy(remote_url=file.file, extract_archive=False),
+            )
         else:
             task_id = meta._extras.get("task")
             if not task_id:
@@ -258,17 +296,23 @@ class ClearMLSource:
             if artifact is None:
                 known = ", ".join(sorted(task.artifacts or {})) or "none"
                 raise StageFailed(f"{where}: task {task_id} has no such artifact (artifacts: {known})")
-            local = self._sdk_call(f"downloading artifact {file.file}", str(meta._ref),
-                                   lambda: artifact.get_local_copy(extract_archive=False, raise_on_error=False))
+            local = self._sdk_call(
+                f"downloading artifact {file.file}",
+                str(meta._ref),
+                lambda: artifact.get_local_copy(extract_archive=False, raise_on_error=False),
+            )
         if not local or not Path(local).is_file():
-            raise StageFailed(f"{where} could not be downloaded",
-                              hint="check that it exists and the storage credentials (s3.* settings for S3/MinIO)")
+            raise StageFailed(
+                f"{where} could not be downloaded",
+                hint="check that it exists and the storage credentials (s3.* settings for S3/MinIO)",
+            )
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(local, dest)
         return dest
 
-    def write_back(self, ref: ModelRef, *, add_tags: list[str], remove_tags: list[str],
-                   metadata: dict[str, str]) -> bool:
+    def write_back(
+        self, ref: ModelRef, *, add_tags: list[str], remove_tags: list[str], metadata: dict[str, str]
+    ) -> bool:
         if not self.settings.clearml.write_back:
             return False
         model = self._model(ref.name)
@@ -289,6 +333,11 @@ class ClearMLSource:
     def tagged(self, tag: str) -> list[ModelRef]:
         """Every model carrying the tag, archived ones too: models.get_all with tags=[tag] (Model.query_models)."""
         sdk = self._connect()
-        found = self._sdk_call(f"looking up models tagged {tag!r}", f"tagged {tag}",
-                               sdk.Model.query_models, tags=[tag], include_archived=True)
+        found = self._sdk_call(
+            f"looking up models tagged {tag!r}",
+            f"tagged {tag}",
+            sdk.Model.query_models,
+            tags=[tag],
+            include_archived=True,
+        )
         return [ModelRef("clearml", m.id) for m in found or []]

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlparse
 
 from ..errors import ConfigError, TemporaryError
@@ -35,7 +35,7 @@ def _hocon(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid HOCON quoted string
 
 
-def _config_text(settings: Any, user_conf: Optional[Path]) -> str:
+def _config_text(settings: Any, user_conf: Path | None) -> str:
     """The SDK config: the user's clearml.conf, then bounded retries and the S3 endpoint on top."""
     cfg, s3 = settings.clearml, settings.s3
     lines = [f"include file({_hocon(str(user_conf))})"] if user_conf else []
@@ -53,8 +53,12 @@ def _config_text(settings: Any, user_conf: Optional[Path]) -> str:
         lines.append(f"api.credentials.secret_key: {_hocon(cfg.secret_key.get_secret_value())}")
     if s3.endpoint_url:
         endpoint = urlparse(s3.endpoint_url)
-        entry = {"host": endpoint.netloc, "secure": endpoint.scheme == "https", "multipart": False,
-                 "verify": s3.verify_tls}
+        entry = {
+            "host": endpoint.netloc,
+            "secure": endpoint.scheme == "https",
+            "multipart": False,
+            "verify": s3.verify_tls,
+        }
         if s3.access_key_id and s3.secret_access_key is not None:
             entry.update(key=s3.access_key_id, secret=s3.secret_access_key.get_secret_value())
         if s3.region:
@@ -72,7 +76,7 @@ def _config_text(settings: Any, user_conf: Optional[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _user_conf(settings: Any) -> Optional[Path]:
+def _user_conf(settings: Any) -> Path | None:
     if settings.clearml.config_file is not None:
         if not settings.clearml.config_file.is_file():
             raise ConfigError(f"clearml.config_file {settings.clearml.config_file} not found")
@@ -80,8 +84,10 @@ def _user_conf(settings: Any) -> Optional[Path]:
     named = os.environ.get("CLEARML_CONFIG_FILE")
     if named and named != _prepared.get("path"):
         if not Path(named).is_file():
-            raise ConfigError(f"CLEARML_CONFIG_FILE names {named}, which is not a file",
-                              hint="point it at an existing clearml.conf or unset it")
+            raise ConfigError(
+                f"CLEARML_CONFIG_FILE names {named}, which is not a file",
+                hint="point it at an existing clearml.conf or unset it",
+            )
         return Path(named).resolve()
     home = os.path.expanduser("~/clearml.conf")
     return Path(home).resolve() if Path(home).is_file() else None
@@ -95,24 +101,31 @@ def prepare_sdk(settings: Any) -> str:
     if _prepared:
         wanted = (cfg.api_host or _prepared["host"]).rstrip("/")
         if wanted != _prepared["host"]:
-            raise ConfigError(f"this process already talks to ClearML at {_prepared['host']}, not {wanted}",
-                              hint="run one mlops command per ClearML server")
+            raise ConfigError(
+                f"this process already talks to ClearML at {_prepared['host']}, not {wanted}",
+                hint="run one mlops command per ClearML server",
+            )
         return _prepared["host"]
     user_conf = _user_conf(settings)
     host = cfg.api_host or os.environ.get("CLEARML_API_HOST") or _host_from_conf(user_conf)
     if not host:
-        raise ConfigError("no ClearML server configured",
-                          hint="set clearml.api_host, CLEARML_API_HOST or api.api_server in a clearml.conf")
+        raise ConfigError(
+            "no ClearML server configured",
+            hint="set clearml.api_host, CLEARML_API_HOST or api.api_server in a clearml.conf",
+        )
     folder = tempfile.mkdtemp(prefix="mlops-clearml-")  # 0700: only this user can read the keys in it
     path = os.path.join(folder, "clearml.conf")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(_config_text(settings, user_conf))
     atexit.register(shutil.rmtree, folder, True)
-    env = {"CLEARML_CONFIG_FILE": path, "CLEARML_API_HOST": host,
-           "CLEARML_NO_DEFAULT_SERVER": "1",          # never fall back to the public demo server
-           "CLEARML_DISABLE_VAULT_SUPPORT": "1",      # one call less; vaults could override our retries
-           "CLEARML_LOG_LEVEL": "CRITICAL"}  # its failures become one-line errors here; its log goes to stdout
+    env = {
+        "CLEARML_CONFIG_FILE": path,
+        "CLEARML_API_HOST": host,
+        "CLEARML_NO_DEFAULT_SERVER": "1",  # never fall back to the public demo server
+        "CLEARML_DISABLE_VAULT_SUPPORT": "1",  # one call less; vaults could override our retries
+        "CLEARML_LOG_LEVEL": "CRITICAL",
+    }  # its failures become one-line errors here; its log goes to stdout
     if cfg.files_host:
         env["CLEARML_FILES_HOST"] = cfg.files_host
     for name, value in (("CLEARML_API_ACCESS_KEY", cfg.access_key), ("CLEARML_API_SECRET_KEY", cfg.secret_key)):
@@ -123,7 +136,7 @@ def prepare_sdk(settings: Any) -> str:
     return _prepared["host"]
 
 
-def _host_from_conf(conf: Optional[Path]) -> Optional[str]:
+def _host_from_conf(conf: Path | None) -> str | None:
     if conf is None:
         return None
     try:
@@ -134,7 +147,9 @@ def _host_from_conf(conf: Optional[Path]) -> Optional[str]:
     try:
         return ConfigFactory.parse_file(str(conf)).get_string("api.api_server", None)
     except Exception as exc:  # pyhocon raises many kinds for a malformed file
-        raise ConfigError(f"cannot read {conf}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise ConfigError(
+            f"cannot read {conf}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
 
 
 def quiet_sdk() -> None:
@@ -155,9 +170,10 @@ def probe(host: str, timeout_s: float) -> None:
         budget = min(timeout_s, 10.0) / 2  # connect and read each get half: the whole probe stays within it
         httpx.get(f"{host}/debug.ping", timeout=httpx.Timeout(budget))
     except httpx.HTTPError as exc:
-        raise TemporaryError(f"ClearML server {host} is unreachable: {type(exc).__name__}"
-                             + (f": {exc}" if str(exc) else ""),
-                             hint="check clearml.api_host / CLEARML_API_HOST and that the server is up") from None
+        raise TemporaryError(
+            f"ClearML server {host} is unreachable: {type(exc).__name__}" + (f": {exc}" if str(exc) else ""),
+            hint="check clearml.api_host / CLEARML_API_HOST and that the server is up",
+        ) from None
 
 
 def bound_sdk_timeouts(timeout_s: float, retries: int) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """The local model store, the embedded default: artifacts content-addressed by sha256.
 
-    <store>/blobs/sha256/<hex>                   the artifact bytes
-    <store>/models/<name>/<version>.json         its metadata
+<store>/blobs/sha256/<hex>                   the artifact bytes
+<store>/models/<name>/<version>.json         its metadata
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -65,9 +65,10 @@ def _locked(path: Path, what: str, timeout_s: float = LOCK_TIMEOUT_S):
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
-                    raise TemporaryError(f"{what} is locked by another process (pid {holder}, {path}) for more than "
-                                         f"{timeout_s:g}s",
-                                         hint="another `mlops model register` of the same name is still running") from None
+                    raise TemporaryError(
+                        f"{what} is locked by another process (pid {holder}, {path}) for more than {timeout_s:g}s",
+                        hint="another `mlops model register` of the same name is still running",
+                    ) from None
                 time.sleep(0.01)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # names the holder to whoever waits
@@ -95,12 +96,22 @@ class LocalStore:
         folder = self.root / "models"
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
-    def register(self, artifact: Path, *, name: str, framework: Optional[str] = None,
-                 task: str = "classification", metrics: Optional[dict[str, float]] = None,
-                 tags: Optional[list[str]] = None, schema: Optional[dict[str, Any]] = None,
-                 examples: Optional[list[dict[str, Any]]] = None, reference: Optional[dict[str, Any]] = None,
-                 labels: Optional[list[Any]] = None, class_name: Optional[str] = None,
-                 modules: Optional[dict[str, Any]] = None) -> ModelMetadata:
+    def register(
+        self,
+        artifact: Path,
+        *,
+        name: str,
+        framework: str | None = None,
+        task: str = "classification",
+        metrics: dict[str, float] | None = None,
+        tags: list[str] | None = None,
+        schema: dict[str, Any] | None = None,
+        examples: list[dict[str, Any]] | None = None,
+        reference: dict[str, Any] | None = None,
+        labels: list[Any] | None = None,
+        class_name: str | None = None,
+        modules: dict[str, Any] | None = None,
+    ) -> ModelMetadata:
         """Store the artifact by content and its metadata as the next version of `name`.
 
         `modules` has the shape of ModelMetadata.modules, with `file` a local path and no sha256: each file is
@@ -114,19 +125,30 @@ class LocalStore:
         if framework is None:
             raise UsageError(f"cannot tell the framework of {artifact.name}", hint="pass --framework sklearn|python")
         if framework == "python" and (artifact.suffix != ".py" or not class_name):
-            raise UsageError("a python model is a .py file with a model class",
-                             hint="pass the .py file and --class-name NAME")
+            raise UsageError(
+                "a python model is a .py file with a model class", hint="pass the .py file and --class-name NAME"
+            )
         sha = sha256_file(artifact)
         modules, module_files = self._module_files(modules)
 
         def metadata(version: str) -> ModelMetadata:
             try:
                 return ModelMetadata(
-                    name=name, version=version, framework=framework, task=task, sha256=sha,
-                    artifact_name=artifact.name, size=artifact.stat().st_size, created_at=now(),
-                    metrics=metrics or {}, tags=tags or [],
+                    name=name,
+                    version=version,
+                    framework=framework,
+                    task=task,
+                    sha256=sha,
+                    artifact_name=artifact.name,
+                    size=artifact.stat().st_size,
+                    created_at=now(),
+                    metrics=metrics or {},
+                    tags=tags or [],
                     schema=schema,
-                    labels=labels, class_name=class_name, examples=examples or [], reference=reference,
+                    labels=labels,
+                    class_name=class_name,
+                    examples=examples or [],
+                    reference=reference,
                     modules=modules,
                 )
             except ValidationError as exc:
@@ -166,7 +188,7 @@ class LocalStore:
             _fsync_dir(blob.parent)
 
     @staticmethod
-    def _module_files(modules: Optional[dict[str, Any]]) -> tuple[Optional[dict[str, Any]], list[tuple[Path, str]]]:
+    def _module_files(modules: dict[str, Any] | None) -> tuple[dict[str, Any] | None, list[tuple[Path, str]]]:
         """The modules description with each local file replaced by its name and digest, and the files to store."""
         if not modules:
             return None, []
@@ -192,8 +214,10 @@ class LocalStore:
         versions = self.versions(ref.name)
         if not versions:
             known = ", ".join(self.names()) or "none"
-            raise NotFoundError(f"model {ref} not found in the local store {self.root} (models: {known})",
-                                hint="register it with `mlops model register FILE --name NAME`")
+            raise NotFoundError(
+                f"model {ref} not found in the local store {self.root} (models: {known})",
+                hint="register it with `mlops model register FILE --name NAME`",
+            )
         version = ref.version or versions[-1]
         path = self._model_dir(ref.name) / f"{version}.json"
         if not path.is_file():
@@ -230,8 +254,9 @@ class LocalSource:
         shutil.copyfile(blob, dest)
         return dest
 
-    def write_back(self, ref: ModelRef, *, add_tags: list[str], remove_tags: list[str],
-                   metadata: dict[str, str]) -> bool:
+    def write_back(
+        self, ref: ModelRef, *, add_tags: list[str], remove_tags: list[str], metadata: dict[str, str]
+    ) -> bool:
         """The local store keeps a version's metadata as registered: the state file is its record."""
         return False
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from serving.modules.settings import PreprocessingSettings
 from serving.spec import Framework, SchemaSpec, Task
-
 
 _FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")  # relative, no '..'
 _SHA256 = r"^[0-9a-f]{64}$"
@@ -47,8 +46,9 @@ class UserModule(ModuleFile):
     @classmethod
     def _not_the_bundles_own(cls, value: str) -> str:
         if value.split(".")[0] in ("serving", "model", "modules"):
-            raise ValueError(f"user module {value!r}: its top package would clash with the bundle's own "
-                             "(serving, model, modules)")
+            raise ValueError(
+                f"user module {value!r}: its top package would clash with the bundle's own (serving, model, modules)"
+            )
         return value
 
     @property
@@ -61,16 +61,16 @@ class ExtraModules(BaseModel):
     file whose predict() returns -1 for an outlier, e.g. a fitted IsolationForest), user modules."""
 
     model_config = ConfigDict(extra="forbid")
-    preprocessing: Optional[PreprocessingSettings] = None
-    outlier_detector: Optional[ModuleFile] = None
+    preprocessing: PreprocessingSettings | None = None
+    outlier_detector: ModuleFile | None = None
     user_modules: list[UserModule] = Field(default_factory=list)
 
     def files(self) -> list[ModuleFile]:
         return ([self.outlier_detector] if self.outlier_detector else []) + list(self.user_modules)
 
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")      # as a local model name (_LOCAL_RE)
-VERSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")    # an image tag's characters
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as a local model name (_LOCAL_RE)
+VERSION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")  # an image tag's characters
 
 
 def invalid_metadata(exc: ValidationError) -> str:
@@ -94,13 +94,13 @@ class ModelMetadata(BaseModel):
     created_at: str = ""
     metrics: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)  # NaN/inf refused
     tags: list[str] = Field(default_factory=list)
-    schema_: Optional[SchemaSpec] = Field(default=None, alias="schema")  # the server's own type (serving.spec)
-    labels: Optional[list[Any]] = None
-    class_name: Optional[str] = None
+    schema_: SchemaSpec | None = Field(default=None, alias="schema")  # the server's own type (serving.spec)
+    labels: list[Any] | None = None
+    class_name: str | None = None
     examples: list[dict[str, Any]] = Field(default_factory=list)
-    reference: Optional[dict[str, Any]] = None
-    modules: Optional[ExtraModules] = None
-    _ref: Optional[str] = PrivateAttr(default=None)  # where the source found it (not part of the digest)
+    reference: dict[str, Any] | None = None
+    modules: ExtraModules | None = None
+    _ref: str | None = PrivateAttr(default=None)  # where the source found it (not part of the digest)
     _extras: dict[str, Any] = PrivateAttr(default_factory=dict)  # source-specific details (ClearML: task, uri)
 
     @field_validator("name")
@@ -108,14 +108,18 @@ class ModelMetadata(BaseModel):
     def _plain_name(cls, value: str) -> str:
         # the name becomes a directory name (bundles/NAME-VERSION-...) and an image repository: whatever the source
         if not NAME_RE.match(value):
-            raise ValueError(f"model name {value!r} cannot name a bundle or an image: use letters, digits, "
-                             "'.', '_' and '-', starting with a letter or digit")
+            raise ValueError(
+                f"model name {value!r} cannot name a bundle or an image: use letters, digits, "
+                "'.', '_' and '-', starting with a letter or digit"
+            )
         return value
 
     @field_validator("version")
     @classmethod
     def _plain_version(cls, value: str) -> str:
         if not VERSION_RE.match(value):
-            raise ValueError(f"model version {value!r} cannot name a bundle or an image tag: use letters, digits, "
-                             "'.', '_' and '-', starting with a letter, digit or '_'")
+            raise ValueError(
+                f"model version {value!r} cannot name a bundle or an image tag: use letters, digits, "
+                "'.', '_' and '-', starting with a letter, digit or '_'"
+            )
         return value

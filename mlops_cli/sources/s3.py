@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -21,8 +21,18 @@ from . import ModelRef, missing_client
 from .metadata import ModelMetadata, ModuleFile, invalid_metadata
 
 METADATA_FILE = "metadata.json"
-DENIED = {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidToken", "ExpiredToken",
-          "AllAccessDisabled", "403", "Forbidden", "InvalidSecurity", "AuthorizationHeaderMalformed"}
+DENIED = {
+    "AccessDenied",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "InvalidToken",
+    "ExpiredToken",
+    "AllAccessDisabled",
+    "403",
+    "Forbidden",
+    "InvalidSecurity",
+    "AuthorizationHeaderMalformed",
+}
 
 
 class NoSuchBucket(NotFoundError):
@@ -31,7 +41,7 @@ class NoSuchBucket(NotFoundError):
 
 def split_url(url: str) -> tuple[str, str]:
     """`s3://bucket/key` -> (bucket, key)."""
-    bucket, _, key = url[len("s3://"):].partition("/")
+    bucket, _, key = url[len("s3://") :].partition("/")
     if not url.startswith("s3://") or not bucket or not key:
         raise UsageError(f"{url!r} is not an S3 URL", hint="expected s3://BUCKET/KEY")
     return bucket, key
@@ -58,11 +68,18 @@ class S3Client:
         if (cfg.access_key_id is None) != (secret is None):
             raise ConfigError("s3.access_key_id and s3.secret_access_key go together: set both or neither")
         self.client = session.client(
-            "s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region or session.region_name or "us-east-1",
-            aws_access_key_id=cfg.access_key_id, aws_secret_access_key=secret, verify=cfg.verify_tls,
-            config=Config(s3={"addressing_style": cfg.addressing_style},
-                          retries={"max_attempts": cfg.retries + 1, "mode": "standard"},
-                          connect_timeout=cfg.timeout_s, read_timeout=cfg.timeout_s),
+            "s3",
+            endpoint_url=cfg.endpoint_url,
+            region_name=cfg.region or session.region_name or "us-east-1",
+            aws_access_key_id=cfg.access_key_id,
+            aws_secret_access_key=secret,
+            verify=cfg.verify_tls,
+            config=Config(
+                s3={"addressing_style": cfg.addressing_style},
+                retries={"max_attempts": cfg.retries + 1, "mode": "standard"},
+                connect_timeout=cfg.timeout_s,
+                read_timeout=cfg.timeout_s,
+            ),
         )
 
     def _fail(self, exc: Exception, bucket: str, key: str) -> Exception:
@@ -75,15 +92,19 @@ class S3Client:
             if code in ("NoSuchKey", "404", "NotFound") or status == 404:
                 return NotFoundError(f"{where} not found at {self.endpoint}")
             if code in DENIED or status == 403:
-                return ConfigError(f"access denied to {where} at {self.endpoint} ({code or status})",
-                                   hint="check the S3 credentials (s3.* settings, AWS_* variables or the profile)")
+                return ConfigError(
+                    f"access denied to {where} at {self.endpoint} ({code or status})",
+                    hint="check the S3 credentials (s3.* settings, AWS_* variables or the profile)",
+                )
             if status and status >= 500:
                 return TemporaryError(f"S3 at {self.endpoint} failed on {where}: {code or status}")
             return StageFailed(f"S3 refused {where}: {code or status}")
         name = type(exc).__name__
         if name == "NoCredentialsError":
-            return ConfigError(f"no S3 credentials to read {where}",
-                               hint="set s3.access_key_id and MLOPS_S3__SECRET_ACCESS_KEY, AWS_* variables or s3.profile")
+            return ConfigError(
+                f"no S3 credentials to read {where}",
+                hint="set s3.access_key_id and MLOPS_S3__SECRET_ACCESS_KEY, AWS_* variables or s3.profile",
+            )
         return TemporaryError(f"S3 at {self.endpoint} unreachable reading {where}: {exc}")
 
     def read(self, bucket: str, key: str) -> bytes:
@@ -122,7 +143,7 @@ class S3Source:
 
     def __init__(self, settings: Any):
         self.settings = settings
-        self._client: Optional[S3Client] = None
+        self._client: S3Client | None = None
 
     @property
     def s3(self) -> S3Client:
@@ -139,8 +160,10 @@ class S3Source:
         except NotFoundError:
             present = self.s3.keys(bucket, prefix + "/")
             what = f"holds {', '.join(k.rsplit('/', 1)[-1] for k in present[:5])}" if present else "is empty"
-            raise NotFoundError(f"model {ref}: no {METADATA_FILE} under it at {self.s3.endpoint} (the prefix {what})",
-                                hint=f"upload the artifact and a {METADATA_FILE} with the local store's fields") from None
+            raise NotFoundError(
+                f"model {ref}: no {METADATA_FILE} under it at {self.s3.endpoint} (the prefix {what})",
+                hint=f"upload the artifact and a {METADATA_FILE} with the local store's fields",
+            ) from None
         try:
             meta = ModelMetadata.model_validate_json(raw)
         except ValidationError as exc:
@@ -159,7 +182,9 @@ class S3Source:
         except NoSuchBucket:
             raise
         except NotFoundError:
-            raise StageFailed(f"model s3://{ref} has no file: s3://{ref}/{name} not found at {self.s3.endpoint}") from None
+            raise StageFailed(
+                f"model s3://{ref} has no file: s3://{ref}/{name} not found at {self.s3.endpoint}"
+            ) from None
 
     def fetch_module(self, meta: ModelMetadata, file: ModuleFile, dest: Path) -> Path:
         """A module file lives under the model's prefix: s3://BUCKET/PREFIX/<file>."""
@@ -172,8 +197,9 @@ class S3Source:
         except NoSuchBucket:
             raise
         except NotFoundError:
-            raise StageFailed(f"module file s3://{ref}/{file.file} of model s3://{ref} not found at "
-                              f"{self.s3.endpoint}") from None
+            raise StageFailed(
+                f"module file s3://{ref}/{file.file} of model s3://{ref} not found at {self.s3.endpoint}"
+            ) from None
 
     @staticmethod
     def _ref_of(meta: ModelMetadata) -> str:
@@ -181,8 +207,9 @@ class S3Source:
             raise StageFailed(f"model {meta.name}@{meta.version} was not fetched from S3")
         return meta._ref
 
-    def write_back(self, ref: ModelRef, *, add_tags: list[str], remove_tags: list[str],
-                   metadata: dict[str, str]) -> bool:
+    def write_back(
+        self, ref: ModelRef, *, add_tags: list[str], remove_tags: list[str], metadata: dict[str, str]
+    ) -> bool:
         """An S3 prefix's metadata.json is what was validated: it is not rewritten; the state file records."""
         return False
 

@@ -7,13 +7,14 @@ import shutil
 import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
+
 import jinja2
 
 from ..bundle import fetch_model, fetch_modules, write_contents
-from ..settings import Settings
+from ..digests import tree_digest
 from ..errors import StageFailed
 from ..extras import DIST_MODULE, missing_extra
-from ..digests import tree_digest
+from ..settings import Settings
 from ..sources import get_source, parse_ref
 from ..sources.metadata import ModelMetadata
 from ..state import BundleRecord, State
@@ -40,18 +41,24 @@ def _requirements(framework: str) -> str:
         try:
             lines.append(f"{dist}=={importlib_metadata.version(dist)}")
         except importlib_metadata.PackageNotFoundError:
-            raise missing_extra("assemble-server pins the versions of the serving runtime installed here",
-                                DIST_MODULE.get(dist, dist)) from None
+            raise missing_extra(
+                "assemble-server pins the versions of the serving runtime installed here", DIST_MODULE.get(dist, dist)
+            ) from None
     return "\n".join(lines) + "\n"
 
 
 def render_dockerfile(meta: ModelMetadata, base_image: str) -> str:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("mlops_cli", "templates"), undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
+        loader=jinja2.PackageLoader("mlops_cli", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
     )
     return env.get_template("Dockerfile.j2").render(
-        name=meta.name, version=meta.version, sha256=meta.sha256, base_image=base_image, port=CONTAINER_PORT)
+        name=meta.name, version=meta.version, sha256=meta.sha256, base_image=base_image, port=CONTAINER_PORT
+    )
 
 
 def _copy_serving(dest: Path) -> None:
@@ -70,12 +77,16 @@ def run(settings: Settings) -> AssembleResult:
     source = get_source(ref.scheme, settings)
     meta = source.fetch_metadata(ref)
     if meta.sha256 != model.sha256 or metadata_digest(meta) != validation.metadata_sha256:
-        raise StageFailed(f"model {model.ref} changed since it was validated (artifact or metadata)",
-                          hint="run `mlops validate-model` again")
+        raise StageFailed(
+            f"model {model.ref} changed since it was validated (artifact or metadata)",
+            hint="run `mlops validate-model` again",
+        )
     tag = settings.validation.validator_tag
     if tag and tag not in meta.tags:  # tags are outside the metadata digest: the validator may have withdrawn it
-        raise StageFailed(f"model {model.ref} no longer carries the validator tag {tag!r}: nothing was assembled",
-                          hint="have the validator tag it again and run `mlops validate-model`")
+        raise StageFailed(
+            f"model {model.ref} no longer carries the validator tag {tag!r}: nothing was assembled",
+            hint="have the validator tag it again and run `mlops validate-model`",
+        )
     bundles = settings.workdir / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=bundles))
@@ -83,8 +94,10 @@ def run(settings: Settings) -> AssembleResult:
         progress(f"fetching model {model.ref}")
         _, actual = fetch_model(source, meta, tmp)
         if actual != model.sha256:
-            raise StageFailed(f"artifact of {model.ref} has sha256:{actual[:12]}, validated sha256:"
-                              f"{model.sha256[:12]}: corrupt or altered; nothing was assembled")
+            raise StageFailed(
+                f"artifact of {model.ref} has sha256:{actual[:12]}, validated sha256:"
+                f"{model.sha256[:12]}: corrupt or altered; nothing was assembled"
+            )
         if meta.modules and meta.modules.files():
             progress(f"fetching {len(meta.modules.files())} module file(s)")
         wrong = fetch_modules(source, meta, tmp)
@@ -111,5 +124,9 @@ def run(settings: Settings) -> AssembleResult:
     state.bundle = BundleRecord(path=str(final.resolve()), model_sha256=model.sha256, bundle_digest=digest)
     state.image = state.smoke = None
     state.save(settings.workdir)
-    return AssembleResult(stage="assemble-server", bundle_path=str(final.resolve()), bundle_digest=digest,
-                          message=f"bundle for {model.ref} assembled")
+    return AssembleResult(
+        stage="assemble-server",
+        bundle_path=str(final.resolve()),
+        bundle_digest=digest,
+        message=f"bundle for {model.ref} assembled",
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Callable, Literal, TypeVar
+from collections.abc import Callable
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -30,8 +31,9 @@ R = TypeVar("R", bound=StageResult)
 
 def _record(settings: Settings, name: str, status: str, started_at: str, start: float, message: str) -> None:
     state = State.load(settings.workdir)
-    state.stages[name] = StageRecord(status=status, started_at=started_at,
-                                     duration_s=round(time.monotonic() - start, 3), message=message)
+    state.stages[name] = StageRecord(
+        status=status, started_at=started_at, duration_s=round(time.monotonic() - start, 3), message=message
+    )
     state.save(settings.workdir)
 
 

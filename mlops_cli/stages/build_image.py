@@ -9,22 +9,21 @@ import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 from ..builders import BuildRequest, get_builder
 from ..builders.registry_check import check_registry
-from ..settings import Settings
 from ..digests import sha256_file
 from ..errors import ConfigError, StageFailed
 from ..proc import run as run_program
+from ..settings import Settings
 from ..state import BundleRecord, ImageRecord, ModelRecord, State
 from ..ui import progress
 from .base import StageResult, stage
 
 
 class BuildResult(StageResult):
-    reference: Optional[str] = None
-    digest: Optional[str] = None
+    reference: str | None = None
+    digest: str | None = None
 
 
 def _git_commit(settings: Settings) -> str:
@@ -39,13 +38,29 @@ def _git_commit(settings: Settings) -> str:
 
 def _download_wheels(requirements: Path, dest: Path, timeout: float) -> None:
     progress("downloading the wheels of requirements.txt (the image build itself needs no network)")
-    done = run_program([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
-                        "-r", str(requirements), "-d", str(dest)], timeout=timeout, stream=True)
+    done = run_program(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "-r",
+            str(requirements),
+            "-d",
+            str(dest),
+        ],
+        timeout=timeout,
+        stream=True,
+    )
     if done.returncode != 0:
         if "No matching distribution" in done.output or "Could not find a version" in done.output:
-            raise StageFailed(f"pip could not download the wheels of requirements.txt: {done.tail(1)}",
-                              hint="no wheel of that version was found; if it exists, the package index may not be "
-                              "reachable from here: check the network, a proxy (HTTPS_PROXY), PIP_INDEX_URL or pip.conf")
+            raise StageFailed(
+                f"pip could not download the wheels of requirements.txt: {done.tail(1)}",
+                hint="no wheel of that version was found; if it exists, the package index may not be "
+                "reachable from here: check the network, a proxy (HTTPS_PROXY), PIP_INDEX_URL or pip.conf",
+            )
         raise StageFailed(f"pip could not download the wheels of requirements.txt: {done.tail(1)}")
 
 
@@ -61,8 +76,11 @@ def _cached_wheels(requirements: Path, cache_root: Path, timeout: float) -> Path
         try:
             expected = json.loads(manifest.read_text(encoding="utf-8"))
             wheels = entry / "wheels"
-            if expected and all(sha256_file(wheels / name) == digest for name, digest in expected.items()) \
-                    and sorted(p.name for p in wheels.iterdir()) == sorted(expected):
+            if (
+                expected
+                and all(sha256_file(wheels / name) == digest for name, digest in expected.items())
+                and sorted(p.name for p in wheels.iterdir()) == sorted(expected)
+            ):
                 progress(f"reusing the wheels of this requirements.txt from {entry}")
                 return wheels
         except (OSError, ValueError, AttributeError):
@@ -80,7 +98,7 @@ def _cached_wheels(requirements: Path, cache_root: Path, timeout: float) -> Path
     return entry / "wheels"
 
 
-def prepare_context(bundle: Path, context: Path, timeout: float, wheel_cache: Optional[Path] = None) -> Path:
+def prepare_context(bundle: Path, context: Path, timeout: float, wheel_cache: Path | None = None) -> Path:
     """A copy of the bundle plus the wheels of its requirements, from the wheel cache when set."""
     if context.exists():
         shutil.rmtree(context)
@@ -115,14 +133,17 @@ def run(settings: Settings) -> BuildResult:
     builder = get_builder(cfg.builder, settings)  # an unknown or missing builder is named first
     try:
         if not cfg.registry:
-            raise ConfigError("build.registry is not set",
-                              hint="set build.registry or MLOPS_BUILD__REGISTRY, e.g. artifactory.example.com/ml")
+            raise ConfigError(
+                "build.registry is not set",
+                hint="set build.registry or MLOPS_BUILD__REGISTRY, e.g. artifactory.example.com/ml",
+            )
         model, _ = state.require_validated()  # (require_bundle checked it already)
         repository = f"{cfg.registry.rstrip('/')}/{cfg.repository or model.name}".lower()
         tag = f"{repository}:{model.version}-{bundle.bundle_digest[:12]}"
         check_registry(cfg)  # a wrong address or password fails now, not after the build
-        context = prepare_context(Path(bundle.path), settings.workdir.resolve() / "build" / "context", cfg.timeout_s,
-                                  cfg.wheel_cache_dir())
+        context = prepare_context(
+            Path(bundle.path), settings.workdir.resolve() / "build" / "context", cfg.timeout_s, cfg.wheel_cache_dir()
+        )
         progress(f"building {tag} with {cfg.builder}")
         builder.build(BuildRequest(context=context, tag=tag, labels=labels(model, bundle, settings)))
         progress(f"pushing {tag}")
@@ -131,9 +152,16 @@ def run(settings: Settings) -> BuildResult:
         builder.close()
     if not digest.startswith("sha256:"):
         raise StageFailed(f"the registry returned no digest for {tag} (got {digest!r})")
-    state.image = ImageRecord(reference=f"{repository}@{digest}", repository=repository, tag=tag, digest=digest,
-                              builder=cfg.builder, bundle_digest=bundle.bundle_digest)
+    state.image = ImageRecord(
+        reference=f"{repository}@{digest}",
+        repository=repository,
+        tag=tag,
+        digest=digest,
+        builder=cfg.builder,
+        bundle_digest=bundle.bundle_digest,
+    )
     state.smoke = None
     state.save(settings.workdir)
-    return BuildResult(stage="build-image", reference=state.image.reference, digest=digest,
-                       message=f"pushed {state.image.reference}")
+    return BuildResult(
+        stage="build-image", reference=state.image.reference, digest=digest, message=f"pushed {state.image.reference}"
+    )

@@ -7,12 +7,10 @@ rollout is undone, so the test environment keeps its previous revision.
 
 from __future__ import annotations
 
-from typing import Optional
-
-from ..settings import Settings
-from ..deploying import deploy_bundle, record_rollback
-from ..state import State
 from ..audit import record_deployment
+from ..deploying import deploy_bundle, record_rollback
+from ..settings import Settings
+from ..state import State
 from ..targets import RolledBack
 from .base import StageResult, stage
 
@@ -21,7 +19,7 @@ class DeployResult(StageResult):
     env: str
     url: str
     revision: int
-    previous_revision: Optional[int] = None
+    previous_revision: int | None = None
 
     def lines(self) -> list[str]:
         if self.previous_revision == self.revision:  # the same template again: nothing was replaced
@@ -43,5 +41,11 @@ def run(settings: Settings) -> DeployResult:
     state.save(settings.workdir)
     # success recorded
     record_deployment(settings, "test")  # audit trail: tag + metadata on the model, state.audit
-    return DeployResult(stage="deploy-test", env="test", url=dep.url, revision=dep.revision,
-                        previous_revision=dep.previous_revision, message=f"{dep.model_ref} serving at {dep.url}")
+    return DeployResult(
+        stage="deploy-test",
+        env="test",
+        url=dep.url,
+        revision=dep.revision,
+        previous_revision=dep.previous_revision,
+        message=f"{dep.model_ref} serving at {dep.url}",
+    )

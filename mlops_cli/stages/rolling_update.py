@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 
-from ..settings import Settings
+from ..audit import Who, record_deployment
 from ..deploying import deploy_bundle, reconcile_first, record_rollback
 from ..errors import StageFailed, TemporaryError, UsageError
-from ..audit import Who, record_deployment
 from ..outcomes import announce
+from ..settings import Settings
 from ..state import RolloutRecord, State
 from ..targets import RollbackFailed, RolledBack
 from ..ui import progress
@@ -26,10 +26,15 @@ def _who(settings: Settings) -> Who:
     """Who asked and who approved; with approval.required, no approver means no production change."""
     approval = settings.approval
     if approval.required and not (approval.approved_by or "").strip():
-        raise UsageError("production needs an approver: approval.required is on",
-                         hint="pass --approved-by WHO after the approval gate, or set approval.required false")
-    return Who(triggered_by=approval.triggered_by or None, approved_by=approval.approved_by or None,
-               build_url=os.environ.get("BUILD_URL") or None)
+        raise UsageError(
+            "production needs an approver: approval.required is on",
+            hint="pass --approved-by WHO after the approval gate, or set approval.required false",
+        )
+    return Who(
+        triggered_by=approval.triggered_by or None,
+        approved_by=approval.approved_by or None,
+        build_url=os.environ.get("BUILD_URL") or None,
+    )
 
 
 @stage("rolling-update")
@@ -50,40 +55,68 @@ def run(settings: Settings) -> DeployResult:
     except RolledBack as exc:
         record_rollback(state, "prod", exc.restored, exc.failed_revision)
         state.rollouts["prod"] = RolloutRecord(
-            env="prod", outcome="rolled-back", from_revision=previous.revision if previous else None,
-            to_revision=exc.restored.revision, failed_revision=exc.failed_revision, image=exc.restored.image,
-            previous_image=previous.image if previous else None, message=exc.message)
+            env="prod",
+            outcome="rolled-back",
+            from_revision=previous.revision if previous else None,
+            to_revision=exc.restored.revision,
+            failed_revision=exc.failed_revision,
+            image=exc.restored.image,
+            previous_image=previous.image if previous else None,
+            message=exc.message,
+        )
         state.save(settings.workdir)
         announce(settings, state, "rolling-update", state.rollouts["prod"])
         raise
     except StageFailed as exc:
-        state.rollouts["prod"] = RolloutRecord(env="prod", outcome="failed",
-                                               from_revision=previous.revision if previous else None,
-                                               previous_image=previous.image if previous else None, message=exc.message)
+        state.rollouts["prod"] = RolloutRecord(
+            env="prod",
+            outcome="failed",
+            from_revision=previous.revision if previous else None,
+            previous_image=previous.image if previous else None,
+            message=exc.message,
+        )
         state.save(settings.workdir)
         announce(settings, state, "rolling-update", state.rollouts["prod"])
         if isinstance(exc, RollbackFailed):  # neither revision is known to serve: say so, claim nothing
-            raise StageFailed(f"rolling update failed and so did the rollback; production may not be serving: "
-                              f"{exc.message}", hint=exc.hint) from exc
+            raise StageFailed(
+                f"rolling update failed and so did the rollback; production may not be serving: {exc.message}",
+                hint=exc.hint,
+            ) from exc
         if previous is not None:
-            raise StageFailed(f"rolling update failed, revision {previous.revision} "
-                              f"({previous.model_ref}) still serves: {exc.message}") from exc
+            raise StageFailed(
+                f"rolling update failed, revision {previous.revision} "
+                f"({previous.model_ref}) still serves: {exc.message}"
+            ) from exc
         raise
     except TemporaryError as exc:  # the API server went away part-way: what serves is not known, so tell people
-        state.rollouts["prod"] = RolloutRecord(env="prod", outcome="failed",
-                                               from_revision=previous.revision if previous else None,
-                                               previous_image=previous.image if previous else None,
-                                               message=f"interrupted, production's state is unknown: {exc.message}")
+        state.rollouts["prod"] = RolloutRecord(
+            env="prod",
+            outcome="failed",
+            from_revision=previous.revision if previous else None,
+            previous_image=previous.image if previous else None,
+            message=f"interrupted, production's state is unknown: {exc.message}",
+        )
         state.save(settings.workdir)
         announce(settings, state, "rolling-update", state.rollouts["prod"])
         raise
-    state.rollouts["prod"] = RolloutRecord(env="prod", outcome="succeeded", from_revision=dep.previous_revision,
-                                           to_revision=dep.revision, image=dep.image,
-                                           previous_image=previous.image if previous else None,
-                                           message=f"{dep.model_ref} serving at {dep.url}")
+    state.rollouts["prod"] = RolloutRecord(
+        env="prod",
+        outcome="succeeded",
+        from_revision=dep.previous_revision,
+        to_revision=dep.revision,
+        image=dep.image,
+        previous_image=previous.image if previous else None,
+        message=f"{dep.model_ref} serving at {dep.url}",
+    )
     state.save(settings.workdir)
     # success recorded
     record_deployment(settings, "prod", who)  # audit trail: tag + metadata on the model, state.audit
     announce(settings, state, "rolling-update", state.rollouts["prod"])
-    return DeployResult(stage="rolling-update", env="prod", url=dep.url, revision=dep.revision,
-                        previous_revision=dep.previous_revision, message=f"{dep.model_ref} serving at {dep.url}")
+    return DeployResult(
+        stage="rolling-update",
+        env="prod",
+        url=dep.url,
+        revision=dep.revision,
+        previous_revision=dep.previous_revision,
+        message=f"{dep.model_ref} serving at {dep.url}",
+    )

@@ -12,9 +12,9 @@ import httpx
 
 from serving.spec import InputSpec, answer_problems
 
+from ..errors import StageFailed
 from ..interface_check import schema_of
 from ..settings import Settings
-from ..errors import StageFailed
 from ..state import SmokeRecord, State
 from ..ui import progress
 from . import smoke_oip
@@ -28,8 +28,10 @@ class SmokeResult(StageResult):
     budget_ms: float
 
     def lines(self) -> list[str]:
-        return [f"{self.url}: examples answered, invalid requests refused, "
-                f"p95 {self.p95_ms:.1f} ms over {self.requests} requests (budget {self.budget_ms:g} ms)"]
+        return [
+            f"{self.url}: examples answered, invalid requests refused, "
+            f"p95 {self.p95_ms:.1f} ms over {self.requests} requests (budget {self.budget_ms:g} ms)"
+        ]
 
 
 def _examples(bundle: Path, inputs: list[InputSpec]) -> list[dict[str, Any]]:
@@ -41,8 +43,10 @@ def _examples(bundle: Path, inputs: list[InputSpec]) -> list[dict[str, Any]]:
     if all(f.name in stats and "mean" in stats[f.name] for f in inputs):
         row = {f.name: stats[f.name]["mean"] for f in inputs}
         return [{"instances": [row]}]
-    raise StageFailed("the model has no example requests and no reference statistics to make one from",
-                      hint="register it with --examples FILE")
+    raise StageFailed(
+        "the model has no example requests and no reference statistics to make one from",
+        hint="register it with --examples FILE",
+    )
 
 
 def _invalid_requests(instance: Any, inputs: list[InputSpec]) -> dict[str, bytes]:
@@ -73,8 +77,9 @@ def p95(values: list[float]) -> float:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
-def junit_report(settings: Settings, url: str, probes: list[str], problems: list[str], latency: float,
-                 budget: float) -> None:
+def junit_report(
+    settings: Settings, url: str, probes: list[str], problems: list[str], latency: float, budget: float
+) -> None:
     """WORKDIR/reports/smoke-test.xml: one JUnit test case per kind of request and one for the latency budget."""
     from .. import junit
 
@@ -102,6 +107,7 @@ def run(settings: Settings) -> SmokeResult:
     latencies: list[float] = []
     headers = {"content-type": "application/json"}
     with httpx.Client(base_url=dep.url, timeout=cfg.timeout_s, headers=headers) as client:
+
         def post(content: bytes) -> httpx.Response:
             try:
                 if cfg.protocol == "v2":  # the same requests over the Open Inference Protocol
@@ -115,11 +121,17 @@ def run(settings: Settings) -> SmokeResult:
         except (httpx.HTTPError, ValueError) as exc:
             raise StageFailed(f"{dep.url}/health/ready did not answer with JSON: {exc}") from exc
         if ready.get("sha256") != dep.model_sha256:
-            raise StageFailed(f"{dep.url} serves sha256:{str(ready.get('sha256'))[:12]}, not the deployed "
-                              f"sha256:{dep.model_sha256[:12]}", hint="run `mlops deploy-test` again")
+            raise StageFailed(
+                f"{dep.url} serves sha256:{str(ready.get('sha256'))[:12]}, not the deployed "
+                f"sha256:{dep.model_sha256[:12]}",
+                hint="run `mlops deploy-test` again",
+            )
         if dep.target in ("local", "container") and dep.handle and ready.get("instance") != dep.handle:
-            raise StageFailed(f"{dep.url} is answered by {ready.get('instance') or 'a server without identity'}, "
-                              f"not by the deployed server {dep.handle}", hint="run `mlops status` to see what runs")
+            raise StageFailed(
+                f"{dep.url} is answered by {ready.get('instance') or 'a server without identity'}, "
+                f"not by the deployed server {dep.handle}",
+                hint="run `mlops status` to see what runs",
+            )
         progress(f"sending {len(examples)} example request(s) to {dep.url}")
         for i, example in enumerate(examples):
             resp = post(json.dumps(example).encode())
@@ -150,13 +162,25 @@ def run(settings: Settings) -> SmokeResult:
     latency = p95(latencies)
     if latency > cfg.p95_ms:
         problems.append(f"p95 latency {latency:.1f} ms is over the budget of {cfg.p95_ms:g} ms (smoke.p95_ms)")
-    state.smoke = SmokeRecord(passed=not problems, url=dep.url, model_sha256=dep.model_sha256,
-                              bundle_digest=dep.bundle_digest, requests=len(latencies), p95_ms=round(latency, 3),
-                              problems=problems)
+    state.smoke = SmokeRecord(
+        passed=not problems,
+        url=dep.url,
+        model_sha256=dep.model_sha256,
+        bundle_digest=dep.bundle_digest,
+        requests=len(latencies),
+        p95_ms=round(latency, 3),
+        problems=problems,
+    )
     state.save(settings.workdir)
     junit_report(settings, dep.url, list(probes), problems, latency, cfg.p95_ms)
     if problems:
         more = f" (+{len(problems) - 1} more, see `mlops status`)" if len(problems) > 1 else ""
         raise StageFailed(f"smoke test of {dep.url} failed: {problems[0]}{more}")
-    return SmokeResult(stage="smoke-test", url=dep.url, requests=len(latencies), p95_ms=round(latency, 3),
-                       budget_ms=cfg.p95_ms, message="smoke test passed")
+    return SmokeResult(
+        stage="smoke-test",
+        url=dep.url,
+        requests=len(latencies),
+        p95_ms=round(latency, 3),
+        budget_ms=cfg.p95_ms,
+        message="smoke test passed",
+    )

@@ -37,8 +37,9 @@ def to_v2(body: bytes, inputs: list[InputSpec]) -> bytes:
         return body
     names = [f.name for f in inputs]
     if any(isinstance(r, list) and len(r) != len(names) for r in rows):  # does not fit: one 2-D tensor
-        return json.dumps({"inputs": [{"name": "input-0", "shape": [len(rows), len(rows[0])], "datatype": "FP64",
-                                       "data": rows}]}).encode()
+        return json.dumps(
+            {"inputs": [{"name": "input-0", "shape": [len(rows), len(rows[0])], "datatype": "FP64", "data": rows}]}
+        ).encode()
     objects = [dict(zip(names, r)) if isinstance(r, list) else r for r in rows]
     keys = list(dict.fromkeys(k for o in objects if isinstance(o, dict) for k in o))
     types = {f.name: f.type for f in inputs}
@@ -47,8 +48,16 @@ def to_v2(body: bytes, inputs: list[InputSpec]) -> bytes:
     def value(row: Any, key: str) -> Any:
         got = row.get(key) if isinstance(row, dict) else row
         return defaults.get(key) if got is None else got
-    tensors = [{"name": k, "shape": [len(objects)], "datatype": DATATYPE_OF.get(types.get(k, "number"), "FP64"),
-                "data": [value(o, k) for o in objects]} for k in keys]
+
+    tensors = [
+        {
+            "name": k,
+            "shape": [len(objects)],
+            "datatype": DATATYPE_OF.get(types.get(k, "number"), "FP64"),
+            "data": [value(o, k) for o in objects],
+        }
+        for k in keys
+    ]
     return json.dumps({"inputs": tensors}, allow_nan=True).encode()
 
 
@@ -59,8 +68,12 @@ def from_v2(answer: Any) -> dict[str, Any]:
         return {"problem": "the v2 response has no 'outputs' list"}
     columns = {o.get("name"): o.get("data") for o in tensors if isinstance(o, dict)}
     count = max((len(c) for c in columns.values() if isinstance(c, list)), default=0)
-    return {"predictions": [{name: data[i] for name, data in columns.items()
-                             if isinstance(data, list) and i < len(data)} for i in range(count)]}
+    return {
+        "predictions": [
+            {name: data[i] for name, data in columns.items() if isinstance(data, list) and i < len(data)}
+            for i in range(count)
+        ]
+    }
 
 
 def post(client: httpx.Client, name: str, body: bytes, inputs: list[InputSpec]) -> httpx.Response:

@@ -6,17 +6,21 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..settings import Settings
 from ..errors import StageFailed, UsageError
 from ..extras import require
-from ..junit import Case, write as write_junit
-from ..proc import ProgramTimeout, run as run_program
+from ..junit import Case
+from ..junit import write as write_junit
+from ..proc import ProgramTimeout
+from ..proc import run as run_program
+from ..settings import Settings
 from ..ui import progress
 from .base import StageResult, stage
 
 SELFTEST = Path(__file__).resolve().parent.parent / "selftest"
-NO_TESTS = ("the model project has no tests (unit_test.project_dir and unit_test.paths are unset); "
-            "the toolkit's own smoke suite runs with unit_test.selftest: true")
+NO_TESTS = (
+    "the model project has no tests (unit_test.project_dir and unit_test.paths are unset); "
+    "the toolkit's own smoke suite runs with unit_test.selftest: true"
+)
 
 
 class UnitTestResult(StageResult):
@@ -30,8 +34,10 @@ class UnitTestResult(StageResult):
     def lines(self) -> list[str]:
         if self.status == "skipped":
             return [f"{self.message}; JUnit XML: {self.junit_xml}"]
-        return [f"{self.tests} tests: {self.tests - self.failures - self.errors - self.skipped} passed, "
-                f"{self.failures} failed, {self.errors} errors, {self.skipped} skipped; JUnit XML: {self.junit_xml}"]
+        return [
+            f"{self.tests} tests: {self.tests - self.failures - self.errors - self.skipped} passed, "
+            f"{self.failures} failed, {self.errors} errors, {self.skipped} skipped; JUnit XML: {self.junit_xml}"
+        ]
 
 
 def _plan(settings: Settings) -> tuple[list[str], Path, list[str]] | None:
@@ -71,27 +77,52 @@ def run(settings: Settings) -> UnitTestResult:
     junit.unlink(missing_ok=True)
     if plan is None:  # no pytest start-up (seconds) for nothing: the reason goes to state and the JUnit XML
         progress(f"skipped: {NO_TESTS}")
-        write_junit(junit, "unit-test", [Case(name="model project tests", classname="mlops.unit-test",
-                                              skipped=NO_TESTS)])
-        return UnitTestResult(stage="unit-test", status="skipped", paths=[], junit_xml=str(junit), tests=1,
-                              failures=0, errors=0, skipped=1, message=f"skipped: {NO_TESTS}")
+        write_junit(
+            junit, "unit-test", [Case(name="model project tests", classname="mlops.unit-test", skipped=NO_TESTS)]
+        )
+        return UnitTestResult(
+            stage="unit-test",
+            status="skipped",
+            paths=[],
+            junit_xml=str(junit),
+            tests=1,
+            failures=0,
+            errors=0,
+            skipped=1,
+            message=f"skipped: {NO_TESTS}",
+        )
     paths, cwd, extra = plan
     require(("pytest",), "unit-test runs pytest in this venv", "unit-test")
     progress(f"running pytest on {', '.join(paths)}")
     try:
-        done = run_program([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                            f"--junitxml={junit}", *extra, *paths], cwd=cwd, timeout=settings.unit_test.timeout_s,
-                           stream=True)
+        done = run_program(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *extra, *paths],
+            cwd=cwd,
+            timeout=settings.unit_test.timeout_s,
+            stream=True,
+        )
     except ProgramTimeout:
-        raise StageFailed(f"unit-test: pytest did not finish within {settings.unit_test.timeout_s:g} s and was stopped",
-                          hint="raise unit_test.timeout_s (MLOPS_UNIT_TEST__TIMEOUT_S) or find the test that hangs") from None
+        raise StageFailed(
+            f"unit-test: pytest did not finish within {settings.unit_test.timeout_s:g} s and was stopped",
+            hint="raise unit_test.timeout_s (MLOPS_UNIT_TEST__TIMEOUT_S) or find the test that hangs",
+        ) from None
     if done.returncode == 5:
         raise StageFailed(f"no tests were collected from {', '.join(paths)}")
     if not junit.is_file():
         raise StageFailed(f"pytest could not run (exit code {done.returncode}): {done.tail(1)}")
     tests, failures, errors, skipped = _counts(junit)
     if done.returncode != 0:
-        raise StageFailed(f"unit tests failed: {failures} failed, {errors} errors of {tests}; "
-                          f"JUnit XML: {junit}; last line: {done.tail(1).strip()}")
-    return UnitTestResult(stage="unit-test", paths=paths, junit_xml=str(junit), tests=tests, failures=failures,
-                          errors=errors, skipped=skipped, message=f"{tests} tests passed")
+        raise StageFailed(
+            f"unit tests failed: {failures} failed, {errors} errors of {tests}; "
+            f"JUnit XML: {junit}; last line: {done.tail(1).strip()}"
+        )
+    return UnitTestResult(
+        stage="unit-test",
+        paths=paths,
+        junit_xml=str(junit),
+        tests=tests,
+        failures=failures,
+        errors=errors,
+        skipped=skipped,
+        message=f"{tests} tests passed",
+    )

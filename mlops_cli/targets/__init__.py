@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import StageFailed, UsageError
 from ..backends import load
+from ..errors import StageFailed, UsageError
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -27,10 +28,10 @@ class Release:
     """What to run: the validated bundle and, once built, its image pinned by digest."""
 
     bundle: Path
-    image: Optional[str] = None   # repository@sha256:...
+    image: str | None = None  # repository@sha256:...
     # what the stage read from state (the kubernetes target renders its manifests from it); a target
     # reads it and never saves it: the stage alone records outcomes
-    state: Optional["State"] = None
+    state: State | None = None
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,11 @@ class Rollout:
 
     url: str
     revision: int
-    previous_revision: Optional[int]
-    pid: Optional[int] = None
-    log_path: Optional[str] = None
-    handle: Optional[str] = None  # the target's own name for it (a container's name, namespace/deployment)
-    image: Optional[str] = None   # the image that serves, when the target knows it
+    previous_revision: int | None
+    pid: int | None = None
+    log_path: str | None = None
+    handle: str | None = None  # the target's own name for it (a container's name, namespace/deployment)
+    image: str | None = None  # the image that serves, when the target knows it
 
 
 # journal(step, **fields): a target reports each step of a rollout (and the new server's identity)
@@ -67,12 +68,14 @@ def poll_delays(first: float = 0.005, cap: float = 0.1):
 IDENTITY_FLAGS = ("--instance", "--revision", "--await-handover")
 
 
-def predates_identity(log_lines: list[str]) -> Optional[str]:
+def predates_identity(log_lines: list[str]) -> str | None:
     """One line when a server's log shows it refused the identity flags: its bundle is older than them."""
     for line in log_lines:
         if "unrecognized arguments" in line and any(flag in line for flag in IDENTITY_FLAGS):
-            return ("the bundle's server is older than the identity flags this mlops starts it with "
-                    f"({', '.join(IDENTITY_FLAGS)}): {line.strip()[:200]}")
+            return (
+                "the bundle's server is older than the identity flags this mlops starts it with "
+                f"({', '.join(IDENTITY_FLAGS)}): {line.strip()[:200]}"
+            )
     return None
 
 
@@ -99,9 +102,9 @@ def pause_at(step: str) -> None:
 class Server:
     """One server of ours that a target finds running in an environment (reconciliation)."""
 
-    ident: str                      # its identity: the local --instance token, the container's name
-    pid: Optional[int] = None
-    revision: Optional[int] = None
+    ident: str  # its identity: the local --instance token, the container's name
+    pid: int | None = None
+    revision: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ class Observed:
     """What really runs in an environment: our servers, and which of them answers on its port."""
 
     servers: tuple[Server, ...]
-    serving: Optional[str]          # ident of the server whose /health/ready answered on the port
+    serving: str | None  # ident of the server whose /health/ready answered on the port
 
 
 class CanReconcile(Protocol):
@@ -121,14 +124,14 @@ class CanReconcile(Protocol):
     def stop_server(self, server: Server) -> None:
         """Stop one server (drain, then kill after deploy.stop_timeout_s)."""
 
-    def ident_of(self, record: "DeploymentRecord") -> Optional[str]:
+    def ident_of(self, record: DeploymentRecord) -> str | None:
         """The identity of the server a deployment record names."""
 
 
 class RolledBack(StageFailed):
     """The new revision failed and the target went back to the previous one, which serves again."""
 
-    def __init__(self, message: str, *, restored: Rollout, failed_revision: Optional[int], hint: Optional[str] = None):
+    def __init__(self, message: str, *, restored: Rollout, failed_revision: int | None, hint: str | None = None):
         super().__init__(message, hint=hint)
         self.restored = restored
         self.failed_revision = failed_revision
@@ -141,23 +144,23 @@ class RollbackFailed(StageFailed):
 class DeployTarget(Protocol):
     needs_image: bool
 
-    def deploy(self, env: str, release: Release, current: Optional["DeploymentRecord"]) -> Rollout:
+    def deploy(self, env: str, release: Release, current: DeploymentRecord | None) -> Rollout:
         """Run the release in env, replacing `current` with no failed request; wait until ready.
 
         On failure the current revision keeps serving and a StageFailed says why.
         """
 
-    def stop(self, current: "DeploymentRecord") -> bool:
+    def stop(self, current: DeploymentRecord) -> bool:
         """Stop what runs in the environment; False when nothing was running."""
 
-    def is_running(self, current: "DeploymentRecord") -> bool:
+    def is_running(self, current: DeploymentRecord) -> bool:
         """Whether the deployment still serves."""
 
 
 class CanRollBack(Protocol):
     """A target that keeps earlier revisions (kubernetes) can go back to one on request."""
 
-    def rollback(self, env: str, current: "DeploymentRecord") -> Rollout:
+    def rollback(self, env: str, current: DeploymentRecord) -> Rollout:
         """Run the revision before the current one again and wait until it serves."""
 
 
@@ -165,13 +168,13 @@ class CanRollBack(Protocol):
 class CanaryMember:
     """One revision of a canary release, as the target runs it."""
 
-    track: str                    # "stable" | "canary"
-    url: str                      # that revision's own server (direct, bypassing the split)
-    metrics_url: str              # its /metrics (the no-Prometheus fallback scrapes it)
-    selector: str                 # PromQL label matchers for its series, e.g. 'track="canary",namespace="mlops-prod"'
-    revision: Optional[int] = None
-    image: Optional[str] = None   # repo@sha256:... when the target runs images
-    handle: Optional[str] = None  # the target's own name (process ident, container, Deployment)
+    track: str  # "stable" | "canary"
+    url: str  # that revision's own server (direct, bypassing the split)
+    metrics_url: str  # its /metrics (the no-Prometheus fallback scrapes it)
+    selector: str  # PromQL label matchers for its series, e.g. 'track="canary",namespace="mlops-prod"'
+    revision: int | None = None
+    image: str | None = None  # repo@sha256:... when the target runs images
+    handle: str | None = None  # the target's own name (process ident, container, Deployment)
 
 
 @dataclass(frozen=True)
@@ -179,16 +182,16 @@ class Canary:
     """A canary release in progress: the shared entry point, both revisions, the canary's share."""
 
     env: str
-    url: str                      # the shared entry point users call (HAProxy / Route / Ingress)
+    url: str  # the shared entry point users call (HAProxy / Route / Ingress)
     stable: CanaryMember
     canary: CanaryMember
-    weight: int                   # percent of traffic to the canary, 0..100
+    weight: int  # percent of traffic to the canary, 0..100
 
 
 class CanCanary(Protocol):
     """A target that can run a new revision beside the current one and shift traffic by weight."""
 
-    def canary_start(self, env: str, release: Release, current: "DeploymentRecord", journal: Journal) -> Canary:
+    def canary_start(self, env: str, release: Release, current: DeploymentRecord, journal: Journal) -> Canary:
         """Start the release beside the current revision at weight 0 and wait until it is ready."""
 
     def canary_set_weight(self, canary: Canary, weight: int, journal: Journal) -> Canary:
@@ -197,15 +200,15 @@ class CanCanary(Protocol):
     def canary_promote(self, canary: Canary, journal: Journal) -> Rollout:
         """100 % to the new revision, the old one removed; the Rollout is the new current deployment."""
 
-    def canary_abort(self, canary: Canary, journal: Journal) -> Optional[Rollout]:
+    def canary_abort(self, canary: Canary, journal: Journal) -> Rollout | None:
         """Weight 0, the canary removed; stable serves as before. A target that had to restart the stable
         revision to put it back returns its new identity as a Rollout (None: the deployment record holds)."""
 
-    def canary_observe(self, env: str, current: "DeploymentRecord") -> Optional[Canary]:
+    def canary_observe(self, env: str, current: DeploymentRecord) -> Canary | None:
         """The canary that runs in env now, if any (for reconciliation after a crash)."""
 
 
-def get_target(name: str, settings: "Settings") -> DeployTarget:
+def get_target(name: str, settings: Settings) -> DeployTarget:
     return load("deploy target", name, TARGETS)(settings)
 
 
@@ -225,5 +228,7 @@ def port_free(host: str, port: int) -> bool:
 def check_port(env: str, host: str, port: int) -> None:
     if not port_free(host, port):
         key = f"deploy.{env}.port"
-        raise UsageError(f"port {port} on {host} is already in use by another program",
-                         hint=f"stop it or choose another port with {key} / MLOPS_{key.upper().replace('.', '__')}")
+        raise UsageError(
+            f"port {port} on {host} is already in use by another program",
+            hint=f"stop it or choose another port with {key} / MLOPS_{key.upper().replace('.', '__')}",
+        )

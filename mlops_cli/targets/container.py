@@ -17,18 +17,26 @@ import shutil
 import subprocess
 import time
 import uuid
-from typing import Optional
 
 import httpx
 
-from ..settings import Settings
 from ..errors import ConfigError, StageFailed
+from ..settings import Settings
 from ..state import DeploymentRecord
 from ..ui import progress
+from . import (
+    Journal,
+    Observed,
+    Release,
+    Rollout,
+    Server,
+    check_port,
+    no_journal,
+    pause_at,
+    poll_delays,
+    predates_identity,
+)
 from .container_canary import ContainerCanary
-from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal, pause_at, predates_identity
-from . import poll_delays
-
 
 
 class ContainerTarget(ContainerCanary):
@@ -38,14 +46,22 @@ class ContainerTarget(ContainerCanary):
         self.settings = settings
         podman = shutil.which(settings.deploy.podman)
         if podman is None:
-            raise ConfigError(f"{settings.deploy.podman} is not installed or not on PATH",
-                              hint="install podman (Debian: apt-get install podman runc) or use deploy.target: local")
+            raise ConfigError(
+                f"{settings.deploy.podman} is not installed or not on PATH",
+                hint="install podman (Debian: apt-get install podman runc) or use deploy.target: local",
+            )
         self.podman = podman
 
     def _podman(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         try:
-            return subprocess.run([self.podman, *args], capture_output=True, text=True, timeout=timeout, check=False,
-                                  stdin=subprocess.DEVNULL)
+            return subprocess.run(
+                [self.podman, *args],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired as exc:
             raise StageFailed(f"podman {args[0]} did not finish within {timeout:g} s") from exc
 
@@ -60,24 +76,30 @@ class ContainerTarget(ContainerCanary):
             progress(f"container log | {line}")
         return logs[-1]
 
-    def _running(self, name: str) -> Optional[bool]:
+    def _running(self, name: str) -> bool | None:
         done = self._podman("inspect", "--type", "container", "--format", "{{.State.Running}}", name)
         return None if done.returncode != 0 else done.stdout.strip() == "true"
 
-    def _started(self, name: str) -> tuple[Optional[bool], int]:
+    def _started(self, name: str) -> tuple[bool | None, int]:
         """(running, how often podman restarted it) in one inspect."""
         done = self._podman("inspect", "--type", "container", "--format", "{{.State.Running}} {{.RestartCount}}", name)
         running, _, count = done.stdout.strip().partition(" ")
         return (None, 0) if done.returncode != 0 else (running == "true", int(count) if count.isdigit() else 0)
 
-    def ident_of(self, record: DeploymentRecord) -> Optional[str]:
+    def ident_of(self, record: DeploymentRecord) -> str | None:
         return record.handle
 
     def observe(self, env: str) -> Observed:
         """Our containers of env (by label) and which one answers on the port."""
-        done = self._podman("ps", "--filter", f"label=io.mlops.env={env}",
-                            "--filter", f"label=io.mlops.workdir={self.settings.workdir.resolve()}",
-                            "--format", "json")
+        done = self._podman(
+            "ps",
+            "--filter",
+            f"label=io.mlops.env={env}",
+            "--filter",
+            f"label=io.mlops.workdir={self.settings.workdir.resolve()}",
+            "--format",
+            "json",
+        )
         if done.returncode != 0:
             raise StageFailed(f"podman ps failed: {(done.stderr or done.stdout).strip()[-300:]}")
         servers = []
@@ -85,13 +107,18 @@ class ContainerTarget(ContainerCanary):
             names = item.get("Names") or []
             revision = (item.get("Labels") or {}).get("io.mlops.revision", "")
             if names:
-                servers.append(Server(ident=names[0], pid=item.get("Pid") or None,
-                                      revision=int(revision) if revision.isdigit() else None))
+                servers.append(
+                    Server(
+                        ident=names[0],
+                        pid=item.get("Pid") or None,
+                        revision=int(revision) if revision.isdigit() else None,
+                    )
+                )
         env_cfg = getattr(self.settings.deploy, env)
         return Observed(servers=tuple(servers), serving=self._answering(f"http://{env_cfg.host}:{env_cfg.port}"))
 
     @staticmethod
-    def _answering(url: str) -> Optional[str]:
+    def _answering(url: str) -> str | None:
         try:
             answer = httpx.get(f"{url}/health/ready", timeout=2)
             info = answer.json() if answer.status_code == 200 else {}
@@ -99,7 +126,7 @@ class ContainerTarget(ContainerCanary):
             return None
         return info.get("instance") if isinstance(info, dict) else None
 
-    def supervision(self, current: DeploymentRecord) -> Optional[dict]:
+    def supervision(self, current: DeploymentRecord) -> dict | None:
         """How often podman restarted the container (--restart=on-failure)."""
         if not current.handle:
             return None
@@ -116,8 +143,13 @@ class ContainerTarget(ContainerCanary):
         return self._running(current.handle) is True
 
     def _remove(self, name: str) -> None:
-        self._podman("stop", "--time", str(int(self.settings.deploy.stop_timeout_s)), name,
-                     timeout=self.settings.deploy.stop_timeout_s + 30)
+        self._podman(
+            "stop",
+            "--time",
+            str(int(self.settings.deploy.stop_timeout_s)),
+            name,
+            timeout=self.settings.deploy.stop_timeout_s + 30,
+        )
         self._podman("rm", "--force", name)
 
     def stop(self, current: DeploymentRecord) -> bool:
@@ -127,8 +159,9 @@ class ContainerTarget(ContainerCanary):
         self._remove(current.handle)
         return bool(was_running)
 
-    def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord],
-               journal: Journal = no_journal) -> Rollout:
+    def deploy(
+        self, env: str, release: Release, current: DeploymentRecord | None, journal: Journal = no_journal
+    ) -> Rollout:
         if not release.image or "@sha256:" not in release.image:
             raise StageFailed("the container target runs images pinned by digest only", hint="run `mlops build-image`")
         env_cfg = getattr(self.settings.deploy, env)
@@ -154,16 +187,31 @@ class ContainerTarget(ContainerCanary):
             progress(f"{name} is ready; draining {old.handle}")
             assert old.handle is not None  # old is running (is_running above)
             self._remove(old.handle)
-        return Rollout(url=f"http://{host}:{port}", revision=revision,
-                       previous_revision=old.revision if old else None, handle=name)
+        return Rollout(
+            url=f"http://{host}:{port}", revision=revision, previous_revision=old.revision if old else None, handle=name
+        )
 
-    def _run(self, name: str, env: str, revision: int, image: str, host: str, port: int,
-             labels: tuple[str, ...] = ()) -> None:
+    def _run(
+        self, name: str, env: str, revision: int, image: str, host: str, port: int, labels: tuple[str, ...] = ()
+    ) -> None:
         """podman run one server of image on host:port (detached, labelled); StageFailed when podman cannot."""
-        argv = ["run", "--detach", "--name", name, "--network", "host", "--read-only",
-                "--label", f"io.mlops.env={env}", "--label", f"io.mlops.workdir={self.settings.workdir.resolve()}",
-                "--label", f"io.mlops.revision={revision}",
-                "--env", "SERVING_DRAIN_UNTIL_IDLE=1"]  # its successor takes the port over before it is stopped
+        argv = [
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--network",
+            "host",
+            "--read-only",
+            "--label",
+            f"io.mlops.env={env}",
+            "--label",
+            f"io.mlops.workdir={self.settings.workdir.resolve()}",
+            "--label",
+            f"io.mlops.revision={revision}",
+            "--env",
+            "SERVING_DRAIN_UNTIL_IDLE=1",
+        ]  # its successor takes the port over before it is stopped
         for label in labels:
             argv += ["--label", label]
         if self.settings.deploy.restart == "on-failure":
@@ -172,8 +220,21 @@ class ContainerTarget(ContainerCanary):
             argv.append("--tls-verify=false")
         if self.settings.deploy.run_as:
             argv += ["--user", self.settings.deploy.run_as]
-        argv += [image, "python", "-m", "serving", "/app", "--host", host, "--port", str(port),
-                 "--instance", name, "--revision", str(revision)]
+        argv += [
+            image,
+            "python",
+            "-m",
+            "serving",
+            "/app",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--instance",
+            name,
+            "--revision",
+            str(revision),
+        ]
         started = self._podman(*argv, timeout=600)
         if started.returncode != 0:
             self._podman("rm", "--force", name)
@@ -196,12 +257,18 @@ class ContainerTarget(ContainerCanary):
                 logs = self._logs(name, 50)
                 older = predates_identity(logs)
                 if older:
-                    raise StageFailed(older, hint="assemble and build it again with this mlops: `mlops assemble-server`, "
-                                                  "`mlops build-image`")
+                    raise StageFailed(
+                        older,
+                        hint="assemble and build it again with this mlops: `mlops assemble-server`, "
+                        "`mlops build-image`",
+                    )
                 if running is False or restarts:  # with --restart=on-failure a start-up crash would loop, not exit
-                    raise StageFailed(f"container {name} exited during start-up; "
-                                      f"last log line: {self._show_logs(name)!r}")
+                    raise StageFailed(
+                        f"container {name} exited during start-up; last log line: {self._show_logs(name)!r}"
+                    )
                 checked = time.monotonic()
             time.sleep(next(delays))
-        raise StageFailed(f"container {name} did not become ready within {timeout:g} s (deploy.ready_timeout_s); "
-                          f"it was removed; last log line: {self._show_logs(name)!r}")
+        raise StageFailed(
+            f"container {name} did not become ready within {timeout:g} s (deploy.ready_timeout_s); "
+            f"it was removed; last log line: {self._show_logs(name)!r}"
+        )

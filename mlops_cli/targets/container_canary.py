@@ -50,8 +50,9 @@ class ContainerCanary(HAProxyCanary):
         def _podman(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess: ...
         def _running(self, name: str) -> bool | None: ...
         def _remove(self, name: str) -> None: ...
-        def _run(self, name: str, env: str, revision: int, image: str, host: str, port: int,
-                 labels: tuple[str, ...] = ()) -> None: ...
+        def _run(
+            self, name: str, env: str, revision: int, image: str, host: str, port: int, labels: tuple[str, ...] = ()
+        ) -> None: ...
         def _wait_ready(self, name: str, url: str) -> None: ...
         def is_running(self, current: DeploymentRecord) -> bool: ...
         @staticmethod
@@ -95,7 +96,7 @@ class ContainerCanary(HAProxyCanary):
         if self._haproxy_user() is None:
             return
         haproxy.paths(self.haproxy_dir, env)[2].unlink(missing_ok=True)
-        others = [p.name[len("haproxy-"):-len(".pid")] for p in self.haproxy_dir.glob("haproxy-*.pid")]
+        others = [p.name[len("haproxy-") : -len(".pid")] for p in self.haproxy_dir.glob("haproxy-*.pid")]
         if not any(haproxy.running_pid(self.haproxy_dir, other) for other in others):
             shutil.rmtree(self.haproxy_dir, ignore_errors=True)
 
@@ -110,25 +111,46 @@ class ContainerCanary(HAProxyCanary):
         """Stop them side by side (each drains within deploy.stop_timeout_s), then remove them."""
         names = tuple(n for n in names if n)
         if names:
-            self._podman("stop", "--time", str(int(self.settings.deploy.stop_timeout_s)), *names,
-                         timeout=self.settings.deploy.stop_timeout_s + 30)
+            self._podman(
+                "stop",
+                "--time",
+                str(int(self.settings.deploy.stop_timeout_s)),
+                *names,
+                timeout=self.settings.deploy.stop_timeout_s + 30,
+            )
             self._podman("rm", "--force", *names)
 
     # --- the protocol ---
     def _member(self, info: dict, track: str) -> CanaryMember:
         box = info[track]
         url = f"http://{info['host']}:{box['port']}"
-        return CanaryMember(track=track, url=url, metrics_url=f"{url}/metrics", selector=selector(track, info["env"]),
-                            revision=box["revision"], image=box["image"], handle=box["name"])
+        return CanaryMember(
+            track=track,
+            url=url,
+            metrics_url=f"{url}/metrics",
+            selector=selector(track, info["env"]),
+            revision=box["revision"],
+            image=box["image"],
+            handle=box["name"],
+        )
 
     def _canary_of(self, info: dict) -> Canary:
-        return Canary(env=info["env"], url=f"http://{info['host']}:{info['port']}", stable=self._member(info, "stable"),
-                      canary=self._member(info, "canary"), weight=int(info.get("weight", 0)))
+        return Canary(
+            env=info["env"],
+            url=f"http://{info['host']}:{info['port']}",
+            stable=self._member(info, "stable"),
+            canary=self._member(info, "canary"),
+            weight=int(info.get("weight", 0)),
+        )
 
     def _start_member(self, info: dict, track: str, image: str, revision: int) -> dict:
         env, host = info["env"], info["host"]
-        box: dict[str, Any] = {"name": f"mlops-{env}-{revision}-{track}-{uuid.uuid4().hex[:8]}", "port": free_port(host),
-               "revision": revision, "image": image}
+        box: dict[str, Any] = {
+            "name": f"mlops-{env}-{revision}-{track}-{uuid.uuid4().hex[:8]}",
+            "port": free_port(host),
+            "revision": revision,
+            "image": image,
+        }
         info[track] = box
         self._save(info)  # before it runs: an interrupted start knows what to remove
         self._run(box["name"], env, revision, image, host, box["port"], labels=(f"io.mlops.track={track}",))
@@ -139,28 +161,42 @@ class ContainerCanary(HAProxyCanary):
         if not release.image or "@sha256:" not in release.image:
             raise StageFailed("the container target runs images pinned by digest only", hint="run `mlops build-image`")
         if not current.image or "@sha256:" not in current.image or not current.handle:
-            raise StageFailed(f"revision {current.revision} of {env} has no image pinned by digest in state; a canary "
-                              f"needs one to run a copy of it", hint="run `mlops rolling-update` with rollout.strategy "
-                                                                     "rolling")
+            raise StageFailed(
+                f"revision {current.revision} of {env} has no image pinned by digest in state; a canary "
+                f"needs one to run a copy of it",
+                hint="run `mlops rolling-update` with rollout.strategy rolling",
+            )
         if not self.is_running(current):
-            raise StageFailed(f"revision {current.revision} of {env} is not running; a canary needs a serving "
-                              f"stable revision", hint="run `mlops rolling-update` with rollout.strategy rolling")
+            raise StageFailed(
+                f"revision {current.revision} of {env} is not running; a canary needs a serving stable revision",
+                hint="run `mlops rolling-update` with rollout.strategy rolling",
+            )
         env_cfg = getattr(self.settings.deploy, env)
         host, port = env_cfg.host, env_cfg.port
         revision = current.revision + 1
-        info: dict[str, Any] = {"env": env, "host": host, "port": port, "weight": 0, "haproxy_pid": None,
-                                "original": {"name": current.handle},
-                                "stable_image": current.image, "canary_image": release.image,
-                                "stable_revision": current.revision, "canary_revision": revision}
+        info: dict[str, Any] = {
+            "env": env,
+            "host": host,
+            "port": port,
+            "weight": 0,
+            "haproxy_pid": None,
+            "original": {"name": current.handle},
+            "stable_image": current.image,
+            "canary_image": release.image,
+            "stable_revision": current.revision,
+            "canary_revision": revision,
+        }
         self._haproxy_dir_ready()
         journal("canary-starting", revision=revision, port=port)
         try:
             stable = self._start_member(info, "stable", current.image, current.revision)
             canary = self._start_member(info, "canary", release.image, revision)
             journal("canary-starting", revision=revision, instance=canary["name"], port=port)
-            progress(f"starting the stable copy (revision {current.revision}) as {stable['name']} on "
-                     f"{host}:{stable['port']} and the canary {release.image} as {canary['name']} on "
-                     f"{host}:{canary['port']}")
+            progress(
+                f"starting the stable copy (revision {current.revision}) as {stable['name']} on "
+                f"{host}:{stable['port']} and the canary {release.image} as {canary['name']} on "
+                f"{host}:{canary['port']}"
+            )
             self._wait_ready(stable["name"], f"http://{host}:{stable['port']}")
             self._wait_ready(canary["name"], f"http://{host}:{canary['port']}")
             journal("canary-routing")
@@ -173,8 +209,13 @@ class ContainerCanary(HAProxyCanary):
         self._save(info)
         progress(f"HAProxy serves {host}:{port}; draining {current.handle} (revision {current.revision})")
         self._remove(current.handle)
-        self._write_file_sd(env, [("stable", f"{host}:{stable['port']}", current.revision),
-                            ("canary", f"{host}:{canary['port']}", revision)])
+        self._write_file_sd(
+            env,
+            [
+                ("stable", f"{host}:{stable['port']}", current.revision),
+                ("canary", f"{host}:{canary['port']}", revision),
+            ],
+        )
         return self._canary_of(info)
 
     def _undo_start(self, info: dict) -> None:
@@ -221,16 +262,21 @@ class ContainerCanary(HAProxyCanary):
         self.canary_file(env).unlink(missing_ok=True)
         self._drop_haproxy_dir(env)
         self._write_file_sd(env, [("stable", f"{host}:{port}", revision)])
-        return Rollout(url=f"http://{host}:{port}", revision=revision, previous_revision=other,
-                       handle=final["name"], image=image)
+        return Rollout(
+            url=f"http://{host}:{port}", revision=revision, previous_revision=other, handle=final["name"], image=image
+        )
 
     def canary_observe(self, env: str, current: DeploymentRecord | None) -> Canary | None:
         info = self._load(env)
         if info is None or "stable" not in info:
             return None
         if "canary" not in info:
-            info["canary"] = {"name": None, "port": 0, "revision": info["canary_revision"],
-                              "image": info["canary_image"]}
+            info["canary"] = {
+                "name": None,
+                "port": 0,
+                "revision": info["canary_revision"],
+                "image": info["canary_image"],
+            }
         return self._canary_of(info)
 
     def final_answers(self, env: str) -> bool:

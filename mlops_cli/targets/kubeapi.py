@@ -13,14 +13,15 @@ import inspect
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
-from ..settings import KubernetesSettings, is_loopback
 from ..errors import ConfigError, StageFailed, TemporaryError, UsageError
 from ..retry import call_with_retries
 from ..secrets import url_without_userinfo
+from ..settings import KubernetesSettings, is_loopback
 from ..ui import progress
 
 try:
@@ -42,8 +43,11 @@ BUILTIN = {
     "Deployment": ("deployments.apps", "AppsV1Api", "namespaced_deployment"),
     "Service": ("services", "CoreV1Api", "namespaced_service"),
     "Ingress": ("ingresses.networking.k8s.io", "NetworkingV1Api", "namespaced_ingress"),
-    "HorizontalPodAutoscaler": ("horizontalpodautoscalers.autoscaling", "AutoscalingV2Api",
-                                "namespaced_horizontal_pod_autoscaler"),
+    "HorizontalPodAutoscaler": (
+        "horizontalpodautoscalers.autoscaling",
+        "AutoscalingV2Api",
+        "namespaced_horizontal_pod_autoscaler",
+    ),
     "PodDisruptionBudget": ("poddisruptionbudgets.policy", "PolicyV1Api", "namespaced_pod_disruption_budget"),
     "ServiceAccount": ("serviceaccounts", "CoreV1Api", "namespaced_service_account"),
     "NetworkPolicy": ("networkpolicies.networking.k8s.io", "NetworkingV1Api", "namespaced_network_policy"),
@@ -72,8 +76,10 @@ class ApplyConflict(Conflict):
         self.owners = owners  # manager -> the fields (".spec.replicas") it owns that the apply would change
 
     def summary(self) -> str:
-        return "; ".join(f'"{who}" owns {", ".join(fields[:3])}' + (f" and {len(fields) - 3} more" if len(fields) > 3 else "")
-                         for who, fields in sorted(self.owners.items()))
+        return "; ".join(
+            f'"{who}" owns {", ".join(fields[:3])}' + (f" and {len(fields) - 3} more" if len(fields) > 3 else "")
+            for who, fields in sorted(self.owners.items())
+        )
 
 
 def _conflict_owners(details: dict[str, Any]) -> dict[str, list[str]]:
@@ -104,13 +110,14 @@ def kubeconfig_path(settings: KubernetesSettings) -> Path:
     return Path(first).expanduser() if first else Path("~/.kube/config").expanduser()
 
 
-def _configuration(settings: KubernetesSettings) -> tuple[Any, Optional[str]]:
+def _configuration(settings: KubernetesSettings) -> tuple[Any, str | None]:
     """A client Configuration and the bearer token to send (None when the config carries its own auth)."""
     cfg = client.Configuration()
     if settings.server:
         if settings.token is None:
-            raise ConfigError("kubernetes.server is set but no token",
-                              hint="set MLOPS_KUBERNETES__TOKEN (a service account token)")
+            raise ConfigError(
+                "kubernetes.server is set but no token", hint="set MLOPS_KUBERNETES__TOKEN (a service account token)"
+            )
         cfg.host = settings.server.rstrip("/")
         cfg.verify_ssl = not settings.insecure
         if settings.ca_file is not None:
@@ -127,9 +134,11 @@ def _configuration(settings: KubernetesSettings) -> tuple[Any, Optional[str]]:
             raise ConfigError(f"in-cluster credentials are not usable: {str(exc).splitlines()[0]}") from None
         return cfg, None
     if not path.is_file():
-        raise ConfigError(f"no Kubernetes credentials: no kubeconfig at {path}, not running in a cluster, "
-                          "and kubernetes.server is not set",
-                          hint="run `oc login` / set KUBECONFIG, or set MLOPS_KUBERNETES__SERVER and __TOKEN")
+        raise ConfigError(
+            f"no Kubernetes credentials: no kubeconfig at {path}, not running in a cluster, "
+            "and kubernetes.server is not set",
+            hint="run `oc login` / set KUBECONFIG, or set MLOPS_KUBERNETES__SERVER and __TOKEN",
+        )
     try:
         contexts, current = config.list_kube_config_contexts(config_file=str(path))
     except (ConfigException, OSError, ValueError) as exc:
@@ -137,7 +146,9 @@ def _configuration(settings: KubernetesSettings) -> tuple[Any, Optional[str]]:
     names = [c["name"] for c in contexts or []]
     wanted = settings.context or (current or {}).get("name")
     if not wanted:
-        raise ConfigError(f"kubeconfig {path} has no current context", hint="set kubernetes.context or `kubectl config use-context`")
+        raise ConfigError(
+            f"kubeconfig {path} has no current context", hint="set kubernetes.context or `kubectl config use-context`"
+        )
     if wanted not in names:
         raise ConfigError(f"context {wanted!r} is not in kubeconfig {path} (known: {', '.join(names) or 'none'})")
     try:
@@ -145,13 +156,21 @@ def _configuration(settings: KubernetesSettings) -> tuple[Any, Optional[str]]:
     except (ConfigException, OSError, ValueError) as exc:
         raise ConfigError(f"kubeconfig {path}, context {wanted!r}: {str(exc).splitlines()[0]}") from None
     # not https (http://, or no scheme at all, which urllib3 takes as http) with credentials: clear text
-    if not cfg.host.lower().startswith("https://") and (cfg.api_key or cfg.password) and not (
-            cfg.host.lower().startswith("http://") and is_loopback(urlsplit(cfg.host).hostname or "")
-            and settings.insecure):
+    if (
+        not cfg.host.lower().startswith("https://")
+        and (cfg.api_key or cfg.password)
+        and not (
+            cfg.host.lower().startswith("http://")
+            and is_loopback(urlsplit(cfg.host).hostname or "")
+            and settings.insecure
+        )
+    ):
         shown = url_without_userinfo(cfg.host)  # never the user:password of a server URL
-        raise ConfigError(f"kubeconfig {path}, context {wanted!r}: server {shown} is plain http and the user's "
-                          "credentials would go out in clear text",
-                          hint="use https:// (plain http only to a loopback address, with kubernetes.insecure: true)")
+        raise ConfigError(
+            f"kubeconfig {path}, context {wanted!r}: server {shown} is plain http and the user's "
+            "credentials would go out in clear text",
+            hint="use https:// (plain http only to a loopback address, with kubernetes.insecure: true)",
+        )
     return cfg, None
 
 
@@ -177,6 +196,7 @@ class Kube:
     def call(self, verb: str, resource: str, namespace: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """fn(*args) as JSON-like data; bounded retries of what a retry may cure; one-line errors."""
         kwargs.setdefault("_request_timeout", (self.settings.api_timeout_s, self.settings.api_timeout_s))
+
         def once() -> Any:
             try:
                 answer = fn(*args, **kwargs)
@@ -190,9 +210,13 @@ class Kube:
         def say(exc: BaseException, delay: float) -> None:
             progress(f"{verb} {resource}: {getattr(exc, 'message', exc)}; retrying in {delay:.1f} s")
 
-        return call_with_retries(once, retries=self.settings.api_retries, backoff_s=self.settings.retry_backoff_s,
-                                 on_retry=say,
-                                 give_up_hint="check kubernetes.server / the kubeconfig's cluster and the network")
+        return call_with_retries(
+            once,
+            retries=self.settings.api_retries,
+            backoff_s=self.settings.retry_backoff_s,
+            on_retry=say,
+            give_up_hint="check kubernetes.server / the kubeconfig's cluster and the network",
+        )
 
     def _error(self, exc: ApiException, verb: str, resource: str, namespace: str) -> Exception:
         status = _status(exc)
@@ -201,18 +225,26 @@ class Kube:
         where = f"in namespace {namespace}" if namespace else "cluster-wide"
         if not exc.status and str(exc.reason or "").startswith("SSLError"):  # the client's wrapping of urllib3's
             detail = [line for line in str(exc.reason).splitlines()[1:] if line.strip()] or ["SSLError"]
-            return ConfigError(f"TLS verification of the Kubernetes API server at {self.server} failed: {detail[-1]}",
-                               hint="set kubernetes.ca_file to the cluster's CA bundle "
-                                    "(kubernetes.insecure: true only for a test cluster)")
+            return ConfigError(
+                f"TLS verification of the Kubernetes API server at {self.server} failed: {detail[-1]}",
+                hint="set kubernetes.ca_file to the cluster's CA bundle "
+                "(kubernetes.insecure: true only for a test cluster)",
+            )
         if exc.status == 401:
-            return StageFailed(f"the API server at {self.server} rejected the credentials (401 Unauthorized)",
-                               hint="the token or kubeconfig user has expired or is wrong")
+            return StageFailed(
+                f"the API server at {self.server} rejected the credentials (401 Unauthorized)",
+                hint="the token or kubeconfig user has expired or is wrong",
+            )
         if exc.status == 403:
-            return StageFailed(f"forbidden: not allowed to {verb} {resource} {where} ({message})",
-                               hint=f"grant the verb {verb!r} on {resource!r} to this user or service account (RBAC)")
+            return StageFailed(
+                f"forbidden: not allowed to {verb} {resource} {where} ({message})",
+                hint=f"grant the verb {verb!r} on {resource!r} to this user or service account (RBAC)",
+            )
         if exc.status == 404 and details.get("kind") == "namespaces":
-            return UsageError(f"namespace {details.get('name') or namespace} does not exist on {self.server}",
-                              hint="create it (oc new-project) or fix kubernetes.namespaces")
+            return UsageError(
+                f"namespace {details.get('name') or namespace} does not exist on {self.server}",
+                hint="create it (oc new-project) or fix kubernetes.namespaces",
+            )
         if exc.status == 404:
             return NotFound(f"{message} in namespace {namespace}" if namespace else message)
         if exc.status == 409 and _conflict_owners(details):
@@ -228,7 +260,9 @@ class Kube:
     def _resolve(self, kind: str, verb: str) -> tuple[str, Callable[..., Any], tuple[Any, ...]]:
         if kind in CUSTOM:
             group, version, plural = CUSTOM[kind]
-            fn = {"get": "get", "create": "create", "patch": "patch", "delete": "delete"}[verb] + "_namespaced_custom_object"
+            fn = {"get": "get", "create": "create", "patch": "patch", "delete": "delete"}[
+                verb
+            ] + "_namespaced_custom_object"
             return f"{plural}.{group}", getattr(self._api("CustomObjectsApi"), fn), (group, version)
         resource, api, suffix = BUILTIN[kind]
         fn = {"get": "read", "create": "create", "patch": "patch", "delete": "delete"}[verb] + "_" + suffix
@@ -251,8 +285,17 @@ class Kube:
         resource, fn, lead = self._resolve(kind, "delete")
         try:
             if kind in CUSTOM:
-                self.call("delete", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], name,
-                          propagation_policy="Background")
+                self.call(
+                    "delete",
+                    resource,
+                    namespace,
+                    fn,
+                    *lead,
+                    namespace,
+                    CUSTOM[kind][2],
+                    name,
+                    propagation_policy="Background",
+                )
             else:
                 self.call("delete", resource, namespace, fn, name, namespace, propagation_policy="Background")
         except NotFound:
@@ -293,13 +336,16 @@ class Kube:
         """
         resource, fn, lead = self._resolve(kind, "patch")
         if "_content_type" not in inspect.signature(fn).parameters:
-            raise ConfigError("server-side apply needs a kubernetes client whose patch methods take _content_type "
-                              "(v37 does; v34 and older send merge patches to custom resources)",
-                              hint="pip install -U 'kubernetes>=37'")
+            raise ConfigError(
+                "server-side apply needs a kubernetes client whose patch methods take _content_type "
+                "(v37 does; v34 and older send merge patches to custom resources)",
+                hint="pip install -U 'kubernetes>=37'",
+            )
         options = {"field_manager": self.settings.field_manager, "force": force, "_content_type": APPLY}
         if kind in CUSTOM:
-            answer = self.call("patch", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], name, body,
-                               **options)
+            answer = self.call(
+                "patch", resource, namespace, fn, *lead, namespace, CUSTOM[kind][2], name, body, **options
+            )
             # the client maps only 200 for custom objects: the 201 of an apply that created one comes back as None
             return answer if answer is not None else self.get(kind, namespace, name)
         return self.call("patch", resource, namespace, fn, name, namespace, body, **options)
@@ -313,4 +359,3 @@ class Kube:
         else:
             raise ValueError(kind)
         return self.call("list", resource, namespace, fn, namespace, label_selector=label_selector).get("items") or []
-

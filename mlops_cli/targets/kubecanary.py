@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import MlopsError, StageFailed, UsageError
 from ..render import TRACK, Rendered, render, render_template, split, validate
@@ -43,21 +43,23 @@ if TYPE_CHECKING:
 class KubernetesTarget(Protocol):
     """What the mixin uses of the kubernetes target (mypy's self-type for a mixin: a protocol)."""
 
-    settings: "Settings"
-    k: "KubernetesSettings"
+    settings: Settings
+    k: KubernetesSettings
 
     @property
-    def kube(self) -> "Kube": ...
+    def kube(self) -> Kube: ...
     def _apply(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
-    def _roll_out(self, rendered: Rendered, journal: Journal, url: Optional[str] = None) -> Rollout: ...
-    def _where(self, env: str, current: Optional[DeploymentRecord]) -> tuple[str, str]: ...
-    def _members(self, namespace: str, name: str, stable: Optional[dict[str, Any]],
-                 canary: dict[str, Any]) -> tuple[CanaryMember, CanaryMember]: ...
+    def _roll_out(self, rendered: Rendered, journal: Journal, url: str | None = None) -> Rollout: ...
+    def _where(self, env: str, current: DeploymentRecord | None) -> tuple[str, str]: ...
+    def _members(
+        self, namespace: str, name: str, stable: dict[str, Any] | None, canary: dict[str, Any]
+    ) -> tuple[CanaryMember, CanaryMember]: ...
     def _remove_canary(self, namespace: str, name: str) -> None: ...
 
+
 INSTANCE = "app.kubernetes.io/instance"
-CANARY_OF = "mlops.io/canary-of"    # on the canary Deployment: the stable Deployment's name
-PROMOTE = "mlops.io/promote"        # on the canary Deployment: the stable Deployment to apply on promotion (JSON)
+CANARY_OF = "mlops.io/canary-of"  # on the canary Deployment: the stable Deployment's name
+PROMOTE = "mlops.io/promote"  # on the canary Deployment: the stable Deployment to apply on promotion (JSON)
 NGINX_CANARY = "nginx.ingress.kubernetes.io/canary"
 NGINX_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
 
@@ -95,9 +97,15 @@ def canary_objects(rendered: Rendered, replicas: int) -> list[dict[str, Any]]:
         if kind == "Deployment":
             obj["spec"]["replicas"] = replicas
             obj["spec"]["template"]["metadata"]["labels"] = {
-                **obj["spec"]["template"]["metadata"]["labels"], INSTANCE: cname, TRACK: "canary"}
-            obj["metadata"]["annotations"] = {**obj["metadata"].get("annotations", {}), CANARY_OF: name,
-                                              PROMOTE: json.dumps(stable, sort_keys=True, separators=(",", ":"))}
+                **obj["spec"]["template"]["metadata"]["labels"],
+                INSTANCE: cname,
+                TRACK: "canary",
+            }
+            obj["metadata"]["annotations"] = {
+                **obj["metadata"].get("annotations", {}),
+                CANARY_OF: name,
+                PROMOTE: json.dumps(stable, sort_keys=True, separators=(",", ":")),
+            }
         out.append(obj)
     return out
 
@@ -112,11 +120,14 @@ def router_objects(settings: Any, rendered: Rendered, weight: int) -> list[dict[
     if router == "gateway":
         return [render_template("httproute.yaml.j2", values)]
     # nginx: a second Ingress for the same host and path, to the canary's Service, with the canary annotations
-    return [render_template("ingress.yaml.j2", {**values, "name": cname,
-                                                "labels": {**values["labels"], TRACK: "canary"}})]
+    return [
+        render_template("ingress.yaml.j2", {**values, "name": cname, "labels": {**values["labels"], TRACK: "canary"}})
+    ]
 
 
-def render_canary(settings: Any, state: State, env: str, image: str, weight: int = 0) -> tuple[Rendered, list[dict[str, Any]]]:
+def render_canary(
+    settings: Any, state: State, env: str, image: str, weight: int = 0
+) -> tuple[Rendered, list[dict[str, Any]]]:
     """The release's rendered stable objects and its canary objects with the split at `weight`, all validated."""
     rendered = render(settings, state, env, image=image)
     objects = canary_objects(rendered, settings.kubernetes.canary_replicas) + router_objects(settings, rendered, weight)
@@ -128,15 +139,18 @@ def stable_manifest(canary_dep: dict[str, Any]) -> dict[str, Any]:
     """The stable Deployment to apply on promotion, as the canary Deployment keeps it."""
     text = ((canary_dep.get("metadata") or {}).get("annotations") or {}).get(PROMOTE)
     if not text:
-        raise StageFailed(f"Deployment {canary_dep['metadata']['name']} carries no {PROMOTE} annotation: it was not "
-                          "started by mlops' canary release", hint="abort it (`mlops canary abort`) and start again")
+        raise StageFailed(
+            f"Deployment {canary_dep['metadata']['name']} carries no {PROMOTE} annotation: it was not "
+            "started by mlops' canary release",
+            hint="abort it (`mlops canary abort`) and start again",
+        )
     return json.loads(text)
 
 
 # --- the split on live objects -------------------------------------------------------------------------
 
 
-def set_split(target: "KubernetesTarget", namespace: str, name: str, weight: Optional[int]) -> None:
+def set_split(target: KubernetesTarget, namespace: str, name: str, weight: int | None) -> None:
     """`weight` percent of new requests to `<name>-canary`; None: all to the stable Service, no canary backend."""
     try:
         _set_split(target, namespace, name, weight)
@@ -146,14 +160,18 @@ def set_split(target: "KubernetesTarget", namespace: str, name: str, weight: Opt
         # no router object (or no canary Ingress): nothing sends the canary requests
 
 
-def _set_split(target: "KubernetesTarget", namespace: str, name: str, weight: Optional[int]) -> None:
+def _set_split(target: KubernetesTarget, namespace: str, name: str, weight: int | None) -> None:
     kube, router, cname = target.kube, target.k.router, canary_name(name)
     if router == "route":
         if weight is None:
             body: dict[str, Any] = {"spec": {"to": {"weight": 100}, "alternateBackends": None}}
         else:
-            body = {"spec": {"to": {"weight": 100 - weight},
-                             "alternateBackends": [{"kind": "Service", "name": cname, "weight": weight}]}}
+            body = {
+                "spec": {
+                    "to": {"weight": 100 - weight},
+                    "alternateBackends": [{"kind": "Service", "name": cname, "weight": weight}],
+                }
+            }
         kube.patch("Route", namespace, name, body)
     elif router == "nginx":
         if weight is None:
@@ -172,7 +190,7 @@ def _set_split(target: "KubernetesTarget", namespace: str, name: str, weight: Op
         kube.patch("HTTPRoute", namespace, name, {"spec": {"rules": rules}})
 
 
-def read_split(target: "KubernetesTarget", namespace: str, name: str) -> int:
+def read_split(target: KubernetesTarget, namespace: str, name: str) -> int:
     """The canary's live share of requests (0 when the router sends it none)."""
     kube, router, cname = target.kube, target.k.router, canary_name(name)
     try:
@@ -186,8 +204,11 @@ def read_split(target: "KubernetesTarget", namespace: str, name: str) -> int:
         if router == "nginx":
             annotations = kube.get("Ingress", namespace, cname)["metadata"].get("annotations") or {}
             return int(annotations.get(NGINX_WEIGHT, "0")) if annotations.get(NGINX_CANARY) == "true" else 0
-        refs = [ref for rule in (kube.get("HTTPRoute", namespace, name).get("spec") or {}).get("rules") or []
-                for ref in rule.get("backendRefs") or []]
+        refs = [
+            ref
+            for rule in (kube.get("HTTPRoute", namespace, name).get("spec") or {}).get("rules") or []
+            for ref in rule.get("backendRefs") or []
+        ]
         total = sum(ref.get("weight", 1) for ref in refs)
         ours = sum(ref.get("weight", 1) for ref in refs if ref.get("name") == cname)
         return round(100 * ours / total) if total else 0
@@ -210,39 +231,52 @@ def _namespace_name(canary: Canary) -> tuple[str, str]:
 class KubeCanary:
     """CanCanary for KubernetesTarget (mixed in): see the module's docstring."""
 
-    def _members(self: "KubernetesTarget", namespace: str, name: str, stable: Optional[dict[str, Any]],
-                 canary: dict[str, Any]) -> tuple[CanaryMember, CanaryMember]:
+    def _members(
+        self: KubernetesTarget, namespace: str, name: str, stable: dict[str, Any] | None, canary: dict[str, Any]
+    ) -> tuple[CanaryMember, CanaryMember]:
         cname = canary_name(name)
 
-        def member(track: str, service: str, dep: Optional[dict[str, Any]]) -> CanaryMember:
+        def member(track: str, service: str, dep: dict[str, Any] | None) -> CanaryMember:
             url = f"http://{service}.{namespace}.svc"
             # stable: series with track="stable", or without the label (pods from before it was rendered)
             matcher = 'track="canary"' if track == "canary" else 'track!="canary"'
             template = ((dep or {}).get("spec") or {}).get("template") or {}
             image = ((template.get("spec") or {}).get("containers") or [{}])[0].get("image")
-            return CanaryMember(track=track, url=url, metrics_url=f"{url}/metrics",
-                                selector=f'{matcher},namespace="{namespace}",service="{service}"',
-                                revision=revision(dep) if dep else None, image=image, handle=f"{namespace}/{service}")
+            return CanaryMember(
+                track=track,
+                url=url,
+                metrics_url=f"{url}/metrics",
+                selector=f'{matcher},namespace="{namespace}",service="{service}"',
+                revision=revision(dep) if dep else None,
+                image=image,
+                handle=f"{namespace}/{service}",
+            )
 
         return member("stable", name, stable), member("canary", cname, canary)
 
-    def canary_start(self: "KubernetesTarget", env: str, release: Release, current: DeploymentRecord,
-                     journal: Journal) -> Canary:
+    def canary_start(
+        self: KubernetesTarget, env: str, release: Release, current: DeploymentRecord, journal: Journal
+    ) -> Canary:
         if not release.image:
             raise StageFailed("the kubernetes target runs images only", hint="run `mlops build-image` first")
         rendered, objects = render_canary(self.settings, release.state or State(), env, release.image, 0)
         namespace, name, cname = rendered.namespace, rendered.name, canary_name(rendered.name)
         if current.handle and current.handle != f"{namespace}/{name}":
-            raise StageFailed(f"state names {current.handle} as {env}'s deployment, the release renders "
-                              f"{namespace}/{name}", hint="a canary runs beside the current deployment: roll out "
-                                                          "with `rollout.strategy: rolling` once")
+            raise StageFailed(
+                f"state names {current.handle} as {env}'s deployment, the release renders {namespace}/{name}",
+                hint="a canary runs beside the current deployment: roll out with `rollout.strategy: rolling` once",
+            )
         try:
             stable = self.kube.get("Deployment", namespace, name)
         except NotFound:
-            raise StageFailed(f"{namespace}/{name} does not exist: a canary needs a current revision beside it",
-                              hint="the first release goes out with rollout.strategy rolling") from None
-        progress(f"starting canary {namespace}/{cname} ({release.image}) beside {namespace}/{name} "
-                 f"({self.k.router} split at 0 %)")
+            raise StageFailed(
+                f"{namespace}/{name} does not exist: a canary needs a current revision beside it",
+                hint="the first release goes out with rollout.strategy rolling",
+            ) from None
+        progress(
+            f"starting canary {namespace}/{cname} ({release.image}) beside {namespace}/{name} "
+            f"({self.k.router} split at 0 %)"
+        )
         journal("canary-start", instance=f"{namespace}/{cname}", url=current.url, image=release.image, weight=0)
         try:
             applied = {}
@@ -253,12 +287,15 @@ class KubeCanary:
                 self._apply(monitor)
             written = applied[("Deployment", cname)]["metadata"].get("generation") or 0
             pause_at("canary-waiting")
-            canary = wait(self.kube, namespace, cname, written, timeout_s=self.k.rollout_timeout_s,
-                          poll_s=self.k.poll_interval_s)
+            canary = wait(
+                self.kube, namespace, cname, written, timeout_s=self.k.rollout_timeout_s, poll_s=self.k.poll_interval_s
+            )
         except (RolloutFailed, MlopsError) as exc:
             self._remove_canary(namespace, name)
-            raise StageFailed(f"{namespace}/{cname}: the canary did not become ready ({exc.message}); removed it, "
-                              f"{namespace}/{name} serves as before") from exc
+            raise StageFailed(
+                f"{namespace}/{cname}: the canary did not become ready ({exc.message}); removed it, "
+                f"{namespace}/{name} serves as before"
+            ) from exc
         except BaseException:  # interrupted: weight is 0, stable serves everything; take the canary away
             progress(f"interrupted: removing canary {namespace}/{cname}")
             self._remove_canary(namespace, name)
@@ -266,7 +303,7 @@ class KubeCanary:
         stable_member, canary_member = self._members(namespace, name, stable, canary)
         return Canary(env=env, url=current.url, stable=stable_member, canary=canary_member, weight=0)
 
-    def canary_set_weight(self: "KubernetesTarget", canary: Canary, weight: int, journal: Journal) -> Canary:
+    def canary_set_weight(self: KubernetesTarget, canary: Canary, weight: int, journal: Journal) -> Canary:
         if not 0 <= weight <= 100:
             raise UsageError(f"canary weight {weight} is not a percentage (0..100)")
         namespace, name = _namespace_name(canary)
@@ -275,7 +312,7 @@ class KubeCanary:
         progress(f"{namespace}/{canary_name(name)}: {weight} % of new requests (router {self.k.router})")
         return replace(canary, weight=weight)
 
-    def canary_promote(self: "KubernetesTarget", canary: Canary, journal: Journal) -> Rollout:
+    def canary_promote(self: KubernetesTarget, canary: Canary, journal: Journal) -> Rollout:
         """Roll the stable Deployment to the canary's release (rolling update, rollback on failure), then
         all traffic to it and the canary removed. The split keeps its weight while the stable rolls."""
         namespace, name = _namespace_name(canary)
@@ -289,13 +326,16 @@ class KubeCanary:
         validate([manifest], self.k.kubernetes_version)
         journal("canary-promote", image=image)
         progress(f"promoting canary {namespace}/{cname}: rolling {namespace}/{name} to {image}")
-        rollout = self._roll_out(Rendered(env=canary.env, namespace=namespace, name=name, image=image,
-                                          manifests=[manifest]), journal, url=canary.url or None)
+        rollout = self._roll_out(
+            Rendered(env=canary.env, namespace=namespace, name=name, image=image, manifests=[manifest]),
+            journal,
+            url=canary.url or None,
+        )
         journal("canary-remove", weight=0)
         self._remove_canary(namespace, name)
         return rollout
 
-    def canary_abort(self: "KubernetesTarget", canary: Canary, journal: Journal) -> Optional[Rollout]:
+    def canary_abort(self: KubernetesTarget, canary: Canary, journal: Journal) -> Rollout | None:
         """The stable Deployment was never touched: the deployment record holds (None)."""
         namespace, name = _namespace_name(canary)
         journal("canary-abort", weight=0)
@@ -303,14 +343,14 @@ class KubeCanary:
         self._remove_canary(namespace, name)
         return None
 
-    def _remove_canary(self: "KubernetesTarget", namespace: str, name: str) -> None:
+    def _remove_canary(self: KubernetesTarget, namespace: str, name: str) -> None:
         """Traffic first (weight 0, the canary backend gone), then the canary's objects."""
         set_split(self, namespace, name, None)
         cname = canary_name(name)
         for kind in ("Deployment", "Service", "NetworkPolicy"):
             self.kube.delete(kind, namespace, cname)
 
-    def canary_observe(self: "KubernetesTarget", env: str, current: Optional[DeploymentRecord]) -> Optional[Canary]:
+    def canary_observe(self: KubernetesTarget, env: str, current: DeploymentRecord | None) -> Canary | None:
         if current is None or not current.handle or "/" not in current.handle:
             return None  # nothing deployed in env yet: a canary starts beside a recorded deployment only
         namespace, name = self._where(env, current)
@@ -319,9 +359,14 @@ class KubeCanary:
         except NotFound:
             return None
         try:
-            stable: Optional[dict[str, Any]] = self.kube.get("Deployment", namespace, name)
+            stable: dict[str, Any] | None = self.kube.get("Deployment", namespace, name)
         except NotFound:
             stable = None
         stable_member, canary_member = self._members(namespace, name, stable, canary)
-        return Canary(env=env, url=current.url, stable=stable_member, canary=canary_member,
-                      weight=read_split(self, namespace, name))
+        return Canary(
+            env=env,
+            url=current.url,
+            stable=stable_member,
+            canary=canary_member,
+            weight=read_split(self, namespace, name),
+        )

@@ -19,17 +19,26 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
 
 import httpx
 
-from ..settings import Settings
 from ..errors import StageFailed
 from ..extras import SERVER_STACK, require
+from ..settings import Settings
 from ..state import DeploymentRecord
 from ..ui import progress
-from . import Journal, Observed, Release, Rollout, Server, check_port, no_journal, pause_at, predates_identity
-from . import poll_delays
+from . import (
+    Journal,
+    Observed,
+    Release,
+    Rollout,
+    Server,
+    check_port,
+    no_journal,
+    pause_at,
+    poll_delays,
+    predates_identity,
+)
 from .local_canary import LocalCanary
 
 JENKINS_KILL_MARKERS = ("BUILD_ID", "JENKINS_NODE_COOKIE")
@@ -38,7 +47,7 @@ JENKINS_KILL_MARKERS = ("BUILD_ID", "JENKINS_NODE_COOKIE")
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
 
-def _alive(pid: Optional[int], bundle_path: Optional[str] = None) -> bool:
+def _alive(pid: int | None, bundle_path: str | None = None) -> bool:
     """A live (not zombie) process that is one of our servers."""
     if not pid:
         return False
@@ -88,7 +97,7 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def _ppid(pid: int) -> Optional[int]:
+def _ppid(pid: int) -> int | None:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[1])
     except (OSError, ValueError, IndexError):
@@ -102,7 +111,7 @@ def _is_supervisor(argv: list[str]) -> bool:
     return len(argv) > 2 and argv[2] == str(SUPERVISOR)
 
 
-def _flag(argv: list[str], name: str) -> Optional[str]:
+def _flag(argv: list[str], name: str) -> str | None:
     return argv[argv.index(name) + 1] if name in argv and argv.index(name) + 1 < len(argv) else None
 
 
@@ -123,11 +132,13 @@ _NOT_FOR_SERVERS = ("MLOPS_", "CLEARML_", "AWS_", "TRAINS_")
 _SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "ACCESS_KEY", "PRIVATE_KEY")
 
 
-def server_environ(environ: "os._Environ[str] | dict[str, str]") -> dict[str, str]:
+def server_environ(environ: os._Environ[str] | dict[str, str]) -> dict[str, str]:
     """The environment a local server starts with: the toolkit's own, minus settings and secrets."""
-    return {name: value for name, value in environ.items()
-            if not name.upper().startswith(_NOT_FOR_SERVERS)
-            and not any(word in name.upper() for word in _SECRET_WORDS)}
+    return {
+        name: value
+        for name, value in environ.items()
+        if not name.upper().startswith(_NOT_FOR_SERVERS) and not any(word in name.upper() for word in _SECRET_WORDS)
+    }
 
 
 class LocalTarget(LocalCanary):
@@ -138,13 +149,13 @@ class LocalTarget(LocalCanary):
         self.run_dir = settings.workdir.resolve() / "run"  # the server's cwd is its bundle
         self.log_dir = settings.workdir.resolve() / "logs"
 
-    def ident_of(self, record: DeploymentRecord) -> Optional[str]:
+    def ident_of(self, record: DeploymentRecord) -> str | None:
         return record.handle or (f"pid:{record.pid}" if record.pid else None)
 
     def supervision_file(self, env: str, revision: int) -> Path:
         return self.run_dir / f"{env}-{revision}.supervisor.json"
 
-    def supervision(self, current: DeploymentRecord) -> Optional[dict]:
+    def supervision(self, current: DeploymentRecord) -> dict | None:
         """What the supervisor of a deployment says: restarts, last exit, whether it gave up."""
         try:
             info = json.loads(self.supervision_file(current.env, current.revision).read_text())
@@ -184,15 +195,18 @@ class LocalTarget(LocalCanary):
             instance = _flag(argv, "--instance")
             if instance in supervised and not _is_supervisor(argv):
                 continue  # a supervised server: its supervisor stands for it
-            revision = _flag(argv, "--revision") or ready[len(prefix):-len(".ready")]
-            servers.append(Server(ident=instance or f"pid:{pid}", pid=pid,
-                                  revision=int(revision) if revision.isdigit() else None))
+            revision = _flag(argv, "--revision") or ready[len(prefix) : -len(".ready")]
+            servers.append(
+                Server(ident=instance or f"pid:{pid}", pid=pid, revision=int(revision) if revision.isdigit() else None)
+            )
         env_cfg = getattr(self.settings.deploy, env)
-        return Observed(servers=tuple(sorted(servers, key=lambda x: x.pid or 0)),
-                        serving=self._answering(f"http://{env_cfg.host}:{env_cfg.port}"))
+        return Observed(
+            servers=tuple(sorted(servers, key=lambda x: x.pid or 0)),
+            serving=self._answering(f"http://{env_cfg.host}:{env_cfg.port}"),
+        )
 
     @staticmethod
-    def _answering(url: str) -> Optional[str]:
+    def _answering(url: str) -> str | None:
         try:
             answer = httpx.get(f"{url}/health/ready", timeout=2)
             info = answer.json() if answer.status_code == 200 else {}
@@ -206,8 +220,9 @@ class LocalTarget(LocalCanary):
         if server.pid and _alive(server.pid):
             terminate(server.pid, self.settings.deploy.stop_timeout_s)
 
-    def deploy(self, env: str, release: Release, current: Optional[DeploymentRecord],
-               journal: Journal = no_journal) -> Rollout:
+    def deploy(
+        self, env: str, release: Release, current: DeploymentRecord | None, journal: Journal = no_journal
+    ) -> Rollout:
         require(SERVER_STACK, "the local target runs the server", "serve")
         env_cfg = getattr(self.settings.deploy, env)
         host, port = env_cfg.host, env_cfg.port
@@ -222,15 +237,39 @@ class LocalTarget(LocalCanary):
         ready_file.unlink(missing_ok=True)
         log_path = self.log_dir / f"{env}-{revision}.log"
         instance = uuid.uuid4().hex[:16]
-        argv = [sys.executable, "-m", "serving", str(bundle), "--host", host, "--port", str(port),
-                "--ready-file", str(ready_file), "--instance", instance, "--revision", str(revision),
-                "--await-handover"]
+        argv = [
+            sys.executable,
+            "-m",
+            "serving",
+            str(bundle),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--ready-file",
+            str(ready_file),
+            "--instance",
+            instance,
+            "--revision",
+            str(revision),
+            "--await-handover",
+        ]
         if self.settings.deploy.restart == "on-failure":  # a supervisor restarts it if it dies while serving
-            argv = [sys.executable, "-I", str(SUPERVISOR), "--status", str(self.supervision_file(env, revision)),
-                    "--", *argv]
-        environ = dict(server_environ(os.environ), PYTHONPATH=str(bundle),
-                       PYTHONDONTWRITEBYTECODE="1",  # the bundle stays as digested
-                       SERVING_DRAIN_UNTIL_IDLE="1")  # its successor takes the port over before it is stopped
+            argv = [
+                sys.executable,
+                "-I",
+                str(SUPERVISOR),
+                "--status",
+                str(self.supervision_file(env, revision)),
+                "--",
+                *argv,
+            ]
+        environ = dict(
+            server_environ(os.environ),
+            PYTHONPATH=str(bundle),
+            PYTHONDONTWRITEBYTECODE="1",  # the bundle stays as digested
+            SERVING_DRAIN_UNTIL_IDLE="1",
+        )  # its successor takes the port over before it is stopped
         for name in JENKINS_KILL_MARKERS:  # Jenkins kills processes that carry these after the build
             if name in environ:
                 environ[name] = "dontKillMe"
@@ -239,8 +278,15 @@ class LocalTarget(LocalCanary):
         pause_at("starting")
         progress(f"starting revision {revision} of {env} on {host}:{port}")
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(argv, cwd=bundle, env=environ, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                cwd=bundle,
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         _CHILDREN[proc.pid] = proc
         try:
             journal("loading", pid=proc.pid)
@@ -259,8 +305,14 @@ class LocalTarget(LocalCanary):
             progress(f"revision {revision} is ready; draining revision {old.revision} (pid {old.pid})")
             assert old.pid is not None  # old is running (is_running above)
             terminate(old.pid, self.settings.deploy.stop_timeout_s)
-        return Rollout(url=url, revision=revision, previous_revision=old.revision if old else None,
-                       pid=proc.pid, log_path=str(log_path), handle=instance)
+        return Rollout(
+            url=url,
+            revision=revision,
+            previous_revision=old.revision if old else None,
+            pid=proc.pid,
+            log_path=str(log_path),
+            handle=instance,
+        )
 
     def _ready_info(self, proc: subprocess.Popen, ready_file: Path, log_path: Path) -> dict:
         if proc.poll() is not None:
@@ -271,8 +323,9 @@ class LocalTarget(LocalCanary):
                 older = None
             if older:
                 raise StageFailed(older, hint="assemble it again with this mlops: `mlops assemble-server`")
-            raise StageFailed(f"the server exited during start-up (exit code {proc.returncode}); "
-                              f"{_last_words(log_path)}")
+            raise StageFailed(
+                f"the server exited during start-up (exit code {proc.returncode}); {_last_words(log_path)}"
+            )
         try:
             info = json.loads(ready_file.read_text())
         except (OSError, json.JSONDecodeError):
@@ -290,11 +343,12 @@ class LocalTarget(LocalCanary):
             if self._ready_info(proc, ready_file, log_path):
                 return
             time.sleep(next(delays))
-        raise StageFailed(f"the server did not become ready within {timeout:g} s (deploy.ready_timeout_s); "
-                          f"it was stopped (it never took a connection); {_last_words(log_path)}")
+        raise StageFailed(
+            f"the server did not become ready within {timeout:g} s (deploy.ready_timeout_s); "
+            f"it was stopped (it never took a connection); {_last_words(log_path)}"
+        )
 
-    def _wait_serving(self, proc: subprocess.Popen, ready_file: Path, log_path: Path, url: str,
-                      instance: str) -> None:
+    def _wait_serving(self, proc: subprocess.Popen, ready_file: Path, log_path: Path, url: str, instance: str) -> None:
         """Until the server listens and its own /health/ready answers on the port (identity, not port)."""
         timeout = self.settings.deploy.ready_timeout_s
         deadline = time.monotonic() + timeout
@@ -304,5 +358,7 @@ class LocalTarget(LocalCanary):
             if info and info.get("listening") is not False and self._answering(url) == instance:
                 return
             time.sleep(next(delays))
-        raise StageFailed(f"the server loaded but did not answer on {url} within {timeout:g} s "
-                          f"(deploy.ready_timeout_s); it was stopped; {_last_words(log_path)}")
+        raise StageFailed(
+            f"the server loaded but did not answer on {url} within {timeout:g} s "
+            f"(deploy.ready_timeout_s); it was stopped; {_last_words(log_path)}"
+        )

@@ -23,10 +23,11 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from ..canary import haproxy
-from ..canary.onehost import HAProxyCanary, free_port as _free_port, selector
+from ..canary.onehost import HAProxyCanary, selector
+from ..canary.onehost import free_port as _free_port
 from ..errors import StageFailed
 from ..state import DeploymentRecord
 from ..ui import progress
@@ -46,10 +47,11 @@ class LocalCanary(HAProxyCanary):
         def is_running(self, current: DeploymentRecord) -> bool: ...
         def stop(self, current: DeploymentRecord) -> bool: ...
         @staticmethod
-        def _answering(url: str) -> Optional[str]: ...
+        def _answering(url: str) -> str | None: ...
         def _wait_loaded(self, proc: subprocess.Popen, ready_file: Path, log_path: Path) -> None: ...
-        def _wait_serving(self, proc: subprocess.Popen, ready_file: Path, log_path: Path, url: str,
-                          instance: str) -> None: ...
+        def _wait_serving(
+            self, proc: subprocess.Popen, ready_file: Path, log_path: Path, url: str, instance: str
+        ) -> None: ...
 
     # --- files ---
     @property
@@ -60,10 +62,9 @@ class LocalCanary(HAProxyCanary):
         return self.run_dir / f"canary-{env}.json"
 
     # --- servers ---
-    def _spawn(self, env: str, bundle: str, host: str, port: int, revision: int, name: str,
-               handover: bool) -> dict:
+    def _spawn(self, env: str, bundle: str, host: str, port: int, revision: int, name: str, handover: bool) -> dict:
         """Start one server (supervised as deploy.restart says); its identity and files."""
-        from .local import JENKINS_KILL_MARKERS, SUPERVISOR, _CHILDREN, server_environ
+        from .local import _CHILDREN, JENKINS_KILL_MARKERS, SUPERVISOR, server_environ
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -71,8 +72,22 @@ class LocalCanary(HAProxyCanary):
         ready_file.unlink(missing_ok=True)
         log_path = self.log_dir / f"{env}-{name}.log"
         instance = uuid.uuid4().hex[:16]
-        argv = [sys.executable, "-m", "serving", bundle, "--host", host, "--port", str(port),
-                "--ready-file", str(ready_file), "--instance", instance, "--revision", str(revision)]
+        argv = [
+            sys.executable,
+            "-m",
+            "serving",
+            bundle,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--ready-file",
+            str(ready_file),
+            "--instance",
+            instance,
+            "--revision",
+            str(revision),
+        ]
         if handover:
             argv.append("--await-handover")
         if self.settings.deploy.restart == "on-failure":
@@ -83,11 +98,26 @@ class LocalCanary(HAProxyCanary):
             if marker in environ:
                 environ[marker] = "dontKillMe"
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(argv, cwd=bundle, env=environ, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                cwd=bundle,
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         _CHILDREN[proc.pid] = proc
-        return {"instance": instance, "pid": proc.pid, "port": port, "host": host, "revision": revision,
-                "bundle": bundle, "ready_file": str(ready_file), "log_path": str(log_path)}
+        return {
+            "instance": instance,
+            "pid": proc.pid,
+            "port": port,
+            "host": host,
+            "revision": revision,
+            "bundle": bundle,
+            "ready_file": str(ready_file),
+            "log_path": str(log_path),
+        }
 
     def _wait_up(self, server: dict, handover: bool) -> None:
         """Until the server answers on its own address with its own identity (after the handover if asked)."""
@@ -114,8 +144,12 @@ class LocalCanary(HAProxyCanary):
         pids = []
         for role in roles:
             server = info.get(role)
-            if server and server.get("pid") and _alive(server["pid"]) \
-                    and _flag(_cmdline(server["pid"]), "--instance") == server["instance"]:
+            if (
+                server
+                and server.get("pid")
+                and _alive(server["pid"])
+                and _flag(_cmdline(server["pid"]), "--instance") == server["instance"]
+            ):
                 try:
                     os.kill(server["pid"], signal.SIGTERM)
                     pids.append(server["pid"])
@@ -130,7 +164,7 @@ class LocalCanary(HAProxyCanary):
                     pass
                 _wait_exit(pid, 5)
 
-    def _answers(self, env: str, instance: Optional[str]) -> bool:
+    def _answers(self, env: str, instance: str | None) -> bool:
         env_cfg = getattr(self.settings.deploy, env)
         return bool(instance) and self._answering(f"http://{env_cfg.host}:{env_cfg.port}") == instance
 
@@ -138,38 +172,69 @@ class LocalCanary(HAProxyCanary):
     def _member(self, info: dict, track: str) -> CanaryMember:
         server = info[track]
         url = f"http://{server['host']}:{server['port']}"
-        return CanaryMember(track=track, url=url, metrics_url=f"{url}/metrics", selector=selector(track, info["env"]),
-                            revision=server["revision"], handle=server["instance"])
+        return CanaryMember(
+            track=track,
+            url=url,
+            metrics_url=f"{url}/metrics",
+            selector=selector(track, info["env"]),
+            revision=server["revision"],
+            handle=server["instance"],
+        )
 
     def _canary_of(self, info: dict) -> Canary:
-        return Canary(env=info["env"], url=f"http://{info['host']}:{info['port']}", stable=self._member(info, "stable"),
-                      canary=self._member(info, "canary"), weight=int(info.get("weight", 0)))
+        return Canary(
+            env=info["env"],
+            url=f"http://{info['host']}:{info['port']}",
+            stable=self._member(info, "stable"),
+            canary=self._member(info, "canary"),
+            weight=int(info.get("weight", 0)),
+        )
 
     def canary_start(self, env: str, release: Release, current: DeploymentRecord, journal: Journal) -> Canary:
         exe = haproxy.haproxy_binary(self.settings.rollout.haproxy)  # one line naming the package when missing
         if not self.is_running(current):
-            raise StageFailed(f"revision {current.revision} of {env} is not running; a canary needs a serving "
-                              f"stable revision", hint="run `mlops rolling-update` with rollout.strategy rolling")
+            raise StageFailed(
+                f"revision {current.revision} of {env} is not running; a canary needs a serving stable revision",
+                hint="run `mlops rolling-update` with rollout.strategy rolling",
+            )
         env_cfg = getattr(self.settings.deploy, env)
         host, port = env_cfg.host, env_cfg.port
         revision = current.revision + 1
-        info: dict[str, Any] = {"env": env, "host": host, "port": port, "weight": 0, "haproxy_pid": None,
-                                "original": {"pid": current.pid, "instance": current.handle},
-                                "stable_bundle": current.bundle_path, "canary_bundle": str(release.bundle),
-                                "stable_revision": current.revision, "canary_revision": revision}
-        stable = self._spawn(env, current.bundle_path, host, _free_port(host), current.revision,
-                             f"{current.revision}-stable", handover=False)
+        info: dict[str, Any] = {
+            "env": env,
+            "host": host,
+            "port": port,
+            "weight": 0,
+            "haproxy_pid": None,
+            "original": {"pid": current.pid, "instance": current.handle},
+            "stable_bundle": current.bundle_path,
+            "canary_bundle": str(release.bundle),
+            "stable_revision": current.revision,
+            "canary_revision": revision,
+        }
+        stable = self._spawn(
+            env,
+            current.bundle_path,
+            host,
+            _free_port(host),
+            current.revision,
+            f"{current.revision}-stable",
+            handover=False,
+        )
         info["stable"] = stable
         self._save(info)
         journal("canary-starting", revision=revision, port=port)
         try:
-            canary = self._spawn(env, str(release.bundle), host, _free_port(host), revision, f"{revision}-canary",
-                                 handover=False)
+            canary = self._spawn(
+                env, str(release.bundle), host, _free_port(host), revision, f"{revision}-canary", handover=False
+            )
             info["canary"] = canary
             self._save(info)
             journal("canary-starting", revision=revision, instance=canary["instance"], pid=canary["pid"], port=port)
-            progress(f"starting the stable copy (revision {current.revision}) on {host}:{stable['port']} and the "
-                     f"canary (revision {revision}) on {host}:{canary['port']}")
+            progress(
+                f"starting the stable copy (revision {current.revision}) on {host}:{stable['port']} and the "
+                f"canary (revision {revision}) on {host}:{canary['port']}"
+            )
             self._wait_up(stable, handover=False)
             self._wait_up(canary, handover=False)
             journal("canary-routing")
@@ -182,8 +247,13 @@ class LocalCanary(HAProxyCanary):
         self._save(info)
         progress(f"HAProxy serves {host}:{port}; draining revision {current.revision} (pid {current.pid})")
         self.stop(current)
-        self._write_file_sd(env, [("stable", f"{host}:{stable['port']}", current.revision),
-                                  ("canary", f"{host}:{canary['port']}", revision)])
+        self._write_file_sd(
+            env,
+            [
+                ("stable", f"{host}:{stable['port']}", current.revision),
+                ("canary", f"{host}:{canary['port']}", revision),
+            ],
+        )
         return self._canary_of(info)
 
     def _undo_start(self, info: dict) -> None:
@@ -201,7 +271,11 @@ class LocalCanary(HAProxyCanary):
         final = info.get("final")
         from .local import _alive
 
-        if final is None or final.get("keep") != keep or not (_alive(final["pid"]) and self._answers(env, final["instance"])):
+        if (
+            final is None
+            or final.get("keep") != keep
+            or not (_alive(final["pid"]) and self._answers(env, final["instance"]))
+        ):
             original = info["original"]
             if keep == "stable" and original.get("pid") and not original.get("draining") and _alive(original["pid"]):
                 # killed before the original drained: it still listens and takes the port back once HAProxy goes
@@ -213,8 +287,11 @@ class LocalCanary(HAProxyCanary):
                 final = {"keep": keep, **server}
                 info["final"] = final
                 self._save(info)
-                journal(f"{'promote' if keep == 'canary' else 'abort'}-handover", instance=server["instance"],
-                        pid=server["pid"])
+                journal(
+                    f"{'promote' if keep == 'canary' else 'abort'}-handover",
+                    instance=server["instance"],
+                    pid=server["pid"],
+                )
                 progress(f"starting revision {revision} on {info['host']}:{info['port']} to take over from HAProxy")
                 self._wait_up(server, handover=True)
         journal(f"{'promote' if keep == 'canary' else 'abort'}-cleanup")
@@ -225,12 +302,23 @@ class LocalCanary(HAProxyCanary):
         self.canary_file(env).unlink(missing_ok=True)
         self._write_file_sd(env, [("stable", f"{info['host']}:{info['port']}", revision)])
         if final.get("reused"):
-            return Rollout(url=f"http://{info['host']}:{info['port']}", revision=revision, previous_revision=other,
-                           pid=final["pid"], handle=final["instance"])
-        return Rollout(url=f"http://{info['host']}:{info['port']}", revision=revision, previous_revision=other,
-                       pid=final["pid"], log_path=final["log_path"], handle=final["instance"])
+            return Rollout(
+                url=f"http://{info['host']}:{info['port']}",
+                revision=revision,
+                previous_revision=other,
+                pid=final["pid"],
+                handle=final["instance"],
+            )
+        return Rollout(
+            url=f"http://{info['host']}:{info['port']}",
+            revision=revision,
+            previous_revision=other,
+            pid=final["pid"],
+            log_path=final["log_path"],
+            handle=final["instance"],
+        )
 
-    def canary_observe(self, env: str, current: Optional[DeploymentRecord]) -> Optional[Canary]:
+    def canary_observe(self, env: str, current: DeploymentRecord | None) -> Canary | None:
         info = self._load(env)
         if info is None or "stable" not in info:
             return None

@@ -10,18 +10,30 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import MlopsError, StageFailed
 from ..ui import progress
 
 REVISION = "deployment.kubernetes.io/revision"
-STUCK_REASONS = ("ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "InvalidImageName",
-                 "CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+STUCK_REASONS = (
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CrashLoopBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+)
 # Annotations kubectl does not copy back from a ReplicaSet on undo (deployment/util annotationsToSkip).
-SKIP_ON_UNDO = {"kubectl.kubernetes.io/last-applied-configuration", REVISION,
-                "deployment.kubernetes.io/revision-history", "deployment.kubernetes.io/desired-replicas",
-                "deployment.kubernetes.io/max-replicas", "deprecated.deployment.rollback.to"}
+SKIP_ON_UNDO = {
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    "deployment.kubernetes.io/revision-history",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+}
 
 OBSERVING = "waiting for the deployment spec update to be observed"
 
@@ -69,24 +81,27 @@ def rollout_status(dep: dict[str, Any], written_generation: int) -> Status:
 
 def owned_replicasets(dep: dict[str, Any], replicasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     uid = dep["metadata"].get("uid")
-    return [rs for rs in replicasets
-            if any(ref.get("controller") and ref.get("uid") == uid for ref in rs["metadata"].get("ownerReferences") or [])]
+    return [
+        rs
+        for rs in replicasets
+        if any(ref.get("controller") and ref.get("uid") == uid for ref in rs["metadata"].get("ownerReferences") or [])
+    ]
 
 
-def new_replicaset(dep: dict[str, Any], replicasets: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+def new_replicaset(dep: dict[str, Any], replicasets: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The ReplicaSet of the Deployment's current revision."""
     current = revision(dep)
     return next((rs for rs in owned_replicasets(dep, replicasets) if revision(rs) == current and current), None)
 
 
-def previous_replicaset(dep: dict[str, Any], replicasets: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+def previous_replicaset(dep: dict[str, Any], replicasets: list[dict[str, Any]]) -> dict[str, Any] | None:
     """kubectl rollout undo (to revision 0): the owned ReplicaSet with the highest revision below the current."""
     current = revision(dep)
     older = [rs for rs in owned_replicasets(dep, replicasets) if 0 < revision(rs) < current]
     return max(older, key=revision, default=None)
 
 
-def stuck_pods(pods: list[dict[str, Any]], template_hash: Optional[str] = None) -> list[str]:
+def stuck_pods(pods: list[dict[str, Any]], template_hash: str | None = None) -> list[str]:
     """`pod NAME: REASON: MESSAGE` for pods whose containers wait in a state that will not cure itself."""
     found = []
     for pod in pods:
@@ -98,10 +113,14 @@ def stuck_pods(pods: list[dict[str, Any]], template_hash: Optional[str] = None) 
             waiting = (cs.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in STUCK_REASONS:
                 message = (waiting.get("message") or "").strip().splitlines()
-                last = ((cs.get("lastState") or {}).get("terminated") or {})
-                exit_info = f" (last exit code {last['exitCode']}, {last.get('reason', '')})" if "exitCode" in last else ""
-                found.append(f"pod {pod['metadata']['name']}: {waiting['reason']}{exit_info}"
-                             + (f": {message[0]}" if message else ""))
+                last = (cs.get("lastState") or {}).get("terminated") or {}
+                exit_info = (
+                    f" (last exit code {last['exitCode']}, {last.get('reason', '')})" if "exitCode" in last else ""
+                )
+                found.append(
+                    f"pod {pod['metadata']['name']}: {waiting['reason']}{exit_info}"
+                    + (f": {message[0]}" if message else "")
+                )
                 break
     return found
 
@@ -126,8 +145,9 @@ def _stuck_pods_of(kube: Any, dep: dict[str, Any]) -> list[str]:
     return stuck_pods(kube.list("Pod", namespace, selector), template_hash)
 
 
-def wait(kube: Any, namespace: str, name: str, written_generation: int, *, timeout_s: float,
-         poll_s: float) -> dict[str, Any]:
+def wait(
+    kube: Any, namespace: str, name: str, written_generation: int, *, timeout_s: float, poll_s: float
+) -> dict[str, Any]:
     """Poll until the rollout is complete; RolloutFailed on ProgressDeadlineExceeded or timeout."""
     deadline = time.monotonic() + timeout_s
     shown: tuple[str, ...] = ()
@@ -145,9 +165,10 @@ def wait(kube: Any, namespace: str, name: str, written_generation: int, *, timeo
         if status.failed:
             raise RolloutFailed(status.message + (": " + "; ".join(stuck) if stuck else ""))
         if time.monotonic() >= deadline:
-            raise RolloutFailed(f"deployment {name!r} did not finish rolling out within {timeout_s:g} s "
-                                f"(kubernetes.rollout_timeout_s): {status.message}"
-                                + ("; " + "; ".join(stuck) if stuck else ""))
+            raise RolloutFailed(
+                f"deployment {name!r} did not finish rolling out within {timeout_s:g} s "
+                f"(kubernetes.rollout_timeout_s): {status.message}" + ("; " + "; ".join(stuck) if stuck else "")
+            )
         time.sleep(poll_s)
 
 
@@ -164,15 +185,21 @@ def undo(kube: Any, namespace: str, name: str, to_revision: int = 0) -> tuple[di
     else:
         previous = previous_replicaset(dep, replicasets)
     if previous is None:
-        raise StageFailed(f"deployment {name!r} has no " + (f"revision {to_revision}" if to_revision else
-                          "previous revision") + f" to roll back to (current revision {revision(dep) or 'none'})")
+        raise StageFailed(
+            f"deployment {name!r} has no "
+            + (f"revision {to_revision}" if to_revision else "previous revision")
+            + f" to roll back to (current revision {revision(dep) or 'none'})"
+        )
     template = copy.deepcopy(previous["spec"]["template"])
     (template.get("metadata") or {}).get("labels", {}).pop("pod-template-hash", None)
     annotations = {k: v for k, v in (dep["metadata"].get("annotations") or {}).items() if k in SKIP_ON_UNDO}
-    annotations.update({k: v for k, v in (previous["metadata"].get("annotations") or {}).items()
-                        if k not in SKIP_ON_UNDO})
-    patch = [{"op": "replace", "path": "/spec/template", "value": template},
-             {"op": "replace", "path": "/metadata/annotations", "value": annotations}]
+    annotations.update(
+        {k: v for k, v in (previous["metadata"].get("annotations") or {}).items() if k not in SKIP_ON_UNDO}
+    )
+    patch = [
+        {"op": "replace", "path": "/spec/template", "value": template},
+        {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+    ]
     return kube.patch("Deployment", namespace, name, patch), revision(previous)
 
 
@@ -181,6 +208,8 @@ def restore(kube: Any, namespace: str, name: str, before: dict[str, Any]) -> tup
 
     (no new revision yet, so `undo` would go one revision too far back).
     """
-    patch = [{"op": "replace", "path": "/spec/template", "value": before["spec"]["template"]},
-             {"op": "replace", "path": "/metadata/annotations", "value": before["metadata"].get("annotations") or {}}]
+    patch = [
+        {"op": "replace", "path": "/spec/template", "value": before["spec"]["template"]},
+        {"op": "replace", "path": "/metadata/annotations", "value": before["metadata"].get("annotations") or {}},
+    ]
     return kube.patch("Deployment", namespace, name, patch), revision(before)

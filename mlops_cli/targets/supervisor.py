@@ -53,8 +53,14 @@ def main(argv: list[str]) -> int:
         return 2
     status_path, server_argv = argv[1], argv[3:]
     flags = {"stopping": False, "handed_over": "--await-handover" not in server_argv}
-    info: dict[str, Any] = {"pid": os.getpid(), "server_pid": None, "restarts": 0, "last_exit": None, "restarted_at": None,
-            "gave_up": False}
+    info: dict[str, Any] = {
+        "pid": os.getpid(),
+        "server_pid": None,
+        "restarts": 0,
+        "last_exit": None,
+        "restarted_at": None,
+        "gave_up": False,
+    }
     child = {"proc": subprocess.Popen(server_argv, preexec_fn=_die_with_parent)}
     info["server_pid"] = child["proc"].pid
     _write(status_path, info)
@@ -82,21 +88,31 @@ def main(argv: list[str]) -> int:
         if len(recent) >= MAX_RESTARTS:
             info["gave_up"] = True
             _write(status_path, info)
-            print(f"supervisor: the server died {MAX_RESTARTS + 1} times within {WINDOW_S:g} s; giving up",
-                  file=sys.stderr, flush=True)
+            print(
+                f"supervisor: the server died {MAX_RESTARTS + 1} times within {WINDOW_S:g} s; giving up",
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
         recent.append(now)
-        print(f"supervisor: the server (pid {child['proc'].pid}) died with exit code {code}; restarting it",
-              file=sys.stderr, flush=True)
+        print(
+            f"supervisor: the server (pid {child['proc'].pid}) died with exit code {code}; restarting it",
+            file=sys.stderr,
+            flush=True,
+        )
         time.sleep(BACKOFF_S)
         if flags["stopping"]:
             return 0
-        child["proc"] = subprocess.Popen([a for a in server_argv if a != "--await-handover"],
-                                         preexec_fn=_die_with_parent)
+        child["proc"] = subprocess.Popen(
+            [a for a in server_argv if a != "--await-handover"], preexec_fn=_die_with_parent
+        )
         if flags["stopping"]:  # a stop that arrived while the new server was being started went to the old one
             child["proc"].send_signal(signal.SIGTERM)
-        info.update(server_pid=child["proc"].pid, restarts=info["restarts"] + 1,
-                    restarted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        info.update(
+            server_pid=child["proc"].pid,
+            restarts=info["restarts"] + 1,
+            restarted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
         _write(status_path, info)
 
 

@@ -32,6 +32,8 @@ def module_class(name: str) -> type:
     """The class of the built-in module ``name`` (a key of :data:`MODULES`)."""
     module, _, attr = MODULES[name].partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
 # every chain runs these, once each, in this order (other modules may sit between them)
 REQUIRED_ORDER = ("preprocessing", "model", "postprocessing")
 # these watch the validated inputs, so they sit between preprocessing and the model
@@ -48,8 +50,10 @@ def build_modules(ctx: ModuleContext) -> list[Module]:
         elif is_user_module(name):
             classes.append(load_user_class(ctx.bundle_dir, name, f"spec.json: modules.{i}.name"))
         else:
-            raise BundleError(f"spec.json: modules.{i}.name: unknown module {name!r} (known: {', '.join(MODULES)}; "
-                              "or a user module by dotted path, e.g. my_modules.enrich.AddRatio)")
+            raise BundleError(
+                f"spec.json: modules.{i}.name: unknown module {name!r} (known: {', '.join(MODULES)}; "
+                "or a user module by dotted path, e.g. my_modules.enrich.AddRatio)"
+            )
     if [n for n in names if n in REQUIRED_ORDER] != list(REQUIRED_ORDER):
         raise BundleError(
             f"spec.json: modules: must include {', '.join(REQUIRED_ORDER)} once each, in that order; got {names}"
@@ -74,8 +78,9 @@ def build_modules(ctx: ModuleContext) -> list[Module]:
         except BundleError:
             raise
         except Exception as exc:
-            raise BundleError(f"spec.json: modules.{i}: {entry.name} cannot be built: "
-                              f"{type(exc).__name__}: {one_line(exc)}") from None
+            raise BundleError(
+                f"spec.json: modules.{i}: {entry.name} cannot be built: {type(exc).__name__}: {one_line(exc)}"
+            ) from None
         if getattr(module, "name", None) != entry.name and is_user_module(entry.name):
             module.name = entry.name  # the label it is timed under
         modules.append(module)

@@ -23,12 +23,16 @@ from serving.modules.reference import REFERENCE_FILE, FeatureReference, check_re
 from serving.pipeline import Batch, ModuleContext
 
 EPSILON = 1e-4  # observed shares are clamped to this, so an empty bin does not make PSI infinite
-_OBSERVED = ("clamp_min(sum by (feature, bin) (increase(mlops_drift_observations_total[{window}])) "
-             "/ on (feature) group_left sum by (feature) (increase(mlops_drift_observations_total[{window}])), "
-             f"{EPSILON})")
+_OBSERVED = (
+    "clamp_min(sum by (feature, bin) (increase(mlops_drift_observations_total[{window}])) "
+    "/ on (feature) group_left sum by (feature) (increase(mlops_drift_observations_total[{window}])), "
+    f"{EPSILON})"
+)
 _REFERENCE = "max by (feature, bin) (mlops_drift_reference_share)"
-PSI_PROMQL = (f"sum by (feature) (({_OBSERVED} - on (feature, bin) {_REFERENCE}) "
-              f"* ln({_OBSERVED} / on (feature, bin) {_REFERENCE}))")
+PSI_PROMQL = (
+    f"sum by (feature) (({_OBSERVED} - on (feature, bin) {_REFERENCE}) "
+    f"* ln({_OBSERVED} / on (feature, bin) {_REFERENCE}))"
+)
 
 
 def bins(levels: tuple[float, ...], ref: FeatureReference) -> tuple[list[float], list[float]]:
@@ -49,8 +53,9 @@ def psi(observed: list[int], shares: list[float]) -> float | None:
     total = sum(observed)
     if total == 0:
         return None
-    return float(sum((max(o / total, EPSILON) - s) * math.log(max(o / total, EPSILON) / s)
-                     for o, s in zip(observed, shares)))
+    return float(
+        sum((max(o / total, EPSILON) - s) * math.log(max(o / total, EPSILON) / s) for o, s in zip(observed, shares))
+    )
 
 
 class Settings(BaseModel):
@@ -88,7 +93,7 @@ class Drift:
         self.width = width
         padded = np.full((len(self.names), max(width - 1, 1)), np.inf)
         for f, e in enumerate(self.edges):
-            padded[f, :len(e)] = e
+            padded[f, : len(e)] = e
         self.edges_by_rank = np.ascontiguousarray(padded.T)  # (edge rank, feature); +inf pads
         self.offsets = np.arange(len(self.names)) * width
         self.counts = np.zeros(len(self.names) * width, dtype=np.int64)
@@ -109,22 +114,27 @@ class Drift:
         return batch
 
     def _observed(self, f: int) -> list[int]:
-        return self.counts[f * self.width: f * self.width + len(self.shares[f])].tolist()
+        return self.counts[f * self.width : f * self.width + len(self.shares[f])].tolist()
 
     def _labels(self, f: int) -> list[tuple[str, str]]:
         uppers = [repr(e) for e in self.edges[f]] + ["+Inf"]
         return [(str(b), upper) for b, upper in enumerate(uppers)]
 
     def describe(self) -> list[Any]:
-        return [CounterMetricFamily(DRIFT_OBSERVATIONS.removesuffix("_total"), "", labels=["feature", "bin", "upper"]),
-                GaugeMetricFamily(DRIFT_REFERENCE_SHARE, "", labels=["feature", "bin", "upper"])]
+        return [
+            CounterMetricFamily(DRIFT_OBSERVATIONS.removesuffix("_total"), "", labels=["feature", "bin", "upper"]),
+            GaugeMetricFamily(DRIFT_REFERENCE_SHARE, "", labels=["feature", "bin", "upper"]),
+        ]
 
     def collect(self) -> list[Any]:
-        observations = CounterMetricFamily(DRIFT_OBSERVATIONS.removesuffix("_total"),
-                                           "Values seen per feature, by reference-quantile bin.",
-                                           labels=["feature", "bin", "upper"])
-        shares = GaugeMetricFamily(DRIFT_REFERENCE_SHARE, "Share of the reference data in each bin.",
-                                   labels=["feature", "bin", "upper"])
+        observations = CounterMetricFamily(
+            DRIFT_OBSERVATIONS.removesuffix("_total"),
+            "Values seen per feature, by reference-quantile bin.",
+            labels=["feature", "bin", "upper"],
+        )
+        shares = GaugeMetricFamily(
+            DRIFT_REFERENCE_SHARE, "Share of the reference data in each bin.", labels=["feature", "bin", "upper"]
+        )
         for f, name in enumerate(self.names):
             for (b, upper), count, share in zip(self._labels(f), self._observed(f), self.shares[f]):
                 observations.add_metric([name, b, upper], count)
@@ -138,10 +148,19 @@ class Drift:
             observed = self._observed(f)
             total = sum(observed)
             features[name] = {
-                "psi": psi(observed, self.shares[f]), "observations": total,
-                "bins": [{"upper": upper if upper == "+Inf" else float(upper), "reference_share": share,
-                          "observed_share": (count / total) if total else None}
-                         for (_, upper), count, share in zip(self._labels(f), observed, self.shares[f])],
+                "psi": psi(observed, self.shares[f]),
+                "observations": total,
+                "bins": [
+                    {
+                        "upper": upper if upper == "+Inf" else float(upper),
+                        "reference_share": share,
+                        "observed_share": (count / total) if total else None,
+                    }
+                    for (_, upper), count, share in zip(self._labels(f), observed, self.shares[f])
+                ],
             }
-        return {"window": "since the server started", "psi_promql": PSI_PROMQL.format(window="1h"),
-                "features": features}
+        return {
+            "window": "since the server started",
+            "psi_promql": PSI_PROMQL.format(window="1h"),
+            "features": features,
+        }

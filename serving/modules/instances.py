@@ -79,7 +79,12 @@ def _boolean(value: Any) -> Any:
     raise Reject(f"expected boolean, got {describe(value)}")
 
 
-CHECKS: dict[str, Callable[[Any], Any]] = {"number": _number, "integer": _integer, "string": _string, "boolean": _boolean}
+CHECKS: dict[str, Callable[[Any], Any]] = {
+    "number": _number,
+    "integer": _integer,
+    "string": _string,
+    "boolean": _boolean,
+}
 
 
 def decode_instances(body: bytes | list[Any], max_rows: int | None = None) -> list[Any]:
@@ -89,8 +94,9 @@ def decode_instances(body: bytes | list[Any], max_rows: int | None = None) -> li
     A list is instances a protocol adapter (:mod:`serving.oip`) already decoded and checked."""
     if isinstance(body, list):
         if max_rows is not None and len(body) > max_rows:
-            raise TooManyInstances(f"{len(body)} instances in one request; the limit is {max_rows} "
-                                   "(server.max_rows): split the request")
+            raise TooManyInstances(
+                f"{len(body)} instances in one request; the limit is {max_rows} (server.max_rows): split the request"
+            )
         return body
     if not body or body.isspace():  # (not strip(): that copies a bytearray body)
         raise BadRequest(f"empty request body; {_EXPECTED_BODY}")
@@ -111,8 +117,9 @@ def decode_instances(body: bytes | list[Any], max_rows: int | None = None) -> li
     if not instances:
         raise BadRequest("'instances' is empty; send at least one row")
     if max_rows is not None and len(instances) > max_rows:
-        raise TooManyInstances(f"{len(instances)} instances in one request; the limit is {max_rows} "
-                               "(server.max_rows): split the request")
+        raise TooManyInstances(
+            f"{len(instances)} instances in one request; the limit is {max_rows} (server.max_rows): split the request"
+        )
     return instances
 
 
@@ -151,11 +158,13 @@ class InstanceValidator:
 
     def _from_list(self, index: int, row: list[Any]) -> list[Any]:
         if not self.min_width <= len(row) <= len(self.fields):
-            expected = (f"{len(self.fields)}" if self.min_width == len(self.fields)
-                        else f"{self.min_width} to {len(self.fields)}")
+            expected = (
+                f"{len(self.fields)}"
+                if self.min_width == len(self.fields)
+                else f"{self.min_width} to {len(self.fields)}"
+            )
             raise InvalidInstance(
-                f"instance {index}: expected {expected} values in schema order "
-                f"({self._order}), got {len(row)}"
+                f"instance {index}: expected {expected} values in schema order ({self._order}), got {len(row)}"
             )
         padded = row + [_MISSING] * (len(self.fields) - len(row))
         return [self._value(index, spec, value) for spec, value in zip(self.fields, padded)]

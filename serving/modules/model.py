@@ -95,7 +95,9 @@ def load_model(bundle_dir: Path, model: ModelSpec) -> Any:
     except BundleError:
         raise
     except Exception as exc:
-        raise BundleError(f"cannot load model artifact {model.artifact}: {type(exc).__name__}: {one_line(exc)}") from None
+        raise BundleError(
+            f"cannot load model artifact {model.artifact}: {type(exc).__name__}: {one_line(exc)}"
+        ) from None
     if not callable(getattr(estimator, "predict", None)):
         raise BundleError(f"model artifact {model.artifact}: {type(estimator).__name__} has no predict method")
     return estimator
@@ -124,7 +126,9 @@ class ModelModule:
         self.want_proba = ctx.spec.model.task == "classification" and "probability" in outputs
         self.label_from_proba = settings.label_from_proba
         if self.label_from_proba and not self.want_proba:
-            raise BundleError("model.label_from_proba needs a classification model with 'probability' in schema.outputs")
+            raise BundleError(
+                "model.label_from_proba needs a classification model with 'probability' in schema.outputs"
+            )
         self.fast_config: Any = None
         self.estimator: Any = None
         self.scaling = ctx.shared.get("model_input_scaling")  # preprocessing.scale, applied here
@@ -164,7 +168,7 @@ class ModelModule:
             features = self.scaling(features)
         proba: np.ndarray | None
         try:
-            with np.errstate(all="ignore"), (self.fast_config() if self.fast_config else contextlib.nullcontext()):
+            with np.errstate(all="ignore"), self.fast_config() if self.fast_config else contextlib.nullcontext():
                 # extreme inputs: non-finite outputs are refused per instance by postprocessing
                 if self.label_from_proba:
                     classes = self.classes
@@ -176,12 +180,14 @@ class ModelModule:
                     proba = np.asarray(self.estimator.predict_proba(features)) if self.want_proba else None
         except Exception as exc:
             log.warning("model failed to predict: %s: %s", type(exc).__name__, one_line(exc))
-            raise ServingError(f"model failed to predict: {type(exc).__name__}: {one_line(exc)}",
-                               code="prediction_failed") from None
+            raise ServingError(
+                f"model failed to predict: {type(exc).__name__}: {one_line(exc)}", code="prediction_failed"
+            ) from None
         rows = len(features)
         if prediction.ndim == 0 or len(prediction) != rows or (proba is not None and proba.shape[:1] != (rows,)):
-            raise ServingError(f"model returned {prediction.shape} predictions for {rows} instances",
-                               code="prediction_failed")
+            raise ServingError(
+                f"model returned {prediction.shape} predictions for {rows} instances", code="prediction_failed"
+            )
         return prediction, proba
 
     async def process(self, batch: Batch) -> Batch:

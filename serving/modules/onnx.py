@@ -13,7 +13,8 @@ from replicas.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,7 @@ LABEL_ATTRIBUTES = ("classlabels_strings", "classlabels_int64s", "classlabels_in
 
 
 # --- protobuf wire format, enough to read node attributes of an onnx.ModelProto -------------
+
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
     result = shift = 0
@@ -51,7 +53,7 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
             value, pos = None, pos + 8
         elif wire == 2:
             size, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + size], pos + size
+            value, pos = buf[pos : pos + size], pos + size
         elif wire == 5:
             value, pos = None, pos + 4
         else:
@@ -100,6 +102,7 @@ def class_labels(model_bytes: bytes) -> list[Any] | None:
 
 # --- the estimator ---------------------------------------------------------------------------
 
+
 class OnnxModel:
     """A graph with one output used (regression, or a classifier without probabilities)."""
 
@@ -138,8 +141,10 @@ class OnnxClassifier(OnnxModel):
         labels = class_labels(data)
         self.classes_ = np.asarray(labels) if labels is not None else None
         if self.classes_ is None and not self.zipmap:
-            raise BundleError("cannot tell the ONNX classifier's class order: its graph has no classlabels "
-                              "attribute and its probability output is not a ZipMap")
+            raise BundleError(
+                "cannot tell the ONNX classifier's class order: its graph has no classlabels "
+                "attribute and its probability output is not a ZipMap"
+            )
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         out = self._run(self.proba_name, features)

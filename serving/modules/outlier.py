@@ -50,7 +50,9 @@ class Settings(BaseModel):
         return self
 
 
-OutlierSettings = Settings  # the name the module class's methods annotate with (its own `Settings` attribute is a value)
+OutlierSettings = (
+    Settings  # the name the module class's methods annotate with (its own `Settings` attribute is a value)
+)
 
 
 class Outlier:
@@ -99,7 +101,9 @@ class Outlier:
         except BundleError as exc:
             raise BundleError(f"outlier.detector: {exc}") from None
         except Exception as exc:
-            raise BundleError(f"outlier.detector: cannot load {artifact}: {type(exc).__name__}: {one_line(exc)}") from None
+            raise BundleError(
+                f"outlier.detector: cannot load {artifact}: {type(exc).__name__}: {one_line(exc)}"
+            ) from None
         if not callable(getattr(detector, "predict", None)):
             raise BundleError(f"outlier.detector: {type(detector).__name__} has no predict method")
         return detector
@@ -141,7 +145,12 @@ class Outlier:
             bad = [(r - lo, notes[r]) for r in range(lo, hi) if notes[r]]
             if bad:
                 index, names = bad[0]
-                batch.fail(i, InvalidInstance(
-                    f"instance {index}: outlier: {', '.join(map(repr, names))} outside the reference bounds "
-                    f"({self.settings.method}, threshold {self.threshold:g})", code="outlier"))
+                batch.fail(
+                    i,
+                    InvalidInstance(
+                        f"instance {index}: outlier: {', '.join(map(repr, names))} outside the reference bounds "
+                        f"({self.settings.method}, threshold {self.threshold:g})",
+                        code="outlier",
+                    ),
+                )
         return batch

@@ -33,7 +33,9 @@ class Settings(BaseModel):
     prediction_buckets: list[StrictFloat | StrictInt] | None = Field(default=None, min_length=1)
 
 
-PostprocessingSettings = Settings  # the name the module class's methods annotate with (its own `Settings` attribute is a value)
+PostprocessingSettings = (
+    Settings  # the name the module class's methods annotate with (its own `Settings` attribute is a value)
+)
 
 
 class Postprocessing:
@@ -48,8 +50,7 @@ class Postprocessing:
         unknown = [o.name for o in ctx.spec.io.outputs if o.name not in provides]
         if unknown:
             raise BundleError(
-                f"schema.outputs {unknown} cannot be filled for task {self.task} "
-                f"(it provides: {', '.join(provides)})"
+                f"schema.outputs {unknown} cannot be filled for task {self.task} (it provides: {', '.join(provides)})"
             )
         self.outputs = [(o.name, CASTS[o.type]) for o in ctx.spec.io.outputs]
         self.casts = dict(self.outputs)
@@ -100,8 +101,14 @@ class Postprocessing:
             lo, hi = batch.spans[i]
             bad = np.flatnonzero(~finite[lo:hi])
             if bad.size:
-                batch.fail(i, InvalidInstance(f"instance {int(bad[0])}: the model's output is not finite for these "
-                                              "values (outside the range it can score)", code="non_finite_output"))
+                batch.fail(
+                    i,
+                    InvalidInstance(
+                        f"instance {int(bad[0])}: the model's output is not finite for these "
+                        "values (outside the range it can score)",
+                        code="non_finite_output",
+                    ),
+                )
         return True
 
     async def process(self, batch: Batch) -> Batch:
@@ -123,8 +130,9 @@ class Postprocessing:
                 columns = self._classify(values, batch.outputs.get("proba"))
             rows = [{name: cast(columns[name][r]) for name, cast in self.outputs} for r in range(len(values))]
         except (TypeError, ValueError, KeyError, IndexError) as exc:
-            raise ServingError(f"cannot turn the model's output into a response: {type(exc).__name__}: {exc}",
-                               code="prediction_failed") from None
+            raise ServingError(
+                f"cannot turn the model's output into a response: {type(exc).__name__}: {exc}", code="prediction_failed"
+            ) from None
         for key, notes in batch.extra.items():
             for row, note in zip(rows, notes):
                 row[key] = note

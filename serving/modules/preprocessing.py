@@ -11,6 +11,7 @@ takes a string; ``boolean`` takes ``true``/``false`` only. A missing or null opt
 takes its default. A row is an object keyed by feature name or a list of every input in
 schema order. The array is float64 when all inputs are number/integer/boolean, object otherwise.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -86,8 +87,11 @@ class Preprocessing:
         self.fast = all(f.type == "number" and f.required for f in inputs)
         self.names = [keys.get(f.name, f.name) for f in inputs]
         self.width = len(inputs)
-        self.encode = [(i, f.name, {v: float(j) for j, v in enumerate(settings.categories[f.name])})
-                       for i, f in enumerate(inputs) if f.name in settings.categories]
+        self.encode = [
+            (i, f.name, {v: float(j) for j, v in enumerate(settings.categories[f.name])})
+            for i, f in enumerate(inputs)
+            if f.name in settings.categories
+        ]
         encoded = {name for _, name, _ in self.encode}
         self.dtype = np.float64 if all(f.type != "string" or f.name in encoded for f in inputs) else object
         if settings.scale:
@@ -147,8 +151,9 @@ class Preprocessing:
                 code = codes.get(row[column])
                 if code is None:
                     known = ", ".join(map(repr, list(codes)[:10]))
-                    raise InvalidInstance(f"instance {index}, feature {name!r}: unknown category "
-                                          f"{row[column]!r} (known: {known})")
+                    raise InvalidInstance(
+                        f"instance {index}, feature {name!r}: unknown category {row[column]!r} (known: {known})"
+                    )
                 row[column] = code
 
     async def process(self, batch: Batch) -> Batch:
@@ -184,7 +189,7 @@ class Preprocessing:
             if finite:
                 start = 0
                 for i, rows in small:
-                    parts.append((i, features[start:start + len(rows)]))
+                    parts.append((i, features[start : start + len(rows)]))
                     start += len(rows)
             else:  # rare: each on its own, so the validator names the request at fault
                 for i, _ in small:

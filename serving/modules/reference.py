@@ -60,9 +60,14 @@ def _feature(name: str, data: Any, levels: int, source: str) -> FeatureReference
     values = tuple(_number(q, f"{where}.quantiles") for q in quantiles)
     if list(values) != sorted(values):
         raise BundleError(f"{where}.quantiles: must not decrease")
-    return FeatureReference(int(_number(data["count"], f"{where}.count")), _number(data["mean"], f"{where}.mean"),
-                            _number(data["std"], f"{where}.std"), _number(data["min"], f"{where}.min"),
-                            _number(data["max"], f"{where}.max"), values)
+    return FeatureReference(
+        int(_number(data["count"], f"{where}.count")),
+        _number(data["mean"], f"{where}.mean"),
+        _number(data["std"], f"{where}.std"),
+        _number(data["min"], f"{where}.min"),
+        _number(data["max"], f"{where}.max"),
+        values,
+    )
 
 
 def load_reference(bundle_dir: Path, relative: str, module: str) -> Reference:
@@ -75,13 +80,20 @@ def load_reference(bundle_dir: Path, relative: str, module: str) -> Reference:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BundleError(f"{module}: cannot read {relative}: {exc}") from None
     if data is None:
-        raise BundleError(f"{module}: the bundle has no reference statistics ({relative} is missing or null); "
-                          f"register the model with reference data or remove the {module} module")
+        raise BundleError(
+            f"{module}: the bundle has no reference statistics ({relative} is missing or null); "
+            f"register the model with reference data or remove the {module} module"
+        )
     if not isinstance(data, dict) or not isinstance(data.get("features"), dict):
         raise BundleError(f"{relative}: expected an object with 'quantile_levels' and 'features'")
     levels = data.get("quantile_levels")
-    if (not isinstance(levels, list) or len(levels) < 2 or levels[0] != 0 or levels[-1] != 1
-            or levels != sorted(set(levels))):
+    if (
+        not isinstance(levels, list)
+        or len(levels) < 2
+        or levels[0] != 0
+        or levels[-1] != 1
+        or levels != sorted(set(levels))
+    ):
         raise BundleError(f"{relative}: quantile_levels must increase from 0 to 1")
     levels_t = tuple(_number(v, f"{relative}: quantile_levels") for v in levels)
     features = {name: _feature(name, value, len(levels), relative) for name, value in data["features"].items()}

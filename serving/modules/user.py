@@ -43,8 +43,9 @@ def load_user_class(bundle_dir: Path, dotted: str, where: str) -> type:
             spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[module_name]
-            raise BundleError(f"{where}: user module {dotted!r} failed to load: "
-                              f"{type(exc).__name__}: {one_line(exc)}") from None
+            raise BundleError(
+                f"{where}: user module {dotted!r} failed to load: {type(exc).__name__}: {one_line(exc)}"
+            ) from None
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         raise BundleError(f"{where}: user module {dotted!r}: {'/'.join(parts)}.py defines no class {class_name!r}")

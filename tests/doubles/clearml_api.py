@@ -34,9 +34,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any
 
-API_VERSION = "2.23"      # the newest API the SDK ships models for (clearml/backend_api/services/v2_23)
+API_VERSION = "2.23"  # the newest API the SDK ships models for (clearml/backend_api/services/v2_23)
 SERVER_VERSION = "1.16.0"
 
 
@@ -62,23 +62,37 @@ class FakeModel:
 
     name: str
     uri: str
-    task: Optional[str] = None
+    task: str | None = None
     framework: str = "ScikitLearn"
     tags: list[str] = field(default_factory=list)
     labels: dict[str, int] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)   # key -> value; stored as {key, type, value}
+    metadata: dict[str, Any] = field(default_factory=dict)  # key -> value; stored as {key, type, value}
     project: str = "p0000000000000000000000000000001"
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: float = field(default_factory=time.time)
 
     def document(self) -> dict[str, Any]:
         return {
-            "id": self.id, "name": self.name, "user": "u1", "company": "c1",
-            "created": iso(self.created), "last_update": iso(self.created),
-            "task": self.task, "parent": None, "project": self.project, "comment": "",
-            "tags": list(self.tags), "system_tags": [], "framework": self.framework,
-            "design": {}, "labels": dict(self.labels), "uri": self.uri, "ready": True,
-            "ui_cache": {}, "metadata": {k: dict(v) for k, v in self._meta().items()}, "stats": {"labels_count": 0},
+            "id": self.id,
+            "name": self.name,
+            "user": "u1",
+            "company": "c1",
+            "created": iso(self.created),
+            "last_update": iso(self.created),
+            "task": self.task,
+            "parent": None,
+            "project": self.project,
+            "comment": "",
+            "tags": list(self.tags),
+            "system_tags": [],
+            "framework": self.framework,
+            "design": {},
+            "labels": dict(self.labels),
+            "uri": self.uri,
+            "ready": True,
+            "ui_cache": {},
+            "metadata": {k: dict(v) for k, v in self._meta().items()},
+            "stats": {"labels_count": 0},
         }
 
     def _meta(self) -> dict[str, dict[str, str]]:
@@ -100,9 +114,9 @@ class FakeTask:
     """A task (services/v2_23/tasks.py `Task`) with its scalars, single values and artifacts."""
 
     name: str
-    scalars: dict[str, dict[str, list[float]]] = field(default_factory=dict)   # title -> series -> y values
+    scalars: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # title -> series -> y values
     single_values: dict[str, float] = field(default_factory=dict)
-    artifacts: dict[str, str] = field(default_factory=dict)                    # name -> uri of a JSON file
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> uri of a JSON file
     project: str = "p0000000000000000000000000000001"
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: float = field(default_factory=time.time)
@@ -110,23 +124,55 @@ class FakeTask:
     def document(self) -> dict[str, Any]:
         when = iso(self.created)
         return {
-            "id": self.id, "name": self.name, "user": "u1", "company": "c1", "type": "training",
-            "status": "completed", "comment": "", "created": when, "started": when, "completed": when,
-            "last_update": when, "last_change": when, "status_changed": when, "status_message": "",
-            "status_reason": "", "project": self.project, "parent": None, "tags": [], "system_tags": [],
+            "id": self.id,
+            "name": self.name,
+            "user": "u1",
+            "company": "c1",
+            "type": "training",
+            "status": "completed",
+            "comment": "",
+            "created": when,
+            "started": when,
+            "completed": when,
+            "last_update": when,
+            "last_change": when,
+            "status_changed": when,
+            "status_message": "",
+            "status_reason": "",
+            "project": self.project,
+            "parent": None,
+            "tags": [],
+            "system_tags": [],
             "script": {"binary": "python", "repository": "", "entry_point": "train.py", "working_dir": "."},
             "execution": {
-                "parameters": {}, "model_desc": {}, "model_labels": {}, "framework": None, "queue": None,
+                "parameters": {},
+                "model_desc": {},
+                "model_labels": {},
+                "framework": None,
+                "queue": None,
                 "artifacts": [
-                    {"key": name, "type": "JSON", "mode": "output", "uri": uri, "hash": "", "content_size": 0,
-                     "timestamp": int(self.created), "type_data": {"preview": "", "content_type": "application/json"},
-                     "display_data": []}
+                    {
+                        "key": name,
+                        "type": "JSON",
+                        "mode": "output",
+                        "uri": uri,
+                        "hash": "",
+                        "content_size": 0,
+                        "timestamp": int(self.created),
+                        "type_data": {"preview": "", "content_type": "application/json"},
+                        "display_data": [],
+                    }
                     for name, uri in self.artifacts.items()
                 ],
             },
-            "models": {"input": [], "output": []}, "hyperparams": {}, "configuration": {},
-            "runtime": {}, "output": {"destination": None, "error": None, "result": None},
-            "last_iteration": 0, "last_metrics": {}, "active_duration": 1,
+            "models": {"input": [], "output": []},
+            "hyperparams": {},
+            "configuration": {},
+            "runtime": {},
+            "output": {"destination": None, "error": None, "result": None},
+            "last_iteration": 0,
+            "last_metrics": {},
+            "active_duration": 1,
         }
 
 
@@ -168,13 +214,13 @@ class ClearMLApiDouble:
         self.tasks: dict[str, FakeTask] = {}
         self.calls: list[str] = []
         self.unknown: list[str] = []
-        self.unavailable: set[str] = set()   # endpoints answering 503, as a server behind a failing proxy
-        self.stalled: set[str] = set()       # endpoints that never answer (a hung server behind a live proxy)
+        self.unavailable: set[str] = set()  # endpoints answering 503, as a server behind a failing proxy
+        self.stalled: set[str] = set()  # endpoints that never answer (a hung server behind a live proxy)
         self._stopping = threading.Event()
         self._key = uuid.uuid4().bytes
         self._tokens: set[str] = set()
         self._lock = threading.Lock()
-        self._server: Optional[ThreadingHTTPServer] = None
+        self._server: ThreadingHTTPServer | None = None
 
     # -- what tests set up -------------------------------------------------------------------
     def add_model(self, model: FakeModel) -> FakeModel:
@@ -216,15 +262,31 @@ class ClearMLApiDouble:
             self._server.shutdown()
             self._server.server_close()
 
-    def _send(self, handler: BaseHTTPRequestHandler, endpoint: str, status: int, data: Any,
-              subcode: int = 0, msg: str = "OK", error_data: Optional[dict] = None) -> None:
-        body = json.dumps({
-            "meta": {"id": uuid.uuid4().hex, "trx": uuid.uuid4().hex,
-                     "endpoint": {"name": endpoint, "requested_version": API_VERSION, "actual_version": "1.0"},
-                     "result_code": status, "result_subcode": subcode, "result_msg": msg,
-                     "error_stack": "", "error_data": error_data or {}},
-            "data": data,
-        }).encode()
+    def _send(
+        self,
+        handler: BaseHTTPRequestHandler,
+        endpoint: str,
+        status: int,
+        data: Any,
+        subcode: int = 0,
+        msg: str = "OK",
+        error_data: dict | None = None,
+    ) -> None:
+        body = json.dumps(
+            {
+                "meta": {
+                    "id": uuid.uuid4().hex,
+                    "trx": uuid.uuid4().hex,
+                    "endpoint": {"name": endpoint, "requested_version": API_VERSION, "actual_version": "1.0"},
+                    "result_code": status,
+                    "result_subcode": subcode,
+                    "result_msg": msg,
+                    "error_stack": "",
+                    "error_data": error_data or {},
+                },
+                "data": data,
+            }
+        ).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(body)))
@@ -233,7 +295,7 @@ class ClearMLApiDouble:
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         path = handler.path.split("?", 1)[0].strip("/")
-        endpoint = path.split("/")[-1]          # "/v2.23/models.get_by_id" and "/models.get_by_id"
+        endpoint = path.split("/")[-1]  # "/v2.23/models.get_by_id" and "/models.get_by_id"
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         try:
@@ -269,14 +331,33 @@ class ClearMLApiDouble:
             user, _, secret = base64.b64decode(header.removeprefix("Basic ")).decode().partition(":")
         except ValueError:
             user = secret = ""
-        if not (header.startswith("Basic ") and hmac.compare_digest(user, self.access_key)
-                and hmac.compare_digest(secret, self.secret_key)):
-            return self._send(handler, endpoint, 401, {}, 20, "Unauthorized (invalid credentials) (failed to locate provided credentials)")
+        if not (
+            header.startswith("Basic ")
+            and hmac.compare_digest(user, self.access_key)
+            and hmac.compare_digest(secret, self.secret_key)
+        ):
+            return self._send(
+                handler,
+                endpoint,
+                401,
+                {},
+                20,
+                "Unauthorized (invalid credentials) (failed to locate provided credentials)",
+            )
         now = int(time.time())
-        token = make_jwt({"identity": {"company": "c1", "role": "user", "user": "u1", "company_name": "test"},
-                          "env": "<unknown>", "api_version": API_VERSION, "server_version": SERVER_VERSION,
-                          "server_build": "test-double", "feature_set": "basic", "iat": now, "exp": now + 3600},
-                         self._key)
+        token = make_jwt(
+            {
+                "identity": {"company": "c1", "role": "user", "user": "u1", "company_name": "test"},
+                "env": "<unknown>",
+                "api_version": API_VERSION,
+                "server_version": SERVER_VERSION,
+                "server_build": "test-double",
+                "feature_set": "basic",
+                "iat": now,
+                "exp": now + 3600,
+            },
+            self._key,
+        )
         self._tokens.add(token)
         return self._send(handler, endpoint, 200, {"token": token})
 
@@ -304,7 +385,7 @@ class ClearMLApiDouble:
         found.sort(key=lambda m: m.created, reverse="-created" in (body.get("order_by") or []))
         if body.get("page_size") is not None:
             page, size = int(body.get("page") or 0), int(body["page_size"])
-            found = found[page * size:(page + 1) * size]
+            found = found[page * size : (page + 1) * size]
         return 200, {"models": [m.document() for m in found]}, 0, "OK", None
 
     def _models__edit(self, body: dict) -> tuple:
@@ -336,9 +417,26 @@ class ClearMLApiDouble:
 
     def _projects__get_all(self, body: dict) -> tuple:
         # projects.get_all -> {"projects": [Project]} (services/v2_23/projects.py)
-        return 200, {"projects": [{"id": "p0000000000000000000000000000001", "name": "mlops-tests",
-                                   "basename": "mlops-tests", "description": "", "tags": [], "system_tags": [],
-                                   "default_output_destination": None, "created": iso(time.time())}]}, 0, "OK", None
+        return (
+            200,
+            {
+                "projects": [
+                    {
+                        "id": "p0000000000000000000000000000001",
+                        "name": "mlops-tests",
+                        "basename": "mlops-tests",
+                        "description": "",
+                        "tags": [],
+                        "system_tags": [],
+                        "default_output_destination": None,
+                        "created": iso(time.time()),
+                    }
+                ]
+            },
+            0,
+            "OK",
+            None,
+        )
 
     def _tasks__get_by_id(self, body: dict) -> tuple:
         # tasks.get_by_id -> {"task": Task} (services/v2_23/tasks.py GetByIdResponse)
@@ -359,8 +457,10 @@ class ClearMLApiDouble:
         task = self.tasks.get(str(body.get("task")))
         if task is None:
             return 400, {}, 101, f"Invalid task id: id={body.get('task')}", {"id": body.get("task")}
-        data = {title: {name: {"name": name, "x": list(range(len(ys))), "y": list(ys)} for name, ys in series.items()}
-                for title, series in task.scalars.items()}
+        data = {
+            title: {name: {"name": name, "x": list(range(len(ys))), "y": list(ys)} for name, ys in series.items()}
+            for title, series in task.scalars.items()
+        }
         return 200, data, 0, "OK", None
 
     def _events__get_task_single_value_metrics(self, body: dict) -> tuple:
@@ -370,7 +470,20 @@ class ClearMLApiDouble:
         for task_id in body.get("tasks") or []:
             task = self.tasks.get(task_id)
             if task is not None:
-                out.append({"task": task.id, "task_name": task.name, "values": [
-                    {"metric": "Summary", "variant": name, "value": value, "timestamp": int(task.created * 1000),
-                     "iter": 0} for name, value in task.single_values.items()]})
+                out.append(
+                    {
+                        "task": task.id,
+                        "task_name": task.name,
+                        "values": [
+                            {
+                                "metric": "Summary",
+                                "variant": name,
+                                "value": value,
+                                "timestamp": int(task.created * 1000),
+                                "iter": 0,
+                            }
+                            for name, value in task.single_values.items()
+                        ],
+                    }
+                )
         return 200, {"tasks": out}, 0, "OK", None

@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 RELEASE_PARAMETERS = ("MODEL_REF", "TARGET", "REQUESTED_BY", "SLACK_CHANNEL", "SLACK_THREAD_TS")
@@ -43,28 +43,33 @@ class Build:
     number: int
     parameters: dict[str, str]
     queue_id: int
-    input_id: Optional[str] = "ReleaseApproval"   # the pending input step, if any (capitalised, as Jenkins does)
-    input_parameters: tuple[str, ...] = ("SLACK_APPROVER",)   # the input step's parameter definitions
+    input_id: str | None = "ReleaseApproval"  # the pending input step, if any (capitalised, as Jenkins does)
+    input_parameters: tuple[str, ...] = ("SLACK_APPROVER",)  # the input step's parameter definitions
     answers: list[dict[str, Any]] = field(default_factory=list)  # what answered the input
-    result: Optional[str] = None
+    result: str | None = None
 
 
 class JenkinsApiDouble:
-    def __init__(self, user: str = "chatops", token: str = "11aa22bb33cc44dd55ee66ff77889900",
-                 jobs: Optional[dict[str, tuple[str, ...]]] = None, start_after: int = 1,
-                 build_tokens: Optional[dict[str, str]] = None):
+    def __init__(
+        self,
+        user: str = "chatops",
+        token: str = "11aa22bb33cc44dd55ee66ff77889900",
+        jobs: dict[str, tuple[str, ...]] | None = None,
+        start_after: int = 1,
+        build_tokens: dict[str, str] | None = None,
+    ):
         self.user, self.token = user, token
         self.jobs = dict(jobs if jobs is not None else {"mlops-release": RELEASE_PARAMETERS})
         self.build_tokens = dict(build_tokens or {})
-        self.start_after = start_after        # queue reads before an item gets its executable
+        self.start_after = start_after  # queue reads before an item gets its executable
         self.queue: dict[int, dict[str, Any]] = {}
         self.builds: dict[tuple[str, int], Build] = {}
         self.requests: list[tuple[str, str]] = []
-        self.delay_s = 0.0   # every answer comes this late (a slow Jenkins)
+        self.delay_s = 0.0  # every answer comes this late (a slow Jenkins)
         self.lock = threading.Lock()
         self._queue_ids = itertools.count(100)
         self._numbers: dict[str, itertools.count] = {}
-        self.server: Optional[ThreadingHTTPServer] = None
+        self.server: ThreadingHTTPServer | None = None
         self.url = ""
 
     def start(self) -> str:
@@ -116,14 +121,24 @@ class JenkinsApiDouble:
         with self.lock:
             self.requests.append((method, url.path))
             if not self._authorised(headers):
-                return 401, "<html><body>Invalid password/token for user</body></html>", {
-                    "WWW-Authenticate": 'Basic realm="Jenkins"'}
+                return (
+                    401,
+                    "<html><body>Invalid password/token for user</body></html>",
+                    {"WWW-Authenticate": 'Basic realm="Jenkins"'},
+                )
             crumb = headers.get("Jenkins-Crumb")
             if crumb is not None and crumb != CRUMB:
                 return 403, "<html><body>No valid crumb was included in the request</body></html>", {}
             if url.path == "/crumbIssuer/api/json" and method == "GET":
-                return 200, {"_class": "hudson.security.csrf.DefaultCrumbIssuer", "crumb": CRUMB,
-                             "crumbRequestField": "Jenkins-Crumb"}, {}
+                return (
+                    200,
+                    {
+                        "_class": "hudson.security.csrf.DefaultCrumbIssuer",
+                        "crumb": CRUMB,
+                        "crumbRequestField": "Jenkins-Crumb",
+                    },
+                    {},
+                )
             queued = re.match(r"^/queue/item/(\d+)/api/json$", url.path)
             if queued and method == "GET":
                 return self._queue_item(int(queued.group(1)))
@@ -141,9 +156,14 @@ class JenkinsApiDouble:
         if item is None:
             return 404, "<html><body>Not Found</body></html>", {}
         item["reads"] += 1
-        body: dict[str, Any] = {"_class": "hudson.model.Queue$WaitingItem", "id": queue_id,
-                                "task": {"name": item["job"]}, "cancelled": item.get("cancelled", False),
-                                "why": "Waiting for next available executor", "executable": None}
+        body: dict[str, Any] = {
+            "_class": "hudson.model.Queue$WaitingItem",
+            "id": queue_id,
+            "task": {"name": item["job"]},
+            "cancelled": item.get("cancelled", False),
+            "why": "Waiting for next available executor",
+            "executable": None,
+        }
         if item.get("cancelled"):
             body["_class"] = "hudson.model.Queue$LeftItem"
         elif item["reads"] > self.start_after:
@@ -152,20 +172,41 @@ class JenkinsApiDouble:
                 number = next(self._numbers.setdefault(item["job"], itertools.count(1)))
                 item["number"] = number
                 self.builds[(item["job"], number)] = Build(item["job"], number, item["parameters"], queue_id)
-            body.update({"_class": "hudson.model.Queue$LeftItem", "why": None,
-                         "executable": {"_class": "org.jenkinsci.plugins.workflow.job.WorkflowRun",
-                                        "number": number, "url": self.build_url(item["job"], number)}})
+            body.update(
+                {
+                    "_class": "hudson.model.Queue$LeftItem",
+                    "why": None,
+                    "executable": {
+                        "_class": "org.jenkinsci.plugins.workflow.job.WorkflowRun",
+                        "number": number,
+                        "url": self.build_url(item["job"], number),
+                    },
+                }
+            )
         return 200, body, {}
 
-    def _job(self, method: str, job: str, rest: str, query: dict[str, list[str]],
-             raw: bytes) -> tuple[int, Any, dict[str, str]]:
+    def _job(
+        self, method: str, job: str, rest: str, query: dict[str, list[str]], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
         if rest == "/api/json" and method == "GET":
-            definitions = [{"_class": "hudson.model.StringParameterDefinition", "name": p, "type": "StringParameterDefinition"}
-                           for p in self.jobs[job]]
-            return 200, {"_class": "org.jenkinsci.plugins.workflow.job.WorkflowJob", "name": job.split("/")[-1],
-                         "fullName": job, "url": self.url + "".join(f"job/{p}/" for p in job.split("/")),
-                         "buildable": True, "property": [{"_class": "hudson.model.ParametersDefinitionProperty",
-                                                          "parameterDefinitions": definitions}]}, {}
+            definitions = [
+                {"_class": "hudson.model.StringParameterDefinition", "name": p, "type": "StringParameterDefinition"}
+                for p in self.jobs[job]
+            ]
+            return (
+                200,
+                {
+                    "_class": "org.jenkinsci.plugins.workflow.job.WorkflowJob",
+                    "name": job.split("/")[-1],
+                    "fullName": job,
+                    "url": self.url + "".join(f"job/{p}/" for p in job.split("/")),
+                    "buildable": True,
+                    "property": [
+                        {"_class": "hudson.model.ParametersDefinitionProperty", "parameterDefinitions": definitions}
+                    ],
+                },
+                {},
+            )
         if rest == "/buildWithParameters" and method == "POST":
             params = {k: v[0] for k, v in query.items()}
             token = params.pop("token", None)
@@ -180,10 +221,22 @@ class JenkinsApiDouble:
         record = self.builds[(job, int(build.group(1)))]
         tail = build.group(2)
         if tail == "/api/json" and method == "GET":
-            return 200, {"number": record.number, "url": self.build_url(job, record.number),
-                         "building": record.result is None, "result": record.result,
-                         "actions": [{"_class": "hudson.model.ParametersAction",
-                                      "parameters": [{"name": k, "value": v} for k, v in record.parameters.items()]}]}, {}
+            return (
+                200,
+                {
+                    "number": record.number,
+                    "url": self.build_url(job, record.number),
+                    "building": record.result is None,
+                    "result": record.result,
+                    "actions": [
+                        {
+                            "_class": "hudson.model.ParametersAction",
+                            "parameters": [{"name": k, "value": v} for k, v in record.parameters.items()],
+                        }
+                    ],
+                },
+                {},
+            )
         if tail in ("/", "/console") and method == "GET":
             return 200, f"<html><body>{job} #{record.number}</body></html>", {}
         answer = re.match(r"^/input/([^/]+)/(submit|abort|proceedEmpty)$", tail)
@@ -220,8 +273,9 @@ class JenkinsApiDouble:
         with self.lock:
             return [dict(item) for item in self.queue.values()]
 
-    def pending_build(self, job: str = "mlops-release", parameters: Optional[dict[str, str]] = None,
-                      input_id: str = "ReleaseApproval") -> Build:
+    def pending_build(
+        self, job: str = "mlops-release", parameters: dict[str, str] | None = None, input_id: str = "ReleaseApproval"
+    ) -> Build:
         """Start a build that waits at its input step (`input id: input_id`), as the pipeline does at the
         approval gate."""
         with self.lock:

@@ -21,16 +21,25 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from .kube_patch import MERGE_KEYS, ApiError, merge_patch, strategic_merge
 
 Path = tuple[str, ...]
-SKIP_META = {"name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
-             "selfLink"}
+SKIP_META = {
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "selfLink",
+}
 
 
-def list_key(field: str, items: list[Any], crd: bool) -> Optional[str]:
+def list_key(field: str, items: list[Any], crd: bool) -> str | None:
     """The merge key of an associative list (None: atomic). Custom resources' lists are atomic."""
     if crd or not items or not all(isinstance(i, dict) for i in items):
         return None
@@ -74,7 +83,7 @@ def get(obj: Any, path: Path) -> tuple[bool, Any]:
         if part.startswith("f:") and isinstance(node, dict) and part[2:] in node:
             node = node[part[2:]]
         elif part.startswith("k:") and isinstance(node, list):
-            (key, value), = json.loads(part[2:]).items()
+            ((key, value),) = json.loads(part[2:]).items()
             node = next((i for i in node if isinstance(i, dict) and i.get(key) == value), _MISSING)
             if node is _MISSING:
                 return False, None
@@ -99,7 +108,7 @@ def remove(obj: dict[str, Any], path: Path) -> None:
         if part.startswith("f:"):
             parent.pop(part[2:], None)
         else:
-            (key, value), = json.loads(part[2:]).items()
+            ((key, value),) = json.loads(part[2:]).items()
             parent[:] = [i for i in parent if not (isinstance(i, dict) and i.get(key) == value)]
         if parent or parent is obj:
             return
@@ -138,7 +147,7 @@ def dotted(path: Path) -> str:
         if part.startswith("f:"):
             text += "." + part[2:]
         else:
-            (key, value), = json.loads(part[2:]).items()
+            ((key, value),) = json.loads(part[2:]).items()
             text += f"[{key}={json.dumps(value)}]"
     return text
 
@@ -149,8 +158,10 @@ class Managers:
     def __init__(self, obj: dict[str, Any]):
         self.entries: dict[tuple[str, str], tuple[str, set[Path]]] = {}
         for e in (obj.get("metadata") or {}).get("managedFields") or []:
-            self.entries[(e["manager"], e["operation"])] = (e.get("apiVersion", ""),
-                                                            from_fields_v1(e.get("fieldsV1") or {}))
+            self.entries[(e["manager"], e["operation"])] = (
+                e.get("apiVersion", ""),
+                from_fields_v1(e.get("fieldsV1") or {}),
+            )
 
     def others(self, manager: str) -> list[tuple[tuple[str, str], tuple[str, set[Path]]]]:
         return [(who, e) for who, e in self.entries.items() if who != (manager, "Apply")]
@@ -164,16 +175,24 @@ class Managers:
         else:
             self.entries.pop(who, None)
 
-    def drop(self, paths: set[Path], keep: Optional[tuple[str, str]] = None) -> None:
+    def drop(self, paths: set[Path], keep: tuple[str, str] | None = None) -> None:
         for who, (version, owned) in list(self.entries.items()):
             if who != keep:
                 self.set(who, version, owned - paths)
 
     def store(self, obj: dict[str, Any], now: str) -> dict[str, Any]:
         obj.setdefault("metadata", {})["managedFields"] = [
-            {"manager": manager, "operation": operation, "apiVersion": version, "time": now,
-             "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(paths)}
-            for (manager, operation), (version, paths) in self.entries.items() if paths]
+            {
+                "manager": manager,
+                "operation": operation,
+                "apiVersion": version,
+                "time": now,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": to_fields_v1(paths),
+            }
+            for (manager, operation), (version, paths) in self.entries.items()
+            if paths
+        ]
         return obj
 
 
@@ -192,8 +211,16 @@ def conflicts(live: dict[str, Any], applied: dict[str, Any], manager: str, crd: 
     return found
 
 
-def merge_applied(live: dict[str, Any], applied: dict[str, Any], manager: str, api_version: str, force: bool, crd: bool,
-          merge: Any, now: str) -> dict[str, Any]:
+def merge_applied(
+    live: dict[str, Any],
+    applied: dict[str, Any],
+    manager: str,
+    api_version: str,
+    force: bool,
+    crd: bool,
+    merge: Any,
+    now: str,
+) -> dict[str, Any]:
     """The object after `manager` applies `applied` (conflicts already checked); managedFields updated."""
     managers = Managers(live)
     new_paths = fields(applied, crd)
@@ -207,17 +234,18 @@ def merge_applied(live: dict[str, Any], applied: dict[str, Any], manager: str, a
     kept = others | new_paths
     removed: list[Path] = []
     for path in sorted(before - kept, key=len):  # an item before its fields: the whole item goes
-        if any(path[:len(r)] == r for r in removed):
+        if any(path[: len(r)] == r for r in removed):
             continue
-        if not any(p[:len(path)] == path for p in kept if len(p) > len(path)):  # nobody owns part of it
+        if not any(p[: len(path)] == path for p in kept if len(p) > len(path)):  # nobody owns part of it
             remove(result, path)
             removed.append(path)
     managers.set((manager, "Apply"), api_version, new_paths)
     return managers.store(result, now)
 
 
-def update(live: Optional[dict[str, Any]], new: dict[str, Any], manager: str, api_version: str, crd: bool,
-           now: str) -> dict[str, Any]:
+def update(
+    live: dict[str, Any] | None, new: dict[str, Any], manager: str, api_version: str, crd: bool, now: str
+) -> dict[str, Any]:
     """An Update by `manager` (create or non-apply patch): the fields it changed become its own."""
     managers = Managers(live) if live is not None else Managers({})
     after = fields(new, crd)
@@ -240,22 +268,40 @@ class ServerSideApply:
         """?fieldManager=, required for an apply; for other writes the User-Agent up to its first '/'."""
         manager = query.get("fieldManager", [""])[0]
         if "force" in query and content_type != self.APPLY:
-            raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io is invalid: force: Forbidden: may not be "
-                                           "specified for non-apply patch")
+            raise ApiError(
+                422,
+                "Invalid",
+                "PatchOptions.meta.k8s.io is invalid: force: Forbidden: may not be specified for non-apply patch",
+            )
         if content_type == self.APPLY and verb == "patch" and not manager:
-            raise ApiError(422, "Invalid", "PatchOptions.meta.k8s.io is invalid: fieldManager: Required value: "
-                                           "is required for apply patch")
+            raise ApiError(
+                422,
+                "Invalid",
+                "PatchOptions.meta.k8s.io is invalid: fieldManager: Required value: is required for apply patch",
+            )
         return manager or (self.user_agent.split("/")[0] or "unknown")
 
-    def apply(self, key: tuple[str, str, str, str], api_version: str, kind: str, resource: str, body: Any,
-              manager: str, force: bool) -> tuple[int, dict[str, Any]]:
+    def apply(
+        self,
+        key: tuple[str, str, str, str],
+        api_version: str,
+        kind: str,
+        resource: str,
+        body: Any,
+        manager: str,
+        force: bool,
+    ) -> tuple[int, dict[str, Any]]:
         """Server-side apply: create when absent; else merge, 409 on another manager's field unless forced."""
         name = key[3]
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "error decoding YAML: the applied configuration is not an object")
         if (body.get("apiVersion"), body.get("kind")) != (api_version, kind):
-            raise ApiError(400, "BadRequest", f"the applied configuration's apiVersion/kind "
-                                              f"{body.get('apiVersion')}/{body.get('kind')} is not {api_version}/{kind}")
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the applied configuration's apiVersion/kind "
+                f"{body.get('apiVersion')}/{body.get('kind')} is not {api_version}/{kind}",
+            )
         if (body.get("metadata") or {}).get("name") != name:
             raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
         crd = self._crd(key)
@@ -268,18 +314,31 @@ class ServerSideApply:
             return 201, created
         found = conflicts(live, body, manager, crd)
         if found and not force:
-            causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{who}" using {version}',
-                       "field": dotted(path)} for who, version, path in found]
+            causes = [
+                {
+                    "reason": "FieldManagerConflict",
+                    "message": f'conflict with "{who}" using {version}',
+                    "field": dotted(path),
+                }
+                for who, version, path in found
+            ]
             lines = "\n".join(f"- {c['message']}: {c['field']}" for c in causes)
-            raise ApiError(409, "Conflict", f"Apply failed with {len(found)} conflict{'s' if len(found) > 1 else ''}: "
-                                            + (f"{causes[0]['message']}: {causes[0]['field']}" if len(found) == 1
-                                               else "\n" + lines),
-                           {"name": name, "group": key[0], "kind": key[1], "causes": causes})
+            raise ApiError(
+                409,
+                "Conflict",
+                f"Apply failed with {len(found)} conflict{'s' if len(found) > 1 else ''}: "
+                + (f"{causes[0]['message']}: {causes[0]['field']}" if len(found) == 1 else "\n" + lines),
+                {"name": name, "group": key[0], "kind": key[1], "causes": causes},
+            )
         precondition = (body.get("metadata") or {}).get("resourceVersion")
         if precondition and precondition != live["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {resource} "{name}": the object has '
-                                            "been modified; please apply your changes to the latest version and try again",
-                           {"name": name, "group": key[0], "kind": key[1]})
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {resource} "{name}": the object has '
+                "been modified; please apply your changes to the latest version and try again",
+                {"name": name, "group": key[0], "kind": key[1]},
+            )
         merge = merge_patch if crd else strategic_merge
         new = merge_applied(live, body, manager, api_version, force, crd, merge, self.now())
         if kind == "Deployment":
@@ -287,8 +346,9 @@ class ServerSideApply:
         for fixed in ("uid", "namespace", "name", "creationTimestamp", "generation", "resourceVersion"):
             new["metadata"][fixed] = live["metadata"].get(fixed)
         if kind == "Deployment" and new["spec"].get("selector") != live["spec"].get("selector"):
-            raise ApiError(422, "Invalid", f'Deployment.apps "{name}" is invalid: spec.selector: Invalid value: '
-                                           "field is immutable")
+            raise ApiError(
+                422, "Invalid", f'Deployment.apps "{name}" is invalid: spec.selector: Invalid value: field is immutable'
+            )
         if new.get("spec") != live.get("spec"):
             new["metadata"]["generation"] = live["metadata"]["generation"] + 1
         if "status" in live:
@@ -297,4 +357,3 @@ class ServerSideApply:
             self._stamp(new)
         self.objects[key] = new
         return 200, new
-

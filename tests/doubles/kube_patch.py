@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional
+from typing import Any
 
-MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name",
-              "volumeMounts": "mountPath", "ports": "containerPort", "imagePullSecrets": "name"}
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "ports": "containerPort",
+    "imagePullSecrets": "name",
+}
 
 
-def status_body(code: int, reason: str, message: str, details: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def status_body(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     """A metav1.Status, as every API error body is."""
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     if details is not None:
         body["details"] = details
     return body
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str, details: Optional[dict[str, Any]] = None):
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None):
         super().__init__(message)
         self.body = status_body(code, reason, message, details)
         self.code = code
@@ -35,7 +49,9 @@ def strategic_merge(live: Any, patch: Any, key: str = "") -> Any:
             else:
                 out[k] = strategic_merge(live.get(k), v, k)
         return out
-    merge_key = "port" if key == "ports" and isinstance(patch, list) and patch and "port" in patch[0] else MERGE_KEYS.get(key)
+    merge_key = (
+        "port" if key == "ports" and isinstance(patch, list) and patch and "port" in patch[0] else MERGE_KEYS.get(key)
+    )
     if isinstance(patch, list) and isinstance(live, list) and merge_key and all(isinstance(i, dict) for i in patch):
         out = [copy.deepcopy(i) for i in live]
         for item in patch:
@@ -72,8 +88,12 @@ def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
         leaf = parts[-1]
         if op["op"] in ("add", "replace"):
             if op["op"] == "replace" and isinstance(parent, dict) and leaf not in parent:
-                raise ApiError(422, "Invalid", f"the server rejected our request: replace operation does not apply: "
-                                               f"doc is missing key: {op['path']}")
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f"the server rejected our request: replace operation does not apply: "
+                    f"doc is missing key: {op['path']}",
+                )
             parent[leaf] = copy.deepcopy(op["value"])
         elif op["op"] == "remove":
             parent.pop(leaf, None)

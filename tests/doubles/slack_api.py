@@ -21,7 +21,7 @@ import itertools
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import parse_qs
 
 
@@ -30,14 +30,14 @@ class SlackWebAPIDouble:
         self.token = token
         self.channels = set(channels)
         self.messages: list[dict[str, Any]] = []
-        self.calls: list[dict[str, Any]] = []   # every request: method, status, error
-        self.script: list[int] = []             # HTTP statuses for the next calls (429, 500)
+        self.calls: list[dict[str, Any]] = []  # every request: method, status, error
+        self.script: list[int] = []  # HTTP statuses for the next calls (429, 500)
         self._ts = itertools.count(1)
         self._lock = threading.Lock()
         double = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 status, answer = double._answer(self.path, self.headers, raw)
@@ -104,17 +104,40 @@ class SlackWebAPIDouble:
             found = next((m for m in self.messages if m["channel"] == channel and m["ts"] == args.get("ts")), None)
             if found is None:
                 return {"ok": False, "error": "message_not_found"}
-            found.update(text=args.get("text", found["text"]), blocks=blocks if blocks is not None else found["blocks"],
-                         updated=found.get("updated", 0) + 1)
-            return {"ok": True, "channel": channel, "ts": found["ts"], "text": found["text"],
-                    "message": {"text": found["text"], "blocks": found["blocks"]}}
+            found.update(
+                text=args.get("text", found["text"]),
+                blocks=blocks if blocks is not None else found["blocks"],
+                updated=found.get("updated", 0) + 1,
+            )
+            return {
+                "ok": True,
+                "channel": channel,
+                "ts": found["ts"],
+                "text": found["text"],
+                "message": {"text": found["text"], "blocks": found["blocks"]},
+            }
         ts = f"1700000000.{next(self._ts):06d}"
-        message = {"channel": channel, "ts": ts, "thread_ts": args.get("thread_ts") or None,
-                   "text": args.get("text", ""), "blocks": blocks or [], "updated": 0}
+        message = {
+            "channel": channel,
+            "ts": ts,
+            "thread_ts": args.get("thread_ts") or None,
+            "text": args.get("text", ""),
+            "blocks": blocks or [],
+            "updated": 0,
+        }
         self.messages.append(message)
-        return {"ok": True, "channel": channel, "ts": ts,
-                "message": {"type": "message", "text": message["text"], "blocks": message["blocks"], "ts": ts,
-                            **({"thread_ts": message["thread_ts"]} if message["thread_ts"] else {})}}
+        return {
+            "ok": True,
+            "channel": channel,
+            "ts": ts,
+            "message": {
+                "type": "message",
+                "text": message["text"],
+                "blocks": message["blocks"],
+                "ts": ts,
+                **({"thread_ts": message["thread_ts"]} if message["thread_ts"] else {}),
+            },
+        }
 
     @staticmethod
     def _args(content_type: str, raw: bytes) -> dict[str, Any]:
@@ -125,7 +148,7 @@ class SlackWebAPIDouble:
             return data
         return {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
 
-    def in_thread(self, thread_ts: Optional[str]) -> list[dict[str, Any]]:
+    def in_thread(self, thread_ts: str | None) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["thread_ts"] == thread_ts]
 
 

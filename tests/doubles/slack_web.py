@@ -16,27 +16,32 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from slack_sdk.signature import SignatureVerifier
 
 
 class SlackWebDouble:
-    def __init__(self, token: str = "xoxb-double-token", channels: tuple[str, ...] = ("C_RELEASES",),
-                 groups: Optional[dict[str, list[str]]] = None):
+    def __init__(
+        self,
+        token: str = "xoxb-double-token",
+        channels: tuple[str, ...] = ("C_RELEASES",),
+        groups: dict[str, list[str]] | None = None,
+    ):
         self.token = token
         self.channels = set(channels)
         self.groups = dict(groups or {})
-        self.messages: list[dict[str, Any]] = []   # every posted message: channel, ts, thread_ts, text, blocks
+        self.messages: list[dict[str, Any]] = []  # every posted message: channel, ts, thread_ts, text, blocks
         self.updates: list[dict[str, Any]] = []
         self.responses: dict[str, list[dict[str, Any]]] = {}  # response_url id -> bodies
         self.calls: list[str] = []
-        self.delay_s = 0.0   # every answer comes this late (a slow Slack)
+        self.delay_s = 0.0  # every answer comes this late (a slow Slack)
         self.lock = threading.Lock()
         self._ts = itertools.count(1)
-        self.server: Optional[ThreadingHTTPServer] = None
+        self.server: ThreadingHTTPServer | None = None
         self.url = ""
 
     # --- serving --------------------------------------------------------------------------------
@@ -97,7 +102,7 @@ class SlackWebDouble:
             args = json.loads(raw or b"{}")
         else:
             args = {k: v[0] for k, v in parse_qs(raw.decode() if raw else url.query).items()}
-        answer = self.method(url.path[len("/api/"):], args)
+        answer = self.method(url.path[len("/api/") :], args)
         return 200, answer, "application/json"
 
     def method(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -112,12 +117,18 @@ class SlackWebDouble:
                 blocks = json.loads(blocks)
             with self.lock:
                 if name == "chat.update":
-                    self.updates.append({"channel": channel, "ts": args.get("ts"), "text": args.get("text"),
-                                         "blocks": blocks})
+                    self.updates.append(
+                        {"channel": channel, "ts": args.get("ts"), "text": args.get("text"), "blocks": blocks}
+                    )
                     return {"ok": True, "channel": channel, "ts": args.get("ts"), "text": args.get("text")}
                 ts = f"{1_700_000_000 + next(self._ts)}.000100"
-                message = {"channel": channel, "ts": ts, "thread_ts": args.get("thread_ts"), "text": args.get("text"),
-                           "blocks": blocks}
+                message = {
+                    "channel": channel,
+                    "ts": ts,
+                    "thread_ts": args.get("thread_ts"),
+                    "text": args.get("text"),
+                    "blocks": blocks,
+                }
                 self.messages.append(message)
             return {"ok": True, "channel": channel, "ts": ts, "message": {"text": args.get("text"), "ts": ts}}
         if name == "usergroups.users.list":
@@ -160,32 +171,78 @@ class SlackSender:
         self.signer = SignatureVerifier(signing_secret)
         self.team, self.channel = team, channel
 
-    def sign(self, body: str, timestamp: Optional[int] = None) -> dict[str, str]:
+    def sign(self, body: str, timestamp: int | None = None) -> dict[str, str]:
         ts = str(int(time.time()) if timestamp is None else timestamp)
-        return {"X-Slack-Request-Timestamp": ts,
-                "X-Slack-Signature": self.signer.generate_signature(timestamp=ts, body=body),
-                "Content-Type": "application/x-www-form-urlencoded"}
+        return {
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": self.signer.generate_signature(timestamp=ts, body=body),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
 
-    def command(self, text: str, user: str, response_url: str, *, team: Optional[str] = None,
-                channel: Optional[str] = None, trigger_id: Optional[str] = None) -> str:
-        return urlencode({"token": "deprecated-verification-token", "team_id": team or self.team,
-                          "team_domain": "example", "channel_id": channel or self.channel, "channel_name": "releases",
-                          "user_id": user, "user_name": user.lower(), "command": "/mlops", "text": text,
-                          "api_app_id": "A_MLOPS", "is_enterprise_install": "false", "response_url": response_url,
-                          "trigger_id": trigger_id or f"{uuid.uuid4().int % 10**13}.{uuid.uuid4().hex[:12]}"})
+    def command(
+        self,
+        text: str,
+        user: str,
+        response_url: str,
+        *,
+        team: str | None = None,
+        channel: str | None = None,
+        trigger_id: str | None = None,
+    ) -> str:
+        return urlencode(
+            {
+                "token": "deprecated-verification-token",
+                "team_id": team or self.team,
+                "team_domain": "example",
+                "channel_id": channel or self.channel,
+                "channel_name": "releases",
+                "user_id": user,
+                "user_name": user.lower(),
+                "command": "/mlops",
+                "text": text,
+                "api_app_id": "A_MLOPS",
+                "is_enterprise_install": "false",
+                "response_url": response_url,
+                "trigger_id": trigger_id or f"{uuid.uuid4().int % 10**13}.{uuid.uuid4().hex[:12]}",
+            }
+        )
 
-    def click(self, action_id: str, value: str, user: str, response_url: str, message: dict[str, Any], *,
-              team: Optional[str] = None, channel: Optional[str] = None, trigger_id: Optional[str] = None) -> str:
+    def click(
+        self,
+        action_id: str,
+        value: str,
+        user: str,
+        response_url: str,
+        message: dict[str, Any],
+        *,
+        team: str | None = None,
+        channel: str | None = None,
+        trigger_id: str | None = None,
+    ) -> str:
         payload = {
-            "type": "block_actions", "team": {"id": team or self.team, "domain": "example"},
+            "type": "block_actions",
+            "team": {"id": team or self.team, "domain": "example"},
             "user": {"id": user, "username": user.lower(), "team_id": team or self.team},
-            "api_app_id": "A_MLOPS", "token": "deprecated-verification-token",
-            "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel or self.channel,
-                          "is_ephemeral": False},
+            "api_app_id": "A_MLOPS",
+            "token": "deprecated-verification-token",
+            "container": {
+                "type": "message",
+                "message_ts": message["ts"],
+                "channel_id": channel or self.channel,
+                "is_ephemeral": False,
+            },
             "trigger_id": trigger_id or f"{uuid.uuid4().int % 10**13}.{uuid.uuid4().hex[:12]}",
             "channel": {"id": channel or self.channel, "name": "releases"},
-            "message": message, "response_url": response_url,
-            "actions": [{"action_id": action_id, "block_id": "mlops_approval", "value": value, "type": "button",
-                         "action_ts": f"{time.time():.6f}"}],
+            "message": message,
+            "response_url": response_url,
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": "mlops_approval",
+                    "value": value,
+                    "type": "button",
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
         }
         return urlencode({"payload": json.dumps(payload)})

@@ -14,9 +14,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -39,7 +40,7 @@ class SlackDouble:
         double = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 double.calls += 1
                 status, text = (404, "no_service") if self.path != SLACK_PATH else double.answer
@@ -98,13 +99,19 @@ class Relay:
     def log(self) -> str:
         return "".join((self.tmp / f"relay-{i}.log").read_text(errors="replace") for i in range(self.starts))
 
-    def start(self) -> "Relay":
+    def start(self) -> Relay:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
         environ.update(self.env)
         out = open(self.tmp / f"relay-{self.starts}.log", "wb")
         self.starts += 1
-        self.proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "alert-relay"], cwd=self.tmp,
-                                     env=environ, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlops_cli.cli", "alert-relay"],
+            cwd=self.tmp,
+            env=environ,
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+        )
         out.close()
         deadline = time.monotonic() + 30
         while True:
@@ -153,13 +160,23 @@ def make_relay(tmp_path: Path, slack: SlackDouble, kafka: KafkaBrokerDouble):
     relays: list[Relay] = []
 
     def make(**extra: str) -> Relay:
-        env = {"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__PORT": str(free_port()), "MLOPS_RELAY__INSECURE": "true",
-               "MLOPS_RELAY__SINKS": '["slack", "kafka"]', "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"),
-               "MLOPS_RELAY__RETRIES": "2", "MLOPS_RELAY__RETRY_BACKOFF_S": "0.2", "MLOPS_RELAY__MAX_BACKOFF_S": "0.5",
-               "MLOPS_RELAY__RUNBOOK_BASE_URL": "https://git.example.org/mlops/blob/main",
-               "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url, "MLOPS_NOTIFY__SLACK__TIMEOUT_S": "2",
-               "MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap, "MLOPS_NOTIFY__KAFKA__TOPIC": TOPIC,
-               "MLOPS_NOTIFY__KAFKA__TIMEOUT_S": "2", **extra}
+        env = {
+            "MLOPS_RELAY__TOKEN": TOKEN,
+            "MLOPS_RELAY__PORT": str(free_port()),
+            "MLOPS_RELAY__INSECURE": "true",
+            "MLOPS_RELAY__SINKS": '["slack", "kafka"]',
+            "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"),
+            "MLOPS_RELAY__RETRIES": "2",
+            "MLOPS_RELAY__RETRY_BACKOFF_S": "0.2",
+            "MLOPS_RELAY__MAX_BACKOFF_S": "0.5",
+            "MLOPS_RELAY__RUNBOOK_BASE_URL": "https://git.example.org/mlops/blob/main",
+            "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url,
+            "MLOPS_NOTIFY__SLACK__TIMEOUT_S": "2",
+            "MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap,
+            "MLOPS_NOTIFY__KAFKA__TOPIC": TOPIC,
+            "MLOPS_NOTIFY__KAFKA__TIMEOUT_S": "2",
+            **extra,
+        }
         relay = Relay(tmp_path, env)
         relays.append(relay)
         return relay
@@ -170,21 +187,41 @@ def make_relay(tmp_path: Path, slack: SlackDouble, kafka: KafkaBrokerDouble):
 
 
 def alert(name: str = "MlopsFeatureDrift", status: str = "firing", fingerprint: str = "f1", **labels: str) -> dict:
-    return {"status": status,
-            "labels": {"alertname": name, "severity": "critical", "namespace": "ns", "job": "iris",
-                       "feature": "petal_length_cm", **labels},
-            "annotations": {"summary": "iris: feature petal_length_cm drifted (PSI 0.412 > 0.25)",
-                            "description": "The population stability index of petal_length_cm is above 0.25.",
-                            "runbook_url": "deploy/monitoring/runbooks.md#mlopsfeaturedrift"},
-            "startsAt": "2026-11-25T20:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prometheus:9090/graph?g0.expr=x", "fingerprint": fingerprint}
+    return {
+        "status": status,
+        "labels": {
+            "alertname": name,
+            "severity": "critical",
+            "namespace": "ns",
+            "job": "iris",
+            "feature": "petal_length_cm",
+            **labels,
+        },
+        "annotations": {
+            "summary": "iris: feature petal_length_cm drifted (PSI 0.412 > 0.25)",
+            "description": "The population stability index of petal_length_cm is above 0.25.",
+            "runbook_url": "deploy/monitoring/runbooks.md#mlopsfeaturedrift",
+        },
+        "startsAt": "2026-11-25T20:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=x",
+        "fingerprint": fingerprint,
+    }
 
 
 def alertmanager(*alerts: dict) -> dict:
-    return {"version": "4", "groupKey": '{}:{alertname="MlopsFeatureDrift"}', "truncatedAlerts": 0,
-            "status": "firing", "receiver": "mlops-relay", "groupLabels": {"alertname": "MlopsFeatureDrift"},
-            "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
-            "alerts": list(alerts)}
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="MlopsFeatureDrift"}',
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "mlops-relay",
+        "groupLabels": {"alertname": "MlopsFeatureDrift"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": list(alerts),
+    }
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
@@ -210,8 +247,10 @@ def test_alerts_reach_slack_as_block_kit_and_kafka_as_json_events(make_relay, sl
     assert [b["type"] for b in first["blocks"]] == ["header", "section", "section", "context"]
     facts = " ".join(f["text"] for f in first["blocks"][2]["fields"])
     assert "*job*\niris" in facts and "*feature*\npetal_length_cm" in facts and "*severity*\ncritical" in facts
-    assert "<https://git.example.org/mlops/blob/main/deploy/monitoring/runbooks.md#mlopsfeaturedrift|details>" in \
-        first["blocks"][3]["elements"][0]["text"]
+    assert (
+        "<https://git.example.org/mlops/blob/main/deploy/monitoring/runbooks.md#mlopsfeaturedrift|details>"
+        in first["blocks"][3]["elements"][0]["text"]
+    )
     assert slack.received[1]["text"].startswith(":white_check_mark: RESOLVED MlopsFeatureDrift")
 
     messages = kafka.topic(TOPIC)
@@ -228,21 +267,49 @@ def test_alerts_reach_slack_as_block_kit_and_kafka_as_json_events(make_relay, sl
     assert relay.queued("slack") == relay.queued("kafka") == []
     assert TOKEN not in relay.log and SLACK_PATH not in relay.log
     promtool = require_tool("promtool")  # the relay's own metrics are clean exposition too
-    check = subprocess.run([promtool, "check", "metrics"], input=httpx.get(f"{relay.url}/metrics").text,
-                           capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=httpx.get(f"{relay.url}/metrics").text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert (check.returncode, check.stdout + check.stderr) == (0, "")
 
 
 def test_grafana_webhooks_are_relayed(make_relay, slack, kafka) -> None:
     relay = make_relay().start()
-    grafana = {"receiver": "mlops", "status": "firing", "orgId": 1, "version": "1", "state": "alerting",
-               "title": "[FIRING:1] High latency", "message": "…", "groupKey": "{}", "truncatedAlerts": 0,
-               "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://grafana:3000/",
-               "alerts": [{"status": "firing", "labels": {"alertname": "High latency", "grafana_folder": "mlops"},
-                           "annotations": {"summary": "p95 over 500ms"}, "startsAt": "2026-11-25T20:00:00Z",
-                           "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://grafana:3000/alerting/x",
-                           "fingerprint": "abc", "silenceURL": "http://grafana:3000/s", "values": {"A": 0.7},
-                           "dashboardURL": "http://grafana:3000/d/mlops-service", "panelURL": "", "valueString": ""}]}
+    grafana = {
+        "receiver": "mlops",
+        "status": "firing",
+        "orgId": 1,
+        "version": "1",
+        "state": "alerting",
+        "title": "[FIRING:1] High latency",
+        "message": "…",
+        "groupKey": "{}",
+        "truncatedAlerts": 0,
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://grafana:3000/",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "High latency", "grafana_folder": "mlops"},
+                "annotations": {"summary": "p95 over 500ms"},
+                "startsAt": "2026-11-25T20:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://grafana:3000/alerting/x",
+                "fingerprint": "abc",
+                "silenceURL": "http://grafana:3000/s",
+                "values": {"A": 0.7},
+                "dashboardURL": "http://grafana:3000/d/mlops-service",
+                "panelURL": "",
+                "valueString": "",
+            }
+        ],
+    }
     assert relay.post(grafana, source="grafana").status_code == 202
     wait_for(lambda: slack.received and kafka.topic(TOPIC), "not delivered")
     assert slack.received[0]["text"] == ":warning: FIRING High latency: p95 over 500ms"
@@ -256,8 +323,12 @@ def test_wrong_or_missing_token_is_401_and_nothing_is_forwarded(make_relay, slac
     for token in ("wrong", None, TOKEN + "x", TOKEN[:-1]):
         r = relay.post(alertmanager(alert(fingerprint="bad")), token=token)
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
-    r = httpx.post(f"{relay.url}/v1/alertmanager", json=alertmanager(alert()),
-                   headers={"Authorization": f"Basic {TOKEN}"}, timeout=10)
+    r = httpx.post(
+        f"{relay.url}/v1/alertmanager",
+        json=alertmanager(alert()),
+        headers={"Authorization": f"Basic {TOKEN}"},
+        timeout=10,
+    )
     assert r.status_code == 401
     # a good one afterwards is the only one that arrives
     assert relay.post(alertmanager(alert(fingerprint="good"))).status_code == 202
@@ -274,10 +345,13 @@ MALFORMED = [
     (b"{}", "status"),
     (json.dumps({"status": "firing", "alerts": []}).encode(), "alerts"),
     (json.dumps({"status": "firing", "alerts": [{"status": "odd", "labels": {"a": "b"}}]}).encode(), "alerts.0.status"),
-    (json.dumps({"status": "firing", "alerts": [{"status": "firing", "labels": {"a": 1}}]}).encode(), "alerts.0.labels.a"),
+    (
+        json.dumps({"status": "firing", "alerts": [{"status": "firing", "labels": {"a": 1}}]}).encode(),
+        "alerts.0.labels.a",
+    ),
     (json.dumps({"status": "firing", "alerts": [{"status": "firing", "labels": {}}]}).encode(), "alerts.0.labels"),
     (json.dumps({"status": "firing", "alerts": "x"}).encode(), "alerts"),
-    ("{\"status\": \"firing\", \"alerts\": [\udc80]}".encode("utf-8", "surrogateescape"), "not JSON"),
+    ('{"status": "firing", "alerts": [\udc80]}'.encode("utf-8", "surrogateescape"), "not JSON"),
 ]
 
 
@@ -301,8 +375,14 @@ def test_sinks_down_are_retried_reported_queued_on_disk_and_delivered_when_back(
     relay = make_relay().start()
     assert relay.post(alertmanager(alert(fingerprint="a1"))).status_code == 202
     # retried with backoff, then reported down; the alert stays on disk for both sinks
-    wait_for(lambda: relay.metric("mlops_relay_sink_up", sink="slack") == 0
-             and relay.metric("mlops_relay_sink_up", sink="kafka") == 0, "sinks not reported down", timeout=60)
+    wait_for(
+        lambda: (
+            relay.metric("mlops_relay_sink_up", sink="slack") == 0
+            and relay.metric("mlops_relay_sink_up", sink="kafka") == 0
+        ),
+        "sinks not reported down",
+        timeout=60,
+    )
     assert relay.metric("mlops_relay_delivery_failures_total", sink="slack", retryable="true") >= 3
     assert relay.metric("mlops_relay_delivery_failures_total", sink="kafka", retryable="true") >= 3
     assert "slack is down after 3 attempts: slack webhook answered 500" in relay.log
@@ -315,13 +395,14 @@ def test_sinks_down_are_retried_reported_queued_on_disk_and_delivered_when_back(
     # a new relay starts while the sinks are still down and takes a second alert
     relay.start()
     assert relay.post(alertmanager(alert(fingerprint="a2"))).status_code == 202
-    wait_for(lambda: relay.metric("mlops_relay_delivery_failures_total", sink="kafka", retryable="true") >= 1,
-             "no retry after restart")
+    wait_for(
+        lambda: relay.metric("mlops_relay_delivery_failures_total", sink="kafka", retryable="true") >= 1,
+        "no retry after restart",
+    )
     # the sinks come back: both alerts arrive, in order, and the queues empty
     slack.answer = (200, "ok")
     kafka.start()
-    wait_for(lambda: len(slack.received) == 2 and len(kafka.topic(TOPIC)) == 2, "not delivered when back",
-             timeout=60)
+    wait_for(lambda: len(slack.received) == 2 and len(kafka.topic(TOPIC)) == 2, "not delivered when back", timeout=60)
     assert [m.key for m in kafka.topic(TOPIC)] == [b"a1", b"a2"]
     assert [json.loads(json.dumps(s))["text"] for s in slack.received][0].startswith(":rotating_light: FIRING")
     wait_for(lambda: relay.queued("slack") == relay.queued("kafka") == [], "queue not emptied")
@@ -356,27 +437,46 @@ def test_a_message_a_sink_refuses_for_good_becomes_a_dead_letter(make_relay, sla
 def test_bad_relay_configuration_is_one_line_and_exit_2(tmp_path: Path, slack) -> None:
     from helpers import run_cli
 
-    cases = [({}, "the relay needs a shared token"),
-             ({"MLOPS_RELAY__TOKEN": TOKEN}, "the relay has nowhere to send alerts"),
-             ({"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__SINKS": '["pager"]'}, "unknown notifier 'pager'"),
-             ({"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__SINKS": '["kafka"]'}, "the kafka notifier has no brokers"),
-             ({"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__SINKS": '["kafka"]',
-               "MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS": "nohostport"}, "'nohostport' is not host:port"),
-             ({"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__SINKS": '["slack"]'}, "the slack notifier has no webhook URL"),
-             ({"MLOPS_RELAY__TOKEN_FILE": str(tmp_path / "missing"), "MLOPS_RELAY__SINKS": '["slack"]'},
-              "relay.token_file")]
+    cases = [
+        ({}, "the relay needs a shared token"),
+        ({"MLOPS_RELAY__TOKEN": TOKEN}, "the relay has nowhere to send alerts"),
+        ({"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__SINKS": '["pager"]'}, "unknown notifier 'pager'"),
+        ({"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__SINKS": '["kafka"]'}, "the kafka notifier has no brokers"),
+        (
+            {
+                "MLOPS_RELAY__TOKEN": TOKEN,
+                "MLOPS_RELAY__SINKS": '["kafka"]',
+                "MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS": "nohostport",
+            },
+            "'nohostport' is not host:port",
+        ),
+        ({"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__SINKS": '["slack"]'}, "the slack notifier has no webhook URL"),
+        ({"MLOPS_RELAY__TOKEN_FILE": str(tmp_path / "missing"), "MLOPS_RELAY__SINKS": '["slack"]'}, "relay.token_file"),
+    ]
     for env, message in cases:
         run = run_cli("alert-relay", cwd=tmp_path, env={"MLOPS_RELAY__INSECURE": "true", **env}, timeout=60)
         assert run.returncode == 2 and message in run.stderr, (env, run.stderr)
         assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
     busy = free_port()
     import socket
+
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", busy))
         holder.listen(1)
-        run = run_cli("alert-relay", "--port", str(busy), "--sink", "slack", cwd=tmp_path, timeout=60,
-                      env={"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url,
-                           "MLOPS_RELAY__INSECURE": "true"})
+        run = run_cli(
+            "alert-relay",
+            "--port",
+            str(busy),
+            "--sink",
+            "slack",
+            cwd=tmp_path,
+            timeout=60,
+            env={
+                "MLOPS_RELAY__TOKEN": TOKEN,
+                "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url,
+                "MLOPS_RELAY__INSECURE": "true",
+            },
+        )
     assert run.returncode == 2 and "could not listen" in run.stderr, run.stderr
 
 
@@ -388,8 +488,10 @@ def test_a_topic_kafka_refuses_is_kafka_down_the_alert_kept_and_slack_still_gets
     wait_for(lambda: relay.metric("mlops_relay_sink_up", sink="kafka") == 0, "kafka not reported down")
     assert relay.metric("mlops_relay_dead_letters_total", sink="kafka") == 0
     assert relay.metric("mlops_relay_delivery_failures_total", sink="kafka", retryable="true") >= 1
-    assert f"kafka is down: it refuses every message (kafka refused topic {TOPIC}: TopicAuthorizationFailedError)" \
+    assert (
+        f"kafka is down: it refuses every message (kafka refused topic {TOPIC}: TopicAuthorizationFailedError)"
         in relay.log
+    )
     wait_for(lambda: slack.received, "slack did not get it")
     assert kafka.topic(TOPIC) == [] and len(relay.queued("kafka")) == 1
     kafka.refused.discard(TOPIC)  # the ACL is fixed: the kept alert goes out
@@ -419,8 +521,9 @@ def test_dead_letters_are_requeued_by_the_cli_and_delivered(make_relay, slack, k
     slack.answer = (200, "ok")
     env = {k: v for k, v in relay.env.items() if k.startswith("MLOPS_RELAY__")}
     run = run_cli("alert-relay", "--requeue-dead", cwd=relay.tmp, env=env, timeout=60)
-    assert run.returncode == 0 and "slack: 1 dead letters requeued, kafka: 0 dead letters requeued" in run.stdout, \
+    assert run.returncode == 0 and "slack: 1 dead letters requeued, kafka: 0 dead letters requeued" in run.stdout, (
         run.stderr
+    )
     wait_for(lambda: len(slack.received) == 1, "requeued dead letter not delivered", timeout=60)
 
 
@@ -429,37 +532,73 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
 
     openssl = require_tool("openssl")
     key, cert = tmp / "relay-key.pem", tmp / "relay-cert.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return cert, key
 
 
 def test_the_relay_serves_tls_and_metrics_on_their_own_port_behind_a_token(make_relay, slack, kafka, tmp_path) -> None:
     cert, key = self_signed(tmp_path)
     metrics_port = free_port()
-    relay = make_relay(MLOPS_RELAY__TLS_CERT_FILE=str(cert), MLOPS_RELAY__TLS_KEY_FILE=str(key),
-                       MLOPS_RELAY__INSECURE="false", MLOPS_RELAY__METRICS_PORT=str(metrics_port),
-                       MLOPS_RELAY__METRICS_TOKEN="metrics-s3cret").start()
+    relay = make_relay(
+        MLOPS_RELAY__TLS_CERT_FILE=str(cert),
+        MLOPS_RELAY__TLS_KEY_FILE=str(key),
+        MLOPS_RELAY__INSECURE="false",
+        MLOPS_RELAY__METRICS_PORT=str(metrics_port),
+        MLOPS_RELAY__METRICS_TOKEN="metrics-s3cret",
+    ).start()
     assert relay.url.startswith("https://")
     assert relay.post(alertmanager(alert(fingerprint="t1"))).status_code == 202
     wait_for(lambda: slack.received and kafka.topic(TOPIC), "not delivered over TLS")
     # plain http to the TLS port gets no answer; an unverified certificate is refused by a verifying client
     with pytest.raises(httpx.HTTPError):
-        httpx.post(f"http://127.0.0.1:{relay.port}/v1/alertmanager", json=alertmanager(alert()),
-                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+        httpx.post(
+            f"http://127.0.0.1:{relay.port}/v1/alertmanager",
+            json=alertmanager(alert()),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=5,
+        )
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{relay.url}/health/live", timeout=5)  # the system's trust store does not know this certificate
     # /metrics: only on its port, only with its token
     metrics = f"https://127.0.0.1:{metrics_port}/metrics"
     assert httpx.get(f"{relay.url}/metrics", verify=relay.verify, timeout=5).status_code == 404
     assert httpx.get(metrics, verify=relay.verify, timeout=5).status_code == 401
-    assert httpx.get(metrics, verify=relay.verify, timeout=5, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
+    assert (
+        httpx.get(metrics, verify=relay.verify, timeout=5, headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+        == 401
+    )
     r = httpx.get(metrics, verify=relay.verify, timeout=5, headers={"Authorization": "Bearer metrics-s3cret"})
     assert r.status_code == 200 and 'mlops_relay_alerts_received_total{source="alertmanager"} 1.0' in r.text
     assert httpx.get(f"https://127.0.0.1:{metrics_port}/health/live", verify=relay.verify, timeout=5).status_code == 200
-    r = httpx.post(f"https://127.0.0.1:{metrics_port}/v1/alertmanager", json=alertmanager(alert()), verify=relay.verify,
-                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    r = httpx.post(
+        f"https://127.0.0.1:{metrics_port}/v1/alertmanager",
+        json=alertmanager(alert()),
+        verify=relay.verify,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=5,
+    )
     assert r.status_code == 404  # no webhooks on the metrics port
     assert "metrics-s3cret" not in relay.log and TOKEN not in relay.log and "Traceback" not in relay.log
 
@@ -468,19 +607,36 @@ def test_a_token_over_plain_http_is_refused_at_start(tmp_path: Path, slack) -> N
     from helpers import run_cli
 
     cert, key = self_signed(tmp_path)
-    base = {"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__SINKS": '["slack"]', "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url}
-    cases = [({}, "the relay has no TLS certificate (set relay.tls_cert_file and relay.tls_key_file, or, on this "
-                  "loopback address only, relay.insecure: true"),
-             ({"MLOPS_RELAY__HOST": "0.0.0.0", "MLOPS_RELAY__INSECURE": "true"},
-              "the relay would take its token over plain http on 0.0.0.0"),
-             ({"MLOPS_RELAY__INSECURE": "true", "MLOPS_RELAY__METRICS_PORT": "9999", "MLOPS_RELAY__METRICS_HOST": "::"},
-              "the relay would take its token over plain http on ::"),
-             ({"MLOPS_RELAY__TLS_CERT_FILE": str(cert)}, "relay.tls_cert_file and relay.tls_key_file go together"),
-             ({"MLOPS_RELAY__TLS_CERT_FILE": str(cert), "MLOPS_RELAY__TLS_KEY_FILE": str(cert)}, "not usable"),
-             ({"MLOPS_RELAY__TLS_CERT_FILE": str(tmp_path / "none.pem"), "MLOPS_RELAY__TLS_KEY_FILE": str(key)},
-              "No such file or directory"),
-             ({"MLOPS_RELAY__INSECURE": "true", "MLOPS_RELAY__PORT": "9123", "MLOPS_RELAY__METRICS_PORT": "9123"},
-              "relay.metrics_port 9123 is the webhook port")]
+    base = {
+        "MLOPS_RELAY__TOKEN": TOKEN,
+        "MLOPS_RELAY__SINKS": '["slack"]',
+        "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url,
+    }
+    cases = [
+        (
+            {},
+            "the relay has no TLS certificate (set relay.tls_cert_file and relay.tls_key_file, or, on this "
+            "loopback address only, relay.insecure: true",
+        ),
+        (
+            {"MLOPS_RELAY__HOST": "0.0.0.0", "MLOPS_RELAY__INSECURE": "true"},
+            "the relay would take its token over plain http on 0.0.0.0",
+        ),
+        (
+            {"MLOPS_RELAY__INSECURE": "true", "MLOPS_RELAY__METRICS_PORT": "9999", "MLOPS_RELAY__METRICS_HOST": "::"},
+            "the relay would take its token over plain http on ::",
+        ),
+        ({"MLOPS_RELAY__TLS_CERT_FILE": str(cert)}, "relay.tls_cert_file and relay.tls_key_file go together"),
+        ({"MLOPS_RELAY__TLS_CERT_FILE": str(cert), "MLOPS_RELAY__TLS_KEY_FILE": str(cert)}, "not usable"),
+        (
+            {"MLOPS_RELAY__TLS_CERT_FILE": str(tmp_path / "none.pem"), "MLOPS_RELAY__TLS_KEY_FILE": str(key)},
+            "No such file or directory",
+        ),
+        (
+            {"MLOPS_RELAY__INSECURE": "true", "MLOPS_RELAY__PORT": "9123", "MLOPS_RELAY__METRICS_PORT": "9123"},
+            "relay.metrics_port 9123 is the webhook port",
+        ),
+    ]
     for env, message in cases:
         run = run_cli("alert-relay", cwd=tmp_path, env={**base, **env}, timeout=60)
         assert run.returncode == 2 and message in run.stderr, (env, run.stderr)
@@ -492,8 +648,7 @@ def test_a_second_relay_on_the_same_queue_directory_is_refused_in_one_line(make_
     from helpers import run_cli
 
     first = make_relay().start()
-    second = run_cli("alert-relay", cwd=first.tmp, timeout=60,
-                     env={**first.env, "MLOPS_RELAY__PORT": str(free_port())})
+    second = run_cli("alert-relay", cwd=first.tmp, timeout=60, env={**first.env, "MLOPS_RELAY__PORT": str(free_port())})
     assert second.returncode == 2, second.stderr
     [line] = second.stderr.strip().splitlines()
     assert f"is in use by another relay (pid {first.proc.pid})" in line and "relay.queue_dir" in line, line
@@ -510,18 +665,33 @@ def test_a_disk_that_refuses_the_write_is_503_nothing_queued_and_the_relay_goes_
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    env.update({"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__PORT": str(port), "MLOPS_RELAY__INSECURE": "true",
-                "MLOPS_RELAY__SINKS": '["slack"]', "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"),
-                "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url, "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update(
+        {
+            "MLOPS_RELAY__TOKEN": TOKEN,
+            "MLOPS_RELAY__PORT": str(port),
+            "MLOPS_RELAY__INSECURE": "true",
+            "MLOPS_RELAY__SINKS": '["slack"]',
+            "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"),
+            "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": slack.url,
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
 
     def capped() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (an ignored signal stays ignored across exec)
         resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
 
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "alert-relay"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            preexec_fn=capped)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_cli.cli", "alert-relay"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=capped,
+    )
     try:
+
         def live() -> bool:
             assert proc.poll() is None, proc.stdout.read().decode()
             try:
@@ -531,8 +701,12 @@ def test_a_disk_that_refuses_the_write_is_503_nothing_queued_and_the_relay_goes_
 
         wait_for(live, "the relay did not start")
         for _ in range(2):
-            r = httpx.post(f"http://127.0.0.1:{port}/v1/alertmanager", json=alertmanager(alert()), timeout=10,
-                           headers={"Authorization": f"Bearer {TOKEN}"})
+            r = httpx.post(
+                f"http://127.0.0.1:{port}/v1/alertmanager",
+                json=alertmanager(alert()),
+                timeout=10,
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
             assert r.status_code == 503 and r.json()["error"]["code"] == "queue_unwritable", r.text
         assert not list((tmp_path / "queue").rglob("*.json")) and not list((tmp_path / "queue").rglob(".*.tmp"))
         assert httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5).status_code == 200

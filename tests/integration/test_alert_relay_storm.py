@@ -35,7 +35,7 @@ class SlackDouble:
         double = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 double.texts.append(body["text"])
                 self.send_response(200)
@@ -56,27 +56,42 @@ class SlackDouble:
 
 
 def webhook(i: int) -> bytes:
-    alert = {"status": "firing", "labels": {"alertname": f"Storm{i}", "severity": "warning", "job": "iris"},
-             "annotations": {"summary": f"storm alert {i}"}, "startsAt": "2026-11-30T18:00:00Z",
-             "fingerprint": f"fp{i}"}
-    return json.dumps({"version": "4", "status": "firing", "receiver": "mlops-relay", "groupKey": f"{{}}:{i}",
-                       "alerts": [alert]}).encode()
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": f"Storm{i}", "severity": "warning", "job": "iris"},
+        "annotations": {"summary": f"storm alert {i}"},
+        "startsAt": "2026-11-30T18:00:00Z",
+        "fingerprint": f"fp{i}",
+    }
+    return json.dumps(
+        {"version": "4", "status": "firing", "receiver": "mlops-relay", "groupKey": f"{{}}:{i}", "alerts": [alert]}
+    ).encode()
 
 
 def failures(port: int, sink: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-               if s.name == "mlops_relay_delivery_failures_total" and s.labels.get("sink") == sink)
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "mlops_relay_delivery_failures_total" and s.labels.get("sink") == sink
+    )
 
 
 def start_relay(tmp: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
     environ.update(env)
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "alert-relay"], cwd=tmp, env=environ,
-                                stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlops_cli.cli", "alert-relay"],
+            cwd=tmp,
+            env=environ,
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+        )
     deadline = time.monotonic() + 30
     while True:
         assert proc.poll() is None, log.read_text()
@@ -94,19 +109,30 @@ def test_a_storm_with_dead_sinks_is_taken_fast_and_nothing_acknowledged_is_lost_
     kafka.stop()  # its port is now a real dead port; the double comes back on it later
     slack = SlackDouble()
     port = free_port()
-    env = {"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__PORT": str(port), "MLOPS_RELAY__INSECURE": "true",
-           "MLOPS_RELAY__SINKS": '["slack", "kafka"]',
-           "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"), "MLOPS_RELAY__RETRY_BACKOFF_S": "0.2",
-           "MLOPS_RELAY__MAX_BACKOFF_S": "1", "MLOPS_NOTIFY__SLACK__TIMEOUT_S": "2",
-           "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/services/T0/B0/storm",  # nobody there
-           "MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap, "MLOPS_NOTIFY__KAFKA__TOPIC": TOPIC,
-           "MLOPS_NOTIFY__KAFKA__TIMEOUT_S": "2"}
+    env = {
+        "MLOPS_RELAY__TOKEN": TOKEN,
+        "MLOPS_RELAY__PORT": str(port),
+        "MLOPS_RELAY__INSECURE": "true",
+        "MLOPS_RELAY__SINKS": '["slack", "kafka"]',
+        "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"),
+        "MLOPS_RELAY__RETRY_BACKOFF_S": "0.2",
+        "MLOPS_RELAY__MAX_BACKOFF_S": "1",
+        "MLOPS_NOTIFY__SLACK__TIMEOUT_S": "2",
+        "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/services/T0/B0/storm",  # nobody there
+        "MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "MLOPS_NOTIFY__KAFKA__TOPIC": TOPIC,
+        "MLOPS_NOTIFY__KAFKA__TIMEOUT_S": "2",
+    }
     log = tmp_path / "relay.log"
     relay = start_relay(tmp_path, env, log)
     # the sinks are down before the storm comes: one alert first, until both sinks have failed with it (this
     # also builds the kafka client, which is not part of any intake)
-    first = httpx.post(f"http://127.0.0.1:{port}/v1/alertmanager", content=webhook(-1), timeout=10,
-                       headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    first = httpx.post(
+        f"http://127.0.0.1:{port}/v1/alertmanager",
+        content=webhook(-1),
+        timeout=10,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
     assert first.status_code == 202
     deadline = time.monotonic() + 30
     while failures(port, "slack") < 1 or failures(port, "kafka") < 1:
@@ -128,7 +154,7 @@ def test_a_storm_with_dead_sinks_is_taken_fast_and_nothing_acknowledged_is_lost_
             while True:
                 with lock:
                     i = next(counter)
-                if i >= STORM and killed.is_set() or i >= STORM * 2:
+                if (i >= STORM and killed.is_set()) or i >= STORM * 2:
                     return
                 began = time.perf_counter()
                 try:
@@ -168,9 +194,11 @@ def test_a_storm_with_dead_sinks_is_taken_fast_and_nothing_acknowledged_is_lost_
         assert len(latencies) >= STORM - SENDERS and set(range(STORM)) <= acked
         latencies.sort()
         p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
-        print(f"intake of {STORM} webhooks ({len(latencies)} timed: not each connection's first), {SENDERS} senders, "
-              f"sinks down: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; "
-              f"{len(acked)} acknowledged before kill -9")
+        print(
+            f"intake of {STORM} webhooks ({len(latencies)} timed: not each connection's first), {SENDERS} senders, "
+            f"sinks down: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; "
+            f"{len(acked)} acknowledged before kill -9"
+        )
 
         # the sinks come back and the relay restarts: every acknowledged alert arrives, once, in each sink
         kafka.start()

@@ -7,10 +7,10 @@ import signal
 import time
 
 import pytest
-
 from helpers import read_state, run_cli
 from test_canary_local import _haproxy, canary_env, only_one_server, prepared, two_revisions  # noqa: F401
 from test_local_abort import Load, finished, start_paused
+
 from mlops_cli.stages import rolling_update
 
 pytestmark = pytest.mark.integration
@@ -34,8 +34,9 @@ def test_kill_9_after_the_promotion_handed_over_is_finished_by_the_next_run(two_
     saved = read_state(s.workdir)
     canary = saved["canaries"]["prod"]
     assert canary["status"] == "promoted"
-    assert canary["reason"] == ("found interrupted canary of revision 2 (at step promote-cleanup): finished, "
-                                "revision 2 promoted and serves")
+    assert canary["reason"] == (
+        "found interrupted canary of revision 2 (at step promote-cleanup): finished, revision 2 promoted and serves"
+    )
     prod = saved["deployments"]["prod"]
     assert prod["model_version"] == "2" and prod["revision"] == 3  # the canary's revision 2, then this run's 3
     only_one_server(s, prod)

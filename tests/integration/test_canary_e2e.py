@@ -15,11 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from canary_helpers import prepare_two, prod_serving_v1
 from helpers import FEATURES, read_state
 from test_canary_local import _haproxy, only_one_server  # noqa: F401 (fixture)
 from test_canary_prometheus import prometheus_for, query, wait_for  # noqa: F401 (fixture)
+
 from mlops_cli.canary import engine
 from mlops_cli.canary.analysis import run_analysis
 from mlops_cli.errors import StageFailed
@@ -29,11 +29,13 @@ from mlops_cli.targets.local import LocalTarget
 
 pytestmark = pytest.mark.integration
 
-TEMPLATE = {"metrics": [
-    {"name": "error-ratio", "kind": "error_ratio", "success_condition": "result <= max(stable * 2, 0.01)"},
-    {"name": "input-drift", "kind": "input_drift", "success_condition": "result <= 0.25"},
-    {"name": "prediction-shift", "kind": "prediction_shift", "success_condition": "result <= 0.2"},
-]}
+TEMPLATE = {
+    "metrics": [
+        {"name": "error-ratio", "kind": "error_ratio", "success_condition": "result <= max(stable * 2, 0.01)"},
+        {"name": "input-drift", "kind": "input_drift", "success_condition": "result <= 0.25"},
+        {"name": "prediction-shift", "kind": "prediction_shift", "success_condition": "result <= 0.2"},
+    ]
+}
 
 
 def iris():
@@ -68,7 +70,7 @@ class IrisTraffic:
 
     def __init__(self, url: str, clients: int = 3):
         rows = iris().data.tolist()
-        self.batches = [rows[i:i + 5] for i in range(0, len(rows), 5)]
+        self.batches = [rows[i : i + 5] for i in range(0, len(rows), 5)]
         self.url, self.stop, self.ok, self.failed, self.failures = url, threading.Event(), 0, 0, []
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
@@ -91,7 +93,7 @@ class IrisTraffic:
                 i += 1
                 time.sleep(0.01)
 
-    def __enter__(self) -> "IrisTraffic":
+    def __enter__(self) -> IrisTraffic:
         for t in self.threads:
             t.start()
         return self
@@ -105,17 +107,32 @@ class IrisTraffic:
 @pytest.fixture
 def release(make_settings, prepared, tmp_path, prometheus_for):
     """settings (prod serving version 1, version 2 ready) and a real Prometheus on the target's file_sd file."""
+
     def make(**analysis):
         workdir = tmp_path / "work"
         prom = prometheus_for(workdir / "prometheus" / "targets-prod.json")
-        s = make_settings(workdir=workdir, model=prepared.state["model"]["ref"],
-                          store={"path": str(prepared.root / "work" / "store")}, monitor={"prometheus_url": prom},
-                          rollout={"strategy": "canary", "analysis_retry_s": 0.5,
-                                   "steps": [{"set_weight": 10}, {"pause": 12}, {"analysis": "shift"},
-                                             {"set_weight": 50}, {"pause": 5}, {"analysis": "shift"}]},
-                          canary_analysis={"min_requests": 10, "templates": {"shift": TEMPLATE}, **analysis})
+        s = make_settings(
+            workdir=workdir,
+            model=prepared.state["model"]["ref"],
+            store={"path": str(prepared.root / "work" / "store")},
+            monitor={"prometheus_url": prom},
+            rollout={
+                "strategy": "canary",
+                "analysis_retry_s": 0.5,
+                "steps": [
+                    {"set_weight": 10},
+                    {"pause": 12},
+                    {"analysis": "shift"},
+                    {"set_weight": 50},
+                    {"pause": 5},
+                    {"analysis": "shift"},
+                ],
+            },
+            canary_analysis={"min_requests": 10, "templates": {"shift": TEMPLATE}, **analysis},
+        )
         prod_serving_v1(prepared, s)
         return s, prom
+
     return make
 
 
@@ -150,8 +167,11 @@ def test_a_canary_predicting_shifted_classes_is_aborted_at_10_percent(release):
 def test_prometheus_stopped_mid_run_is_inconclusive_and_handled_as_configured(release, prometheus_for, mode, expect):
     s, prom = release(on_inconclusive=mode)
     state = State.load(s.workdir)
-    s = s.model_copy(update={"rollout": s.rollout.model_copy(update={
-        "steps": [{"set_weight": 10}, {"pause": 3}, {"analysis": "shift"}]})})
+    s = s.model_copy(
+        update={
+            "rollout": s.rollout.model_copy(update={"steps": [{"set_weight": 10}, {"pause": 3}, {"analysis": "shift"}]})
+        }
+    )
 
     def prometheus_dies_then_analyse(settings, template, canary, *, window_s, sleep):
         wait_for(lambda: query(prom, 'up{track="canary"} == 1'), 30, "Prometheus scrapes the canary")

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from canary_helpers import prepare_two, prod_serving_v1
 from helpers import read_state, require_tool, run_cli
 from test_local_abort import Load, cli_env, finished, other_iris, start_paused
+
 from mlops_cli.canary import engine, haproxy
 from mlops_cli.errors import StageFailed
 from mlops_cli.state import State
@@ -33,8 +33,14 @@ from mlops_cli.targets.local import LocalTarget, _alive
 
 pytestmark = pytest.mark.integration
 
-STEPS = [{"set_weight": 10}, {"pause": 1}, {"analysis": "default"},
-         {"set_weight": 50}, {"pause": 1}, {"analysis": "default"}]
+STEPS = [
+    {"set_weight": 10},
+    {"pause": 1},
+    {"analysis": "default"},
+    {"set_weight": 50},
+    {"pause": 1},
+    {"analysis": "default"},
+]
 
 
 @pytest.fixture(autouse=True)
@@ -52,8 +58,12 @@ class Result:
     measurements: tuple = ()
 
     def to_dict(self) -> dict:
-        return {"template": self.template, "verdict": self.verdict, "reason": self.reason,
-                "measurements": list(self.measurements)}
+        return {
+            "template": self.template,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "measurements": list(self.measurements),
+        }
 
 
 @dataclass
@@ -71,8 +81,14 @@ class Verdicts:
         assert canary.canary.selector == f'track="canary",env="{canary.env}"'
         verdict = self.script[min(len(self.calls), len(self.script) - 1)]
         self.calls.append({"template": template, "weight": canary.weight, "window_s": window_s})
-        m = {"metric": "prediction_shift", "kind": "prediction_shift", "canary": 0.4, "stable": 0.0,
-             "outcome": verdict, "detail": f"scripted {verdict}"}
+        m = {
+            "metric": "prediction_shift",
+            "kind": "prediction_shift",
+            "canary": 0.4,
+            "stable": 0.0,
+            "outcome": verdict,
+            "detail": f"scripted {verdict}",
+        }
         return Result(template, verdict, f"scripted {verdict} at {canary.weight} %", (m,))
 
 
@@ -85,13 +101,18 @@ def prepared(tmp_path_factory, iris_artifact):
 @pytest.fixture
 def two_revisions(make_settings, prepared, tmp_path):
     """prod serves model version 1; version 2 is smoke-tested and ready for prod (rollout.strategy canary)."""
+
     def make(canary_analysis=None, **rollout):
-        s = make_settings(workdir=tmp_path / "work", model=prepared.state["model"]["ref"],
-                          store={"path": str(prepared.root / "work" / "store")},
-                          rollout={"strategy": "canary", "steps": STEPS, "analysis_retry_s": 0.5, **rollout},
-                          **({"canary_analysis": canary_analysis} if canary_analysis else {}))
+        s = make_settings(
+            workdir=tmp_path / "work",
+            model=prepared.state["model"]["ref"],
+            store={"path": str(prepared.root / "work" / "store")},
+            rollout={"strategy": "canary", "steps": STEPS, "analysis_retry_s": 0.5, **rollout},
+            **({"canary_analysis": canary_analysis} if canary_analysis else {}),
+        )
         prod_serving_v1(prepared, s)
         return s
+
     return make
 
 
@@ -121,7 +142,9 @@ def test_haproxy_splits_by_weight_under_load_and_abort_leaves_stable(two_revisio
         assert not _alive(current.pid)  # the server that held the port drained; HAProxy took it
         sd = json.loads(target.file_sd_path("prod").read_text())
         assert {t["labels"]["track"]: t["targets"][0] for t in sd} == {
-            "stable": canary.stable.url.removeprefix("http://"), "canary": canary.canary.url.removeprefix("http://")}
+            "stable": canary.stable.url.removeprefix("http://"),
+            "canary": canary.canary.url.removeprefix("http://"),
+        }
         shares = {}
         with httpx.Client(base_url=url, timeout=5, limits=httpx.Limits(max_keepalive_connections=0)) as http:
             for weight in (10, 50, 100):
@@ -129,8 +152,9 @@ def test_haproxy_splits_by_weight_under_load_and_abort_leaves_stable(two_revisio
                 seen = collections.Counter(http.get("/health/ready").json()["instance"] for _ in range(200))
                 shares[weight] = seen[canary.canary.handle] / 200
                 assert set(seen) <= {canary.canary.handle, canary.stable.handle}
-        print(f"canary share at 10/50/100 %: {shares}; load: {load.ok} answered, {load.failed} failed "
-              f"{load.failures[:3]}")
+        print(
+            f"canary share at 10/50/100 %: {shares}; load: {load.ok} answered, {load.failed} failed {load.failures[:3]}"
+        )
         assert abs(shares[10] - 0.10) <= 0.05 and abs(shares[50] - 0.50) <= 0.12 and shares[100] == 1.0
         assert haproxy.current_weights(haproxy.paths(target.run_dir, "prod")[1]) == {"stable": 0, "canary": 100}
         restored = target.canary_abort(canary, no_journal)
@@ -181,8 +205,9 @@ def test_failing_analysis_aborts_at_the_first_analysis_and_stable_serves(two_rev
     assert load.failed == 0, load.failures[:5]
     message = str(failed.value)
     assert "\n" not in message
-    assert message == ("canary aborted, revision 1 still serves: analysis 'default' failed at 10 %: "
-                       "scripted fail at 10 %")
+    assert message == (
+        "canary aborted, revision 1 still serves: analysis 'default' failed at 10 %: scripted fail at 10 %"
+    )
     assert len(analysis.calls) == 1
     saved = read_state(s.workdir)
     canary = saved["canaries"]["prod"]
@@ -195,8 +220,12 @@ def test_failing_analysis_aborts_at_the_first_analysis_and_stable_serves(two_rev
 
 
 def canary_env(s, steps) -> dict[str, str]:
-    return {**cli_env(s), "MLOPS_ROLLOUT__STRATEGY": "canary", "MLOPS_ROLLOUT__STEPS": json.dumps(steps),
-            "MLOPS_STORE__PATH": str(s.store_path)}
+    return {
+        **cli_env(s),
+        "MLOPS_ROLLOUT__STRATEGY": "canary",
+        "MLOPS_ROLLOUT__STEPS": json.dumps(steps),
+        "MLOPS_STORE__PATH": str(s.store_path),
+    }
 
 
 def test_kill_9_mid_canary_is_undone_by_the_next_run(two_revisions):
@@ -218,13 +247,21 @@ def test_kill_9_mid_canary_is_undone_by_the_next_run(two_revisions):
         shown = run_cli("canary", "status", "--workdir", str(s.workdir), "--json", env=env)
         assert json.loads(shown.stdout)["live_weight"] == 30 and json.loads(shown.stdout)["running"] is False
         # the next run reconciles first: the canary is undone (stable serves), then this run's own canary starts
-        again = subprocess.run([sys.executable, "-m", "mlops_cli.cli", "rolling-update", "--workdir", str(s.workdir)],
-                               env={**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
-                                    **canary_env(s, [{"set_weight": 10}])},
-                               capture_output=True, text=True, timeout=240)
+        again = subprocess.run(
+            [sys.executable, "-m", "mlops_cli.cli", "rolling-update", "--workdir", str(s.workdir)],
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
+                **canary_env(s, [{"set_weight": 10}]),
+            },
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         time.sleep(0.5)
-    assert "reconciled prod: found interrupted canary of revision 2 (at step pause-2): undone, revision 1 serves" \
-        in again.stderr, again.stderr
+    assert (
+        "reconciled prod: found interrupted canary of revision 2 (at step pause-2): undone, revision 1 serves"
+        in again.stderr
+    ), again.stderr
     assert again.returncode == 0, again.stderr
     assert load.failed == 0, load.failures[:5]
     saved = read_state(s.workdir)
@@ -237,8 +274,13 @@ def test_canary_promote_and_abort_reach_a_waiting_rolling_update(two_revisions, 
     s = two_revisions()
     env = canary_env(s, [{"set_weight": 20}, {"pause": {}}, {"set_weight": 60}])  # waits for a human
     environ = {**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}, **env}
-    cli = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "rolling-update", "--workdir", str(s.workdir)],
-                           env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "mlops_cli.cli", "rolling-update", "--workdir", str(s.workdir)],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:  # until it waits in the pause
@@ -251,8 +293,10 @@ def test_canary_promote_and_abort_reach_a_waiting_rolling_update(two_revisions, 
         assert f"(rolling-update pid {cli.pid}), 20 % to the canary (HAProxy says 20 %)" in shown.stdout
         answer = run_cli("canary", action, "--workdir", str(s.workdir), env=env, timeout=120)
         assert answer.returncode == 0, answer.stderr
-        assert f"asked the running rolling-update (pid {cli.pid}) to {action} the canary of prod; it took the request" \
+        assert (
+            f"asked the running rolling-update (pid {cli.pid}) to {action} the canary of prod; it took the request"
             in answer.stdout
+        )
         _, err = cli.communicate(timeout=120)
     finally:
         if cli.poll() is None:

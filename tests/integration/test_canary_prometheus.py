@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
 from helpers import free_port, require_tool
 from test_canary_local import _haproxy, prepared, two_revisions  # noqa: F401 (fixtures)
+
 from mlops_cli.state import State
 from mlops_cli.targets import Release, no_journal
 from mlops_cli.targets.local import LocalTarget
@@ -29,16 +29,32 @@ def prometheus_for(tmp_path: Path):
     procs = []
 
     def start(file_sd: Path) -> str:
-        config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                  "scrape_configs": [{"job_name": "mlops-prod", "file_sd_configs": [
-                      {"files": [str(file_sd)], "refresh_interval": "1s"}]}]}
+        config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+            "scrape_configs": [
+                {"job_name": "mlops-prod", "file_sd_configs": [{"files": [str(file_sd)], "refresh_interval": "1s"}]}
+            ],
+        }
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
         log = open(tmp_path / "prometheus.log", "wb")
-        procs.append((subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-                                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                                       stdout=log, stderr=log, stdin=subprocess.DEVNULL), log))
+        procs.append(
+            (
+                subprocess.Popen(
+                    [
+                        binary,
+                        f"--config.file={tmp_path / 'prometheus.yml'}",
+                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                        f"--web.listen-address=127.0.0.1:{port}",
+                        "--log.level=warn",
+                    ],
+                    stdout=log,
+                    stderr=log,
+                    stdin=subprocess.DEVNULL,
+                ),
+                log,
+            )
+        )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
@@ -106,5 +122,11 @@ def test_prometheus_scrapes_both_tracks_through_the_file_sd_the_target_writes(tw
     finally:
         target.canary_abort(canary, no_journal)
     # after the canary, the file names the one server on the env's port (tracked as stable)
-    wait_for(lambda: [r["metric"]["instance"] for r in query(prom, 'up{env="prod",track="stable"} == 1')]
-             == [f"127.0.0.1:{s.deploy.prod.port}"], 30, "Prometheus follows the file back to one server")
+    wait_for(
+        lambda: (
+            [r["metric"]["instance"] for r in query(prom, 'up{env="prod",track="stable"} == 1')]
+            == [f"127.0.0.1:{s.deploy.prod.port}"]
+        ),
+        30,
+        "Prometheus follows the file back to one server",
+    )

@@ -16,7 +16,6 @@ import time
 
 import httpx
 import pytest
-
 from doubles.jenkins_api import JenkinsApiDouble
 from doubles.slack_web import SlackSender, SlackWebDouble
 from helpers import free_port
@@ -33,16 +32,25 @@ def test_fifty_commands_a_second_for_ten_seconds_all_acked_in_time_none_lost_non
     jenkins.start()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    env.update({"MLOPS_WORKDIR": str(tmp_path / "work"), "MLOPS_CHATOPS__PORT": str(port),
-                "MLOPS_CHATOPS__SIGNING_SECRET": SECRET, "MLOPS_CHATOPS__BOT_TOKEN": slack.token,
-                "MLOPS_CHATOPS__SLACK_API_URL": slack.api_url,
-                "MLOPS_CHATOPS__RESPONSE_URL_PREFIX": slack.url + "/response/",
-                "MLOPS_CHATOPS__USERS": json.dumps({"U_DEP": ["deployer"]}),
-                "MLOPS_CHATOPS__JENKINS__URL": jenkins.url, "MLOPS_CHATOPS__JENKINS__USER": jenkins.user,
-                "MLOPS_CHATOPS__JENKINS__API_TOKEN": jenkins.token, "MLOPS_CHATOPS__JENKINS__POLL_S": "0.05"})
+    env.update(
+        {
+            "MLOPS_WORKDIR": str(tmp_path / "work"),
+            "MLOPS_CHATOPS__PORT": str(port),
+            "MLOPS_CHATOPS__SIGNING_SECRET": SECRET,
+            "MLOPS_CHATOPS__BOT_TOKEN": slack.token,
+            "MLOPS_CHATOPS__SLACK_API_URL": slack.api_url,
+            "MLOPS_CHATOPS__RESPONSE_URL_PREFIX": slack.url + "/response/",
+            "MLOPS_CHATOPS__USERS": json.dumps({"U_DEP": ["deployer"]}),
+            "MLOPS_CHATOPS__JENKINS__URL": jenkins.url,
+            "MLOPS_CHATOPS__JENKINS__USER": jenkins.user,
+            "MLOPS_CHATOPS__JENKINS__API_TOKEN": jenkins.token,
+            "MLOPS_CHATOPS__JENKINS__POLL_S": "0.05",
+        }
+    )
     log = open(tmp_path / "chatops.log", "w")  # a file, not a pipe: nobody reads a pipe while the load runs
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "chatops"], env=env, stdout=log, stderr=log,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_cli.cli", "chatops"], env=env, stdout=log, stderr=log, text=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -66,10 +74,13 @@ def test_fifty_commands_a_second_for_ten_seconds_all_acked_in_time_none_lost_non
 
                 async def one(i: int) -> tuple[int, float, str]:
                     await asyncio.sleep(max(0.0, start + i / RATE - time.monotonic()))
-                    body = sender.command(f"deploy local:iris@{i}", "U_DEP", slack.response_url(),
-                                          trigger_id=f"{i}.load")
+                    body = sender.command(
+                        f"deploy local:iris@{i}", "U_DEP", slack.response_url(), trigger_id=f"{i}.load"
+                    )
                     sent = time.monotonic()
-                    answer = await client.post(url + "/slack/commands", content=body.encode(), headers=sender.sign(body))
+                    answer = await client.post(
+                        url + "/slack/commands", content=body.encode(), headers=sender.sign(body)
+                    )
                     return answer.status_code, time.monotonic() - sent, answer.text
 
                 return await asyncio.gather(*(one(i) for i in range(total)))
@@ -95,8 +106,10 @@ def test_fifty_commands_a_second_for_ten_seconds_all_acked_in_time_none_lost_non
         assert len(roots) == total
         assert {b.parameters["SLACK_THREAD_TS"] for b in builds} == {r["ts"] for r in roots}
         assert all(len(slack.thread(r["ts"])) == 1 for r in roots)
-        print(f"\n{total} commands at {RATE}/s: slowest ack {slowest * 1000:.0f} ms, "
-              f"median {sorted(t for _, t, _ in results)[total // 2] * 1000:.0f} ms")
+        print(
+            f"\n{total} commands at {RATE}/s: slowest ack {slowest * 1000:.0f} ms, "
+            f"median {sorted(t for _, t, _ in results)[total // 2] * 1000:.0f} ms"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from doubles.slack_web import SlackSender, SlackWebDouble
 from helpers import free_port, read_state, register_iris, run_cli
+
 from mlops_cli.stages import STAGES
 
 pytestmark = pytest.mark.integration
@@ -33,16 +33,28 @@ def test_a_signed_deploy_runs_the_pipeline_locally_and_the_thread_hears_every_st
     slack.start()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    env.update({"MLOPS_WORKDIR": str(work), "MLOPS_DEPLOY__TEST__PORT": str(free_port()),
-                "MLOPS_DEPLOY__PROD__PORT": str(free_port()), "MLOPS_CHATOPS__PORT": str(port),
-                "MLOPS_CHATOPS__SIGNING_SECRET": SECRET, "MLOPS_CHATOPS__BOT_TOKEN": slack.token,
-                "MLOPS_CHATOPS__SLACK_API_URL": slack.api_url,
-                "MLOPS_CHATOPS__RESPONSE_URL_PREFIX": slack.url + "/response/",
-                "MLOPS_CHATOPS__USERS": json.dumps({"U_DEP": ["deployer"]}),
-                "MLOPS_VALIDATION__THRESHOLDS": json.dumps({"accuracy": ">= 0.9"})})  # validate-model needs one
+    env.update(
+        {
+            "MLOPS_WORKDIR": str(work),
+            "MLOPS_DEPLOY__TEST__PORT": str(free_port()),
+            "MLOPS_DEPLOY__PROD__PORT": str(free_port()),
+            "MLOPS_CHATOPS__PORT": str(port),
+            "MLOPS_CHATOPS__SIGNING_SECRET": SECRET,
+            "MLOPS_CHATOPS__BOT_TOKEN": slack.token,
+            "MLOPS_CHATOPS__SLACK_API_URL": slack.api_url,
+            "MLOPS_CHATOPS__RESPONSE_URL_PREFIX": slack.url + "/response/",
+            "MLOPS_CHATOPS__USERS": json.dumps({"U_DEP": ["deployer"]}),
+            "MLOPS_VALIDATION__THRESHOLDS": json.dumps({"accuracy": ">= 0.9"}),
+        }
+    )  # validate-model needs one
     log = open(tmp_path / "chatops.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "chatops", "--executor", "local"], env=env,
-                            stdout=log, stderr=log, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_cli.cli", "chatops", "--executor", "local"],
+        env=env,
+        stdout=log,
+        stderr=log,
+        cwd=tmp_path,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -84,7 +96,9 @@ def test_a_signed_deploy_runs_the_pipeline_locally_and_the_thread_hears_every_st
         body = sender.command("status prod", "U_DEP", status_url)
         httpx.post(url + "/slack/commands", content=body.encode(), headers=sender.sign(body), timeout=10)
         status = slack.wait(lambda: slack.answers(status_url))[0]["text"]
-        assert status.startswith("*prod*: `local:iris-demo@1` (iris-demo version 1)") and "requested by <@U_DEP>" in status
+        assert (
+            status.startswith("*prod*: `local:iris-demo@1` (iris-demo version 1)") and "requested by <@U_DEP>" in status
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -104,20 +118,48 @@ def test_chatops_serves_https_with_its_own_certificate(tmp_path):
 
     openssl = require_tool("openssl")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    sp.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    sp.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     import ssl
 
     trust = ssl.create_default_context(cafile=str(cert))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    env.update({"MLOPS_WORKDIR": str(tmp_path / "work"), "MLOPS_CHATOPS__PORT": str(port),
-                "MLOPS_CHATOPS__SIGNING_SECRET": SECRET, "MLOPS_CHATOPS__BOT_TOKEN": "xoxb-unused",
-                "MLOPS_CHATOPS__USERS": json.dumps({"U_VIEW": ["viewer"]}),
-                "MLOPS_CHATOPS__TLS_CERT_FILE": str(cert), "MLOPS_CHATOPS__TLS_KEY_FILE": str(key)})
+    env.update(
+        {
+            "MLOPS_WORKDIR": str(tmp_path / "work"),
+            "MLOPS_CHATOPS__PORT": str(port),
+            "MLOPS_CHATOPS__SIGNING_SECRET": SECRET,
+            "MLOPS_CHATOPS__BOT_TOKEN": "xoxb-unused",
+            "MLOPS_CHATOPS__USERS": json.dumps({"U_VIEW": ["viewer"]}),
+            "MLOPS_CHATOPS__TLS_CERT_FILE": str(cert),
+            "MLOPS_CHATOPS__TLS_KEY_FILE": str(key),
+        }
+    )
     log = open(tmp_path / "chatops.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "chatops", "--executor", "local"], env=env,
-                            stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_cli.cli", "chatops", "--executor", "local"], env=env, stdout=log, stderr=log
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -131,8 +173,13 @@ def test_chatops_serves_https_with_its_own_certificate(tmp_path):
             time.sleep(0.1)
         sender = SlackSender(SECRET)
         body = sender.command("help", "U_VIEW", "https://hooks.slack.com/commands/T/1/x")
-        answer = httpx.post(f"https://127.0.0.1:{port}/slack/commands", content=body.encode(),
-                            headers=sender.sign(body), verify=trust, timeout=10)
+        answer = httpx.post(
+            f"https://127.0.0.1:{port}/slack/commands",
+            content=body.encode(),
+            headers=sender.sign(body),
+            verify=trust,
+            timeout=10,
+        )
         assert "deploy MODEL_REF" in answer.json()["text"]
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2)  # no plain HTTP beside it

@@ -9,7 +9,6 @@ import socket
 
 import httpx
 import pytest
-
 from helpers import free_port, run_cli
 
 pytestmark = pytest.mark.integration
@@ -31,13 +30,24 @@ def test_demo_on_a_port_says_what_it_leaves_running(tmp_path):
         out = result.stdout
         quoted = shlex.quote(str(workdir))
         assert quoted.startswith("'")
-        assert f"left running: the test server at http://127.0.0.1:{port + 1}, the prod server at http://127.0.0.1:{port}" in out
-        assert f"stop them: mlops stop --workdir {quoted}" in out and f"see them:  mlops status --workdir {quoted}" in out
-        assert httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]},
-                          timeout=10).status_code == 200
+        assert (
+            f"left running: the test server at http://127.0.0.1:{port + 1}, the prod server at http://127.0.0.1:{port}"
+            in out
+        )
+        assert (
+            f"stop them: mlops stop --workdir {quoted}" in out and f"see them:  mlops status --workdir {quoted}" in out
+        )
+        assert (
+            httpx.post(
+                f"http://127.0.0.1:{port}/v1/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}, timeout=10
+            ).status_code
+            == 200
+        )
         assert httpx.get(f"http://127.0.0.1:{port + 1}/health/ready", timeout=10).status_code == 200
         # the printed stop line works as pasted into a shell
-        stop_line = next(line for line in out.splitlines() if line.startswith("stop them: ")).removeprefix("stop them: ")
+        stop_line = next(line for line in out.splitlines() if line.startswith("stop them: ")).removeprefix(
+            "stop them: "
+        )
         argv = shlex.split(stop_line)
         stopped = run_cli(*argv[1:], cwd=tmp_path)
         assert stopped.returncode == 0 and "stopped prod" in stopped.stdout and "stopped test" in stopped.stdout

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-
 from helpers import free_port, read_state, register_iris, require_module, require_tool
+
 from mlops_cli.builders.registry_check import check_registry
-from mlops_cli.settings import BuildSettings
 from mlops_cli.errors import ConfigError, StageFailed, TemporaryError
+from mlops_cli.settings import BuildSettings
 from mlops_cli.stages import assemble_server, build_image, unit_tests, validate_model
 
 pytestmark = pytest.mark.integration
@@ -59,7 +58,8 @@ def auth_registry(tmp_path_factory):
     port = free_port()
     (directory / "config.yml").write_text(
         f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {directory / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test\n    path: {directory / 'htpasswd'}\n")
+        f"http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test\n    path: {directory / 'htpasswd'}\n"
+    )
     with open(directory / "registry.log", "wb") as log:
         proc = subprocess.Popen(["docker-registry", "serve", str(directory / "config.yml")], stdout=log, stderr=log)
     try:
@@ -110,13 +110,16 @@ class RecordingBuilder:
 
 
 @pytest.mark.parametrize("case", ["down", "wrong password"])
-def test_build_image_checks_the_registry_before_building(case, make_settings, settings, iris_artifact, monkeypatch,
-                                                        request):
+def test_build_image_checks_the_registry_before_building(
+    case, make_settings, settings, iris_artifact, monkeypatch, request
+):
     registry = f"127.0.0.1:{free_port()}" if case == "down" else request.getfixturevalue("auth_registry")
     build = {"builder": "buildah", "registry": registry, "insecure": True, "retries": 1, "retry_backoff_s": 0.1}
     if case == "wrong password":
         build.update(username="ci", password="wrong-password")
-    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact), validation=THRESHOLDS, build=build)
+    s = make_settings(
+        workdir=settings.workdir, model=register_iris(settings, iris_artifact), validation=THRESHOLDS, build=build
+    )
     validate_model.run(s)
     assemble_server.run(s)
     builder = RecordingBuilder()
@@ -141,15 +144,25 @@ def test_build_image_checks_the_registry_before_building(case, make_settings, se
 
 def test_an_engine_that_does_not_answer_is_named_in_one_whole_line(make_settings, settings, iris_artifact):
     require_module("docker", "the docker builder's client")
-    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact), validation=THRESHOLDS,
-                      build={"builder": "docker", "registry": "127.0.0.1:1", "docker_host": f"tcp://127.0.0.1:{free_port()}",
-                             "timeout_s": 5})
+    s = make_settings(
+        workdir=settings.workdir,
+        model=register_iris(settings, iris_artifact),
+        validation=THRESHOLDS,
+        build={
+            "builder": "docker",
+            "registry": "127.0.0.1:1",
+            "docker_host": f"tcp://127.0.0.1:{free_port()}",
+            "timeout_s": 5,
+        },
+    )
     validate_model.run(s)
     assemble_server.run(s)
     with pytest.raises(ConfigError) as info:
         build_image.run(s)
     message = str(info.value)
     assert message.startswith(f"no Docker-API engine answers at {s.build.docker_host}: ")
-    assert "\n" not in message and message.endswith("(start Docker or `podman system service`, or set build.docker_host)")
+    assert "\n" not in message and message.endswith(
+        "(start Docker or `podman system service`, or set build.docker_host)"
+    )
     reason = message.split(": ", 1)[1]
     assert reason.count("(") == reason.count(")")  # not cut inside a parenthesis

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from doubles.slack_api import SlackWebAPIDouble
 from helpers import REPO, free_port, read_state, register_iris, require_tool, run_cli
 from kafka_double import KafkaBrokerDouble
@@ -39,8 +38,17 @@ ALL_CREDENTIALS = {
     "mlops-clearml": {"type": "usernamePassword", "username": "clearml-access", "password": SECRETS[2]},
     "mlops-s3": {"type": "usernamePassword", "username": "s3-access", "password": SECRETS[3]},
 }
-STAGES = ["start", "unit-test", "validate-model", "assemble-server", "build-image", "deploy-test", "smoke-test",
-          "approval", "rolling-update"]
+STAGES = [
+    "start",
+    "unit-test",
+    "validate-model",
+    "assemble-server",
+    "build-image",
+    "deploy-test",
+    "smoke-test",
+    "approval",
+    "rolling-update",
+]
 TOPIC = "mlops.releases"
 
 
@@ -55,8 +63,14 @@ def java_env() -> dict[str, str]:
 def groovy(*args: str, timeout: float = 900, tool: str = "groovy") -> subprocess.CompletedProcess:
     require_tool(tool)
     require_tool("java")
-    return subprocess.run([shutil.which(tool), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **java_env()}, check=False)
+    return subprocess.run(
+        [shutil.which(tool), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **java_env()},
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +100,15 @@ def slack():
 class Workspace:
     """A Jenkins workspace with mlops.yaml and a model store; `build(...)` runs the Jenkinsfile in it."""
 
-    def __init__(self, root: Path, slack: SlackWebAPIDouble, kafka: KafkaBrokerDouble, make_settings: Any,
-                 artifact: Path, standin: Path):
+    def __init__(
+        self,
+        root: Path,
+        slack: SlackWebAPIDouble,
+        kafka: KafkaBrokerDouble,
+        make_settings: Any,
+        artifact: Path,
+        standin: Path,
+    ):
         self.root = root
         self.standin = standin
         self.workdir = root / ".mlops"
@@ -97,9 +118,12 @@ class Workspace:
             "deploy": {"target": "local", "test": {"port": free_port()}, "prod": {"port": free_port()}},
             "validation": {"thresholds": {"accuracy": ">= 0.9"}},
             "smoke": {"requests": 5},
-            "notify": {"notifiers": ["kafka"], "retries": 0,
-                       "slack": {"api_url": slack.api_url, "timeout_s": 5},
-                       "kafka": {"bootstrap_servers": [kafka.bootstrap], "topic": TOPIC, "timeout_s": 5}},
+            "notify": {
+                "notifiers": ["kafka"],
+                "retries": 0,
+                "slack": {"api_url": slack.api_url, "timeout_s": 5},
+                "kafka": {"bootstrap_servers": [kafka.bootstrap], "topic": TOPIC, "timeout_s": 5},
+            },
         }
         (root / "mlops.yaml").write_text(yaml.safe_dump(self.config))
         self.settings = make_settings(workdir=self.workdir, store={"path": str(root / "store")})
@@ -108,29 +132,54 @@ class Workspace:
     def register(self, **overrides: Any) -> str:
         return register_iris(self.settings, self.artifact, **overrides)
 
-    def build(self, tmp_path: Path, params: dict[str, str], answer: dict[str, Any] | None = None,
-              env: dict[str, str] | None = None, credentials: dict[str, Any] | None = None,
-              jenkinsfile: Path = REPO / "Jenkinsfile", artifacts: dict[str, str] | None = None,
-              declare_only: bool = False) -> "Build":
+    def build(
+        self,
+        tmp_path: Path,
+        params: dict[str, str],
+        answer: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        credentials: dict[str, Any] | None = None,
+        jenkinsfile: Path = REPO / "Jenkinsfile",
+        artifacts: dict[str, str] | None = None,
+        declare_only: bool = False,
+    ) -> Build:
         base_env = {
             "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-            "PYTHONPATH": str(REPO), "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8",
-            "WORKSPACE": str(self.root), "BUILD_URL": BUILD_URL, "BUILD_NUMBER": "7", "JOB_NAME": "mlops-release",
-            "BUILD_TAG": "jenkins-mlops-release-7", "JENKINS_URL": "https://jenkins.example/", "NODE_NAME": "mlops-agent-x1",
-            "RELEASE_APPROVERS": "release-managers", "RELEASE_CREDENTIALS": "slack-bot",
+            "PYTHONPATH": str(REPO),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "LANG": "C.UTF-8",
+            "WORKSPACE": str(self.root),
+            "BUILD_URL": BUILD_URL,
+            "BUILD_NUMBER": "7",
+            "JOB_NAME": "mlops-release",
+            "BUILD_TAG": "jenkins-mlops-release-7",
+            "JENKINS_URL": "https://jenkins.example/",
+            "NODE_NAME": "mlops-agent-x1",
+            "RELEASE_APPROVERS": "release-managers",
+            "RELEASE_CREDENTIALS": "slack-bot",
             **(env or {}),
         }
         scenario = {
-            "jenkinsfile": str(jenkinsfile), "env": base_env, "params": params, "artifacts": artifacts or {},
+            "jenkinsfile": str(jenkinsfile),
+            "env": base_env,
+            "params": params,
+            "artifacts": artifacts or {},
             "input": answer or {"answer": "none"},
-            "credentials": credentials if credentials is not None else
-            {"mlops-slack-bot-token": {"type": "secret", "secret": TOKEN}},
+            "credentials": credentials
+            if credentials is not None
+            else {"mlops-slack-bot-token": {"type": "secret", "secret": TOKEN}},
             "causes": [{"_class": "hudson.model.Cause$UserIdCause", "userId": "chatops-bot"}],
-            "sh_timeout_s": 300, "declare_only": declare_only,
+            "sh_timeout_s": 300,
+            "declare_only": declare_only,
         }
         (tmp_path / "scenario.json").write_text(json.dumps(scenario))
-        done = groovy("-cp", str(self.standin), str(JENKINS / "run_jenkinsfile.groovy"),
-                      str(tmp_path / "scenario.json"), str(tmp_path / "events.json"))
+        done = groovy(
+            "-cp",
+            str(self.standin),
+            str(JENKINS / "run_jenkinsfile.groovy"),
+            str(tmp_path / "scenario.json"),
+            str(tmp_path / "events.json"),
+        )
         assert (tmp_path / "events.json").exists(), done.stdout[-3000:] + done.stderr[-3000:]
         return Build(json.loads((tmp_path / "events.json").read_text()), done)
 
@@ -172,13 +221,21 @@ def workspace(tmp_path, slack, kafka, make_settings, iris_artifact, standin):
 
 def kafka_events(kafka: KafkaBrokerDouble, build_url: str = BUILD_URL) -> list[dict[str, Any]]:
     """The release events (kind "release"; rolling-update's own rollout outcome goes there too)."""
-    return [m.json()["event"] for m in kafka.topic(TOPIC)
-            if m.json()["kind"] == "release" and m.json()["event"].get("build_url") == build_url]
+    return [
+        m.json()["event"]
+        for m in kafka.topic(TOPIC)
+        if m.json()["kind"] == "release" and m.json()["event"].get("build_url") == build_url
+    ]
 
 
 def slack_params(model: str) -> dict[str, str]:
-    return {"MODEL_REF": model, "TARGET": "", "REQUESTED_BY": "slack:U123", "SLACK_CHANNEL": CHANNEL,
-            "SLACK_THREAD_TS": THREAD}
+    return {
+        "MODEL_REF": model,
+        "TARGET": "",
+        "REQUESTED_BY": "slack:U123",
+        "SLACK_CHANNEL": CHANNEL,
+        "SLACK_THREAD_TS": THREAD,
+    }
 
 
 def validate_junit(*files: Path) -> None:
@@ -191,14 +248,22 @@ def test_approved_release_runs_every_stage_and_records_who_asked_and_approved(wo
     model = workspace.register()
     before = len(kafka.topic(TOPIC))
     # every credential kind bound, each secret a marker that must not reach the log, state, reports or messages
-    build = workspace.build(tmp_path, slack_params(model),
-                            {"answer": "approve", "user": "chatops-bot", "values": {"SLACK_APPROVER": "slack:U456"}},
-                            env={"RELEASE_CREDENTIALS": "registry,cluster,clearml,s3,slack-bot"},
-                            credentials=ALL_CREDENTIALS)
+    build = workspace.build(
+        tmp_path,
+        slack_params(model),
+        {"answer": "approve", "user": "chatops-bot", "values": {"SLACK_APPROVER": "slack:U456"}},
+        env={"RELEASE_CREDENTIALS": "registry,cluster,clearml,s3,slack-bot"},
+        credentials=ALL_CREDENTIALS,
+    )
     assert build.result == "SUCCESS", build.log[-4000:]
     bound = {v for e in build.of("credentials") for v in e.get("bound", [])}
-    assert {"MLOPS_BUILD__PASSWORD", "MLOPS_KUBERNETES__TOKEN", "MLOPS_CLEARML__SECRET_KEY",
-            "MLOPS_S3__SECRET_ACCESS_KEY", "MLOPS_NOTIFY__SLACK__BOT_TOKEN"} <= bound
+    assert {
+        "MLOPS_BUILD__PASSWORD",
+        "MLOPS_KUBERNETES__TOKEN",
+        "MLOPS_CLEARML__SECRET_KEY",
+        "MLOPS_S3__SECRET_ACCESS_KEY",
+        "MLOPS_NOTIFY__SLACK__BOT_TOKEN",
+    } <= bound
     leaked = {secret for secret in (*SECRETS, TOKEN) if secret in build.log}
     for f in [*build.of("archive")[-1]["files"], ".mlops/reports/unit-test.xml", ".mlops/reports/smoke-test.xml"]:
         text = (workspace.root / f).read_text(errors="replace")
@@ -210,13 +275,22 @@ def test_approved_release_runs_every_stage_and_records_who_asked_and_approved(wo
     assert [e["stage"] for e in build.of("stage")] == STAGES
     # one mlops call per stage, as Jenkins would run it
     for name in STAGES[1:7]:
-        assert build.scripts(name) == [f'mlops {name} --model "$MODEL_REF"' if name == "validate-model" else f"mlops {name}"]
-    assert build.scripts("rolling-update") == ['mlops rolling-update --approved-by "$APPROVED_BY" --triggered-by "$TRIGGERED_BY"']
+        assert build.scripts(name) == [
+            f'mlops {name} --model "$MODEL_REF"' if name == "validate-model" else f"mlops {name}"
+        ]
+    assert build.scripts("rolling-update") == [
+        'mlops rolling-update --approved-by "$APPROVED_BY" --triggered-by "$TRIGGERED_BY"'
+    ]
     (gate,) = build.of("input")
     assert gate["id"] == "ReleaseApproval" and gate["submitter"] == "release-managers"
     assert gate["submitterParameter"] == "APPROVER" and gate["parameters"] == ["SLACK_APPROVER"]
-    assert build.of("pipeline")[0]["options"] == ["buildDiscarder", "copyArtifactPermission", "disableConcurrentBuilds",
-                                                  "timeout", "timestamps"]
+    assert build.of("pipeline")[0]["options"] == [
+        "buildDiscarder",
+        "copyArtifactPermission",
+        "disableConcurrentBuilds",
+        "timeout",
+        "timestamps",
+    ]
 
     state = read_state(workspace.workdir)
     (audit,) = [a for a in state["audit"] if a["env"] == "prod"]
@@ -224,7 +298,10 @@ def test_approved_release_runs_every_stage_and_records_who_asked_and_approved(wo
     assert audit["triggered_by"] == "slack:U123 via chatops-bot"
     assert audit["approved_by"] == "slack:U456 via chatops-bot"
     assert audit["build_url"] == BUILD_URL
-    assert state["approvals"][-1]["decision"] == "approved" and state["approvals"][-1]["by"] == "slack:U456 via chatops-bot"
+    assert (
+        state["approvals"][-1]["decision"] == "approved"
+        and state["approvals"][-1]["by"] == "slack:U456 via chatops-bot"
+    )
     assert state["deployments"]["prod"]["model_ref"] == model
 
     # Slack: every message in the requester's thread; the gate's message carries the approval buttons
@@ -234,12 +311,22 @@ def test_approved_release_runs_every_stage_and_records_who_asked_and_approved(wo
     assert "started" in started["text"] and "released to production" in done["text"]
     (actions,) = [b for b in gate_msg["blocks"] if b.get("block_id") == "mlops_approval"]
     approve, reject = actions["elements"]
-    assert (approve["action_id"], approve["style"], reject["action_id"], reject["style"]) == \
-        ("mlops_approve", "primary", "mlops_reject", "danger")
+    assert (approve["action_id"], approve["style"], reject["action_id"], reject["style"]) == (
+        "mlops_approve",
+        "primary",
+        "mlops_reject",
+        "danger",
+    )
     value = json.loads(approve["value"])
-    assert value == {"job": "mlops-release", "build": 7, "build_url": BUILD_URL, "input_id": "ReleaseApproval",
-                     "requested_by": "slack:U123", "model": model,
-                     "digest": audit["digest"]}
+    assert value == {
+        "job": "mlops-release",
+        "build": 7,
+        "build_url": BUILD_URL,
+        "input_id": "ReleaseApproval",
+        "requested_by": "slack:U123",
+        "model": model,
+        "digest": audit["digest"],
+    }
     link = [el for b in done["blocks"] if b["type"] == "actions" for el in b["elements"]]
     assert link[0]["url"] == BUILD_URL
     facts = " ".join(f["text"] for b in done["blocks"] for f in b.get("fields", []))
@@ -255,8 +342,11 @@ def test_approved_release_runs_every_stage_and_records_who_asked_and_approved(wo
 
     # JUnit reports: one case per validation check, one per kind of smoke request and the latency budget
     junit = {e["stage"]: e["files"] for e in build.of("junit")}
-    assert junit == {"unit-test": [".mlops/reports/unit-test.xml"], "validate-model": [".mlops/reports/validate-model.xml"],
-                     "smoke-test": [".mlops/reports/smoke-test.xml"]}
+    assert junit == {
+        "unit-test": [".mlops/reports/unit-test.xml"],
+        "validate-model": [".mlops/reports/validate-model.xml"],
+        "smoke-test": [".mlops/reports/smoke-test.xml"],
+    }
     reports = workspace.workdir / "reports"
     validate_junit(*(reports / f"{name}.xml" for name in ("unit-test", "validate-model", "smoke-test")))
     import xml.etree.ElementTree as ET
@@ -292,16 +382,18 @@ def test_a_rejection_deploys_nothing_and_says_who_rejected(workspace, slack, kaf
 
 def test_no_answer_in_time_deploys_nothing_and_is_recorded_as_a_timeout(workspace, slack, kafka, tmp_path):
     model = workspace.register()
-    build = workspace.build(tmp_path, slack_params(model), {"answer": "timeout"},
-                            env={"RELEASE_APPROVAL_MINUTES": "30"})
+    build = workspace.build(
+        tmp_path, slack_params(model), {"answer": "timeout"}, env={"RELEASE_APPROVAL_MINUTES": "30"}
+    )
     assert build.result == "ABORTED"
     assert build.stage_status()["rolling-update"].startswith("skipped")
     state = read_state(workspace.workdir)
     timed_out = state["approvals"][-1]
     assert timed_out["decision"] == "timed-out" and timed_out["by"] is None and "prod" not in state["deployments"]
     last = slack.messages[-1]
-    assert "aborted" in last["text"] and any("nobody approved in time" in b.get("text", {}).get("text", "")
-                                             for b in last["blocks"] if b["type"] == "section")
+    assert "aborted" in last["text"] and any(
+        "nobody approved in time" in b.get("text", {}).get("text", "") for b in last["blocks"] if b["type"] == "section"
+    )
     assert kafka_events(kafka)[-1]["event"] == "aborted"
 
 
@@ -346,12 +438,14 @@ def test_the_gate_is_skipped_only_by_configuration(workspace, slack, kafka, tmp_
 
 
 def test_rolling_update_refuses_to_run_without_an_approver_when_one_is_required(tmp_path):
-    done = run_cli("rolling-update", "--workdir", str(tmp_path / "w"), cwd=tmp_path,
-                   env={"MLOPS_APPROVAL__REQUIRED": "true"})
+    done = run_cli(
+        "rolling-update", "--workdir", str(tmp_path / "w"), cwd=tmp_path, env={"MLOPS_APPROVAL__REQUIRED": "true"}
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: production needs an approver: approval.required is on (pass --approved-by WHO after the approval "
-        "gate, or set approval.required false)"]
+        "gate, or set approval.required false)"
+    ]
 
 
 ROLLBACK = REPO / "deploy" / "jenkins" / "Jenkinsfile.rollback"
@@ -383,8 +477,9 @@ def test_the_jobs_take_the_parameters_the_slack_service_sends(workspace, tmp_pat
     assert dsl_parameters(REPO / "deploy" / "jenkins" / "jobs" / "mlops_rollback.groovy") == names["rollback"]
 
 
-def test_the_rollback_job_runs_mlops_rollback_with_the_release_jobs_state(workspace, slack, kafka, tmp_path,
-                                                                         make_settings, iris_artifact, standin):
+def test_the_rollback_job_runs_mlops_rollback_with_the_release_jobs_state(
+    workspace, slack, kafka, tmp_path, make_settings, iris_artifact, standin
+):
     model = workspace.register()
     released = workspace.build(tmp_path, {"MODEL_REF": model}, env={"MLOPS_APPROVAL__REQUIRED": "false"})
     assert released.result == "SUCCESS", released.log[-3000:]
@@ -393,9 +488,12 @@ def test_the_rollback_job_runs_mlops_rollback_with_the_release_jobs_state(worksp
     rollback_ws = Workspace(tmp_path / "rollback-workspace", slack, kafka, make_settings, iris_artifact, standin)
     out = tmp_path / "rollback-build"
     out.mkdir()
-    build = rollback_ws.build(out, {"ENV": "prod", "REQUESTED_BY": "slack:U123", "SLACK_CHANNEL": CHANNEL,
-                                    "SLACK_THREAD_TS": THREAD}, jenkinsfile=ROLLBACK,
-                              artifacts={"mlops-release": str(workspace.root)})
+    build = rollback_ws.build(
+        out,
+        {"ENV": "prod", "REQUESTED_BY": "slack:U123", "SLACK_CHANNEL": CHANNEL, "SLACK_THREAD_TS": THREAD},
+        jenkinsfile=ROLLBACK,
+        artifacts={"mlops-release": str(workspace.root)},
+    )
     (copied,) = build.of("copyArtifacts")
     assert copied["projectName"] == "mlops-release" and copied["selector"] == {"selector": "lastSuccessful"}
     assert copied["files"] == [".mlops/state.json"]
@@ -412,10 +510,8 @@ def test_the_rollback_job_runs_mlops_rollback_with_the_release_jobs_state(worksp
 STRICT_CASES = {
     "an input parameter the input step lacks": "input(message: 'ok?', id: 'X', approvers: 'bob')",
     "an input without a message": "input(id: 'X')",
-    "a username/password binding given a single variable":
-        "withCredentials([usernamePassword(credentialsId: 'c', variable: 'V')]) { echo 'x' }",
-    "a secret-text binding given username variables":
-        "withCredentials([string(credentialsId: 'c', usernameVariable: 'U', passwordVariable: 'P')]) { echo 'x' }",
+    "a username/password binding given a single variable": "withCredentials([usernamePassword(credentialsId: 'c', variable: 'V')]) { echo 'x' }",
+    "a secret-text binding given username variables": "withCredentials([string(credentialsId: 'c', usernameVariable: 'U', passwordVariable: 'P')]) { echo 'x' }",
     "a timeout without a time": "timeout(unit: 'MINUTES') { echo 'x' }",
     "an unknown step": "slackSend(message: 'x')",
     "a junit step with a misspelt option": "junit(testResults: 'x.xml', allowEmptyResult: true)",
@@ -433,19 +529,19 @@ def test_the_standin_refuses_what_jenkins_refuses(workspace, tmp_path, step):
     post {{ unsuccessful {{ echo 'unsuccessful' }} }}
 }}
 """)
-    build = workspace.build(tmp_path, {}, jenkinsfile=jf, credentials={"c": {"type": "usernamePassword",
-                                                                           "username": "u", "password": "p"}})
+    build = workspace.build(
+        tmp_path, {}, jenkinsfile=jf, credentials={"c": {"type": "usernamePassword", "username": "u", "password": "p"}}
+    )
     assert build.result == "FAILURE"
     (stage,) = build.of("stage")
     assert stage["status"] == "FAILURE" and stage["error"]
-    assert build.posts() == ["unsuccessful"]   # a valid post condition Jenkins runs on a failure
+    assert build.posts() == ["unsuccessful"]  # a valid post condition Jenkins runs on a failure
 
 
 INVALID_JUNIT = {
     "a count that is not a number": '<testsuite name="s" tests="two"><testcase name="a"/></testsuite>',
     "a case without a name": '<testsuite name="s" tests="1"><testcase classname="c"/></testsuite>',
-    "a failure and an error in one case":
-        '<testsuite name="s" tests="1"><testcase name="a"><failure/><error/></testcase></testsuite>',
+    "a failure and an error in one case": '<testsuite name="s" tests="1"><testcase name="a"><failure/><error/></testcase></testsuite>',
     "an element Jenkins does not read": '<testsuite name="s" tests="1"><testcase name="a"><flaky/></testcase></testsuite>',
     "a time that is not seconds": '<testsuite name="s" tests="1"><testcase name="a" time="1m"/></testsuite>',
 }
@@ -465,10 +561,14 @@ def test_the_junit_schema_refuses_what_is_not_the_format_and_accepts_what_mlops_
     assert done.returncode == 1
     assert done.stdout.count("invalid ") == len(bad) and "ok " not in done.stdout, done.stdout
 
-    good = junit.write(tmp_path / "reports" / "mine.xml", "validate-model", [
-        junit.Case("accuracy", "validation", failure="accuracy = 0.5, needs >= 0.9\nsecond line\x07"),
-        junit.Case("schema", "validation", time_s=0.25, detail="inputs match"),
-    ])
+    good = junit.write(
+        tmp_path / "reports" / "mine.xml",
+        "validate-model",
+        [
+            junit.Case("accuracy", "validation", failure="accuracy = 0.5, needs >= 0.9\nsecond line\x07"),
+            junit.Case("schema", "validation", time_s=0.25, detail="inputs match"),
+        ],
+    )
     validate_junit(good)
     text = good.read_text()
     assert 'tests="2" failures="1"' in text and "\x07" not in text
@@ -479,8 +579,9 @@ def test_an_earlier_builds_reports_are_not_published_again(workspace, slack, kaf
     not put the previous build's report (here a passing validation) into this build's Tests tab."""
     reports = workspace.workdir / "reports"
     reports.mkdir(parents=True)
-    (reports / "validate-model.xml").write_text('<?xml version="1.0"?><testsuite name="old" tests="1">'
-                                                '<testcase name="accuracy"/></testsuite>')
+    (reports / "validate-model.xml").write_text(
+        '<?xml version="1.0"?><testsuite name="old" tests="1"><testcase name="accuracy"/></testsuite>'
+    )
     build = workspace.build(tmp_path, {"MODEL_REF": "local:no-such-model"})
     assert build.result == "FAILURE" and build.stage_status()["validate-model"] == "FAILURE"
     junit = {e["stage"]: e["files"] for e in build.of("junit")}
@@ -489,8 +590,9 @@ def test_an_earlier_builds_reports_are_not_published_again(workspace, slack, kaf
 
 
 @pytest.mark.parametrize("minutes", ["soon", "0", "-5"])
-def test_a_gate_timeout_that_is_no_number_of_minutes_fails_the_start_naming_the_setting(workspace, slack, kafka,
-                                                                                        tmp_path, minutes):
+def test_a_gate_timeout_that_is_no_number_of_minutes_fails_the_start_naming_the_setting(
+    workspace, slack, kafka, tmp_path, minutes
+):
     build = workspace.build(tmp_path, {"MODEL_REF": "local:iris"}, env={"RELEASE_APPROVAL_MINUTES": minutes})
     assert build.result == "FAILURE"
     (start,) = [e for e in build.of("stage") if e["stage"] == "start"]

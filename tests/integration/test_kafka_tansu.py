@@ -47,11 +47,25 @@ def test_the_kafka_notifier_delivers_key_headers_and_json_event_to_tansu(make_se
 
     notifier = KafkaNotifier(kafka_settings(make_settings, tansu.bootstrap))
     try:
-        notifier.send(Notification(title="rolling-update of iris@3 to prod succeeded", severity="success",
-                                   kind="rollout", fields={"model": "iris", "version": "3"},
-                                   event={"fingerprint": "iris-prod-3", "env": "prod"}))
-        notifier.send(Notification(title="feature drift", text="PSI 0.41 > 0.25", severity="critical", kind="alert",
-                                   link="https://runbooks.example.org/drift", event={"fingerprint": "f1"}))
+        notifier.send(
+            Notification(
+                title="rolling-update of iris@3 to prod succeeded",
+                severity="success",
+                kind="rollout",
+                fields={"model": "iris", "version": "3"},
+                event={"fingerprint": "iris-prod-3", "env": "prod"},
+            )
+        )
+        notifier.send(
+            Notification(
+                title="feature drift",
+                text="PSI 0.41 > 0.25",
+                severity="critical",
+                kind="alert",
+                link="https://runbooks.example.org/drift",
+                event={"fingerprint": "f1"},
+            )
+        )
         notifier.send(Notification(title="no fingerprint", kind="event"))
     finally:
         notifier.close()
@@ -59,16 +73,30 @@ def test_the_kafka_notifier_delivers_key_headers_and_json_event_to_tansu(make_se
     records = tansu.read(TOPIC, 3)
     assert [r.offset for r in records] == [0, 1, 2]
     assert [r.key for r in records] == [b"iris-prod-3", b"f1", None]
-    assert [dict(r.headers) for r in records] == [{"kind": b"rollout", "severity": b"success"},
-                                                  {"kind": b"alert", "severity": b"critical"},
-                                                  {"kind": b"event", "severity": b"info"}]
+    assert [dict(r.headers) for r in records] == [
+        {"kind": b"rollout", "severity": b"success"},
+        {"kind": b"alert", "severity": b"critical"},
+        {"kind": b"event", "severity": b"info"},
+    ]
     first, second = (json.loads(r.value) for r in records[:2])
     assert first["title"] == "rolling-update of iris@3 to prod succeeded" and first["kind"] == "rollout"
     assert first["fields"] == {"model": "iris", "version": "3"} and first["event"]["env"] == "prod"
     assert second["text"] == "PSI 0.41 > 0.25" and second["link"] == "https://runbooks.example.org/drift"
     # the event is every field of the notification (Notification.as_event), Slack's threading and buttons too
-    assert set(first) == {"title", "text", "severity", "kind", "fields", "link", "event", "time",
-                          "button", "channel", "thread_ts", "approval"}
+    assert set(first) == {
+        "title",
+        "text",
+        "severity",
+        "kind",
+        "fields",
+        "link",
+        "event",
+        "time",
+        "button",
+        "channel",
+        "thread_ts",
+        "approval",
+    }
 
 
 class RelayProcess:
@@ -95,8 +123,13 @@ class RelayProcess:
         return self.log.read_text(errors="replace")
 
     def post(self, body: dict) -> httpx.Response:
-        return httpx.post(f"{self.url}/v1/alertmanager", json=body, headers={"Authorization": f"Bearer {TOKEN}"},
-                          timeout=10, verify=self.verify)
+        return httpx.post(
+            f"{self.url}/v1/alertmanager",
+            json=body,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+            verify=self.verify,
+        )
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -108,25 +141,53 @@ class RelayProcess:
 
 
 def alertmanager_body() -> dict:
-    alerts = [{"status": status, "fingerprint": fp, "startsAt": "2026-11-25T20:00:00Z",
-               "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-25T21:00:00Z",
-               "labels": {"alertname": "MlopsFeatureDrift", "severity": "critical", "job": "iris",
-                          "feature": "petal_length_cm"},
-               "annotations": {"summary": "iris: feature petal_length_cm drifted"},
-               "generatorURL": "http://prometheus:9090/graph"} for status, fp in (("firing", "f1"), ("resolved", "f2"))]
-    return {"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing", "receiver": "mlops-relay",
-            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
-            "alerts": alerts}
+    alerts = [
+        {
+            "status": status,
+            "fingerprint": fp,
+            "startsAt": "2026-11-25T20:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-25T21:00:00Z",
+            "labels": {
+                "alertname": "MlopsFeatureDrift",
+                "severity": "critical",
+                "job": "iris",
+                "feature": "petal_length_cm",
+            },
+            "annotations": {"summary": "iris: feature petal_length_cm drifted"},
+            "generatorURL": "http://prometheus:9090/graph",
+        }
+        for status, fp in (("firing", "f1"), ("resolved", "f2"))
+    ]
+    return {
+        "version": "4",
+        "groupKey": "{}:{}",
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "mlops-relay",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": alerts,
+    }
 
 
 def test_the_relay_delivers_alertmanager_alerts_to_tansu(tmp_path: Path, tansu) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    env.update({"MLOPS_RELAY__TOKEN": TOKEN, "MLOPS_RELAY__PORT": str(port), "MLOPS_RELAY__SINKS": '["kafka"]',
-                "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"), "MLOPS_RELAY__RETRY_BACKOFF_S": "0.2",
-                "MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS": tansu.bootstrap, "MLOPS_NOTIFY__KAFKA__TOPIC": TOPIC,
-                "MLOPS_NOTIFY__KAFKA__TIMEOUT_S": "5",
-                "MLOPS_RELAY__INSECURE": "true"})  # plain http with a token: loopback only, said explicitly
+    env.update(
+        {
+            "MLOPS_RELAY__TOKEN": TOKEN,
+            "MLOPS_RELAY__PORT": str(port),
+            "MLOPS_RELAY__SINKS": '["kafka"]',
+            "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "queue"),
+            "MLOPS_RELAY__RETRY_BACKOFF_S": "0.2",
+            "MLOPS_NOTIFY__KAFKA__BOOTSTRAP_SERVERS": tansu.bootstrap,
+            "MLOPS_NOTIFY__KAFKA__TOPIC": TOPIC,
+            "MLOPS_NOTIFY__KAFKA__TIMEOUT_S": "5",
+            "MLOPS_RELAY__INSECURE": "true",
+        }
+    )  # plain http with a token: loopback only, said explicitly
     relay = RelayProcess([sys.executable, "-m", "mlops_cli.cli", "alert-relay"], env, tmp_path, port)
     try:
         r = relay.post(alertmanager_body())
@@ -150,9 +211,15 @@ def test_the_relay_run_as_its_rendered_manifests_say_delivers_to_tansu(tmp_path:
     from mlops_cli import gitops
     from mlops_cli.config import load_settings
 
-    settings = load_settings(REPO / "deploy" / "kustomize" / "mlops.yaml", {
-        "workdir": tmp_path / "w", "relay": {"sinks": ["kafka"]},
-        "notify": {"kafka": {"bootstrap_servers": tansu.bootstrap, "topic": TOPIC}}}, environ={})
+    settings = load_settings(
+        REPO / "deploy" / "kustomize" / "mlops.yaml",
+        {
+            "workdir": tmp_path / "w",
+            "relay": {"sinks": ["kafka"]},
+            "notify": {"kafka": {"bootstrap_servers": tansu.bootstrap, "topic": TOPIC}},
+        },
+        environ={},
+    )
     objects = {(m["kind"], m["metadata"]["name"]): m for m in gitops.monitoring_manifests(settings)}
     (container,) = objects[("Deployment", "mlops-alert-relay")]["spec"]["template"]["spec"]["containers"]
     secret = tmp_path / "etc-mlops-relay"
@@ -160,15 +227,35 @@ def test_the_relay_run_as_its_rendered_manifests_say_delivers_to_tansu(tmp_path:
     (secret / "token").write_text(TOKEN)  # the Secret `mlops-relay`, key `token`, as mounted
     tls = tmp_path / "etc-mlops-relay-tls"  # the Secret `mlops-alert-relay-tls` (OpenShift's serving certificate)
     tls.mkdir()
-    subprocess.run([require_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tls / "tls.key"),
-                    "-out", str(tls / "tls.crt"), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            require_tool("openssl"),
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(tls / "tls.key"),
+            "-out",
+            str(tls / "tls.crt"),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     moved = {"/etc/mlops-relay": str(secret), "/var/lib/mlops-relay": str(tmp_path / "var"), "/tmp": str(tmp_path)}
 
     def move(value: str) -> str:
         for pod_path, here in moved.items():
             if value.startswith(pod_path):
-                return here + value[len(pod_path):]
+                return here + value[len(pod_path) :]
         return value
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from helpers import Load, read_state, register_iris, run_cli, slow_model
 from test_slack_notifier import SlackWebhookDouble
+
 from mlops_cli.stages import assemble_server, deploy_to_test_env, rolling_update, smoke, validate_model
 from mlops_cli.targets import port_free
 from mlops_cli.targets.local import LocalTarget, _alive
@@ -33,8 +33,11 @@ ROW = [5.1, 3.5, 1.4, 0.2]
 
 
 def cli_env(s) -> dict[str, str]:
-    return {"MLOPS_DEPLOY__TEST__PORT": str(s.deploy.test.port), "MLOPS_DEPLOY__PROD__PORT": str(s.deploy.prod.port),
-            "MLOPS_VALIDATION__THRESHOLDS": '{"accuracy": ">= 0.9"}'}  # validate-model needs one
+    return {
+        "MLOPS_DEPLOY__TEST__PORT": str(s.deploy.test.port),
+        "MLOPS_DEPLOY__PROD__PORT": str(s.deploy.prod.port),
+        "MLOPS_VALIDATION__THRESHOLDS": '{"accuracy": ">= 0.9"}',
+    }  # validate-model needs one
 
 
 def prepare(make_settings, settings, ref, to_prod: bool):
@@ -59,8 +62,13 @@ def start_paused(args: list[str], workdir: Path, env: dict[str, str], step: str)
     """The real CLI, paused before `step`; returns once it says so (bounded)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
     environ.update(env, MLOPS_TEST_PAUSE_AT=step)
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", *args, "--workdir", str(workdir)], env=environ,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_cli.cli", *args, "--workdir", str(workdir)],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[str] = []
     paused = threading.Event()
 
@@ -91,13 +99,16 @@ def ours(s, env: str):
     return LocalTarget(s).observe(env)
 
 
-@pytest.mark.parametrize("step, sig", [
-    ("loading", signal.SIGTERM),       # the new revision is loading: it is stopped, the old one serves
-    ("switching", signal.SIGKILL),     # loaded, never told to listen: the next run stops it
-    ("switching", signal.SIGINT),      # Ctrl-C
-    ("draining", signal.SIGKILL),      # the new revision already serves: the next run finishes the rollout
-    ("draining", signal.SIGTERM),
-])
+@pytest.mark.parametrize(
+    "step, sig",
+    [
+        ("loading", signal.SIGTERM),  # the new revision is loading: it is stopped, the old one serves
+        ("switching", signal.SIGKILL),  # loaded, never told to listen: the next run stops it
+        ("switching", signal.SIGINT),  # Ctrl-C
+        ("draining", signal.SIGKILL),  # the new revision already serves: the next run finishes the rollout
+        ("draining", signal.SIGTERM),
+    ],
+)
 def test_abort_of_rolling_update_leaves_one_known_revision(make_settings, settings, iris_artifact, tmp_path, step, sig):
     s1 = prepare(make_settings, settings, register_iris(settings, iris_artifact), to_prod=True)
     before = read_state(s1.workdir)["deployments"]["prod"]
@@ -126,7 +137,7 @@ def test_abort_of_rolling_update_leaves_one_known_revision(make_settings, settin
     prod = state["deployments"]["prod"]
     observed = ours(s2, "prod")
     assert [srv.ident for srv in observed.servers] == [prod["handle"]]  # exactly one server of ours ...
-    assert observed.serving == prod["handle"]                           # ... and it is the one state names
+    assert observed.serving == prod["handle"]  # ... and it is the one state names
     assert state["intents"] == {}
     served_new = step == "draining"
     if sig != signal.SIGKILL:
@@ -185,11 +196,25 @@ def test_two_runs_on_one_workdir_the_second_names_the_holder(make_settings, sett
         assert f"is in use by pid {first.pid} (mlops pipeline run, since " in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
         # With a wait, the second run waits for the first, then runs.
-        waiting = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "status", "--workdir", str(s.workdir),
-                                    "--move-aside-corrupt-state"],
-                                   env={**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
-                                        **cli_env(s), "MLOPS_LOCK_WAIT_S": "60"},
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiting = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlops_cli.cli",
+                "status",
+                "--workdir",
+                str(s.workdir),
+                "--move-aside-corrupt-state",
+            ],
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
+                **cli_env(s),
+                "MLOPS_LOCK_WAIT_S": "60",
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(1.0)
         assert waiting.poll() is None  # still waiting for the lock
     finally:
@@ -204,8 +229,9 @@ def test_two_runs_on_one_workdir_the_second_names_the_holder(make_settings, sett
 def test_revision_timed_out_while_loading_never_accepts_a_connection(make_settings, settings, tmp_path):
     model, slow = slow_model(tmp_path, seconds=5)
     ref = register_iris(settings, model, framework="python", class_name="Slow", labels=None, name="slow")
-    s = make_settings(workdir=settings.workdir, model=ref,
-                      deploy={**settings.deploy.model_dump(mode="json"), "ready_timeout_s": 3})
+    s = make_settings(
+        workdir=settings.workdir, model=ref, deploy={**settings.deploy.model_dump(mode="json"), "ready_timeout_s": 3}
+    )
     validate_model.run(s)
     assemble_server.run(s)
     slow.touch()  # from now on it takes 5 s to load: longer than ready_timeout_s
@@ -266,7 +292,9 @@ def test_stop_works_with_a_broken_config_file(make_settings, settings, iris_arti
     cwd.mkdir()
     (cwd / "mlops.yaml").write_text("deploy: [unclosed\n")
     status = run_cli("status", "--workdir", str(s.workdir), cwd=cwd)
-    assert status.returncode == 0 and "malformed YAML" in status.stdout and "using the default settings" in status.stdout
+    assert (
+        status.returncode == 0 and "malformed YAML" in status.stdout and "using the default settings" in status.stdout
+    )
     stopped = run_cli("stop", "--workdir", str(s.workdir), cwd=cwd)
     assert stopped.returncode == 0, stopped.stderr
     assert "malformed YAML" in stopped.stdout and "stopped test" in stopped.stdout
@@ -324,7 +352,8 @@ def test_a_bundle_older_than_the_identity_flags_fails_at_once_in_one_line(make_s
         "parser.add_argument('bundle')\n"
         "for flag in ('--host', '--port', '--ready-file'):\n"
         "    parser.add_argument(flag)\n"
-        "parser.parse_args()\n")
+        "parser.parse_args()\n"
+    )
     s = make_settings(deploy={"restart": restart, "ready_timeout_s": 120})
     started = time.monotonic()
     with pytest.raises(StageFailed) as failed:
@@ -364,5 +393,7 @@ def test_a_supervisor_killed_takes_its_server_along_and_status_says_so(make_sett
     status = run_cli("status", "--workdir", str(s.workdir), env=cli_env(s))
     assert status.returncode == 0, status.stderr
     assert "NOT RUNNING" in status.stdout
-    assert f"DISAGREES  prod: state names revision {prod['revision']} (pid {prod['pid']}) but it is not running" \
+    assert (
+        f"DISAGREES  prod: state names revision {prod['revision']} (pid {prod['pid']}) but it is not running"
         in status.stdout
+    )

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from helpers import free_port, read_state, register_iris, run_cli
+
 from mlops_cli import run_all
 from mlops_cli.stages import STAGES
 from mlops_cli.targets.local import _alive
@@ -27,8 +27,12 @@ def test_pipeline_runs_every_stage_and_serves(make_settings, settings, iris_arti
     for name in ("AWS_SECRET_ACCESS_KEY", "CLEARML_API_SECRET_KEY", "MLOPS_BUILD__PASSWORD", "SLACK_BOT_TOKEN"):
         monkeypatch.setenv(name, "s3cr3t-value")  # the toolkit's credentials: never handed to a server
     ref = register_iris(settings, iris_artifact)
-    run_settings = make_settings(workdir=settings.workdir, model=ref, deploy=settings.deploy.model_dump(mode="json"),
-                                 validation={"thresholds": {"accuracy": ">= 0.9"}})
+    run_settings = make_settings(
+        workdir=settings.workdir,
+        model=ref,
+        deploy=settings.deploy.model_dump(mode="json"),
+        validation={"thresholds": {"accuracy": ">= 0.9"}},
+    )
     result = run_all.run(run_settings)
     assert result.passed, result.error
     statuses = {row.stage: row.status for row in result.stages}
@@ -63,15 +67,19 @@ def test_an_onnx_model_travels_every_stage(make_settings, settings, iris_artifac
     artifact = tmp_path / "iris.onnx"
     artifact.write_bytes(graph.SerializeToString())
     ref = register_iris(settings, artifact, framework=None)
-    result = run_all.run(make_settings(workdir=settings.workdir, model=ref, deploy=settings.deploy.model_dump(mode="json")))
+    result = run_all.run(
+        make_settings(workdir=settings.workdir, model=ref, deploy=settings.deploy.model_dump(mode="json"))
+    )
     assert result.passed, result.error
     state = read_state(settings.workdir)
     bundle = Path(state["bundle"]["path"])
     assert json.loads((bundle / "spec.json").read_text())["model"]["framework"] == "onnx"
     requirements = (bundle / "requirements.txt").read_text()
     assert "onnxruntime==" in requirements and "scikit-learn" not in requirements
-    answer = httpx.post(state["deployments"]["prod"]["url"] + "/v1/predict",
-                        json={"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
+    answer = httpx.post(
+        state["deployments"]["prod"]["url"] + "/v1/predict",
+        json={"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
+    )
     assert [p["label"] for p in answer.json()["predictions"]] == ["setosa", "virginica"]
 
 
@@ -108,8 +116,12 @@ def test_each_stage_as_its_own_process_like_jenkins(tmp_path, iris_artifact):
     from mlops_cli.config import load_settings
 
     work = tmp_path / "w"
-    env = {"MLOPS_WORKDIR": str(work), "MLOPS_DEPLOY__TEST__PORT": str(free_port()),
-           "MLOPS_DEPLOY__PROD__PORT": str(free_port()), "MLOPS_VALIDATION__THRESHOLDS": '{"accuracy": ">= 0.9"}'}
+    env = {
+        "MLOPS_WORKDIR": str(work),
+        "MLOPS_DEPLOY__TEST__PORT": str(free_port()),
+        "MLOPS_DEPLOY__PROD__PORT": str(free_port()),
+        "MLOPS_VALIDATION__THRESHOLDS": '{"accuracy": ">= 0.9"}',
+    }
     ref = register_iris(load_settings(None, {"workdir": work}, environ={}), iris_artifact)
     env["MLOPS_MODEL"] = ref
     try:
@@ -117,7 +129,10 @@ def test_each_stage_as_its_own_process_like_jenkins(tmp_path, iris_artifact):
             done = run_cli(stage, env=env)
             assert done.returncode == 0, f"{stage}: {done.stderr}"
         assert {k: v["status"] for k, v in read_state(work)["stages"].items()} == {
-            **{s: "passed" for s in STAGES}, "unit-test": "skipped", "build-image": "skipped"}
+            **{s: "passed" for s in STAGES},
+            "unit-test": "skipped",
+            "build-image": "skipped",
+        }
     finally:
         run_cli("stop", env=env)
     assert os.path.exists(work / "state.json")

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from helpers import read_state, register_iris, slow_model
+
 from mlops_cli.errors import PrerequisiteError, StageFailed, UsageError
 from mlops_cli.stages import assemble_server, deploy_to_test_env, rolling_update, smoke, validate_model
 from mlops_cli.targets.local import _alive
 
 pytestmark = pytest.mark.integration
+
 
 def validated_and_assembled(make_settings, settings, ref, **overrides):
     overrides.setdefault("deploy", settings.deploy.model_dump(mode="json"))
@@ -82,7 +83,9 @@ def test_rolling_update_fails_no_request(make_settings, settings, iris_artifact,
                     pass
                 time.sleep(0.05)
 
-    threads = [threading.Thread(target=client, args=(i % 2 == 0,)) for i in range(6)] + [threading.Thread(target=watcher)]
+    threads = [threading.Thread(target=client, args=(i % 2 == 0,)) for i in range(6)] + [
+        threading.Thread(target=watcher)
+    ]
     for t in threads:
         t.start()
     try:
@@ -116,10 +119,13 @@ def test_port_in_use_by_another_program(make_settings, settings, iris_artifact):
 def test_server_that_never_becomes_ready_is_stopped(make_settings, settings, tmp_path):
     model, slow = slow_model(tmp_path)
     ref = register_iris(settings, model, framework="python", class_name="Slow", labels=None, name="slow")
-    s = validated_and_assembled(make_settings, settings, ref,
-                                deploy={**settings.deploy.model_dump(mode="json"), "ready_timeout_s": 3})
+    s = validated_and_assembled(
+        make_settings, settings, ref, deploy={**settings.deploy.model_dump(mode="json"), "ready_timeout_s": 3}
+    )
     slow.touch()
-    with pytest.raises(StageFailed, match=r"did not become ready within 3 s .*it was stopped \(it never took a connection\); .*log: "):
+    with pytest.raises(
+        StageFailed, match=r"did not become ready within 3 s .*it was stopped \(it never took a connection\); .*log: "
+    ):
         deploy_to_test_env.run(s)
     assert read_state(settings.workdir)["deployments"] == {}
     with socket.socket() as probe:  # the port is free again: nothing was left running
@@ -129,11 +135,13 @@ def test_server_that_never_becomes_ready_is_stopped(make_settings, settings, tmp
 def test_model_that_fails_to_load_exits_at_start_up_with_the_reason(make_settings, settings, tmp_path):
     gone = tmp_path / "weights-gone"  # missing weights once validated (validation's trial run loads it too)
     model = tmp_path / "broken.py"
-    model.write_text("import os\nimport numpy as np\nclass Broken:\n    def __init__(self):\n"
-                     f"        if os.path.exists({str(gone)!r}):\n"
-                     "            raise RuntimeError('weights missing')\n"
-                     "    def predict(self, X):\n        return np.zeros(len(X), dtype=int)\n"
-                     "    def predict_proba(self, X):\n        return np.full((len(X), 3), 1 / 3)\n")
+    model.write_text(
+        "import os\nimport numpy as np\nclass Broken:\n    def __init__(self):\n"
+        f"        if os.path.exists({str(gone)!r}):\n"
+        "            raise RuntimeError('weights missing')\n"
+        "    def predict(self, X):\n        return np.zeros(len(X), dtype=int)\n"
+        "    def predict_proba(self, X):\n        return np.full((len(X), 3), 1 / 3)\n"
+    )
     ref = register_iris(settings, model, framework="python", class_name="Broken", labels=None, name="broken")
     s = validated_and_assembled(make_settings, settings, ref)
     gone.touch()
@@ -148,13 +156,21 @@ def test_failed_rolling_update_leaves_the_old_revision_serving(make_settings, se
     model, slow = slow_model(tmp_path)
     ref = register_iris(settings, model, framework="python", class_name="Slow", labels=None)
     # Pretend the slow model passed its smoke test: what matters here is production's reaction.
-    s = validated_and_assembled(make_settings, settings, ref,
-                                deploy={**settings.deploy.model_dump(mode="json"), "ready_timeout_s": 3})
+    s = validated_and_assembled(
+        make_settings, settings, ref, deploy={**settings.deploy.model_dump(mode="json"), "ready_timeout_s": 3}
+    )
     slow.touch()
     from mlops_cli.state import SmokeRecord, State
+
     state = State.load(s.workdir)
-    state.smoke = SmokeRecord(passed=True, url="-", model_sha256=state.bundle.model_sha256,
-                              bundle_digest=state.bundle.bundle_digest, requests=1, p95_ms=1.0)
+    state.smoke = SmokeRecord(
+        passed=True,
+        url="-",
+        model_sha256=state.bundle.model_sha256,
+        bundle_digest=state.bundle.bundle_digest,
+        requests=1,
+        p95_ms=1.0,
+    )
     state.save(s.workdir)
     with pytest.raises(StageFailed, match=r"rolling update failed, revision 1 \(local:iris@1\) still serves"):
         rolling_update.run(s)
@@ -166,8 +182,13 @@ def test_failed_rolling_update_leaves_the_old_revision_serving(make_settings, se
 
 def test_smoke_test_enforces_the_latency_budget(make_settings, settings, iris_artifact):
     with pytest.raises(StageFailed, match=r"p95 latency .* is over the budget of 0.001 ms"):
-        ship(make_settings, settings, register_iris(settings, iris_artifact), to_prod=False,
-             smoke={"p95_ms": 0.001, "requests": 5})
+        ship(
+            make_settings,
+            settings,
+            register_iris(settings, iris_artifact),
+            to_prod=False,
+            smoke={"p95_ms": 0.001, "requests": 5},
+        )
     state = read_state(settings.workdir)
     assert state["smoke"]["passed"] is False
     with pytest.raises(PrerequisiteError, match="smoke test of the current bundle failed"):
@@ -175,8 +196,11 @@ def test_smoke_test_enforces_the_latency_budget(make_settings, settings, iris_ar
 
 
 def test_rolling_update_needs_a_smoke_test(make_settings, settings, iris_artifact):
-    s = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact),
-                      deploy=settings.deploy.model_dump(mode="json"))
+    s = make_settings(
+        workdir=settings.workdir,
+        model=register_iris(settings, iris_artifact),
+        deploy=settings.deploy.model_dump(mode="json"),
+    )
     validate_model.run(s)
     assemble_server.run(s)
     with pytest.raises(PrerequisiteError, match="run `mlops smoke-test` first"):
@@ -196,8 +220,13 @@ def test_sigterm_during_deploy_stops_the_half_started_server(make_settings, sett
     slow.touch()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
     env["MLOPS_DEPLOY__TEST__PORT"] = str(s.deploy.test.port)
-    cli = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "deploy-test", "--workdir", str(s.workdir)],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "mlops_cli.cli", "deploy-test", "--workdir", str(s.workdir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     bundle = read_state(s.workdir)["bundle"]["path"]
     deadline = time.monotonic() + 30
     server_pids: list[int] = []

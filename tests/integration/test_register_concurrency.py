@@ -17,10 +17,28 @@ pytestmark = pytest.mark.integration
 def test_parallel_registers_of_one_name_get_distinct_versions_and_lose_none(tmp_path: Path, iris_artifact: Path):
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
     environ["MLOPS_WORKDIR"] = str(tmp_path / "work")
-    procs = [subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "model", "register", str(iris_artifact),
-                               "--name", "iris", "--tag", f"run-{i}"], cwd=tmp_path, env=environ,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(10)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlops_cli.cli",
+                "model",
+                "register",
+                str(iris_artifact),
+                "--name",
+                "iris",
+                "--tag",
+                f"run-{i}",
+            ],
+            cwd=tmp_path,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(10)
+    ]
     deadline = time.monotonic() + 120
     outputs = []
     try:
@@ -50,10 +68,19 @@ def test_a_register_killed_while_holding_the_lock_does_not_block_the_next(tmp_pa
 
     store = LocalStore(tmp_path / "store")
     lock = tmp_path / "store" / "models" / "iris" / ".lock"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from mlops_cli.sources.local import _locked\n"
-        f"with _locked(Path({str(lock)!r}), 'model iris'):\n    print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(mlops_cli.__file__).parents[1])})
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from mlops_cli.sources.local import _locked\n"
+                f"with _locked(Path({str(lock)!r}), 'model iris'):\n    print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(mlops_cli.__file__).parents[1])},
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         began = time.monotonic()

@@ -31,7 +31,7 @@ class SlackWebhookDouble:
         double = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if self.path != SECRET_PATH:
                     status, text = 404, "no_service"
@@ -70,9 +70,14 @@ def _settings(make_settings, url: str, **notify):
     return make_settings(notify={"notifiers": ["slack"], "slack": {"webhook_url": url}, **notify})
 
 
-NOTE = Notification(title="rolling-update of iris@3 to prod succeeded", severity="success", kind="rollout",
-                    text="revision 4 replaced revision 3 <no failed requests> & no restarts",
-                    fields={"model": "iris@3", "digest": "sha256:abc"}, link="https://jenkins.example/job/1")
+NOTE = Notification(
+    title="rolling-update of iris@3 to prod succeeded",
+    severity="success",
+    kind="rollout",
+    text="revision 4 replaced revision 3 <no failed requests> & no restarts",
+    fields={"model": "iris@3", "digest": "sha256:abc"},
+    link="https://jenkins.example/job/1",
+)
 
 
 def test_delivers_a_block_kit_message(make_settings, slack):
@@ -118,8 +123,11 @@ def test_an_unreachable_webhook_is_retried_then_reported(make_settings, capfd):
 def test_missing_or_unknown_notifiers_are_reported_not_raised(make_settings, tmp_path):
     from mlops_cli.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"notify.notifiers: unknown notifier 'slak'; known: kafka, slack; "
-                                          r"did you mean 'slack'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"notify.notifiers: unknown notifier 'slak'; known: kafka, slack; "
+        r"did you mean 'slack'\?",
+    ):
         make_settings(notify={"notifiers": ["slack", "slak"]})  # a typo fails at load, not at the first rollout
     [slack] = notify(make_settings(notify={"notifiers": ["slack"]}), NOTE)
     assert not slack.delivered and "has no webhook URL" in slack.error
@@ -133,9 +141,16 @@ def test_the_webhook_url_never_prints_with_the_settings(make_settings, slack):
     assert "s3cr3t" not in repr(settings) and "s3cr3t" not in settings.model_dump_json()
 
 
-@pytest.mark.parametrize("bad", [f"http://127.0.0.1:9{SECRET_PATH[:-3]} x{SECRET_PATH[-3:]}",
-                                 f"https://hooks.slack.com{SECRET_PATH}\x07", f"http://127.0.0.1:abc{SECRET_PATH}",
-                                 f"ftp://hooks.slack.com{SECRET_PATH}", f"https://{SECRET_PATH}"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        f"http://127.0.0.1:9{SECRET_PATH[:-3]} x{SECRET_PATH[-3:]}",
+        f"https://hooks.slack.com{SECRET_PATH}\x07",
+        f"http://127.0.0.1:abc{SECRET_PATH}",
+        f"ftp://hooks.slack.com{SECRET_PATH}",
+        f"https://{SECRET_PATH}",
+    ],
+)
 def test_a_malformed_webhook_url_is_a_config_error_that_does_not_echo_it(make_settings, bad, caplog, capfd):
     from mlops_cli.errors import ConfigError
     from mlops_cli.notifiers.slack import SlackNotifier
@@ -165,12 +180,22 @@ def test_send_reports_no_url_even_when_the_http_library_quotes_it(make_settings,
         assert "s3" not in text and "/services/" not in text, text
 
 
-@pytest.mark.parametrize("status,body,sink_down,retryable", [
-    (403, "invalid_token", True, False), (404, "no_service", True, False), (410, "channel_is_archived", True, False),
-    (400, "invalid_blocks", False, False), (400, "invalid_payload", False, False), (413, "", False, False),
-    (500, "rollup_error", False, True), (429, "rate_limited", False, True)])
-def test_refusals_of_every_message_are_sink_down_not_dead_letters(make_settings, slack, status, body, sink_down,
-                                                                  retryable):
+@pytest.mark.parametrize(
+    "status,body,sink_down,retryable",
+    [
+        (403, "invalid_token", True, False),
+        (404, "no_service", True, False),
+        (410, "channel_is_archived", True, False),
+        (400, "invalid_blocks", False, False),
+        (400, "invalid_payload", False, False),
+        (413, "", False, False),
+        (500, "rollup_error", False, True),
+        (429, "rate_limited", False, True),
+    ],
+)
+def test_refusals_of_every_message_are_sink_down_not_dead_letters(
+    make_settings, slack, status, body, sink_down, retryable
+):
     from mlops_cli.notifiers.slack import SlackNotifier
 
     slack.script = [(status, body)]

@@ -1,8 +1,8 @@
 """unit-test runs real pytest in a child process and writes JUnit XML."""
 
 import pytest
-
 from helpers import read_state
+
 from mlops_cli.errors import StageFailed, UsageError
 from mlops_cli.stages import unit_tests
 

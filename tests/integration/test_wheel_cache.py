@@ -26,8 +26,11 @@ def write_wheel(index: Path) -> Path:
         "tinypkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
         "tinypkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
-    record = [f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},"
-              f"{len(text.encode())}" for name, text in files.items()]
+    record = [
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},"
+        f"{len(text.encode())}"
+        for name, text in files.items()
+    ]
     files["tinypkg-1.0.dist-info/RECORD"] = "\n".join(record + ["tinypkg-1.0.dist-info/RECORD,,"]) + "\n"
     index.mkdir(parents=True, exist_ok=True)
     wheel = index / "tinypkg-1.0-py3-none-any.whl"
@@ -56,7 +59,8 @@ def bundle(tmp_path: Path) -> Path:
 
 
 def test_second_build_reuses_the_wheels_and_a_damaged_entry_is_downloaded_again(
-        tmp_path, offline_index, bundle, monkeypatch):
+    tmp_path, offline_index, bundle, monkeypatch
+):
     cache = tmp_path / "cache"
     calls = []
     real = build_image.run_program
@@ -67,8 +71,9 @@ def test_second_build_reuses_the_wheels_and_a_damaged_entry_is_downloaded_again(
     assert len(calls) == 1
     second = prepare_context(bundle, tmp_path / "ctx", 120, cache)
     assert len(calls) == 1  # no pip: the wheels came from the cache
-    assert (second / "wheels" / "tinypkg-1.0-py3-none-any.whl").read_bytes() == \
-        next(offline_index.iterdir()).read_bytes()
+    assert (second / "wheels" / "tinypkg-1.0-py3-none-any.whl").read_bytes() == next(
+        offline_index.iterdir()
+    ).read_bytes()
 
     [entry] = [p for p in cache.iterdir()]
     (entry / "wheels" / "tinypkg-1.0-py3-none-any.whl").write_bytes(b"damaged")

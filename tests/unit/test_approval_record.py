@@ -24,16 +24,32 @@ class MetadataSource:
 def test_the_approver_and_the_requester_are_written_beside_the_digest(settings, monkeypatch):
     state = State()
     state.deployments["prod"] = DeploymentRecord(
-        env="prod", target="local", url="http://127.0.0.1:1", model_ref="clearml:abc", model_name="iris",
-        model_version="1", model_sha256="a" * 64, bundle_digest="b" * 64, bundle_path="/x", schema={}, revision=1)
+        env="prod",
+        target="local",
+        url="http://127.0.0.1:1",
+        model_ref="clearml:abc",
+        model_name="iris",
+        model_version="1",
+        model_sha256="a" * 64,
+        bundle_digest="b" * 64,
+        bundle_path="/x",
+        schema={},
+        revision=1,
+    )
     state.save(settings.workdir)
     source = MetadataSource()
     monkeypatch.setattr(audit, "get_source", lambda scheme, s: source)
-    who = Who(triggered_by="slack:U123 via chatops-bot", approved_by="slack:U456 via chatops-bot",
-              build_url="https://jenkins.example/job/r/7/")
+    who = Who(
+        triggered_by="slack:U123 via chatops-bot",
+        approved_by="slack:U456 via chatops-bot",
+        build_url="https://jenkins.example/job/r/7/",
+    )
     record = audit.record_deployment(settings, "prod", who)
-    assert (record.triggered_by, record.approved_by, record.build_url) == \
-        ("slack:U123 via chatops-bot", "slack:U456 via chatops-bot", "https://jenkins.example/job/r/7/")
+    assert (record.triggered_by, record.approved_by, record.build_url) == (
+        "slack:U123 via chatops-bot",
+        "slack:U456 via chatops-bot",
+        "https://jenkins.example/job/r/7/",
+    )
     assert source.metadata["mlops.deployed.prod.approved_by"] == "slack:U456 via chatops-bot"
     assert source.metadata["mlops.deployed.prod.triggered_by"] == "slack:U123 via chatops-bot"
     assert source.metadata["mlops.deployed.prod.build_url"] == "https://jenkins.example/job/r/7/"
@@ -44,8 +60,18 @@ def test_the_approver_and_the_requester_are_written_beside_the_digest(settings, 
 def test_a_deployment_without_a_gate_records_no_approver(settings, monkeypatch):
     state = State()
     state.deployments["test"] = DeploymentRecord(
-        env="test", target="local", url="http://127.0.0.1:1", model_ref="local:iris@1", model_name="iris",
-        model_version="1", model_sha256="a" * 64, bundle_digest="b" * 64, bundle_path="/x", schema={}, revision=1)
+        env="test",
+        target="local",
+        url="http://127.0.0.1:1",
+        model_ref="local:iris@1",
+        model_name="iris",
+        model_version="1",
+        model_sha256="a" * 64,
+        bundle_digest="b" * 64,
+        bundle_path="/x",
+        schema={},
+        revision=1,
+    )
     state.save(settings.workdir)
     source = MetadataSource()
     monkeypatch.setattr(audit, "get_source", lambda scheme, s: source)
@@ -59,6 +85,10 @@ def test_rejections_and_timeouts_are_kept_bounded(settings, monkeypatch):
         result = audit.record_approval_result(settings, "timed-out", "", "jenkins:bob")
     approvals = State.load(settings.workdir).approvals
     assert len(approvals) == audit.HISTORY
-    assert (approvals[-1].decision, approvals[-1].by, approvals[-1].triggered_by, approvals[-1].build_url) == \
-        ("timed-out", None, "jenkins:bob", "https://jenkins.example/job/r/8/")
+    assert (approvals[-1].decision, approvals[-1].by, approvals[-1].triggered_by, approvals[-1].build_url) == (
+        "timed-out",
+        None,
+        "jenkins:bob",
+        "https://jenkins.example/job/r/8/",
+    )
     assert result.lines() == ["approval timed-out for the model: not deployed"]

@@ -2,8 +2,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from helpers import register_iris
+
 from mlops_cli.errors import PrerequisiteError, StageFailed
 from mlops_cli.sources import sha256_file
 from mlops_cli.sources.local import LocalStore
@@ -39,7 +39,7 @@ def test_bundle_is_self_contained(validated, iris_artifact):
     assert "FROM python:3.11-slim" in dockerfile
     assert "USER 1001" in dockerfile and "COPY --from=app --chown=1001:0 /app/ /app/" in dockerfile
     assert "pip install --no-index" in dockerfile  # no network during the build
-    final = dockerfile[dockerfile.rindex("FROM python:3.11-slim\n"):]  # the final stage
+    final = dockerfile[dockerfile.rindex("FROM python:3.11-slim\n") :]  # the final stage
     assert final.index("COPY --from=deps") < final.index("COPY --from=app")  # dependency layer first
     assert dockerfile.rstrip().endswith("COPY --from=app --chown=1001:0 /app/ /app/")  # the model layer last
     assert json.loads((bundle / "examples.json").read_text())[0]["instances"]
@@ -77,6 +77,7 @@ def test_build_image_is_skipped_visibly_without_a_builder(validated, make_settin
 
 def test_unknown_builder_lists_the_known_ones(validated, make_settings):
     from mlops_cli.errors import ConfigError
+
     assemble_server.run(validated)
     with pytest.raises(ConfigError, match="unknown image builder 'kaniko'; known: buildah, docker"):
         build_image.run(make_settings(workdir=validated.workdir, build={"builder": "kaniko"}))
@@ -86,16 +87,31 @@ def test_module_files_registered_with_the_cli_reach_the_bundle(settings, make_se
     """`mlops model register --modules FILE`: preprocessing settings and a user module by dotted path."""
     from helpers import IRIS_SCHEMA, run_cli
 
-    (tmp_path / "enrich.py").write_text("class Tag:\n    def __init__(self, ctx, settings):\n        pass\n"
-                                        "    async def load(self):\n        pass\n"
-                                        "    async def process(self, batch):\n        return batch\n")
+    (tmp_path / "enrich.py").write_text(
+        "class Tag:\n    def __init__(self, ctx, settings):\n        pass\n"
+        "    async def load(self):\n        pass\n"
+        "    async def process(self, batch):\n        return batch\n"
+    )
     (tmp_path / "schema.json").write_text(json.dumps(IRIS_SCHEMA))
     (tmp_path / "modules.yaml").write_text(
         "preprocessing: {rename: {sl: sepal_length_cm}}\n"
-        "user_modules: [{file: enrich.py, class: team_mods.enrich.Tag, settings: {level: 2}}]\n")
-    done = run_cli("model", "register", str(iris_artifact), "--name", "iris", "--tag", "validated",
-                   "--schema", str(tmp_path / "schema.json"), "--modules", str(tmp_path / "modules.yaml"),
-                   "--workdir", str(settings.workdir))
+        "user_modules: [{file: enrich.py, class: team_mods.enrich.Tag, settings: {level: 2}}]\n"
+    )
+    done = run_cli(
+        "model",
+        "register",
+        str(iris_artifact),
+        "--name",
+        "iris",
+        "--tag",
+        "validated",
+        "--schema",
+        str(tmp_path / "schema.json"),
+        "--modules",
+        str(tmp_path / "modules.yaml"),
+        "--workdir",
+        str(settings.workdir),
+    )
     assert done.returncode == 0, done.stderr
     validate_model.run(make_settings(workdir=settings.workdir, model="local:iris@1"))
     bundle = Path(assemble_server.run(settings).bundle_path)
@@ -130,8 +146,10 @@ def test_server_limits_reach_the_bundle_and_bad_ones_are_one_line_config_errors(
     given = {"max_body_bytes": 1048576, "drain_seconds": 1.0, **limits}  # the rest: the runtime's defaults
     assert {k: spec["server"][k] for k in given} == given
     assert isinstance(spec["server"]["max_rows"], int)
-    for bad, message in (({"max_rowz": 5}, "assemble.server_limits: max_rowz: unknown key"),
-                         ({"max_inflight_bytes": 1000}, "max_inflight_bytes (1000) must be at least max_body_bytes")):
+    for bad, message in (
+        ({"max_rowz": 5}, "assemble.server_limits: max_rowz: unknown key"),
+        ({"max_inflight_bytes": 1000}, "max_inflight_bytes (1000) must be at least max_body_bytes"),
+    ):
         s = make_settings(workdir=validated.workdir, model=validated.model, assemble={"server_limits": bad})
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
             assemble_server.run(s)

@@ -15,9 +15,19 @@ class UnreachableSource:
 
 
 def deployment(env: str, ref: str) -> DeploymentRecord:
-    return DeploymentRecord(env=env, target="local", url="http://127.0.0.1:1", model_ref=ref, model_name="iris",
-                            model_version="1", model_sha256="a" * 64, bundle_digest="b" * 64, bundle_path="/x",
-                            schema={}, revision=1)
+    return DeploymentRecord(
+        env=env,
+        target="local",
+        url="http://127.0.0.1:1",
+        model_ref=ref,
+        model_name="iris",
+        model_version="1",
+        model_sha256="a" * 64,
+        bundle_digest="b" * 64,
+        bundle_path="/x",
+        schema={},
+        revision=1,
+    )
 
 
 def test_a_failed_write_back_is_kept_in_state_and_does_not_raise(settings, monkeypatch, capsys):
@@ -29,7 +39,9 @@ def test_a_failed_write_back_is_kept_in_state_and_does_not_raise(settings, monke
     assert record is not None and not record.written_back
     assert "not written to clearml:abc: ClearML server http://127.0.0.1:9 is unreachable" in record.detail
     saved = State.load(settings.workdir).audit
-    assert [(a.env, a.model_ref, a.tag, a.digest) for a in saved] == [("prod", "clearml:abc", "deployed:prod", "unknown")]
+    assert [(a.env, a.model_ref, a.tag, a.digest) for a in saved] == [
+        ("prod", "clearml:abc", "deployed:prod", "unknown")
+    ]
     assert "warning: the audit trail of clearml:abc was not written back" in capsys.readouterr().err
 
 
@@ -99,12 +111,17 @@ def test_an_env_sharing_the_tag_name_keeps_the_old_model_tagged(make_settings, m
 
 def test_stale_tags_on_models_this_workdir_never_recorded_are_taken_off(settings, monkeypatch):
     """C was deployed from another workdir, D's tag survived a failed write-back: only the new model keeps it."""
-    source = RecordingSource({"clearml:C": ["deployed:prod", "keep"], "clearml:D": ["deployed:prod"],
-                              "clearml:E": ["deployed:test"]})
+    source = RecordingSource(
+        {"clearml:C": ["deployed:prod", "keep"], "clearml:D": ["deployed:prod"], "clearml:E": ["deployed:test"]}
+    )
     state = State()
     state.deployments["prod"] = deployment("prod", "clearml:N")
     state.save(settings.workdir)
     monkeypatch.setattr(audit, "get_source", lambda scheme, s: source)
     audit.record_deployment(settings, "prod")
-    assert source.tags == {"clearml:C": ["keep"], "clearml:D": [], "clearml:E": ["deployed:test"],
-                           "clearml:N": ["deployed:prod"]}
+    assert source.tags == {
+        "clearml:C": ["keep"],
+        "clearml:D": [],
+        "clearml:E": ["deployed:test"],
+        "clearml:N": ["deployed:prod"],
+    }

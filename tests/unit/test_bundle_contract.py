@@ -11,8 +11,8 @@ import types
 from pathlib import Path
 
 import pytest
-
 from helpers import FEATURES, IRIS_SCHEMA, register_iris, require_module, run_cli
+
 from mlops_cli.config import load_settings
 from mlops_cli.errors import ConfigError, StageFailed, UsageError
 from mlops_cli.stages import validate_model
@@ -83,8 +83,12 @@ def _onnx_iris(width: int) -> bytes:
 
     data = load_iris()
     model = LogisticRegression(max_iter=1000).fit(data.data[:, :width], data.target)
-    return skl2onnx.convert_sklearn(model, initial_types=[("X", FloatTensorType([None, width]))],
-                                    options={id(model): {"zipmap": False}}, target_opset=17).SerializeToString()
+    return skl2onnx.convert_sklearn(
+        model,
+        initial_types=[("X", FloatTensorType([None, width]))],
+        options={id(model): {"zipmap": False}},
+        target_opset=17,
+    ).SerializeToString()
 
 
 def test_an_onnx_model_with_a_wrong_input_width(tmp_path):
@@ -101,21 +105,35 @@ def test_a_model_whose_output_does_not_match_the_schema(tmp_path, iris_artifact)
     _fails_at_validation(work, ref, "class 'setosa' cannot be an output 'label' of that declared type")
     model = tmp_path / "words.py"  # a regression model answering words where schema.outputs says number
     model.write_text("class Words:\n    def predict(self, X):\n        return ['high'] * len(X)\n")
-    ref = register_iris(_settings(work), model, framework="python", class_name="Words", task="regression",
-                        labels=None, schema={"inputs": IRIS_SCHEMA["inputs"], "outputs": [{"name": "prediction"}]})
-    _fails_at_validation(work, ref, "example 0: the server answers 500 (prediction_failed): cannot turn the "
-                                    "model's output into a response: ValueError")
+    ref = register_iris(
+        _settings(work),
+        model,
+        framework="python",
+        class_name="Words",
+        task="regression",
+        labels=None,
+        schema={"inputs": IRIS_SCHEMA["inputs"], "outputs": [{"name": "prediction"}]},
+    )
+    _fails_at_validation(
+        work,
+        ref,
+        "example 0: the server answers 500 (prediction_failed): cannot turn the "
+        "model's output into a response: ValueError",
+    )
 
 
 def test_examples_the_model_rejects(tmp_path, iris_artifact):
     work = tmp_path / "w"
     ref = register_iris(_settings(work), iris_artifact, examples=[{"instances": [[5.1, 3.5, 1.4]]}])
-    _fails_at_validation(work, ref, "example 0: the server answers 422 (invalid_instance): instance 0: expected 4 "
-                                    "values in schema order")
+    _fails_at_validation(
+        work, ref, "example 0: the server answers 422 (invalid_instance): instance 0: expected 4 values in schema order"
+    )
     model = tmp_path / "picky.py"  # the model itself refuses (raises on) what the examples send
-    model.write_text("import numpy as np\nclass Picky:\n    classes_ = np.array([0, 1, 2])\n"
-                     "    def predict(self, X):\n        raise ValueError('negative widths are not flowers')\n"
-                     "    def predict_proba(self, X):\n        return np.full((len(X), 3), 1 / 3)\n")
+    model.write_text(
+        "import numpy as np\nclass Picky:\n    classes_ = np.array([0, 1, 2])\n"
+        "    def predict(self, X):\n        raise ValueError('negative widths are not flowers')\n"
+        "    def predict_proba(self, X):\n        return np.full((len(X), 3), 1 / 3)\n"
+    )
     ref = register_iris(_settings(work), model, framework="python", class_name="Picky", labels=None)
     _fails_at_validation(work, ref, "model failed to predict: ValueError: negative widths are not flowers")
 
@@ -135,7 +153,8 @@ def test_loading_is_bounded_in_time_and_memory_and_runs_outside_the_cli(tmp_path
         "        if os.path.exists(MARKER + '.hog'):\n"
         "            self.hog = bytearray(3 * 1024 ** 3)\n"
         "    def predict(self, X):\n        return np.zeros(len(X), dtype=int)\n"
-        "    def predict_proba(self, X):\n        return np.full((len(X), 3), 1 / 3)\n")
+        "    def predict_proba(self, X):\n        return np.full((len(X), 3), 1 / 3)\n"
+    )
     settings = make_settings()
     ref = register_iris(settings, model, framework="python", class_name="Spy", labels=None)
     os.environ["AWS_SECRET_ACCESS_KEY"] = "not-for-models"
@@ -151,8 +170,11 @@ def test_loading_is_bounded_in_time_and_memory_and_runs_outside_the_cli(tmp_path
     holdout.write_text(",".join(FEATURES + ["species"]) + "\n5.1,3.5,1.4,0.2,0\n6.7,3.0,5.2,2.3,2\n")
     os.environ["MLOPS_BUILD__PASSWORD"] = "not-for-models"
     try:
-        scored = validate_model.run(make_settings(workdir=settings.workdir, model=ref,
-                                                  validation={"holdout": {"path": str(holdout), "target": "species"}}))
+        scored = validate_model.run(
+            make_settings(
+                workdir=settings.workdir, model=ref, validation={"holdout": {"path": str(holdout), "target": "species"}}
+            )
+        )
     finally:
         del os.environ["MLOPS_BUILD__PASSWORD"]
     seen = json.loads(marker.read_text())
@@ -163,8 +185,11 @@ def test_loading_is_bounded_in_time_and_memory_and_runs_outside_the_cli(tmp_path
         validate_model.run(make_settings(workdir=settings.workdir, model=ref, validation={"load_timeout_s": 3}))
     Path(str(marker) + ".sleep").unlink()
     Path(str(marker) + ".hog").touch()
-    with pytest.raises(StageFailed, match=r"cannot load model artifact model/spy.py: MemoryError.*"
-                                          r"\(validation.load_memory_mb is 1024\)"):
+    with pytest.raises(
+        StageFailed,
+        match=r"cannot load model artifact model/spy.py: MemoryError.*"
+        r"\(validation.load_memory_mb is 1024\)",
+    ):
         validate_model.run(make_settings(workdir=settings.workdir, model=ref, validation={"load_memory_mb": 1024}))
     assert State.load(settings.workdir).validation.passed is False
 
@@ -183,8 +208,11 @@ def test_holdout_with_an_onnx_model_scores_as_the_sklearn_one(tmp_path, make_set
         writer.writerows([list(map(float, row)) + [names[t]] for row, t in zip(data.data[::3], data.target[::3])])
     settings = make_settings()
     ref = register_iris(settings, tmp_path / "iris.onnx", framework="onnx")
-    holdout = {"path": str(tmp_path / "holdout.csv"), "target": "species",
-               "thresholds": {"accuracy": ">= 0.9", "roc_auc": ">= 0.95"}}
+    holdout = {
+        "path": str(tmp_path / "holdout.csv"),
+        "target": "species",
+        "thresholds": {"accuracy": ">= 0.9", "roc_auc": ">= 0.95"},
+    }
     result = validate_model.run(make_settings(workdir=settings.workdir, model=ref, validation={"holdout": holdout}))
     assert result.holdout["accuracy"] >= 0.9 and result.holdout["roc_auc"] >= 0.95 and 0 < result.holdout["f1"] <= 1
 
@@ -193,10 +221,15 @@ def test_metric_thresholds_are_required_unless_waived(tmp_path, make_settings, i
     settings = make_settings()
     ref = register_iris(settings, iris_artifact)
     with pytest.raises(ConfigError, match=r"no metric thresholds configured.*validation.allow_no_thresholds: true"):
-        validate_model.run(make_settings(workdir=settings.workdir, model=ref,
-                                         validation={"allow_no_thresholds": False}))
-    assert validate_model.run(make_settings(workdir=settings.workdir, model=ref,
-                                            validation={"allow_no_thresholds": True})).model_ref == ref
+        validate_model.run(
+            make_settings(workdir=settings.workdir, model=ref, validation={"allow_no_thresholds": False})
+        )
+    assert (
+        validate_model.run(
+            make_settings(workdir=settings.workdir, model=ref, validation={"allow_no_thresholds": True})
+        ).model_ref
+        == ref
+    )
     done = run_cli("validate-model", "--model", ref, env={"MLOPS_WORKDIR": str(settings.workdir)})
     assert done.returncode == 2 and "no metric thresholds configured" in done.stderr
 
@@ -206,8 +239,9 @@ def test_nan_or_infinite_metrics_are_refused(tmp_path, iris_artifact):
     for value in (math.nan, math.inf):
         with pytest.raises(UsageError, match="metrics.accuracy: Input should be a finite number"):
             register_iris(_settings(work), iris_artifact, metrics={"accuracy": value})
-    done = run_cli("model", "register", str(iris_artifact), "--name", "iris", "--metrics", "accuracy=nan",
-                   "--workdir", str(work))
+    done = run_cli(
+        "model", "register", str(iris_artifact), "--name", "iris", "--metrics", "accuracy=nan", "--workdir", str(work)
+    )
     assert done.returncode == 2 and "finite number" in done.stderr and "Traceback" not in done.stderr
     ref = register_iris(_settings(work), iris_artifact)
     path = work / "store" / "models" / "iris" / "1.json"

@@ -12,8 +12,15 @@ from collections.abc import Iterator
 import pytest
 
 from mlops_cli.canary import condition
-from mlops_cli.canary.analysis import (DEFAULT_TEMPLATE, AnalysisTemplate, Measurement, MetricCheck, measure,
-                                       run_analysis, verdict_of)
+from mlops_cli.canary.analysis import (
+    DEFAULT_TEMPLATE,
+    AnalysisTemplate,
+    Measurement,
+    MetricCheck,
+    measure,
+    run_analysis,
+    verdict_of,
+)
 from mlops_cli.canary.figures import Observation, Reading, psi, queries, tvd, worst_psi
 from mlops_cli.config import load_settings
 from mlops_cli.errors import ConfigError
@@ -22,45 +29,52 @@ from mlops_cli.targets import Canary, CanaryMember
 
 # --- the condition ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text,result,stable,expected", [
-    ("result <= max(stable * 2, 0.01)", 0.005, 0.0, True),
-    ("result <= max(stable * 2, 0.01)", 0.05, 0.01, False),
-    ("result < 0.25", 0.3, None, False),
-    ("0 <= result < 1 and not result == 0.5", 0.4, None, True),
-    ("result - stable <= 0.1 or abs(result) < 1e-9", 0.0, 5.0, True),
-    ("min(result, stable, 3) == stable % 2", 1.0, 1.0, True),
-    ("-result > -1", 0.5, None, True),
-    ("result / stable < 1.5", 1.0, 1.0, True),
-])
+
+@pytest.mark.parametrize(
+    "text,result,stable,expected",
+    [
+        ("result <= max(stable * 2, 0.01)", 0.005, 0.0, True),
+        ("result <= max(stable * 2, 0.01)", 0.05, 0.01, False),
+        ("result < 0.25", 0.3, None, False),
+        ("0 <= result < 1 and not result == 0.5", 0.4, None, True),
+        ("result - stable <= 0.1 or abs(result) < 1e-9", 0.0, 5.0, True),
+        ("min(result, stable, 3) == stable % 2", 1.0, 1.0, True),
+        ("-result > -1", 0.5, None, True),
+        ("result / stable < 1.5", 1.0, 1.0, True),
+    ],
+)
 def test_condition_evaluates(text: str, result: float, stable, expected: bool) -> None:
     assert condition.evaluate(text, result, stable) == (expected, "")
 
 
-@pytest.mark.parametrize("hostile,reason", [
-    ("__import__('os').system('touch /tmp/pwned')", "only min(), max() and abs() can be called"),
-    ("result.__class__.__bases__", "Attribute is not allowed"),
-    ("().__class__", "Attribute is not allowed"),
-    ("[x for x in ()]", "ListComp is not allowed"),
-    ("(lambda: 1)()", "only min(), max() and abs() can be called"),
-    ("open('/etc/passwd')", "only min(), max() and abs() can be called"),
-    ("eval('1')", "only min(), max() and abs() can be called"),
-    ("result ** 99999999999", "operator Pow is not allowed"),
-    ("'a' * 10", "only numbers are allowed as constants"),
-    ("result if stable else 1", "IfExp is not allowed"),
-    ("x < 1", "unknown name 'x'"),
-    ("globals()", "only min(), max() and abs() can be called"),
-    ("max(*[1, 2])", "max() takes plain arguments only"),
-    ("abs(result, 2)", "abs() takes one argument"),
-    ("max(result)", "max() takes two or more arguments"),
-    ("result < 1; import os", "not a valid expression"),
-    ("(result := 1)", "NamedExpr is not allowed"),
-    ("result in (1, 2)", "only < <= > >= == != comparisons are allowed"),
-    ("True", "only numbers are allowed as constants"),
-    ("(" * 300 + "1" + ")" * 300, "longer than 500 characters"),
-    ("(" * 240 + "1" + ")" * 240, "not a valid expression"),
-    ("1 +" * 120 + " 1", "more than 200 parts"),
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    "hostile,reason",
+    [
+        ("__import__('os').system('touch /tmp/pwned')", "only min(), max() and abs() can be called"),
+        ("result.__class__.__bases__", "Attribute is not allowed"),
+        ("().__class__", "Attribute is not allowed"),
+        ("[x for x in ()]", "ListComp is not allowed"),
+        ("(lambda: 1)()", "only min(), max() and abs() can be called"),
+        ("open('/etc/passwd')", "only min(), max() and abs() can be called"),
+        ("eval('1')", "only min(), max() and abs() can be called"),
+        ("result ** 99999999999", "operator Pow is not allowed"),
+        ("'a' * 10", "only numbers are allowed as constants"),
+        ("result if stable else 1", "IfExp is not allowed"),
+        ("x < 1", "unknown name 'x'"),
+        ("globals()", "only min(), max() and abs() can be called"),
+        ("max(*[1, 2])", "max() takes plain arguments only"),
+        ("abs(result, 2)", "abs() takes one argument"),
+        ("max(result)", "max() takes two or more arguments"),
+        ("result < 1; import os", "not a valid expression"),
+        ("(result := 1)", "NamedExpr is not allowed"),
+        ("result in (1, 2)", "only < <= > >= == != comparisons are allowed"),
+        ("True", "only numbers are allowed as constants"),
+        ("(" * 300 + "1" + ")" * 300, "longer than 500 characters"),
+        ("(" * 240 + "1" + ")" * 240, "not a valid expression"),
+        ("1 +" * 120 + " 1", "more than 200 parts"),
+        ("", "empty"),
+    ],
+)
 def test_condition_refuses_hostile_input(hostile: str, reason: str, tmp_path) -> None:
     with pytest.raises(condition.ConditionError) as info:
         condition.evaluate(hostile, 1.0, 1.0)
@@ -76,6 +90,7 @@ def test_condition_without_a_value_or_dividing_by_zero_is_undecided() -> None:
 
 
 # --- the figures ------------------------------------------------------------------------------------
+
 
 def test_psi_matches_the_runtime_and_clamps_empty_bins() -> None:
     from serving.modules.drift import psi as runtime_psi
@@ -111,7 +126,9 @@ def test_queries_place_the_selector_and_count_every_predict_route() -> None:
     q = queries('track="canary",job="mlops-prod"', "60s")
     assert 'mlops_http_requests_total{track="canary",job="mlops-prod", route=~"/v1/predict|' in q["requests"]
     assert "[60s]" in q["error_ratio"] and 'status=~"5.."' in q["error_ratio"]
-    assert q["latency_p99"].startswith("histogram_quantile(0.99, sum by (le) (rate(mlops_http_request_duration_seconds_bucket{")
+    assert q["latency_p99"].startswith(
+        "histogram_quantile(0.99, sum by (le) (rate(mlops_http_request_duration_seconds_bucket{"
+    )
     assert queries("", "5s")["predictions"] == "sum by (label) (increase(mlops_predictions_total{}[5s]))"
 
 
@@ -142,13 +159,18 @@ def check(kind: str, cond: str, **kw) -> MetricCheck:
 
 
 def test_measurements_pass_fail_and_inconclusive() -> None:
-    obs = FixedObservation({"canary": 100, "stable": 900},
-                           {("error_ratio", "canary"): Reading(0.05, ""), ("error_ratio", "stable"): Reading(0.01, ""),
-                            ("input_drift", "canary"): Reading(0.41, "PSI petal_width 0.41"),
-                            ("input_drift", "stable"): Reading(0.02, "PSI x 0.02"),
-                            ("latency_p99", "canary"): Reading(None, "no latency figures"),
-                            ("latency_p99", "stable"): Reading(0.1, "")},
-                           shift=Reading(0.33, "TVD of predictions 0.33"))
+    obs = FixedObservation(
+        {"canary": 100, "stable": 900},
+        {
+            ("error_ratio", "canary"): Reading(0.05, ""),
+            ("error_ratio", "stable"): Reading(0.01, ""),
+            ("input_drift", "canary"): Reading(0.41, "PSI petal_width 0.41"),
+            ("input_drift", "stable"): Reading(0.02, "PSI x 0.02"),
+            ("latency_p99", "canary"): Reading(None, "no latency figures"),
+            ("latency_p99", "stable"): Reading(0.1, ""),
+        },
+        shift=Reading(0.33, "TVD of predictions 0.33"),
+    )
     m = measure(check("error_ratio", "result <= max(stable * 2, 0.01)"), obs, 20)
     assert (m.outcome, m.canary, m.stable) == ("fail", 0.05, 0.01)
     assert m.detail == "canary 0.05, stable 0.01: result <= max(stable * 2, 0.01) does not hold"
@@ -169,8 +191,10 @@ def test_measurements_pass_fail_and_inconclusive() -> None:
     gone = FixedObservation({}, {}, unavailable="Prometheus at http://127.0.0.1:9 unreachable: ConnectError")
     m = measure(check("error_ratio", "result < 1"), gone, 20)
     assert (m.outcome, m.detail) == ("inconclusive", gone.unavailable)
-    nan = FixedObservation({"canary": 100, "stable": 100}, {("error_ratio", "canary"): Reading(math.nan, ""),
-                                                            ("error_ratio", "stable"): Reading(0.0, "")})
+    nan = FixedObservation(
+        {"canary": 100, "stable": 100},
+        {("error_ratio", "canary"): Reading(math.nan, ""), ("error_ratio", "stable"): Reading(0.0, "")},
+    )
     assert measure(check("error_ratio", "result < 1"), nan, 20).outcome == "inconclusive"
 
     class Broken(FixedObservation):
@@ -188,40 +212,72 @@ def meas(metric: str, outcome: str) -> Measurement:
 def test_verdict_fails_when_failures_exceed_the_limit_as_argo_rollouts_counts() -> None:
     a = check("error_ratio", "result < 1", failure_limit=1, count=3)
     b = check("latency_p99", "result < 1")
-    assert verdict_of("t", [a, b], [meas("error-ratio", "fail"), meas("latency-p99", "pass"),
-                                     meas("error-ratio", "pass"), meas("error-ratio", "pass")]).verdict == "pass"
+    assert (
+        verdict_of(
+            "t",
+            [a, b],
+            [
+                meas("error-ratio", "fail"),
+                meas("latency-p99", "pass"),
+                meas("error-ratio", "pass"),
+                meas("error-ratio", "pass"),
+            ],
+        ).verdict
+        == "pass"
+    )
     r = verdict_of("t", [a, b], [meas("error-ratio", "fail"), meas("error-ratio", "fail")])
     assert r.verdict == "fail" and r.reason == "failed: error-ratio: error-ratio fail"
     r = verdict_of("t", [a, b], [meas("latency-p99", "inconclusive"), meas("error-ratio", "pass")])
     assert r.verdict == "inconclusive" and r.reason == "inconclusive: latency-p99: latency-p99 inconclusive"
     r = verdict_of("t", [a, b], [meas("latency-p99", "inconclusive"), meas("latency-p99", "fail")])
     assert r.verdict == "fail"  # a failure outweighs an inconclusive
-    assert r.to_dict()["measurements"][1] == {"metric": "latency-p99", "kind": "error_ratio", "canary": 0.0,
-                                              "stable": 0.0, "outcome": "fail", "detail": "latency-p99 fail"}
+    assert r.to_dict()["measurements"][1] == {
+        "metric": "latency-p99",
+        "kind": "error_ratio",
+        "canary": 0.0,
+        "stable": 0.0,
+        "outcome": "fail",
+        "detail": "latency-p99 fail",
+    }
 
 
 # --- settings ------------------------------------------------------------------------------------------
+
 
 def test_the_default_template_has_the_five_kinds_and_a_user_template_keeps_it() -> None:
     settings = load_settings(None, {}, environ={})
     kinds = {m.kind for m in settings.canary_analysis.templates["default"].metrics}
     assert kinds == {"error_ratio", "latency_p99", "input_drift", "prediction_shift", "outlier_rate"}
-    mine = {"metrics": [{"name": "q", "kind": "query", "success_condition": "result < 1",
-                         "query": "sum(rate(x{{selector}}[{window}]))"}]}
+    mine = {
+        "metrics": [
+            {
+                "name": "q",
+                "kind": "query",
+                "success_condition": "result < 1",
+                "query": "sum(rate(x{{selector}}[{window}]))",
+            }
+        ]
+    }
     settings = load_settings(None, {"canary_analysis": {"templates": {"mine": mine}}}, environ={})
     assert set(settings.canary_analysis.templates) == {"default", "mine"}
     assert settings.canary_analysis.templates["default"] == DEFAULT_TEMPLATE
 
 
-@pytest.mark.parametrize("metric,message", [
-    ({"kind": "nope"}, "canary_analysis.templates.t.metrics.0.kind: Input should be"),
-    ({"success_condition": "result < (1"}, "canary_analysis.templates.t.metrics.0.success_condition: not a valid expression"),
-    ({"success_condition": "__import__('os')"}, "success_condition: only min(), max() and abs() can be called"),
-    ({"kind": "query"}, "canary_analysis.templates.t.metrics.0: metric 'm' of kind query needs a query"),
-    ({"query": "up"}, "query is only for kind query"),
-    ({"kind": "prediction_shift", "success_condition": "result < stable"}, "cannot use `stable`"),
-    ({"count": 0}, "canary_analysis.templates.t.metrics.0.count: Input should be greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "metric,message",
+    [
+        ({"kind": "nope"}, "canary_analysis.templates.t.metrics.0.kind: Input should be"),
+        (
+            {"success_condition": "result < (1"},
+            "canary_analysis.templates.t.metrics.0.success_condition: not a valid expression",
+        ),
+        ({"success_condition": "__import__('os')"}, "success_condition: only min(), max() and abs() can be called"),
+        ({"kind": "query"}, "canary_analysis.templates.t.metrics.0: metric 'm' of kind query needs a query"),
+        ({"query": "up"}, "query is only for kind query"),
+        ({"kind": "prediction_shift", "success_condition": "result < stable"}, "cannot use `stable`"),
+        ({"count": 0}, "canary_analysis.templates.t.metrics.0.count: Input should be greater than or equal to 1"),
+    ],
+)
 def test_bad_templates_are_one_line_config_errors_naming_the_key(tmp_path, metric: dict, message: str) -> None:
     import yaml
 
@@ -235,25 +291,32 @@ def test_bad_templates_are_one_line_config_errors_naming_the_key(tmp_path, metri
 
 # --- run_analysis over real HTTP: a double serving successive /metrics texts ------------------------------
 
-def metrics_text(requests: int, errors: int = 0, labels: dict | None = None, slow: int = 0,
-                 drift: list[int] | None = None) -> str:
+
+def metrics_text(
+    requests: int, errors: int = 0, labels: dict | None = None, slow: int = 0, drift: list[int] | None = None
+) -> str:
     """A /metrics page of the runtime's series (names as serving/metrics.py exports them)."""
     fast = requests - slow
-    lines = ['# TYPE mlops_http_requests_total counter',
-             f'mlops_http_requests_total{{route="/v1/predict",method="POST",status="200"}} {requests - errors}',
-             f'mlops_http_requests_total{{route="/v2/models/{{name}}/infer",method="POST",status="500"}} {errors}',
-             f'mlops_http_requests_total{{route="/metrics",method="GET",status="500"}} 1000',
-             '# TYPE mlops_http_request_duration_seconds histogram']
+    lines = [
+        "# TYPE mlops_http_requests_total counter",
+        f'mlops_http_requests_total{{route="/v1/predict",method="POST",status="200"}} {requests - errors}',
+        f'mlops_http_requests_total{{route="/v2/models/{{name}}/infer",method="POST",status="500"}} {errors}',
+        'mlops_http_requests_total{route="/metrics",method="GET",status="500"} 1000',
+        "# TYPE mlops_http_request_duration_seconds histogram",
+    ]
     for le, n in (("0.01", fast), ("1.0", requests), ("+Inf", requests)):
         lines.append(f'mlops_http_request_duration_seconds_bucket{{route="/v1/predict",method="POST",le="{le}"}} {n}')
-    lines += ['# TYPE mlops_predictions_total counter']
+    lines += ["# TYPE mlops_predictions_total counter"]
     lines += [f'mlops_predictions_total{{label="{k}"}} {v}' for k, v in (labels or {}).items()]
-    lines += ['# TYPE mlops_drift_observations_total counter', '# TYPE mlops_drift_reference_share gauge']
+    lines += ["# TYPE mlops_drift_observations_total counter", "# TYPE mlops_drift_reference_share gauge"]
     for b, n in enumerate(drift or [0, 0]):
         lines.append(f'mlops_drift_observations_total{{feature="f",bin="{b}",upper="{b}"}} {n}')
         lines.append(f'mlops_drift_reference_share{{feature="f",bin="{b}",upper="{b}"}} 0.5')
-    lines += ['# TYPE mlops_batch_size_rows histogram', f'mlops_batch_size_rows_sum {requests}',
-              f'mlops_batch_size_rows_count {requests}']
+    lines += [
+        "# TYPE mlops_batch_size_rows histogram",
+        f"mlops_batch_size_rows_sum {requests}",
+        f"mlops_batch_size_rows_count {requests}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -265,7 +328,7 @@ class MetricsDouble:
         double = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 body = double.texts[min(double.hits, len(double.texts) - 1)].encode()
                 double.hits += 1
                 self.send_response(200)
@@ -296,23 +359,30 @@ def doubles() -> Iterator[list[MetricsDouble]]:
 
 
 def canary_of(stable_url: str, canary_url: str) -> Canary:
-    return Canary(env="prod", url="http://127.0.0.1:1", weight=10,
-                  stable=CanaryMember("stable", "http://s", stable_url, 'track="stable"'),
-                  canary=CanaryMember("canary", "http://c", canary_url, 'track="canary"'))
+    return Canary(
+        env="prod",
+        url="http://127.0.0.1:1",
+        weight=10,
+        stable=CanaryMember("stable", "http://s", stable_url, 'track="stable"'),
+        canary=CanaryMember("canary", "http://c", canary_url, 'track="canary"'),
+    )
 
 
 def run(doubles, stable: list[str], canary: list[str], template: dict, sleeps: list, min_requests: int = 20):
     s, c = MetricsDouble(stable), MetricsDouble(canary)
     doubles += [s, c]
-    settings = load_settings(None, {"canary_analysis": {"templates": {"t": template}, "min_requests": min_requests}},
-                             environ={})
+    settings = load_settings(
+        None, {"canary_analysis": {"templates": {"t": template}, "min_requests": min_requests}}, environ={}
+    )
     return run_analysis(settings, "t", canary_of(s.url, c.url), window_s=5, sleep=sleeps.append), s, c
 
 
 def test_scrape_fallback_measures_deltas_and_the_default_template_passes_a_good_canary(doubles) -> None:
     sleeps: list[float] = []
-    stable = [metrics_text(1000, 10, {"a": 500, "b": 500}, drift=[500, 500]),
-              metrics_text(1900, 19, {"a": 950, "b": 950}, drift=[950, 950])]
+    stable = [
+        metrics_text(1000, 10, {"a": 500, "b": 500}, drift=[500, 500]),
+        metrics_text(1900, 19, {"a": 950, "b": 950}, drift=[950, 950]),
+    ]
     canary = [metrics_text(0, 0, {"a": 0, "b": 0}), metrics_text(100, 1, {"a": 48, "b": 52}, drift=[52, 48])]
     result, s, c = run(doubles, stable, canary, DEFAULT_TEMPLATE.model_dump(), sleeps)
     assert result.verdict == "pass", result.reason
@@ -339,17 +409,35 @@ def test_scrape_fallback_fails_a_shifted_canary_with_the_reason(doubles) -> None
 
 def test_count_interval_and_failure_limit(doubles) -> None:
     """count=3, interval 30 s, window 5 s: three pairs of scrapes; one failure tolerated, two are not."""
-    template = {"metrics": [{"name": "errors", "kind": "error_ratio", "success_condition": "result < 0.05",
-                             "count": 3, "interval_s": 30, "failure_limit": 1}]}
+    template = {
+        "metrics": [
+            {
+                "name": "errors",
+                "kind": "error_ratio",
+                "success_condition": "result < 0.05",
+                "count": 3,
+                "interval_s": 30,
+                "failure_limit": 1,
+            }
+        ]
+    }
     ok = [metrics_text(n * 100, 0) for n in range(6)]
     stable = ok
-    bad_once = [metrics_text(0), metrics_text(100, 50), metrics_text(100, 50), metrics_text(200, 50),
-                metrics_text(200, 50), metrics_text(300, 50)]
+    bad_once = [
+        metrics_text(0),
+        metrics_text(100, 50),
+        metrics_text(100, 50),
+        metrics_text(200, 50),
+        metrics_text(200, 50),
+        metrics_text(300, 50),
+    ]
     sleeps: list[float] = []
     result, s, _ = run(doubles, stable, bad_once, template, sleeps)
     assert [m.outcome for m in result.measurements] == ["fail", "pass", "pass"] and result.verdict == "pass"
     assert sleeps == [5, 25, 5, 25, 5] and s.hits == 6
-    bad_twice = [metrics_text(0), metrics_text(100, 50), metrics_text(100, 50), metrics_text(200, 100)] + [metrics_text(200, 100)] * 2
+    bad_twice = [metrics_text(0), metrics_text(100, 50), metrics_text(100, 50), metrics_text(200, 100)] + [
+        metrics_text(200, 100)
+    ] * 2
     sleeps = []
     result, _, _ = run(doubles, stable, bad_twice, template, sleeps)
     assert [m.outcome for m in result.measurements] == ["fail", "fail"] and result.verdict == "fail"
@@ -362,10 +450,15 @@ def test_no_traffic_or_a_dead_member_is_inconclusive_never_an_exception(doubles)
     result, _, _ = run(doubles, idle, idle, template, [])
     assert result.verdict == "inconclusive" and "canary answered 5 predict requests" in result.reason
     dead = canary_of("http://127.0.0.1:9/metrics", "http://127.0.0.1:9/metrics")
-    settings = load_settings(None, {"canary_analysis": {"templates": {"t": AnalysisTemplate.model_validate(template).model_dump()}}},
-                             environ={})
+    settings = load_settings(
+        None,
+        {"canary_analysis": {"templates": {"t": AnalysisTemplate.model_validate(template).model_dump()}}},
+        environ={},
+    )
     result = run_analysis(settings, "t", dead, window_s=1, sleep=lambda s: None)
-    assert result.verdict == "inconclusive" and "cannot scrape the canary at http://127.0.0.1:9/metrics" in result.reason
+    assert (
+        result.verdict == "inconclusive" and "cannot scrape the canary at http://127.0.0.1:9/metrics" in result.reason
+    )
     prom = load_settings(None, {"monitor": {"prometheus_url": "http://127.0.0.1:9"}}, environ={})
     result = run_analysis(prom, "default", dead, window_s=1, sleep=lambda s: pytest.fail("no waiting"))
     assert result.verdict == "inconclusive" and "Prometheus at http://127.0.0.1:9 unreachable" in result.reason
@@ -385,23 +478,26 @@ def test_the_recording_rules_are_the_analysis_queries_per_track() -> None:
     """deploy/monitoring's group mlops.canary records exactly what the analysis asks Prometheus, per
     (namespace, track) over 1m; the prediction shift's TVD is the analysis' tvd() in PromQL."""
     import yaml
+    from promql_tools import RULES
 
     from mlops_cli.canary.figures import queries
-    from promql_tools import RULES
 
     groups = {g["name"]: g for g in yaml.safe_load(RULES.read_text())["groups"]}
     rules = {r["record"]: " ".join(r["expr"].split()) for r in groups["mlops.canary"]["rules"]}
     q = queries('track!=""', "1m", ("namespace", "track"))
-    expected = {"namespace_track:mlops_http_requests:increase1m": q["requests"],
-                "namespace_track:mlops_http_errors:ratio1m": q["error_ratio"],
-                "namespace_track:mlops_http_request_duration_seconds:p99_1m": q["latency_p99"],
-                "namespace_track_feature:mlops_drift_psi:1m": q["input_drift"],
-                "namespace_track:mlops_outlier_instances:ratio1m": q["outlier_rate"],
-                "namespace_track_label:mlops_predictions:share1m": q["prediction_shares"]}
+    expected = {
+        "namespace_track:mlops_http_requests:increase1m": q["requests"],
+        "namespace_track:mlops_http_errors:ratio1m": q["error_ratio"],
+        "namespace_track:mlops_http_request_duration_seconds:p99_1m": q["latency_p99"],
+        "namespace_track_feature:mlops_drift_psi:1m": q["input_drift"],
+        "namespace_track:mlops_outlier_instances:ratio1m": q["outlier_rate"],
+        "namespace_track_label:mlops_predictions:share1m": q["prediction_shares"],
+    }
     assert {k: rules[k] for k in expected} == expected
     shares = "namespace_track_label:mlops_predictions:share1m"
     assert rules["namespace:mlops_canary_prediction_shift:tvd1m"] == (
-        f'0.5 * sum by (namespace) (abs({shares}{{track="canary"}} - ignoring (track) {shares}{{track="stable"}}))')
+        f'0.5 * sum by (namespace) (abs({shares}{{track="canary"}} - ignoring (track) {shares}{{track="stable"}}))'
+    )
     assert set(rules) == {*expected, "namespace:mlops_canary_prediction_shift:tvd1m"}
 
 
@@ -412,7 +508,8 @@ def test_regression_prediction_shift_compares_the_prediction_histogram_buckets()
     def page(counts: tuple[int, int, int]) -> str:
         cumulative = [counts[0], counts[0] + counts[1], sum(counts)]
         return "# TYPE mlops_prediction_value histogram\n" + "".join(
-            f'mlops_prediction_value_bucket{{le="{le}"}} {n}\n' for le, n in zip(("0.0", "10.0", "+Inf"), cumulative))
+            f'mlops_prediction_value_bucket{{le="{le}"}} {n}\n' for le, n in zip(("0.0", "10.0", "+Inf"), cumulative)
+        )
 
     zero = parse_metrics(page((0, 0, 0)))
     stable = delta(zero, parse_metrics(page((10, 80, 10))))

@@ -15,31 +15,57 @@ def load(steps, **rollout):
 
 
 def test_steps_are_parsed_into_canonical_one_key_steps():
-    s = load([{"set_weight": 10}, {"pause": "90s"}, {"pause": {"duration": "2m"}}, {"pause": {}}, {"pause": 5},
-              {"analysis": "default"}, {"set_weight": 100}])
-    assert s.rollout.steps == [{"set_weight": 10}, {"pause": 90.0}, {"pause": 120.0}, {"pause": None}, {"pause": 5.0},
-                               {"analysis": "default"}, {"set_weight": 100}]
-    assert [describe(x) for x in s.rollout.steps[:4]] == ["set_weight 10", "pause 90s", "pause 120s",
-                                                          "pause until promoted"]
+    s = load(
+        [
+            {"set_weight": 10},
+            {"pause": "90s"},
+            {"pause": {"duration": "2m"}},
+            {"pause": {}},
+            {"pause": 5},
+            {"analysis": "default"},
+            {"set_weight": 100},
+        ]
+    )
+    assert s.rollout.steps == [
+        {"set_weight": 10},
+        {"pause": 90.0},
+        {"pause": 120.0},
+        {"pause": None},
+        {"pause": 5.0},
+        {"analysis": "default"},
+        {"set_weight": 100},
+    ]
+    assert [describe(x) for x in s.rollout.steps[:4]] == [
+        "set_weight 10",
+        "pause 90s",
+        "pause 120s",
+        "pause until promoted",
+    ]
 
 
 def test_default_strategy_is_rolling():
     assert load_settings(None, {}, environ={}).rollout.strategy == "rolling"
 
 
-@pytest.mark.parametrize("steps, message", [
-    ([{"set_weight": 150}], "step 1: set_weight takes a whole percent 0..100, got 150"),
-    ([{"set_weight": 10.5}], "step 1: set_weight takes a whole percent 0..100, got 10.5"),
-    ([{"set_weight": True}], "step 1: set_weight takes a whole percent 0..100, got True"),
-    ([{"set_weight": 10}, {"pauze": "1s"}], "step 2: unknown step 'pauze'; known: set_weight, pause, analysis"),
-    ([{"set_weight": 10, "pause": 1}], "step 1: a step is a mapping with one key"),
-    (["set_weight"], "step 1: a step is a mapping with one key"),
-    ([{"pause": "soon"}], "step 1: pause: 'soon' is not a duration (e.g. 30, 30s, 2m, 1h)"),
-    ([{"pause": {"until": "1s"}}], "step 1: pause takes only `duration`, got until"),
-    ([{"analysis": ""}], "step 1: analysis takes a template name"),
-    ([{"analysis": "defualt"}], "step 1: unknown analysis template 'defualt'; known: default; did you mean 'default'?"),
-    ("set_weight 10", "a list of steps"),
-])
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        ([{"set_weight": 150}], "step 1: set_weight takes a whole percent 0..100, got 150"),
+        ([{"set_weight": 10.5}], "step 1: set_weight takes a whole percent 0..100, got 10.5"),
+        ([{"set_weight": True}], "step 1: set_weight takes a whole percent 0..100, got True"),
+        ([{"set_weight": 10}, {"pauze": "1s"}], "step 2: unknown step 'pauze'; known: set_weight, pause, analysis"),
+        ([{"set_weight": 10, "pause": 1}], "step 1: a step is a mapping with one key"),
+        (["set_weight"], "step 1: a step is a mapping with one key"),
+        ([{"pause": "soon"}], "step 1: pause: 'soon' is not a duration (e.g. 30, 30s, 2m, 1h)"),
+        ([{"pause": {"until": "1s"}}], "step 1: pause takes only `duration`, got until"),
+        ([{"analysis": ""}], "step 1: analysis takes a template name"),
+        (
+            [{"analysis": "defualt"}],
+            "step 1: unknown analysis template 'defualt'; known: default; did you mean 'default'?",
+        ),
+        ("set_weight 10", "a list of steps"),
+    ],
+)
 def test_bad_steps_fail_at_load_in_one_line(steps, message):
     with pytest.raises(ConfigError) as err:
         load(steps)

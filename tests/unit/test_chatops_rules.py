@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import REPO, require_module
+
 from mlops_cli.chatops.auth import Authoriser
 from mlops_cli.chatops.commands import Command, parse
 from mlops_cli.chatops.guard import RequestGuard
@@ -20,34 +20,42 @@ from mlops_cli.errors import ConfigError, UsageError
 SECRET = "unit-signing-secret"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("", Command("help")),
-    ("help", Command("help")),
-    ("deploy local:iris@3", Command("deploy", model="local:iris@3", env="prod")),
-    ("deploy clearml:abc123 to test", Command("deploy", model="clearml:abc123", env="test")),
-    ("deploy <s3://models/iris/v3> to prod kubernetes", Command("deploy", model="s3://models/iris/v3", env="prod",
-                                                                target="kubernetes")),
-    ("deploy local:iris container", Command("deploy", model="local:iris", env="prod", target="container")),
-    ("status", Command("status")),
-    ("status test", Command("status", env="test")),
-    ("rollback prod", Command("rollback", env="prod")),
-    ("models iris", Command("models", name="iris")),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", Command("help")),
+        ("help", Command("help")),
+        ("deploy local:iris@3", Command("deploy", model="local:iris@3", env="prod")),
+        ("deploy clearml:abc123 to test", Command("deploy", model="clearml:abc123", env="test")),
+        (
+            "deploy <s3://models/iris/v3> to prod kubernetes",
+            Command("deploy", model="s3://models/iris/v3", env="prod", target="kubernetes"),
+        ),
+        ("deploy local:iris container", Command("deploy", model="local:iris", env="prod", target="container")),
+        ("status", Command("status")),
+        ("status test", Command("status", env="test")),
+        ("rollback prod", Command("rollback", env="prod")),
+        ("models iris", Command("models", name="iris")),
+    ],
+)
 def test_commands_parse(text, expected):
     assert parse(text, "prod") == expected
 
 
-@pytest.mark.parametrize("text, message", [
-    ("deploy", "usage: deploy MODEL_REF"),
-    ("deploy iris", "has no scheme"),
-    ("deploy local:iris to staging", "after `to` comes test or prod"),
-    ("deploy local:iris to prod mainframe", "the target is one of local, container, kubernetes"),
-    ("rollback", "usage: rollback prod"),
-    ("status everywhere", "usage: status [test|prod]"),
-    ("models ../../etc", "usage: models [NAME]"),
-    ("models iris/../../x", "usage: models [NAME]"),
-    ("launch", "unknown command 'launch'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("deploy", "usage: deploy MODEL_REF"),
+        ("deploy iris", "has no scheme"),
+        ("deploy local:iris to staging", "after `to` comes test or prod"),
+        ("deploy local:iris to prod mainframe", "the target is one of local, container, kubernetes"),
+        ("rollback", "usage: rollback prod"),
+        ("status everywhere", "usage: status [test|prod]"),
+        ("models ../../etc", "usage: models [NAME]"),
+        ("models iris/../../x", "usage: models [NAME]"),
+        ("launch", "unknown command 'launch'"),
+    ],
+)
 def test_bad_commands_are_one_line_usage_errors(text, message):
     with pytest.raises(UsageError) as err:
         parse(text, "prod")
@@ -57,8 +65,10 @@ def test_bad_commands_are_one_line_usage_errors(text, message):
 def signed(body: bytes, timestamp: int, secret: str = SECRET) -> dict[str, str]:
     from slack_sdk.signature import SignatureVerifier
 
-    return {"x-slack-request-timestamp": str(timestamp),
-            "x-slack-signature": SignatureVerifier(secret).generate_signature(timestamp=str(timestamp), body=body)}
+    return {
+        "x-slack-request-timestamp": str(timestamp),
+        "x-slack-signature": SignatureVerifier(secret).generate_signature(timestamp=str(timestamp), body=body),
+    }
 
 
 def test_the_guard_checks_signature_age_replay_and_forgets_after_the_window():
@@ -130,15 +140,26 @@ def test_the_approval_button_must_name_the_release_job_on_the_configured_jenkins
     from mlops_cli.chatops.executors import ExecutorError
 
     executor = jenkins_executor(job="ml/mlops-release")
-    good = {"job": "ml/mlops-release", "build": 7, "build_url": "https://jenkins.example.com/ci/job/ml/job/mlops-release/7/",
-            "input_id": "ReleaseApproval", "requested_by": "slack:U1", "model": "local:iris@3", "digest": "sha256:ab"}
+    good = {
+        "job": "ml/mlops-release",
+        "build": 7,
+        "build_url": "https://jenkins.example.com/ci/job/ml/job/mlops-release/7/",
+        "input_id": "ReleaseApproval",
+        "requested_by": "slack:U1",
+        "model": "local:iris@3",
+        "digest": "sha256:ab",
+    }
     approval = executor.approval(json.dumps(good))
     assert approval.build == 7 and approval.key == "ml/mlops-release#7" and approval.requested_by == "slack:U1"
-    for change, message in [({"job": "other"}, "not the release job"), ({"build": "7"}, "no build number"),
-                            ({"build": True}, "no build number"), ({"input_id": "Other"}, "not 'ReleaseApproval'"),
-                            ({"build_url": "https://evil.example/ci/job/ml/job/mlops-release/7/"}, "build URL is not"),
-                            ({"build_url": "https://jenkins.example.com/ci/job/ml/job/mlops-release/8/"}, "build URL is not"),
-                            ({"requested_by": None}, "incomplete")]:
+    for change, message in [
+        ({"job": "other"}, "not the release job"),
+        ({"build": "7"}, "no build number"),
+        ({"build": True}, "no build number"),
+        ({"input_id": "Other"}, "not 'ReleaseApproval'"),
+        ({"build_url": "https://evil.example/ci/job/ml/job/mlops-release/7/"}, "build URL is not"),
+        ({"build_url": "https://jenkins.example.com/ci/job/ml/job/mlops-release/8/"}, "build URL is not"),
+        ({"requested_by": None}, "incomplete"),
+    ]:
         with pytest.raises(ExecutorError, match=message):
             executor.approval(json.dumps({**good, **change}))
     for value in ("", "[1]", "not json"):
@@ -146,16 +167,35 @@ def test_the_approval_button_must_name_the_release_job_on_the_configured_jenkins
             executor.approval(value)
 
 
-@pytest.mark.parametrize("chatops, message", [
-    ({}, "needs the Slack app's signing secret"),
-    ({"signing_secret": "s"}, "needs the Slack app's bot token"),
-    ({"signing_secret": "s", "bot_token": "xoxb-1"}, "gives nobody a role"),
-    ({"signing_secret": "s", "bot_token": "xoxb-1", "users": {"U1": ["viewer"]}}, "needs chatops.jenkins.url"),
-    ({"signing_secret": "s", "bot_token": "xoxb-1", "users": {"U1": ["viewer"]},
-      "jenkins": {"url": "https://j.example/"}}, "needs chatops.jenkins.user and its API token"),
-    ({"signing_secret": "s", "bot_token": "xoxb-1", "users": {"U1": ["viewer"]}, "executor": "local",
-      "tls_cert_file": "/nonexistent/cert.pem", "tls_key_file": "/nonexistent/key.pem"}, "does not exist"),
-])
+@pytest.mark.parametrize(
+    "chatops, message",
+    [
+        ({}, "needs the Slack app's signing secret"),
+        ({"signing_secret": "s"}, "needs the Slack app's bot token"),
+        ({"signing_secret": "s", "bot_token": "xoxb-1"}, "gives nobody a role"),
+        ({"signing_secret": "s", "bot_token": "xoxb-1", "users": {"U1": ["viewer"]}}, "needs chatops.jenkins.url"),
+        (
+            {
+                "signing_secret": "s",
+                "bot_token": "xoxb-1",
+                "users": {"U1": ["viewer"]},
+                "jenkins": {"url": "https://j.example/"},
+            },
+            "needs chatops.jenkins.user and its API token",
+        ),
+        (
+            {
+                "signing_secret": "s",
+                "bot_token": "xoxb-1",
+                "users": {"U1": ["viewer"]},
+                "executor": "local",
+                "tls_cert_file": "/nonexistent/cert.pem",
+                "tls_key_file": "/nonexistent/key.pem",
+            },
+            "does not exist",
+        ),
+    ],
+)
 def test_configuration_errors_are_one_line(tmp_path, chatops, message):
     from mlops_cli.chatops import build
 
@@ -170,8 +210,11 @@ def test_an_unknown_role_is_a_config_error():
 
 def test_secrets_come_from_the_environment_or_files_and_never_print(tmp_path):
     (tmp_path / "bot").write_text("xoxb-from-file\n")
-    settings = load_settings(None, {"chatops": {"bot_token_file": str(tmp_path / "bot")}},
-                             environ={"MLOPS_CHATOPS__SIGNING_SECRET": "from-env"})
+    settings = load_settings(
+        None,
+        {"chatops": {"bot_token_file": str(tmp_path / "bot")}},
+        environ={"MLOPS_CHATOPS__SIGNING_SECRET": "from-env"},
+    )
     assert settings.chatops.signing_secret_value() == "from-env"
     assert settings.chatops.bot_token_value() == "xoxb-from-file"
     assert "from-env" not in repr(settings.chatops) and "from-env" not in settings.model_dump_json()
@@ -190,30 +233,39 @@ def test_the_openshift_manifests_are_valid_and_their_config_loads():
     config = yaml.safe_load(by_kind["ConfigMap"]["data"]["mlops.yaml"])
     settings = load_settings(None, config, environ={})
     mounted = Path("/var/run/secrets/mlops-chatops")
-    files = {settings.chatops.signing_secret_file, settings.chatops.bot_token_file, settings.chatops.jenkins.api_token_file}
+    files = {
+        settings.chatops.signing_secret_file,
+        settings.chatops.bot_token_file,
+        settings.chatops.jenkins.api_token_file,
+    }
     assert files == {mounted / key for key in by_kind["Secret"]["stringData"]}
     container = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["ports"][0]["containerPort"] == settings.chatops.port and settings.chatops.host == "0.0.0.0"
     assert {p["httpGet"]["path"] for p in (container["readinessProbe"], container["livenessProbe"])} == {
-        "/health/ready", "/health/live"}
+        "/health/ready",
+        "/health/live",
+    }
     assert by_kind["Deployment"]["spec"]["replicas"] == 1  # replay memory is per process
     assert by_kind["Route"]["spec"]["path"] == "/slack"  # /metrics and /health are not on the internet
     assert kustomization["images"][0]["digest"].startswith("sha256:")
 
 
 @pytest.mark.parametrize("prefix", ["https://hooks.slack.com/", "https://hooks.slack.com"])
-@pytest.mark.parametrize("url, allowed", [
-    ("https://hooks.slack.com/commands/T1/123/abc", True),
-    ("https://hooks.slack.com/actions/T1/123/abc", True),
-    ("https://hooks.slack.com.evil.example/commands/T1/123/abc", False),
-    ("https://hooks.slack.com@evil.example/commands/T1/123/abc", False),
-    ("https://user:pw@hooks.slack.com/commands/T1/123/abc", False),
-    ("http://hooks.slack.com/commands/T1/123/abc", False),
-    ("https://hooks.slack.com:8443/commands/T1/123/abc", False),
-    ("https://evil.example/https://hooks.slack.com/", False),
-    ("https://hooks.slack.com\\@evil.example/", False),
-    ("not a url", False),
-])
+@pytest.mark.parametrize(
+    "url, allowed",
+    [
+        ("https://hooks.slack.com/commands/T1/123/abc", True),
+        ("https://hooks.slack.com/actions/T1/123/abc", True),
+        ("https://hooks.slack.com.evil.example/commands/T1/123/abc", False),
+        ("https://hooks.slack.com@evil.example/commands/T1/123/abc", False),
+        ("https://user:pw@hooks.slack.com/commands/T1/123/abc", False),
+        ("http://hooks.slack.com/commands/T1/123/abc", False),
+        ("https://hooks.slack.com:8443/commands/T1/123/abc", False),
+        ("https://evil.example/https://hooks.slack.com/", False),
+        ("https://hooks.slack.com\\@evil.example/", False),
+        ("not a url", False),
+    ],
+)
 def test_a_response_url_is_answered_only_under_slacks_host(prefix, url, allowed):
     """A response_url outside the prefix's scheme, host and port is never contacted (no SSRF), even when
     the configured prefix lacks its final slash."""
@@ -252,8 +304,12 @@ def test_request_checks_are_not_asserts():
     """`python -O` drops assert statements: a check on what Slack sent must be an if."""
     import ast
 
-    found = [f"{path.name}:{node.lineno}" for path in sorted((REPO / "mlops_cli" / "chatops").rglob("*.py"))
-             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
+    found = [
+        f"{path.name}:{node.lineno}"
+        for path in sorted((REPO / "mlops_cli" / "chatops").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Assert)
+    ]
     assert found == []
 
 
@@ -265,8 +321,13 @@ def test_the_jenkins_url_carries_no_credentials():
 
 def test_a_job_name_with_spaces_matches_jenkins_percent_encoded_build_url():
     executor = jenkins_executor(job="ml team/mlops release")
-    value = {"job": "ml team/mlops release", "build": 3, "input_id": "ReleaseApproval", "requested_by": "slack:U1",
-             "build_url": "https://jenkins.example.com/ci/job/ml%20team/job/mlops%20release/3/"}  # Jenkins' BUILD_URL
+    value = {
+        "job": "ml team/mlops release",
+        "build": 3,
+        "input_id": "ReleaseApproval",
+        "requested_by": "slack:U1",
+        "build_url": "https://jenkins.example.com/ci/job/ml%20team/job/mlops%20release/3/",
+    }  # Jenkins' BUILD_URL
     assert executor.approval(json.dumps(value)).build_url == value["build_url"]
 
 
@@ -295,8 +356,12 @@ def test_the_local_executor_runs_one_release_at_a_time_per_workdir(tmp_path, mon
 
     said: dict[str, list[str]] = {"a": [], "b": [], "c": []}
     runs = [(executor(tmp_path / "one"), "a"), (executor(tmp_path / "one"), "b"), (executor(tmp_path / "two"), "c")]
-    threads = [threading.Thread(target=ex.deploy, args=(Release("local:iris@1", "test", None, "U1", "C1", "1.0"),
-                                                        said[name].append)) for ex, name in runs]
+    threads = [
+        threading.Thread(
+            target=ex.deploy, args=(Release("local:iris@1", "test", None, "U1", "C1", "1.0"), said[name].append)
+        )
+        for ex, name in runs
+    ]
     for thread in threads:
         thread.start()
         time.sleep(0.02)
@@ -328,8 +393,18 @@ def test_the_audit_log_is_read_from_its_tail_in_bounded_time(tmp_path):
     audit = AuditLog(tmp_path / "audit.jsonl")
     with open(audit.path, "w") as f:
         for i in range(30_000):  # months of refusals and releases: ~3 MB
-            f.write(json.dumps({"at": "2026-01-01T00:00:00Z", "event": "refused", "reason": "unauthorised",
-                                "user": f"U{i}", "command": "/mlops deploy local:iris@3"}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "at": "2026-01-01T00:00:00Z",
+                        "event": "refused",
+                        "reason": "unauthorised",
+                        "user": f"U{i}",
+                        "command": "/mlops deploy local:iris@3",
+                    }
+                )
+                + "\n"
+            )
     audit.record("released", user="U_DEP", env="prod", model="local:iris@3")
     entries = audit.entries(tail_bytes=64 * 1024)
     assert 0 < len(entries) < 1000 and entries[-1]["event"] == "released"

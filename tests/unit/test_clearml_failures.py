@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
 from helpers import require_module
+
 from mlops_cli.errors import ConfigError, NotFoundError, StageFailed, TemporaryError
 
 
@@ -48,7 +48,9 @@ def test_refused_credentials_by_status(source):
     assert isinstance(source._failure(send_error(401, 21, "Invalid token"), "m1"), ConfigError)
     login = LoginError("Failed getting token (error 401 from http://127.0.0.1:14045): Unauthorized")
     assert isinstance(source._failure(login, "m1"), ConfigError)
-    assert isinstance(source._failure(LoginError("Failed getting token (error 503 from x): down"), "m1"), TemporaryError)
+    assert isinstance(
+        source._failure(LoginError("Failed getting token (error 503 from x): down"), "m1"), TemporaryError
+    )
 
 
 def test_network_errors_by_type(source):

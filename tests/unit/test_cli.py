@@ -2,8 +2,8 @@ import json
 
 import click
 import pytest
-
 from helpers import IRIS_SCHEMA, read_state, run_cli
+
 from mlops_cli import __version__
 from mlops_cli.cli import cli
 
@@ -23,8 +23,20 @@ def test_every_option_of_every_command_is_described():
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.help, f"{name} {param.opts}"
-    for stage in ("unit-test", "validate-model", "assemble-server", "build-image", "deploy-test",
-                  "smoke-test", "rolling-update", "pipeline run", "model register", "status", "stop", "demo"):
+    for stage in (
+        "unit-test",
+        "validate-model",
+        "assemble-server",
+        "build-image",
+        "deploy-test",
+        "smoke-test",
+        "rolling-update",
+        "pipeline run",
+        "model register",
+        "status",
+        "stop",
+        "demo",
+    ):
         assert stage in names
 
 
@@ -88,61 +100,128 @@ def test_register_then_validate_through_the_cli(tmp_path, iris_artifact):
     examples = tmp_path / "examples.json"
     examples.write_text(json.dumps([[5.1, 3.5, 1.4, 0.2]]))
     reference = tmp_path / "train.csv"
-    reference.write_text("sepal_length_cm,sepal_width_cm,petal_length_cm,petal_width_cm\n5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n")
+    reference.write_text(
+        "sepal_length_cm,sepal_width_cm,petal_length_cm,petal_width_cm\n5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n"
+    )
     work = str(tmp_path / "w")
-    reg = run_cli("model", "register", str(iris_artifact), "--name", "iris", "--metrics", "accuracy=0.97",
-                  "--tag", "validated", "--schema", str(schema), "--examples", str(examples),
-                  "--reference", str(reference), "--labels", "setosa,versicolor,virginica", "--workdir", work, "--json")
+    reg = run_cli(
+        "model",
+        "register",
+        str(iris_artifact),
+        "--name",
+        "iris",
+        "--metrics",
+        "accuracy=0.97",
+        "--tag",
+        "validated",
+        "--schema",
+        str(schema),
+        "--examples",
+        str(examples),
+        "--reference",
+        str(reference),
+        "--labels",
+        "setosa,versicolor,virginica",
+        "--workdir",
+        work,
+        "--json",
+    )
     assert reg.returncode == 0, reg.stderr
     meta = json.loads(reg.stdout)
     assert (meta["version"], meta["metrics"], meta["labels"][2]) == ("1", {"accuracy": 0.97}, "virginica")
     assert meta["reference"]["features"]["petal_width_cm"]["max"] == 2.3
     assert meta["examples"] == [{"instances": [[5.1, 3.5, 1.4, 0.2]]}]
-    val = run_cli("validate-model", "--model", "local:iris@1", "--workdir", work, "--json",
-                  env={"MLOPS_VALIDATION__THRESHOLDS": '{"accuracy": ">= 0.99"}'})
+    val = run_cli(
+        "validate-model",
+        "--model",
+        "local:iris@1",
+        "--workdir",
+        work,
+        "--json",
+        env={"MLOPS_VALIDATION__THRESHOLDS": '{"accuracy": ">= 0.99"}'},
+    )
     assert val.returncode == 1 and "accuracy = 0.97, needs >= 0.99" in val.stderr
-    val = run_cli("validate-model", "--model", "local:iris@1", "--workdir", work, "--json",
-                  env={"MLOPS_VALIDATION__THRESHOLDS": '{"accuracy": ">= 0.9"}'})
+    val = run_cli(
+        "validate-model",
+        "--model",
+        "local:iris@1",
+        "--workdir",
+        work,
+        "--json",
+        env={"MLOPS_VALIDATION__THRESHOLDS": '{"accuracy": ">= 0.9"}'},
+    )
     assert val.returncode == 0 and json.loads(val.stdout)["model_ref"] == "local:iris@1"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--metrics", "accuracy"], "is not NAME=NUMBER"),
-    (["--metrics", "accuracy=high"], "is not NAME=NUMBER"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--metrics", "accuracy"], "is not NAME=NUMBER"),
+        (["--metrics", "accuracy=high"], "is not NAME=NUMBER"),
+    ],
+)
 def test_register_bad_metrics(tmp_path, iris_artifact, args, message):
     result = run_cli("model", "register", str(iris_artifact), "--name", "x", *args, "--workdir", str(tmp_path))
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("missing.csv", None, "cannot read reference file"),
-    ("ragged.csv", "a,b\n1,2\n3,4,5\n", "line 3: 3 cells, header has 2"),
-    ("latin1.csv", "a,b\n1,\xe9\n".encode("latin-1"), "is not a readable CSV"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.csv", None, "cannot read reference file"),
+        ("ragged.csv", "a,b\n1,2\n3,4,5\n", "line 3: 3 cells, header has 2"),
+        ("latin1.csv", "a,b\n1,\xe9\n".encode("latin-1"), "is not a readable CSV"),
+    ],
+)
 def test_register_bad_reference_files(tmp_path, iris_artifact, name, content, message):
     path = tmp_path / name
     if isinstance(content, str):
         path.write_text(content)
     elif content is not None:
         path.write_bytes(content)
-    result = run_cli("model", "register", str(iris_artifact), "--name", "x", "--reference", str(path),
-                     "--workdir", str(tmp_path / "w"))
+    result = run_cli(
+        "model",
+        "register",
+        str(iris_artifact),
+        "--name",
+        "x",
+        "--reference",
+        str(path),
+        "--workdir",
+        str(tmp_path / "w"),
+    )
     assert message in one_line_error(result, 2)
 
 
 def test_register_non_utf8_schema(tmp_path, iris_artifact):
     (tmp_path / "s.yaml").write_bytes(b"inputs: \xff\xfe\n")
-    result = run_cli("model", "register", str(iris_artifact), "--name", "x", "--schema", str(tmp_path / "s.yaml"),
-                     "--workdir", str(tmp_path / "w"))
+    result = run_cli(
+        "model",
+        "register",
+        str(iris_artifact),
+        "--name",
+        "x",
+        "--schema",
+        str(tmp_path / "s.yaml"),
+        "--workdir",
+        str(tmp_path / "w"),
+    )
     assert "is not UTF-8 text" in one_line_error(result, 2)
 
 
 def test_failed_pipeline_with_json_prints_one_document(tmp_path, iris_artifact):
     work = str(tmp_path / "w")
     assert run_cli("model", "register", str(iris_artifact), "--name", "iris", "--workdir", work).returncode == 0
-    result = run_cli("pipeline", "run", "--model", "local:iris@1", "--workdir", work, "--json",
-                     env={"MLOPS_UNIT_TEST__PATHS": '["nope"]'})
+    result = run_cli(
+        "pipeline",
+        "run",
+        "--model",
+        "local:iris@1",
+        "--workdir",
+        work,
+        "--json",
+        env={"MLOPS_UNIT_TEST__PATHS": '["nope"]'},
+    )
     assert result.returncode == 2
     document = json.loads(result.stdout)  # exactly one JSON document
     assert document["failed_stage"] == "unit-test" and document["stages"][1]["status"] == "not run"

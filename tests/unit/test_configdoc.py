@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlops_cli.settings import Settings
 from mlops_cli.configdoc import render, rows
+from mlops_cli.settings import Settings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_the_configuration_doc_is_up_to_date():
-    assert DOC.read_text(encoding="utf-8") == render(), \
+    assert DOC.read_text(encoding="utf-8") == render(), (
         "docs/configuration.md is stale: run `python -m mlops_cli.configdoc > docs/configuration.md`"
+    )
 
 
 def test_every_setting_has_a_variable_a_real_default_and_a_description():

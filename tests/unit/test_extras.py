@@ -121,8 +121,10 @@ def test_demo_without_scikit_learn_fails_in_one_line_naming_the_extra(tmp_path):
 
 def test_unit_test_without_pytest_fails_in_one_line_naming_the_extra(tmp_path):
     (tmp_path / "proj" / "tests").mkdir(parents=True)  # tests to run (without any, unit-test skips: no pytest needed)
-    code = (f"from mlops_cli.cli import main\nsys.exit(main(['unit-test', '--workdir', {str(tmp_path / 'w')!r}, "
-            f"'--project-dir', {str(tmp_path / 'proj')!r}]))\n")
+    code = (
+        f"from mlops_cli.cli import main\nsys.exit(main(['unit-test', '--workdir', {str(tmp_path / 'w')!r}, "
+        f"'--project-dir', {str(tmp_path / 'proj')!r}]))\n"
+    )
     done = _run_blocked({"pytest"}, code, tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [

@@ -9,8 +9,8 @@ import os
 
 import click
 import pytest
-
 from helpers import IRIS_SCHEMA, read_state, run_cli
+
 from mlops_cli.builders.docker import engine_reason
 from mlops_cli.cli import READS, cli
 from mlops_cli.config import load_settings
@@ -30,8 +30,16 @@ def test_top_level_help_names_exit_codes_and_the_variable_rule():
     helped = run_cli("--help")
     assert helped.returncode == 0
     text = " ".join(helped.stdout.split())
-    for code in ("0 ok", "1 a check failed", "2 bad usage", "3 a stage ran", "74 a file-system", "75 temporary",
-                 "70 internal error", "130 interrupted"):
+    for code in (
+        "0 ok",
+        "1 a check failed",
+        "2 bad usage",
+        "3 a stage ran",
+        "74 a file-system",
+        "75 temporary",
+        "70 internal error",
+        "130 interrupted",
+    ):
         assert code in text, code
     assert "MLOPS_SECTION__KEY" in text and "build.registry -> MLOPS_BUILD__REGISTRY" in text
     assert "docs/configuration.md" in text
@@ -60,11 +68,16 @@ def test_every_command_help_names_the_settings_it_reads():
     assert set(READS) == seen, f"READS names commands that do not exist: {set(READS) - seen}"
 
 
-@pytest.mark.parametrize("args", [("--json", "validate-model", "--no-such-option"),
-                                  ("rollback", "--json"),
-                                  ("--json", "no-such-command"),
-                                  ("--json", "model"),
-                                  ("model", "register", "--json", "x.joblib", "--name", "a", "--metrics", "nonumber")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--json", "validate-model", "--no-such-option"),
+        ("rollback", "--json"),
+        ("--json", "no-such-command"),
+        ("--json", "model"),
+        ("model", "register", "--json", "x.joblib", "--name", "a", "--metrics", "nonumber"),
+    ],
+)
 def test_usage_errors_print_json_with_json(args, tmp_path):
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2
@@ -128,11 +141,28 @@ def test_a_missing_validator_tag_says_how_to_add_it(tmp_path, iris_artifact):
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps(IRIS_SCHEMA))
     work = str(tmp_path / "w")
-    registered = run_cli("model", "register", str(iris_artifact), "--name", "mine", "--metrics", "accuracy=0.97",
-                         "--schema", str(schema), "--workdir", work)
+    registered = run_cli(
+        "model",
+        "register",
+        str(iris_artifact),
+        "--name",
+        "mine",
+        "--metrics",
+        "accuracy=0.97",
+        "--schema",
+        str(schema),
+        "--workdir",
+        work,
+    )
     assert registered.returncode == 0, registered.stderr
-    result = run_cli("validate-model", "--model", "local:mine", "--workdir", work,
-                     env={"MLOPS_VALIDATION__THRESHOLDS": '{"accuracy": ">= 0.9"}'})
+    result = run_cli(
+        "validate-model",
+        "--model",
+        "local:mine",
+        "--workdir",
+        work,
+        env={"MLOPS_VALIDATION__THRESHOLDS": '{"accuracy": ">= 0.9"}'},
+    )
     assert result.returncode == 1
     line = _one_error_line(result)
     assert "tag 'validated' missing" in line
@@ -142,12 +172,30 @@ def test_a_missing_validator_tag_says_how_to_add_it(tmp_path, iris_artifact):
 def test_model_list_and_show(tmp_path, iris_artifact):
     work = str(tmp_path / "w")
     empty = run_cli("model", "list", "--workdir", work)
-    assert empty.returncode == 0 and "no models in the local store" in empty.stdout and "--tag validated" in empty.stdout
+    assert (
+        empty.returncode == 0 and "no models in the local store" in empty.stdout and "--tag validated" in empty.stdout
+    )
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps(IRIS_SCHEMA))
     for accuracy in ("0.91", "0.95"):
-        assert run_cli("model", "register", str(iris_artifact), "--name", "mine", "--metrics", f"accuracy={accuracy}",
-                       "--tag", "validated", "--schema", str(schema), "--workdir", work).returncode == 0
+        assert (
+            run_cli(
+                "model",
+                "register",
+                str(iris_artifact),
+                "--name",
+                "mine",
+                "--metrics",
+                f"accuracy={accuracy}",
+                "--tag",
+                "validated",
+                "--schema",
+                str(schema),
+                "--workdir",
+                work,
+            ).returncode
+            == 0
+        )
     listed = run_cli("--json", "model", "list", "--workdir", work)
     models = json.loads(listed.stdout)["models"]
     assert [m["ref"] for m in models] == ["local:mine@1", "local:mine@2"]
@@ -189,7 +237,9 @@ def test_status_says_where_it_looked_and_which_workdir_has_state(tmp_path):
 def test_the_engine_error_is_never_cut_mid_sentence():
     short = "Error while fetching server API version: ('Connection aborted.', FileNotFoundError(2, 'No such file'))"
     assert engine_reason(Exception(short + "\nsecond line")) == short
-    long = "Error while fetching server API version: " + "; ".join(f"clause number {i} of the reason" for i in range(40))
+    long = "Error while fetching server API version: " + "; ".join(
+        f"clause number {i} of the reason" for i in range(40)
+    )
     cut = engine_reason(Exception(long))
     assert cut.endswith(" [...]") and len(cut) <= 410
     assert long.startswith(cut.removesuffix(" [...]")) and cut.removesuffix(" [...]").endswith("of the reason")
@@ -210,11 +260,15 @@ def test_only_file_system_errors_are_74_a_refused_connection_stays_internal(monk
     from mlops_cli import models
     from mlops_cli.cli import main
 
-    monkeypatch.setattr(models, "list_models", lambda settings: (_ for _ in ()).throw(
-        ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")))
+    monkeypatch.setattr(
+        models,
+        "list_models",
+        lambda settings: (_ for _ in ()).throw(ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")),
+    )
     assert main(["model", "list", "--workdir", str(tmp_path)]) == 70
     assert "internal error: ConnectionRefusedError" in capsys.readouterr().err
-    monkeypatch.setattr(models, "list_models", lambda settings: (_ for _ in ()).throw(
-        OSError(errno.ENOSPC, "No space left on device")))
+    monkeypatch.setattr(
+        models, "list_models", lambda settings: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device"))
+    )
     assert main(["model", "list", "--workdir", str(tmp_path)]) == 74
     assert "No space left on device (check the permissions and free space" in capsys.readouterr().err

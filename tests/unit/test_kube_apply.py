@@ -11,8 +11,14 @@ from mlops_cli.targets.kubeapi import ApplyConflict, Kube, _conflict_owners
 
 @pytest.fixture
 def kube(tmp_path):
-    settings = load_settings(None, {"workdir": tmp_path, "kubernetes": {"server": "https://127.0.0.1:1", "token": "t",
-                                                                         "field_manager": "pipeline-x"}}, environ={})
+    settings = load_settings(
+        None,
+        {
+            "workdir": tmp_path,
+            "kubernetes": {"server": "https://127.0.0.1:1", "token": "t", "field_manager": "pipeline-x"},
+        },
+        environ={},
+    )
     k = Kube(settings.kubernetes)
     yield k
     k.close()
@@ -22,14 +28,26 @@ def test_apply_sends_the_whole_object_as_apply_patch_with_our_field_manager(kube
     sent = {}
 
     def patch(name, namespace, body, field_manager=None, force=None, _content_type=None, _request_timeout=None):
-        sent.update(name=name, namespace=namespace, body=body, field_manager=field_manager, force=force,
-                    content_type=_content_type)
+        sent.update(
+            name=name,
+            namespace=namespace,
+            body=body,
+            field_manager=field_manager,
+            force=force,
+            content_type=_content_type,
+        )
         return {"kind": "Service"}
 
     monkeypatch.setattr(kube, "_resolve", lambda kind, verb: ("services", patch, ()))
     assert kube.apply("Service", "ns", "web", {"kind": "Service"}, force=True) == {"kind": "Service"}
-    assert sent == {"name": "web", "namespace": "ns", "body": {"kind": "Service"}, "field_manager": "pipeline-x",
-                    "force": True, "content_type": "application/apply-patch+yaml"}
+    assert sent == {
+        "name": "web",
+        "namespace": "ns",
+        "body": {"kind": "Service"},
+        "field_manager": "pipeline-x",
+        "force": True,
+        "content_type": "application/apply-patch+yaml",
+    }
 
 
 def test_a_client_that_cannot_send_apply_patches_is_a_one_line_config_error(kube, monkeypatch):
@@ -43,15 +61,21 @@ def test_a_client_that_cannot_send_apply_patches_is_a_one_line_config_error(kube
 
 
 def test_conflict_causes_name_each_manager_and_its_fields() -> None:
-    details = {"causes": [
-        {"reason": "FieldManagerConflict", "message": 'conflict with "kube-controller-manager" using apps/v1',
-         "field": ".spec.replicas"},
-        {"reason": "FieldManagerConflict", "message": 'conflict with "argocd" using apps/v1', "field": ".spec.a"},
-        {"reason": "FieldManagerConflict", "message": 'conflict with "argocd" using apps/v1', "field": ".spec.b"},
-        {"reason": "FieldValueInvalid", "message": "not a conflict", "field": ".x"}]}
+    details = {
+        "causes": [
+            {
+                "reason": "FieldManagerConflict",
+                "message": 'conflict with "kube-controller-manager" using apps/v1',
+                "field": ".spec.replicas",
+            },
+            {"reason": "FieldManagerConflict", "message": 'conflict with "argocd" using apps/v1', "field": ".spec.a"},
+            {"reason": "FieldManagerConflict", "message": 'conflict with "argocd" using apps/v1', "field": ".spec.b"},
+            {"reason": "FieldValueInvalid", "message": "not a conflict", "field": ".x"},
+        ]
+    }
     owners = _conflict_owners(details)
     assert owners == {"kube-controller-manager": [".spec.replicas"], "argocd": [".spec.a", ".spec.b"]}
     summary = ApplyConflict("Apply failed with 3 conflicts: ...", owners).summary()
     assert summary == '"argocd" owns .spec.a, .spec.b; "kube-controller-manager" owns .spec.replicas'
     many = ApplyConflict("x", {"m": [f".f{i}" for i in range(5)]}).summary()
-    assert many == "\"m\" owns .f0, .f1, .f2 and 2 more"
+    assert many == '"m" owns .f0, .f1, .f2 and 2 more'

@@ -4,13 +4,29 @@ from mlops_cli.targets.rollout import previous_replicaset, rollout_status, stuck
 
 
 def deployment(generation=2, observed=2, replicas=2, updated=2, total=2, available=2, progressing=None):
-    conditions = [{"type": "Progressing", "status": "False" if progressing else "True",
-                   "reason": progressing or "ReplicaSetUpdated"}]
-    return {"metadata": {"name": "iris", "generation": generation, "uid": "u1",
-                         "annotations": {"deployment.kubernetes.io/revision": "3"}},
-            "spec": {"replicas": replicas},
-            "status": {"observedGeneration": observed, "replicas": total, "updatedReplicas": updated,
-                       "availableReplicas": available, "conditions": conditions}}
+    conditions = [
+        {
+            "type": "Progressing",
+            "status": "False" if progressing else "True",
+            "reason": progressing or "ReplicaSetUpdated",
+        }
+    ]
+    return {
+        "metadata": {
+            "name": "iris",
+            "generation": generation,
+            "uid": "u1",
+            "annotations": {"deployment.kubernetes.io/revision": "3"},
+        },
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": total,
+            "updatedReplicas": updated,
+            "availableReplicas": available,
+            "conditions": conditions,
+        },
+    }
 
 
 def test_each_rule_in_kubectls_order():
@@ -26,8 +42,13 @@ def test_each_rule_in_kubectls_order():
 
 
 def rs(name, revision, uid="u1"):
-    return {"metadata": {"name": name, "annotations": {"deployment.kubernetes.io/revision": str(revision)},
-                         "ownerReferences": [{"uid": uid, "controller": True}]}}
+    return {
+        "metadata": {
+            "name": name,
+            "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+            "ownerReferences": [{"uid": uid, "controller": True}],
+        }
+    }
 
 
 def test_undo_picks_the_highest_owned_revision_below_the_current():
@@ -41,13 +62,19 @@ def test_stuck_pods_are_named_with_reason_and_message_for_the_new_template_only(
         status = {"name": "server", "state": {"waiting": {"reason": reason, "message": message}}}
         if exit_code is not None:
             status["lastState"] = {"terminated": {"exitCode": exit_code, "reason": "Error"}}
-        return {"metadata": {"name": name, "labels": {"pod-template-hash": template}},
-                "status": {"containerStatuses": [status]}}
+        return {
+            "metadata": {"name": name, "labels": {"pod-template-hash": template}},
+            "status": {"containerStatuses": [status]},
+        }
 
-    pods = [pod("new-1", "h2", "ImagePullBackOff", 'Back-off pulling image "x"'),
-            pod("new-2", "h2", "CrashLoopBackOff", "back-off 10s\nmore", exit_code=137),
-            pod("new-3", "h2", "ContainerCreating"),
-            pod("old-1", "h1", "ErrImagePull", "old trouble")]
-    assert stuck_pods(pods, "h2") == ['pod new-1: ImagePullBackOff: Back-off pulling image "x"',
-                                      "pod new-2: CrashLoopBackOff (last exit code 137, Error): back-off 10s"]
+    pods = [
+        pod("new-1", "h2", "ImagePullBackOff", 'Back-off pulling image "x"'),
+        pod("new-2", "h2", "CrashLoopBackOff", "back-off 10s\nmore", exit_code=137),
+        pod("new-3", "h2", "ContainerCreating"),
+        pod("old-1", "h1", "ErrImagePull", "old trouble"),
+    ]
+    assert stuck_pods(pods, "h2") == [
+        'pod new-1: ImagePullBackOff: Back-off pulling image "x"',
+        "pod new-2: CrashLoopBackOff (last exit code 137, Error): back-off 10s",
+    ]
     assert len(stuck_pods(pods)) == 3

@@ -61,11 +61,21 @@ def test_dashboards_are_provisioning_ready() -> None:
 
 def test_the_issue_s_panels_are_there() -> None:
     exprs = " ".join(e.expr for e in dashboard_exprs())
-    for name in ("mlops_http_requests_total", "mlops_http_request_duration_seconds_bucket", "mlops_http_requests_in_flight",
-                 "mlops_module_duration_seconds_bucket", "mlops_batch_size_rows_bucket", "mlops_predictions_total",
-                 "mlops_prediction_value_bucket", "mlops_drift_observations_total", "mlops_drift_reference_share",
-                 "mlops_outliers_total", "container_cpu_usage_seconds_total", "container_memory_working_set_bytes",
-                 "kube_pod_container_status_restarts_total"):
+    for name in (
+        "mlops_http_requests_total",
+        "mlops_http_request_duration_seconds_bucket",
+        "mlops_http_requests_in_flight",
+        "mlops_module_duration_seconds_bucket",
+        "mlops_batch_size_rows_bucket",
+        "mlops_predictions_total",
+        "mlops_prediction_value_bucket",
+        "mlops_drift_observations_total",
+        "mlops_drift_reference_share",
+        "mlops_outliers_total",
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "kube_pod_container_status_restarts_total",
+    ):
         assert name in exprs, name
 
 
@@ -82,7 +92,9 @@ def test_dashboards_keep_services_apart_and_pods_that_stopped_answering() -> Non
         for target in panel.get("targets", []):
             # the pods are found by `up` (written on every scrape), never by a series the server must answer with
             assert "mlops_model_info" not in target["expr"] and "* on (namespace, pod)" not in target["expr"]
-            assert target["expr"].endswith('and on (namespace, pod) up{mlops_role="serving", namespace=~"$namespace", job=~"$job"}')
+            assert target["expr"].endswith(
+                'and on (namespace, pod) up{mlops_role="serving", namespace=~"$namespace", job=~"$job"}'
+            )
 
 
 def test_every_expression_parses() -> None:
@@ -94,12 +106,23 @@ def test_every_expression_parses() -> None:
 
 def test_a_panel_on_a_name_nobody_exports_is_reported() -> None:
     exported = {"mlops_http_requests_total"}
-    board = {"panels": [{"title": "ok", "targets": [{"refId": "A", "expr": "sum(rate(mlops_http_requests_total[1m]))"}]},
-                        {"title": "typo", "targets": [{"refId": "A", "expr": 'rate(mlops_http_request_total{job=~"$job"}[5m])'},
-                                                      {"refId": "B", "expr": '{__name__="mlops_nope"}'}]}],
-             "templating": {"list": []}}
+    board = {
+        "panels": [
+            {"title": "ok", "targets": [{"refId": "A", "expr": "sum(rate(mlops_http_requests_total[1m]))"}]},
+            {
+                "title": "typo",
+                "targets": [
+                    {"refId": "A", "expr": 'rate(mlops_http_request_total{job=~"$job"}[5m])'},
+                    {"refId": "B", "expr": '{__name__="mlops_nope"}'},
+                ],
+            },
+        ],
+        "templating": {"list": []},
+    }
     assert unknown_metrics(dashboard_exprs(dashboards={"b.json": board}), exported) == {
-        "b.json: typo [A]": {"mlops_http_request_total"}, "b.json: typo [B]": {"mlops_nope"}}
+        "b.json: typo [A]": {"mlops_http_request_total"},
+        "b.json: typo [B]": {"mlops_nope"},
+    }
 
 
 def test_alert_queries_turn_thresholds_into_bool_comparisons() -> None:
@@ -141,7 +164,7 @@ def test_alertmanager_relay_example_fits_max_alerts_into_the_relay_s_body_limit(
     for receiver in config["receivers"]:
         for hook in receiver.get("webhook_configs", []):
             # a generous 4 KiB per alert (labels, annotations, URLs) plus the group's own fields
-            assert 0 < hook["max_alerts"] and hook["max_alerts"] * 4096 + 16384 <= limit, hook
+            assert hook["max_alerts"] > 0 and hook["max_alerts"] * 4096 + 16384 <= limit, hook
 
 
 def test_alertmanager_sends_the_relay_token_only_over_verified_tls() -> None:
@@ -167,14 +190,23 @@ def test_every_alert_has_a_severity_annotations_and_a_runbook_section() -> None:
     runbooks = (MONITORING / "runbooks.md").read_text()
     anchors = {"#" + h.lower().replace(" ", "-") for h in re.findall(r"^## (.+)$", runbooks, re.M)}
     names = {a["alert"] for a in alerts()}
-    assert names == {"MlopsHighErrorRatio", "MlopsLatencySLOBreached", "MlopsFeatureDrift", "MlopsHighOutlierRate",
-                     "MlopsNoTraffic", "MlopsPodRestarts", "MlopsModelNotReady", "MlopsRelaySinkDown",
-                     "MlopsRelayDeadLetters", "MlopsRelayQueueFilling"}
+    assert names == {
+        "MlopsHighErrorRatio",
+        "MlopsLatencySLOBreached",
+        "MlopsFeatureDrift",
+        "MlopsHighOutlierRate",
+        "MlopsNoTraffic",
+        "MlopsPodRestarts",
+        "MlopsModelNotReady",
+        "MlopsRelaySinkDown",
+        "MlopsRelayDeadLetters",
+        "MlopsRelayQueueFilling",
+    }
     for rule in alerts():
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
         url = rule["annotations"]["runbook_url"]
-        assert url == f"deploy/monitoring/runbooks.md#{rule['alert'].lower()}" and url[url.index("#"):] in anchors
+        assert url == f"deploy/monitoring/runbooks.md#{rule['alert'].lower()}" and url[url.index("#") :] in anchors
     drift = [a["labels"]["severity"] for a in alerts() if a["alert"] == "MlopsFeatureDrift"]
     assert drift == ["warning", "critical"]
 
@@ -185,8 +217,9 @@ def test_every_alert_has_promtool_cases_that_fire_it_and_that_do_not() -> None:
         mine = [c for c in cases if c["alertname"] == name]
         assert any(c["exp_alerts"] for c in mine), f"{name}: no case fires it"
         assert any(not c["exp_alerts"] for c in mine), f"{name}: no case where it must not fire"
-    severities = {a["exp_labels"]["severity"] for c in cases if c["alertname"] == "MlopsFeatureDrift"
-                  for a in c["exp_alerts"]}
+    severities = {
+        a["exp_labels"]["severity"] for c in cases if c["alertname"] == "MlopsFeatureDrift" for a in c["exp_alerts"]
+    }
     assert severities == {"warning", "critical"}
 
 
@@ -197,8 +230,11 @@ def _per_minute(values: str) -> float:
 
 
 def test_the_psi_the_rule_must_record_is_the_one_python_computes() -> None:
-    test = next(t for t in yaml.safe_load(UNIT_TESTS.read_text())["tests"]
-                if any("namespace_job_feature:mlops_drift_psi" in c["expr"] for c in t.get("promql_expr_test", [])))
+    test = next(
+        t
+        for t in yaml.safe_load(UNIT_TESTS.read_text())["tests"]
+        if any("namespace_job_feature:mlops_drift_psi" in c["expr"] for c in t.get("promql_expr_test", []))
+    )
     observed: dict[tuple[str, str], dict[int, float]] = {}
     shares: dict[tuple[str, str], dict[int, float]] = {}
     for s in test["input_series"]:
@@ -224,7 +260,12 @@ def test_the_rules_psi_is_the_runtime_s_expression_per_service() -> None:
     """serving.modules.drift.PSI_PROMQL aggregates by feature; the rule by namespace, job and feature."""
     from serving.modules.drift import PSI_PROMQL
 
-    rule = next(r["expr"] for g in rule_groups() for r in g["rules"] if r.get("record") == "namespace_job_feature:mlops_drift_psi:1h")
+    rule = next(
+        r["expr"]
+        for g in rule_groups()
+        for r in g["rules"]
+        if r.get("record") == "namespace_job_feature:mlops_drift_psi:1h"
+    )
     flat = " ".join(rule.split()).replace("( ", "(").replace(" )", ")")
     runtime = PSI_PROMQL.format(window="1h")
     for old, new in (("(feature, bin)", "(namespace, job, feature, bin)"), ("(feature)", "(namespace, job, feature)")):

@@ -6,8 +6,8 @@ import sys
 import textwrap
 
 import pytest
-
 from helpers import run_cli
+
 from mlops_cli import proc, ui
 from mlops_cli.errors import MlopsError
 
@@ -49,7 +49,9 @@ def test_quiet_hides_progress_and_program_output(tmp_path):
     (project / "tests").mkdir(parents=True)
     (project / "tests" / "test_one.py").write_text("def test_one():\n    assert 1 + 1 == 2\n")
     loud = run_cli("unit-test", "--project-dir", str(project), "--workdir", str(tmp_path / "w1"), cwd=tmp_path)
-    quiet = run_cli("unit-test", "--quiet", "--project-dir", str(project), "--workdir", str(tmp_path / "w2"), cwd=tmp_path)
+    quiet = run_cli(
+        "unit-test", "--quiet", "--project-dir", str(project), "--workdir", str(tmp_path / "w2"), cwd=tmp_path
+    )
     assert loud.returncode == quiet.returncode == 0, loud.stderr + quiet.stderr
     assert any(line.startswith("    | ") and "1 passed" in line for line in loud.stderr.splitlines())
     assert quiet.stderr == "" and "1 tests: 1 passed" in quiet.stdout

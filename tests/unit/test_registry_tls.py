@@ -26,13 +26,17 @@ def pushes(monkeypatch) -> list[list[str]]:
     return seen
 
 
-@pytest.mark.parametrize("registry, credentials, expected", [
-    ("art.example.com:5000/ml", True, ["--tls-verify=true"]),  # registries.conf may say insecure: forced off
-    ("127.0.0.1:5000", True, []),  # loopback: registries.conf decides
-    ("art.example.com:5000/ml", False, []),  # no credentials to protect
-])
-def test_buildah_pushes_credentials_to_a_remote_registry_only_with_tls_verified(pushes, monkeypatch, registry,
-                                                                                credentials, expected):
+@pytest.mark.parametrize(
+    "registry, credentials, expected",
+    [
+        ("art.example.com:5000/ml", True, ["--tls-verify=true"]),  # registries.conf may say insecure: forced off
+        ("127.0.0.1:5000", True, []),  # loopback: registries.conf decides
+        ("art.example.com:5000/ml", False, []),  # no credentials to protect
+    ],
+)
+def test_buildah_pushes_credentials_to_a_remote_registry_only_with_tls_verified(
+    pushes, monkeypatch, registry, credentials, expected
+):
     environ = {"MLOPS_BUILD__USERNAME": "ci", "MLOPS_BUILD__PASSWORD": "pa55"} if credentials else {}
     settings = load_settings(None, {"build": {"builder": "buildah", "registry": registry}}, environ=environ)
     digest = buildah.BuildahBuilder(settings).push(f"{registry}/iris:1")
@@ -43,7 +47,10 @@ def test_buildah_pushes_credentials_to_a_remote_registry_only_with_tls_verified(
 
 
 def test_buildah_with_build_insecure_and_a_loopback_registry_skips_tls(pushes) -> None:
-    settings = load_settings(None, {"build": {"builder": "buildah", "registry": "localhost:5000", "insecure": True,
-                                              "username": "ci"}}, environ={"MLOPS_BUILD__PASSWORD": "pa55"})
+    settings = load_settings(
+        None,
+        {"build": {"builder": "buildah", "registry": "localhost:5000", "insecure": True, "username": "ci"}},
+        environ={"MLOPS_BUILD__PASSWORD": "pa55"},
+    )
     buildah.BuildahBuilder(settings).push("localhost:5000/iris:1")
     assert [a for a in pushes[0] if a.startswith("--tls-verify")] == ["--tls-verify=false"]

@@ -11,8 +11,9 @@ import logging
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -31,9 +32,21 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def hook(n: int = 1) -> dict:
-    return {"version": "4", "status": "firing", "receiver": "r", "groupKey": "g",
-            "alerts": [{"status": "firing", "labels": {"alertname": f"A{i}", "severity": "critical"},
-                        "annotations": {"summary": f"alert {i}"}, "fingerprint": f"fp{i}"} for i in range(n)]}
+    return {
+        "version": "4",
+        "status": "firing",
+        "receiver": "r",
+        "groupKey": "g",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": f"A{i}", "severity": "critical"},
+                "annotations": {"summary": f"alert {i}"},
+                "fingerprint": f"fp{i}",
+            }
+            for i in range(n)
+        ],
+    }
 
 
 class Sink:
@@ -93,7 +106,8 @@ def test_a_worker_survives_a_disk_error_anywhere_in_its_round(tmp_path: Path, ca
 
 
 def test_a_worker_that_ends_is_logged_reported_down_restarted_and_then_fails_liveness(
-        tmp_path: Path, caplog, monkeypatch) -> None:
+    tmp_path: Path, caplog, monkeypatch
+) -> None:
     runs = []
 
     async def dying(self) -> None:
@@ -113,10 +127,14 @@ def test_a_worker_that_ends_is_logged_reported_down_restarted_and_then_fails_liv
     assert any("not restarted" in m for m in errors)
 
 
-@pytest.mark.parametrize("error", [
-    DeliveryError("slack webhook answered 403 invalid_token", retryable=False, sink_down=True),
-    DeliveryError("slack webhook answered 410 channel_is_archived", retryable=False, sink_down=True),
-    DeliveryError("kafka refused topic t: TopicAuthorizationFailedError", retryable=False, sink_down=True)])
+@pytest.mark.parametrize(
+    "error",
+    [
+        DeliveryError("slack webhook answered 403 invalid_token", retryable=False, sink_down=True),
+        DeliveryError("slack webhook answered 410 channel_is_archived", retryable=False, sink_down=True),
+        DeliveryError("kafka refused topic t: TopicAuthorizationFailedError", retryable=False, sink_down=True),
+    ],
+)
 def test_a_sink_refusing_every_message_is_down_and_keeps_the_alerts(tmp_path: Path, caplog, error) -> None:
     sink = Sink()
     sink.error = error
@@ -134,7 +152,8 @@ def test_a_sink_refusing_every_message_is_down_and_keeps_the_alerts(tmp_path: Pa
 
 
 def test_one_refused_message_is_a_dead_letter_the_sink_stays_up_and_dead_is_bounded_and_requeued(
-        tmp_path: Path, caplog) -> None:
+    tmp_path: Path, caplog
+) -> None:
     sink = Sink()
     sink.error = DeliveryError("slack webhook answered 400 invalid_blocks", retryable=False)
     client, queue, registry = make(tmp_path, sink, dead_max=2)
@@ -303,8 +322,10 @@ def test_a_sink_that_starts_refusing_everything_after_other_failures_is_reported
     client, queue, registry = make(tmp_path, sink, retries=100)
     with client:
         assert client.post("/v1/alertmanager", json=hook(), headers=AUTH).status_code == 202
-        wait_for(lambda: (metric(registry, "mlops_relay_delivery_failures_total", sink="sink", retryable="true") or 0) >= 2,
-                 "no retries")
+        wait_for(
+            lambda: (metric(registry, "mlops_relay_delivery_failures_total", sink="sink", retryable="true") or 0) >= 2,
+            "no retries",
+        )
         assert metric(registry, "mlops_relay_sink_up", sink="sink") == 1  # 2 of 100 retries: not down yet
         sink.error = DeliveryError("slack webhook answered 403 invalid_token", retryable=False, sink_down=True)
         wait_for(lambda: metric(registry, "mlops_relay_sink_up", sink="sink") == 0, "not reported down")
@@ -319,7 +340,9 @@ def test_one_relay_owns_a_queue_directory_and_requeue_beside_it_deletes_no_write
     from mlops_cli.relay.queue import QueueBusy
 
     owner = DiskQueue(tmp_path, ["a"], max_items=10, exclusive=True)
-    with pytest.raises(QueueBusy, match=rf"the relay queue {tmp_path} is in use by another relay \(pid {os.getpid()}\)"):
+    with pytest.raises(
+        QueueBusy, match=rf"the relay queue {tmp_path} is in use by another relay \(pid {os.getpid()}\)"
+    ):
         DiskQueue(tmp_path, ["a"], max_items=10, exclusive=True)
     under_way = tmp_path / "incoming" / f".{5:020d}.json.tmp"  # written, fsynced, not yet linked
     under_way.write_text('{"title": "t"}')
@@ -330,8 +353,9 @@ def test_one_relay_owns_a_queue_directory_and_requeue_beside_it_deletes_no_write
     assert not under_way.exists()  # the next owner cleans up what a crash left
 
 
-def test_a_new_counter_ceiling_is_fsynced_with_its_directory_before_a_name_under_it_is_used(tmp_path: Path,
-                                                                                          monkeypatch) -> None:
+def test_a_new_counter_ceiling_is_fsynced_with_its_directory_before_a_name_under_it_is_used(
+    tmp_path: Path, monkeypatch
+) -> None:
     import os
 
     import mlops_cli.relay.queue as queue_module

@@ -2,8 +2,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from helpers import register_iris
+
 from mlops_cli.errors import ConfigError, PrerequisiteError, StageFailed
 from mlops_cli.stages import assemble_server, deploy_to_test_env, rolling_update, smoke, validate_model
 from mlops_cli.state import State, ValidationRecord
@@ -43,18 +43,27 @@ def test_each_stage_names_the_stage_to_run_first(make_settings, settings, iris_a
         rolling_update.run(s)
 
 
-@pytest.mark.parametrize("bad_model", [
-    {"metrics": {"accuracy": 0.1}},       # fails a check
-    {"schema": None},                     # fails before the checks
-    {"name": "other", "tags": []},        # another model, missing its tag
-])
+@pytest.mark.parametrize(
+    "bad_model",
+    [
+        {"metrics": {"accuracy": 0.1}},  # fails a check
+        {"schema": None},  # fails before the checks
+        {"name": "other", "tags": []},  # another model, missing its tag
+    ],
+)
 def test_a_failed_validation_blocks_what_passed_before(make_settings, settings, iris_artifact, bad_model):
-    good = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact),
-                         validation={"thresholds": {"accuracy": ">= 0.9"}})
+    good = make_settings(
+        workdir=settings.workdir,
+        model=register_iris(settings, iris_artifact),
+        validation={"thresholds": {"accuracy": ">= 0.9"}},
+    )
     validate_model.run(good)
     assemble_server.run(good)
-    bad = make_settings(workdir=settings.workdir, model=register_iris(settings, iris_artifact, **bad_model),
-                        validation={"thresholds": {"accuracy": ">= 0.9"}})
+    bad = make_settings(
+        workdir=settings.workdir,
+        model=register_iris(settings, iris_artifact, **bad_model),
+        validation={"thresholds": {"accuracy": ">= 0.9"}},
+    )
     with pytest.raises(StageFailed):
         validate_model.run(bad)
     for stage in (assemble_server, deploy_to_test_env, smoke, rolling_update):

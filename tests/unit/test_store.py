@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from helpers import register_iris
+
 from mlops_cli.errors import NotFoundError, StageFailed, UsageError
 from mlops_cli.register import normalize_examples, reference_stats
 from mlops_cli.sources import parse_ref, sha256_file
@@ -40,12 +40,15 @@ def test_damaged_metadata_is_a_clear_error(settings, iris_artifact):
         LocalStore(settings.store_path).metadata(parse_ref("local:iris"))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("iris", "has no scheme"),
-    ("clearml-x:abc", "unknown model source 'clearml-x'"),
-    ("local:", "malformed model reference"),
-    ("local:a b", "malformed model reference"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("iris", "has no scheme"),
+        ("clearml-x:abc", "unknown model source 'clearml-x'"),
+        ("local:", "malformed model reference"),
+        ("local:a b", "malformed model reference"),
+    ],
+)
 def test_bad_references(text, message):
     with pytest.raises(UsageError, match=message):
         parse_ref(text)
@@ -77,7 +80,10 @@ def test_reference_stats():
 
 
 def test_optional_input_needs_a_default_of_its_type(settings, iris_artifact):
-    schema = {"inputs": [{"name": "a", "type": "number", "required": False}], "outputs": [{"name": "label", "type": "string"}]}
+    schema = {
+        "inputs": [{"name": "a", "type": "number", "required": False}],
+        "outputs": [{"name": "label", "type": "string"}],
+    }
     with pytest.raises(UsageError, match="optional input 'a' needs a default of type number"):
         register_iris(settings, iris_artifact, schema=schema)
     schema["inputs"][0]["default"] = 0.5

@@ -1,6 +1,6 @@
 import pytest
-
 from helpers import IRIS_SCHEMA, register_iris
+
 from mlops_cli.errors import StageFailed, UsageError
 from mlops_cli.sources import sha256_file
 from mlops_cli.sources.local import LocalStore
@@ -20,7 +20,8 @@ def test_valid_model_is_pinned(settings, make_settings, iris_artifact):
     assert state.validation.passed and state.stages["validate-model"].status == "passed"
     assert {c.name for c in result.checks} == {"artifact digest", "trial run", "metric accuracy", "validator tag"}
     assert [c.detail for c in result.checks if c.name == "trial run"] == [
-        "loaded as the server loads it; 2 example request(s) answered as schema.outputs says"]
+        "loaded as the server loads it; 2 example request(s) answered as schema.outputs says"
+    ]
 
 
 def test_latest_version_is_pinned_by_number(settings, make_settings, iris_artifact):
@@ -73,16 +74,27 @@ def test_no_model_given(settings):
 def _pretend_deployed(workdir, schema):
     state = State.load(workdir)
     state.deployments["prod"] = DeploymentRecord(
-        env="prod", target="local", url="http://127.0.0.1:1", model_ref="local:iris@1", model_name="iris",
-        model_version="1", model_sha256="0" * 64, bundle_digest="0" * 64, bundle_path="/nonexistent",
-        schema=schema, revision=1)
+        env="prod",
+        target="local",
+        url="http://127.0.0.1:1",
+        model_ref="local:iris@1",
+        model_name="iris",
+        model_version="1",
+        model_sha256="0" * 64,
+        bundle_digest="0" * 64,
+        bundle_path="/nonexistent",
+        schema=schema,
+        revision=1,
+    )
     state.save(workdir)
 
 
 def test_breaking_change_against_deployed_model(settings, make_settings, iris_artifact):
     _pretend_deployed(settings.workdir, IRIS_SCHEMA)
-    renamed = {"inputs": [{"name": "sepal_len", "type": "number"}] + IRIS_SCHEMA["inputs"][1:],
-               "outputs": IRIS_SCHEMA["outputs"]}
+    renamed = {
+        "inputs": [{"name": "sepal_len", "type": "number"}] + IRIS_SCHEMA["inputs"][1:],
+        "outputs": IRIS_SCHEMA["outputs"],
+    }
     ref = register_iris(settings, iris_artifact, schema=renamed, examples=[{"instances": [[5.1, 3.5, 1.4, 0.2]]}])
     with pytest.raises(StageFailed, match=r"breaking change against iris@1 in prod: input 'sepal_length_cm' removed"):
         validate(make_settings, ref, settings.workdir)
@@ -100,8 +112,10 @@ def test_added_optional_input_is_compatible(settings, make_settings, tmp_path):
     artifact = tmp_path / "wider.joblib"
     joblib.dump(LogisticRegression(max_iter=500).fit(np.c_[data.data, np.zeros(len(data.data))], data.target), artifact)
     _pretend_deployed(settings.workdir, IRIS_SCHEMA)
-    wider = {"inputs": IRIS_SCHEMA["inputs"] + [{"name": "extra", "type": "number", "required": False, "default": 0}],
-             "outputs": IRIS_SCHEMA["outputs"]}
+    wider = {
+        "inputs": IRIS_SCHEMA["inputs"] + [{"name": "extra", "type": "number", "required": False, "default": 0}],
+        "outputs": IRIS_SCHEMA["outputs"],
+    }
     ref = register_iris(settings, artifact, schema=wider)
     checks = validate(make_settings, ref, settings.workdir).checks
     assert [c.detail for c in checks if c.name == "interface"] == ["compatible with iris@1 in prod"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import IRIS_SCHEMA, register_iris
+
 from mlops_cli.errors import ConfigError, StageFailed
 from mlops_cli.holdout import direction
 from mlops_cli.sources.metadata import ModelMetadata
@@ -22,17 +22,40 @@ def run(make_settings, workdir, ref, **validation):
 def pretend_prod(workdir, metrics, ref="local:iris@1"):
     state = State.load(workdir)
     state.deployments["prod"] = DeploymentRecord(
-        env="prod", target="local", url="http://127.0.0.1:1", model_ref=ref, model_name="iris", model_version="1",
-        model_sha256="0" * 64, bundle_digest="0" * 64, bundle_path="/nonexistent", schema=IRIS_SCHEMA, revision=1,
-        metrics=metrics)
+        env="prod",
+        target="local",
+        url="http://127.0.0.1:1",
+        model_ref=ref,
+        model_name="iris",
+        model_version="1",
+        model_sha256="0" * 64,
+        bundle_digest="0" * 64,
+        bundle_path="/nonexistent",
+        schema=IRIS_SCHEMA,
+        revision=1,
+        metrics=metrics,
+    )
     state.save(workdir)
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("loss", "lower"), ("val/rmse", "lower"), ("val_loss", "lower"), ("test-mae", "lower"), ("log_loss", "lower"),
-    ("train/error", "lower"), ("mse", "lower"), ("accuracy", "higher"), ("val/f1", "higher"), ("roc_auc", "higher"),
-    ("r2", "higher"), ("widgets", None), ("val/widgets", None),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("loss", "lower"),
+        ("val/rmse", "lower"),
+        ("val_loss", "lower"),
+        ("test-mae", "lower"),
+        ("log_loss", "lower"),
+        ("train/error", "lower"),
+        ("mse", "lower"),
+        ("accuracy", "higher"),
+        ("val/f1", "higher"),
+        ("roc_auc", "higher"),
+        ("r2", "higher"),
+        ("widgets", None),
+        ("val/widgets", None),
+    ],
+)
 def test_known_directions(name, expected):
     assert direction(name, {}) == expected
 
@@ -45,8 +68,11 @@ def test_a_declared_direction_wins():
 def test_a_rise_in_loss_is_a_regression(settings, make_settings, iris_artifact):
     pretend_prod(settings.workdir, {"loss": 0.10})
     ref = register_iris(settings, iris_artifact, metrics={"loss": 0.30})
-    with pytest.raises(StageFailed, match=r"reported loss = 0.3 vs 0.1 for local:iris@1 in prod \(lower is better; "
-                                          r"worse by 0.2, at most 0.05 allowed\)"):
+    with pytest.raises(
+        StageFailed,
+        match=r"reported loss = 0.3 vs 0.1 for local:iris@1 in prod \(lower is better; "
+        r"worse by 0.2, at most 0.05 allowed\)",
+    ):
         run(make_settings, settings.workdir, ref, max_regression={"loss": 0.05})
     better = register_iris(settings, iris_artifact, metrics={"loss": 0.08})
     checks = run(make_settings, settings.workdir, better, max_regression={"loss": 0.05}).checks
@@ -59,8 +85,13 @@ def test_an_unknown_direction_is_a_config_error_naming_it(settings, make_setting
     with pytest.raises(ConfigError, match="which way is better for widgets is not known"):
         run(make_settings, settings.workdir, ref, max_regression={"widgets": 0.5})
     with pytest.raises(StageFailed, match=r"widgets = 3 vs 1 .*lower is better; worse by 2"):
-        run(make_settings, settings.workdir, ref, max_regression={"widgets": 0.5},
-            metric_directions={"widgets": "lower"})
+        run(
+            make_settings,
+            settings.workdir,
+            ref,
+            max_regression={"widgets": 0.5},
+            metric_directions={"widgets": "lower"},
+        )
 
 
 def test_prod_is_compared_with_the_metrics_it_was_validated_with(settings, make_settings, iris_artifact):
@@ -108,8 +139,9 @@ def test_a_check_that_cannot_be_made_writes_the_failed_verdict(settings, make_se
     pretend_prod(settings.workdir, {"widgets": 1.0})
     real = validate_model.get_source
     wrapped = {}
-    monkeypatch.setattr(validate_model, "get_source",
-                        lambda scheme, s: wrapped.setdefault("src", TaggingSource(real(scheme, s))))
+    monkeypatch.setattr(
+        validate_model, "get_source", lambda scheme, s: wrapped.setdefault("src", TaggingSource(real(scheme, s)))
+    )
     with pytest.raises(ConfigError):
         run(make_settings, settings.workdir, ref, max_regression={"widgets": 0.5})
     assert wrapped["src"].written == [(["mlops:rejected"], ["mlops:validated"], "failed")]
@@ -147,8 +179,9 @@ class ProdTaggedSource(TaggingSource):
         return [parse_ref(r) for r in self.tagged_refs] if tag == "deployed:prod" else []
 
 
-def test_without_prod_in_state_the_model_tagged_deployed_prod_is_compared(settings, make_settings, iris_artifact,
-                                                                          monkeypatch):
+def test_without_prod_in_state_the_model_tagged_deployed_prod_is_compared(
+    settings, make_settings, iris_artifact, monkeypatch
+):
     prod = register_iris(settings, iris_artifact, metrics={"accuracy": 0.97})
     ref = register_iris(settings, iris_artifact, metrics={"accuracy": 0.90})
     real = validate_model.get_source

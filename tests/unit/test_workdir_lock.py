@@ -23,8 +23,13 @@ except WorkdirBusy as exc:
 
 
 def other_process(workdir, wait_s: float) -> str:
-    done = subprocess.run([sys.executable, "-c", TRY, str(workdir), str(wait_s)], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    done = subprocess.run(
+        [sys.executable, "-c", TRY, str(workdir), str(wait_s)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     return done.stdout.strip()
 
 
@@ -35,8 +40,9 @@ def test_a_second_process_fails_at_once_naming_the_holder(tmp_path):
             start = time.monotonic()
             answer = other_process(tmp_path, 0)
             assert time.monotonic() - start < 30
-        assert answer.startswith(f"75 workdir {tmp_path.resolve()} is in use by pid {os.getpid()} "
-                                 f"(mlops rolling-update, since ")
+        assert answer.startswith(
+            f"75 workdir {tmp_path.resolve()} is in use by pid {os.getpid()} (mlops rolling-update, since "
+        )
         assert other_process(tmp_path, 0).startswith("75 ")  # still held after the inner block
     assert other_process(tmp_path, 0) == "acquired"  # released
 
@@ -49,11 +55,18 @@ def test_a_second_process_waits_its_bounded_time(tmp_path):
 
 
 def test_busy_reports_another_holder(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom mlops_cli.workdir_lock import hold\n"
-                               f"with hold({str(tmp_path)!r}, 'mlops stop'):\n    print('held', flush=True)\n"
-                               "    time.sleep(30)"],
-                              stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom mlops_cli.workdir_lock import hold\n"
+            f"with hold({str(tmp_path)!r}, 'mlops stop'):\n    print('held', flush=True)\n"
+            "    time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         info = busy(tmp_path)

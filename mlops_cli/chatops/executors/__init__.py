@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ...backends import load
 
@@ -27,10 +28,10 @@ class ExecutorError(Exception):
 class Release:
     model: str
     env: str
-    target: Optional[str]
-    user: str          # the Slack user ID who asked
+    target: str | None
+    user: str  # the Slack user ID who asked
     channel: str
-    thread_ts: str     # the thread the outcomes go to
+    thread_ts: str  # the thread the outcomes go to
 
     @property
     def requested_by(self) -> str:
@@ -73,5 +74,5 @@ class Executor(Protocol):
         """Answer the build's approval gate (proceed or abort)."""
 
 
-def get_executor(name: str, settings: "Settings", config_file: Optional[str] = None) -> Executor:
+def get_executor(name: str, settings: Settings, config_file: str | None = None) -> Executor:
     return load("chatops executor", name, EXECUTORS)(settings, config_file)

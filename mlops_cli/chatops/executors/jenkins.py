@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ... import DISTRIBUTION
@@ -47,22 +47,27 @@ def job_path(job: str) -> str:
 class JenkinsExecutor:
     name = "jenkins"
 
-    def __init__(self, settings: "Settings", config_file: Optional[str] = None):
+    def __init__(self, settings: Settings, config_file: str | None = None):
         cfg = settings.chatops.jenkins
         if not cfg.url or not re.match(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$", cfg.url):
-            raise ConfigError("the jenkins executor needs chatops.jenkins.url, an http(s) URL",
-                              hint="e.g. https://jenkins.example.com/, without user or token in it (those are "
-                                   "chatops.jenkins.user and its API token), or set chatops.executor: local")
+            raise ConfigError(
+                "the jenkins executor needs chatops.jenkins.url, an http(s) URL",
+                hint="e.g. https://jenkins.example.com/, without user or token in it (those are "
+                "chatops.jenkins.user and its API token), or set chatops.executor: local",
+            )
         self.token = cfg.token_value()
         if not cfg.user or not self.token:
-            raise ConfigError("the jenkins executor needs chatops.jenkins.user and its API token",
-                              hint="set MLOPS_CHATOPS__JENKINS__API_TOKEN or chatops.jenkins.api_token_file")
+            raise ConfigError(
+                "the jenkins executor needs chatops.jenkins.user and its API token",
+                hint="set MLOPS_CHATOPS__JENKINS__API_TOKEN or chatops.jenkins.api_token_file",
+            )
         try:
             import jenkins  # noqa: F401
             import requests  # noqa: F401
         except ImportError:
-            raise ConfigError("the jenkins executor needs the python-jenkins package",
-                              hint=f"pip install '{DISTRIBUTION}[chatops]'") from None
+            raise ConfigError(
+                "the jenkins executor needs the python-jenkins package", hint=f"pip install '{DISTRIBUTION}[chatops]'"
+            ) from None
         self.cfg = cfg
         self.url = cfg.url.rstrip("/") + "/"
         self.build_token = cfg.build_token.get_secret_value() if cfg.build_token else None
@@ -73,10 +78,9 @@ class JenkinsExecutor:
         import jenkins
 
         # the stub says int; python-jenkins hands the timeout to requests, which takes seconds as a float
-        return jenkins.Jenkins(self.url, username=self.cfg.user, password=self.token,
-                               timeout=self.cfg.timeout_s)  # type: ignore[arg-type]
+        return jenkins.Jenkins(self.url, username=self.cfg.user, password=self.token, timeout=self.cfg.timeout_s)  # type: ignore[arg-type]
 
-    def _call(self, what: str, fn: Any, *args: Any, missing: Optional[str] = None, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Any, *args: Any, missing: str | None = None, **kwargs: Any) -> Any:
         """fn(*args), its failures as one ExecutorError line saying what could not be done and why."""
         import jenkins
         import requests
@@ -86,7 +90,9 @@ class JenkinsExecutor:
         except jenkins.NotFoundException:
             raise ExecutorError(missing or f"{what}: Jenkins answered 404 Not Found") from None
         except jenkins.TimeoutException:
-            raise ExecutorError(f"{what}: Jenkins at {self.url} did not answer within {self.cfg.timeout_s:g}s") from None
+            raise ExecutorError(
+                f"{what}: Jenkins at {self.url} did not answer within {self.cfg.timeout_s:g}s"
+            ) from None
         except requests.exceptions.ConnectionError:
             raise ExecutorError(f"{what}: Jenkins at {self.url} is unreachable") from None
         except requests.exceptions.HTTPError as exc:
@@ -98,11 +104,14 @@ class JenkinsExecutor:
                 raise ExecutorError(missing) from None
             status = re.search(r"\[(\d{3})\]", str(exc))
             if status and status.group(1) == "401":
-                raise ExecutorError(f"{what}: Jenkins refused the credentials (401): check "
-                                    "chatops.jenkins.user and its API token") from None
+                raise ExecutorError(
+                    f"{what}: Jenkins refused the credentials (401): check chatops.jenkins.user and its API token"
+                ) from None
             if status and status.group(1) == "403":
-                raise ExecutorError(f"{what}: Jenkins refused (403): the user {self.cfg.user!r} may not do this, or "
-                                    "the job's build token (chatops.jenkins.build_token) is wrong") from None
+                raise ExecutorError(
+                    f"{what}: Jenkins refused (403): the user {self.cfg.user!r} may not do this, or "
+                    "the job's build token (chatops.jenkins.build_token) is wrong"
+                ) from None
             if status:
                 raise ExecutorError(f"{what}: Jenkins answered {status.group(1)}") from None
             first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
@@ -110,8 +119,9 @@ class JenkinsExecutor:
             raise ExecutorError(f"{what}: {first}") from None
 
     def _parameters(self, server: Any, job: str) -> set[str]:
-        info = self._call("reading the job", server.get_job_info, job,
-                          missing=f"Jenkins has no job {job!r} (chatops.jenkins.job)")
+        info = self._call(
+            "reading the job", server.get_job_info, job, missing=f"Jenkins has no job {job!r} (chatops.jenkins.job)"
+        )
         names = set()
         for prop in [*(info.get("property") or []), *(info.get("actions") or [])]:
             for definition in (prop or {}).get("parameterDefinitions") or []:
@@ -124,11 +134,19 @@ class JenkinsExecutor:
         taken = self._parameters(server, job)
         missing = [p for p in (*required, *(k for k in parameters if k not in required)) if p not in taken]
         if missing:
-            raise ExecutorError(f"the Jenkins job {job!r} takes no parameter {', '.join(missing)}, so nothing was "
-                                "started (a pipeline job learns the parameters of its Jenkinsfile on its first build: "
-                                "run it once in Jenkins, or define them in the job)")
-        queue_id = self._call("starting the job", server.build_job, job, parameters, token=self.build_token,
-                              missing=f"Jenkins has no job {job!r} (chatops.jenkins.job)")
+            raise ExecutorError(
+                f"the Jenkins job {job!r} takes no parameter {', '.join(missing)}, so nothing was "
+                "started (a pipeline job learns the parameters of its Jenkinsfile on its first build: "
+                "run it once in Jenkins, or define them in the job)"
+            )
+        queue_id = self._call(
+            "starting the job",
+            server.build_job,
+            job,
+            parameters,
+            token=self.build_token,
+            missing=f"Jenkins has no job {job!r} (chatops.jenkins.job)",
+        )
         deadline = time.monotonic() + self.cfg.queue_timeout_s
         while True:
             item = self._call(f"following queue item {queue_id}", server.get_queue_item, queue_id)
@@ -140,8 +158,10 @@ class JenkinsExecutor:
                 return number, executable.get("url") or f"{self.url}{job_path(job)}{number}/"
             if time.monotonic() > deadline:
                 why = item.get("why") or "still queued"
-                raise ExecutorError(f"queued in Jenkins as item {queue_id} but not started after "
-                                    f"{self.cfg.queue_timeout_s:g}s ({why}); it starts when Jenkins can run it")
+                raise ExecutorError(
+                    f"queued in Jenkins as item {queue_id} but not started after "
+                    f"{self.cfg.queue_timeout_s:g}s ({why}); it starts when Jenkins can run it"
+                )
             time.sleep(self.cfg.poll_s)
 
     # --- the executor ------------------------------------------------------------------------------
@@ -150,20 +170,30 @@ class JenkinsExecutor:
         job = self.cfg.job if release.env == "prod" else self.cfg.test_job
         if not job:
             raise ExecutorError("no Jenkins job deploys to test only (chatops.jenkins.test_job): use `to prod`")
-        parameters = {"MODEL_REF": release.model, "REQUESTED_BY": release.requested_by,
-                      "SLACK_CHANNEL": release.channel, "SLACK_THREAD_TS": release.thread_ts}
+        parameters = {
+            "MODEL_REF": release.model,
+            "REQUESTED_BY": release.requested_by,
+            "SLACK_CHANNEL": release.channel,
+            "SLACK_THREAD_TS": release.thread_ts,
+        }
         if release.target:
             parameters["TARGET"] = release.target
         number, url = self._start(job, parameters, REQUIRED)
-        say(f":rocket: Jenkins build <{url}|{job} #{number}> runs `{release.model}` to {release.env}; "
-            "its stages report in this thread")
+        say(
+            f":rocket: Jenkins build <{url}|{job} #{number}> runs `{release.model}` to {release.env}; "
+            "its stages report in this thread"
+        )
 
     def rollback(self, release: Release, say: Say) -> None:
         job = self.cfg.rollback_job
         if not job:
             raise ExecutorError("no rollback job is configured (chatops.jenkins.rollback_job): nothing was started")
-        parameters = {"ENV": release.env, "REQUESTED_BY": release.requested_by, "SLACK_CHANNEL": release.channel,
-                      "SLACK_THREAD_TS": release.thread_ts}
+        parameters = {
+            "ENV": release.env,
+            "REQUESTED_BY": release.requested_by,
+            "SLACK_CHANNEL": release.channel,
+            "SLACK_THREAD_TS": release.thread_ts,
+        }
         number, url = self._start(job, parameters, ("ENV",))
         say(f":rewind: Jenkins build <{url}|{job} #{number}> rolls {release.env} back")
 
@@ -187,15 +217,26 @@ class JenkinsExecutor:
         expected = f"{self.url}{job_path(job)}{build}/"
         if build_url != expected:
             raise ExecutorError(f"the button's build URL is not {job} #{build} on the configured Jenkins")
-        return Approval(job=job, build=build, build_url=expected, input_id=input_key(self.cfg.input_id),
-                        requested_by=requested_by,
-                        model=str(data.get("model") or ""), digest=str(data.get("digest") or ""))
+        return Approval(
+            job=job,
+            build=build,
+            build_url=expected,
+            input_id=input_key(self.cfg.input_id),
+            requested_by=requested_by,
+            model=str(data.get("model") or ""),
+            digest=str(data.get("digest") or ""),
+        )
 
     def requester(self, approval: Approval) -> str:
         """The build's own REQUESTED_BY parameter (what four eyes is judged on); the button's when the build
         has none (started in Jenkins without it)."""
-        info = self._call(f"reading {approval.job} #{approval.build}", self._server().get_build_info, approval.job,
-                          approval.build, missing=f"Jenkins has no build {approval.job} #{approval.build}")
+        info = self._call(
+            f"reading {approval.job} #{approval.build}",
+            self._server().get_build_info,
+            approval.job,
+            approval.build,
+            missing=f"Jenkins has no build {approval.job} #{approval.build}",
+        )
         for action in info.get("actions") or []:
             for parameter in (action or {}).get("parameters") or []:
                 if parameter.get("name") == "REQUESTED_BY" and isinstance(parameter.get("value"), str):
@@ -208,16 +249,24 @@ class JenkinsExecutor:
         server = self._server()
         base = f"{approval.build_url}input/{quote(approval.input_id, safe='')}/"
         if approve:
-            form = {"proceed": "Approve",
-                    "json": json.dumps({"parameter": [{"name": "SLACK_APPROVER", "value": f"slack:{user}"}]})}
+            form = {
+                "proceed": "Approve",
+                "json": json.dumps({"parameter": [{"name": "SLACK_APPROVER", "value": f"slack:{user}"}]}),
+            }
             request = requests.Request("POST", base + "submit", data=form)
         else:
             request = requests.Request("POST", base + "abort")
         try:
-            self._call(f"answering {approval.job} #{approval.build}", server.jenkins_request, request,
-                       missing=f"{approval.job} #{approval.build} is not waiting for approval any more "
-                               "(decided, timed out or aborted)")
+            self._call(
+                f"answering {approval.job} #{approval.build}",
+                server.jenkins_request,
+                request,
+                missing=f"{approval.job} #{approval.build} is not waiting for approval any more "
+                "(decided, timed out or aborted)",
+            )
         except ExecutorError as exc:
             if approve and str(exc).endswith("answered 500"):  # Jenkins' answer to a parameter the input lacks
-                raise ExecutorError(f"{exc} (does its input step define the string parameter SLACK_APPROVER?)") from None
+                raise ExecutorError(
+                    f"{exc} (does its input step define the string parameter SLACK_APPROVER?)"
+                ) from None
             raise

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from ...stages import STAGES
 from ...state import State
@@ -36,7 +36,7 @@ def _first_line(text: str, limit: int = 300) -> str:
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, settings: "Settings", config_file: Optional[str] = None):
+    def __init__(self, settings: Settings, config_file: str | None = None):
         self.settings = settings
         self.workdir = Path(settings.chatops.local.workdir or settings.workdir).absolute()
         self.timeout_s = settings.chatops.local.stage_timeout_s
@@ -56,8 +56,15 @@ class LocalExecutor:
         if self.config_file:
             argv += ["--config", str(self.config_file)]
         try:
-            done = subprocess.run(argv, env=self._env(release), capture_output=True, text=True,
-                                  timeout=self.timeout_s, check=False, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                argv,
+                env=self._env(release),
+                capture_output=True,
+                text=True,
+                timeout=self.timeout_s,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
             return 124, "", f"error: gave up after {self.timeout_s:g}s"
         return done.returncode, done.stdout, done.stderr
@@ -80,8 +87,10 @@ class LocalExecutor:
                 code, out, err = self._mlops([stage], release)
                 took = f"{time.monotonic() - start:.1f}s"
                 if code != 0:
-                    reason = next((ln[len("error: "):] for ln in reversed(err.splitlines()) if ln.startswith("error: ")),
-                                  _first_line(err) or f"exit code {code}")
+                    reason = next(
+                        (ln[len("error: ") :] for ln in reversed(err.splitlines()) if ln.startswith("error: ")),
+                        _first_line(err) or f"exit code {code}",
+                    )
                     say(f"{ICONS['failed']} [{index}/{len(stages)}] {stage} failed ({took}): {reason}")
                     raise ExecutorError(f"the release stopped at {stage}: nothing after it ran")
                 try:
@@ -90,8 +99,10 @@ class LocalExecutor:
                     result = {}
                 status = result.get("status", "passed")
                 detail = _first_line(result.get("message", ""))
-                say(f"{ICONS.get(status, '')} [{index}/{len(stages)}] {stage} {status} ({took})"
-                    + (f": {detail}" if detail else ""))
+                say(
+                    f"{ICONS.get(status, '')} [{index}/{len(stages)}] {stage} {status} ({took})"
+                    + (f": {detail}" if detail else "")
+                )
             say(self._serving(release.env))
 
     def _serving(self, env: str) -> str:
@@ -100,15 +111,19 @@ class LocalExecutor:
         if dep is None:
             return f":warning: the stages passed but nothing is recorded as serving in {env}"
         digest = dep.image or (state.image.reference if state.image else f"bundle sha256:{dep.bundle_digest}")
-        return (f":tada: {env} serves `{dep.model_ref}` ({dep.model_name} version {dep.model_version}) at "
-                f"{dep.url}, revision {dep.revision}, digest `{digest}`")
+        return (
+            f":tada: {env} serves `{dep.model_ref}` ({dep.model_name} version {dep.model_version}) at "
+            f"{dep.url}, revision {dep.revision}, digest `{digest}`"
+        )
 
     def rollback(self, release: Release, say: Say) -> None:
         with self._locked(say):
             code, out, err = self._mlops(["rollback", "--env", release.env], release)
         if code != 0:
-            reason = next((ln[len("error: "):] for ln in reversed(err.splitlines()) if ln.startswith("error: ")),
-                          f"exit code {code}")
+            reason = next(
+                (ln[len("error: ") :] for ln in reversed(err.splitlines()) if ln.startswith("error: ")),
+                f"exit code {code}",
+            )
             raise ExecutorError(f"rollback of {release.env} failed: {reason}")
         try:
             detail = _first_line(json.loads(out).get("message", ""))
@@ -117,8 +132,9 @@ class LocalExecutor:
         say(f":rewind: {release.env} rolled back" + (f": {detail}" if detail else ""))
 
     def approval(self, value: str) -> Approval:
-        raise ExecutorError("this service runs releases locally (chatops.executor: local): there is no approval "
-                            "gate to answer")
+        raise ExecutorError(
+            "this service runs releases locally (chatops.executor: local): there is no approval gate to answer"
+        )
 
     def requester(self, approval: Approval) -> str:
         raise ExecutorError("no approval gate with the local executor")

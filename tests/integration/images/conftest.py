@@ -10,10 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from helpers import free_port, require_tool
 from imagetools import BASE_IMAGE, CACHE
-
 
 
 @pytest.fixture(scope="session")
@@ -23,24 +21,32 @@ def container_env(tmp_path_factory):
         require_tool(tool)
     conf = tmp_path_factory.mktemp("containers")
     (conf / "containers.conf").write_text(
-        '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n')
+        '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n'
+    )
     # podman's database in the graphroot pins the runroot it was first created with, whatever storage.conf says
     # later. The old graphroot (storage-overlay) pinned a runroot in a pytest temp dir, which any later pytest
     # session may delete while containers run: podman's restart of a killed container then failed ("cannot
     # chown run directory"). A graphroot of its own, with its runroot next to it for good.
     (conf / "storage.conf").write_text(
-        f'[storage]\ndriver = "overlay"\ngraphroot = "{CACHE / "storage"}"\nrunroot = "{CACHE / "run"}"\n')
-    (conf / "registries.conf").write_text('unqualified-search-registries = []\n')
-    env = {"CONTAINERS_CONF": str(conf / "containers.conf"), "CONTAINERS_STORAGE_CONF": str(conf / "storage.conf"),
-           "CONTAINERS_REGISTRIES_CONF": str(conf / "registries.conf")}
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{CACHE / "storage"}"\nrunroot = "{CACHE / "run"}"\n'
+    )
+    (conf / "registries.conf").write_text("unqualified-search-registries = []\n")
+    env = {
+        "CONTAINERS_CONF": str(conf / "containers.conf"),
+        "CONTAINERS_STORAGE_CONF": str(conf / "storage.conf"),
+        "CONTAINERS_REGISTRIES_CONF": str(conf / "registries.conf"),
+    }
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
-        pinned = subprocess.run(["podman", "info", "--format", "{{.Store.RunRoot}}"], capture_output=True, text=True,
-                                timeout=120)
+        pinned = subprocess.run(
+            ["podman", "info", "--format", "{{.Store.RunRoot}}"], capture_output=True, text=True, timeout=120
+        )
         if pinned.stdout.strip() != str(CACHE / "run"):
-            pytest.fail(f"podman's storage at {CACHE / 'storage'} uses runroot {pinned.stdout.strip()!r}, not "
-                        f"{CACHE / 'run'}: remove that storage (podman system reset) and run again; {pinned.stderr}")
+            pytest.fail(
+                f"podman's storage at {CACHE / 'storage'} uses runroot {pinned.stdout.strip()!r}, not "
+                f"{CACHE / 'run'}: remove that storage (podman system reset) and run again; {pinned.stderr}"
+            )
         yield conf
 
 
@@ -55,7 +61,8 @@ def _start_registry(directory: Path, extra: str = "") -> tuple[subprocess.Popen,
     (directory / "config.yml").write_text(
         "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
         f"    rootdirectory: {directory / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n{extra}")
+        f"http:\n  addr: 127.0.0.1:{port}\n{extra}"
+    )
     with open(directory / "registry.log", "wb") as log:
         proc = subprocess.Popen(["docker-registry", "serve", str(directory / "config.yml")], stdout=log, stderr=log)
     deadline = time.monotonic() + 20
@@ -88,7 +95,8 @@ def auth_registry(container_env, tmp_path_factory):
     hashed = bcrypt.hashpw(b"right-password", bcrypt.gensalt(rounds=5)).decode()
     (directory / "htpasswd").write_text(f"ci:{hashed}\n")
     proc, address = _start_registry(
-        directory, f"auth:\n  htpasswd:\n    realm: test\n    path: {directory / 'htpasswd'}\n")
+        directory, f"auth:\n  htpasswd:\n    realm: test\n    path: {directory / 'htpasswd'}\n"
+    )
     allow_insecure(container_env, address)
     yield address
     proc.terminate()
@@ -110,8 +118,11 @@ def base_image(container_env, tmp_path_factory):
 def podman_socket(container_env, registry, tmp_path_factory):
     """podman's Docker-compatible API on a unix socket in a temp dir, for the docker builder."""
     sock = tmp_path_factory.mktemp("podman") / "podman.sock"
-    proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 20
     while not sock.exists() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -27,5 +27,6 @@ def image_layers(registry: str, repository: str, digest: str) -> list[str]:
 
 
 def podman(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=120, check=False,
-                          env=dict(os.environ))
+    return subprocess.run(
+        ["podman", *args], capture_output=True, text=True, timeout=120, check=False, env=dict(os.environ)
+    )

@@ -11,22 +11,24 @@ import time
 
 import httpx
 import pytest
-
 from helpers import read_state, register_iris
+from test_image_pipeline import image_settings, other_model
+
 from mlops_cli import run_all
 from mlops_cli.stages import assemble_server, build_image, deploy_to_test_env, rolling_update, smoke, validate_model
 from mlops_cli.targets import port_free
 from mlops_cli.targets.container import ContainerTarget
-from test_image_pipeline import image_settings, other_model
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(900)  # two image builds and three rollouts on a shared 2-core machine
 def test_container_rollout_killed_after_the_handover_is_finished_by_the_next_run(
-        make_settings, settings, registry, base_image, iris_artifact, tmp_path):
-    first = image_settings(make_settings, settings, "buildah", registry, base_image,
-                           model=register_iris(settings, iris_artifact))
+    make_settings, settings, registry, base_image, iris_artifact, tmp_path
+):
+    first = image_settings(
+        make_settings, settings, "buildah", registry, base_image, model=register_iris(settings, iris_artifact)
+    )
     assert run_all.run(first).passed
     prod = read_state(settings.workdir)["deployments"]["prod"]
     assert httpx.get(prod["url"] + "/health/ready").json()["instance"] == prod["handle"]
@@ -35,10 +37,16 @@ def test_container_rollout_killed_after_the_handover_is_finished_by_the_next_run
 
     report = status(first)
     assert report.running["prod"] and report.disagreements == []
+
     # supervision: podman's --restart=on-failure brings prod back when its main process is killed
     def host_pid() -> str:
-        return subprocess.run(["podman", "inspect", "--format", "{{.State.Pid}}", prod["handle"]], capture_output=True,
-                              text=True, timeout=60, check=True).stdout.strip()
+        return subprocess.run(
+            ["podman", "inspect", "--format", "{{.State.Pid}}", prod["handle"]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
 
     pid = host_pid()
     os.kill(int(pid), 9)
@@ -50,8 +58,18 @@ def test_container_rollout_killed_after_the_handover_is_finished_by_the_next_run
             back = answer.json() if answer.status_code == 200 else None
         except httpx.HTTPError:
             pass
-    state = subprocess.run(["podman", "inspect", "--format", "{{.State.Status}} restarts={{.RestartCount}} "
-                            "error={{.State.Error}}", prod["handle"]], capture_output=True, text=True, timeout=60)
+    state = subprocess.run(
+        [
+            "podman",
+            "inspect",
+            "--format",
+            "{{.State.Status}} restarts={{.RestartCount}} error={{.State.Error}}",
+            prod["handle"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert back is not None and back["instance"] == prod["handle"], (state.stdout, state.stderr)
     assert host_pid() not in (pid, "0")  # a new main process of the same container
     report = status(first)
@@ -59,16 +77,26 @@ def test_container_rollout_killed_after_the_handover_is_finished_by_the_next_run
     assert any("restarted 1 time(s) by its supervisor" in line for line in report.lines())
 
     # a rolling update whose CLI is killed once the new container serves: the next run finishes it
-    second = image_settings(make_settings, settings, "buildah", registry, base_image,
-                            model=register_iris(settings, other_model(tmp_path)))
+    second = image_settings(
+        make_settings, settings, "buildah", registry, base_image, model=register_iris(settings, other_model(tmp_path))
+    )
     for stage in (validate_model, assemble_server, build_image, deploy_to_test_env, smoke):
         stage.run(second)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    env.update(MLOPS_TEST_PAUSE_AT="draining", MLOPS_DEPLOY__TARGET="container",
-               MLOPS_DEPLOY__PROD__PORT=str(second.deploy.prod.port), MLOPS_DEPLOY__RUN_AS="1000950000:0",
-               MLOPS_BUILD__INSECURE="true")
-    cli = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "rolling-update", "--workdir", str(settings.workdir)],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env.update(
+        MLOPS_TEST_PAUSE_AT="draining",
+        MLOPS_DEPLOY__TARGET="container",
+        MLOPS_DEPLOY__PROD__PORT=str(second.deploy.prod.port),
+        MLOPS_DEPLOY__RUN_AS="1000950000:0",
+        MLOPS_BUILD__INSECURE="true",
+    )
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "mlops_cli.cli", "rolling-update", "--workdir", str(settings.workdir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = ""
     deadline = time.monotonic() + 240
     while "paused before step draining" not in seen and time.monotonic() < deadline:

@@ -38,9 +38,15 @@ class Scripted:
             ready = httpx.get(member.url + "/health/ready", timeout=5).json()
             assert ready["instance"] == member.handle and ready["revision"] == member.revision
             assert member.image and "@sha256:" in member.image
-            labels = json.loads(subprocess.run(["podman", "inspect", "--format", "{{json .Config.Labels}}",
-                                                member.handle], capture_output=True, text=True, timeout=60,
-                                               check=True).stdout)
+            labels = json.loads(
+                subprocess.run(
+                    ["podman", "inspect", "--format", "{{json .Config.Labels}}", member.handle],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=True,
+                ).stdout
+            )
             assert labels["io.mlops.track"] == member.track and labels["io.mlops.env"] == canary.env
         assert canary.url == f"http://{settings.deploy.prod.host}:{settings.deploy.prod.port}"
         self.calls.append(canary.weight)
@@ -56,22 +62,43 @@ def only_one_container(s, prod: dict) -> None:
     assert observed.serving == prod["handle"]
     assert haproxy.running_pid(target.haproxy_dir, "prod") is None
     assert target.canary_observe("prod", None) is None
-    tracks = subprocess.run(["podman", "ps", "-a", "--filter", "label=io.mlops.track", "--filter",
-                             f"label=io.mlops.workdir={s.workdir.resolve()}", "--format", "{{.Names}}"],
-                            capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    tracks = subprocess.run(
+        [
+            "podman",
+            "ps",
+            "-a",
+            "--filter",
+            "label=io.mlops.track",
+            "--filter",
+            f"label=io.mlops.workdir={s.workdir.resolve()}",
+            "--format",
+            "{{.Names}}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
     assert tracks == []
 
 
 def prepared(make_settings, settings, registry, base_image, iris_artifact, tmp_path):
     """prod serves model 1 in a container (revision 1); model 2's image is built; rollout.strategy canary."""
     require_tool("haproxy")
-    first = image_settings(make_settings, settings, "buildah", registry, base_image,
-                           model=register_iris(settings, iris_artifact))
+    first = image_settings(
+        make_settings, settings, "buildah", registry, base_image, model=register_iris(settings, iris_artifact)
+    )
     assert run_all.run(first).passed
     v1 = read_state(settings.workdir)["deployments"]["prod"]
-    second = image_settings(make_settings, settings, "buildah", registry, base_image,
-                            model=register_iris(settings, other_model(tmp_path)),
-                            rollout={"strategy": "canary", "steps": STEPS, "analysis_retry_s": 0.5})
+    second = image_settings(
+        make_settings,
+        settings,
+        "buildah",
+        registry,
+        base_image,
+        model=register_iris(settings, other_model(tmp_path)),
+        rollout={"strategy": "canary", "steps": STEPS, "analysis_retry_s": 0.5},
+    )
     for stage in (validate_model, assemble_server, build_image):
         stage.run(second)
     image = State.load(settings.workdir).require_image().reference
@@ -80,8 +107,9 @@ def prepared(make_settings, settings, registry, base_image, iris_artifact, tmp_p
 
 
 @pytest.mark.timeout(300)  # an image build and a pipeline on a shared 2-core machine (about 1 min here)
-def test_container_canary_is_promoted_under_load_with_no_failed_request(make_settings, settings, registry,
-                                                                        base_image, iris_artifact, tmp_path):
+def test_container_canary_is_promoted_under_load_with_no_failed_request(
+    make_settings, settings, registry, base_image, iris_artifact, tmp_path
+):
     second, v1, image = prepared(make_settings, settings, registry, base_image, iris_artifact, tmp_path)
     state = State.load(settings.workdir)
     passing = Scripted("pass")
@@ -106,8 +134,9 @@ def test_container_canary_is_promoted_under_load_with_no_failed_request(make_set
 
 
 @pytest.mark.timeout(300)
-def test_container_canary_failing_analysis_is_aborted_and_stable_serves(make_settings, settings, registry,
-                                                                        base_image, iris_artifact, tmp_path):
+def test_container_canary_failing_analysis_is_aborted_and_stable_serves(
+    make_settings, settings, registry, base_image, iris_artifact, tmp_path
+):
     second, v1, image = prepared(make_settings, settings, registry, base_image, iris_artifact, tmp_path)
     state = State.load(settings.workdir)
     failing = Scripted("fail")
@@ -118,8 +147,9 @@ def test_container_canary_failing_analysis_is_aborted_and_stable_serves(make_set
     assert load.failed == 0, load.failures[:5]
     assert load.ok > 20
     assert failing.calls == [10], str(failed.value)
-    assert str(failed.value) == ("canary aborted, revision 1 still serves: analysis 'default' failed at 10 %: "
-                                 "scripted fail at 10 %")
+    assert str(failed.value) == (
+        "canary aborted, revision 1 still serves: analysis 'default' failed at 10 %: scripted fail at 10 %"
+    )
     saved = read_state(settings.workdir)
     prod = saved["deployments"]["prod"]  # revision 1 again, in a new container on the port
     assert prod["revision"] == 1 and prod["image"] == v1["image"] and prod["model_version"] == v1["model_version"]

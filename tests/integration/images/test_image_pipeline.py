@@ -6,9 +6,9 @@ import json
 
 import httpx
 import pytest
-
 from helpers import read_state, register_iris
 from imagetools import image_layers, manifest_digest, podman
+
 from mlops_cli import run_all
 from mlops_cli.stages import assemble_server, build_image, validate_model
 
@@ -20,9 +20,13 @@ def image_settings(make_settings, settings, builder: str, registry: str, base_im
     if builder == "buildah":
         build.update(storage_driver="overlay", isolation="chroot")
     build.update(extra.pop("build", {}))
-    return make_settings(workdir=settings.workdir, build=build, assemble={"base_image": base_image},
-                         deploy={**settings.deploy.model_dump(mode="json"), "target": "container",
-                                 "run_as": "1000950000:0"}, **extra)
+    return make_settings(
+        workdir=settings.workdir,
+        build=build,
+        assemble={"base_image": base_image},
+        deploy={**settings.deploy.model_dump(mode="json"), "target": "container", "run_as": "1000950000:0"},
+        **extra,
+    )
 
 
 @pytest.fixture(params=["buildah", "docker"])
@@ -43,11 +47,19 @@ def other_model(tmp_path):
     return path
 
 
-def test_build_push_run_and_a_model_only_rebuild(builder, make_settings, settings, registry, base_image,
-                                                iris_artifact, tmp_path):
+def test_build_push_run_and_a_model_only_rebuild(
+    builder, make_settings, settings, registry, base_image, iris_artifact, tmp_path
+):
     name, build_extra = builder
-    first = image_settings(make_settings, settings, name, registry, base_image, build=build_extra,
-                           model=register_iris(settings, iris_artifact))
+    first = image_settings(
+        make_settings,
+        settings,
+        name,
+        registry,
+        base_image,
+        build=build_extra,
+        model=register_iris(settings, iris_artifact),
+    )
     result = run_all.run(first)  # all seven stages, as `mlops pipeline run` runs them
     assert result.passed, result.error
     assert [row.status for row in result.stages] == ["skipped"] + ["passed"] * 6  # unit-test: no project tests
@@ -66,15 +78,30 @@ def test_build_push_run_and_a_model_only_rebuild(builder, make_settings, setting
     labels = config["Labels"]
     assert labels["io.mlops.model.sha256"] == state["model"]["sha256"]
     # nothing the server does not need: no pip, no packages' test suites (the model answered without them)
-    leftovers = podman("run", "--rm", "--network", "none", image["tag"], "python", "-c",
-                       "import glob, importlib.util as u; print(u.find_spec('pip'), "
-                       "len(glob.glob('/opt/venv/lib/python3*/site-packages/*/**/tests', recursive=True)))")
+    leftovers = podman(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        image["tag"],
+        "python",
+        "-c",
+        "import glob, importlib.util as u; print(u.find_spec('pip'), "
+        "len(glob.glob('/opt/venv/lib/python3*/site-packages/*/**/tests', recursive=True)))",
+    )
     assert leftovers.stdout.split() == ["None", "0"], leftovers.stdout
     assert labels["org.opencontainers.image.version"] == "1" and labels["org.opencontainers.image.created"]
 
     # Change only the model: only the layer holding the model (and its spec) may change.
-    second = image_settings(make_settings, settings, name, registry, base_image, build=build_extra,
-                            model=register_iris(settings, other_model(tmp_path)))
+    second = image_settings(
+        make_settings,
+        settings,
+        name,
+        registry,
+        base_image,
+        build=build_extra,
+        model=register_iris(settings, other_model(tmp_path)),
+    )
     for stage in (validate_model, assemble_server, build_image):
         stage.run(second)
     new_image = read_state(settings.workdir)["image"]

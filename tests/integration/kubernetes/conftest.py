@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from doubles.kube_api import KubeApiDouble
 from helpers import register_iris
-from mlops_cli.config import load_settings
 from kubetools import digest_ref, set_image
+
+from mlops_cli.config import load_settings
+
 
 @pytest.fixture
 def kube() -> KubeApiDouble:
@@ -29,8 +31,15 @@ def kube_settings(tmp_path: Path, kube: KubeApiDouble) -> Callable[..., Any]:
 
     def build(**overrides: Any):
         # the double speaks plain http on 127.0.0.1: a token goes there only with insecure: true
-        k8s = {"server": kube.url, "token": kube.token, "insecure": True, "poll_interval_s": 0.005, "retry_backoff_s": 0.005,
-               "rollout_timeout_s": 60, "progress_deadline_s": 30}
+        k8s = {
+            "server": kube.url,
+            "token": kube.token,
+            "insecure": True,
+            "poll_interval_s": 0.005,
+            "retry_backoff_s": 0.005,
+            "rollout_timeout_s": 60,
+            "progress_deadline_s": 30,
+        }
         k8s.update(overrides.pop("kubernetes", {}))
         flags = {"workdir": tmp_path / "work", "deploy": {"target": "kubernetes"}, "kubernetes": k8s}
         flags.update(overrides)

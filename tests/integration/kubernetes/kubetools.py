@@ -15,14 +15,26 @@ def set_image(settings, reference: str) -> None:
     """What build-image records after a push (the double pulls any image; its mode decides what happens)."""
     state = State.load(settings.workdir)
     repository, _, digest = reference.partition("@")
-    state.image = ImageRecord(reference=reference, repository=repository, tag=f"{repository}:1", digest=digest,
-                              builder="buildah", bundle_digest=state.bundle.bundle_digest)
+    state.image = ImageRecord(
+        reference=reference,
+        repository=repository,
+        tag=f"{repository}:1",
+        digest=digest,
+        builder="buildah",
+        bundle_digest=state.bundle.bundle_digest,
+    )
     state.save(settings.workdir)
 
 
 def set_smoke_passed(settings) -> None:
     """What smoke-test records when the test deployment answered (no pod really serves in the double)."""
     state = State.load(settings.workdir)
-    state.smoke = SmokeRecord(passed=True, url=state.deployments["test"].url, model_sha256=state.model.sha256,
-                              bundle_digest=state.bundle.bundle_digest, requests=20, p95_ms=3.0)
+    state.smoke = SmokeRecord(
+        passed=True,
+        url=state.deployments["test"].url,
+        model_sha256=state.model.sha256,
+        bundle_digest=state.bundle.bundle_digest,
+        requests=20,
+        p95_ms=3.0,
+    )
     state.save(settings.workdir)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from kubetools import digest_ref
+
 from mlops_cli.chatops import views
 from mlops_cli.stages import deploy_to_test_env
 

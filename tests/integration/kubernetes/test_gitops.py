@@ -3,17 +3,16 @@ through the real `kubectl kustomize`, exactly the objects `mlops render --env` w
 
 from __future__ import annotations
 
-import re
-
 import filecmp
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import REPO, register_iris, require_tool, run_cli
 from kubetools import REPOSITORY, digest_ref
+
 from mlops_cli import gitops, render
 from mlops_cli.config import load_settings
 
@@ -55,8 +54,18 @@ def test_render_from_an_image_digest_alone_needs_no_pipeline_state(tmp_path):
     assert nothing.stderr.strip().splitlines()[-1].startswith("error: nothing to render: no validated model in state")
     no_env = run_cli("render", "--workdir", str(empty), "--out", str(tmp_path / "y"), "--image", image)
     assert no_env.returncode == 2 and "--env is required" in no_env.stderr
-    both = run_cli("render", "--workdir", str(empty), "--env", "prod", "--kustomize", "--out", str(tmp_path / "z"),
-                   "--image", image)
+    both = run_cli(
+        "render",
+        "--workdir",
+        str(empty),
+        "--env",
+        "prod",
+        "--kustomize",
+        "--out",
+        str(tmp_path / "z"),
+        "--image",
+        image,
+    )
     assert both.returncode == 2 and "not both" in both.stderr and not (tmp_path / "z").exists()
 
 
@@ -65,8 +74,17 @@ def test_render_from_a_model_reference_labels_the_objects_with_its_metadata(kube
     ref = register_iris(settings, iris_artifact)  # in the local store; no validate-model, no state
     store = settings.store_path
     image = digest_ref("d")
-    args = ["render", "--workdir", str(tmp_path / "empty"), "--env", "test", "--out", str(tmp_path / "out"),
-            "--model", ref]
+    args = [
+        "render",
+        "--workdir",
+        str(tmp_path / "empty"),
+        "--env",
+        "test",
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        ref,
+    ]
     env = {"MLOPS_STORE__PATH": str(store)}
     done = run_cli(*args, "--image", image, env=env)
     assert done.returncode == 0, done.stderr
@@ -82,9 +100,15 @@ def test_render_from_a_model_reference_labels_the_objects_with_its_metadata(kube
 
 @pytest.mark.parametrize("flavour", ["openshift", "kubernetes"])
 def test_kustomize_overlays_give_exactly_what_render_gives(kube_settings, shipped, tmp_path, flavour):
-    settings = kube_settings(model=shipped.model, kubernetes={
-        "flavour": flavour, "hosts": {"test": "iris.test.example.com", "prod": "iris.example.com"},
-        "image_pull_secrets": ["pull"], "relay_image": f"{REPOSITORY}-relay@sha256:{'9' * 64}"})
+    settings = kube_settings(
+        model=shipped.model,
+        kubernetes={
+            "flavour": flavour,
+            "hosts": {"test": "iris.test.example.com", "prod": "iris.example.com"},
+            "image_pull_secrets": ["pull"],
+            "relay_image": f"{REPOSITORY}-relay@sha256:{'9' * 64}",
+        },
+    )
     gitops.run(settings, tmp_path / "k")
     for env in ("test", "prod"):
         render.run(settings, env, tmp_path / env)
@@ -95,8 +119,14 @@ def test_kustomize_overlays_give_exactly_what_render_gives(kube_settings, shippe
     assert prod["resources"] == ["../../base"] and prod["namespace"] == "mlops-prod"
     assert all(p["path"].startswith("patch-") for p in prod["patches"])  # only what differs is in the overlay
     monitoring = kustomize(tmp_path / "k" / "monitoring")
-    assert {kind for kind, _ in monitoring} == {"PrometheusRule", "ConfigMap", "PersistentVolumeClaim", "Deployment",
-                                                 "Service", "NetworkPolicy"}
+    assert {kind for kind, _ in monitoring} == {
+        "PrometheusRule",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+        "NetworkPolicy",
+    }
 
 
 def test_the_shipped_kustomize_example_is_what_mlops_generates(tmp_path):
@@ -119,17 +149,20 @@ def test_monitoring_objects_dashboards_rule_and_a_relay_that_runs_on_its_own_set
     assert set(dashboards) == {f"grafana-dashboard-{p.stem}" for p in (REPO / "grafana" / "dashboards").glob("*.json")}
     for m in dashboards.values():
         assert m["metadata"]["labels"]["grafana_dashboard"] == "1"
-        (filename, text), = m["data"].items()
+        ((filename, text),) = m["data"].items()
         assert text == (REPO / "grafana" / "dashboards" / filename).read_text()
     rule = manifests[("PrometheusRule", "mlops-rules")]
     assert rule["spec"] == yaml.safe_load((REPO / "deploy" / "monitoring" / "prometheusrule.yaml").read_text())["spec"]
     # the Service is what the shipped Alertmanager config posts to
-    url = yaml.safe_load((REPO / "deploy" / "monitoring" / "alertmanager-relay.yml").read_text())[
-        "receivers"][0]["webhook_configs"][0]["url"]
+    url = yaml.safe_load((REPO / "deploy" / "monitoring" / "alertmanager-relay.yml").read_text())["receivers"][0][
+        "webhook_configs"
+    ][0]["url"]
     service = manifests[("Service", "mlops-alert-relay")]
     # https to <service>.<namespace>.svc: the name OpenShift's service serving certificate is made for
     # (the shipped file names the namespace `mlops`, to be changed to where the relay runs)
-    assert re.match(rf"https://{service['metadata']['name']}\.[a-z0-9-]+\.svc:{service['spec']['ports'][0]['port']}/", url)
+    assert re.match(
+        rf"https://{service['metadata']['name']}\.[a-z0-9-]+\.svc:{service['spec']['ports'][0]['port']}/", url
+    )
     # the relay pod's settings (ConfigMap + env, the Secret's files) load into the CLI's own settings
     pod = manifests[("Deployment", "mlops-alert-relay")]["spec"]["template"]["spec"]
     (container,) = pod["containers"]

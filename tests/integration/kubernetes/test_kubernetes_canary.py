@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from kubetools import digest_ref, set_image, set_smoke_passed
+
 from mlops_cli import render
 from mlops_cli.errors import StageFailed
 from mlops_cli.stages import deploy_to_test_env, rolling_update
@@ -43,12 +43,24 @@ class Journal:
 @pytest.fixture(params=sorted(ROUTERS))
 def routed(request, shipped, kube_settings):
     """Settings for one router, with prod on digest a (rolled out as usual)."""
-    settings = kube_settings(model=shipped.model, validation={"thresholds": {"accuracy": ">= 0.9"}},
-                             kubernetes={**ROUTERS[request.param], "hosts": {"prod": "iris.example.com"}})
-    flags = {"workdir": str(settings.workdir), "deploy": {"target": "kubernetes"}, "model": shipped.model,
-                      "validation": {"thresholds": {"accuracy": ">= 0.9"}},
-                      "kubernetes": {**ROUTERS[request.param], "hosts": {"prod": "iris.example.com"},
-                                     "server": settings.kubernetes.server, "insecure": True, "poll_interval_s": 0.005}}
+    settings = kube_settings(
+        model=shipped.model,
+        validation={"thresholds": {"accuracy": ">= 0.9"}},
+        kubernetes={**ROUTERS[request.param], "hosts": {"prod": "iris.example.com"}},
+    )
+    flags = {
+        "workdir": str(settings.workdir),
+        "deploy": {"target": "kubernetes"},
+        "model": shipped.model,
+        "validation": {"thresholds": {"accuracy": ">= 0.9"}},
+        "kubernetes": {
+            **ROUTERS[request.param],
+            "hosts": {"prod": "iris.example.com"},
+            "server": settings.kubernetes.server,
+            "insecure": True,
+            "poll_interval_s": 0.005,
+        },
+    }
     deploy_to_test_env.run(settings)
     set_smoke_passed(settings)
     rolling_update.run(settings)
@@ -69,8 +81,10 @@ def split(kube, router: str) -> dict[str, int]:
     """Service -> weight, as the live router object carries it."""
     if router == "route":
         spec = kube.objects[("route.openshift.io", "routes", PROD, "iris")]["spec"]
-        return {spec["to"]["name"]: spec["to"]["weight"],
-                **{b["name"]: b["weight"] for b in spec.get("alternateBackends") or []}}
+        return {
+            spec["to"]["name"]: spec["to"]["weight"],
+            **{b["name"]: b["weight"] for b in spec.get("alternateBackends") or []},
+        }
     if router == "gateway":
         (rule,) = kube.objects[("gateway.networking.k8s.io", "httproutes", PROD, "iris")]["spec"]["rules"]
         return {ref["name"]: ref["weight"] for ref in rule["backendRefs"]}
@@ -80,9 +94,19 @@ def split(kube, router: str) -> dict[str, int]:
     if canary is None:
         return {"iris": 100}
     assert canary["metadata"]["annotations"][NGINX_CANARY] == "true"
-    assert canary["spec"]["rules"] == [{**main["spec"]["rules"][0], "http": {"paths": [{
-        **main["spec"]["rules"][0]["http"]["paths"][0],
-        "backend": {"service": {"name": "iris-canary", "port": {"name": "http"}}}}]}}]  # same host and path
+    assert canary["spec"]["rules"] == [
+        {
+            **main["spec"]["rules"][0],
+            "http": {
+                "paths": [
+                    {
+                        **main["spec"]["rules"][0]["http"]["paths"][0],
+                        "backend": {"service": {"name": "iris-canary", "port": {"name": "http"}}},
+                    }
+                ]
+            },
+        }
+    ]  # same host and path
     weight = int(canary["metadata"]["annotations"][NGINX_WEIGHT])
     return {"iris": 100 - weight, "iris-canary": weight}
 
@@ -95,10 +119,11 @@ def test_canary_start_creates_the_canary_beside_stable_at_weight_zero(kube, rout
     router, settings, _ = routed
     _, canary, journal = start(settings)
     expected = {("deployments", "iris-canary"), ("services", "iris-canary"), ("networkpolicies", "iris-canary")}
-    assert {(p, n) for p, n in canary_objects(kube) if p not in ("replicasets", "pods")} == \
-        expected | ({("ingresses", "iris-canary")} if router == "nginx" else set())
-    assert kube.running_images(PROD, "iris-canary") == [digest_ref("b")]       # canary_replicas: 1, ready
-    assert kube.running_images(PROD, "iris") == [digest_ref("a")] * 2          # stable untouched
+    assert {(p, n) for p, n in canary_objects(kube) if p not in ("replicasets", "pods")} == expected | (
+        {("ingresses", "iris-canary")} if router == "nginx" else set()
+    )
+    assert kube.running_images(PROD, "iris-canary") == [digest_ref("b")]  # canary_replicas: 1, ready
+    assert kube.running_images(PROD, "iris") == [digest_ref("a")] * 2  # stable untouched
     dep = kube.deployment(PROD, "iris-canary")
     stable = kube.deployment(PROD, "iris")
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
@@ -114,8 +139,11 @@ def test_canary_start_creates_the_canary_beside_stable_at_weight_zero(kube, rout
     # ... while the ServiceMonitor selects the canary's Service too, and maps the pod label to `track`
     monitor = kube.objects[("monitoring.coreos.com", "servicemonitors", PROD, "iris")]["spec"]
     assert all(canary_service["metadata"]["labels"].get(k) == v for k, v in monitor["selector"]["matchLabels"].items())
-    assert {"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_label_mlops_io_track"],
-            "targetLabel": "track"} in monitor["endpoints"][0]["relabelings"]
+    assert {
+        "action": "replace",
+        "sourceLabels": ["__meta_kubernetes_pod_label_mlops_io_track"],
+        "targetLabel": "track",
+    } in monitor["endpoints"][0]["relabelings"]
     policy = kube.objects[("networking.k8s.io", "networkpolicies", PROD, "iris-canary")]["spec"]
     assert all(pod_labels.get(k) == v for k, v in policy["podSelector"]["matchLabels"].items())
     assert split(kube, router) == {"iris": 100, "iris-canary": 0}
@@ -124,8 +152,10 @@ def test_canary_start_creates_the_canary_beside_stable_at_weight_zero(kube, rout
     assert canary.stable.selector == f'track!="canary",namespace="{PROD}",service="iris"'
     assert canary.canary.metrics_url == f"http://iris-canary.{PROD}.svc/metrics"
     assert canary.url == State.load(settings.workdir).deployments["prod"].url
-    assert journal.steps[0] == ("canary-start", {"instance": f"{PROD}/iris-canary", "url": canary.url,
-                                                 "image": digest_ref("b"), "weight": 0})
+    assert journal.steps[0] == (
+        "canary-start",
+        {"instance": f"{PROD}/iris-canary", "url": canary.url, "image": digest_ref("b"), "weight": 0},
+    )
 
 
 def test_weight_changes_appear_in_the_router_and_abort_leaves_stable_at_100(kube, routed):
@@ -136,9 +166,9 @@ def test_weight_changes_appear_in_the_router_and_abort_leaves_stable_at_100(kube
         assert split(kube, router) == {"iris": 100 - weight, "iris-canary": weight}
         assert canary.weight == weight
         assert target.canary_observe("prod", State.load(settings.workdir).deployments["prod"]).weight == weight
-    assert target.canary_abort(canary, journal) is None     # stable untouched: the deployment record holds
+    assert target.canary_abort(canary, journal) is None  # stable untouched: the deployment record holds
     assert split(kube, router) == {"iris": 100}
-    assert canary_objects(kube) == set()                                    # its ReplicaSet and pods went too
+    assert canary_objects(kube) == set()  # its ReplicaSet and pods went too
     assert kube.running_images(PROD, "iris") == [digest_ref("a")] * 2
     assert [step for step, _ in journal.steps] == ["canary-start", "canary-weight", "canary-weight", "canary-abort"]
     assert target.canary_observe("prod", State.load(settings.workdir).deployments["prod"]) is None
@@ -176,8 +206,9 @@ def test_promote_ends_with_one_deployment_on_the_new_digest_and_no_canary(kube, 
 def test_a_canary_that_never_becomes_ready_is_removed_and_stable_serves(kube, routed):
     router, settings, _ = routed
     kube.image_modes["sha256:" + "d" * 8] = "crash-loop"
-    settings = settings.model_copy(update={"kubernetes": settings.kubernetes.model_copy(
-        update={"rollout_timeout_s": 20})})
+    settings = settings.model_copy(
+        update={"kubernetes": settings.kubernetes.model_copy(update={"rollout_timeout_s": 20})}
+    )
     with pytest.raises(StageFailed) as failed:
         start(settings, "d")
     assert "did not become ready" in failed.value.message and "CrashLoopBackOff" in failed.value.message
@@ -200,20 +231,27 @@ def test_canary_observe_finds_a_canary_whose_cli_was_killed(kube, routed, tmp_pa
     set_image(settings, digest_ref("b"))
     flags = {**flags, "kubernetes": {**flags["kubernetes"], "token": kube.token}}
     (tmp_path / "settings.json").write_text(json.dumps(flags), encoding="utf-8")
-    script = ("import json, sys\n"
-              "from pathlib import Path\n"
-              "from mlops_cli.config import load_settings\n"
-              "from mlops_cli.state import State\n"
-              "from mlops_cli.targets import Release, no_journal\n"
-              "from mlops_cli.targets.kubernetes import KubernetesTarget\n"
-              "settings = load_settings(None, json.loads(Path(sys.argv[1]).read_text()), environ={})\n"
-              "state = State.load(settings.workdir)\n"
-              "release = Release(bundle=Path(state.bundle.path), image=state.image.reference, state=state)\n"
-              "KubernetesTarget(settings).canary_start('prod', release, state.deployments['prod'], no_journal)\n")
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from mlops_cli.config import load_settings\n"
+        "from mlops_cli.state import State\n"
+        "from mlops_cli.targets import Release, no_journal\n"
+        "from mlops_cli.targets.kubernetes import KubernetesTarget\n"
+        "settings = load_settings(None, json.loads(Path(sys.argv[1]).read_text()), environ={})\n"
+        "state = State.load(settings.workdir)\n"
+        "release = Release(bundle=Path(state.bundle.path), image=state.image.reference, state=state)\n"
+        "KubernetesTarget(settings).canary_start('prod', release, state.deployments['prod'], no_journal)\n"
+    )
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
     environ["MLOPS_TEST_PAUSE_AT"] = "canary-waiting"
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "settings.json")], env=environ,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "settings.json")],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     paused, lines = threading.Event(), []
 
     def read() -> None:
@@ -245,8 +283,11 @@ def test_canary_observe_finds_a_canary_whose_cli_was_killed(kube, routed, tmp_pa
 def test_rendered_split_of_every_router_passes_strict_validation(shipped, kube_settings, router):
     from kubernetes_validate import utils as kv
 
-    settings = kube_settings(model=shipped.model, validation={"thresholds": {"accuracy": ">= 0.9"}},
-                             kubernetes={**ROUTERS[router], "hosts": {"prod": "iris.example.com"}})
+    settings = kube_settings(
+        model=shipped.model,
+        validation={"thresholds": {"accuracy": ">= 0.9"}},
+        kubernetes={**ROUTERS[router], "hosts": {"prod": "iris.example.com"}},
+    )
     rendered, objects = render_canary(settings, State.load(settings.workdir), "prod", digest_ref("b"), 25)
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
     front = {"route": ("Route", "iris"), "nginx": ("Ingress", "iris-canary"), "gateway": ("HTTPRoute", "iris")}[router]
@@ -261,14 +302,16 @@ def test_rendered_split_of_every_router_passes_strict_validation(shipped, kube_s
     else:
         assert router_obj["spec"]["parentRefs"] == [{"namespace": "gateways", "name": "public"}]
         assert router_obj["spec"]["hostnames"] == ["iris.example.com"]
-        assert router_obj["spec"]["rules"][0]["backendRefs"] == [{"name": "iris", "port": 80, "weight": 75},
-                                                                 {"name": "iris-canary", "port": 80, "weight": 25}]
+        assert router_obj["spec"]["rules"][0]["backendRefs"] == [
+            {"name": "iris", "port": 80, "weight": 75},
+            {"name": "iris-canary", "port": 80, "weight": 25},
+        ]
     # the strict validation refuses what the schemas forbid: a weight out of range, an unknown field
     bad = json.loads(json.dumps(router_obj))
     if router == "route":
         bad["spec"]["alternateBackends"][0]["weight"] = 300
     elif router == "gateway":
-        del bad["spec"]["rules"][0]["backendRefs"][1]["port"]   # a Service backendRef needs its port
+        del bad["spec"]["rules"][0]["backendRefs"][1]["port"]  # a Service backendRef needs its port
     else:
         bad["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["weigth"] = 1
     with pytest.raises(StageFailed, match="not valid"):

@@ -14,9 +14,9 @@ import sys
 import threading
 
 import pytest
-
 from helpers import read_state, run_cli
 from kubetools import digest_ref, set_image, set_smoke_passed
+
 from mlops_cli.stages import deploy_to_test_env, rollback, rolling_update
 
 pytestmark = pytest.mark.integration
@@ -24,18 +24,27 @@ PROD = "mlops-prod"
 
 
 def cli_env(kube) -> dict[str, str]:
-    return {"MLOPS_DEPLOY__TARGET": "kubernetes", "MLOPS_KUBERNETES__SERVER": kube.url,
-            "MLOPS_KUBERNETES__TOKEN": kube.token, "MLOPS_KUBERNETES__INSECURE": "true",
-            "MLOPS_KUBERNETES__POLL_INTERVAL_S": "0.005", "MLOPS_KUBERNETES__PROGRESS_DEADLINE_S": "30"}
+    return {
+        "MLOPS_DEPLOY__TARGET": "kubernetes",
+        "MLOPS_KUBERNETES__SERVER": kube.url,
+        "MLOPS_KUBERNETES__TOKEN": kube.token,
+        "MLOPS_KUBERNETES__INSECURE": "true",
+        "MLOPS_KUBERNETES__POLL_INTERVAL_S": "0.005",
+        "MLOPS_KUBERNETES__PROGRESS_DEADLINE_S": "30",
+    }
 
 
 def killed_while_waiting(kube, settings) -> None:
     """`mlops rolling-update` in a child process, paused after the Deployment's write, then kill -9."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
     environ.update(cli_env(kube), MLOPS_TEST_PAUSE_AT="waiting")
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "rolling-update", "--workdir",
-                             str(settings.workdir)], env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_cli.cli", "rolling-update", "--workdir", str(settings.workdir)],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     paused, lines = threading.Event(), []
 
     def read() -> None:
@@ -55,7 +64,11 @@ def killed_while_waiting(kube, settings) -> None:
         reader.join(timeout=10)
     assert proc.returncode == -signal.SIGKILL
     intent = read_state(settings.workdir)["intents"]["prod"]
-    assert (intent["step"], intent["instance"], intent["record"]["image"]) == ("waiting", f"{PROD}/iris", digest_ref("b"))
+    assert (intent["step"], intent["instance"], intent["record"]["image"]) == (
+        "waiting",
+        f"{PROD}/iris",
+        digest_ref("b"),
+    )
 
 
 def to_prod(settings) -> None:
@@ -79,8 +92,10 @@ def test_a_killed_rollout_that_became_available_is_finished_by_the_next_run(kube
 
     rolling_update.run(shipped)  # the same image again: reconciled first, then unchanged
     err = capsys.readouterr().err
-    assert ("reconciled prod: found interrupted rolling-update of revision 2 (at step waiting): finished, revision 2 "
-            f"({digest_ref('b')}) rolled out and is available") in err
+    assert (
+        "reconciled prod: found interrupted rolling-update of revision 2 (at step waiting): finished, revision 2 "
+        f"({digest_ref('b')}) rolled out and is available"
+    ) in err
     state = read_state(shipped.workdir)
     assert state["intents"] == {}
     assert (state["deployments"]["prod"]["image"], state["deployments"]["prod"]["revision"]) == (digest_ref("b"), 2)
@@ -90,8 +105,9 @@ def test_a_killed_rollout_that_became_available_is_finished_by_the_next_run(kube
     assert "DISAGREES" not in done.stdout, done.stdout
 
 
-def test_a_killed_rollout_that_never_became_available_is_undone_recorded_and_announced(kube, shipped, capsys,
-                                                                                     kube_settings, slack):
+def test_a_killed_rollout_that_never_became_available_is_undone_recorded_and_announced(
+    kube, shipped, capsys, kube_settings, slack
+):
     to_prod(shipped)
     set_image(shipped, digest_ref("b"))
     deploy_to_test_env.run(shipped)
@@ -132,6 +148,8 @@ def test_rollback_reconciles_before_working_out_the_previous_revision(kube, ship
     assert (result.previous_revision, result.image) == (2, digest_ref("a"))
     state = read_state(shipped.workdir)
     assert state["intents"] == {}
-    assert (state["rollouts"]["prod"]["previous_image"], state["rollouts"]["prod"]["image"]) == \
-        (digest_ref("b"), digest_ref("a"))
+    assert (state["rollouts"]["prod"]["previous_image"], state["rollouts"]["prod"]["image"]) == (
+        digest_ref("b"),
+        digest_ref("a"),
+    )
     assert kube.running_images(PROD, "iris") == [digest_ref("a")] * 2

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from kubetools import digest_ref, set_image, set_smoke_passed
 from helpers import read_state
+from kubetools import digest_ref, set_image, set_smoke_passed
+
 from mlops_cli.errors import StageFailed, TemporaryError, UsageError
 from mlops_cli.stages import deploy_to_test_env, rollback, rolling_update
 
@@ -24,7 +24,7 @@ def to_prod(settings) -> None:
 
 def test_deploy_test_applies_every_object_and_records_the_route_url(kube, shipped):
     result = deploy_to_test_env.run(shipped)
-    assert result.url == "https://iris-mlops-test.apps.cluster.test"   # the host OpenShift gave the Route
+    assert result.url == "https://iris-mlops-test.apps.cluster.test"  # the host OpenShift gave the Route
     assert result.revision == 1 and result.previous_revision is None
     dep = kube.deployment(TEST, "iris")
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == digest_ref("a")
@@ -32,11 +32,21 @@ def test_deploy_test_applies_every_object_and_records_the_route_url(kube, shippe
     assert dep["status"]["observedGeneration"] >= dep["metadata"]["generation"]
     assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
     # every object by server-side apply as field manager mlops: no POST, no read-then-patch
-    applies = [(path.split("/")[-2], query) for (method, path, _), (_, _, query) in zip(kube.requests, kube.queries)
-               if method == "PATCH"]
-    assert {plural for plural, _ in applies} == {"services", "deployments", "routes", "horizontalpodautoscalers",
-                                                 "poddisruptionbudgets", "servicemonitors", "serviceaccounts",
-                                                 "networkpolicies"}
+    applies = [
+        (path.split("/")[-2], query)
+        for (method, path, _), (_, _, query) in zip(kube.requests, kube.queries)
+        if method == "PATCH"
+    ]
+    assert {plural for plural, _ in applies} == {
+        "services",
+        "deployments",
+        "routes",
+        "horizontalpodautoscalers",
+        "poddisruptionbudgets",
+        "servicemonitors",
+        "serviceaccounts",
+        "networkpolicies",
+    }
     assert all(query["fieldManager"] == ["mlops"] and query["force"] == ["false"] for _, query in applies)
     assert {ctype for method, _, ctype in kube.requests if method == "PATCH"} == {"application/apply-patch+yaml"}
     assert not [path for method, path, _ in kube.requests if method == "POST"]
@@ -61,10 +71,13 @@ def test_rolling_update_replaces_the_image_with_no_pod_short_and_records_revisio
     assert (rollout["outcome"], rollout["from_revision"], rollout["to_revision"]) == ("succeeded", 1, 2)
     assert (rollout["image"], rollout["previous_image"]) == (digest_ref("b"), digest_ref("a"))
     # an existing Deployment is applied server-side, custom resources too; its replicas stay the HPA's
-    patches = [ctype for method, path, ctype in kube.requests if method == "PATCH" and path.endswith("/deployments/iris")]
+    patches = [
+        ctype for method, path, ctype in kube.requests if method == "PATCH" and path.endswith("/deployments/iris")
+    ]
     assert patches and set(patches) == {"application/apply-patch+yaml"}
-    assert {ctype for method, path, ctype in kube.requests if method == "PATCH" and "servicemonitors" in path} == \
-        {"application/apply-patch+yaml"}
+    assert {ctype for method, path, ctype in kube.requests if method == "PATCH" and "servicemonitors" in path} == {
+        "application/apply-patch+yaml"
+    }
 
 
 @pytest.mark.parametrize("mode, reason", [("pull-error", "ImagePullBackOff"), ("crash-loop", "CrashLoopBackOff")])
@@ -74,7 +87,7 @@ def test_failed_rollout_rolls_back_to_the_previous_digest(kube, shipped, mode, r
     set_image(shipped, digest_ref("b"))
     deploy_test_settings = shipped
     with pytest.raises(StageFailed) as failed:
-        deploy_to_test_env.run(deploy_test_settings)   # the test namespace goes back too
+        deploy_to_test_env.run(deploy_test_settings)  # the test namespace goes back too
     assert "rolled back" in failed.value.message and reason in failed.value.message
     assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
     set_smoke_passed(shipped)  # pretend the test passed anyway: prod must protect itself
@@ -91,10 +104,18 @@ def test_failed_rollout_rolls_back_to_the_previous_digest(kube, shipped, mode, r
     assert state["deployments"]["prod"]["image"] == digest_ref("a")
     assert state["deployments"]["prod"]["revision"] == 3
     rollout = state["rollouts"]["prod"]
-    assert (rollout["outcome"], rollout["from_revision"], rollout["failed_revision"], rollout["to_revision"]) == \
-        ("rolled-back", 1, 2, 3)
+    assert (rollout["outcome"], rollout["from_revision"], rollout["failed_revision"], rollout["to_revision"]) == (
+        "rolled-back",
+        1,
+        2,
+        3,
+    )
     assert state["stages"]["rolling-update"]["status"] == "failed"
-    undo = [ctype for method, path, ctype in kube.requests if method == "PATCH" and path == f"/apis/apps/v1/namespaces/{PROD}/deployments/iris"]
+    undo = [
+        ctype
+        for method, path, ctype in kube.requests
+        if method == "PATCH" and path == f"/apis/apps/v1/namespaces/{PROD}/deployments/iris"
+    ]
     assert undo[-1] == "application/json-patch+json"  # kubectl rollout undo's patch
 
 
@@ -137,17 +158,28 @@ def test_missing_namespace_is_named(kube, shipped, kube_settings):
 
 def test_a_field_another_manager_owns_is_a_one_line_conflict_and_force_takes_it(kube, shipped, kube_settings):
     deploy_to_test_env.run(shipped)
-    other = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "iris"},
-             "spec": {"progressDeadlineSeconds": 45}}  # e.g. someone's `kubectl apply --server-side`
-    code, _ = kube.handle("PATCH", f"/apis/apps/v1/namespaces/{TEST}/deployments/iris?fieldManager=kubectl&force=true",
-                          "application/apply-patch+yaml", f"Bearer {kube.token}", json.dumps(other).encode())
+    other = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "iris"},
+        "spec": {"progressDeadlineSeconds": 45},
+    }  # e.g. someone's `kubectl apply --server-side`
+    code, _ = kube.handle(
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{TEST}/deployments/iris?fieldManager=kubectl&force=true",
+        "application/apply-patch+yaml",
+        f"Bearer {kube.token}",
+        json.dumps(other).encode(),
+    )
     assert code == 200
     set_image(shipped, digest_ref("b"))
     with pytest.raises(StageFailed) as failed:
         deploy_to_test_env.run(shipped)
     message = failed.value.message
-    assert message == ('Deployment mlops-test/iris: another field manager owns fields this apply would change: '
-                       '"kubectl" owns .spec.progressDeadlineSeconds')
+    assert message == (
+        "Deployment mlops-test/iris: another field manager owns fields this apply would change: "
+        '"kubectl" owns .spec.progressDeadlineSeconds'
+    )
     assert "--force" in failed.value.hint
     dep = kube.deployment(TEST, "iris")
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == digest_ref("a")  # nothing half-applied
@@ -187,8 +219,9 @@ def test_a_deployment_scaled_to_zero_by_stop_is_scaled_up_again_by_the_next_depl
     assert kube.running_images(TEST, "iris") == [digest_ref("a")] * 2
 
 
-def test_replicas_the_autoscaler_changes_between_our_read_and_our_apply_are_read_again(kube, shipped, monkeypatch,
-                                                                                       capsys):
+def test_replicas_the_autoscaler_changes_between_our_read_and_our_apply_are_read_again(
+    kube, shipped, monkeypatch, capsys
+):
     from mlops_cli.targets.kubeapi import Kube
 
     deploy_to_test_env.run(shipped)
@@ -199,9 +232,13 @@ def test_replicas_the_autoscaler_changes_between_our_read_and_our_apply_are_read
         if kind == "Deployment":
             reads.append(name)
             if len(reads) == 2:  # _apply's read: the HPA scales right after it (an Update by its manager)
-                code, _ = kube.handle("PATCH", f"/apis/apps/v1/namespaces/{TEST}/deployments/iris"
-                                      "?fieldManager=kube-controller-manager", "application/merge-patch+json",
-                                      f"Bearer {kube.token}", b'{"spec": {"replicas": 3}}')
+                code, _ = kube.handle(
+                    "PATCH",
+                    f"/apis/apps/v1/namespaces/{TEST}/deployments/iris?fieldManager=kube-controller-manager",
+                    "application/merge-patch+json",
+                    f"Bearer {kube.token}",
+                    b'{"spec": {"replicas": 3}}',
+                )
                 assert code == 200
         return answer
 
@@ -242,10 +279,15 @@ def test_a_field_removed_from_the_template_disappears_from_the_live_object(kube,
 def test_unreachable_api_server_gives_up_after_bounded_attempts(shipped, kube_settings):
     from helpers import free_port
 
-    settings = kube_settings(model=shipped.model, kubernetes={"server": f"http://127.0.0.1:{free_port()}",
-                                                               "api_retries": 2, "api_timeout_s": 2})
-    with pytest.raises(TemporaryError, match=r"cannot reach the Kubernetes API server at http://127\.0\.0\.1:\d+.*"
-                                             r"gave up after 3 attempts"):
+    settings = kube_settings(
+        model=shipped.model,
+        kubernetes={"server": f"http://127.0.0.1:{free_port()}", "api_retries": 2, "api_timeout_s": 2},
+    )
+    with pytest.raises(
+        TemporaryError,
+        match=r"cannot reach the Kubernetes API server at http://127\.0\.0\.1:\d+.*"
+        r"gave up after 3 attempts",
+    ):
         deploy_to_test_env.run(settings)
 
 
@@ -318,8 +360,9 @@ def test_a_cluster_without_the_servicemonitor_crd_changes_no_deployment(shipped,
         with pytest.raises(StageFailed, match=r"does not serve ServiceMonitor.*service_monitor: false"):
             deploy_to_test_env.run(settings)
         assert not [p for m, p, _ in plain.requests if m == "POST" and p.endswith("/deployments")]
-        quiet = kube_settings(model=shipped.model, kubernetes={"server": url, "token": plain.token,
-                                                               "service_monitor": False})
+        quiet = kube_settings(
+            model=shipped.model, kubernetes={"server": url, "token": plain.token, "service_monitor": False}
+        )
         assert deploy_to_test_env.run(quiet).revision == 1
     finally:
         plain.stop()
@@ -329,13 +372,14 @@ def test_an_unreachable_slack_does_not_fail_a_good_rollout(kube, shipped, kube_s
     from helpers import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/services/T/B/X"
-    settings = kube_settings(model=shipped.model,
-                             notify={"notifiers": ["slack"], "retries": 0, "slack": {"webhook_url": dead}})
+    settings = kube_settings(
+        model=shipped.model, notify={"notifiers": ["slack"], "retries": 0, "slack": {"webhook_url": dead}}
+    )
     to_prod(settings)
     assert read_state(settings.workdir)["rollouts"]["prod"]["outcome"] == "succeeded"
     err = capsys.readouterr().err
     assert "warning: could not notify slack: slack webhook unreachable" in err
-    assert dead not in err   # the webhook URL is a secret
+    assert dead not in err  # the webhook URL is a secret
 
 
 def test_a_change_the_controller_never_took_up_is_put_back_not_undone_too_far(kube, shipped, kube_settings):
@@ -357,8 +401,9 @@ def test_a_change_the_controller_never_took_up_is_put_back_not_undone_too_far(ku
 def test_a_failing_rollout_of_the_same_template_rolls_nothing_back(kube, shipped):
     deploy_to_test_env.run(shipped)
     kube.image_modes["sha256:" + "a" * 8] = "crash-loop"  # the running pods start crashing
-    with pytest.raises(StageFailed, match="CrashLoopBackOff.*the pod template did not change, so there is nothing "
-                                          "to roll back"):
+    with pytest.raises(
+        StageFailed, match="CrashLoopBackOff.*the pod template did not change, so there is nothing to roll back"
+    ):
         deploy_to_test_env.run(shipped)
     assert not [p for m, p, c in kube.requests if c == "application/json-patch+json" and "deployments" in p]
 
@@ -400,8 +445,11 @@ def test_a_user_who_may_not_list_pods_still_gets_a_good_rollout(kube, shipped):
 
 
 def test_an_api_server_lost_mid_rollout_is_recorded_and_announced(kube, shipped, kube_settings, slack):
-    settings = kube_settings(model=shipped.model, notify={"notifiers": ["slack"], "slack": {"webhook_url": slack.url}},
-                             kubernetes={"api_retries": 1})
+    settings = kube_settings(
+        model=shipped.model,
+        notify={"notifiers": ["slack"], "slack": {"webhook_url": slack.url}},
+        kubernetes={"api_retries": 1},
+    )
     to_prod(settings)
     kube.image_modes["sha256:" + "c" * 8] = "never-ready"
     set_image(settings, digest_ref("c"))
@@ -468,5 +516,7 @@ def test_an_abort_between_the_deployment_write_and_the_wait_puts_it_back(kube, s
     # the journal's repair ran at once: recorded as a rollout, nothing left pending
     state = read_state(shipped.workdir)
     assert state["intents"] == {} and state["rollouts"]["test"]["outcome"] == "rolled-back"
-    assert state["rollouts"]["test"]["message"].startswith("aborted deploy-test of revision 2 (at step applying): undone")
+    assert state["rollouts"]["test"]["message"].startswith(
+        "aborted deploy-test of revision 2 (at step applying): undone"
+    )
     assert state["deployments"]["test"]["image"] == digest_ref("a")

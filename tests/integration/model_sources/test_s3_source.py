@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from helpers import FEATURES, read_state
 from sourcetools import BUCKET, SECRET_KEY, one_line_error, run_mlops, source_env, upload_s3_model
 
@@ -32,10 +31,18 @@ def test_pipeline_run_from_s3_with_a_parquet_holdout_on_s3(s3_server, tmp_path, 
     pq.write_table(pa.Table.from_pylist(rows), buf)
     s3_server.client().put_object(Bucket=BUCKET, Key="holdout/iris.parquet", Body=buf.getvalue())
     work = tmp_path / "w"
-    holdout = {"path": f"s3://{BUCKET}/holdout/iris.parquet", "target": "species",
-               "thresholds": {"accuracy": ">= 0.9", "f1": ">= 0.9", "roc_auc": ">= 0.95"}}
-    env = source_env(None, s3_server, work, MLOPS_VALIDATION__HOLDOUT=json.dumps(holdout),
-                     MLOPS_VALIDATION__THRESHOLDS='{"accuracy": ">= 0.9"}')
+    holdout = {
+        "path": f"s3://{BUCKET}/holdout/iris.parquet",
+        "target": "species",
+        "thresholds": {"accuracy": ">= 0.9", "f1": ">= 0.9", "roc_auc": ">= 0.95"},
+    }
+    env = source_env(
+        None,
+        s3_server,
+        work,
+        MLOPS_VALIDATION__HOLDOUT=json.dumps(holdout),
+        MLOPS_VALIDATION__THRESHOLDS='{"accuracy": ">= 0.9"}',
+    )
     try:
         done = run_mlops("pipeline", "run", "--model", ref, env=env)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -63,15 +70,22 @@ def test_wrong_secret_is_access_denied_without_showing_it(s3_server, tmp_path, i
 
 def test_a_user_without_rights_on_the_bucket_is_denied(s3_server, tmp_path, iris_artifact):
     ref = upload_s3_model(s3_server, tmp_path, iris_artifact)
-    env = source_env(None, s3_server, tmp_path / "w", MLOPS_S3__ACCESS_KEY_ID="AKOUTSIDER",
-                     MLOPS_S3__SECRET_ACCESS_KEY="outsider-secret")
+    env = source_env(
+        None,
+        s3_server,
+        tmp_path / "w",
+        MLOPS_S3__ACCESS_KEY_ID="AKOUTSIDER",
+        MLOPS_S3__SECRET_ACCESS_KEY="outsider-secret",
+    )
     done = run_mlops("validate-model", "--model", ref, env=env)
     assert done.returncode == 2
     one_line_error(done, "access denied", "AccessDenied")
 
 
 def test_missing_bucket(s3_server, tmp_path):
-    done = run_mlops("validate-model", "--model", "s3://no-such-bucket/iris/1", env=source_env(None, s3_server, tmp_path / "w"))
+    done = run_mlops(
+        "validate-model", "--model", "s3://no-such-bucket/iris/1", env=source_env(None, s3_server, tmp_path / "w")
+    )
     assert done.returncode == 2
     one_line_error(done, "bucket 'no-such-bucket' does not exist", s3_server.endpoint)
 
@@ -102,8 +116,9 @@ def test_digest_mismatch_after_download(s3_server, tmp_path, iris_artifact):
 def test_unreachable_s3_endpoint(s3_server, tmp_path):
     from helpers import free_port
 
-    env = source_env(None, s3_server, tmp_path / "w", MLOPS_S3__ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
-                     MLOPS_S3__RETRIES="0")
+    env = source_env(
+        None, s3_server, tmp_path / "w", MLOPS_S3__ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", MLOPS_S3__RETRIES="0"
+    )
     done = run_mlops("validate-model", "--model", "s3://models/iris/1", env=env, timeout=60)
     assert done.returncode == 75
     one_line_error(done, "unreachable")
@@ -170,8 +185,12 @@ def test_preprocessing_scale_and_an_outlier_detector_from_the_source_reach_the_s
         assert settings["outlier"] == {"detector": "modules/outlier/detector.joblib", "detector_sha256": digest}
         rows = data.data[::10]
         url = state["deployments"]["prod"]["url"]
-        request = urllib.request.Request(f"{url}/v1/predict", method="POST", headers={"Content-Type": "application/json"},
-                                         data=json.dumps({"instances": rows.tolist() + [[40, 40, 40, 40]]}).encode())
+        request = urllib.request.Request(
+            f"{url}/v1/predict",
+            method="POST",
+            headers={"Content-Type": "application/json"},
+            data=json.dumps({"instances": rows.tolist() + [[40, 40, 40, 40]]}).encode(),
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             answers = json.load(response)["predictions"]
         expected = [["setosa", "versicolor", "virginica"][i] for i in model.predict(scaler.transform(rows))]
@@ -190,8 +209,9 @@ def test_an_altered_module_file_fails_validation(s3_server, tmp_path, iris_artif
     detector = tmp_path / "detector.joblib"
     detector.write_bytes(b"a detector")
     ref = upload_s3_model(s3_server, tmp_path, iris_artifact, modules={"outlier_detector": {"file": str(detector)}})
-    s3_server.client().put_object(Bucket=BUCKET, Key=f"{ref.removeprefix(f's3://{BUCKET}/')}/detector.joblib",
-                                  Body=b"another detector")
+    s3_server.client().put_object(
+        Bucket=BUCKET, Key=f"{ref.removeprefix(f's3://{BUCKET}/')}/detector.joblib", Body=b"another detector"
+    )
     work = tmp_path / "w"
     done = run_mlops("validate-model", "--model", ref, env=source_env(None, s3_server, work))
     assert done.returncode == 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import joblib
 import pytest
-
 from helpers import FEATURES, read_state, register_iris
+
 from mlops_cli import run_all
 from mlops_cli.errors import StageFailed
 from mlops_cli.stages import validate_model
@@ -37,8 +37,9 @@ def holdout_csv(path):
     return str(path)
 
 
-def test_a_model_worse_than_prod_is_refused_on_the_same_holdout(make_settings, settings, iris_artifact,
-                                                                 weak_artifact, tmp_path):
+def test_a_model_worse_than_prod_is_refused_on_the_same_holdout(
+    make_settings, settings, iris_artifact, weak_artifact, tmp_path
+):
     good = register_iris(settings, iris_artifact)
     holdout = {"path": holdout_csv(tmp_path / "holdout.csv"), "target": "species"}
     rules = {"holdout": holdout, "max_regression": {"accuracy": 0.02, "roc_auc": 0.02}, "allow_no_prod": True}
@@ -52,7 +53,9 @@ def test_a_model_worse_than_prod_is_refused_on_the_same_holdout(make_settings, s
     with pytest.raises(StageFailed) as info:
         validate_model.run(make_settings(workdir=settings.workdir, model=weak, deploy=deploy, validation=rules))
     message = str(info.value)
-    assert "holdout accuracy = 0.3" in message and f"for {good} in prod" in message and "at most 0.02 allowed" in message
+    assert (
+        "holdout accuracy = 0.3" in message and f"for {good} in prod" in message and "at most 0.02 allowed" in message
+    )
     # the same model again is not worse than itself
     again = validate_model.run(make_settings(workdir=settings.workdir, model=good, deploy=deploy, validation=rules))
     assert any(c.name == "against prod accuracy" and "not worse by 0" in c.detail for c in again.checks)
@@ -63,12 +66,21 @@ def test_reported_metrics_are_compared_without_a_holdout(make_settings, settings
     deploy = settings.deploy.model_dump(mode="json")
     assert run_all.run(make_settings(workdir=settings.workdir, model=good, deploy=deploy)).passed
     worse = register_iris(settings, iris_artifact, metrics={"accuracy": 0.90})
-    with pytest.raises(StageFailed, match=r"reported accuracy = 0.9 vs 0.96 for local:iris@1 in prod \(higher is better; worse by 0.06, at most 0.05 allowed"):
-        validate_model.run(make_settings(workdir=settings.workdir, model=worse, deploy=deploy,
-                                         validation={"max_regression": {"accuracy": 0.05}}))
+    with pytest.raises(
+        StageFailed,
+        match=r"reported accuracy = 0.9 vs 0.96 for local:iris@1 in prod \(higher is better; worse by 0.06, at most 0.05 allowed",
+    ):
+        validate_model.run(
+            make_settings(
+                workdir=settings.workdir, model=worse, deploy=deploy, validation={"max_regression": {"accuracy": 0.05}}
+            )
+        )
     with pytest.raises(StageFailed, match="reported f1 is not known for this model: cannot compare"):
-        validate_model.run(make_settings(workdir=settings.workdir, model=worse, deploy=deploy,
-                                         validation={"max_regression": {"f1": 0.05}}))
+        validate_model.run(
+            make_settings(
+                workdir=settings.workdir, model=worse, deploy=deploy, validation={"max_regression": {"f1": 0.05}}
+            )
+        )
 
 
 def test_local_deployments_are_audited_in_state_and_status(make_settings, settings, iris_artifact):
@@ -76,8 +88,10 @@ def test_local_deployments_are_audited_in_state_and_status(make_settings, settin
     run_settings = make_settings(workdir=settings.workdir, model=ref, deploy=settings.deploy.model_dump(mode="json"))
     assert run_all.run(run_settings).passed
     audit = read_state(settings.workdir)["audit"]
-    assert [(a["env"], a["model_ref"], a["tag"]) for a in audit] == [("test", ref, "deployed:test"),
-                                                                     ("prod", ref, "deployed:prod")]
+    assert [(a["env"], a["model_ref"], a["tag"]) for a in audit] == [
+        ("test", ref, "deployed:test"),
+        ("prod", ref, "deployed:prod"),
+    ]
     bundle = read_state(settings.workdir)["bundle"]["bundle_digest"]
     assert all(a["digest"] == f"bundle sha256:{bundle}" and not a["written_back"] for a in audit)
     lines = "\n".join(status(run_settings).lines())

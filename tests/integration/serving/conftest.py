@@ -116,8 +116,19 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         ready_file = run_dir / "ready.json"
         stderr_file = run_dir / "stderr.log"
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        argv = [sys.executable, "-m", "serving", str(bundle), "--host", "127.0.0.1", "--port", str(port),
-                "--ready-file", str(ready_file), *extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "serving",
+            str(bundle),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ready-file",
+            str(ready_file),
+            *extra,
+        ]
         with open(stderr_file, "wb") as err:
             proc = subprocess.Popen(argv, cwd=run_dir, env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         server = ServerProcess(proc, port, ready_file, stderr_file)

@@ -50,12 +50,22 @@ def shifted_model():
 @pytest.fixture
 def servers(start_server, tmp_path: Path, iris_model) -> dict:
     reference = bundles.iris_reference()
-    normal = bundles.write_bundle(tmp_path / "normal", iris_model, labels=bundles.IRIS_LABELS, modules=CHAIN,
-                                  reference=reference)
-    shifted = bundles.write_bundle(tmp_path / "shifted", shifted_model(), labels=bundles.IRIS_LABELS, modules=CHAIN,
-                                   reference=reference, version="2")
-    return {"stable": start_ours(start_server, normal, "stable"), "shifted": start_ours(start_server, shifted, "shifted"),
-            "drifted": start_ours(start_server, normal, "drifted")}
+    normal = bundles.write_bundle(
+        tmp_path / "normal", iris_model, labels=bundles.IRIS_LABELS, modules=CHAIN, reference=reference
+    )
+    shifted = bundles.write_bundle(
+        tmp_path / "shifted",
+        shifted_model(),
+        labels=bundles.IRIS_LABELS,
+        modules=CHAIN,
+        reference=reference,
+        version="2",
+    )
+    return {
+        "stable": start_ours(start_server, normal, "stable"),
+        "shifted": start_ours(start_server, shifted, "shifted"),
+        "drifted": start_ours(start_server, normal, "drifted"),
+    }
 
 
 def start_ours(start_server, bundle: Path, name: str):
@@ -74,8 +84,9 @@ def start_ours(start_server, bundle: Path, name: str):
 
 
 def member(track: str, server, selector: str = "") -> CanaryMember:
-    return CanaryMember(track=track, url=server.url, metrics_url=f"{server.url}/metrics",
-                        selector=selector or f'track="{track}"')
+    return CanaryMember(
+        track=track, url=server.url, metrics_url=f"{server.url}/metrics", selector=selector or f'track="{track}"'
+    )
 
 
 def traffic(servers: dict, rounds: int = 2) -> None:
@@ -85,11 +96,13 @@ def traffic(servers: dict, rounds: int = 2) -> None:
     with httpx.Client(timeout=10) as client:
         for _ in range(rounds):
             for i in range(0, len(rows), 5):
-                batch = rows[i:i + 5] + rows[i:i + 5][::-1]
+                batch = rows[i : i + 5] + rows[i : i + 5][::-1]
                 for name in ("stable", "shifted"):
                     assert client.post(f"{servers[name].url}/v1/predict", json={"instances": batch}).status_code == 200
-                assert client.post(f"{servers['drifted'].url}/v1/predict",
-                                   json={"instances": [DRIFTED] * 10}).status_code == 200
+                assert (
+                    client.post(f"{servers['drifted'].url}/v1/predict", json={"instances": [DRIFTED] * 10}).status_code
+                    == 200
+                )
 
 
 def by_metric(result) -> dict:
@@ -105,8 +118,13 @@ def test_scrape_fallback_fails_a_shifted_or_drifted_canary_and_passes_each_again
         traffic(servers)
 
     stable = member("stable", servers["stable"])
-    shifted = run_analysis(settings, "default", Canary("prod", "http://lb", stable, member("canary", servers["shifted"]), 10),
-                           window_s=3, sleep=window)
+    shifted = run_analysis(
+        settings,
+        "default",
+        Canary("prod", "http://lb", stable, member("canary", servers["shifted"]), 10),
+        window_s=3,
+        sleep=window,
+    )
     assert shifted.verdict == "fail" and sleeps == [3], shifted.to_dict()
     m = by_metric(shifted)
     assert m["prediction-shift"].outcome == "fail" and m["prediction-shift"].canary == pytest.approx(1 / 3, abs=0.05)
@@ -114,16 +132,26 @@ def test_scrape_fallback_fails_a_shifted_or_drifted_canary_and_passes_each_again
     assert m["input-drift"].outcome == "pass" and m["error-ratio"].outcome == "pass"
     assert m["error-ratio"].canary == 0.0 and m["error-ratio"].stable == 0.0
 
-    drifted = run_analysis(settings, "default", Canary("prod", "http://lb", stable, member("canary", servers["drifted"]), 10),
-                           window_s=3, sleep=window)
+    drifted = run_analysis(
+        settings,
+        "default",
+        Canary("prod", "http://lb", stable, member("canary", servers["drifted"]), 10),
+        window_s=3,
+        sleep=window,
+    )
     m = by_metric(drifted)
     assert drifted.verdict == "fail" and m["input-drift"].outcome == "fail", drifted.to_dict()
     assert m["input-drift"].canary > 1 and m["input-drift"].stable < 0.1
     assert m["input-drift"].detail.startswith("PSI ")
 
     for name in ("shifted", "stable"):
-        itself = run_analysis(settings, "default", Canary("prod", "http://lb", member("stable", servers[name]),
-                                                          member("canary", servers[name]), 10), window_s=3, sleep=window)
+        itself = run_analysis(
+            settings,
+            "default",
+            Canary("prod", "http://lb", member("stable", servers[name]), member("canary", servers[name]), 10),
+            window_s=3,
+            sleep=window,
+        )
         assert itself.verdict == "pass", itself.to_dict()
         assert by_metric(itself)["prediction-shift"].canary == 0.0
 
@@ -137,15 +165,32 @@ def prometheus(servers, tmp_path: Path) -> Iterator[str]:
 
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "mlops-canary", "static_configs": [
-            target("stable", "stable"), target("shifted", "canary"), target("drifted", "canary")]}],
+        "scrape_configs": [
+            {
+                "job_name": "mlops-canary",
+                "static_configs": [
+                    target("stable", "stable"),
+                    target("shifted", "canary"),
+                    target("drifted", "canary"),
+                ],
+            }
+        ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     log = open(tmp_path / "prometheus.log", "wb")
-    proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
-                             "--log.level=warn"], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -195,8 +240,11 @@ def test_prometheus_source_judges_by_track_and_a_dead_prometheus_is_inconclusive
     wait_for(lambda: len(query(prometheus, seen)) == 3, 30, "the first requests were not scraped")
     time.sleep(2)
     traffic(servers)
-    wait_for(lambda: all(float(r["value"][1]) >= 61 for r in query(prometheus, seen))
-             and len(query(prometheus, seen)) == 3, 30, "the traffic was not scraped")
+    wait_for(
+        lambda: all(float(r["value"][1]) >= 61 for r in query(prometheus, seen)) and len(query(prometheus, seen)) == 3,
+        30,
+        "the traffic was not scraped",
+    )
     time.sleep(1.5)  # one more scrape: the window's last sample holds every count
 
     settings = load_settings(None, {"monitor": {"prometheus_url": prometheus}}, environ={})
@@ -210,9 +258,14 @@ def test_prometheus_source_judges_by_track_and_a_dead_prometheus_is_inconclusive
     assert result.verdict == "fail" and m["prediction-shift"].outcome == "fail", result.to_dict()
     # on failure, say what Prometheus counted and what each server counted itself (a port shared by another
     # SO_REUSEPORT server started by a concurrent test run would show here)
-    seen_by_prometheus = {lane: query(prometheus, f'sum by (label) (increase(mlops_predictions_total{{lane="{lane}"}}[60s]))')
-                          for lane in ("stable", "shifted")}
-    own = {name: parse_metrics(httpx.get(f"{s.url}/metrics", timeout=10).text)["predictions"] for name, s in servers.items()}
+    seen_by_prometheus = {
+        lane: query(prometheus, f'sum by (label) (increase(mlops_predictions_total{{lane="{lane}"}}[60s]))')
+        for lane in ("stable", "shifted")
+    }
+    own = {
+        name: parse_metrics(httpx.get(f"{s.url}/metrics", timeout=10).text)["predictions"]
+        for name, s in servers.items()
+    }
     assert m["prediction-shift"].canary == pytest.approx(1 / 3, abs=0.05), (seen_by_prometheus, own, result.to_dict())
     assert m["error-ratio"].canary == 0.0 and m["latency-p99"].canary > 0 and m["input-drift"].outcome == "pass"
 
@@ -226,16 +279,28 @@ def test_prometheus_source_judges_by_track_and_a_dead_prometheus_is_inconclusive
         assert result.verdict == "pass", result.to_dict()
 
     # a user-defined query with {selector} and {window}
-    custom = {"metrics": [{"name": "rows", "kind": "query", "success_condition": "result == stable",
-                           "query": "sum(increase(mlops_batch_size_rows_sum{{selector}}[{window}])) > bool 0"}]}
-    mine = load_settings(None, {"monitor": {"prometheus_url": prometheus},
-                                "canary_analysis": {"templates": {"mine": custom}}}, environ={})
+    custom = {
+        "metrics": [
+            {
+                "name": "rows",
+                "kind": "query",
+                "success_condition": "result == stable",
+                "query": "sum(increase(mlops_batch_size_rows_sum{{selector}}[{window}])) > bool 0",
+            }
+        ]
+    }
+    mine = load_settings(
+        None,
+        {"monitor": {"prometheus_url": prometheus}, "canary_analysis": {"templates": {"mine": custom}}},
+        environ={},
+    )
     result = run_analysis(mine, "mine", Canary("prod", "http://lb", stable, shifted, 10), **no_wait)
     assert result.verdict == "pass" and result.measurements[0].canary == 1.0, result.to_dict()
 
     # no traffic in a 1 s window long after it: no data, inconclusive with the reason
-    result = run_analysis(settings, "default", Canary("prod", "http://lb", stable, shifted, 10), window_s=1,
-                          sleep=no_wait["sleep"])
+    result = run_analysis(
+        settings, "default", Canary("prod", "http://lb", stable, shifted, 10), window_s=1, sleep=no_wait["sleep"]
+    )
     assert result.verdict == "inconclusive" and "predict requests in the window" in result.reason, result.to_dict()
 
     dead = load_settings(None, {"monitor": {"prometheus_url": f"http://127.0.0.1:{free_port()}"}}, environ={})

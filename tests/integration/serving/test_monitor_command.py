@@ -17,8 +17,9 @@ CHAIN = ["preprocessing", "outlier", "drift", "model", "postprocessing"]
 
 @pytest.fixture
 def served(start_server, tmp_path: Path, iris_model, port: int):
-    bundle = bundles.write_bundle(tmp_path / "bundle", iris_model, labels=bundles.IRIS_LABELS, modules=CHAIN,
-                                  reference=bundles.iris_reference())
+    bundle = bundles.write_bundle(
+        tmp_path / "bundle", iris_model, labels=bundles.IRIS_LABELS, modules=CHAIN, reference=bundles.iris_reference()
+    )
     server = start_server(bundle, port)
     server.wait_ready()
     return server
@@ -38,8 +39,12 @@ def test_monitor_prints_live_psi_per_feature_and_the_alerts(served, tmp_path: Pa
 
         def drifted(n: int) -> None:  # every feature in its top reference bin, one value far out
             for _ in range(n):
-                assert client.post("/v1/predict", json={"instances": [[7.9, 4.4, 6.9, 2.5]] * 9
-                                                        + [[5.1, 3.5, 40.0, 0.2]]}).status_code == 200
+                assert (
+                    client.post(
+                        "/v1/predict", json={"instances": [[7.9, 4.4, 6.9, 2.5]] * 9 + [[5.1, 3.5, 40.0, 0.2]]}
+                    ).status_code
+                    == 200
+                )
 
         drifted(5)  # before the window: not counted
         waits: list[float] = []
@@ -61,16 +66,18 @@ def test_monitor_prints_live_psi_per_feature_and_the_alerts(served, tmp_path: Pa
 
 
 def test_monitor_bad_input(served, tmp_path: Path) -> None:
-    cases = [(("monitor",), 2, "no server to look at"),
-             (("monitor", "--url", "ftp://x"), 2, "must be an http(s) URL"),
-             (("monitor", "--url", "http://127.0.0.1:9"), 75, "cannot reach the model server"),
-             (("monitor", "--url", served.url, "--prometheus", "http://127.0.0.1:9"), 75, "cannot reach Prometheus"),
-             (("monitor", "--url", served.url, "--top", "0"), 2, "--top"),
-             (("monitor", "--url", "http://127.0.0.1:abc"), 2, "not a valid URL for the model server"),
-             (("monitor", "--url", served.url, "--prometheus", "http://127.0.0.1:abc"), 2, "not a valid URL for Prometheus"),
-             (("monitor", "--url", served.url, "--prometheus", "prom:9090"), 2, "must be an http(s) URL, got 'prom:9090'"),
-             (("monitor", "--url", served.url, "--window", "0"), 2, "--window"),
-             (("monitor", "--url", served.url, "--window", "x"), 2, "--window")]
+    cases = [
+        (("monitor",), 2, "no server to look at"),
+        (("monitor", "--url", "ftp://x"), 2, "must be an http(s) URL"),
+        (("monitor", "--url", "http://127.0.0.1:9"), 75, "cannot reach the model server"),
+        (("monitor", "--url", served.url, "--prometheus", "http://127.0.0.1:9"), 75, "cannot reach Prometheus"),
+        (("monitor", "--url", served.url, "--top", "0"), 2, "--top"),
+        (("monitor", "--url", "http://127.0.0.1:abc"), 2, "not a valid URL for the model server"),
+        (("monitor", "--url", served.url, "--prometheus", "http://127.0.0.1:abc"), 2, "not a valid URL for Prometheus"),
+        (("monitor", "--url", served.url, "--prometheus", "prom:9090"), 2, "must be an http(s) URL, got 'prom:9090'"),
+        (("monitor", "--url", served.url, "--window", "0"), 2, "--window"),
+        (("monitor", "--url", served.url, "--window", "x"), 2, "--window"),
+    ]
     for args, code, message in cases:
         run = run_cli(*args, cwd=tmp_path)
         assert run.returncode == code and message in run.stderr, (args, run.stderr)

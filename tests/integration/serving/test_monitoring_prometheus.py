@@ -25,9 +25,16 @@ import pytest
 import serving_bundles as bundles
 import yaml
 from helpers import free_port, require_tool
-from promql_tools import (DASHBOARDS, KUBE_DOUBLE, RULES, Expr, dashboard_exprs, exported_names, rule_exprs,
-                          unknown_metrics)
-
+from promql_tools import (
+    DASHBOARDS,
+    KUBE_DOUBLE,
+    RULES,
+    Expr,
+    dashboard_exprs,
+    exported_names,
+    rule_exprs,
+    unknown_metrics,
+)
 
 pytestmark = pytest.mark.integration
 CHAIN = ["preprocessing", "outlier", "drift", "model", "postprocessing"]
@@ -44,35 +51,42 @@ def test_rule_files_pass_promtool_check_and_unit_tests(tmp_path: Path) -> None:
     plain.write_text(yaml.safe_dump({"groups": obj["spec"]["groups"]}))
     check = subprocess.run([promtool, "check", "rules", str(plain)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
-    test = subprocess.run([promtool, "test", "rules", "mlops-rules-test.yml"], cwd=MONITORING / "tests",
-                          capture_output=True, text=True, timeout=120)
+    test = subprocess.run(
+        [promtool, "test", "rules", "mlops-rules-test.yml"],
+        cwd=MONITORING / "tests",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout + test.stderr
 
 
 def test_promtool_test_fails_when_an_alert_does_not_fire(tmp_path: Path) -> None:
     """The unit tests can fail: raise the error-ratio threshold and the firing case must break."""
     promtool = require_tool("promtool")
-    rules = RULES.read_text().replace("namespace_job:mlops_http_errors:ratio_rate5m > 0.05",
-                                      "namespace_job:mlops_http_errors:ratio_rate5m > 0.5")
+    rules = RULES.read_text().replace(
+        "namespace_job:mlops_http_errors:ratio_rate5m > 0.05", "namespace_job:mlops_http_errors:ratio_rate5m > 0.5"
+    )
     assert rules != RULES.read_text()
     (tmp_path / "rules").mkdir()
     (tmp_path / "mlops-rules.yml").write_text(rules)
     (tmp_path / "rules" / "t.yml").write_text((MONITORING / "tests" / "mlops-rules-test.yml").read_text())
-    run = subprocess.run([promtool, "test", "rules", "t.yml"], cwd=tmp_path / "rules", capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [promtool, "test", "rules", "t.yml"], cwd=tmp_path / "rules", capture_output=True, text=True, timeout=120
+    )
     assert run.returncode != 0 and "MlopsHighErrorRatio" in run.stdout + run.stderr
 
 
 def test_alertmanager_examples_pass_amtool() -> None:
     amtool = require_tool("amtool")
     for name in ("alertmanager.yml", "alertmanager-relay.yml"):
-        run = subprocess.run([amtool, "check-config", str(MONITORING / name)], capture_output=True, text=True,
-                             timeout=60)
+        run = subprocess.run(
+            [amtool, "check-config", str(MONITORING / name)], capture_output=True, text=True, timeout=60
+        )
         assert run.returncode == 0 and "SUCCESS" in run.stdout, run.stdout + run.stderr
 
 
 # --- real servers, a static exporter double, a real Prometheus --------------------------------------
-
 
 
 def iris_rows() -> list[list[float]]:
@@ -88,11 +102,13 @@ OUTLYING = [5.1, 3.5, 40.0, 0.2]  # petal length far outside mean ± 4 std
 
 @pytest.fixture
 def servers(start_server, tmp_path: Path, iris_model) -> dict[str, object]:
-    iris = bundles.write_bundle(tmp_path / "iris", iris_model, labels=bundles.IRIS_LABELS, modules=CHAIN,
-                                reference=bundles.iris_reference())
+    iris = bundles.write_bundle(
+        tmp_path / "iris", iris_model, labels=bundles.IRIS_LABELS, modules=CHAIN, reference=bundles.iris_reference()
+    )
     model, names = bundles.train_diabetes()
-    diabetes = bundles.write_bundle(tmp_path / "diabetes", model, name="diabetes", task="regression",
-                                    inputs_=bundles.inputs(names))
+    diabetes = bundles.write_bundle(
+        tmp_path / "diabetes", model, name="diabetes", task="regression", inputs_=bundles.inputs(names)
+    )
     started = {"iris": start_server(iris, free_port()), "diabetes": start_server(diabetes, free_port())}
     for server in started.values():
         server.wait_ready()
@@ -115,13 +131,25 @@ def relay(tmp_path: Path) -> Iterator[str]:
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    env.update({"MLOPS_RELAY__TOKEN": "t", "MLOPS_RELAY__PORT": str(port), "MLOPS_RELAY__SINKS": '["slack"]',
-                "MLOPS_RELAY__INSECURE": "true",  # plain http on 127.0.0.1 for the local Prometheus
-                "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "relay-queue"),
-                "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/services/T/B/x"})
+    env.update(
+        {
+            "MLOPS_RELAY__TOKEN": "t",
+            "MLOPS_RELAY__PORT": str(port),
+            "MLOPS_RELAY__SINKS": '["slack"]',
+            "MLOPS_RELAY__INSECURE": "true",  # plain http on 127.0.0.1 for the local Prometheus
+            "MLOPS_RELAY__QUEUE_DIR": str(tmp_path / "relay-queue"),
+            "MLOPS_NOTIFY__SLACK__WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/services/T/B/x",
+        }
+    )
     log = open(tmp_path / "relay.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_cli.cli", "alert-relay"], cwd=tmp_path, env=env,
-                            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_cli.cli", "alert-relay"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -157,10 +185,15 @@ def test_every_metric_name_is_exported_by_the_runtime(servers, relay: str) -> No
     assert unknown_metrics(exprs, exported) == {}
     # a panel on a metric the runtime does not export fails
     board = json.loads((DASHBOARDS / "mlops-service.json").read_text())
-    board["panels"].append({"title": "typo", "targets": [
-        {"refId": "A", "expr": 'sum(rate(mlops_http_request_total{job=~"$job"}[$__rate_interval]))'}]})
+    board["panels"].append(
+        {
+            "title": "typo",
+            "targets": [{"refId": "A", "expr": 'sum(rate(mlops_http_request_total{job=~"$job"}[$__rate_interval]))'}],
+        }
+    )
     assert unknown_metrics(dashboard_exprs(dashboards={"bad.json": board}), exported) == {
-        "bad.json: typo [A]": {"mlops_http_request_total"}}
+        "bad.json: typo [A]": {"mlops_http_request_total"}
+    }
 
 
 @pytest.fixture
@@ -169,7 +202,7 @@ def kube_double() -> Iterator[str]:
     body = KUBE_DOUBLE.read_bytes()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200 if self.path == "/metrics" else 404)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
@@ -201,28 +234,54 @@ def prometheus(servers, kube_double: str, relay: str, tmp_path: Path) -> Iterato
         # iris is scraped twice, as the stable and the canary track of a canary release (the canary rules
         # and the dashboards' canary row need both tracks; the same server: no shift, no extra drift)
         tracks = ("stable", "canary") if name == "iris" else (None,)
-        return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{servers[name].port}"],
-                                                      "labels": {"namespace": "mlops-test", "pod": f"{name}-0",
-                                                                 "mlops_role": "serving",
-                                                                 **({"track": track} if track else {})}}
-                                                     for track in tracks]}
+        return {
+            "job_name": name,
+            "static_configs": [
+                {
+                    "targets": [f"127.0.0.1:{servers[name].port}"],
+                    "labels": {
+                        "namespace": "mlops-test",
+                        "pod": f"{name}-0",
+                        "mlops_role": "serving",
+                        **({"track": track} if track else {}),
+                    },
+                }
+                for track in tracks
+            ],
+        }
+
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(tmp_path / "rules.yml")],
-        "scrape_configs": [target("iris"), target("diabetes"),
-                           {"job_name": "kube-state-metrics", "honor_labels": True,
-                            "static_configs": [{"targets": [kube_double]}]},
-                           {"job_name": "mlops-alert-relay", "static_configs": [{"targets": [relay.split("//")[1]]}]}],
+        "scrape_configs": [
+            target("iris"),
+            target("diabetes"),
+            {"job_name": "kube-state-metrics", "honor_labels": True, "static_configs": [{"targets": [kube_double]}]},
+            {"job_name": "mlops-alert-relay", "static_configs": [{"targets": [relay.split("//")[1]]}]},
+        ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    check = subprocess.run([require_tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml")],
-                           capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [require_tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     port = free_port()
     log = open(tmp_path / "prometheus.log", "wb")
-    proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
-                             "--log.level=warn"], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -266,7 +325,7 @@ def wait_for(check, timeout: float, what: str):
 def send_traffic(servers) -> None:
     with httpx.Client(base_url=servers["iris"].url, timeout=10) as iris:
         for i in range(30):
-            assert iris.post("/v1/predict", json={"instances": NORMAL[i % 3 * 10:i % 3 * 10 + 10]}).status_code == 200
+            assert iris.post("/v1/predict", json={"instances": NORMAL[i % 3 * 10 : i % 3 * 10 + 10]}).status_code == 200
         for _ in range(20):
             assert iris.post("/v1/predict", json={"instances": [DRIFTED] * 10}).status_code == 200
         for _ in range(3):
@@ -295,19 +354,27 @@ def test_every_expression_returns_data_and_the_drift_alert_fires(servers, promet
         missing = empty()
     assert missing == [], "\n".join(missing)
 
-    psi = {r["metric"]["feature"]: float(r["value"][1])
-           for r in query(prometheus, 'namespace_job_feature:mlops_drift_psi:1h{job="iris"}')}
+    psi = {
+        r["metric"]["feature"]: float(r["value"][1])
+        for r in query(prometheus, 'namespace_job_feature:mlops_drift_psi:1h{job="iris"}')
+    }
     assert set(psi) == set(bundles.IRIS_FEATURES) and min(psi.values()) > 0.25, psi
 
     def firing() -> list[dict]:
         alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
-        return [a for a in alerts if a["labels"]["alertname"] == "MlopsFeatureDrift" and a["state"] == "firing"
-                and a["labels"]["severity"] == "critical"]
+        return [
+            a
+            for a in alerts
+            if a["labels"]["alertname"] == "MlopsFeatureDrift"
+            and a["state"] == "firing"
+            and a["labels"]["severity"] == "critical"
+        ]
 
     alerts = wait_for(firing, 60, "the drift alert never fired")
     assert {a["labels"]["feature"] for a in alerts} == set(bundles.IRIS_FEATURES)
-    assert all(a["labels"]["job"] == "iris" and a["annotations"]["runbook_url"].endswith("#mlopsfeaturedrift")
-               for a in alerts)
+    assert all(
+        a["labels"]["job"] == "iris" and a["annotations"]["runbook_url"].endswith("#mlopsfeaturedrift") for a in alerts
+    )
 
     # `mlops monitor` reads the same alerts from this Prometheus, critical and firing first
     from mlops_cli.config import load_settings
@@ -318,7 +385,9 @@ def test_every_expression_returns_data_and_the_drift_alert_fires(servers, promet
     seen = snapshot(settings, top=3, sleep=lambda s: pytest.fail("no waiting with a Prometheus"))
     assert [(a.name, a.severity, a.state) for a in seen.alerts] == [("MlopsFeatureDrift", "critical", "firing")] * 3
     assert seen.alerts_source == f"Prometheus {prometheus}" and seen.window == "last 1h, Prometheus job iris"
-    recorded = {r["metric"]["feature"]: float(r["value"][1])
-                for r in query(prometheus, 'namespace_job_feature:mlops_drift_psi:1h{job="iris"}')}
+    recorded = {
+        r["metric"]["feature"]: float(r["value"][1])
+        for r in query(prometheus, 'namespace_job_feature:mlops_drift_psi:1h{job="iris"}')
+    }
     assert {f.feature: f.psi for f in seen.features} == pytest.approx(recorded, rel=0.2)
     assert all(f.level == "critical" and f.observations > 0 for f in seen.features) and len(seen.features) == 4

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 import serving_bundles as bundles
 
 pytestmark = pytest.mark.integration
@@ -93,8 +92,9 @@ def test_handover_fails_no_request(start_server, tmp_path: Path, iris_model, por
         time.sleep(1.0)
     after = load.snapshot()
 
-    print(f"\nhandover: {load.sent} requests sent, {len(load.failures)} failed; "
-          f"schema answers by version: {dict(after)}")
+    print(
+        f"\nhandover: {load.sent} requests sent, {len(load.failures)} failed; schema answers by version: {dict(after)}"
+    )
     assert all(not t.is_alive() for t in load.threads)
     assert load.failures == []
     assert after["1"] > 0, "server A answered nothing"

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 import serving_bundles as bundles
 
 pytestmark = pytest.mark.integration
@@ -24,8 +23,13 @@ MIB = 1 << 20
 
 
 def started(start_server, tmp_path: Path, model, port: int, **server):
-    bundle = bundles.write_bundle(tmp_path / "bundle", model, labels=bundles.IRIS_LABELS,
-                                  max_body_bytes=server.pop("max_body_bytes", 1_048_576), server=server)
+    bundle = bundles.write_bundle(
+        tmp_path / "bundle",
+        model,
+        labels=bundles.IRIS_LABELS,
+        max_body_bytes=server.pop("max_body_bytes", 1_048_576),
+        server=server,
+    )
     srv = start_server(bundle, port)
     srv.wait_ready()
     return srv
@@ -52,8 +56,10 @@ def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, float
 
 
 def head(body_len: int, extra: str = "") -> bytes:
-    return (f"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{extra}"
-            f"content-length: {body_len}\r\n\r\n").encode()
+    return (
+        f"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{extra}"
+        f"content-length: {body_len}\r\n\r\n"
+    ).encode()
 
 
 def rows_body(count: int, size: int | None = None) -> bytes:
@@ -115,9 +121,11 @@ def test_headers_over_their_limits_get_431_and_close(start_server, tmp_path, iri
     srv = started(start_server, tmp_path, iris_model, port, max_headers=20, max_header_bytes=4096)
     body = rows_body(1)
     many = "".join(f"x-h{i}: v\r\n" for i in range(25))
-    cases = {"too many": head(len(body), many) + body,
-             "too large": head(len(body), f"x-big: {'a' * 5000}\r\n") + body,
-             "long url": f"GET /health/live?{'q' * 5000} HTTP/1.1\r\nhost: x\r\n\r\n".encode()}
+    cases = {
+        "too many": head(len(body), many) + body,
+        "too large": head(len(body), f"x-big: {'a' * 5000}\r\n") + body,
+        "long url": f"GET /health/live?{'q' * 5000} HTTP/1.1\r\nhost: x\r\n\r\n".encode(),
+    }
     for what, request in cases.items():
         with connect(port) as sock:
             sock.sendall(request)
@@ -140,7 +148,7 @@ def dribble(sock: socket.socket, data: bytes, every: float, deadline: float) -> 
         if time.monotonic() > deadline:
             return True
         try:
-            sock.sendall(data[i:i + 1])
+            sock.sendall(data[i : i + 1])
         except (BrokenPipeError, ConnectionResetError):
             return False
         time.sleep(every)
@@ -254,21 +262,30 @@ async def post_raw(port: int, body: bytes, timeout: float) -> int:
         writer.write(head(len(body)) + body)  # kept alive: a shed body is dropped as it arrives
         await asyncio.wait_for(writer.drain(), timeout)
         return await asyncio.wait_for(read_status(reader), timeout)
-    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError):
+    except (
+        OSError,
+        asyncio.TimeoutError,
+        asyncio.IncompleteReadError,
+        asyncio.LimitOverrunError,
+        ValueError,
+        IndexError,
+    ):
         return 0
     finally:
         writer.close()
 
 
 def test_200_concurrent_1mb_bodies_are_answered_or_shed_within_the_memory_budget(
-        start_server, tmp_path, iris_model, port) -> None:
+    start_server, tmp_path, iris_model, port
+) -> None:
     """The budget of issue 10: every request is answered (200) or shed (503); the peak RSS stays
     under baseline + max_batch_bytes x 25 + max_inflight_bytes x 4 + 64 MiB (docs/bundle.md);
     /health/live answers within 1 s throughout. Rows are iris rows (4 features): the most
     Python objects per body byte."""
     inflight, batch = 8 * MIB, 1 * MIB
-    srv = started(start_server, tmp_path, iris_model, port, max_rows=100_000,
-                  max_inflight_bytes=inflight, max_batch_bytes=batch)
+    srv = started(
+        start_server, tmp_path, iris_model, port, max_rows=100_000, max_inflight_bytes=inflight, max_batch_bytes=batch
+    )
     per_row = len(rows_body(2)) - len(rows_body(1))
     body = rows_body((MIB - len(rows_body(1))) // per_row)
     assert 0.9 * MIB < len(body) <= MIB
@@ -294,22 +311,34 @@ def test_200_concurrent_1mb_bodies_are_answered_or_shed_within_the_memory_budget
     assert set(counts) <= {200, 503}, counts
     assert counts.get(200, 0) >= 8, counts  # it serves under overload, not only sheds
     budget = baseline + 25 * batch / MIB + 4 * inflight / MIB + 64
-    print(f"answers {counts}; RSS baseline {baseline:.0f} MiB, peak {peak:.0f} MiB, budget {budget:.0f} MiB; "
-          f"/health/live slowest {slowest:.3f}s in {probes} probes")
+    print(
+        f"answers {counts}; RSS baseline {baseline:.0f} MiB, peak {peak:.0f} MiB, budget {budget:.0f} MiB; "
+        f"/health/live slowest {slowest:.3f}s in {probes} probes"
+    )
     assert peak < budget, f"peak RSS {peak:.0f} MiB over the budget {budget:.0f} MiB (baseline {baseline:.0f})"
-    assert probes > 3 and failures == 0 and slowest < 1.0, \
+    assert probes > 3 and failures == 0 and slowest < 1.0, (
         f"/health/live: {failures} failures in {probes}, slowest {slowest:.2f}s"
+    )
     assert srv.proc.poll() is None
 
 
 def test_a_client_that_does_not_read_its_answer_holds_the_budget_only_for_a_bounded_time(
-        start_server, tmp_path, iris_model, port) -> None:
+    start_server, tmp_path, iris_model, port
+) -> None:
     """An answer counts in the in-flight budget until it has left the process (the kernel's
     socket buffer takes a few MB on loopback: this answer is larger); a client that reads none
     of it is cut off after body_timeout_seconds, and the budget is free again."""
     size = 3_000_000
-    srv = started(start_server, tmp_path, iris_model, port, max_body_bytes=size, max_inflight_bytes=size,
-                  max_rows=1_000_000, body_timeout_seconds=2.0)
+    srv = started(
+        start_server,
+        tmp_path,
+        iris_model,
+        port,
+        max_body_bytes=size,
+        max_inflight_bytes=size,
+        max_rows=1_000_000,
+        body_timeout_seconds=2.0,
+    )
     per_row = len(rows_body(2)) - len(rows_body(1))
     body = rows_body((size - 100 - len(rows_body(1))) // per_row, size)  # the whole budget; its answer ~7 MB
     stuck = socket.socket()

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 import serving_bundles as bundles
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +38,9 @@ def test_serves_over_http_and_stops_cleanly_on_sigterm(start_server, iris_bundle
     assert "draining" in server.stderr and "Traceback" not in server.stderr
 
 
-def test_draining_answers_503_on_ready_and_closes_connections(start_server, tmp_path: Path, iris_model, port: int) -> None:
+def test_draining_answers_503_on_ready_and_closes_connections(
+    start_server, tmp_path: Path, iris_model, port: int
+) -> None:
     bundle = bundles.write_bundle(tmp_path / "slow-drain", iris_model, drain_seconds=3.0)
     server = start_server(bundle, port)
     server.wait_ready()
@@ -75,8 +76,9 @@ def test_drain_until_idle_stops_once_no_connection_is_open(start_server, tmp_pat
     assert "drained: no connection open" in server.stderr
 
 
-def test_drain_until_idle_from_the_environment_without_connections(start_server, tmp_path: Path, iris_model,
-                                                                   port: int, monkeypatch) -> None:
+def test_drain_until_idle_from_the_environment_without_connections(
+    start_server, tmp_path: Path, iris_model, port: int, monkeypatch
+) -> None:
     monkeypatch.setenv("SERVING_DRAIN_UNTIL_IDLE", "1")  # how the local and container targets ask for it
     bundle = bundles.write_bundle(tmp_path / "idle-drain-env", iris_model, drain_seconds=20.0)
     server = start_server(bundle, port)

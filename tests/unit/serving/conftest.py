@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
-
 from serving_bundles import IRIS_LABELS, train_diabetes, train_iris, write_bundle
 
 

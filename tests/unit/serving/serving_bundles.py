@@ -45,13 +45,24 @@ def inputs(names: list[str], type: str = "number") -> list[dict[str, Any]]:
     return [{"name": n, "type": type, "required": True, "default": None} for n in names]
 
 
-def make_spec(sha256: str, *, name: str = "iris", version: str = "1", framework: str = "sklearn",
-              task: str = "classification", artifact: str = "model/model.joblib",
-              class_name: str | None = None, inputs_: list[dict] | None = None,
-              outputs: list[dict] | None = None, labels: list[Any] | None = None,
-              max_body_bytes: int = 1_048_576, drain_seconds: float = 1.0,
-              modules: list[str] | None = None, settings: dict[str, dict] | None = None,
-              server: dict[str, Any] | None = None) -> dict[str, Any]:
+def make_spec(
+    sha256: str,
+    *,
+    name: str = "iris",
+    version: str = "1",
+    framework: str = "sklearn",
+    task: str = "classification",
+    artifact: str = "model/model.joblib",
+    class_name: str | None = None,
+    inputs_: list[dict] | None = None,
+    outputs: list[dict] | None = None,
+    labels: list[Any] | None = None,
+    max_body_bytes: int = 1_048_576,
+    drain_seconds: float = 1.0,
+    modules: list[str] | None = None,
+    settings: dict[str, dict] | None = None,
+    server: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A spec.json document; the defaults describe the iris classifier. ``modules`` names the
     chain (default: preprocessing, model, postprocessing); ``settings`` maps module -> settings."""
     settings = dict(settings or {})
@@ -61,11 +72,20 @@ def make_spec(sha256: str, *, name: str = "iris", version: str = "1", framework:
         outputs = CLASSIFICATION_OUTPUTS if task == "classification" else REGRESSION_OUTPUTS
     return {
         "spec_version": 1,
-        "model": {"name": name, "version": version, "framework": framework, "task": task,
-                  "artifact": artifact, "sha256": sha256, "class_name": class_name},
+        "model": {
+            "name": name,
+            "version": version,
+            "framework": framework,
+            "task": task,
+            "artifact": artifact,
+            "sha256": sha256,
+            "class_name": class_name,
+        },
         "schema": {"inputs": inputs_ if inputs_ is not None else inputs(IRIS_FEATURES), "outputs": outputs},
-        "modules": [{"name": m, "settings": settings.get(m, {})}
-                    for m in modules or ["preprocessing", "model", "postprocessing"]],
+        "modules": [
+            {"name": m, "settings": settings.get(m, {})}
+            for m in modules or ["preprocessing", "model", "postprocessing"]
+        ],
         "server": {"max_body_bytes": max_body_bytes, "drain_seconds": drain_seconds, **(server or {})},
     }
 
@@ -80,9 +100,14 @@ def reference_stats(columns: dict[str, Any]) -> dict[str, Any]:
     features = {}
     for name, values in columns.items():
         col = np.asarray(values, dtype=float)
-        features[name] = {"count": int(col.size), "mean": float(col.mean()), "std": float(col.std()),
-                          "min": float(col.min()), "max": float(col.max()),
-                          "quantiles": [float(q) for q in np.quantile(col, LEVELS)]}
+        features[name] = {
+            "count": int(col.size),
+            "mean": float(col.mean()),
+            "std": float(col.std()),
+            "min": float(col.min()),
+            "max": float(col.max()),
+            "quantiles": [float(q) for q in np.quantile(col, LEVELS)],
+        }
     return {"rows": max(len(v) for v in columns.values()), "quantile_levels": LEVELS, "features": features}
 
 

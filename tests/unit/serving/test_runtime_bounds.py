@@ -10,12 +10,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from serving_bundles import IRIS_LABELS, IRIS_ROWS, write_bundle
 
 from serving.admission import ByteBudget, Shed
 from serving.asgi import read_body
 from serving.errors import BundleError, PayloadTooLarge
 from serving.spec import ServerSpec, load_spec
-from serving_bundles import IRIS_LABELS, IRIS_ROWS, write_bundle
 
 pytestmark = pytest.mark.anyio
 
@@ -27,10 +27,18 @@ def test_defaults_and_a_budget_smaller_than_one_body_is_refused(tmp_path: Path, 
     assert (server.idle_timeout_seconds, server.header_timeout_seconds, server.body_timeout_seconds) == (5, 10, 30)
     # a large max_body_bytes alone raises the budget to one body (bundles of older assemble settings)
     assert ServerSpec.model_validate({"max_body_bytes": 10_000_000}).max_inflight_bytes == 10_000_000
-    bundle = write_bundle(tmp_path / "b", iris_model, labels=IRIS_LABELS, max_body_bytes=10_000_000,
-                          server={"max_inflight_bytes": 8_388_608})
-    with pytest.raises(BundleError, match=r"server: max_inflight_bytes \(8388608\) must be at least max_body_bytes "
-                                          r"\(10000000\)"):
+    bundle = write_bundle(
+        tmp_path / "b",
+        iris_model,
+        labels=IRIS_LABELS,
+        max_body_bytes=10_000_000,
+        server={"max_inflight_bytes": 8_388_608},
+    )
+    with pytest.raises(
+        BundleError,
+        match=r"server: max_inflight_bytes \(8388608\) must be at least max_body_bytes "
+        r"\(10000000\)",
+    ):
         load_spec(bundle)
     bundle = write_bundle(tmp_path / "c", iris_model, labels=IRIS_LABELS, server={"max_headers": 2})
     with pytest.raises(BundleError, match=r"server.max_headers: Input should be greater than or equal to 8"):
@@ -86,9 +94,11 @@ async def test_read_body_reserves_declared_or_received_bytes_and_fills_one_buffe
 
 
 async def test_large_batches_run_off_the_event_loop_and_batches_are_bounded_in_bytes(
-        served, tmp_path: Path, iris_model) -> None:
-    bundle = write_bundle(tmp_path / "b", iris_model, labels=IRIS_LABELS,
-                          server={"max_batch_bytes": 4096, "offload_bytes": 2048})
+    served, tmp_path: Path, iris_model
+) -> None:
+    bundle = write_bundle(
+        tmp_path / "b", iris_model, labels=IRIS_LABELS, server={"max_batch_bytes": 4096, "offload_bytes": 2048}
+    )
     seen: list[tuple[str, int]] = []
     async with served(bundle) as s:
         chain = s.app.state.pipeline

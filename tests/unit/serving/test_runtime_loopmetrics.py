@@ -11,8 +11,9 @@ from serving.loopmetrics import LoopCounter, LoopGauge, LoopHistogram
 
 def _exposition(registry: CollectorRegistry) -> str:
     """The text format without prometheus-client's ``*_created`` series (off in the server)."""
-    return "".join(line for line in generate_latest(registry).decode().splitlines(keepends=True)
-                   if "_created" not in line)
+    return "".join(
+        line for line in generate_latest(registry).decode().splitlines(keepends=True) if "_created" not in line
+    )
 
 
 def _update(counter, gauge, histogram) -> None:
@@ -30,12 +31,16 @@ def _update(counter, gauge, histogram) -> None:
 def test_same_exposition_as_prometheus_client() -> None:
     theirs, ours = CollectorRegistry(), CollectorRegistry()
     buckets = (0.001, 0.01, 0.1, 1.0)
-    _update(Counter("x_requests_total", "Requests.", ["route", "status"], registry=theirs),
-            Gauge("x_in_flight", "In flight.", registry=theirs),
-            Histogram("x_seconds", "Latency.", ["route"], buckets=buckets, registry=theirs))
-    _update(LoopCounter("x_requests_total", "Requests.", ["route", "status"], registry=ours),
-            LoopGauge("x_in_flight", "In flight.", registry=ours),
-            LoopHistogram("x_seconds", "Latency.", ["route"], buckets=buckets, registry=ours))
+    _update(
+        Counter("x_requests_total", "Requests.", ["route", "status"], registry=theirs),
+        Gauge("x_in_flight", "In flight.", registry=theirs),
+        Histogram("x_seconds", "Latency.", ["route"], buckets=buckets, registry=theirs),
+    )
+    _update(
+        LoopCounter("x_requests_total", "Requests.", ["route", "status"], registry=ours),
+        LoopGauge("x_in_flight", "In flight.", registry=ours),
+        LoopHistogram("x_seconds", "Latency.", ["route"], buckets=buckets, registry=ours),
+    )
     assert _exposition(ours) == _exposition(theirs)
     assert ours.get_sample_value("x_seconds_bucket", {"route": "/a", "le": "0.001"}) == 3
 

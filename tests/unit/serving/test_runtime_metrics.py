@@ -9,11 +9,11 @@ import prometheus_client
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from serving_bundles import IRIS_ROWS
 
 from serving.app import create_app
 from serving.metrics import METRIC_NAMES
 from serving.spec import load_spec
-from serving_bundles import IRIS_ROWS
 
 pytestmark = pytest.mark.anyio
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from serving_bundles import IRIS_FEATURES, edit_spec, inputs, write_bundle
 
 from serving.app import create_app
 from serving.errors import BundleError
 from serving.spec import load_spec
-from serving_bundles import IRIS_FEATURES, edit_spec, inputs, write_bundle
 
 pytestmark = pytest.mark.anyio
 
@@ -36,14 +36,14 @@ async def test_altered_joblib_artifact_is_refused(iris_bundle: Path) -> None:
     assert message.endswith("(corrupt or altered artifact)")
 
 
-SIDE_EFFECT = '''
+SIDE_EFFECT = """
 from pathlib import Path
 Path(__file__).with_name("executed").write_text("yes")
 
 class Model:
     def predict(self, X):
         return X[:, 0]
-'''
+"""
 
 
 async def test_altered_python_artifact_is_never_executed(tmp_path: Path) -> None:
@@ -71,7 +71,9 @@ async def test_missing_artifact(iris_bundle: Path) -> None:
 async def test_unloadable_artifact_with_matching_sha(tmp_path: Path, iris_model) -> None:
     bundle = write_bundle(tmp_path, iris_model)
     (bundle / "model" / "model.joblib").write_bytes(b"not a pickle\nat all")
-    edit_spec(bundle, lambda d: d["model"].update(sha256=__import__("hashlib").sha256(b"not a pickle\nat all").hexdigest()))
+    edit_spec(
+        bundle, lambda d: d["model"].update(sha256=__import__("hashlib").sha256(b"not a pickle\nat all").hexdigest())
+    )
     message, _ = await _startup_error(bundle)
     assert message.startswith("cannot load model artifact model/model.joblib: ")
 
@@ -81,8 +83,11 @@ async def test_unloadable_artifact_with_matching_sha(tmp_path: Path, iris_model)
     [
         ("class Other:\n    pass\n", "Model", "defines no class 'Model'"),
         ("class Model:\n    pass\n", "Model", "Model has no predict method"),
-        ("class Model:\n    def __init__(self):\n        raise ValueError('no\\nweights')\n    def predict(self, X): ...\n",
-         "Model", "cannot load model artifact model/model.py: ValueError: no weights"),
+        (
+            "class Model:\n    def __init__(self):\n        raise ValueError('no\\nweights')\n    def predict(self, X): ...\n",
+            "Model",
+            "cannot load model artifact model/model.py: ValueError: no weights",
+        ),
         ("def broken(:\n", "Model", "cannot load model artifact model/model.py: SyntaxError"),
     ],
 )
@@ -110,8 +115,9 @@ async def test_model_fitted_on_other_feature_names_is_refused(tmp_path: Path) ->
         "import numpy as np\nclass M:\n    feature_names_in_ = np.array(['petal_width_cm', 'sepal_length_cm'])\n"
         "    def predict(self, X):\n        return X[:, 0]\n"
     )
-    bundle = write_bundle(tmp_path, source, class_name="M", task="regression",
-                          inputs_=inputs(["sepal_length_cm", "petal_width_cm"]))
+    bundle = write_bundle(
+        tmp_path, source, class_name="M", task="regression", inputs_=inputs(["sepal_length_cm", "petal_width_cm"])
+    )
     message, _ = await _startup_error(bundle)
     assert "fitted on features ['petal_width_cm', 'sepal_length_cm']" in message
 

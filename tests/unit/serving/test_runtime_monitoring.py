@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from serving_bundles import IRIS_FEATURES, IRIS_LABELS, iris_reference, sha256_file, write_bundle
 
 from serving.app import create_app
 from serving.errors import BundleError
 from serving.modules.drift import bins, psi
 from serving.modules.reference import FeatureReference
 from serving.spec import load_spec
-from serving_bundles import IRIS_FEATURES, IRIS_LABELS, iris_reference, sha256_file, write_bundle
 
 pytestmark = pytest.mark.anyio
 CHAIN = ["preprocessing", "outlier", "drift", "model", "postprocessing"]
@@ -26,8 +26,14 @@ HUGE_PETAL = [5.1, 3.5, 40.0, 0.2]  # petal length far beyond the reference
 
 def _bundle(tmp_path: Path, model, reference="iris", **settings) -> Path:
     ref = iris_reference() if reference == "iris" else reference
-    return write_bundle(tmp_path / "b", model, labels=IRIS_LABELS, modules=CHAIN, reference=ref,
-                        settings={"postprocessing": {"labels": IRIS_LABELS}, **settings})
+    return write_bundle(
+        tmp_path / "b",
+        model,
+        labels=IRIS_LABELS,
+        modules=CHAIN,
+        reference=ref,
+        settings={"postprocessing": {"labels": IRIS_LABELS}, **settings},
+    )
 
 
 async def test_defaults_count_outliers_and_keep_the_response_schema(tmp_path, iris_model, served) -> None:
@@ -54,11 +60,12 @@ async def test_reject_answers_422_for_that_request_only(tmp_path, iris_model, se
     assert bad.status_code == 422 and good.status_code == 200
     error = bad.json()["error"]
     assert error["code"] == "outlier"
-    assert error["message"] == "instance 1: outlier: 'petal_length_cm' outside the reference bounds (zscore, threshold 4)"
+    assert (
+        error["message"] == "instance 1: outlier: 'petal_length_cm' outside the reference bounds (zscore, threshold 4)"
+    )
 
 
-async def test_scaling_from_stored_parameters_feeds_the_model_while_monitors_see_raw_values(
-        tmp_path, served) -> None:
+async def test_scaling_from_stored_parameters_feeds_the_model_while_monitors_see_raw_values(tmp_path, served) -> None:
     """A model fitted on standardized features, served with the scaler's stored mean_ and scale_."""
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
@@ -67,8 +74,9 @@ async def test_scaling_from_stored_parameters_feeds_the_model_while_monitors_see
     features, target = load_iris(return_X_y=True)
     scaler = StandardScaler().fit(features)
     model = LogisticRegression(max_iter=1000).fit(scaler.transform(features), target)
-    scale = {name: {"center": float(c), "scale": float(s)}
-             for name, c, s in zip(IRIS_FEATURES, scaler.mean_, scaler.scale_)}
+    scale = {
+        name: {"center": float(c), "scale": float(s)} for name, c, s in zip(IRIS_FEATURES, scaler.mean_, scaler.scale_)
+    }
     bundle = _bundle(tmp_path, model, preprocessing={"scale": scale}, outlier={"action": "reject"})
     rows = features[::7]
     async with served(bundle) as s:
@@ -76,7 +84,9 @@ async def test_scaling_from_stored_parameters_feeds_the_model_while_monitors_see
         outlying = await s.client.post("/v1/predict", json={"instances": [HUGE_PETAL]})
         drift = (await s.client.get("/v1/drift")).json()
     assert r.status_code == 200, r.text  # raw rows are no outliers: the monitors see raw values
-    assert [p["label"] for p in r.json()["predictions"]] == [IRIS_LABELS[i] for i in model.predict(scaler.transform(rows))]
+    assert [p["label"] for p in r.json()["predictions"]] == [
+        IRIS_LABELS[i] for i in model.predict(scaler.transform(rows))
+    ]
     assert outlying.status_code == 422
     petal = drift["features"]["petal_length_cm"]
     # training rows binned in raw units spread over the bins (scaled values would all fall in the first)
@@ -92,8 +102,11 @@ async def test_a_detector_artifact_flags_whole_instances(tmp_path, iris_model, s
     bundle = _bundle(tmp_path, iris_model)
     detector = IsolationForest(random_state=0).fit(load_iris().data)
     joblib.dump(detector, bundle / "model" / "detector.joblib")
-    settings = {"action": "annotate", "detector": "model/detector.joblib",
-                "detector_sha256": sha256_file(bundle / "model" / "detector.joblib")}
+    settings = {
+        "action": "annotate",
+        "detector": "model/detector.joblib",
+        "detector_sha256": sha256_file(bundle / "model" / "detector.joblib"),
+    }
     bundle = _bundle(tmp_path, iris_model, outlier=settings)
     joblib.dump(detector, bundle / "model" / "detector.joblib")
     odd = [7.9, 2.0, 1.0, 2.5]  # inside every per-feature bound, unlike any iris flower
@@ -153,17 +166,29 @@ async def test_drift_counts_each_value_in_its_reference_bin(tmp_path, iris_model
         report = (await s.client.get("/v1/drift")).json()
         reg = s.registry
     for j, name in enumerate(IRIS_FEATURES):
-        edges, shares = bins(tuple(reference["quantile_levels"]), FeatureReference(
-            **{k: v for k, v in reference["features"][name].items() if k != "quantiles"},
-            quantiles=tuple(reference["features"][name]["quantiles"])))
+        edges, shares = bins(
+            tuple(reference["quantile_levels"]),
+            FeatureReference(
+                **{k: v for k, v in reference["features"][name].items() if k != "quantiles"},
+                quantiles=tuple(reference["features"][name]["quantiles"]),
+            ),
+        )
         expected = np.bincount(np.searchsorted(edges, rows[:, j], side="left"), minlength=len(shares)).tolist()
-        got = [reg.get_sample_value("mlops_drift_observations_total", {"feature": name, "bin": str(b),
-                                    "upper": repr(e) if b < len(edges) else "+Inf"}) for b, e in
-               enumerate([*edges, math.inf])]
+        got = [
+            reg.get_sample_value(
+                "mlops_drift_observations_total",
+                {"feature": name, "bin": str(b), "upper": repr(e) if b < len(edges) else "+Inf"},
+            )
+            for b, e in enumerate([*edges, math.inf])
+        ]
         assert got == expected
-        assert sum(reg.get_sample_value("mlops_drift_reference_share", {"feature": name, "bin": str(b),
-                   "upper": repr(e) if b < len(edges) else "+Inf"}) for b, e in enumerate([*edges, math.inf])) \
-            == pytest.approx(1)
+        assert sum(
+            reg.get_sample_value(
+                "mlops_drift_reference_share",
+                {"feature": name, "bin": str(b), "upper": repr(e) if b < len(edges) else "+Inf"},
+            )
+            for b, e in enumerate([*edges, math.inf])
+        ) == pytest.approx(1)
         feature = report["features"][name]
         assert feature["observations"] == 40
         assert feature["psi"] == pytest.approx(psi(expected, shares))

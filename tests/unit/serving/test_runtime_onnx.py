@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from serving_bundles import IRIS_FEATURES, IRIS_LABELS, IRIS_ROWS, inputs, write_bundle
 
 from serving.app import create_app
 from serving.errors import BundleError
 from serving.modules.onnx import class_labels
 from serving.spec import load_spec
-from serving_bundles import IRIS_FEATURES, IRIS_LABELS, IRIS_ROWS, inputs, write_bundle
 
 pytest.importorskip("onnxruntime")
 skl2onnx = pytest.importorskip("skl2onnx")
@@ -28,8 +28,9 @@ def export(model: Any, width: int, *, zipmap: bool = True, double: bool = False)
 
     kind = DoubleTensorType if double else FloatTensorType
     options = None if zipmap or not hasattr(model, "predict_proba") else {id(model): {"zipmap": False}}
-    return skl2onnx.convert_sklearn(model, initial_types=[("X", kind([None, width]))], options=options,
-                                     target_opset=17).SerializeToString()
+    return skl2onnx.convert_sklearn(
+        model, initial_types=[("X", kind([None, width]))], options=options, target_opset=17
+    ).SerializeToString()
 
 
 def graph_labels(data: bytes) -> list[Any] | None:
@@ -66,8 +67,13 @@ async def test_classifier_answers_as_the_sklearn_model(tmp_path: Path, served, i
         assert [p["label"] for p in r.json()["predictions"]] == expected
         best = iris_model.predict_proba(rows).max(axis=1)
         assert np.allclose([p["probability"] for p in r.json()["predictions"]], best, atol=1e-5)
-        assert s.registry.get_sample_value("mlops_model_info", {
-            "name": "iris", "version": "1", "sha256": load_spec(bundle).model.sha256, "framework": "onnx"}) == 1.0
+        assert (
+            s.registry.get_sample_value(
+                "mlops_model_info",
+                {"name": "iris", "version": "1", "sha256": load_spec(bundle).model.sha256, "framework": "onnx"},
+            )
+            == 1.0
+        )
 
 
 async def test_regressor_with_double_input(tmp_path: Path, served, diabetes_model) -> None:
@@ -99,13 +105,17 @@ async def test_a_graph_with_several_inputs_is_refused(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Add", ["a", "b"], ["y"])], "two-inputs",
+        [helper.make_node("Add", ["a", "b"], ["y"])],
+        "two-inputs",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 1]) for n in ("a", "b")],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
+    )
     data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
     bundle = write_bundle(tmp_path, data, task="regression", inputs_=inputs(["a", "b"]))
     message = await _startup_error(bundle)
-    assert message.startswith("the ONNX model needs one 2-D float or double input [N, features]; it has a tensor(float)")
+    assert message.startswith(
+        "the ONNX model needs one 2-D float or double input [N, features]; it has a tensor(float)"
+    )
 
 
 async def test_bytes_that_are_no_onnx_graph_are_refused_once_verified(tmp_path: Path) -> None:

@@ -27,8 +27,8 @@ def test_serving_never_imports_mlops_cli() -> None:
 
 
 def test_importing_the_runtime_creates_no_metrics() -> None:
-    import serving.__main__  # noqa: F401
-    import serving.app  # noqa: F401
+    import serving.__main__
+    import serving.app
     import serving.server  # noqa: F401
 
     assert not any(m.name.startswith("mlops_") for m in prometheus_client.REGISTRY.collect())

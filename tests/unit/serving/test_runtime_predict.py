@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from serving_bundles import IRIS_FEATURES, IRIS_LABELS, IRIS_ROWS, inputs, write_bundle
 
 pytestmark = pytest.mark.anyio
@@ -87,7 +86,7 @@ async def test_python_framework_with_defaults_and_mixed_types(tmp_path: Path, se
     assert model.dtypes == [np.dtype(object)]  # a string input makes the array object-typed
 
 
-CLASSIFIER = '''
+CLASSIFIER = """
 import numpy as np
 
 class Threshold:
@@ -99,7 +98,7 @@ class Threshold:
     def predict_proba(self, X):
         p = 1 / (1 + np.exp(-(X[:, 0] - 5)))
         return np.column_stack([1 - p, p])
-'''
+"""
 
 
 async def test_python_framework_classifier_with_classes_and_labels(tmp_path: Path, served) -> None:
@@ -111,23 +110,26 @@ async def test_python_framework_classifier_with_classes_and_labels(tmp_path: Pat
     assert [p["probability"] for p in predictions] == pytest.approx([0.5, 1 / (1 + np.exp(-2)), 1 / (1 + np.exp(-2))])
 
 
-FAILING = '''
+FAILING = """
 class Broken:
     def predict(self, X):
         raise RuntimeError("weights\\nmissing")
-'''
+"""
 
 
 async def test_a_model_failing_at_predict_is_a_json_500(tmp_path: Path, served) -> None:
     bundle = write_bundle(tmp_path, FAILING, class_name="Broken", outputs=[{"name": "label", "type": "string"}])
     async with served(bundle) as s:
         r = await s.client.post("/v1/predict", json={"instances": [IRIS_ROWS[0]]})
-        counted = s.registry.get_sample_value("mlops_http_requests_total",
-                                              {"route": "/v1/predict", "method": "POST", "status": "500"})
+        counted = s.registry.get_sample_value(
+            "mlops_http_requests_total", {"route": "/v1/predict", "method": "POST", "status": "500"}
+        )
         assert (await s.client.get("/health/ready")).status_code == 200  # still serving
     assert counted == 1
     assert r.status_code == 500
-    assert r.json() == {"error": {"code": "prediction_failed", "message": "model failed to predict: RuntimeError: weights missing"}}
+    assert r.json() == {
+        "error": {"code": "prediction_failed", "message": "model failed to predict: RuntimeError: weights missing"}
+    }
 
 
 async def test_schema_route(iris) -> None:

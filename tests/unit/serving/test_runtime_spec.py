@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from serving_bundles import IRIS_FEATURES, edit_spec, write_bundle
 
 from serving.app import create_app
 from serving.errors import BundleError
 from serving.spec import load_spec
-from serving_bundles import IRIS_FEATURES, edit_spec, write_bundle
 
 
 def test_valid_spec_loads(iris_bundle: Path) -> None:
@@ -38,6 +38,7 @@ def _set(path: str, value):
             del node[last]
         else:
             node[int(last) if isinstance(node, list) else last] = value
+
     return change
 
 
@@ -92,24 +93,35 @@ def test_missing_spec(tmp_path: Path) -> None:
 
 
 BAD_MODULES = [
-    (lambda d: d["modules"].append({"name": "shap"}),
-     "unknown module 'shap' (known: preprocessing, outlier, drift, model, postprocessing; or a user module by dotted path"),
+    (
+        lambda d: d["modules"].append({"name": "shap"}),
+        "unknown module 'shap' (known: preprocessing, outlier, drift, model, postprocessing; or a user module by dotted path",
+    ),
     (lambda d: d["modules"].append({"name": "drift"}), "drift must come after preprocessing and before model"),
     (lambda d: d["modules"].__setitem__(slice(1, 1), [{"name": "drift"}] * 2), "drift listed more than once"),
-    (lambda d: d["modules"].insert(1, {"name": "outlier", "settings": {"method": "mad"}}),
-     "modules.1.settings.method: Input should be 'zscore' or 'iqr'"),
-    (lambda d: d["modules"].insert(1, {"name": "outlier", "settings": {"detector": "/etc/d.joblib",
-                                                                       "detector_sha256": "0" * 64}}),
-     "modules.1.settings.detector: Value error, must be a relative path inside the bundle"),
-    (lambda d: d["modules"].insert(1, {"name": "outlier", "settings": {"detector": "d.joblib"}}),
-     "detector and detector_sha256 go together"),
+    (
+        lambda d: d["modules"].insert(1, {"name": "outlier", "settings": {"method": "mad"}}),
+        "modules.1.settings.method: Input should be 'zscore' or 'iqr'",
+    ),
+    (
+        lambda d: d["modules"].insert(
+            1, {"name": "outlier", "settings": {"detector": "/etc/d.joblib", "detector_sha256": "0" * 64}}
+        ),
+        "modules.1.settings.detector: Value error, must be a relative path inside the bundle",
+    ),
+    (
+        lambda d: d["modules"].insert(1, {"name": "outlier", "settings": {"detector": "d.joblib"}}),
+        "detector and detector_sha256 go together",
+    ),
     (lambda d: d["modules"].pop(1), "must include preprocessing, model, postprocessing once each, in that order"),
     (lambda d: d["modules"].reverse(), "in that order"),
     (lambda d: d["modules"][0].update(settings={"scaling": True}), "modules.0.settings.scaling: unknown setting"),
     (lambda d: d["modules"][2].update(settings={"labels": "setosa"}), "modules.2.settings.labels:"),
     (lambda d: d["modules"][2].update(settings={"labels": []}), "modules.2.settings.labels:"),
-    (lambda d: d["schema"]["outputs"].append({"name": "prediction", "type": "number"}),
-     "schema.outputs ['prediction'] cannot be filled for task classification (it provides: label, probability)"),
+    (
+        lambda d: d["schema"]["outputs"].append({"name": "prediction", "type": "number"}),
+        "schema.outputs ['prediction'] cannot be filled for task classification (it provides: label, probability)",
+    ),
 ]
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from serving_bundles import IRIS_LABELS, edit_spec, write_bundle
 
 from serving.app import create_app
 from serving.errors import BundleError
 from serving.spec import load_spec
-from serving_bundles import IRIS_LABELS, edit_spec, write_bundle
 
 pytestmark = pytest.mark.anyio
 
@@ -40,11 +40,16 @@ class Clip:
 '''
 
 
-def _bundle(tmp_path: Path, iris_model, source: str = CLIP, name: str = "extras.clip.Clip",
-            settings: dict | None = None) -> Path:
-    bundle = write_bundle(tmp_path / "b", iris_model, labels=IRIS_LABELS,
-                          modules=["preprocessing", name, "model", "postprocessing"],
-                          settings={name: {"low": 0.5, "high": 2.0} if settings is None else settings})
+def _bundle(
+    tmp_path: Path, iris_model, source: str = CLIP, name: str = "extras.clip.Clip", settings: dict | None = None
+) -> Path:
+    bundle = write_bundle(
+        tmp_path / "b",
+        iris_model,
+        labels=IRIS_LABELS,
+        modules=["preprocessing", name, "model", "postprocessing"],
+        settings={name: {"low": 0.5, "high": 2.0} if settings is None else settings},
+    )
     (bundle / "extras").mkdir()
     (bundle / "extras" / "clip.py").write_text(source)
     return bundle
@@ -71,8 +76,10 @@ def test_user_module_mistakes_are_one_line(tmp_path: Path, iris_model) -> None:
     bundle = _bundle(tmp_path, iris_model)
     assert "settings.high: Field required" in _refusal(_bundle(tmp_path / "1", iris_model, settings={"low": 1}))
     assert _refusal(_bundle(tmp_path / "2", iris_model, name="extras.clip.Nope")).endswith(
-        "user module 'extras.clip.Nope': extras/clip.py defines no class 'Nope'")
+        "user module 'extras.clip.Nope': extras/clip.py defines no class 'Nope'"
+    )
     assert "failed to load: ZeroDivisionError: division by zero" in _refusal(
-        _bundle(tmp_path / "3", iris_model, source="1 / 0\n"))
+        _bundle(tmp_path / "3", iris_model, source="1 / 0\n")
+    )
     edit_spec(bundle, lambda d: d["modules"].__setitem__(1, {"name": "os.path.join"}))
     assert _refusal(bundle).endswith("user module 'os.path.join': no file os/path.py in the bundle")

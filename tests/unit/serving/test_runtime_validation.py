@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from serving_bundles import IRIS_ROWS, write_bundle
 
 from serving.errors import InvalidInstance
 from serving.modules.preprocessing import InstanceValidator
 from serving.spec import InputSpec
-from serving_bundles import IRIS_ROWS, write_bundle
 
 pytestmark = pytest.mark.anyio
 GOOD = {"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}
@@ -32,7 +32,9 @@ BAD_BODIES = [
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "code", "parts"), BAD_BODIES, ids=[b[:20].decode(errors="replace") for b, *_ in BAD_BODIES])
+@pytest.mark.parametrize(
+    ("body", "status", "code", "parts"), BAD_BODIES, ids=[b[:20].decode(errors="replace") for b, *_ in BAD_BODIES]
+)
 async def test_bad_body(iris, body: bytes, status: int, code: str, parts: list[str]) -> None:
     r = await iris.client.post("/v1/predict", content=body)
     assert r.status_code == status
@@ -52,23 +54,50 @@ def _rows(bad_row, index: int = 1) -> bytes:
 BAD_INSTANCES = [
     ("too few values", _rows([5.1, 3.5, 1.4]), ["instance 1:", "expected 4 values in schema order", "got 3"]),
     ("too many values", _rows([5.1, 3.5, 1.4, 0.2, 9]), ["instance 1:", "got 5"]),
-    ("string for number", _rows([5.1, "wide", 1.4, 0.2]),
-     ["instance 1, feature 'sepal_width_cm'", "expected number, got string 'wide'"]),
-    ("bool is not a number", _rows([True, 3.5, 1.4, 0.2]),
-     ["instance 1, feature 'sepal_length_cm'", "expected number, got boolean true"]),
-    ("null in a list", _rows([5.1, 3.5, None, 0.2]), ["instance 1, feature 'petal_length_cm'", "required feature is null"]),
+    (
+        "string for number",
+        _rows([5.1, "wide", 1.4, 0.2]),
+        ["instance 1, feature 'sepal_width_cm'", "expected number, got string 'wide'"],
+    ),
+    (
+        "bool is not a number",
+        _rows([True, 3.5, 1.4, 0.2]),
+        ["instance 1, feature 'sepal_length_cm'", "expected number, got boolean true"],
+    ),
+    (
+        "null in a list",
+        _rows([5.1, 3.5, None, 0.2]),
+        ["instance 1, feature 'petal_length_cm'", "required feature is null"],
+    ),
     ("nested list", _rows([5.1, 3.5, [1.4], 0.2]), ["instance 1, feature 'petal_length_cm'", "got array"]),
     ("row is a number", _rows(7, index=2), ["instance 2:", "expected an object keyed by feature name or a list of 4"]),
-    ("missing feature", _rows({k: v for k, v in GOOD.items() if k != "petal_width_cm"}),
-     ["instance 1, feature 'petal_width_cm'", "required feature is missing"]),
+    (
+        "missing feature",
+        _rows({k: v for k, v in GOOD.items() if k != "petal_width_cm"}),
+        ["instance 1, feature 'petal_width_cm'", "required feature is missing"],
+    ),
     ("unknown feature", _rows({**GOOD, "colour": "blue"}), ["instance 1:", "unknown feature 'colour'"]),
-    ("NaN", b'{"instances": [[5.1, 3.5, 1.4, 0.2], [NaN, 3.5, 1.4, 0.2]]}',
-     ["instance 1, feature 'sepal_length_cm'", "non-finite value NaN"]),
+    (
+        "NaN",
+        b'{"instances": [[5.1, 3.5, 1.4, 0.2], [NaN, 3.5, 1.4, 0.2]]}',
+        ["instance 1, feature 'sepal_length_cm'", "non-finite value NaN"],
+    ),
     ("Infinity", b'{"instances": [[5.1, 3.5, 1.4, Infinity]]}', ["instance 0, feature 'petal_width_cm'", "Infinity"]),
-    ("-Infinity", b'{"instances": [{"sepal_length_cm": -Infinity}]}', ["instance 0, feature 'sepal_length_cm'", "-Infinity"]),
-    ("overflowing float", b'{"instances": [[1e999, 3.5, 1.4, 0.2]]}', ["instance 0, feature 'sepal_length_cm'", "non-finite"]),
-    ("huge integer", b'{"instances": [[1' + b"0" * 400 + b', 3.5, 1.4, 0.2]]}',
-     ["instance 0, feature 'sepal_length_cm'", "too large"]),
+    (
+        "-Infinity",
+        b'{"instances": [{"sepal_length_cm": -Infinity}]}',
+        ["instance 0, feature 'sepal_length_cm'", "-Infinity"],
+    ),
+    (
+        "overflowing float",
+        b'{"instances": [[1e999, 3.5, 1.4, 0.2]]}',
+        ["instance 0, feature 'sepal_length_cm'", "non-finite"],
+    ),
+    (
+        "huge integer",
+        b'{"instances": [[1' + b"0" * 400 + b", 3.5, 1.4, 0.2]]}",
+        ["instance 0, feature 'sepal_length_cm'", "too large"],
+    ),
 ]
 
 
@@ -92,10 +121,20 @@ def _validator(*types: str, **optional_defaults) -> InstanceValidator:
 @pytest.mark.parametrize(
     ("kind", "value", "accepted"),
     [
-        ("integer", 3, 3), ("integer", 3.0, 3), ("integer", -0.0, 0), ("integer", 3.5, None), ("integer", True, None),
-        ("integer", "3", None), ("number", 3, 3), ("number", 2.5, 2.5), ("number", False, None),
-        ("boolean", True, True), ("boolean", 1, None), ("boolean", "true", None),
-        ("string", "x", "x"), ("string", 1, None),
+        ("integer", 3, 3),
+        ("integer", 3.0, 3),
+        ("integer", -0.0, 0),
+        ("integer", 3.5, None),
+        ("integer", True, None),
+        ("integer", "3", None),
+        ("number", 3, 3),
+        ("number", 2.5, 2.5),
+        ("number", False, None),
+        ("boolean", True, True),
+        ("boolean", 1, None),
+        ("boolean", "true", None),
+        ("string", "x", "x"),
+        ("string", 1, None),
     ],
 )
 def test_type_rules(kind: str, value, accepted) -> None:
@@ -132,7 +171,9 @@ async def test_body_over_the_limit_by_content_length_is_413(tmp_path: Path, iris
         assert "the limit is 200" in r.json()["error"]["message"]
 
 
-async def test_body_over_the_limit_without_content_length_is_counted_while_read(tmp_path: Path, iris_model, served) -> None:
+async def test_body_over_the_limit_without_content_length_is_counted_while_read(
+    tmp_path: Path, iris_model, served
+) -> None:
     bundle = write_bundle(tmp_path, iris_model, max_body_bytes=200)
 
     async def chunks():
@@ -175,15 +216,25 @@ class Sum:
 
 
 async def test_rename_ignore_and_categories(tmp_path: Path, served) -> None:
-    schema_inputs = [{"name": "size", "type": "number", "required": True, "default": None},
-                     {"name": "colour", "type": "string", "required": False, "default": "red"}]
-    settings = {"preprocessing": {"rename": {"Size (cm)": "size"}, "ignore": ["id"],
-                                  "categories": {"colour": ["red", "green", "blue"]}}}
-    bundle = write_bundle(tmp_path, ENCODED, class_name="Sum", task="regression", inputs_=schema_inputs,
-                          settings=settings)
+    schema_inputs = [
+        {"name": "size", "type": "number", "required": True, "default": None},
+        {"name": "colour", "type": "string", "required": False, "default": "red"},
+    ]
+    settings = {
+        "preprocessing": {
+            "rename": {"Size (cm)": "size"},
+            "ignore": ["id"],
+            "categories": {"colour": ["red", "green", "blue"]},
+        }
+    }
+    bundle = write_bundle(
+        tmp_path, ENCODED, class_name="Sum", task="regression", inputs_=schema_inputs, settings=settings
+    )
     async with served(bundle) as s:
-        ok = await s.client.post("/v1/predict", json={"instances": [
-            {"Size (cm)": 2.0, "colour": "blue", "id": 7}, {"Size (cm)": 1.0}, [5.0, "green"]]})
+        ok = await s.client.post(
+            "/v1/predict",
+            json={"instances": [{"Size (cm)": 2.0, "colour": "blue", "id": 7}, {"Size (cm)": 1.0}, [5.0, "green"]]},
+        )
         old_name = await s.client.post("/v1/predict", json={"instances": [{"size": 2.0}]})
         unknown = await s.client.post("/v1/predict", json={"instances": [[1.0, "red"], [1.0, "pink"]]})
         doc = (await s.client.get("/openapi.json")).json()
@@ -194,22 +245,32 @@ async def test_rename_ignore_and_categories(tmp_path: Path, served) -> None:
     assert old_name.status_code == 422 and "unknown feature 'size'" in old_name.json()["error"]["message"]
     assert unknown.status_code == 422
     assert unknown.json()["error"]["message"] == (
-        "instance 1, feature 'colour': unknown category 'pink' (known: 'red', 'green', 'blue')")
+        "instance 1, feature 'colour': unknown category 'pink' (known: 'red', 'green', 'blue')"
+    )
     row = doc["components"]["schemas"]["PredictRequest"]["properties"]["instances"]["items"]["oneOf"][0]
     assert list(row["properties"]) == ["Size (cm)", "colour", "id"] and row["required"] == ["Size (cm)"]
     assert row["properties"]["colour"]["enum"] == ["red", "green", "blue"]
 
 
-@pytest.mark.parametrize(("settings", "expected"), [
-    ({"rename": {"a": "nope"}}, "preprocessing.rename: 'nope' is not an input"),
-    ({"categories": {"size": ["x"]}}, "preprocessing.categories: 'size' is not a string input"),
-    ({"categories": {"colour": ["green"]}}, "preprocessing.categories.colour: the default 'red' is not a category"),
-    ({"ignore": ["size"]}, "request keys must be unique and not ignored: ['size']"),
-    ({"scale": {"colour": {"center": 1, "scale": 2}}}, "preprocessing.scale: 'colour' is not a number or integer input"),
-    ({"scale": {"weight": {"scale": 2}}}, "preprocessing.scale: 'weight' is not a number or integer input"),
-    ({"scale": {"size": {"scale": 0}}}, "modules.0.settings.scale.size.scale: Input should be greater than 0"),
-    ({"scale": {"size": {"center": "nan"}}}, "modules.0.settings.scale.size.center: Input should be a finite number"),
-])
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"rename": {"a": "nope"}}, "preprocessing.rename: 'nope' is not an input"),
+        ({"categories": {"size": ["x"]}}, "preprocessing.categories: 'size' is not a string input"),
+        ({"categories": {"colour": ["green"]}}, "preprocessing.categories.colour: the default 'red' is not a category"),
+        ({"ignore": ["size"]}, "request keys must be unique and not ignored: ['size']"),
+        (
+            {"scale": {"colour": {"center": 1, "scale": 2}}},
+            "preprocessing.scale: 'colour' is not a number or integer input",
+        ),
+        ({"scale": {"weight": {"scale": 2}}}, "preprocessing.scale: 'weight' is not a number or integer input"),
+        ({"scale": {"size": {"scale": 0}}}, "modules.0.settings.scale.size.scale: Input should be greater than 0"),
+        (
+            {"scale": {"size": {"center": "nan"}}},
+            "modules.0.settings.scale.size.center: Input should be a finite number",
+        ),
+    ],
+)
 def test_bad_preprocessing_settings_are_refused(tmp_path: Path, settings: dict, expected: str) -> None:
     from prometheus_client import CollectorRegistry
 
@@ -217,18 +278,30 @@ def test_bad_preprocessing_settings_are_refused(tmp_path: Path, settings: dict, 
     from serving.errors import BundleError
     from serving.spec import load_spec
 
-    schema_inputs = [{"name": "size", "type": "number", "required": True, "default": None},
-                     {"name": "colour", "type": "string", "required": False, "default": "red"}]
-    bundle = write_bundle(tmp_path, ENCODED, class_name="Sum", task="regression", inputs_=schema_inputs,
-                          settings={"preprocessing": settings})
+    schema_inputs = [
+        {"name": "size", "type": "number", "required": True, "default": None},
+        {"name": "colour", "type": "string", "required": False, "default": "red"},
+    ]
+    bundle = write_bundle(
+        tmp_path,
+        ENCODED,
+        class_name="Sum",
+        task="regression",
+        inputs_=schema_inputs,
+        settings={"preprocessing": settings},
+    )
     with pytest.raises(BundleError, match=re.escape(expected)):
         create_app(load_spec(bundle), bundle, CollectorRegistry())
 
 
 def test_list_rows_may_leave_out_trailing_optional_inputs() -> None:
-    validator = InstanceValidator([InputSpec(name="a", type="number"),
-                                   InputSpec(name="b", type="number", required=False, default=0.5),
-                                   InputSpec(name="c", type="string", required=False, default="n/a")])
+    validator = InstanceValidator(
+        [
+            InputSpec(name="a", type="number"),
+            InputSpec(name="b", type="number", required=False, default=0.5),
+            InputSpec(name="c", type="string", required=False, default="n/a"),
+        ]
+    )
     assert validator.row(0, [1.0]) == [1.0, 0.5, "n/a"]
     assert validator.row(0, [1.0, 2.0]) == [1.0, 2.0, "n/a"]
     assert validator.row(0, [1.0, 2.0, "x"]) == [1.0, 2.0, "x"]

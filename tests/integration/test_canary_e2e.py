@@ -17,8 +17,9 @@ import httpx
 import pytest
 from canary_helpers import prepare_two, prod_serving_v1
 from helpers import FEATURES, read_state
+from prometheus_proc import query, wait_for
 from test_canary_local import _haproxy, only_one_server  # noqa: F401 (fixture)
-from test_canary_prometheus import prometheus_for, query, wait_for  # noqa: F401 (fixture)
+from test_canary_prometheus import prometheus_for  # noqa: F401 (fixture)
 
 from mlops_cli.canary import engine
 from mlops_cli.canary.analysis import run_analysis

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from helpers import free_port, require_tool
+from helpers import require_tool
+from prometheus_proc import query, start_prometheus, stop_prometheus, wait_for
 from test_canary_local import _haproxy, prepared, two_revisions  # noqa: F401 (fixtures)
 
 from mlops_cli.state import State
@@ -36,63 +35,14 @@ def prometheus_for(tmp_path: Path):
             ],
         }
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        log = open(tmp_path / "prometheus.log", "wb")
-        procs.append(
-            (
-                subprocess.Popen(
-                    [
-                        binary,
-                        f"--config.file={tmp_path / 'prometheus.yml'}",
-                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                        f"--web.listen-address=127.0.0.1:{port}",
-                        "--log.level=warn",
-                    ],
-                    stdout=log,
-                    stderr=log,
-                    stdin=subprocess.DEVNULL,
-                ),
-                log,
-            )
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert procs[-1][0].poll() is None, (tmp_path / "prometheus.log").read_text()
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    return url
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "prometheus not ready"
-            time.sleep(0.2)
+        proc, log, url = start_prometheus(binary, tmp_path / "prometheus.yml", tmp_path)
+        procs.append((proc, log))
+        return url
 
     start.procs = procs  # type: ignore[attr-defined]  # a test may stop its Prometheus mid-run
     yield start
     for proc, log in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
-
-
-def query(prom: str, expr: str) -> list[dict]:
-    body = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10).json()
-    assert body["status"] == "success", (expr, body)
-    return body["data"]["result"]
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, what
-        time.sleep(0.5)
+        stop_prometheus(proc, log)
 
 
 def test_prometheus_scrapes_both_tracks_through_the_file_sd_the_target_writes(two_revisions, prometheus_for):

@@ -7,7 +7,6 @@ port makes the analysis inconclusive."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 import serving_bundles as bundles
 import yaml
 from helpers import free_port, require_tool
+from prometheus_proc import query, start_prometheus, stop_prometheus, wait_for
 
 from mlops_cli.canary.analysis import run_analysis
 from mlops_cli.config import load_settings
@@ -177,57 +177,11 @@ def prometheus(servers, tmp_path: Path) -> Iterator[str]:
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = open(tmp_path / "prometheus.log", "wb")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=log,
-        stdin=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, log, url = start_prometheus(binary, tmp_path / "prometheus.yml", tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "prometheus not ready: " + (tmp_path / "prometheus.log").read_text()
-            time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
-
-
-def query(prom: str, expr: str) -> list[dict]:
-    body = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10).json()
-    assert body["status"] == "success", (expr, body)
-    return body["data"]["result"]
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, what
-        time.sleep(0.5)
+        stop_prometheus(proc, log)
 
 
 def test_prometheus_source_judges_by_track_and_a_dead_prometheus_is_inconclusive(servers, prometheus: str) -> None:

@@ -25,6 +25,7 @@ import pytest
 import serving_bundles as bundles
 import yaml
 from helpers import free_port, require_tool
+from prometheus_proc import query, start_prometheus, stop_prometheus, wait_for
 from promql_tools import (
     DASHBOARDS,
     KUBE_DOUBLE,
@@ -268,58 +269,11 @@ def prometheus(servers, kube_double: str, relay: str, tmp_path: Path) -> Iterato
         timeout=60,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    port = free_port()
-    log = open(tmp_path / "prometheus.log", "wb")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=log,
-        stderr=log,
-        stdin=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, log, url = start_prometheus(binary, tmp_path / "prometheus.yml", tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "prometheus not ready: " + (tmp_path / "prometheus.log").read_text()
-            time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
-
-
-def query(prom: str, expr: str) -> list[dict]:
-    r = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10)
-    body = r.json()
-    assert r.status_code == 200 and body["status"] == "success", (expr, body)
-    return body["data"]["result"]
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, what
-        time.sleep(0.5)
+        stop_prometheus(proc, log)
 
 
 def send_traffic(servers) -> None:

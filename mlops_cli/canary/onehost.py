@@ -16,7 +16,7 @@ from ..ui import progress
 from . import haproxy
 
 if TYPE_CHECKING:
-    from ..targets import Canary, Journal, Rollout
+    from ..targets import Canary, CanaryMember, Journal, Rollout
 
 
 def free_port(host: str) -> int:
@@ -71,10 +71,23 @@ class HAProxyCanary:
         def canary_file(self, env: str) -> Path: ...
         def _finish(self, info: dict, keep: str, journal: Journal) -> Rollout: ...
         def _answers(self, env: str, name: str | None) -> bool: ...
+        def _member(self, info: dict, track: str) -> CanaryMember: ...
 
         from ..settings import Settings
 
         settings: Settings
+
+    def _canary_of(self, info: dict) -> Canary:
+        """The Canary a target's canary file describes (each target says what its members are: `_member`)."""
+        from ..targets import Canary
+
+        return Canary(
+            env=info["env"],
+            url=f"http://{info['host']}:{info['port']}",
+            stable=self._member(info, "stable"),
+            canary=self._member(info, "canary"),
+            weight=int(info.get("weight", 0)),
+        )
 
     def _route(self, info: dict, stable: str, exe: str, user: str | None = None) -> None:
         """HAProxy on the env's port (weights 100/0) until it answers there with the stable copy `stable` (name)."""

@@ -134,15 +134,6 @@ class ContainerCanary(HAProxyCanary):
             handle=box["name"],
         )
 
-    def _canary_of(self, info: dict) -> Canary:
-        return Canary(
-            env=info["env"],
-            url=f"http://{info['host']}:{info['port']}",
-            stable=self._member(info, "stable"),
-            canary=self._member(info, "canary"),
-            weight=int(info.get("weight", 0)),
-        )
-
     def _start_member(self, info: dict, track: str, image: str, revision: int) -> dict:
         env, host = info["env"], info["host"]
         box: dict[str, Any] = {

@@ -181,15 +181,6 @@ class LocalCanary(HAProxyCanary):
             handle=server["instance"],
         )
 
-    def _canary_of(self, info: dict) -> Canary:
-        return Canary(
-            env=info["env"],
-            url=f"http://{info['host']}:{info['port']}",
-            stable=self._member(info, "stable"),
-            canary=self._member(info, "canary"),
-            weight=int(info.get("weight", 0)),
-        )
-
     def canary_start(self, env: str, release: Release, current: DeploymentRecord, journal: Journal) -> Canary:
         exe = haproxy.haproxy_binary(self.settings.rollout.haproxy)  # one line naming the package when missing
         if not self.is_running(current):

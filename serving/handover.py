@@ -12,13 +12,14 @@ handover (while loading or waiting) stops the server without it ever listening.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 from pathlib import Path
 from typing import Any
 
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.05  # how often the wait looks for a stop (SIGUSR1 itself wakes it at once)
 
 
 class StoppedBeforeServing(Exception):
@@ -32,12 +33,16 @@ class Handover:
         self.ready_file = ready_file
         self.info = info
         self.go = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._told = asyncio.Event()
 
     def install(self) -> None:
         signal.signal(signal.SIGUSR1, self._go)
 
     def _go(self, signum: int, frame: Any) -> None:
         self.go = True
+        if self._loop is not None:  # wake the wait now (the handler runs between the loop's steps)
+            self._loop.call_soon_threadsafe(self._told.set)
 
     async def wait(self, state: Any) -> None:
         """Announce "loaded, not listening", then wait for SIGUSR1; raise if a stop comes first."""
@@ -45,7 +50,9 @@ class Handover:
             tmp = self.ready_file.with_name(f".{self.ready_file.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps({**self.info, "listening": False}) + "\n", encoding="utf-8")
             os.replace(tmp, self.ready_file)
+        self._loop = asyncio.get_running_loop()
         while not self.go:
             if state.draining:
                 raise StoppedBeforeServing("stopped before it listened (a stop signal came during the handover wait)")
-            await asyncio.sleep(POLL_SECONDS)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._told.wait(), POLL_SECONDS)

@@ -6,13 +6,19 @@ ready file. On the first SIGTERM/SIGINT the server drains: ``/health/ready`` ans
 every response carries ``connection: close``; after ``drain_seconds`` uvicorn stops accepting,
 finishes in-flight requests and exits. With ``drain_until_idle`` (``--drain-until-idle``: the
 local and container targets, whose newer server has taken the port over before the old one is
-told to stop) the drain ends as soon as no connection is open any more, at the earliest after
-``IDLE_DRAIN_MIN_SECONDS`` (connections already queued on the old listener get accepted and
-answered first), at the latest after ``drain_seconds``. A second signal stops at once.
+told to stop) the drain ends as soon as the server is idle, at the latest after
+``drain_seconds``: no connection open and none waiting in the listener's accept queue (Linux
+``TCP_INFO``; connections queued on the old listener get accepted and answered first), seen
+that way for ``IDLE_SETTLE_SECONDS`` (checked every ``DRAIN_TICK_SECONDS``, so a connection
+taken from the queue but not yet handed to its protocol by the event loop is seen too); where
+the queue cannot be read, no earlier than ``IDLE_DRAIN_MIN_SECONDS``. A second signal stops at
+once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -27,12 +33,15 @@ from typing import Any
 import uvicorn
 
 from serving.protocol import ConnectionLimits, protocol_class
-from serving.sockets import steer_to_newest
+from serving.sockets import accept_queue, steer_to_newest
 from serving.spec import ServerSpec
 
 log = logging.getLogger("serving")
 GRACEFUL_TIMEOUT_SECONDS = 30  # in-flight requests get this long once the listener is closed
-IDLE_DRAIN_MIN_SECONDS = 0.1  # an idle drain lasts at least this (one tick of uvicorn's main loop)
+IDLE_DRAIN_MIN_SECONDS = 0.1  # an idle drain lasts at least this where the accept queue cannot be read
+IDLE_SETTLE_SECONDS = 0.02  # ... else it must have been idle for this long (several checks, loop turns between)
+DRAIN_TICK_SECONDS = 0.005  # how often a drain until idle looks (uvicorn's own tick: 0.1 s)
+UVICORN_TICK_SECONDS = 0.1
 
 
 def write_ready_file(path: Path, info: dict[str, Any]) -> None:
@@ -82,13 +91,22 @@ class ServingServer(uvicorn.Server):
         self.ready_file = ready_file
         self.ready_info = ready_info
         self.drain_deadline: float | None = None
+        self.listeners: list[socket.socket] = []
+        self.idle_since: float | None = None
+        self.drained_idle = False  # the drain ended because nothing was left to wait for
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.wake = asyncio.Event()  # a signal cuts the main loop's tick short
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)  # lifespan (model load), then listen
         # Everything loaded so far (the model, numpy, scikit-learn) lives as long as the process:
         # keep it out of the collector's full passes, which otherwise stall requests for tens of ms.
-        gc.collect()
+        # `python -m serving` runs its imports and the model load with the collector off (faster);
+        # what they left as cyclic garbage (about a thousand objects) is frozen with the rest, as
+        # a full collection here would cost tens of ms of the start-up for nothing.
         gc.freeze()
+        gc.enable()
+        self.listeners = list(sockets or [])
         for sock in sockets or []:
             try:
                 steer_to_newest(sock)
@@ -125,25 +143,68 @@ class ServingServer(uvicorn.Server):
             log.info("%s again: stopping now", signal.Signals(sig).name)
             self.should_exit = True
             self.force_exit = True
+        if self.loop is not None:  # the main loop looks now, not at the end of its tick
+            self.loop.call_soon_threadsafe(self.wake.set)
 
     def _idle_drain(self) -> bool:
         # only where a newer listener takes every new connection: with connections shared by hash, an
         # idle moment says nothing about the next connection, which would be refused once we stop
         return self.drain_until_idle and self.steered
 
+    async def main_loop(self) -> None:
+        """uvicorn's main loop (a tick every 0.1 s: the date header, the exit check), with ticks of
+        DRAIN_TICK_SECONDS while draining until idle, and woken at once by a stop signal."""
+        self.loop = asyncio.get_running_loop()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            fast = self.drain_deadline is not None and self._idle_drain()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), DRAIN_TICK_SECONDS if fast else UVICORN_TICK_SECONDS)
+            self.wake.clear()
+            should_exit = await self.on_tick(counter)
+
+    def _idle(self) -> bool | None:
+        """No connection open and none queued: True/False; None when the accept queue cannot be read."""
+        if self.server_state.connections:
+            return False
+        queued = [accept_queue(sock) for sock in self.listeners]
+        if any(queued):
+            return False
+        return None if None in queued else True
+
     async def on_tick(self, counter: int) -> bool:
-        if self.drain_deadline is not None:
+        if self.drain_deadline is not None and not self.should_exit:
             now = time.monotonic()
+            started = self.drain_started if self.drain_started is not None else now
+            idle = self._idle() if self._idle_drain() else False
             if now >= self.drain_deadline:
                 self.should_exit = True
-            elif (
-                self._idle_drain()
-                and not self.server_state.connections
-                and now - (self.drain_started or now) >= IDLE_DRAIN_MIN_SECONDS
-            ):
-                log.info("drained: no connection open after %.2fs", now - (self.drain_started or now))
-                self.should_exit = True
+            elif idle is False:
+                self.idle_since = None
+            else:  # idle (True), or no connection and the queue unknown (None)
+                self.idle_since = now if self.idle_since is None else self.idle_since
+                settled = now - self.idle_since >= IDLE_SETTLE_SECONDS
+                if settled and (idle or now - started >= IDLE_DRAIN_MIN_SECONDS):
+                    log.info("drained: no connection open after %.2fs", now - started)
+                    self.should_exit = self.drained_idle = True
         return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if not self.drained_idle or self.server_state.connections or self.server_state.tasks:
+            await super().shutdown(sockets=sockets)
+            return
+        # Drained until idle: nothing to ask to close or to wait for (uvicorn's own shutdown sleeps
+        # 0.1 s for the connections it asked to close). The same steps otherwise.
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
 
 
 def serve(

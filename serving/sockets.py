@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import socket
+import sys
 
 SO_ATTACH_REUSEPORT_CBPF = 51  # linux/asm-generic/socket.h
 _BPF_RET_K = 0x06  # BPF_RET | BPF_K: return the constant k
@@ -67,3 +68,21 @@ def steer_to_newest(sock: socket.socket) -> None:
     program = (_SockFilter * 1)(_SockFilter(_BPF_RET_K, 0, 0, 1))
     fprog = _SockFprog(1, program)
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, bytes(fprog))  # `program` is alive here
+
+
+_TCP_LISTEN = 10  # tcpi_state of a listening socket
+_TCPI_UNACKED = 24  # offset of tcpi_unacked in struct tcp_info (linux/tcp.h)
+
+
+def accept_queue(sock: socket.socket) -> int | None:
+    """How many connections wait in a listening socket's accept queue; None where that cannot be read.
+
+    Linux reports it as ``tcpi_unacked`` of ``TCP_INFO`` for a socket in the LISTEN state (what
+    ``ss -lnt`` shows as Recv-Q)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except (OSError, AttributeError):  # closed, not TCP, or no TCP_INFO on this platform
+        return None
+    if len(info) < _TCPI_UNACKED + 4 or info[0] != _TCP_LISTEN:
+        return None
+    return int.from_bytes(info[_TCPI_UNACKED : _TCPI_UNACKED + 4], sys.byteorder)

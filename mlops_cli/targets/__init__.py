@@ -65,6 +65,51 @@ def poll_delays(first: float = 0.005, cap: float = 0.1):
         delay = min(delay * 2, cap)
 
 
+def ready_identity(url: str, timeout: float = 2) -> str | None:
+    """Who answers `url`'s /health/ready: the `instance` token (or "pid:N") of a server of ours that is
+    ready; None when nothing answers, or not 200, or not a server's answer.
+
+    A plain http.client request: an httpx client builds a TLS context first (~20 ms per call)."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
+    try:
+        conn.request("GET", "/health/ready")
+        answer = conn.getresponse()
+        body = answer.read()
+        info = json.loads(body) if answer.status == 200 else {}
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+    if not isinstance(info, dict):
+        return None
+    return info.get("instance") or (f"pid:{info['pid']}" if info.get("pid") else None)
+
+
+def wait_for_exit(pid: int, timeout: float) -> None:
+    """Return once process `pid` has ended or after `timeout` s; at once where that cannot be watched.
+
+    A pidfd (Linux 5.3+) becomes readable when the process ends, child or not: no polling delay. The
+    caller confirms (and reaps) by its own check."""
+    import os
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd here, or the process is gone already
+        return
+    try:
+        watch = select.poll()
+        watch.register(fd, select.POLLIN)
+        watch.poll(max(timeout, 0) * 1000)
+    finally:
+        os.close(fd)
+
+
 IDENTITY_FLAGS = ("--instance", "--revision", "--await-handover")
 
 

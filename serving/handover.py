@@ -42,7 +42,8 @@ class Handover:
     def _go(self, signum: int, frame: Any) -> None:
         self.go = True
         if self._loop is not None:  # wake the wait now (the handler runs between the loop's steps)
-            self._loop.call_soon_threadsafe(self._told.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed (a late signal): nothing to wake
+                self._loop.call_soon_threadsafe(self._told.set)
 
     async def wait(self, state: Any) -> None:
         """Announce "loaded, not listening", then wait for SIGUSR1; raise if a stop comes first."""

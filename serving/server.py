@@ -144,7 +144,8 @@ class ServingServer(uvicorn.Server):
             self.should_exit = True
             self.force_exit = True
         if self.loop is not None:  # the main loop looks now, not at the end of its tick
-            self.loop.call_soon_threadsafe(self.wake.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing left to wake
+                self.loop.call_soon_threadsafe(self.wake.set)
 
     def _idle_drain(self) -> bool:
         # only where a newer listener takes every new connection: with connections shared by hash, an

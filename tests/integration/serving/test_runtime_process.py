@@ -89,6 +89,36 @@ def test_drain_until_idle_from_the_environment_without_connections(
     assert time.monotonic() - started < 10 and "drained: no connection open" in server.stderr
 
 
+def test_drain_until_idle_answers_the_connections_waiting_in_its_accept_queue(
+    start_server, tmp_path: Path, iris_model, port: int
+) -> None:
+    """Connections the kernel queued before the stop are accepted and answered, not reset: the server is
+    paused (SIGSTOP) while they connect and send, then told to stop and resumed."""
+    bundle = bundles.write_bundle(tmp_path / "queued", iris_model, drain_seconds=20.0)
+    server = start_server(bundle, port, "--drain-until-idle")
+    server.wait_ready()
+    server.signal(signal.SIGSTOP)
+    clients = []
+    try:
+        for _ in range(20):
+            client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            client.sendall(b"GET /health/live HTTP/1.1\r\nhost: test\r\n\r\n")
+            clients.append(client)
+        server.signal(signal.SIGTERM)
+    finally:
+        server.signal(signal.SIGCONT)
+    answers = []
+    for client in clients:
+        with client:
+            data = b""
+            while chunk := client.recv(65536):  # connection: close while draining: read to the end
+                data += chunk
+            answers.append(data.split(b"\r\n", 1)[0])
+    assert answers == [b"HTTP/1.1 200 OK"] * 20
+    assert server.wait_exit(timeout=10) == 0
+    assert "drained: no connection open" in server.stderr
+
+
 def test_a_second_signal_stops_at_once(start_server, tmp_path: Path, iris_model, port: int) -> None:
     bundle = bundles.write_bundle(tmp_path / "long-drain", iris_model, drain_seconds=60.0)
     server = start_server(bundle, port)

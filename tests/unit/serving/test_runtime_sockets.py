@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from serving.sockets import BindError, bind_listener, steer_to_newest
+from serving.sockets import BindError, accept_queue, bind_listener, steer_to_newest
 
 
 def _accepting(listeners: list[socket.socket], connections: int) -> list[int]:
@@ -74,3 +74,22 @@ def test_new_connections_go_to_the_newest_listener() -> None:
         assert _accepting([new], 4) == [4]
     finally:
         new.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the accept queue is read from Linux's TCP_INFO")
+def test_accept_queue_counts_connections_not_yet_accepted() -> None:
+    listener = bind_listener("127.0.0.1", 0)
+    try:
+        assert accept_queue(listener) is None  # bound, not listening: no queue to read
+        listener.listen()
+        assert accept_queue(listener) == 0
+        clients = [socket.create_connection(listener.getsockname(), timeout=2) for _ in range(3)]
+        assert accept_queue(listener) == 3  # the handshake completes in the kernel, before accept()
+        conn, _ = listener.accept()
+        assert accept_queue(listener) == 2
+        conn.close()
+        for c in clients:
+            c.close()
+    finally:
+        listener.close()
+    assert accept_queue(listener) is None  # closed

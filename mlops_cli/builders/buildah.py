@@ -100,10 +100,14 @@ class BuildahBuilder:
             run(self._argv("pull", "--retry", "0", "--policy", "always", "-q", reference), timeout=self.cfg.timeout_s)
         info = self._inspect(reference)
         if info is None:
-            done = run(self._argv("pull", "-q", reference), timeout=self.cfg.timeout_s, stream=True)
+            retries = ["--retry", str(self.cfg.retries), "--retry-delay", f"{self.cfg.retry_backoff_s}s"]
+            done = run(self._argv("pull", *retries, reference), timeout=self.cfg.timeout_s, stream=True)
             info = self._inspect(reference) if done.returncode == 0 else None
             if info is None:
-                raise StageFailed(f"base image {reference} is not here and could not be pulled: {done.tail(1)}")
+                raise StageFailed(
+                    f"buildah pull of the base image {reference} failed (exit code {done.returncode}); "
+                    f"last lines of its log:\n{done.tail(15)}"
+                )
         return info
 
     def _runtime_image(self, context: Path, plan: rt.Plan) -> str:

@@ -112,7 +112,8 @@ class BuildahBuilder:
 
     def _runtime_image(self, context: Path, plan: rt.Plan) -> str:
         """The ID of the runtime image of this context: the one tagged with its key if it is what the key says,
-        else built now (`--target`, with --layers so that a change of the server's code reuses the dependencies)."""
+        else built now from the runtime stages alone (with --layers: after a change of the server's code alone
+        the dependencies' steps are cached)."""
         bases = {reference: self._base(reference) for reference in plan.bases}
         key = rt.content_key(plan, context, {ref: info["FromImageID"] for ref, info in bases.items()})
         tag = f"{rt.REPOSITORY}:{key}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -27,6 +28,7 @@ from pathlib import Path, PurePosixPath
 KEY_VERSION = "mlops-runtime-image/1"
 REPOSITORY = "localhost/mlops-runtime"
 KEY_LABEL = "io.mlops.runtime.key"
+FROM_LINE = re.compile(r"FROM\s", re.IGNORECASE)
 
 
 @dataclass
@@ -82,8 +84,7 @@ def parse(text: str) -> tuple[list[str], list[Stage]]:
     continued = False
     for raw in text.splitlines(keepends=True):
         stripped = raw.strip()
-        starts_stage = not continued and stripped.split(None, 1)[:1] and stripped.split(None, 1)[0].upper() == "FROM"
-        if starts_stage:
+        if not continued and FROM_LINE.match(stripped):
             if stages:
                 stages[-1].text = "".join(chunk)
             else:

@@ -79,9 +79,12 @@ class BuildahBuilder:
             self._bud("--layers", "-f", str(labelled_dockerfile(request)), "-t", request.tag, context=request.context)
             return
         runtime_id = self._runtime_image(request.context, plan)
+        for reference in plan.rest_bases:  # none in the shipped template (the model's stage is FROM scratch)
+            self._base(reference)
         final = labelled_dockerfile(request, plan.final_dockerfile(runtime_id))
         # nothing left to cache: the runtime image is the cache, the rest is the model (--layers would
-        # commit each step as an image and look each one up among all the images in the storage)
+        # commit each step as an image and look each one up among all the images in the storage);
+        # --pull=false: every base was just resolved as bud's default would, the runtime is used by ID
         self._bud("--layers=false", "--pull=false", "-f", str(final), "-t", request.tag, context=request.context)
 
     def _inspect(self, reference: str) -> dict | None:

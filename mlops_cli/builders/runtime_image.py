@@ -47,6 +47,7 @@ class Plan:
     sources: tuple[str, ...]  # context paths the runtime stages COPY
     section: str  # the runtime stages' text, in file order
     rest: tuple[str, ...]  # the other stages' text, the last one's FROM line removed
+    rest_bases: tuple[str, ...] = ()  # image references the other stages start FROM
 
     def runtime_dockerfile(self, key: str) -> str:
         """The runtime stages alone, the runtime last, labelled with its key (buildah 1.28 puts no `--label`
@@ -197,6 +198,13 @@ def plan(dockerfile: Path) -> tuple[Plan | None, str]:
             sources=tuple(sources),
             section="".join(stages[i].text for i in sorted(needed)),
             rest=tuple(s.text for i, s in enumerate(stages[:-1]) if i not in needed) + (last_text,),
+            rest_bases=tuple(
+                dict.fromkeys(
+                    s.base
+                    for i, s in enumerate(stages[:-1])
+                    if i not in needed and s.base.lower() not in names and s.base.lower() != "scratch"
+                )
+            ),
         ),
         "",
     )

@@ -38,6 +38,7 @@ def test_the_shipped_template_has_a_runtime_of_deps_code_and_settings(tmp_path):
     assert plan is not None, why_not
     assert plan.runtime == "runtime" and plan.bases == (BASE,) and plan.root_base == BASE
     assert plan.sources == ("requirements.txt", "wheels/", "serving/")  # not the model, not the spec
+    assert plan.rest_bases == ()  # the model's stage is FROM scratch
     assert "USER 1001" in plan.section and "COPY --from=deps /opt/venv /opt/venv" in plan.section
     assert "model/" not in plan.section
     final = plan.final_dockerfile("f" * 64)
@@ -113,6 +114,9 @@ def test_an_ignore_file_falls_back_and_continuations_and_comments_parse(tmp_path
     (tmp_path / "Dockerfile").write_text(text)
     plan, _ = rt.plan(tmp_path / "Dockerfile")
     assert plan is not None and plan.sources == ("r.txt",) and plan.section.startswith("FROM b AS deps\nRUN a \\\n")
+    assert plan.bases == ("b",) and plan.rest_bases == ()
+    (tmp_path / "Dockerfile").write_text(text.replace("FROM runtime\n", "FROM c AS m\nFROM runtime\n"))
+    assert rt.plan(tmp_path / "Dockerfile")[0].rest_bases == ("c",)
     assert rt.parse(text)[1][0].instructions == ["RUN a  && b", "COPY r.txt /r"]
     (tmp_path / ".dockerignore").write_text("*.pyc\n")
     assert rt.plan(tmp_path / "Dockerfile") == (None, "the context has an ignore file")

@@ -130,7 +130,7 @@ class BuildahBuilder:
             return labels.get(rt.KEY_LABEL) == key and layers[: len(root)] == root
 
         found = self._inspect(tag)
-        if verified(found):
+        if found is not None and verified(found):
             progress(
                 f"reusing the runtime image {tag[: len(rt.REPOSITORY) + 13]} (dependencies, server code, settings)"
             )
@@ -141,7 +141,7 @@ class BuildahBuilder:
         # --pull=false: the bases were just resolved as bud would resolve them, and their IDs are in the key
         self._bud("--layers", "--pull=false", "-f", str(dockerfile), "-t", tag, context=context)
         built = self._inspect(tag)
-        if not verified(built):
+        if built is None or not verified(built):
             raise StageFailed(
                 f"the runtime image just built as {tag} is not what its key says (its label, or the layers of "
                 f"{plan.root_base} under it): did the base image change during the build? Run build-image again"

@@ -39,8 +39,10 @@ def test_bundle_is_self_contained(validated, iris_artifact):
     assert "FROM python:3.11-slim" in dockerfile
     assert "USER 1001" in dockerfile and "COPY --from=app --chown=1001:0 /app/ /app/" in dockerfile
     assert "pip install --no-index" in dockerfile  # no network during the build
-    final = dockerfile[dockerfile.rindex("FROM python:3.11-slim\n") :]  # the final stage
-    assert final.index("COPY --from=deps") < final.index("COPY --from=app")  # dependency layer first
+    runtime = dockerfile[dockerfile.index("FROM python:3.11-slim AS runtime\n") : dockerfile.index("AS app\n")]
+    assert "USER 1001" in runtime and runtime.index("COPY --from=deps") < runtime.index("COPY --from=code")
+    final = dockerfile[dockerfile.rindex("\nFROM ") :]  # the final stage: the runtime stage and the model
+    assert final.startswith("\nFROM runtime\n")  # so that `build-image` can build the runtime on its own
     assert dockerfile.rstrip().endswith("COPY --from=app --chown=1001:0 /app/ /app/")  # the model layer last
     assert json.loads((bundle / "examples.json").read_text())[0]["instances"]
     assert not any("mlops_cli" in p.read_text() for p in (bundle / "serving").rglob("*.py"))

@@ -93,7 +93,9 @@ def test_missing_builder_binary_and_socket(make_settings, settings, iris_artifac
 def test_failing_build_shows_the_end_of_its_log(make_settings, settings, iris_artifact, registry):
     # a registry that answers (build-image checks it before building), and a base image that does not exist
     s = assembled(make_settings, settings, iris_artifact, "localhost/no-such-base:1", build={"registry": registry})
-    with pytest.raises(StageFailed, match=r"buildah bud failed .*last lines of its log:\n(.|\n)*no-such-base"):
+    with pytest.raises(
+        StageFailed, match=r"buildah (bud|pull)\b.* failed .*last lines of its log:\n(.|\n)*no-such-base"
+    ):
         build_image.run(s)
     assert read_state(s.workdir)["image"] is None
 

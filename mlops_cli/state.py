@@ -15,8 +15,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from serving.spec import SPEC_FILE
-
 from .digests import tree_digest
 from .errors import ConfigError, PrerequisiteError
 
@@ -281,6 +279,8 @@ class State(Record):
         return self.model, self.validation
 
     def require_bundle(self) -> BundleRecord:
+        from serving.spec import SPEC_FILE  # here, not at the top: most stages never import the spec's models
+
         model, _ = self.require_validated()
         if self.bundle is None or self.bundle.model_sha256 != model.sha256:
             raise PrerequisiteError(

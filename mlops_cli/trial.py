@@ -22,7 +22,6 @@ import serving.spec
 from .extras import FRAMEWORK_MODULES, require
 from .settings import Settings
 from .state import CheckRecord
-from .targets.local import server_environ
 
 RESULT_FILE = ".child-result-"
 TRIAL_STACK = ("numpy", "prometheus_client")  # what serving.modules.trial imports besides the model's framework
@@ -30,6 +29,10 @@ SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM
 
 
 def _environ() -> dict[str, str]:
+    # here, not at the top: targets.local imports httpx, which a module that only imports this one
+    # (assemble-server's, via validate_model) never needs
+    from .targets.local import server_environ
+
     env = server_environ(os.environ)
     root = str(Path(serving.spec.__file__).resolve().parents[1])  # this toolkit's serving, as assembled into bundles
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])

@@ -113,6 +113,25 @@ def _ppid(pid: int) -> int | None:
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 
 
+def supervised(argv: list[str], status: Path) -> list[str]:
+    """ARGV under a supervisor that restarts it if it dies while serving (deploy.restart: on-failure)."""
+    # -IS: standard library only, no site (its .pth files) to process before the server starts
+    return [sys.executable, "-IS", str(SUPERVISOR), "--status", str(status), "--", *argv]
+
+
+def server_process_environ(bundle: Path | str, **extra: str) -> dict[str, str]:
+    """The environment of a local server process: no settings or credentials (server_environ), the bundle
+    on PYTHONPATH and kept as digested (no bytecode written into it), one BLAS thread unless the
+    environment says otherwise, and out of reach of Jenkins' kill-after-build."""
+    environ = dict(server_environ(os.environ), PYTHONPATH=str(bundle), PYTHONDONTWRITEBYTECODE="1", **extra)
+    for name, value in ONE_BLAS_THREAD.items():
+        environ.setdefault(name, value)
+    for name in JENKINS_KILL_MARKERS:  # Jenkins kills processes that carry these after the build
+        if name in environ:
+            environ[name] = "dontKillMe"
+    return environ
+
+
 def _is_supervisor(argv: list[str]) -> bool:
     return len(argv) > 2 and argv[2] == str(SUPERVISOR)
 
@@ -254,26 +273,9 @@ class LocalTarget(LocalCanary):
             "--await-handover",
         ]
         if self.settings.deploy.restart == "on-failure":  # a supervisor restarts it if it dies while serving
-            argv = [
-                sys.executable,
-                "-IS",  # standard library only: no site (its .pth files) to process before the server starts
-                str(SUPERVISOR),
-                "--status",
-                str(self.supervision_file(env, revision)),
-                "--",
-                *argv,
-            ]
-        environ = dict(
-            server_environ(os.environ),
-            PYTHONPATH=str(bundle),
-            PYTHONDONTWRITEBYTECODE="1",  # the bundle stays as digested
-            SERVING_DRAIN_UNTIL_IDLE="1",
-        )  # its successor takes the port over before it is stopped
-        for name, value in ONE_BLAS_THREAD.items():  # unless the environment says otherwise
-            environ.setdefault(name, value)
-        for name in JENKINS_KILL_MARKERS:  # Jenkins kills processes that carry these after the build
-            if name in environ:
-                environ[name] = "dontKillMe"
+            argv = supervised(argv, self.supervision_file(env, revision))
+        # drain until idle: its successor takes the port over before it is stopped
+        environ = server_process_environ(bundle, SERVING_DRAIN_UNTIL_IDLE="1")
         url = f"http://{host}:{port}"
         journal("starting", revision=revision, instance=instance, port=port)
         pause_at("starting")

@@ -64,7 +64,7 @@ class LocalCanary(HAProxyCanary):
     # --- servers ---
     def _spawn(self, env: str, bundle: str, host: str, port: int, revision: int, name: str, handover: bool) -> dict:
         """Start one server (supervised as deploy.restart says); its identity and files."""
-        from .local import _CHILDREN, JENKINS_KILL_MARKERS, SUPERVISOR, server_environ
+        from .local import _CHILDREN, server_process_environ, supervised
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -92,11 +92,8 @@ class LocalCanary(HAProxyCanary):
             argv.append("--await-handover")
         if self.settings.deploy.restart == "on-failure":
             status = self.run_dir / f"{env}-{name}.supervisor.json"
-            argv = [sys.executable, "-I", str(SUPERVISOR), "--status", str(status), "--", *argv]
-        environ = dict(server_environ(os.environ), PYTHONPATH=bundle, PYTHONDONTWRITEBYTECODE="1")
-        for marker in JENKINS_KILL_MARKERS:
-            if marker in environ:
-                environ[marker] = "dontKillMe"
+            argv = supervised(argv, status)
+        environ = server_process_environ(bundle)  # behind HAProxy: the full drain, no handover of the port
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 argv,

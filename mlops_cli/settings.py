@@ -663,6 +663,10 @@ class ChatOpsLocalSettings(Section):
     """Work directory the local executor runs the pipeline in; default: the service's workdir."""
     stage_timeout_s: float = Field(3600.0, gt=0)
     """Give up on one stage after this long."""
+    approval_gate: bool = True
+    """`to prod` stops after smoke-test and posts Approve/Reject in the release thread; false: all seven stages at once."""
+    approval_timeout_s: float = Field(3600.0, gt=0)
+    """How long a release waits at the approval gate; then nothing is deployed (timed out)."""
 
 
 class ChatOpsSettings(Section):

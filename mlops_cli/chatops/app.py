@@ -271,9 +271,9 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
             return
         release = Release(release.model, release.env, release.target, release.user, release.channel, ts)
 
-        def say(text: str) -> None:
+        def say(text: str, blocks: list[dict[str, Any]] | None = None) -> None:
             try:
-                slack.post(release.channel, text, thread_ts=ts)
+                slack.post(release.channel, text, thread_ts=ts, blocks=blocks)
             except ReplyError as exc:
                 log.warning("thread %s: %s", ts, exc)
 
@@ -483,6 +483,9 @@ def create_app(service: Service, registry: CollectorRegistry) -> Starlette:
         try:
             yield
         finally:
+            close = getattr(executor, "close", None)  # the local executor: releases waiting for approval end
+            if close is not None:
+                close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

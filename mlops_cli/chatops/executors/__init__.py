@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...backends import load
 
@@ -17,7 +16,11 @@ EXECUTORS = {
     "local": "mlops_cli.chatops.executors.local:LocalExecutor",
 }
 
-Say = Callable[[str], None]  # posts one line into the release's Slack thread
+
+class Say(Protocol):
+    """Posts one line into the release's Slack thread (with Block Kit blocks, e.g. the approval buttons)."""
+
+    def __call__(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None: ...
 
 
 class ExecutorError(Exception):

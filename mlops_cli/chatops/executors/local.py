@@ -2,21 +2,31 @@
 its own process as a Jenkins stage would (so a stage's crash never takes the service down), in its
 workdir, one release at a time per workdir (an flock on `<workdir>/.chatops-release.lock`, which
 also keeps out a second service on the same workdir), and posts each stage's outcome to the thread.
-`to test` runs up to smoke-test; `to prod` all seven stages. The thread ends with what serves and
-its digest. The stages get the service's environment without its own secrets (MLOPS_CHATOPS__*).
+`to test` runs up to smoke-test. `to prod` runs up to smoke-test, then waits at the approval gate
+(chatops.local.approval_gate): an Approve/Reject message in the thread, the pipeline's own Block Kit
+(notifiers.slack.approval_blocks), answered through the app's interaction path (roles, four eyes,
+one decision); approved -> rolling-update with --approved-by/--triggered-by; rejected, timed out
+(chatops.local.approval_timeout_s) or the service stopping -> nothing deployed, recorded with
+`mlops approval`. The thread ends with what serves and its digest. The stages get the service's
+environment without its own secrets (MLOPS_CHATOPS__*).
 """
 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
+import secrets
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...notifiers.slack import approval_blocks, approval_value, parse_approval_value
 from ...stages import STAGES
 from ...state import State
 from . import Approval, ExecutorError, Release, Say
@@ -26,6 +36,29 @@ if TYPE_CHECKING:
 
 ICONS = {"passed": ":white_check_mark:", "skipped": ":fast_forward:", "failed": ":x:"}
 TEST_STAGES = STAGES[: STAGES.index("smoke-test") + 1]
+
+
+GATE_JOB = "local"  # the approval button's "job": a release this service runs itself
+
+
+@dataclass
+class _Gate:
+    """A release waiting at the approval gate; `decision` is (approve, Slack user) once answered."""
+
+    number: int
+    token: str  # in the button's input_id: a button of an earlier service run names no waiting release
+    requested_by: str
+    model: str
+    digest: str
+    woken: threading.Event = field(default_factory=threading.Event)
+    decision: tuple[bool, str] | None = None
+
+
+def _reason(err: str, code: int) -> str:
+    return next(
+        (ln[len("error: ") :] for ln in reversed(err.splitlines()) if ln.startswith("error: ")),
+        _first_line(err) or f"exit code {code}",
+    )
 
 
 def _first_line(text: str, limit: int = 300) -> str:
@@ -41,6 +74,12 @@ class LocalExecutor:
         self.workdir = Path(settings.chatops.local.workdir or settings.workdir).absolute()
         self.timeout_s = settings.chatops.local.stage_timeout_s
         self.config_file = config_file
+        self.gate = settings.chatops.local.approval_gate
+        self.approval_timeout_s = settings.chatops.local.approval_timeout_s
+        self._gates: dict[int, _Gate] = {}
+        self._gates_lock = threading.Lock()
+        self._numbers = itertools.count(1)
+        self._stopping = threading.Event()
 
     def _env(self, release: Release) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_CHATOPS__")}
@@ -79,31 +118,95 @@ class LocalExecutor:
             fcntl.flock(lock, fcntl.LOCK_EX)
         return lock
 
+    def _stage(self, index: int, total: int, stage: str, release: Release, say: Say, *extra: str) -> None:
+        start = time.monotonic()
+        code, out, err = self._mlops([stage, *extra], release)
+        took = f"{time.monotonic() - start:.1f}s"
+        if code != 0:
+            say(f"{ICONS['failed']} [{index}/{total}] {stage} failed ({took}): {_reason(err, code)}")
+            raise ExecutorError(f"the release stopped at {stage}: nothing after it ran")
+        try:
+            result = json.loads(out)
+        except ValueError:
+            result = {}
+        status = result.get("status", "passed")
+        detail = _first_line(result.get("message", ""))
+        say(f"{ICONS.get(status, '')} [{index}/{total}] {stage} {status} ({took})" + (f": {detail}" if detail else ""))
+
     def deploy(self, release: Release, say: Say) -> None:
         stages = STAGES if release.env == "prod" else TEST_STAGES
+        gated = release.env == "prod" and self.gate
         with self._locked(say):
+            if release.env == "prod" and not self.gate:
+                say(":warning: no approval gate (chatops.local.approval_gate: false): all seven stages run at once")
             for index, stage in enumerate(stages, start=1):
-                start = time.monotonic()
-                code, out, err = self._mlops([stage], release)
-                took = f"{time.monotonic() - start:.1f}s"
-                if code != 0:
-                    reason = next(
-                        (ln[len("error: ") :] for ln in reversed(err.splitlines()) if ln.startswith("error: ")),
-                        _first_line(err) or f"exit code {code}",
-                    )
-                    say(f"{ICONS['failed']} [{index}/{len(stages)}] {stage} failed ({took}): {reason}")
-                    raise ExecutorError(f"the release stopped at {stage}: nothing after it ran")
-                try:
-                    result = json.loads(out)
-                except ValueError:
-                    result = {}
-                status = result.get("status", "passed")
-                detail = _first_line(result.get("message", ""))
-                say(
-                    f"{ICONS.get(status, '')} [{index}/{len(stages)}] {stage} {status} ({took})"
-                    + (f": {detail}" if detail else "")
-                )
+                extra: list[str] = []
+                if stage == "rolling-update":
+                    if gated:
+                        approver = self._await_approval(release, say)
+                        extra = ["--approved-by", f"slack:{approver}"]
+                    extra += ["--triggered-by", release.requested_by]
+                self._stage(index, len(stages), stage, release, say, *extra)
             say(self._serving(release.env))
+
+    # --- the approval gate (to prod) ------------------------------------------------------------
+
+    def _candidate(self, release: Release) -> tuple[str, str]:
+        """The model and digest smoke-test passed: what production would get."""
+        state = State.load(self.workdir)
+        dep = state.deployments.get("test")
+        model = dep.model_ref if dep else release.model
+        if state.image is not None:
+            return model, state.image.reference
+        digest = dep.bundle_digest if dep else (state.bundle.bundle_digest if state.bundle else "")
+        return model, f"bundle sha256:{digest}" if digest else ""
+
+    def _await_approval(self, release: Release, say: Say) -> str:
+        """Post Approve/Reject in the thread and wait (bounded) for the decision; the approver's Slack ID, or
+        ExecutorError (rejected, timed out, the service stopping) with nothing deployed and the outcome recorded."""
+        model, digest = self._candidate(release)
+        gate = _Gate(next(self._numbers), secrets.token_hex(8), release.requested_by, model, digest)
+        request = approval_value(
+            GATE_JOB, gate.number, "", input_id=gate.token, requested_by=gate.requested_by, model=model, digest=digest
+        )
+        text = (
+            f":raised_hand: Approve *{model}* to *prod*? digest `{digest}`, requested by <@{release.user}> "
+            f"(local release #{gate.number}; waits {self.approval_timeout_s:g}s)"
+        )
+        blocks = [{"type": "section", "block_id": "summary", "text": {"type": "mrkdwn", "text": text}}]
+        with self._gates_lock:
+            self._gates[gate.number] = gate
+        try:
+            say(text, blocks=blocks + approval_blocks(request))
+            gate.woken.wait(self.approval_timeout_s)
+        finally:
+            with self._gates_lock:  # from here on a click finds the release finished
+                self._gates.pop(gate.number, None)
+                decision = gate.decision
+        if decision is not None and decision[0]:
+            say(f":white_check_mark: approved by <@{decision[1]}>: rolling-update runs")
+            return decision[1]
+        if decision is not None:
+            self._record("rejected", f"slack:{decision[1]}", release)
+            raise ExecutorError(f"rejected by <@{decision[1]}>: nothing was deployed to prod")
+        if self._stopping.is_set():
+            raise ExecutorError("the service stopped while waiting for approval: nothing was deployed to prod")
+        self._record("timed-out", None, release)
+        raise ExecutorError(f"no decision within {self.approval_timeout_s:g}s: nothing was deployed to prod")
+
+    def _record(self, decision: str, by: str | None, release: Release) -> None:
+        """The gate's outcome in state.json (`mlops approval`); a failure to record is said, not fatal."""
+        args = ["approval", "--decision", decision, "--triggered-by", release.requested_by]
+        code, _, err = self._mlops(args + (["--by", by] if by else []), release)
+        if code != 0:
+            raise ExecutorError(f"{decision}, nothing deployed, but not recorded in state: {_reason(err, code)}")
+
+    def close(self) -> None:
+        """The service stops: every release waiting for approval ends, deploying nothing."""
+        self._stopping.set()
+        with self._gates_lock:
+            for gate in self._gates.values():
+                gate.woken.set()
 
     def _serving(self, env: str) -> str:
         state = State.load(self.workdir)
@@ -131,13 +234,41 @@ class LocalExecutor:
             detail = ""
         say(f":rewind: {release.env} rolled back" + (f": {detail}" if detail else ""))
 
+    def _waiting(self, approval: Approval) -> _Gate:
+        gate = self._gates.get(approval.build)
+        if gate is None or gate.token != approval.input_id:
+            raise ExecutorError(f"local release #{approval.build} is not waiting for approval (finished or unknown)")
+        return gate
+
     def approval(self, value: str) -> Approval:
-        raise ExecutorError(
-            "this service runs releases locally (chatops.executor: local): there is no approval gate to answer"
+        try:
+            data = parse_approval_value(value)
+        except ValueError as exc:
+            raise ExecutorError(str(exc)) from None
+        if data["job"] != GATE_JOB:
+            raise ExecutorError(f"the button names the job {data['job']!r}; this service runs releases locally")
+        approval = Approval(
+            job=GATE_JOB,
+            build=data["build"],
+            build_url="",
+            input_id=str(data["input_id"]),
+            requested_by=str(data.get("requested_by") or ""),
+            model=str(data.get("model") or ""),
+            digest=str(data.get("digest") or ""),
         )
+        with self._gates_lock:
+            gate = self._waiting(approval)
+        # who asked and what is to be deployed: as this service recorded them, the button's word only a hint
+        return replace(approval, requested_by=gate.requested_by, model=gate.model, digest=gate.digest)
 
     def requester(self, approval: Approval) -> str:
-        raise ExecutorError("no approval gate with the local executor")
+        with self._gates_lock:
+            return self._waiting(approval).requested_by
 
     def decide(self, approval: Approval, approve: bool, user: str) -> None:
-        raise ExecutorError("no approval gate with the local executor")
+        with self._gates_lock:
+            gate = self._waiting(approval)
+            if gate.decision is not None:
+                raise ExecutorError(f"local release #{gate.number} is decided already")
+            gate.decision = (approve, user)
+            gate.woken.set()

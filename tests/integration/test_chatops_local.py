@@ -182,6 +182,15 @@ def test_a_signed_deploy_runs_the_pipeline_locally_and_prod_waits_for_another_ap
         events = [(e["event"], e.get("reason", "")) for e in audit]
         assert ("rejected", "") in events and ("approved", "") in events
         assert any(e == "failed" and "no decision within" in r for e, r in events)
+
+        # 4: the service stops while a release waits: it ends at once and deploys nothing
+        ts, message = release()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, (tmp_path / "chatops.log").read_text()
+        assert read_state(work)["deployments"]["prod"]["revision"] == prod["revision"]
+        assert (
+            slack.thread(ts)[-1] == ":x: the service stopped while waiting for approval: nothing was deployed to prod"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -409,3 +409,73 @@ def test_the_audit_log_is_read_from_its_tail_in_bounded_time(tmp_path):
     entries = audit.entries(tail_bytes=64 * 1024)
     assert 0 < len(entries) < 1000 and entries[-1]["event"] == "released"
     assert all(isinstance(e, dict) and "event" in e for e in entries)
+
+
+def _local_gate(monkeypatch, tmp_path: Path, **local):
+    """A LocalExecutor whose stage processes are recorded (argv) and pass at once."""
+    from mlops_cli.chatops.executors.local import LocalExecutor
+
+    calls: list[list[str]] = []
+
+    def fake_mlops(self, args, release):
+        calls.append(list(args))
+        return 0, json.dumps({"status": "passed"}), ""
+
+    monkeypatch.setattr(LocalExecutor, "_mlops", fake_mlops)
+    monkeypatch.setattr(LocalExecutor, "_serving", lambda self, env: "done")
+    settings = load_settings(None, {"workdir": tmp_path, "chatops": {"executor": "local", "local": local}}, environ={})
+    return LocalExecutor(settings), calls
+
+
+def test_the_local_approval_gate_switched_off_runs_all_seven_stages_and_says_so(monkeypatch, tmp_path):
+    from mlops_cli.chatops.executors import Release
+
+    executor, calls = _local_gate(monkeypatch, tmp_path, approval_gate=False)
+    said: list[str] = []
+    executor.deploy(
+        Release("local:iris@1", "prod", None, "U1", "C1", "1.0"), lambda text, blocks=None: said.append(text)
+    )
+    assert [c[0] for c in calls][-1] == "rolling-update" and len(calls) == 7
+    assert calls[-1] == ["rolling-update", "--triggered-by", "slack:U1"]  # no approver: approval.required refuses
+    assert said[0].startswith(":warning: no approval gate") and said[-1] == "done"
+
+
+def test_the_local_approval_gate_answers_only_its_waiting_release_and_once(monkeypatch, tmp_path):
+    import threading
+    import time
+
+    from mlops_cli.chatops.executors import ExecutorError, Release
+
+    executor, calls = _local_gate(monkeypatch, tmp_path, approval_timeout_s=30)
+    posted: list[tuple[str, list | None]] = []
+    release = Release("local:iris@1", "prod", None, "U1", "C1", "1.0")
+    thread = threading.Thread(
+        target=executor.deploy, args=(release, lambda text, blocks=None: posted.append((text, blocks)))
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not any(b for _, b in posted):
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.01)
+        value = next(b for _, b in posted if b)[-1]["elements"][0]["value"]
+        data = json.loads(value)
+        assert [c[0] for c in calls] == ["unit-test", "validate-model", "assemble-server", "build-image",
+                                         "deploy-test", "smoke-test"]  # fmt: skip
+        for forged in ({**data, "job": "mlops-release"}, {**data, "input_id": "0" * 16}, {**data, "build": 99}):
+            with pytest.raises(ExecutorError):
+                executor.approval(json.dumps(forged))
+        with pytest.raises(ExecutorError):
+            executor.approval("not json")
+        approval = executor.approval(json.dumps({**data, "requested_by": "slack:U_OTHER"}))
+        assert executor.requester(approval) == "slack:U1"  # the service's record, not the button's word
+        executor.decide(approval, True, "U2")
+        with pytest.raises(ExecutorError, match="decided already|not waiting"):
+            executor.decide(approval, False, "U3")
+        thread.join(timeout=10)
+        assert calls[-1] == ["rolling-update", "--approved-by", "slack:U2", "--triggered-by", "slack:U1"]
+        with pytest.raises(ExecutorError, match="not waiting for approval"):
+            executor.approval(value)
+    finally:
+        executor.close()
+        thread.join(timeout=10)

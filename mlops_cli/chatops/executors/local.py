@@ -5,9 +5,9 @@ also keeps out a second service on the same workdir), and posts each stage's out
 `to test` runs up to smoke-test. `to prod` runs up to smoke-test, then waits at the approval gate
 (chatops.local.approval_gate): an Approve/Reject message in the thread, the pipeline's own Block Kit
 (notifiers.slack.approval_blocks), answered through the app's interaction path (roles, four eyes,
-one decision); approved -> rolling-update with --approved-by/--triggered-by; rejected, timed out
-(chatops.local.approval_timeout_s) or the service stopping -> nothing deployed, recorded with
-`mlops approval`. The thread ends with what serves and its digest. The stages get the service's
+one decision); approved -> rolling-update with --approved-by/--triggered-by; rejected or timed out
+(chatops.local.approval_timeout_s) -> nothing deployed, recorded with `mlops approval`; the service
+stopping -> nothing deployed. The thread ends with what serves and its digest. The stages get the service's
 environment without its own secrets (MLOPS_CHATOPS__*).
 """
 
@@ -174,7 +174,10 @@ class LocalExecutor:
             f"(local release #{gate.number}; waits {self.approval_timeout_s:g}s)"
         )
         blocks = [{"type": "section", "block_id": "summary", "text": {"type": "mrkdwn", "text": text}}]
-        with self._gates_lock:
+        stopped = ExecutorError("the service stopped while waiting for approval: nothing was deployed to prod")
+        with self._gates_lock:  # close() sets _stopping first, then wakes what it finds here: no gate missed
+            if self._stopping.is_set():
+                raise stopped
             self._gates[gate.number] = gate
         try:
             say(text, blocks=blocks + approval_blocks(request))
@@ -190,7 +193,7 @@ class LocalExecutor:
             self._record("rejected", f"slack:{decision[1]}", release)
             raise ExecutorError(f"rejected by <@{decision[1]}>: nothing was deployed to prod")
         if self._stopping.is_set():
-            raise ExecutorError("the service stopped while waiting for approval: nothing was deployed to prod")
+            raise stopped
         self._record("timed-out", None, release)
         raise ExecutorError(f"no decision within {self.approval_timeout_s:g}s: nothing was deployed to prod")
 

@@ -186,19 +186,19 @@ class LocalExecutor:
             with self._gates_lock:  # from here on a click finds the release finished
                 self._gates.pop(gate.number, None)
                 decision = gate.decision
+        if self._stopping.is_set():  # even when approved just now: no rolling update in a stopping service
+            raise stopped
         if decision is not None and decision[0]:
             say(f":white_check_mark: approved by <@{decision[1]}>: rolling-update runs")
             return decision[1]
         if decision is not None:
             self._record("rejected", f"slack:{decision[1]}", release)
             raise ExecutorError(f"rejected by <@{decision[1]}>: nothing was deployed to prod")
-        if self._stopping.is_set():
-            raise stopped
         self._record("timed-out", None, release)
         raise ExecutorError(f"no decision within {self.approval_timeout_s:g}s: nothing was deployed to prod")
 
     def _record(self, decision: str, by: str | None, release: Release) -> None:
-        """The gate's outcome in state.json (`mlops approval`); a failure to record is said, not fatal."""
+        """The gate's outcome in state.json (`mlops approval`); a failure to record it is said in the thread."""
         args = ["approval", "--decision", decision, "--triggered-by", release.requested_by]
         code, _, err = self._mlops(args + (["--by", by] if by else []), release)
         if code != 0:

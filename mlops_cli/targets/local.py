@@ -113,6 +113,16 @@ def _ppid(pid: int) -> int | None:
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 
 
+def server_command(
+    bundle: Path | str, host: str, port: int, ready_file: Path, instance: str, revision: int, handover: bool
+) -> list[str]:
+    """`python -m serving` for one local server with its identity (instance, revision) and ready file;
+    with `handover`, it loads and waits for SIGUSR1 before it listens."""
+    argv = [sys.executable, "-m", "serving", str(bundle), "--host", host, "--port", str(port)]
+    argv += ["--ready-file", str(ready_file), "--instance", instance, "--revision", str(revision)]
+    return argv + ["--await-handover"] if handover else argv
+
+
 def supervised(argv: list[str], status: Path) -> list[str]:
     """ARGV under a supervisor that restarts it if it dies while serving (deploy.restart: on-failure)."""
     # -IS: standard library only, no site (its .pth files) to process before the server starts
@@ -255,23 +265,7 @@ class LocalTarget(LocalCanary):
         ready_file.unlink(missing_ok=True)
         log_path = self.log_dir / f"{env}-{revision}.log"
         instance = uuid.uuid4().hex[:16]
-        argv = [
-            sys.executable,
-            "-m",
-            "serving",
-            str(bundle),
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--ready-file",
-            str(ready_file),
-            "--instance",
-            instance,
-            "--revision",
-            str(revision),
-            "--await-handover",
-        ]
+        argv = server_command(bundle, host, port, ready_file, instance, revision, handover=True)
         if self.settings.deploy.restart == "on-failure":  # a supervisor restarts it if it dies while serving
             argv = supervised(argv, self.supervision_file(env, revision))
         # drain until idle: its successor takes the port over before it is stopped

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -64,7 +63,7 @@ class LocalCanary(HAProxyCanary):
     # --- servers ---
     def _spawn(self, env: str, bundle: str, host: str, port: int, revision: int, name: str, handover: bool) -> dict:
         """Start one server (supervised as deploy.restart says); its identity and files."""
-        from .local import _CHILDREN, server_process_environ, supervised
+        from .local import _CHILDREN, server_command, server_process_environ, supervised
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -72,24 +71,7 @@ class LocalCanary(HAProxyCanary):
         ready_file.unlink(missing_ok=True)
         log_path = self.log_dir / f"{env}-{name}.log"
         instance = uuid.uuid4().hex[:16]
-        argv = [
-            sys.executable,
-            "-m",
-            "serving",
-            bundle,
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--ready-file",
-            str(ready_file),
-            "--instance",
-            instance,
-            "--revision",
-            str(revision),
-        ]
-        if handover:
-            argv.append("--await-handover")
+        argv = server_command(bundle, host, port, ready_file, instance, revision, handover)
         if self.settings.deploy.restart == "on-failure":
             status = self.run_dir / f"{env}-{name}.supervisor.json"
             argv = supervised(argv, status)

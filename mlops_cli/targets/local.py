@@ -89,11 +89,38 @@ def terminate(pid: int, timeout: float) -> None:
         _CHILDREN.pop(pid, None)
         return
     if not _wait_exit(pid, timeout):
+        # Our servers lead their own process group (start_new_session), a supervisor's server with it:
+        # kill the group, and wait until none of it lives, so that the port is free when we return (the
+        # server's death by PR_SET_PDEATHSIG would come after its supervisor's exit, not before).
         try:
-            os.kill(pid, signal.SIGKILL)
+            group = pid if os.getpgid(pid) == pid else None
+            if group:
+                os.killpg(group, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
-            pass
+            group = None
         _wait_exit(pid, 5)
+        if group:
+            _wait_group_gone(group, 5)
+
+
+def _wait_group_gone(group: int, timeout: float) -> None:
+    """Until no live (non-zombie) process of the process group is left, at most timeout seconds."""
+    deadline, delays = time.monotonic() + timeout, poll_delays(first=0.001, cap=0.05)
+    while time.monotonic() < deadline:
+        members = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+                except OSError:
+                    continue
+                if fields[2] == str(group) and fields[0] not in ("Z", "X"):
+                    members.append(entry.name)
+        if not members:
+            return
+        time.sleep(next(delays))
 
 
 def _cmdline(pid: int) -> list[str]:
